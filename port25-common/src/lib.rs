@@ -1,0 +1,183 @@
+//! Types shared by the port25 XDP program and the `port25d` daemon.
+//!
+//! Everything here crosses the kernel/user boundary through BPF maps, so every type is `#[repr(C)]`,
+//! `Copy`, and laid out without implicit padding (the verifier and `aya::Pod` both need that).
+#![no_std]
+
+/// Names of the BPF maps, so the daemon and tests never spell them twice.
+pub mod maps {
+    /// `Array<u32>` of one element: the live policy generation (see [`crate::Settings`]).
+    pub const ACTIVE: &str = "ACTIVE";
+    /// `Array<Settings>` with one slot per generation parity.
+    pub const SETTINGS: &str = "SETTINGS";
+    /// `Array<u32>`: bitmap of protected destination ports, [`crate::PORT_WORDS`] words per slot.
+    pub const PORTS: &str = "PORTS";
+    pub const ALLOW_V4: &str = "ALLOW_V4";
+    pub const DENY_V4: &str = "DENY_V4";
+    pub const ALLOW_V6: &str = "ALLOW_V6";
+    pub const DENY_V6: &str = "DENY_V6";
+    /// `PerCpuHashMap<CounterKey, Counter>`.
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "port25";
+
+/// Two settings/ports slots: the live generation's and the one being built beside it.
+pub const SLOTS: u32 = 2;
+/// Words of 32 bits in one slot of the port bitmap (65536 ports).
+pub const PORT_WORDS: u32 = 65536 / 32;
+/// Capacity of each CIDR list per address family. The tries are not preallocated, so only
+/// inserted entries cost memory; the bound covers two generations of a large list during a swap.
+pub const LIST_CAPACITY: u32 = 2 * 1_100_000;
+/// Interfaces times counter slots the counter map can hold.
+pub const COUNTER_CAPACITY: u32 = 64 * COUNTER_SLOTS;
+/// IPv6 extension headers walked before a packet is judged `malformed`.
+pub const MAX_IPV6_EXT_HEADERS: usize = 8;
+
+/// Datapath settings of one generation. The program reads [`maps::ACTIVE`] once per packet and then
+/// only this generation's slot, lists and ports, so a reload can never be seen half-applied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// 1: count would-be drops and pass everything (monitor mode); 0: enforce.
+    pub monitor: u32,
+    /// One of [`policy`].
+    pub policy: u32,
+}
+
+/// Values of [`Settings::policy`].
+pub mod policy {
+    /// Drop every source that is not allowlisted.
+    pub const DROP: u32 = 0;
+    /// Rate-limit new connections from sources that are not allowlisted.
+    pub const RATELIMIT: u32 = 1;
+}
+
+/// Key of the IPv4 list tries: the generation is part of the prefix, so two generations of a list
+/// live side by side in one trie and a lookup only ever sees its own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V4Key {
+    pub generation: u32,
+    /// Address in network byte order.
+    pub addr: [u8; 4],
+}
+
+/// Key of the IPv6 list tries, like [`V4Key`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V6Key {
+    pub generation: u32,
+    pub addr: [u8; 16],
+}
+
+/// Bits of the generation field in an LPM prefix length.
+pub const GENERATION_BITS: u32 = 32;
+
+/// Why the datapath reached its verdict. The order is the counter index.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    Allowlisted = 0,
+    Denylisted = 1,
+    NotAllowlisted = 2,
+    RateLimited = 3,
+    Admitted = 4,
+    Malformed = 5,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::Allowlisted,
+        Reason::Denylisted,
+        Reason::NotAllowlisted,
+        Reason::RateLimited,
+        Reason::Admitted,
+        Reason::Malformed,
+    ];
+
+    /// Label value in metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Reason::Allowlisted => "allowlisted",
+            Reason::Denylisted => "denylisted",
+            Reason::NotAllowlisted => "not_allowlisted",
+            Reason::RateLimited => "rate_limited",
+            Reason::Admitted => "admitted",
+            Reason::Malformed => "malformed",
+        }
+    }
+
+    /// Whether an enforcing datapath drops packets for this reason.
+    pub const fn drops(self) -> bool {
+        !matches!(self, Reason::Allowlisted | Reason::Admitted)
+    }
+}
+
+/// What happened to a packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    Pass = 0,
+    Drop = 1,
+    /// Monitor mode: it would have been dropped, and was passed.
+    WouldDrop = 2,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Drop, Verdict::WouldDrop];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Drop => "drop",
+            Verdict::WouldDrop => "would_drop",
+        }
+    }
+}
+
+/// Counter slots per interface: every (verdict, reason) pair.
+pub const COUNTER_SLOTS: u32 = 3 * 6;
+
+/// Counter slot of a (verdict, reason) pair.
+pub const fn counter_slot(verdict: Verdict, reason: Reason) -> u32 {
+    verdict as u32 * 6 + reason as u32
+}
+
+/// The (verdict, reason) pair of a counter slot; the inverse of [`counter_slot`].
+pub const fn slot_meaning(slot: u32) -> Option<(Verdict, Reason)> {
+    if slot >= COUNTER_SLOTS {
+        return None;
+    }
+    Some((
+        Verdict::ALL[(slot / 6) as usize],
+        Reason::ALL[(slot % 6) as usize],
+    ))
+}
+
+/// Key of [`maps::COUNTERS`]: one set of counters per ingress interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterKey {
+    pub ifindex: u32,
+    pub slot: u32,
+}
+
+/// Per-CPU packet and byte counts; the daemon sums them over CPUs at scrape time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, and have no padding bytes.
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::V4Key {}
+    unsafe impl aya::Pod for super::V6Key {}
+    unsafe impl aya::Pod for super::CounterKey {}
+    unsafe impl aya::Pod for super::Counter {}
+}

@@ -1,0 +1,109 @@
+//! CIDR entries of the allow and deny lists: parsing with helpful errors, list files, and the
+//! sorted set the daemon loads into the kernel's LPM tries.
+
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+/// A set of IPv4 and IPv6 networks, each sorted and deduplicated so that two sets built from the
+/// same entries compare equal whatever the order they were written in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CidrSet {
+    pub v4: Vec<Ipv4Net>,
+    pub v6: Vec<Ipv6Net>,
+}
+
+impl CidrSet {
+    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        let mut set = CidrSet::default();
+        for net in nets {
+            match net {
+                IpNet::V4(n) => set.v4.push(n),
+                IpNet::V6(n) => set.v6.push(n),
+            }
+        }
+        set.v4.sort_unstable();
+        set.v4.dedup();
+        set.v6.sort_unstable();
+        set.v6.dedup();
+        set
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// Whether exactly this entry is in the set (not whether a wider entry covers it).
+    pub fn contains_net(&self, n: &IpNet) -> bool {
+        match n {
+            IpNet::V4(n) => self.v4.binary_search(n).is_ok(),
+            IpNet::V6(n) => self.v6.binary_search(n).is_ok(),
+        }
+    }
+
+    /// All entries, IPv4 first, each family in order.
+    pub fn iter(&self) -> impl Iterator<Item = IpNet> + '_ {
+        let v4 = self.v4.iter().map(|&n| IpNet::V4(n));
+        let v6 = self.v6.iter().map(|&n| IpNet::V6(n));
+        v4.chain(v6)
+    }
+}
+
+/// Parses one entry: `ADDRESS/PREFIX`, or a bare address meaning that one host.
+///
+/// Written by hand rather than with `IpNet::from_str` because its only error is "invalid IP
+/// address syntax", and an operator needs to know which part is wrong. Host bits set are an
+/// error, not silently cleared: `198.18.0.1/24` is usually a typo for a host or for a network,
+/// and guessing wrong would open (or close) the port for 255 other addresses.
+pub(super) fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    const EXAMPLE: &str =
+        "write a network such as 198.18.0.0/24 or 2001:db8::/48, or a single address";
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(format!("empty CIDR; {EXAMPLE}"));
+    }
+    let (addr_text, len_text) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr_text.parse().map_err(|_| {
+        format!("invalid CIDR {s:?}: {addr_text:?} is not an IPv4 or IPv6 address; {EXAMPLE}")
+    })?;
+    let Some(len_text) = len_text else {
+        return Ok(IpNet::from(addr));
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+    let len: u8 = len_text.parse().ok().filter(|&l| l <= max).ok_or_else(|| {
+        format!("invalid CIDR {s:?}: prefix length must be a number from 0 to {max} for {family}")
+    })?;
+    let net = IpNet::new(addr, len).map_err(|e| format!("invalid CIDR {s:?}: {e}"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "host bits set in {s}; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// Parses a list file: one CIDR a line, `#` starts a comment (whole line or trailing), blank
+/// lines ignored. An error comes with its 1-based line number.
+pub(super) fn parse_list(text: &str) -> Result<Vec<IpNet>, (usize, String)> {
+    let mut nets = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let entry = line
+            .split_once('#')
+            .map_or(line, |(before, _)| before)
+            .trim();
+        if entry.is_empty() {
+            continue;
+        }
+        nets.push(parse_cidr(entry).map_err(|reason| (index + 1, reason))?);
+    }
+    Ok(nets)
+}

@@ -1,0 +1,556 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use super::*;
+
+/// A fresh scratch directory for one test (pid + name keep parallel runs apart).
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("port25-config-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(path: &Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+const ORIGIN: &str = "/etc/port25/test.toml";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new(ORIGIN))
+}
+
+/// Asserts that parsing fails at `file:line` with a reason containing `fragment`.
+fn assert_error(err: ConfigError, file: &Path, line: Option<usize>, fragment: &str) {
+    assert_eq!(err.location.file, file, "wrong file in: {err}");
+    assert_eq!(err.location.line, line, "wrong line in: {err}");
+    assert!(
+        err.reason.contains(fragment),
+        "reason {:?} lacks {fragment:?}",
+        err.reason
+    );
+}
+
+fn parse_error(text: &str, line: usize, fragment: &str) {
+    let err = parse(text).expect_err("config should be rejected");
+    assert_error(err, Path::new(ORIGIN), Some(line), fragment);
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+// ---- Positive cases ----------------------------------------------------------------------------
+
+#[test]
+fn embedded_default_parses_to_the_documented_defaults() {
+    let c = Config::parse(EMBEDDED_DEFAULT, Path::new("<embedded default>")).unwrap();
+    assert_eq!(c.source, "<embedded default>");
+    assert_eq!(c.ports, vec![25]);
+    assert_eq!(c.policy, PolicyKind::Ratelimit);
+    assert_eq!(c.mode, Mode::Enforce);
+    assert_eq!(c.xdp_mode, XdpModeSetting::Auto);
+    assert!(c.interfaces.is_empty());
+    assert!(c.allow.is_empty() && c.deny.is_empty());
+    assert_eq!(
+        c.metrics_listen,
+        "127.0.0.1:9725".parse::<SocketAddr>().unwrap()
+    );
+    // The documented file and the built-in defaults must agree.
+    let mut from_empty = parse("").unwrap();
+    from_empty.source = c.source.clone();
+    assert_eq!(c, from_empty);
+}
+
+#[test]
+fn empty_file_gets_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.source, ORIGIN);
+    assert_eq!(
+        c.ratelimit,
+        RateLimit {
+            syn_rate: 20,
+            syn_burst: 40,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            global_syn_rate: 2000,
+            global_syn_burst: 4000,
+            tracked_sources: 65536,
+        }
+    );
+}
+
+#[test]
+fn load_none_falls_back_to_embedded_default_when_default_path_is_missing() {
+    if Path::new(DEFAULT_PATH).exists() {
+        return; // this host has a real config; nothing to learn here
+    }
+    let c = Config::load(None).unwrap();
+    assert_eq!(c.source, "<embedded default>");
+    assert_eq!(c.ports, vec![25]);
+}
+
+#[test]
+fn full_config_with_files_parses() {
+    let dir = scratch("full");
+    let config = dir.join("port25.toml");
+    write(
+        &dir.join("allow.d/partners.txt"),
+        "# partner MTAs\n\n198.18.1.0/24   # partner A\n  2001:db8:1::/48\n198.18.0.7\n198.18.1.0/24\n",
+    );
+    write(&dir.join("deny.txt"), "198.19.0.0/16\n");
+    write(
+        &config,
+        r#"
+interfaces = ["eth0", "eth1", "eth0"]
+xdp_mode = "native"
+ports = [587, 25, 465, 25]
+mode = "monitor"
+policy = "drop"
+[allow]
+cidrs = ["198.18.0.0/24", "2001:db8::/48", "2001:db8::1", "198.18.0.0/24"]
+files = ["allow.d/partners.txt"]
+[deny]
+files = ["deny.txt"]
+[ratelimit]
+syn_rate = 5
+syn_burst = 10
+ipv4_prefix = 24
+ipv6_prefix = 48
+global_syn_rate = 100
+global_syn_burst = 200
+tracked_sources = 1024
+[metrics]
+listen = "[::1]:9100"
+"#,
+    );
+    let c = Config::load(Some(&config)).unwrap();
+    assert_eq!(c.source, config.display().to_string());
+    assert_eq!(c.interfaces, vec!["eth0", "eth1"]);
+    assert_eq!(c.xdp_mode, XdpModeSetting::Native);
+    assert_eq!(c.ports, vec![25, 465, 587]);
+    assert_eq!(c.mode, Mode::Monitor);
+    assert_eq!(c.policy, PolicyKind::Drop);
+    // Sorted, deduplicated, bare addresses as hosts, files merged with inline entries.
+    let v4: Vec<String> = c.allow.v4.iter().map(ToString::to_string).collect();
+    assert_eq!(v4, vec!["198.18.0.0/24", "198.18.0.7/32", "198.18.1.0/24"]);
+    let v6: Vec<String> = c.allow.v6.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        v6,
+        vec!["2001:db8::/48", "2001:db8::1/128", "2001:db8:1::/48"]
+    );
+    assert_eq!(c.allow.len(), 6);
+    assert!(c.allow.contains_net(&net("2001:db8:1::/48")));
+    assert!(
+        !c.allow.contains_net(&net("198.18.1.0/25")),
+        "exact entries only"
+    );
+    assert_eq!(c.deny, CidrSet::new([net("198.19.0.0/16")]));
+    assert_eq!(
+        c.ratelimit,
+        RateLimit {
+            syn_rate: 5,
+            syn_burst: 10,
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            global_syn_rate: 100,
+            global_syn_burst: 200,
+            tracked_sources: 1024,
+        }
+    );
+    assert_eq!(
+        c.metrics_listen,
+        "[::1]:9100".parse::<SocketAddr>().unwrap()
+    );
+}
+
+#[test]
+fn relative_list_files_resolve_against_the_config_directory_not_cwd() {
+    let dir = scratch("relative");
+    write(&dir.join("conf/lists/allow.txt"), "198.18.5.0/24\n");
+    let absolute = dir.join("abs.txt");
+    write(&absolute, "198.18.6.0/24\n");
+    let config = dir.join("conf/port25.toml");
+    write(
+        &config,
+        &format!(
+            "[allow]\nfiles = [\"lists/allow.txt\", {:?}]\n",
+            absolute.display().to_string()
+        ),
+    );
+    let c = Config::load(Some(&config)).unwrap();
+    assert_eq!(
+        c.allow,
+        CidrSet::new([net("198.18.5.0/24"), net("198.18.6.0/24")])
+    );
+}
+
+#[test]
+fn list_file_comments_blank_lines_and_whitespace() {
+    let nets = cidr::parse_list(
+        "# header\n\n   \n\t198.18.0.0/24\t# trailing\r\n#198.18.9.0/24\n2001:db8::/32 #x\n",
+    )
+    .unwrap();
+    assert_eq!(nets, vec![net("198.18.0.0/24"), net("2001:db8::/32")]);
+}
+
+#[test]
+fn cidr_set_sorts_and_dedups() {
+    let set = CidrSet::new(
+        [
+            "198.18.2.0/24",
+            "2001:db8::/32",
+            "198.18.1.0/24",
+            "198.18.2.0/24",
+        ]
+        .map(net),
+    );
+    assert_eq!(
+        set.v4,
+        vec![
+            "198.18.1.0/24".parse().unwrap(),
+            "198.18.2.0/24".parse().unwrap()
+        ]
+    );
+    assert_eq!(set.v6.len(), 1);
+    assert_eq!(set.len(), 3);
+    assert!(!set.is_empty());
+    assert!(CidrSet::default().is_empty());
+}
+
+#[test]
+fn overrides_apply() {
+    let mut c = parse("interfaces = [\"eth0\"]\nxdp_mode = \"native\"\n").unwrap();
+    let before = c.clone();
+    c.apply(&Overrides::default());
+    assert_eq!(c, before, "empty overrides change nothing");
+    c.apply(&Overrides {
+        interfaces: vec!["veth1".into(), "veth2".into(), "veth1".into()],
+        xdp_mode: Some(XdpModeSetting::Skb),
+        monitor: true,
+        metrics_listen: Some("0.0.0.0:9999".parse().unwrap()),
+    });
+    assert_eq!(c.interfaces, vec!["veth1", "veth2"]);
+    assert_eq!(c.xdp_mode, XdpModeSetting::Skb);
+    assert_eq!(c.mode, Mode::Monitor);
+    assert_eq!(
+        c.metrics_listen,
+        "0.0.0.0:9999".parse::<SocketAddr>().unwrap()
+    );
+    // monitor = false does not turn a monitoring config into an enforcing one.
+    let mut m = parse("mode = \"monitor\"").unwrap();
+    m.apply(&Overrides::default());
+    assert_eq!(m.mode, Mode::Monitor);
+}
+
+#[test]
+fn existing_interface_passes_check() {
+    let c = parse("interfaces = [\"lo\"]").unwrap();
+    c.check_interfaces().unwrap();
+}
+
+#[test]
+fn display_lists_entries_and_caps_long_lists() {
+    let cidrs: Vec<String> = (0..25).map(|i| format!("\"198.18.{i}.0/24\"")).collect();
+    let c = parse(&format!(
+        "interfaces = [\"eth0\"]\n[allow]\ncidrs = [{}]\n[deny]\ncidrs = [\"2001:db8::/32\"]\n",
+        cidrs.join(", ")
+    ))
+    .unwrap();
+    let text = c.to_string();
+    assert!(text.contains(ORIGIN), "{text}");
+    assert!(text.contains("eth0"), "{text}");
+    assert!(text.contains("25 entries (25 IPv4, 0 IPv6)"), "{text}");
+    assert!(text.contains("198.18.19.0/24"), "{text}");
+    assert!(!text.contains("198.18.20.0/24"), "capped at 20: {text}");
+    assert!(text.contains("… and 5 more"), "{text}");
+    assert!(text.contains("1 entry (0 IPv4, 1 IPv6)"), "{text}");
+    assert!(text.contains("2001:db8::/32"), "{text}");
+    assert!(text.contains("127.0.0.1:9725"), "{text}");
+    assert!(text.contains("20 SYN/s, burst 40"), "{text}");
+}
+
+// ---- Errors: each names the file, the line and what to do --------------------------------------
+
+#[test]
+fn error_toml_syntax() {
+    parse_error(
+        "ports = [25]\n\npolicy = \"drop\n",
+        3,
+        "TOML syntax error at column 15",
+    );
+    parse_error(
+        "ports = [25]\n[allow\ncidrs = []\n",
+        2,
+        "TOML syntax error at column 7: unclosed table",
+    );
+    parse_error(
+        "ports = [25]\nmode = \"monitor\"\nports = [587]\n",
+        3,
+        "TOML syntax error",
+    );
+}
+
+#[test]
+fn error_unknown_top_level_key() {
+    parse_error("ports = [25]\npolcy = \"drop\"\n", 2, "unknown key `polcy`");
+}
+
+#[test]
+fn error_unknown_key_in_table() {
+    parse_error(
+        "[allow]\ncidrs = []\n\n[ratelimit]\nsyn_rate = 5\nsyn_brust = 10\n",
+        6,
+        "unknown key `syn_brust`",
+    );
+}
+
+#[test]
+fn error_unknown_table() {
+    parse_error(
+        "ports = [25]\n[alow]\ncidrs = []\n",
+        2,
+        "unknown key `alow`",
+    );
+}
+
+#[test]
+fn error_wrong_type() {
+    parse_error("interfaces = []\nports = \"25\"\n", 2, "invalid type");
+    parse_error("[ratelimit]\nsyn_rate = \"fast\"\n", 2, "invalid type");
+    parse_error("\n[metrics]\nlisten = 9725\n", 3, "invalid type");
+    parse_error("ports = [25]\nratelimit = [5, 10]\n", 2, "expected a table");
+    parse_error("allow = []\n", 1, "expected a table");
+}
+
+#[test]
+fn error_bad_enum_value() {
+    parse_error("ports = [25]\npolicy = \"reject\"\n", 2, "`reject`");
+    parse_error("xdp_mode = \"hw\"\n", 1, "`hw`");
+}
+
+#[test]
+fn error_bad_cidr_in_config() {
+    parse_error(
+        "[allow]\ncidrs = [\n  \"198.18.0.0/24\",\n  \"198.18.0.300/24\",\n]\n",
+        4,
+        "\"198.18.0.300\" is not an IPv4 or IPv6 address",
+    );
+    parse_error(
+        "[deny]\ncidrs = [\"198.18.0.0/33\"]\n",
+        2,
+        "prefix length must be a number from 0 to 32",
+    );
+    parse_error(
+        "[deny]\ncidrs = [\"2001:db8::/129\"]\n",
+        2,
+        "from 0 to 128 for IPv6",
+    );
+    parse_error("[deny]\n\ncidrs = [\"\"]\n", 3, "empty CIDR");
+}
+
+#[test]
+fn error_host_bits_set() {
+    parse_error(
+        "[allow]\ncidrs = [\"198.18.0.1/24\"]\n",
+        2,
+        "host bits set in 198.18.0.1/24; did you mean 198.18.0.0/24?",
+    );
+    parse_error(
+        "[allow]\ncidrs = [\"2001:db8::1/48\"]\n",
+        2,
+        "did you mean 2001:db8::/48?",
+    );
+}
+
+#[test]
+fn error_bad_cidr_in_list_file() {
+    let dir = scratch("badlist");
+    let list = dir.join("partners.txt");
+    write(
+        &list,
+        "# partners\n198.18.0.0/24\n\nnot-an-address  # oops\n",
+    );
+    let config = dir.join("port25.toml");
+    write(&config, "[allow]\nfiles = [\"partners.txt\"]\n");
+    let err = Config::load(Some(&config)).unwrap_err();
+    assert_error(
+        err,
+        &list,
+        Some(4),
+        "\"not-an-address\" is not an IPv4 or IPv6 address",
+    );
+}
+
+#[test]
+fn error_host_bits_in_list_file() {
+    let dir = scratch("hostbits-list");
+    let list = dir.join("deny.txt");
+    write(&list, "198.19.0.0/16\n198.18.0.1/24\n");
+    let config = dir.join("port25.toml");
+    write(&config, "[deny]\nfiles = [\"deny.txt\"]\n");
+    let err = Config::load(Some(&config)).unwrap_err();
+    assert_error(err, &list, Some(2), "did you mean 198.18.0.0/24?");
+}
+
+#[test]
+fn error_missing_list_file() {
+    let dir = scratch("missing-list");
+    let config = dir.join("port25.toml");
+    write(
+        &config,
+        "ports = [25]\n[deny]\nfiles = [\n  \"nope.txt\",\n]\n",
+    );
+    let err = Config::load(Some(&config)).unwrap_err();
+    let tried = dir.join("nope.txt");
+    assert_error(
+        err,
+        &config,
+        Some(4),
+        &format!("cannot read list file {}", tried.display()),
+    );
+    let err = Config::load(Some(&config)).unwrap_err();
+    assert!(err.reason.contains("No such file or directory"), "{err}");
+}
+
+#[test]
+fn error_unreadable_list_file() {
+    // A directory is never readable as a list, even as root (unlike a chmod 000 file).
+    let dir = scratch("unreadable-list");
+    std::fs::create_dir_all(dir.join("lists")).unwrap();
+    let config = dir.join("port25.toml");
+    write(&config, "[allow]\nfiles = [\"lists\"]\n");
+    let err = Config::load(Some(&config)).unwrap_err();
+    assert_error(err, &config, Some(2), "Is a directory");
+}
+
+#[test]
+fn error_port_zero() {
+    parse_error("ports = [\n  25,\n  0,\n]\n", 3, "port must be 1-65535");
+}
+
+#[test]
+fn error_port_too_large() {
+    parse_error(
+        "mode = \"enforce\"\nports = [25, 70000]\n",
+        2,
+        "port must be 1-65535 (got 70000)",
+    );
+    parse_error("ports = [-25]\n", 1, "port must be 1-65535");
+}
+
+#[test]
+fn error_empty_ports() {
+    parse_error("\nports = []\n", 2, "ports is empty");
+}
+
+#[test]
+fn error_unknown_interface() {
+    let c = parse("interfaces = [\"lo\", \"p25nosuch0\"]").unwrap();
+    let err = c.check_interfaces().unwrap_err();
+    assert_error(
+        err,
+        Path::new(ORIGIN),
+        None,
+        "interface \"p25nosuch0\" does not exist",
+    );
+    let err = c.check_interfaces().unwrap_err();
+    assert!(err.reason.contains("`ip link`"), "{err}");
+}
+
+#[test]
+fn error_invalid_interface_name() {
+    parse_error(
+        "interfaces = [\n\"eth0\",\n\"a-name-far-too-long\"]\n",
+        3,
+        "longer than 15 bytes",
+    );
+    parse_error("interfaces = [\"eth 0\"]\n", 1, "whitespace");
+}
+
+#[test]
+fn error_ratelimit_out_of_range() {
+    parse_error(
+        "[ratelimit]\nsyn_rate = 0\n",
+        2,
+        "ratelimit.syn_rate = 0 is out of range; use a value from 1 to 1000000",
+    );
+    parse_error(
+        "[ratelimit]\nsyn_burst = 1000001\n",
+        2,
+        "ratelimit.syn_burst",
+    );
+    parse_error("[ratelimit]\n\nipv4_prefix = 33\n", 3, "from 1 to 32");
+    parse_error("[ratelimit]\nipv6_prefix = 0\n", 2, "from 1 to 128");
+    parse_error(
+        "[ratelimit]\nglobal_syn_rate = -1\n",
+        2,
+        "ratelimit.global_syn_rate",
+    );
+    parse_error(
+        "[ratelimit]\nglobal_syn_burst = 0\n",
+        2,
+        "ratelimit.global_syn_burst",
+    );
+    parse_error(
+        "[ratelimit]\ntracked_sources = 100\n",
+        2,
+        "from 1024 to 16777216",
+    );
+}
+
+#[test]
+fn error_bad_metrics_listen() {
+    parse_error(
+        "[metrics]\nlisten = \"localhost:9725\"\n",
+        2,
+        "is not a socket address",
+    );
+    parse_error("[metrics]\n\nlisten = \"127.0.0.1\"\n", 3, "IP:PORT");
+}
+
+#[test]
+fn error_missing_config_file_names_it() {
+    let dir = scratch("missing-config");
+    let config = dir.join("nope.toml");
+    let err = Config::load(Some(&config)).unwrap_err();
+    assert_error(err, &config, None, "cannot read config file");
+}
+
+#[test]
+fn error_display_is_file_line_reason() {
+    let err = parse("ports = [0]\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{ORIGIN}:1: port must be 1-65535 (got 0)")
+    );
+}
+
+#[test]
+fn print_messages_for_review() {
+    // Not an assertion: `cargo test -- --nocapture print_messages` shows what operators see.
+    for text in [
+        "ports = [25]\n\npolicy = \"drop\n",
+        "ports = [25]\n[allow\ncidrs = []\n",
+        "ports = [25]\npolcy = \"drop\"\n",
+        "ports = [25]\nmode = \"monitor\"\nports = [587]\n",
+        "[ratelimit]\nsyn_brust = 10\n",
+        "[metrics]\nlisten = 9725\n",
+        "allow = []\n",
+        "interfaces = []\nports = \"25\"\n",
+        "ports = [25]\npolicy = \"reject\"\n",
+        "[ratelimit]\nsyn_rate = 2.5\n",
+        "[allow]\ncidrs = [\"198.18.0.1/24\"]\n",
+    ] {
+        if let Err(e) = parse(text) {
+            println!("{e}");
+        }
+    }
+    println!("{}", parse(EMBEDDED_DEFAULT).unwrap());
+}

@@ -1,0 +1,113 @@
+//! `port25d`: command-line entry point.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use port25_daemon::{
+    config::{Config, Overrides, XdpModeSetting},
+    daemon::{RunOptions, run},
+};
+
+/// XDP filter for SMTP (TCP port 25) on mail gateways.
+///
+/// Drops or rate-limits port-25 traffic in the kernel by CIDR allow and deny lists, and exports
+/// what it did to Prometheus.
+#[derive(Parser)]
+#[command(name = "port25d", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the filter and run in the foreground until SIGTERM or SIGINT; SIGHUP reloads the config.
+    ///
+    /// Example: port25d run --config /etc/port25/port25.toml --iface eth0
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Interface to protect (repeatable); replaces the config's `interfaces`.
+        #[arg(long = "iface", value_name = "IF")]
+        interfaces: Vec<String>,
+        /// How to attach: native (driver) XDP, skb (generic) XDP, or auto (native, else skb).
+        #[arg(long, value_enum, value_name = "MODE")]
+        xdp_mode: Option<XdpModeSetting>,
+        /// Count what would be dropped, drop nothing (overrides `mode` in the config).
+        #[arg(long)]
+        monitor: bool,
+        /// Address for the Prometheus endpoint; replaces [metrics] listen.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Validate the config and print the effective policy; exit 1 with file, line and reason on error.
+    ///
+    /// Example: port25d check-config --config /etc/port25/port25.toml
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Config file (TOML). Default: /etc/port25/port25.toml if it exists, else the built-in default
+    /// (port 25, policy ratelimit, empty lists).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            config,
+            interfaces,
+            xdp_mode,
+            monitor,
+            metrics_listen,
+        } => {
+            let options = RunOptions {
+                config: config.config,
+                overrides: Overrides {
+                    interfaces,
+                    xdp_mode,
+                    monitor,
+                    metrics_listen,
+                },
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(run(options)))
+        }
+        Command::CheckConfig { config } => check_config(config.config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("port25d: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(path.as_deref())?;
+    config.check_interfaces()?;
+    println!("{config}");
+    println!("configuration OK");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORT25_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,250 @@
+//! Prometheus metrics. Datapath counters are read from the per-CPU map at scrape time and summed,
+//! so a scrape reports exactly what the kernel counted, with no polling copy in between.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+};
+
+use axum::{Router, http::header, response::IntoResponse, routing::get};
+use port25_common::{Reason, Verdict};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
+    metrics::{
+        MetricType, counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge,
+        info::Info,
+    },
+    registry::Registry,
+};
+
+use crate::datapath::{Attachment, CounterMap, ifname, read_totals};
+
+/// What the daemon last made live, for the gauges.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub attachments: Vec<Attachment>,
+    pub allow_entries: usize,
+    pub deny_entries: usize,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reloads: Family<ReloadLabels, Counter>,
+    pub snapshot: Arc<RwLock<Snapshot>>,
+}
+
+impl Metrics {
+    pub fn new(counters: Arc<CounterMap>) -> Self {
+        let mut registry = Registry::default();
+        let snapshot = Arc::new(RwLock::new(Snapshot::default()));
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        for result in ["success", "failure"] {
+            // Export both series from the start so rate() and alerts see a zero, not a gap.
+            let _ = reloads.get_or_create(&ReloadLabels { result });
+        }
+        registry.register(
+            "port25_config_reloads",
+            "Configuration reloads (SIGHUP), by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "port25_build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register_collector(Box::new(DatapathCollector {
+            counters,
+            snapshot: Arc::clone(&snapshot),
+        }));
+        Self {
+            registry,
+            reloads,
+            snapshot,
+        }
+    }
+
+    /// The metrics in Prometheus/OpenMetrics text format.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Serves `GET /metrics` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let app = Router::new()
+            .route("/metrics", get(scrape))
+            .route("/", get(|| async { "port25d: metrics are at /metrics\n" }))
+            .with_state(self);
+        axum::serve(listener, app).await
+    }
+}
+
+/// Binds the metrics address, with an error that says what to change.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+        anyhow::anyhow!(
+            "cannot listen for metrics on {addr}: {err}; set [metrics] listen in the config \
+             or pass --metrics-listen to use another address"
+        )
+    })
+}
+
+async fn scrape(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+) -> axum::response::Response {
+    match metrics.render() {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PacketLabels {
+    iface: String,
+    verdict: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttachLabels {
+    iface: String,
+    xdp_mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListLabels {
+    list: &'static str,
+}
+
+struct DatapathCollector {
+    counters: Arc<CounterMap>,
+    snapshot: Arc<RwLock<Snapshot>>,
+}
+
+impl std::fmt::Debug for DatapathCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatapathCollector")
+    }
+}
+
+/// (verdict, reason) pairs the datapath can produce: exported as zero until they happen.
+fn possible_pairs() -> impl Iterator<Item = (Verdict, Reason)> {
+    Verdict::ALL.into_iter().flat_map(|verdict| {
+        Reason::ALL.into_iter().filter_map(move |reason| {
+            let possible = match verdict {
+                Verdict::Pass => !reason.drops(),
+                Verdict::Drop | Verdict::WouldDrop => reason.drops(),
+            };
+            possible.then_some((verdict, reason))
+        })
+    })
+}
+
+impl Collector for DatapathCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = match self.snapshot.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let totals = match read_totals(&self.counters) {
+            Ok(totals) => totals,
+            Err(err) => {
+                tracing::warn!("reading the counters map failed: {err:#}");
+                Default::default()
+            }
+        };
+        let name_of = |ifindex: u32| {
+            snapshot
+                .attachments
+                .iter()
+                .find(|a| a.ifindex == ifindex)
+                .map(|a| a.iface.clone())
+                .or_else(|| ifname(ifindex))
+                .unwrap_or_else(|| format!("ifindex{ifindex}"))
+        };
+        // Every attached interface gets every series; interfaces seen only in the map are added.
+        let mut rows = std::collections::BTreeMap::new();
+        for attachment in &snapshot.attachments {
+            for (verdict, reason) in possible_pairs() {
+                rows.insert((attachment.ifindex, verdict, reason), Default::default());
+            }
+        }
+        rows.extend(totals);
+
+        let mut packets = encoder.encode_descriptor(
+            "port25_packets",
+            "TCP packets to protected ports judged by the XDP filter",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((ifindex, verdict, reason), counter) in &rows {
+            let labels = PacketLabels {
+                iface: name_of(*ifindex),
+                verdict: verdict.label(),
+                reason: reason.label(),
+            };
+            ConstCounter::new(counter.packets).encode(packets.encode_family(&labels)?)?;
+        }
+        let mut bytes = encoder.encode_descriptor(
+            "port25_bytes",
+            "Bytes of TCP packets to protected ports judged by the XDP filter",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((ifindex, verdict, reason), counter) in &rows {
+            let labels = PacketLabels {
+                iface: name_of(*ifindex),
+                verdict: verdict.label(),
+                reason: reason.label(),
+            };
+            ConstCounter::new(counter.bytes).encode(bytes.encode_family(&labels)?)?;
+        }
+
+        let mut lists = encoder.encode_descriptor(
+            "port25_list_entries",
+            "CIDR entries in the live allow and deny lists",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (list, entries) in [
+            ("allow", snapshot.allow_entries),
+            ("deny", snapshot.deny_entries),
+        ] {
+            let gauge = ConstGauge::new(i64::try_from(entries).unwrap_or(i64::MAX));
+            gauge.encode(lists.encode_family(&ListLabels { list })?)?;
+        }
+
+        let mut attached = encoder.encode_descriptor(
+            "port25_attached",
+            "1 for each interface the XDP filter is attached to, with its XDP mode",
+            None,
+            MetricType::Gauge,
+        )?;
+        for attachment in &snapshot.attachments {
+            let labels = AttachLabels {
+                iface: attachment.iface.clone(),
+                xdp_mode: attachment.mode,
+            };
+            ConstGauge::new(1i64).encode(attached.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

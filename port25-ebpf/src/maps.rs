@@ -1,0 +1,101 @@
+//! The maps the daemon fills, and the small accessors the datapath uses on them.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    macros::map,
+    maps::{Array, LpmTrie, PerCpuHashMap, lpm_trie::Key},
+};
+use port25_common::{
+    COUNTER_CAPACITY, Counter, CounterKey, GENERATION_BITS, LIST_CAPACITY, PORT_WORDS, Reason,
+    SLOTS, Settings, V4Key, V6Key, Verdict, counter_slot,
+};
+
+use crate::parse::Source;
+
+#[map]
+static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static SETTINGS: Array<Settings> = Array::with_max_entries(SLOTS, 0);
+#[map]
+static PORTS: Array<u32> = Array::with_max_entries(SLOTS * PORT_WORDS, 0);
+#[map]
+static ALLOW_V4: LpmTrie<V4Key, u32> = LpmTrie::with_max_entries(LIST_CAPACITY, 0);
+#[map]
+static DENY_V4: LpmTrie<V4Key, u32> = LpmTrie::with_max_entries(LIST_CAPACITY, 0);
+#[map]
+static ALLOW_V6: LpmTrie<V6Key, u32> = LpmTrie::with_max_entries(LIST_CAPACITY, 0);
+#[map]
+static DENY_V6: LpmTrie<V6Key, u32> = LpmTrie::with_max_entries(LIST_CAPACITY, 0);
+#[map]
+static COUNTERS: PerCpuHashMap<CounterKey, Counter> =
+    PerCpuHashMap::with_max_entries(COUNTER_CAPACITY, 0);
+
+#[inline(always)]
+pub fn active_generation() -> Result<u32, ()> {
+    ACTIVE.get(0).copied().ok_or(())
+}
+
+#[inline(always)]
+pub fn settings(generation: u32) -> Result<Settings, ()> {
+    SETTINGS.get(generation % SLOTS).copied().ok_or(())
+}
+
+#[inline(always)]
+pub fn port_protected(generation: u32, port: u16) -> Result<bool, ()> {
+    let index = (generation % SLOTS) * PORT_WORDS + (port as u32 / 32);
+    let word = PORTS.get(index).copied().ok_or(())?;
+    Ok(word & (1 << (port % 32)) != 0)
+}
+
+pub enum List {
+    Allow,
+    Deny,
+}
+
+/// Longest-prefix match of the source in this generation of a list.
+#[inline(always)]
+pub fn listed(list: List, generation: u32, source: &Source) -> bool {
+    match *source {
+        Source::V4(addr) => {
+            let key = Key::new(GENERATION_BITS + 32, V4Key { generation, addr });
+            let trie = match list {
+                List::Allow => &ALLOW_V4,
+                List::Deny => &DENY_V4,
+            };
+            trie.get(&key).is_some()
+        }
+        Source::V6(addr) => {
+            let key = Key::new(GENERATION_BITS + 128, V6Key { generation, addr });
+            let trie = match list {
+                List::Allow => &ALLOW_V6,
+                List::Deny => &DENY_V6,
+            };
+            trie.get(&key).is_some()
+        }
+    }
+}
+
+/// Adds one packet of `bytes` to this CPU's counter for the interface, verdict and reason.
+#[inline(always)]
+pub fn count(ifindex: u32, verdict: Verdict, reason: Reason, bytes: u64) {
+    let key = CounterKey {
+        ifindex,
+        slot: counter_slot(verdict, reason),
+    };
+    for _ in 0..2 {
+        if let Some(counter) = COUNTERS.get_ptr_mut(&key) {
+            // SAFETY: per-CPU value of this CPU; XDP runs with preemption off.
+            unsafe {
+                (*counter).packets += 1;
+                (*counter).bytes += bytes;
+            }
+            return;
+        }
+        // First packet of this kind on this interface. If another CPU inserts the same key first,
+        // the insert fails and the second pass finds this CPU's zeroed copy.
+        let first = Counter { packets: 1, bytes };
+        if COUNTERS.insert(&key, &first, BPF_NOEXIST as u64).is_ok() {
+            return;
+        }
+    }
+}

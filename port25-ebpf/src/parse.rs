@@ -1,0 +1,197 @@
+//! Header walking: from an XDP frame to "TCP from this source to that port", or to why not.
+//!
+//! Every read is bounds-checked against `data_end` (the verifier insists, and attackers send short
+//! frames). The rules for what cannot be read are in DESIGN.md, step 1 and 5 of the decision table.
+
+use aya_ebpf::programs::XdpContext;
+use port25_common::MAX_IPV6_EXT_HEADERS;
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+const IPV6_HLEN: usize = 40;
+const TCP_HLEN: usize = 20;
+
+// IPv6 extension headers we walk through.
+const NH_HOP_BY_HOP: u8 = 0;
+const NH_ROUTING: u8 = 43;
+const NH_FRAGMENT: u8 = 44;
+const NH_AUTH: u8 = 51;
+const NH_DEST_OPTS: u8 = 60;
+
+/// TCP flag bits (byte 13 of the header).
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Source address of a packet, in network byte order.
+#[derive(Clone, Copy)]
+pub enum Source {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+/// What the parser made of a frame.
+pub enum Parsed {
+    /// Not TCP (or a non-first fragment, which carries no ports): not ours to judge.
+    Other,
+    /// Claims to be IP/TCP but cannot be read far enough to decide.
+    Malformed,
+    /// A TCP segment whose ports could be read. `header_ok` is false when the fixed TCP header (flags,
+    /// data offset) is cut short: fatal only if the port turns out to be protected.
+    Tcp {
+        source: Source,
+        dport: u16,
+        flags: u8,
+        header_ok: bool,
+    },
+}
+
+/// Bounds-checked view of the frame.
+struct Frame {
+    start: usize,
+    end: usize,
+}
+
+impl Frame {
+    /// Pointer to `len` readable bytes at `offset`, if the frame holds them.
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<&[u8; N]> {
+        let at = self.start + offset;
+        if at + N > self.end {
+            return None;
+        }
+        // SAFETY: [at, at + N) was just checked to lie inside the frame.
+        Some(unsafe { &*(at as *const [u8; N]) })
+    }
+
+    #[inline(always)]
+    fn u16_be(&self, offset: usize) -> Option<u16> {
+        self.bytes::<2>(offset).map(|b| u16::from_be_bytes(*b))
+    }
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Parsed {
+    let frame = Frame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    // Ethernet and up to two VLAN tags (802.1ad outer, 802.1Q inner). A frame too short to name its
+    // payload claims nothing: pass.
+    let Some(mut ethertype) = frame.u16_be(12) else {
+        return Parsed::Other;
+    };
+    let mut offset = ETH_HLEN;
+    for _ in 0..2 {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        let Some(inner) = frame.u16_be(offset + 2) else {
+            return Parsed::Other;
+        };
+        ethertype = inner;
+        offset += VLAN_HLEN;
+    }
+    match ethertype {
+        ETH_P_IPV4 => parse_ipv4(&frame, offset),
+        ETH_P_IPV6 => parse_ipv6(&frame, offset),
+        _ => Parsed::Other,
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(frame: &Frame, offset: usize) -> Parsed {
+    let Some(header) = frame.bytes::<20>(offset) else {
+        return Parsed::Malformed;
+    };
+    let ihl = (header[0] & 0x0f) as usize * 4;
+    if ihl < 20 || frame.bytes::<1>(offset + ihl - 1).is_none() {
+        return Parsed::Malformed;
+    }
+    // A non-first fragment has no TCP header: the first fragment was judged.
+    let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & 0x1fff;
+    if fragment_offset != 0 {
+        return Parsed::Other;
+    }
+    if header[9] != IPPROTO_TCP {
+        return Parsed::Other;
+    }
+    let source = Source::V4([header[12], header[13], header[14], header[15]]);
+    parse_tcp(frame, offset + ihl, source)
+}
+
+#[inline(always)]
+fn parse_ipv6(frame: &Frame, offset: usize) -> Parsed {
+    let Some(header) = frame.bytes::<IPV6_HLEN>(offset) else {
+        return Parsed::Malformed;
+    };
+    let mut source = [0u8; 16];
+    source.copy_from_slice(&header[8..24]);
+    let mut next = header[6];
+    let mut offset = offset + IPV6_HLEN;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        let len = match next {
+            NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS => {
+                let Some(ext) = frame.bytes::<2>(offset) else {
+                    return Parsed::Malformed;
+                };
+                next = ext[0];
+                (ext[1] as usize + 1) * 8
+            }
+            NH_AUTH => {
+                let Some(ext) = frame.bytes::<2>(offset) else {
+                    return Parsed::Malformed;
+                };
+                next = ext[0];
+                (ext[1] as usize + 2) * 4
+            }
+            NH_FRAGMENT => {
+                let Some(ext) = frame.bytes::<8>(offset) else {
+                    return Parsed::Malformed;
+                };
+                if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
+                    return Parsed::Other;
+                }
+                next = ext[0];
+                8
+            }
+            IPPROTO_TCP => return parse_tcp(frame, offset, Source::V6(source)),
+            _ => return Parsed::Other,
+        };
+        offset += len;
+    }
+    // Still TCP after the last header we walk? Then judge it; a longer chain is malformed.
+    if next == IPPROTO_TCP {
+        return parse_tcp(frame, offset, Source::V6(source));
+    }
+    match next {
+        NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_AUTH | NH_FRAGMENT => Parsed::Malformed,
+        _ => Parsed::Other,
+    }
+}
+
+#[inline(always)]
+fn parse_tcp(frame: &Frame, offset: usize, source: Source) -> Parsed {
+    let Some(ports) = frame.bytes::<4>(offset) else {
+        return Parsed::Malformed;
+    };
+    let dport = u16::from_be_bytes([ports[2], ports[3]]);
+    match frame.bytes::<TCP_HLEN>(offset) {
+        Some(tcp) => Parsed::Tcp {
+            source,
+            dport,
+            flags: tcp[13],
+            header_ok: tcp[12] >> 4 >= 5,
+        },
+        None => Parsed::Tcp {
+            source,
+            dport,
+            flags: 0,
+            header_ok: false,
+        },
+    }
+}

@@ -1,0 +1,126 @@
+//! `cargo xtask`: installs what port25 needs, builds `port25d`, runs it in a throw-away lab and runs
+//! every test. Orchestration only: the build itself stays with cargo (and aya-build in port25-daemon's
+//! build.rs).
+
+mod daemon;
+mod lab;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "port25 developer tasks",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (Debian packages, rust-src, bpf-linker, bpffs).
+    /// Idempotent: skips what is already there. Needs root.
+    Setup {
+        /// Reinstall bpf-linker even if the right version is already installed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build port25d (with the embedded XDP program) and print its path.
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run `port25d run`. Without `DAEMON_ARGS` it runs in a lab of two network namespaces
+    /// (p25-run-gw, p25-run-client) joined by a veth pair, attached to gw0, and removes the lab on exit.
+    Run {
+        /// Build and run the release binary.
+        #[arg(long)]
+        release: bool,
+        /// Stop the daemon with SIGTERM after N seconds (smoke test).
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+        /// Arguments for `port25d run`, e.g. `-- --iface eth0 --config /etc/port25/port25.toml`.
+        /// When given, no lab is made and port25d runs on this host's interfaces.
+        #[arg(last = true, value_name = "DAEMON_ARGS")]
+        daemon_args: Vec<String>,
+    },
+    /// Run every test, the root-only kernel and network-namespace tests included. Needs root.
+    Test {
+        /// Extra arguments for `cargo test --workspace`, e.g. `-- -p port25-tests -- --nocapture`.
+        #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Setup { force } => setup::setup(force).map(|()| ExitCode::SUCCESS),
+        Cmd::Build { release } => daemon::build(release).map(|path| {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }),
+        Cmd::Run {
+            release,
+            seconds,
+            daemon_args,
+        } => daemon::run(release, seconds, &daemon_args),
+        Cmd::Test { args } => test::test(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_args_pass_through_including_a_second_separator() {
+        let cli =
+            Cli::try_parse_from(["xtask", "test", "--", "-p", "t", "--", "--nocapture"]).unwrap();
+        let Cmd::Test { args } = cli.cmd else {
+            panic!("not test")
+        };
+        assert_eq!(args, ["-p", "t", "--", "--nocapture"]);
+    }
+
+    #[test]
+    fn run_options_before_the_separator_belong_to_xtask() {
+        let cli = Cli::try_parse_from(["xtask", "run", "--seconds", "5", "--", "--iface", "eth0"])
+            .unwrap();
+        let Cmd::Run {
+            release,
+            seconds,
+            daemon_args,
+        } = cli.cmd
+        else {
+            panic!("not run")
+        };
+        assert!(!release);
+        assert_eq!(seconds, Some(5));
+        assert_eq!(daemon_args, ["--iface", "eth0"]);
+        let cli = Cli::try_parse_from(["xtask", "run"]).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Run { daemon_args, .. } if daemon_args.is_empty()));
+    }
+}

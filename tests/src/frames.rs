@@ -1,1 +1,254 @@
+//! Crafted Ethernet frames for BPF_PROG_TEST_RUN: every header the datapath walks, each knob an
+//! attacker could turn (VLAN tags, IPv4 options and fragments, IPv6 extension headers, truncation).
+//! Checksums are left zero: XDP runs before anything verifies them.
 
+use std::net::IpAddr;
+
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+/// IPv6 extension header kinds (next-header numbers).
+pub const EXT_HOP_BY_HOP: u8 = 0;
+pub const EXT_ROUTING: u8 = 43;
+pub const EXT_FRAGMENT: u8 = 44;
+pub const EXT_DEST_OPTS: u8 = 60;
+
+#[derive(Clone, Debug)]
+enum L4 {
+    Tcp { dport: u16, flags: u8 },
+    Udp { dport: u16 },
+    Icmp,
+}
+
+/// A frame under construction. Start with [`tcp`], [`udp`] or [`icmp`], refine, then [`Self::build`].
+#[derive(Clone, Debug)]
+pub struct FrameBuilder {
+    src: IpAddr,
+    vlans: Vec<u16>,
+    ipv4_options: Vec<u8>,
+    /// (fragment offset in 8-byte units, more fragments)
+    fragment: Option<(u16, bool)>,
+    ipv6_ext: Vec<u8>,
+    l4: L4,
+    truncate_to: Option<usize>,
+}
+
+/// A TCP SYN from `src` to destination port `dport`.
+pub fn tcp(src: &str, dport: u16) -> FrameBuilder {
+    FrameBuilder::new(
+        src,
+        L4::Tcp {
+            dport,
+            flags: TCP_SYN,
+        },
+    )
+}
+
+pub fn udp(src: &str, dport: u16) -> FrameBuilder {
+    FrameBuilder::new(src, L4::Udp { dport })
+}
+
+pub fn icmp(src: &str) -> FrameBuilder {
+    FrameBuilder::new(src, L4::Icmp)
+}
+
+/// An ARP request: not IP at all.
+pub fn arp() -> Vec<u8> {
+    let mut frame = ethernet(0x0806);
+    frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x10, 198, 18, 0, 10]);
+    frame.extend_from_slice(&[0, 0, 0, 0, 0, 0, 198, 18, 0, 1]);
+    frame
+}
+
+impl FrameBuilder {
+    fn new(src: &str, l4: L4) -> Self {
+        Self {
+            src: src.parse().expect("test source address"),
+            vlans: Vec::new(),
+            ipv4_options: Vec::new(),
+            fragment: None,
+            ipv6_ext: Vec::new(),
+            l4,
+            truncate_to: None,
+        }
+    }
+
+    /// Adds a VLAN tag with this TPID (outermost first).
+    pub fn vlan(mut self, tpid: u16) -> Self {
+        self.vlans.push(tpid);
+        self
+    }
+
+    pub fn flags(mut self, flags: u8) -> Self {
+        if let L4::Tcp { dport, .. } = self.l4 {
+            self.l4 = L4::Tcp { dport, flags };
+        }
+        self
+    }
+
+    /// IPv4 options of `len` bytes (a multiple of 4, at most 40): NOPs ending in End-of-list.
+    pub fn ipv4_options(mut self, len: usize) -> Self {
+        assert!(len % 4 == 0 && len <= 40);
+        self.ipv4_options = vec![1; len];
+        if let Some(last) = self.ipv4_options.last_mut() {
+            *last = 0;
+        }
+        self
+    }
+
+    /// Marks the packet a fragment: IPv4 header fields, or an IPv6 fragment header appended to the
+    /// extension chain.
+    pub fn fragment(mut self, offset_units: u16, more: bool) -> Self {
+        if self.src.is_ipv6() {
+            let field = (offset_units << 3) | u16::from(more);
+            self.ipv6_ext.push(EXT_FRAGMENT);
+            self.ipv6_ext.extend_from_slice(&[0, 0]); // next header + reserved, patched in build
+            self.ipv6_ext.extend_from_slice(&field.to_be_bytes());
+            self.ipv6_ext.extend_from_slice(&[0, 0, 0, 1]);
+        } else {
+            self.fragment = Some((offset_units, more));
+        }
+        self
+    }
+
+    /// Appends an IPv6 extension header (hop-by-hop, routing or destination options) of 8 bytes.
+    pub fn ext(mut self, kind: u8) -> Self {
+        assert!(matches!(kind, EXT_HOP_BY_HOP | EXT_ROUTING | EXT_DEST_OPTS));
+        self.ipv6_ext.push(kind);
+        // next header (patched), hdr ext len 0 (= 8 bytes), then 6 bytes: PadN / routing fields.
+        self.ipv6_ext.extend_from_slice(&[0, 0]);
+        if kind == EXT_ROUTING {
+            self.ipv6_ext.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // type 0, segments left 0
+        } else {
+            self.ipv6_ext.extend_from_slice(&[1, 4, 0, 0, 0, 0]); // PadN of 4
+        }
+        self
+    }
+
+    /// Cuts the frame to its first `len` bytes.
+    pub fn truncate(mut self, len: usize) -> Self {
+        self.truncate_to = Some(len);
+        self
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let l4 = self.l4_bytes();
+        let protocol = match self.l4 {
+            L4::Tcp { .. } => 6,
+            L4::Udp { .. } => 17,
+            L4::Icmp => {
+                if self.src.is_ipv6() {
+                    58
+                } else {
+                    1
+                }
+            }
+        };
+        let mut frame = match self.src {
+            IpAddr::V4(src) => {
+                let mut frame = self.link(0x0800);
+                let ihl = (20 + self.ipv4_options.len()) / 4;
+                let total = (ihl * 4 + l4.len()) as u16;
+                let (offset, more) = self.fragment.unwrap_or((0, false));
+                let frag = (u16::from(more) << 13) | offset;
+                frame.push(0x40 | ihl as u8);
+                frame.push(0);
+                frame.extend_from_slice(&total.to_be_bytes());
+                frame.extend_from_slice(&[0x12, 0x34]);
+                frame.extend_from_slice(&frag.to_be_bytes());
+                frame.extend_from_slice(&[64, protocol, 0, 0]);
+                frame.extend_from_slice(&src.octets());
+                frame.extend_from_slice(&[198, 18, 0, 1]);
+                frame.extend_from_slice(&self.ipv4_options);
+                frame
+            }
+            IpAddr::V6(src) => {
+                let mut frame = self.link(0x86dd);
+                let ext = self.chained_ext(protocol);
+                let payload = (ext.len() + l4.len()) as u16;
+                let first = if self.ipv6_ext.is_empty() {
+                    protocol
+                } else {
+                    self.ipv6_ext[0]
+                };
+                frame.extend_from_slice(&[0x60, 0, 0, 0]);
+                frame.extend_from_slice(&payload.to_be_bytes());
+                frame.extend_from_slice(&[first, 64]);
+                frame.extend_from_slice(&src.octets());
+                frame.extend_from_slice(
+                    &"2001:db8:25::1"
+                        .parse::<std::net::Ipv6Addr>()
+                        .unwrap()
+                        .octets(),
+                );
+                frame.extend_from_slice(&ext);
+                frame
+            }
+        };
+        frame.extend_from_slice(&l4);
+        if let Some(len) = self.truncate_to {
+            frame.truncate(len);
+        }
+        frame
+    }
+
+    /// The extension headers with each one's next-header field pointing at the following one.
+    fn chained_ext(&self, protocol: u8) -> Vec<u8> {
+        // ipv6_ext holds, per header, its kind byte followed by its 8 bytes; rebuild the chain.
+        let mut headers: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut rest = &self.ipv6_ext[..];
+        while !rest.is_empty() {
+            headers.push((rest[0], rest[1..9].to_vec()));
+            rest = &rest[9..];
+        }
+        let mut out = Vec::new();
+        for (i, (_, body)) in headers.iter().enumerate() {
+            let next = headers.get(i + 1).map_or(protocol, |(kind, _)| *kind);
+            let mut body = body.clone();
+            body[0] = next;
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    fn link(&self, ethertype: u16) -> Vec<u8> {
+        let mut frame = ethernet(self.vlans.first().copied().unwrap_or(ethertype));
+        for (i, _) in self.vlans.iter().enumerate() {
+            let inner = self.vlans.get(i + 1).copied().unwrap_or(ethertype);
+            frame.extend_from_slice(&(100 + i as u16).to_be_bytes()); // VLAN id
+            frame.extend_from_slice(&inner.to_be_bytes());
+        }
+        frame
+    }
+
+    fn l4_bytes(&self) -> Vec<u8> {
+        match self.l4 {
+            L4::Tcp { dport, flags } => {
+                let mut tcp = Vec::with_capacity(20);
+                tcp.extend_from_slice(&40000u16.to_be_bytes());
+                tcp.extend_from_slice(&dport.to_be_bytes());
+                tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+                tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+                tcp
+            }
+            L4::Udp { dport } => {
+                let mut udp = Vec::with_capacity(8);
+                udp.extend_from_slice(&40000u16.to_be_bytes());
+                udp.extend_from_slice(&dport.to_be_bytes());
+                udp.extend_from_slice(&[0, 8, 0, 0]);
+                udp
+            }
+            L4::Icmp => vec![8, 0, 0, 0, 0, 1, 0, 1],
+        }
+    }
+}
+
+/// Ethernet header to the gateway with this ethertype.
+fn ethernet(ethertype: u16) -> Vec<u8> {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x10];
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame
+}

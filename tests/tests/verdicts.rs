@@ -1,0 +1,591 @@
+//! Verdict tables: crafted frames through the real XDP program with BPF_PROG_TEST_RUN, checking the
+//! action the kernel returned and the one counter it must have moved (or that none moved).
+
+use std::path::Path;
+
+use port25_common::{Reason, Verdict};
+use port25_daemon::{config::Config, datapath::Datapath};
+use port25_tests::{
+    frames::{
+        ETH_P_8021AD, ETH_P_8021Q, EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, TCP_ACK, arp, icmp,
+        tcp, udp,
+    },
+    require_root,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+const ALLOWED4: &str = "198.18.1.10";
+const DENIED4: &str = "198.18.2.66";
+const OTHER4: &str = "198.18.3.3";
+const ALLOWED6: &str = "2001:db8:1::10";
+const DENIED6: &str = "2001:db8:2::66";
+const OTHER6: &str = "2001:db8:3::3";
+
+const POLICY: &str = r#"
+policy = "drop"
+ports = [25, 2525]
+[allow]
+cidrs = ["198.18.1.0/24", "2001:db8:1::/48", "198.18.2.0/24"]
+[deny]
+# More specific than the allowlisted /24 it sits in: the deny list wins regardless of prefix.
+cidrs = ["198.18.2.64/26", "2001:db8:2::/48"]
+"#;
+
+/// What a frame must do: the XDP action, and which counter moves (None: untouched, uncounted).
+struct Row {
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    counted: Option<(Verdict, Reason)>,
+}
+
+fn row(name: &'static str, frame: Vec<u8>, action: u32, counted: Option<(Verdict, Reason)>) -> Row {
+    Row {
+        name,
+        frame,
+        action,
+        counted,
+    }
+}
+
+fn load(policy: &str) -> Datapath {
+    require_root();
+    let config = Config::parse(policy, Path::new("verdicts.toml")).expect("test policy parses");
+    let mut datapath = Datapath::load(0).expect("XDP program loads");
+    datapath.apply(&config).expect("policy applies");
+    datapath
+}
+
+/// Runs every row and checks action and counters; returns how many rows ran.
+fn check(datapath: &Datapath, rows: &[Row]) -> usize {
+    let mut failures = Vec::new();
+    for row in rows {
+        let before = datapath.totals().expect("counters readable");
+        let action = datapath.test_run(&row.frame).expect("BPF_PROG_TEST_RUN");
+        let after = datapath.totals().expect("counters readable");
+        let moved: Vec<_> = after
+            .iter()
+            .filter_map(|(key, counter)| {
+                let old = before.get(key).copied().unwrap_or_default();
+                (counter.packets != old.packets || counter.bytes != old.bytes).then(|| {
+                    (
+                        (key.1, key.2),
+                        counter.packets - old.packets,
+                        counter.bytes - old.bytes,
+                    )
+                })
+            })
+            .collect();
+        let expected: Vec<_> = row
+            .counted
+            .iter()
+            .map(|&pair| (pair, 1, row.frame.len() as u64))
+            .collect();
+        if action != row.action || moved != expected {
+            failures.push(format!(
+                "{}: action {action} (want {}), counters moved {moved:?} (want {expected:?})",
+                row.name, row.action
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "verdict mismatches:\n{}",
+        failures.join("\n")
+    );
+    rows.len()
+}
+
+fn dropped(reason: Reason) -> Option<(Verdict, Reason)> {
+    Some((Verdict::Drop, reason))
+}
+
+fn passed(reason: Reason) -> Option<(Verdict, Reason)> {
+    Some((Verdict::Pass, reason))
+}
+
+#[test]
+fn ipv4_lists_ports_and_encapsulations() {
+    let datapath = load(POLICY);
+    let rows = vec![
+        row(
+            "allowlisted SYN",
+            tcp(ALLOWED4, 25).build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row(
+            "denylisted SYN",
+            tcp(DENIED4, 25).build(),
+            XDP_DROP,
+            dropped(Reason::Denylisted),
+        ),
+        row(
+            "deny beats a shorter allow",
+            tcp("198.18.2.70", 25).build(),
+            XDP_DROP,
+            dropped(Reason::Denylisted),
+        ),
+        row(
+            "allow /24 outside the deny /26",
+            tcp("198.18.2.10", 25).build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row(
+            "not allowlisted SYN",
+            tcp(OTHER4, 25).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "not allowlisted ACK",
+            tcp(OTHER4, 25).flags(TCP_ACK).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "second protected port",
+            tcp(OTHER4, 2525).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "submission 587 untouched",
+            tcp(OTHER4, 587).build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "smtps 465 untouched",
+            tcp(DENIED4, 465).build(),
+            XDP_PASS,
+            None,
+        ),
+        row("http 80 untouched", tcp(OTHER4, 80).build(), XDP_PASS, None),
+        row(
+            "UDP to 25 untouched",
+            udp(OTHER4, 25).build(),
+            XDP_PASS,
+            None,
+        ),
+        row("ICMP untouched", icmp(OTHER4).build(), XDP_PASS, None),
+        row("ARP untouched", arp(), XDP_PASS, None),
+        row(
+            "802.1Q allowlisted",
+            tcp(ALLOWED4, 25).vlan(ETH_P_8021Q).build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row(
+            "802.1Q not allowlisted",
+            tcp(OTHER4, 25).vlan(ETH_P_8021Q).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "802.1ad+802.1Q not allowlisted",
+            tcp(OTHER4, 25).vlan(ETH_P_8021AD).vlan(ETH_P_8021Q).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "802.1ad+802.1Q denylisted",
+            tcp(DENIED4, 25)
+                .vlan(ETH_P_8021AD)
+                .vlan(ETH_P_8021Q)
+                .build(),
+            XDP_DROP,
+            dropped(Reason::Denylisted),
+        ),
+        row(
+            "double-tagged 587 untouched",
+            tcp(OTHER4, 587)
+                .vlan(ETH_P_8021AD)
+                .vlan(ETH_P_8021Q)
+                .build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "IPv4 options 4 bytes",
+            tcp(OTHER4, 25).ipv4_options(4).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "IPv4 options 40 bytes (IHL 15)",
+            tcp(OTHER4, 25).ipv4_options(40).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "IPv4 options, allowlisted",
+            tcp(ALLOWED4, 25).ipv4_options(40).build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row(
+            "IPv4 options 40 bytes, 587",
+            tcp(OTHER4, 587).ipv4_options(40).build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "first fragment judged",
+            tcp(OTHER4, 25).fragment(0, true).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "non-first fragment passes",
+            tcp(OTHER4, 25).fragment(3, false).build(),
+            XDP_PASS,
+            None,
+        ),
+    ];
+    let n = check(&datapath, &rows);
+    println!("{n} IPv4 rows checked");
+}
+
+#[test]
+fn ipv6_lists_and_extension_headers() {
+    let datapath = load(POLICY);
+    let rows = vec![
+        row(
+            "allowlisted SYN",
+            tcp(ALLOWED6, 25).build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row(
+            "denylisted SYN",
+            tcp(DENIED6, 25).build(),
+            XDP_DROP,
+            dropped(Reason::Denylisted),
+        ),
+        row(
+            "not allowlisted SYN",
+            tcp(OTHER6, 25).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row("587 untouched", tcp(OTHER6, 587).build(), XDP_PASS, None),
+        row(
+            "UDP to 25 untouched",
+            udp(OTHER6, 25).build(),
+            XDP_PASS,
+            None,
+        ),
+        row("ICMPv6 untouched", icmp(OTHER6).build(), XDP_PASS, None),
+        row(
+            "802.1Q not allowlisted",
+            tcp(OTHER6, 25).vlan(ETH_P_8021Q).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "802.1ad+802.1Q allowlisted",
+            tcp(ALLOWED6, 25)
+                .vlan(ETH_P_8021AD)
+                .vlan(ETH_P_8021Q)
+                .build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row(
+            "hop-by-hop",
+            tcp(OTHER6, 25).ext(EXT_HOP_BY_HOP).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "routing",
+            tcp(OTHER6, 25).ext(EXT_ROUTING).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "destination options",
+            tcp(DENIED6, 25).ext(EXT_DEST_OPTS).build(),
+            XDP_DROP,
+            dropped(Reason::Denylisted),
+        ),
+        row(
+            "hop-by-hop, routing, dest opts, allowlisted",
+            tcp(ALLOWED6, 25)
+                .ext(EXT_HOP_BY_HOP)
+                .ext(EXT_ROUTING)
+                .ext(EXT_DEST_OPTS)
+                .build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row(
+            "hop-by-hop, routing, dest opts, 587",
+            tcp(OTHER6, 587)
+                .ext(EXT_HOP_BY_HOP)
+                .ext(EXT_ROUTING)
+                .ext(EXT_DEST_OPTS)
+                .build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "first fragment judged",
+            tcp(OTHER6, 25).fragment(0, true).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "non-first fragment passes",
+            tcp(OTHER6, 25).fragment(5, true).build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "8 extension headers: judged",
+            ext_chain(OTHER6, 8),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "9 extension headers: malformed",
+            ext_chain(OTHER6, 9),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "9 extension headers, allowlisted: still malformed",
+            ext_chain(ALLOWED6, 9),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+    ];
+    let n = check(&datapath, &rows);
+    println!("{n} IPv6 rows checked");
+}
+
+fn ext_chain(src: &str, headers: usize) -> Vec<u8> {
+    let mut frame = tcp(src, 25);
+    for _ in 0..headers {
+        frame = frame.ext(EXT_DEST_OPTS);
+    }
+    frame.build()
+}
+
+#[test]
+fn truncated_frames() {
+    let datapath = load(POLICY);
+    // Offsets: Ethernet 14, IPv4 20 (34), TCP ports end at 38, TCP header at 54; IPv6 header ends at 54.
+    // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, as drivers never pass them up.
+    let rows = vec![
+        row(
+            "Ethernet header only, IPv4 ethertype",
+            tcp(OTHER4, 25).truncate(14).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "Ethernet header only, ARP ethertype",
+            arp()[..14].to_vec(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "VLAN tag cut",
+            tcp(OTHER4, 25).vlan(ETH_P_8021Q).truncate(16).build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "IPv4 header cut",
+            tcp(OTHER4, 25).truncate(30).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv4 options cut",
+            tcp(OTHER4, 25).ipv4_options(40).truncate(50).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "TCP ports cut",
+            tcp(OTHER4, 25).truncate(36).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "first fragment too short for ports",
+            tcp(OTHER4, 25).fragment(0, true).truncate(36).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "TCP header cut after ports, port 25",
+            tcp(OTHER4, 25).truncate(40).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "TCP header cut after ports, allowlisted",
+            tcp(ALLOWED4, 25).truncate(40).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "TCP header cut after ports, port 587",
+            tcp(OTHER4, 587).truncate(40).build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "UDP cut",
+            udp(OTHER4, 25).truncate(36).build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "IPv6 header cut",
+            tcp(OTHER6, 25).truncate(40).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv6 extension header cut",
+            tcp(OTHER6, 25).ext(EXT_HOP_BY_HOP).truncate(58).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv6 TCP ports cut",
+            tcp(OTHER6, 25).truncate(56).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv6 TCP header cut, port 25",
+            tcp(OTHER6, 25).truncate(60).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+    ];
+    let n = check(&datapath, &rows);
+    println!("{n} truncation rows checked");
+}
+
+#[test]
+fn monitor_mode_counts_would_drop_and_passes() {
+    let datapath = load(&format!("mode = \"monitor\"\n{POLICY}"));
+    let would = |reason| Some((Verdict::WouldDrop, reason));
+    let rows = vec![
+        row(
+            "not allowlisted",
+            tcp(OTHER4, 25).build(),
+            XDP_PASS,
+            would(Reason::NotAllowlisted),
+        ),
+        row(
+            "denylisted",
+            tcp(DENIED6, 25).build(),
+            XDP_PASS,
+            would(Reason::Denylisted),
+        ),
+        row(
+            "malformed",
+            tcp(OTHER4, 25).truncate(36).build(),
+            XDP_PASS,
+            would(Reason::Malformed),
+        ),
+        row(
+            "allowlisted",
+            tcp(ALLOWED4, 25).build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row("587 untouched", tcp(OTHER4, 587).build(), XDP_PASS, None),
+    ];
+    check(&datapath, &rows);
+}
+
+#[test]
+fn reload_switches_lists_and_ports_whole() {
+    let mut datapath = load(POLICY);
+    check(
+        &datapath,
+        &[
+            row(
+                "before: allowlisted",
+                tcp(ALLOWED4, 25).build(),
+                XDP_PASS,
+                passed(Reason::Allowlisted),
+            ),
+            row(
+                "before: other dropped",
+                tcp(OTHER4, 25).build(),
+                XDP_DROP,
+                dropped(Reason::NotAllowlisted),
+            ),
+        ],
+    );
+    let swapped = r#"
+policy = "drop"
+ports = [587]
+[allow]
+cidrs = ["198.18.3.0/24"]
+"#;
+    let config = Config::parse(swapped, Path::new("swapped.toml")).expect("parses");
+    datapath.apply(&config).expect("reload applies");
+    check(
+        &datapath,
+        &[
+            row(
+                "after: old allow gone",
+                tcp(ALLOWED4, 587).build(),
+                XDP_DROP,
+                dropped(Reason::NotAllowlisted),
+            ),
+            row(
+                "after: new allow",
+                tcp(OTHER4, 587).build(),
+                XDP_PASS,
+                passed(Reason::Allowlisted),
+            ),
+            row(
+                "after: old deny gone (v6)",
+                tcp(DENIED6, 587).build(),
+                XDP_DROP,
+                dropped(Reason::NotAllowlisted),
+            ),
+            row(
+                "after: port 25 no longer protected",
+                tcp(OTHER6, 25).build(),
+                XDP_PASS,
+                None,
+            ),
+        ],
+    );
+    // And back: the first generation's entries were really removed and rewritten.
+    let config = Config::parse(POLICY, Path::new("verdicts.toml")).expect("parses");
+    datapath.apply(&config).expect("second reload applies");
+    check(
+        &datapath,
+        &[
+            row(
+                "back: allowlisted",
+                tcp(ALLOWED4, 25).build(),
+                XDP_PASS,
+                passed(Reason::Allowlisted),
+            ),
+            row(
+                "back: 587 untouched",
+                tcp(OTHER4, 587).build(),
+                XDP_PASS,
+                None,
+            ),
+        ],
+    );
+}

@@ -122,35 +122,3 @@ impl Drop for Lab {
         delete_ns(CLIENT_NS);
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Needs root and uses the same namespace names as `cargo xtask run`, so it is not part of the
-    /// normal test run: `sudo cargo test -p xtask -- --ignored lab`.
-    #[test]
-    #[ignore = "needs root; would delete the lab of a running `cargo xtask run`"]
-    fn lab_is_made_reachable_and_deleted() {
-        let lab = Lab::create().unwrap();
-        // No ping on these machines: a TCP connect to a closed port that is refused (curl exit 7),
-        // rather than timing out (28), proves the path both ways.
-        for (ns, url) in [
-            (CLIENT_NS, format!("http://{GW_V4}:1/")),
-            (CLIENT_NS, format!("http://[{GW_V6}]:1/")),
-            (GW_NS, format!("http://{CLIENT_V4}:1/")),
-        ] {
-            let st = Command::new("ip")
-                .args(["netns", "exec", ns, "curl", "-s", "--connect-timeout", "3"])
-                .arg(&url)
-                .status()
-                .unwrap();
-            assert_eq!(st.code(), Some(7), "{ns} -> {url}: {st}");
-        }
-        // A stale lab (as after a crash) is replaced, not an error.
-        std::mem::forget(lab);
-        let lab = Lab::create().unwrap();
-        drop(lab);
-        assert!(!ns_exists(GW_NS) && !ns_exists(CLIENT_NS));
-    }
-}

@@ -55,8 +55,11 @@ fn run_tests(cargo_test_args: &[String]) -> Result<ExitCode> {
         );
     }
     util::ensure_bpffs()?;
+    // The netns labs run the real daemon binary: build it first and tell the tests where it is.
+    let port25d = crate::daemon::build(false)?;
 
     let mut cmd = util::cargo();
+    cmd.env("PORT25D", &port25d);
     // port25-ebpf only builds for the BPF target (port25-daemon's build.rs builds it).
     cmd.args(["test", "--workspace", "--exclude", "port25-ebpf"])
         .args(cargo_test_args);

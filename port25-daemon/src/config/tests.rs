@@ -531,26 +531,3 @@ fn error_display_is_file_line_reason() {
         format!("{ORIGIN}:1: port must be 1-65535 (got 0)")
     );
 }
-
-#[test]
-fn print_messages_for_review() {
-    // Not an assertion: `cargo test -- --nocapture print_messages` shows what operators see.
-    for text in [
-        "ports = [25]\n\npolicy = \"drop\n",
-        "ports = [25]\n[allow\ncidrs = []\n",
-        "ports = [25]\npolcy = \"drop\"\n",
-        "ports = [25]\nmode = \"monitor\"\nports = [587]\n",
-        "[ratelimit]\nsyn_brust = 10\n",
-        "[metrics]\nlisten = 9725\n",
-        "allow = []\n",
-        "interfaces = []\nports = \"25\"\n",
-        "ports = [25]\npolicy = \"reject\"\n",
-        "[ratelimit]\nsyn_rate = 2.5\n",
-        "[allow]\ncidrs = [\"198.18.0.1/24\"]\n",
-    ] {
-        if let Err(e) = parse(text) {
-            println!("{e}");
-        }
-    }
-    println!("{}", parse(EMBEDDED_DEFAULT).unwrap());
-}

@@ -1,0 +1,131 @@
+//! The `port25d` binary as an operator meets it: exit codes and the words it prints.
+
+use std::{path::PathBuf, process::Command};
+
+fn port25d(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_port25d"))
+        .args(args)
+        .env("PORT25_LOG", "warn")
+        .output()
+        .expect("port25d runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config file in a fresh directory, removed at the end of the test.
+struct TempConfig {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TempConfig {
+    fn new(name: &str, text: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("port25-cli-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("port25.toml");
+        std::fs::write(&path, text).unwrap();
+        Self { dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn check_config_prints_the_effective_policy() {
+    let config = TempConfig::new(
+        "good",
+        "interfaces = [\"lo\"]\npolicy = \"drop\"\nports = [25, 2525]\n[allow]\ncidrs = [\"198.18.0.0/24\", \"2001:db8::/48\"]\n",
+    );
+    let (code, stdout, stderr) = port25d(&["check-config", "--config", config.path()]);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.contains("198.18.0.0/24"), "{stdout}");
+    assert!(stdout.contains("2001:db8::/48"), "{stdout}");
+    assert!(stdout.contains("25, 2525"), "{stdout}");
+    assert!(stdout.contains("drop"), "{stdout}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+}
+
+#[test]
+fn check_config_without_file_shows_the_embedded_default() {
+    // Only meaningful where no /etc/port25/port25.toml exists (CI machines and labs).
+    if std::path::Path::new("/etc/port25/port25.toml").exists() {
+        panic!(
+            "/etc/port25/port25.toml exists on this machine; this test checks the embedded default"
+        );
+    }
+    let (code, stdout, stderr) = port25d(&["check-config"]);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.contains("<embedded default>"), "{stdout}");
+    assert!(stdout.contains("ratelimit"), "{stdout}");
+}
+
+#[test]
+fn check_config_names_file_line_and_reason() {
+    let config = TempConfig::new(
+        "bad-cidr",
+        "policy = \"drop\"\n\n[allow]\ncidrs = [\n  \"198.18.0.0/24\",\n  \"198.18.0.1/24\",\n]\n",
+    );
+    let (code, stdout, stderr) = port25d(&["check-config", "--config", config.path()]);
+    assert_eq!(code, 1, "stdout: {stdout}");
+    let expected = format!(
+        "{}:6: allow.cidrs: host bits set in 198.18.0.1/24; did you mean 198.18.0.0/24?",
+        config.path()
+    );
+    assert!(stderr.contains(&expected), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+#[test]
+fn check_config_rejects_an_unknown_interface() {
+    let config = TempConfig::new("iface", "interfaces = [\"p25nosuch0\"]\n");
+    let (code, _, stderr) = port25d(&["check-config", "--config", config.path()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("\"p25nosuch0\" does not exist"),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("ip link"), "stderr: {stderr}");
+}
+
+#[test]
+fn check_config_reports_an_unreadable_file() {
+    let (code, _, stderr) = port25d(&["check-config", "--config", "/nonexistent/port25.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("/nonexistent/port25.toml: cannot read config file"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_to_start_without_an_interface() {
+    let config = TempConfig::new("noiface", "policy = \"drop\"\n");
+    let (code, _, stderr) = port25d(&["run", "--config", config.path()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("no interface to protect; pass --iface IF"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_config_before_touching_the_kernel() {
+    let config = TempConfig::new("badport", "ports = [0]\n");
+    let (code, _, stderr) = port25d(&["run", "--config", config.path(), "--iface", "lo"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(":1: port must be 1-65535 (got 0)"),
+        "stderr: {stderr}"
+    );
+}

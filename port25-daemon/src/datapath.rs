@@ -35,16 +35,16 @@ const RETIRE_GRACE: Duration = Duration::from_millis(20);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("loading the XDP program into the kernel failed (is this root, on a kernel with BTF?)")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("the kernel refused the XDP program")]
-    Program(#[source] ProgramError),
+    Program(#[source] Box<ProgramError>),
     #[error("the XDP object has no map {0}: the daemon and its embedded program do not match")]
     MissingMap(&'static str),
     #[error("BPF map {map}")]
     Map {
         map: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("no interface named {0:?} here; `ip link` lists the interfaces")]
     UnknownInterface(String),
@@ -54,7 +54,7 @@ pub enum Error {
         mode: &'static str,
         hint: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -91,15 +91,15 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .load(OBJECT)
-            .map_err(Error::Load)?;
+            .map_err(|e| Error::Load(Box::new(e)))?;
         let program = xdp_mut(&mut ebpf)?;
-        program.load().map_err(Error::Program)?;
+        program.load().map_err(|e| Error::Program(Box::new(e)))?;
         let counters = ebpf
             .take_map(maps::COUNTERS)
             .ok_or(Error::MissingMap(maps::COUNTERS))?;
         let counters = CounterMap::try_from(counters).map_err(|source| Error::Map {
             map: maps::COUNTERS,
-            source,
+            source: Box::new(source),
         })?;
         Ok(Self {
             ebpf,
@@ -163,7 +163,7 @@ impl Datapath {
             .set(0, next, 0)
             .map_err(|source| Error::Map {
                 map: maps::ACTIVE,
-                source,
+                source: Box::new(source),
             })?;
         let retired = self.generation;
         self.generation = next;
@@ -191,7 +191,7 @@ impl Datapath {
             .set(slot, settings, 0)
             .map_err(|source| Error::Map {
                 map: maps::SETTINGS,
-                source,
+                source: Box::new(source),
             })?;
 
         let mut words = vec![0u32; PORT_WORDS as usize];
@@ -204,7 +204,7 @@ impl Datapath {
                 .set(slot * PORT_WORDS + i, word, 0)
                 .map_err(|source| Error::Map {
                     map: maps::PORTS,
-                    source,
+                    source: Box::new(source),
                 })?;
         }
 
@@ -215,7 +215,10 @@ impl Datapath {
             let mut trie = self.trie_v4(name)?;
             for net in &set.v4 {
                 trie.insert(&v4_key(generation, net), 1, 0)
-                    .map_err(|source| Error::Map { map: name, source })?;
+                    .map_err(|source| Error::Map {
+                        map: name,
+                        source: Box::new(source),
+                    })?;
             }
         }
         for (name, set) in [
@@ -225,7 +228,10 @@ impl Datapath {
             let mut trie = self.trie_v6(name)?;
             for net in &set.v6 {
                 trie.insert(&v6_key(generation, net), 1, 0)
-                    .map_err(|source| Error::Map { map: name, source })?;
+                    .map_err(|source| Error::Map {
+                        map: name,
+                        source: Box::new(source),
+                    })?;
             }
         }
         Ok(())
@@ -256,13 +262,13 @@ impl Datapath {
             .program(PROGRAM_NAME)
             .ok_or(Error::MissingMap(PROGRAM_NAME))?
             .try_into()
-            .map_err(Error::Program)?;
+            .map_err(|e| Error::Program(Box::new(e)))?;
         let result = program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 ..TestRunOptions::default()
             })
-            .map_err(Error::Program)?;
+            .map_err(|e| Error::Program(Box::new(e)))?;
         Ok(result.return_value)
     }
 
@@ -273,7 +279,10 @@ impl Datapath {
 
     fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {
         let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
-        Array::try_from(map).map_err(|source| Error::Map { map: name, source })
+        Array::try_from(map).map_err(|source| Error::Map {
+            map: name,
+            source: Box::new(source),
+        })
     }
 
     fn array_u32(&mut self, name: &'static str) -> Result<Array<&mut MapData, u32>, Error> {
@@ -282,12 +291,18 @@ impl Datapath {
 
     fn trie_v4(&mut self, name: &'static str) -> Result<LpmTrie<&mut MapData, V4Key, u32>, Error> {
         let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
-        LpmTrie::try_from(map).map_err(|source| Error::Map { map: name, source })
+        LpmTrie::try_from(map).map_err(|source| Error::Map {
+            map: name,
+            source: Box::new(source),
+        })
     }
 
     fn trie_v6(&mut self, name: &'static str) -> Result<LpmTrie<&mut MapData, V6Key, u32>, Error> {
         let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
-        LpmTrie::try_from(map).map_err(|source| Error::Map { map: name, source })
+        LpmTrie::try_from(map).map_err(|source| Error::Map {
+            map: name,
+            source: Box::new(source),
+        })
     }
 }
 
@@ -297,7 +312,7 @@ pub fn read_totals(counters: &CounterMap) -> Result<Totals, Error> {
     for entry in counters.iter() {
         let (key, per_cpu) = entry.map_err(|source| Error::Map {
             map: maps::COUNTERS,
-            source,
+            source: Box::new(source),
         })?;
         let Some((verdict, reason)) = port25_common::slot_meaning(key.slot) else {
             continue;
@@ -315,7 +330,7 @@ fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
     ebpf.program_mut(PROGRAM_NAME)
         .ok_or(Error::MissingMap(PROGRAM_NAME))?
         .try_into()
-        .map_err(Error::Program)
+        .map_err(|e| Error::Program(Box::new(e)))
 }
 
 fn attach_mode(
@@ -340,7 +355,7 @@ fn attach_mode(
             iface: iface.to_owned(),
             mode: name,
             hint,
-            source,
+            source: Box::new(source),
         })?;
     Ok(name)
 }

@@ -1,4 +1,8 @@
 //! The `port25d` binary as an operator meets it: exit codes and the words it prints.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::{path::PathBuf, process::Command};
 

@@ -83,7 +83,7 @@ pub fn count(ifindex: u32, verdict: Verdict, reason: Reason, bytes: u64) {
         slot: counter_slot(verdict, reason),
     };
     for _ in 0..2 {
-        if let Some(counter) = COUNTERS.get_ptr_mut(&key) {
+        if let Some(counter) = COUNTERS.get_ptr_mut(key) {
             // SAFETY: per-CPU value of this CPU; XDP runs with preemption off.
             unsafe {
                 (*counter).packets += 1;
@@ -94,7 +94,7 @@ pub fn count(ifindex: u32, verdict: Verdict, reason: Reason, bytes: u64) {
         // First packet of this kind on this interface. If another CPU inserts the same key first,
         // the insert fails and the second pass finds this CPU's zeroed copy.
         let first = Counter { packets: 1, bytes };
-        if COUNTERS.insert(&key, &first, BPF_NOEXIST as u64).is_ok() {
+        if COUNTERS.insert(key, first, BPF_NOEXIST as u64).is_ok() {
             return;
         }
     }

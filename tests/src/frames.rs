@@ -7,6 +7,8 @@ use std::net::IpAddr;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const TCP_SYN: u8 = 0x02;
+/// Destination of every crafted IPv6 frame.
+const GATEWAY_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x25, 0, 0, 0, 0, 1);
 pub const TCP_ACK: u8 = 0x10;
 
 /// IPv6 extension header kinds (next-header numbers).
@@ -91,7 +93,7 @@ impl FrameBuilder {
 
     /// IPv4 options of `len` bytes (a multiple of 4, at most 40): NOPs ending in End-of-list.
     pub fn ipv4_options(mut self, len: usize) -> Self {
-        assert!(len % 4 == 0 && len <= 40);
+        assert!(len.is_multiple_of(4) && len <= 40);
         self.ipv4_options = vec![1; len];
         if let Some(last) = self.ipv4_options.last_mut() {
             *last = 0;
@@ -178,12 +180,7 @@ impl FrameBuilder {
                 frame.extend_from_slice(&payload.to_be_bytes());
                 frame.extend_from_slice(&[first, 64]);
                 frame.extend_from_slice(&src.octets());
-                frame.extend_from_slice(
-                    &"2001:db8:25::1"
-                        .parse::<std::net::Ipv6Addr>()
-                        .unwrap()
-                        .octets(),
-                );
+                frame.extend_from_slice(&GATEWAY_V6.octets());
                 frame.extend_from_slice(&ext);
                 frame
             }

@@ -18,6 +18,10 @@ pub mod maps {
     pub const DENY_V6: &str = "DENY_V6";
     /// `PerCpuHashMap<CounterKey, Counter>`.
     pub const COUNTERS: &str = "COUNTERS";
+    /// `LruHashMap<SourceKey, SourceState>`: one token bucket per source prefix (policy ratelimit).
+    pub const SOURCES: &str = "SOURCES";
+    /// `Array<u64>` of one element: the global bucket's theoretical arrival time.
+    pub const GLOBAL: &str = "GLOBAL";
 }
 
 /// Name of the XDP program in the object file.
@@ -30,6 +34,8 @@ pub const PORT_WORDS: u32 = 65536 / 32;
 /// Capacity of each CIDR list per address family. The tries are not preallocated, so only
 /// inserted entries cost memory; the bound covers two generations of a large list during a swap.
 pub const LIST_CAPACITY: u32 = 2 * 1_100_000;
+/// Default capacity of [`maps::SOURCES`]; the daemon sets `tracked_sources` at load time.
+pub const DEFAULT_TRACKED_SOURCES: u32 = 65536;
 /// Interfaces times counter slots the counter map can hold.
 pub const COUNTER_CAPACITY: u32 = 64 * COUNTER_SLOTS;
 /// IPv6 extension headers walked before a packet is judged `malformed`.
@@ -44,6 +50,50 @@ pub struct Settings {
     pub monitor: u32,
     /// One of [`policy`].
     pub policy: u32,
+    /// Source prefix lengths that share one bucket.
+    pub ipv4_prefix: u32,
+    pub ipv6_prefix: u32,
+    /// Per-source bucket as GCRA: nanoseconds between tokens, and how far ahead of now the
+    /// theoretical arrival time may run ((burst - 1) * interval) before a SYN is refused.
+    pub syn_interval_ns: u64,
+    pub syn_tolerance_ns: u64,
+    /// The global bucket, the same way.
+    pub global_interval_ns: u64,
+    pub global_tolerance_ns: u64,
+}
+
+impl Settings {
+    /// GCRA parameters of a bucket refilling `rate` tokens a second and holding `burst`.
+    pub const fn gcra(rate: u32, burst: u32) -> (u64, u64) {
+        let rate = if rate == 0 { 1 } else { rate as u64 };
+        let burst = if burst == 0 { 1 } else { burst as u64 };
+        let interval = 1_000_000_000 / rate;
+        (interval, (burst - 1) * interval)
+    }
+}
+
+/// Key of [`maps::SOURCES`]: a source address masked to its prefix. The prefix length is part of
+/// the key so a reload that changes it never mixes buckets of two sizes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    /// Network byte order; IPv4 uses the first 4 bytes.
+    pub addr: [u8; 16],
+    /// 4 or 6.
+    pub family: u32,
+    pub prefix_len: u32,
+}
+
+/// Value of [`maps::SOURCES`], shared by all CPUs and updated with atomics.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceState {
+    /// GCRA theoretical arrival time (ns, CLOCK_MONOTONIC).
+    pub tat: u64,
+    /// New connections admitted.
+    pub admitted: u64,
+    /// New connections refused (`rate_limited`).
+    pub dropped: u64,
 }
 
 /// Values of [`Settings::policy`].
@@ -180,4 +230,6 @@ mod pod {
     unsafe impl aya::Pod for super::V6Key {}
     unsafe impl aya::Pod for super::CounterKey {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::SourceState {}
 }

@@ -34,7 +34,7 @@ pub fn effective_config(options: &RunOptions) -> anyhow::Result<Config> {
 
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let config = effective_config(&options)?;
-    let mut datapath = Datapath::load(kernel_log_level())?;
+    let mut datapath = Datapath::load(&config, kernel_log_level())?;
     datapath
         .apply(&config)
         .context("writing the policy into the kernel maps")?;
@@ -102,6 +102,9 @@ fn reload(options: &RunOptions, live: &Config, datapath: &mut Datapath) -> anyho
             "interfaces or xdp_mode changed in {}: restart port25d to apply them; the policy is reloaded now",
             next.source
         );
+    }
+    if next.ratelimit.tracked_sources != live.ratelimit.tracked_sources {
+        warn!("ratelimit.tracked_sources changed: restart port25d to resize the source table");
     }
     if next.metrics_listen != live.metrics_listen {
         warn!("[metrics] listen changed: restart port25d to apply it");

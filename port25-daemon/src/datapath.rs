@@ -83,13 +83,15 @@ pub struct Datapath {
 }
 
 impl Datapath {
-    /// Loads the embedded program into the kernel (not attached yet). `log_level` is the most verbose
-    /// level the kernel side should emit (aya-log numbering: 0 off … 5 trace); quieter levels are
-    /// filtered in the kernel, so debug logging costs nothing when off.
-    pub fn load(log_level: u8) -> Result<Self, Error> {
+    /// Loads the embedded program into the kernel (not attached yet), sized for `config` (the
+    /// number of tracked rate-limit sources is fixed until the next start). `log_level` is the most
+    /// verbose level the kernel side should emit (aya-log numbering: 0 off … 5 trace); quieter
+    /// levels are filtered in the kernel, so debug logging costs nothing when off.
+    pub fn load(config: &Config, log_level: u8) -> Result<Self, Error> {
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
             .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .map_max_entries(maps::SOURCES, config.ratelimit.tracked_sources)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)))?;
         let program = xdp_mut(&mut ebpf)?;
@@ -179,12 +181,22 @@ impl Datapath {
 
     fn write_generation(&mut self, generation: u32, config: &Config) -> Result<(), Error> {
         let slot = generation % SLOTS;
+        let limits = &config.ratelimit;
+        let (syn_interval_ns, syn_tolerance_ns) = Settings::gcra(limits.syn_rate, limits.syn_burst);
+        let (global_interval_ns, global_tolerance_ns) =
+            Settings::gcra(limits.global_syn_rate, limits.global_syn_burst);
         let settings = Settings {
             monitor: u32::from(config.mode == Mode::Monitor),
             policy: match config.policy {
                 PolicyKind::Drop => policy::DROP,
                 PolicyKind::Ratelimit => policy::RATELIMIT,
             },
+            ipv4_prefix: u32::from(limits.ipv4_prefix),
+            ipv6_prefix: u32::from(limits.ipv6_prefix),
+            syn_interval_ns,
+            syn_tolerance_ns,
+            global_interval_ns,
+            global_tolerance_ns,
         };
         let mut settings_map: Array<_, Settings> = self.array(maps::SETTINGS)?;
         settings_map
@@ -257,6 +269,12 @@ impl Datapath {
 
     /// Runs the loaded program on one frame through BPF_PROG_TEST_RUN; returns the XDP action.
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, Error> {
+        self.test_run_repeat(frame, 1)
+    }
+
+    /// Runs the program `repeat` times on the frame, on the calling thread's CPU; returns the last
+    /// XDP action.
+    pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<u32, Error> {
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM_NAME)
@@ -266,6 +284,7 @@ impl Datapath {
         let result = program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
+                repeat,
                 ..TestRunOptions::default()
             })
             .map_err(|e| Error::Program(Box::new(e)))?;

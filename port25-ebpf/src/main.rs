@@ -2,9 +2,14 @@
 //! The decision table is in DESIGN.md; header walking is in `parse`, policy state in `maps`.
 #![no_std]
 #![no_main]
+// Atomic compare-and-swap: the BPF target has no `AtomicU64::compare_exchange` (no atomic-cas in
+// its spec), though the kernel has BPF_CMPXCHG since 5.12. Builds use RUSTC_BOOTSTRAP already.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod maps;
 mod parse;
+mod ratelimit;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
@@ -87,9 +92,14 @@ fn decide(generation: u32, settings: &Settings, source: Source, flags: u8) -> Re
     }
     match settings.policy {
         policy::RATELIMIT => {
-            // Token buckets arrive with the ratelimit issue; until then new connections are admitted.
-            let _new_connection = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-            Reason::Admitted
+            // Only a new connection attempt spends a token; segments of connections already
+            // admitted (and the rest of the handshake) pass.
+            let new_connection = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+            if !new_connection || ratelimit::admit(settings, &source) {
+                Reason::Admitted
+            } else {
+                Reason::RateLimited
+            }
         }
         _ => Reason::NotAllowlisted,
     }

@@ -53,7 +53,7 @@ fn row(name: &'static str, frame: Vec<u8>, action: u32, counted: Option<(Verdict
 fn load(policy: &str) -> Datapath {
     require_root();
     let config = Config::parse(policy, Path::new("verdicts.toml")).expect("test policy parses");
-    let mut datapath = Datapath::load(0).expect("XDP program loads");
+    let mut datapath = Datapath::load(&config, 0).expect("XDP program loads");
     datapath.apply(&config).expect("policy applies");
     datapath
 }
@@ -588,4 +588,160 @@ cidrs = ["198.18.3.0/24"]
             ),
         ],
     );
+}
+
+/// Runs `count` SYNs from `src` and returns how many passed.
+fn admitted_of(datapath: &Datapath, src: &str, count: usize) -> usize {
+    let frame = tcp(src, 25).build();
+    (0..count)
+        .filter(|_| datapath.test_run(&frame).expect("BPF_PROG_TEST_RUN") == XDP_PASS)
+        .count()
+}
+
+// Rates of one token a minute: within a test run, no bucket refills, so counts are exact.
+const RATELIMIT: &str = r#"
+policy = "ratelimit"
+[allow]
+cidrs = ["198.18.1.0/24"]
+[deny]
+cidrs = ["198.18.2.0/24"]
+[ratelimit]
+syn_rate = 1
+syn_burst = 5
+ipv4_prefix = 24
+ipv6_prefix = 48
+global_syn_rate = 1
+global_syn_burst = 12
+"#;
+
+#[test]
+fn ratelimit_spends_source_and_global_tokens() {
+    // A syn_rate of 1/s would refill during a slow run; the burst is what is measured, and the
+    // whole test takes milliseconds, far below one refill interval.
+    let datapath = load(RATELIMIT);
+    // Per source prefix: the burst of 5, then nothing.
+    assert_eq!(admitted_of(&datapath, "198.18.3.1", 20), 5);
+    // Same /24: same bucket, already empty.
+    assert_eq!(admitted_of(&datapath, "198.18.3.200", 3), 0);
+    // Another /24 has its own bucket; IPv6 /48 likewise.
+    assert_eq!(admitted_of(&datapath, "198.18.4.1", 20), 5);
+    // Global burst of 12: 10 spent above, 2 left for everyone else together.
+    assert_eq!(admitted_of(&datapath, "2001:db8:3::1", 20), 2);
+    assert_eq!(admitted_of(&datapath, "2001:db8:3:ffff::1", 5), 0);
+    assert_eq!(admitted_of(&datapath, "198.18.5.1", 5), 0);
+
+    let would = [
+        // Allowlisted sources never spend tokens, denylisted are dropped before any bucket.
+        row(
+            "allowlisted during the flood",
+            tcp("198.18.1.9", 25).build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row(
+            "denylisted",
+            tcp("198.18.2.9", 25).build(),
+            XDP_DROP,
+            dropped(Reason::Denylisted),
+        ),
+        row(
+            "SYN over the limit",
+            tcp("198.18.3.1", 25).build(),
+            XDP_DROP,
+            dropped(Reason::RateLimited),
+        ),
+        // The rest of a connection spends no token.
+        row(
+            "ACK of a connection",
+            tcp("198.18.3.1", 25).flags(TCP_ACK).build(),
+            XDP_PASS,
+            passed(Reason::Admitted),
+        ),
+        row(
+            "SYN-ACK is not a new connection",
+            tcp("198.18.3.1", 25)
+                .flags(TCP_ACK | port25_tests::frames::TCP_SYN)
+                .build(),
+            XDP_PASS,
+            passed(Reason::Admitted),
+        ),
+        row(
+            "587 untouched",
+            tcp("198.18.3.1", 587).build(),
+            XDP_PASS,
+            None,
+        ),
+    ];
+    check(&datapath, &would);
+}
+
+#[test]
+fn ratelimit_in_monitor_mode_drops_nothing() {
+    let datapath = load(&format!("mode = \"monitor\"\n{RATELIMIT}"));
+    assert_eq!(admitted_of(&datapath, "198.18.3.1", 5), 5);
+    check(
+        &datapath,
+        &[row(
+            "over the limit, monitored",
+            tcp("198.18.3.1", 25).build(),
+            XDP_PASS,
+            Some((Verdict::WouldDrop, Reason::RateLimited)),
+        )],
+    );
+}
+
+/// Pins the calling thread to one CPU, so two threads really run the program side by side.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity get valid pointers.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let ret = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(ret, 0, "sched_setaffinity to CPU {cpu}");
+    }
+}
+
+#[test]
+fn ratelimit_buckets_hold_across_cpus() {
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    assert!(
+        cpus >= 2,
+        "this test needs at least 2 CPUs to race the buckets"
+    );
+    let datapath = load(
+        RATELIMIT
+            .replace("global_syn_burst = 12", "global_syn_burst = 100000")
+            .as_str(),
+    );
+    let frame = tcp("198.18.7.7", 25).build();
+    const RUNS: u32 = 20_000;
+    std::thread::scope(|scope| {
+        for cpu in 0..cpus {
+            let (datapath, frame) = (&datapath, &frame);
+            scope.spawn(move || {
+                pin_to_cpu(cpu);
+                datapath
+                    .test_run_repeat(frame, RUNS)
+                    .expect("BPF_PROG_TEST_RUN");
+            });
+        }
+    });
+    let totals = datapath.totals().expect("counters");
+    let sum = |verdict, reason| -> u64 {
+        totals
+            .iter()
+            .filter(|((_, v, r), _)| *v == verdict && *r == reason)
+            .map(|(_, c)| c.packets)
+            .sum()
+    };
+    let admitted = sum(Verdict::Pass, Reason::Admitted);
+    let limited = sum(Verdict::Drop, Reason::RateLimited);
+    println!(
+        "{cpus} CPUs x {RUNS} SYNs from one source: {admitted} admitted, {limited} rate limited"
+    );
+    assert_eq!(admitted + limited, u64::from(RUNS) * cpus as u64);
+    // The burst is 5 and a refill takes a second: racing CPUs must not spend a token twice.
+    assert_eq!(admitted, 5);
 }

@@ -42,7 +42,7 @@ pub fn admit(settings: &Settings, source: &Source) -> bool {
             )
         }
     };
-    let (state, own_token) = match SOURCES.get_ptr_mut(&key) {
+    let (state, own_token) = match SOURCES.get_ptr_mut(key) {
         Some(state) => (state, bucket(state)),
         None => {
             // A prefix not seen lately starts with a full bucket, less this SYN's token. If another
@@ -52,8 +52,8 @@ pub fn admit(settings: &Settings, source: &Source) -> bool {
                 admitted: 0,
                 dropped: 0,
             };
-            let inserted = SOURCES.insert(&key, &fresh, BPF_NOEXIST as u64).is_ok();
-            let Some(state) = SOURCES.get_ptr_mut(&key) else {
+            let inserted = SOURCES.insert(key, fresh, BPF_NOEXIST as u64).is_ok();
+            let Some(state) = SOURCES.get_ptr_mut(key) else {
                 return false;
             };
             (state, inserted || bucket(state))

@@ -16,6 +16,8 @@ use crate::{
 pub struct RunOptions {
     pub config: Option<PathBuf>,
     pub overrides: Overrides,
+    /// Where to pin what `port25d top` reads.
+    pub pin_dir: PathBuf,
 }
 
 /// Reads the config the way `run` and SIGHUP both do: file (or default), overrides, interfaces.
@@ -34,7 +36,7 @@ pub fn effective_config(options: &RunOptions) -> anyhow::Result<Config> {
 
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let config = effective_config(&options)?;
-    let mut datapath = Datapath::load(&config, kernel_log_level())?;
+    let mut datapath = Datapath::load_pinned(&config, kernel_log_level(), Some(&options.pin_dir))?;
     datapath
         .apply(&config)
         .context("writing the policy into the kernel maps")?;
@@ -47,7 +49,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     spawn_log_forwarder(&mut datapath);
 
-    let metrics = Arc::new(Metrics::new(datapath.counter_map()));
+    let metrics = Arc::new(Metrics::new(datapath.counter_map(), datapath.source_map()));
     publish(&metrics, &datapath, &config);
     let listener = bind(config.metrics_listen).await?;
     let server = tokio::spawn(Arc::clone(&metrics).serve(listener));

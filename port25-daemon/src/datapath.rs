@@ -8,6 +8,7 @@
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
@@ -23,7 +24,11 @@ use port25_common::{
     V6Key, Verdict, maps, policy,
 };
 
-use crate::config::{CidrSet, Config, Mode, PolicyKind, XdpModeSetting};
+use crate::{
+    config::{CidrSet, Config, Mode, PolicyKind, XdpModeSetting},
+    pins,
+    sources::SourceMap,
+};
 
 /// The XDP object built by build.rs from port25-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port25"));
@@ -46,6 +51,8 @@ pub enum Error {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    #[error("BPF filesystem")]
+    Pin(#[source] anyhow::Error),
     #[error("no interface named {0:?} here; `ip link` lists the interfaces")]
     UnknownInterface(String),
     #[error("{iface}: the kernel refused XDP in {mode} mode ({source}); {hint}")]
@@ -76,6 +83,9 @@ pub type Totals = BTreeMap<(u32, Verdict, Reason), Counter>;
 pub struct Datapath {
     ebpf: Ebpf,
     counters: Arc<CounterMap>,
+    sources: Arc<SourceMap>,
+    /// Pinned paths to remove when the datapath goes.
+    pins: Vec<PathBuf>,
     generation: u32,
     /// The lists written for the live generation, needed to remove them when it retires.
     live_lists: Option<(CidrSet, CidrSet)>,
@@ -88,6 +98,16 @@ impl Datapath {
     /// verbose level the kernel side should emit (aya-log numbering: 0 off … 5 trace); quieter
     /// levels are filtered in the kernel, so debug logging costs nothing when off.
     pub fn load(config: &Config, log_level: u8) -> Result<Self, Error> {
+        Self::load_pinned(config, log_level, None)
+    }
+
+    /// Like [`Datapath::load`], and pins the rate limiter's source table under `pin_dir` for
+    /// `port25d top` (a stale pin of an earlier run is replaced; the pin goes when this does).
+    pub fn load_pinned(
+        config: &Config,
+        log_level: u8,
+        pin_dir: Option<&Path>,
+    ) -> Result<Self, Error> {
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
             .override_global("AYA_LOG_LEVEL", &log_level, false)
@@ -103,9 +123,31 @@ impl Datapath {
             map: maps::COUNTERS,
             source: Box::new(source),
         })?;
+        let sources = ebpf
+            .take_map(maps::SOURCES)
+            .ok_or(Error::MissingMap(maps::SOURCES))?;
+        let mut pins = Vec::new();
+        if let Some(dir) = pin_dir {
+            let path = pins::sources_path(dir);
+            pins::prepare(dir).map_err(Error::Pin)?;
+            if path.exists() {
+                tracing::warn!("replacing stale pin {}", path.display());
+                std::fs::remove_file(&path).map_err(|e| Error::Pin(e.into()))?;
+            }
+            sources
+                .pin(&path)
+                .map_err(|e| Error::Pin(anyhow::anyhow!("pinning {}: {e}", path.display())))?;
+            pins.push(path);
+        }
+        let sources = SourceMap::try_from(sources).map_err(|source| Error::Map {
+            map: maps::SOURCES,
+            source: Box::new(source),
+        })?;
         Ok(Self {
             ebpf,
             counters: Arc::new(counters),
+            sources: Arc::new(sources),
+            pins,
             generation: 0,
             live_lists: None,
             attachments: Vec::new(),
@@ -119,6 +161,10 @@ impl Datapath {
 
     pub fn counter_map(&self) -> Arc<CounterMap> {
         Arc::clone(&self.counters)
+    }
+
+    pub fn source_map(&self) -> Arc<SourceMap> {
+        Arc::clone(&self.sources)
     }
 
     pub fn attachments(&self) -> &[Attachment] {
@@ -322,6 +368,16 @@ impl Datapath {
             map: name,
             source: Box::new(source),
         })
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        for path in &self.pins {
+            if let Err(err) = std::fs::remove_file(path) {
+                tracing::warn!("removing pin {}: {err}", path.display());
+            }
+        }
     }
 }
 

@@ -5,3 +5,6 @@ pub mod config;
 pub mod daemon;
 pub mod datapath;
 pub mod metrics;
+pub mod pins;
+pub mod sources;
+pub mod top;

@@ -1,11 +1,13 @@
 //! `port25d`: command-line entry point.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use port25_daemon::{
     config::{Config, Overrides, XdpModeSetting},
     daemon::{RunOptions, run},
+    pins::DEFAULT_PIN_DIR,
+    top::{TopOptions, top},
 };
 
 /// XDP filter for SMTP (TCP port 25) on mail gateways.
@@ -39,6 +41,24 @@ enum Command {
         /// Address for the Prometheus endpoint; replaces [metrics] listen.
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<SocketAddr>,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
+    /// Show the source prefixes the rate limiter drops most, refreshed every --interval seconds.
+    ///
+    /// Example: port25d top --count 20
+    Top {
+        #[command(flatten)]
+        pins: PinArgs,
+        /// How many prefixes to show.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        count: usize,
+        /// Print one table and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
+        interval: f64,
     },
     /// Validate the config and print the effective policy; exit 1 with file, line and reason on error.
     ///
@@ -47,6 +67,22 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+}
+
+#[derive(clap::Args)]
+struct PinArgs {
+    /// BPF filesystem directory where port25d pins what `top` reads.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+}
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0.1 to 3600"
+        )),
+    }
 }
 
 #[derive(clap::Args)]
@@ -67,9 +103,11 @@ fn main() -> ExitCode {
             xdp_mode,
             monitor,
             metrics_listen,
+            pins,
         } => {
             let options = RunOptions {
                 config: config.config,
+                pin_dir: pins.pin_dir,
                 overrides: Overrides {
                     interfaces,
                     xdp_mode,
@@ -85,6 +123,17 @@ fn main() -> ExitCode {
                 .and_then(|runtime| runtime.block_on(run(options)))
         }
         Command::CheckConfig { config } => check_config(config.config),
+        Command::Top {
+            pins,
+            count,
+            once,
+            interval,
+        } => top(&TopOptions {
+            pin_dir: &pins.pin_dir,
+            count,
+            once,
+            interval: Duration::from_secs_f64(interval),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,6 +157,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -18,7 +18,14 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::datapath::{Attachment, CounterMap, ifname, read_totals};
+use crate::{
+    datapath::{Attachment, CounterMap, ifname, read_totals},
+    sources::{self, SourceMap},
+};
+
+/// How many of the most-dropped source prefixes the top-K gauge exports: bounded, whatever the
+/// attacker sends.
+pub const TOP_K: usize = 10;
 
 /// What the daemon last made live, for the gauges.
 #[derive(Clone, Debug, Default)]
@@ -40,7 +47,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(counters: Arc<CounterMap>) -> Self {
+    pub fn new(counters: Arc<CounterMap>, sources: Arc<SourceMap>) -> Self {
         let mut registry = Registry::default();
         let snapshot = Arc::new(RwLock::new(Snapshot::default()));
         let reloads = Family::<ReloadLabels, Counter>::default();
@@ -60,6 +67,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(DatapathCollector {
             counters,
+            sources,
             snapshot: Arc::clone(&snapshot),
         }));
         Self {
@@ -130,12 +138,19 @@ struct AttachLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OffenderLabels {
+    rank: String,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListLabels {
     list: &'static str,
 }
 
 struct DatapathCollector {
     counters: Arc<CounterMap>,
+    sources: Arc<SourceMap>,
     snapshot: Arc<RwLock<Snapshot>>,
 }
 
@@ -244,6 +259,29 @@ impl Collector for DatapathCollector {
                 xdp_mode: attachment.mode,
             };
             ConstGauge::new(1i64).encode(attached.encode_family(&labels)?)?;
+        }
+
+        let tracked = sources::read_all(&self.sources);
+        let gauge = encoder.encode_descriptor(
+            "port25_tracked_sources",
+            "Source prefixes in the rate limiter's table (bounded by ratelimit.tracked_sources)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(tracked.len()).unwrap_or(i64::MAX)).encode(gauge)?;
+        let mut top = encoder.encode_descriptor(
+            "port25_top_source_dropped",
+            "New connections refused by the rate limiter, for the source prefixes with the most (top 10)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (rank, offender) in sources::top(tracked, TOP_K).into_iter().enumerate() {
+            let labels = OffenderLabels {
+                rank: (rank + 1).to_string(),
+                source: offender.source.to_string(),
+            };
+            let value = i64::try_from(offender.dropped).unwrap_or(i64::MAX);
+            ConstGauge::new(value).encode(top.encode_family(&labels)?)?;
         }
         Ok(())
     }

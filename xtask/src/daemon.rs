@@ -67,6 +67,7 @@ pub fn run(release: bool, seconds: Option<u64>, daemon_args: &[String]) -> Resul
     }
     println!(
         "metrics: ip netns exec {gw} curl -s http://127.0.0.1:9725/metrics\n\
+         top:     {bin} top --pin-dir {pins}\n\
          try:     ip netns exec {gw} smtp-sink -u nobody -c {gw4}:25 100 &   # a server behind the filter\n\
          \x20        ip netns exec {cl} swaks --server {gw4} --from a@example.org --to b@example.net\n\
          \x20        ip netns exec {cl} swaks --server {gw6} --from a@example.org --to b@example.net\n\
@@ -75,11 +76,17 @@ pub fn run(release: bool, seconds: Option<u64>, daemon_args: &[String]) -> Resul
         cl = lab::CLIENT_NS,
         gw4 = lab::GW_V4,
         gw6 = lab::GW_V6,
+        bin = bin.display(),
+        pins = lab::PIN_DIR,
     );
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", lab::GW_NS])
-        .arg(&bin)
-        .args(["run", "--iface", lab::GW_IF]);
+    cmd.args(["netns", "exec", lab::GW_NS]).arg(&bin).args([
+        "run",
+        "--iface",
+        lab::GW_IF,
+        "--pin-dir",
+        lab::PIN_DIR,
+    ]);
     let code = supervise(&mut cmd, seconds);
     drop(lab);
     code

@@ -18,6 +18,10 @@ pub const GW_V4: &str = "198.18.0.1";
 pub const CLIENT_V4: &str = "198.18.0.10";
 pub const GW_V6: &str = "2001:db8:25::1";
 pub const CLIENT_V6: &str = "2001:db8:25::10";
+/// A BPF filesystem of the lab's own for port25d's pins. `ip netns exec` remounts /sys, hiding
+/// /sys/fs/bpf from the host; a bpffs mounted outside /sys is seen from both sides.
+pub const BPFFS: &str = "/run/port25-lab/bpf";
+pub const PIN_DIR: &str = "/run/port25-lab/bpf/port25";
 
 /// The lab; deleting it on drop, on every exit path of xtask (errors, the daemon's exit, Ctrl-C).
 pub struct Lab {
@@ -74,10 +78,11 @@ fn delete_ns(name: &str) {
 impl Lab {
     /// Creates the lab, deleting first a stale one of the same names that an earlier crash left.
     pub fn create() -> Result<Lab> {
-        if ns_exists(GW_NS) || ns_exists(CLIENT_NS) {
+        if ns_exists(GW_NS) || ns_exists(CLIENT_NS) || Path::new(BPFFS).exists() {
             println!("lab: removing a stale lab from an earlier run");
             delete_ns(GW_NS);
             delete_ns(CLIENT_NS);
+            unmount_bpffs();
         }
         // From here on, every exit path deletes what was made.
         let lab = Lab { _private: () };
@@ -88,6 +93,8 @@ impl Lab {
     fn build() -> Result<()> {
         ip(&["netns", "add", GW_NS])?;
         ip(&["netns", "add", CLIENT_NS])?;
+        std::fs::create_dir_all(BPFFS).with_context(|| format!("creating {BPFFS}"))?;
+        util::run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))?;
         // Both ends are made inside their namespaces: nothing ever appears in the host's namespace.
         ip(&[
             "link", "add", GW_IF, "netns", GW_NS, "type", "veth", "peer", "name", CLIENT_IF,
@@ -120,5 +127,20 @@ impl Drop for Lab {
         println!("lab: deleting namespaces {GW_NS} and {CLIENT_NS}");
         delete_ns(GW_NS);
         delete_ns(CLIENT_NS);
+        unmount_bpffs();
     }
+}
+
+/// Unmounts the lab's bpffs (every stacked mount of it) and removes its directory.
+fn unmount_bpffs() {
+    while Command::new("mountpoint")
+        .args(["-q", BPFFS])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        if util::run(Command::new("umount").arg(BPFFS)).is_err() {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir(BPFFS);
 }

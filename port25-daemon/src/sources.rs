@@ -1,0 +1,119 @@
+//! The rate limiter's per-prefix table, read from userspace: who is being dropped, for
+//! `port25d top` and the bounded top-K metric.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use aya::maps::{HashMap, Map, MapData, MapError};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use port25_common::{SourceKey, SourceState};
+
+/// The `SOURCES` LRU map (aya's HashMap reads LRU hash maps too).
+pub type SourceMap = HashMap<MapData, SourceKey, SourceState>;
+
+/// One tracked source prefix and what its bucket did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offender {
+    pub source: IpNet,
+    pub admitted: u64,
+    pub dropped: u64,
+}
+
+/// Opens the map the daemon pinned at `path`.
+pub fn open_pinned(path: &Path) -> Result<SourceMap, MapError> {
+    let data = MapData::from_pin(path)?;
+    SourceMap::try_from(Map::from_map_data(data)?)
+}
+
+/// Every tracked prefix. The kernel keeps updating the map meanwhile; an entry evicted during the
+/// walk is simply skipped.
+pub fn read_all(map: &SourceMap) -> Vec<Offender> {
+    map.iter()
+        .filter_map(Result::ok)
+        .filter_map(|(key, state)| {
+            Some(Offender {
+                source: prefix_of(&key)?,
+                admitted: state.admitted,
+                dropped: state.dropped,
+            })
+        })
+        .collect()
+}
+
+/// The `k` prefixes with the most dropped SYNs (none with zero), most first.
+pub fn top(mut all: Vec<Offender>, k: usize) -> Vec<Offender> {
+    all.retain(|o| o.dropped > 0);
+    all.sort_by(|a, b| {
+        b.dropped
+            .cmp(&a.dropped)
+            .then(b.admitted.cmp(&a.admitted))
+            .then(a.source.cmp(&b.source))
+    });
+    all.truncate(k);
+    all
+}
+
+fn prefix_of(key: &SourceKey) -> Option<IpNet> {
+    let len = u8::try_from(key.prefix_len).ok()?;
+    match key.family {
+        4 => {
+            let addr = Ipv4Addr::new(key.addr[0], key.addr[1], key.addr[2], key.addr[3]);
+            Ipv4Net::new(addr, len).ok().map(IpNet::V4)
+        }
+        6 => Ipv6Net::new(Ipv6Addr::from(key.addr), len)
+            .ok()
+            .map(IpNet::V6),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offender(source: &str, admitted: u64, dropped: u64) -> Offender {
+        Offender {
+            source: source.parse().unwrap(),
+            admitted,
+            dropped,
+        }
+    }
+
+    #[test]
+    fn top_orders_by_drops_and_keeps_k() {
+        let all = vec![
+            offender("198.18.1.0/24", 5, 10),
+            offender("198.18.2.0/24", 5, 0),
+            offender("2001:db8::/48", 1, 500),
+            offender("198.18.3.0/24", 9, 10),
+        ];
+        let top = top(all, 2);
+        assert_eq!(
+            top,
+            vec![
+                offender("2001:db8::/48", 1, 500),
+                offender("198.18.3.0/24", 9, 10)
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_become_prefixes() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[198, 18, 7, 0]);
+        let key = SourceKey {
+            addr,
+            family: 4,
+            prefix_len: 24,
+        };
+        assert_eq!(prefix_of(&key), Some("198.18.7.0/24".parse().unwrap()));
+        let key = SourceKey {
+            addr: "2001:db8:1::".parse::<Ipv6Addr>().unwrap().octets(),
+            family: 6,
+            prefix_len: 48,
+        };
+        assert_eq!(prefix_of(&key), Some("2001:db8:1::/48".parse().unwrap()));
+    }
+}

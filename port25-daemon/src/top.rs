@@ -1,0 +1,70 @@
+//! `port25d top`: the source prefixes the rate limiter drops most, read from the running daemon's
+//! pinned source table, refreshed like top(1).
+
+use std::{path::Path, time::Duration};
+
+use anyhow::Context as _;
+
+use crate::{
+    pins,
+    sources::{self, Offender},
+};
+
+pub struct TopOptions<'a> {
+    pub pin_dir: &'a Path,
+    pub count: usize,
+    /// Print one table and exit (for scripts), instead of refreshing.
+    pub once: bool,
+    pub interval: Duration,
+}
+
+pub fn top(options: &TopOptions<'_>) -> anyhow::Result<()> {
+    let path = pins::sources_path(options.pin_dir);
+    let map = sources::open_pinned(&path).with_context(|| {
+        format!(
+            "no source table at {}: is port25d running (with this --pin-dir)?",
+            path.display()
+        )
+    })?;
+    let mut previous: Option<Vec<Offender>> = None;
+    loop {
+        let all = sources::read_all(&map);
+        let tracked = all.len();
+        let rows = sources::top(all.clone(), options.count);
+        if !options.once {
+            // Clear the screen and home the cursor, as top(1) redraws.
+            print!("\x1b[2J\x1b[H");
+        }
+        println!(
+            "port25d top: {} tracked source prefixes, {} with drops shown (most first)",
+            tracked,
+            rows.len()
+        );
+        println!(
+            "{:<44} {:>14} {:>14} {:>12}",
+            "SOURCE", "DROPPED", "ADMITTED", "DROPS/S"
+        );
+        for row in &rows {
+            let rate = previous
+                .as_ref()
+                .and_then(|prev| prev.iter().find(|p| p.source == row.source))
+                .map(|prev| {
+                    (row.dropped.saturating_sub(prev.dropped)) as f64
+                        / options.interval.as_secs_f64()
+                });
+            let rate = rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"));
+            println!(
+                "{:<44} {:>14} {:>14} {:>12}",
+                row.source.to_string(),
+                row.dropped,
+                row.admitted,
+                rate
+            );
+        }
+        if options.once {
+            return Ok(());
+        }
+        previous = Some(all);
+        std::thread::sleep(options.interval);
+    }
+}

@@ -35,6 +35,12 @@ pub fn effective_config(options: &RunOptions) -> anyhow::Result<Config> {
 }
 
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    // First of all: a SIGHUP (logrotate, `systemctl reload`) during start-up must not kill us. It is
+    // kept pending and handled once the daemon runs.
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let config = effective_config(&options)?;
     let mut datapath = Datapath::load_pinned(&config, kernel_log_level(), Some(&options.pin_dir))?;
     datapath
@@ -64,10 +70,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         config.metrics_listen
     );
 
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut live = config;
     loop {
         tokio::select! {

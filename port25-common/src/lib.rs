@@ -22,10 +22,17 @@ pub mod maps {
     pub const SOURCES: &str = "SOURCES";
     /// `Array<u64>` of one element: the global bucket's theoretical arrival time.
     pub const GLOBAL: &str = "GLOBAL";
+    /// `LruHashMap<FlowKey, u32>`: handshakes the gateway answered (SYN-ACK sent), with the
+    /// acknowledgment number that proves the client saw the SYN-ACK.
+    pub const HANDSHAKES: &str = "HANDSHAKES";
 }
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "port25";
+/// Name of the TC egress program that watches the gateway's SYN-ACKs.
+pub const EGRESS_PROGRAM_NAME: &str = "port25_egress";
+/// Handshakes awaiting their final ACK that the kernel side tracks.
+pub const HANDSHAKE_CAPACITY: u32 = 65536;
 
 /// Two settings/ports slots: the live generation's and the one being built beside it.
 pub const SLOTS: u32 = 2;
@@ -60,6 +67,9 @@ pub struct Settings {
     /// The global bucket, the same way.
     pub global_interval_ns: u64,
     pub global_tolerance_ns: u64,
+    /// How long a source prefix that completed a handshake (so its address is not spoofed) skips
+    /// the global bucket; 0 turns that off.
+    pub verified_ttl_ns: u64,
 }
 
 impl Settings {
@@ -94,6 +104,22 @@ pub struct SourceState {
     pub admitted: u64,
     /// New connections refused (`rate_limited`).
     pub dropped: u64,
+    /// Until when (ns, CLOCK_MONOTONIC) the prefix counts as verified: one of its clients answered
+    /// the gateway's SYN-ACK, which a spoofed source never sees.
+    pub verified_until: u64,
+}
+
+/// Key of [`maps::HANDSHAKES`]: one TCP connection, from the client's side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Network byte order; IPv4 uses the first 4 bytes of each.
+    pub client: [u8; 16],
+    pub server: [u8; 16],
+    pub client_port: u16,
+    pub server_port: u16,
+    /// 4 or 6.
+    pub family: u32,
 }
 
 /// Values of [`Settings::policy`].
@@ -232,4 +258,5 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::SourceKey {}
     unsafe impl aya::Pod for super::SourceState {}
+    unsafe impl aya::Pod for super::FlowKey {}
 }

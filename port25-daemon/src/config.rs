@@ -114,6 +114,9 @@ pub struct RateLimit {
     pub global_syn_rate: u32,
     pub global_syn_burst: u32,
     pub tracked_sources: u32,
+    /// Seconds a source prefix stays verified after one of its clients completes a handshake
+    /// (proving its address is not spoofed): verified prefixes skip the global bucket. 0: off.
+    pub verified_ttl: u32,
 }
 
 /// The effective, validated policy.
@@ -248,6 +251,7 @@ struct RawRateLimit {
     global_syn_rate: Option<Spanned<i64>>,
     global_syn_burst: Option<Spanned<i64>>,
     tracked_sources: Option<Spanned<i64>>,
+    verified_ttl: Option<Spanned<i64>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -538,6 +542,7 @@ impl Config {
                 65536,
                 1024..=16_777_216,
             )?,
+            verified_ttl: src.ranged(&r.verified_ttl, "ratelimit.verified_ttl", 600, 0..=86_400)?,
         };
         Ok(Config {
             source: origin.display().to_string(),
@@ -653,6 +658,15 @@ impl fmt::Display for Config {
             "global", r.global_syn_rate, r.global_syn_burst
         )?;
         writeln!(f, "  {:<16}{}", "tracked sources", r.tracked_sources)?;
+        if r.verified_ttl == 0 {
+            writeln!(f, "  {:<16}off", "verified")?;
+        } else {
+            writeln!(
+                f,
+                "  {:<16}{} s after a completed handshake (skips the global cap)",
+                "verified", r.verified_ttl
+            )?;
+        }
         write!(f, "{:<18}http://{}/metrics", "metrics", self.metrics_listen)
     }
 }

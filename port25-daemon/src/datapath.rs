@@ -16,12 +16,14 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, LpmTrie, MapData, PerCpuHashMap, lpm_trie::Key},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode, tc,
+    },
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 use port25_common::{
-    Counter, CounterKey, GENERATION_BITS, PORT_WORDS, PROGRAM_NAME, Reason, SLOTS, Settings, V4Key,
-    V6Key, Verdict, maps, policy,
+    Counter, CounterKey, EGRESS_PROGRAM_NAME, GENERATION_BITS, PORT_WORDS, PROGRAM_NAME, Reason,
+    SLOTS, Settings, V4Key, V6Key, Verdict, maps, policy,
 };
 
 use crate::{
@@ -43,7 +45,9 @@ pub enum Error {
     Load(#[source] Box<aya::EbpfError>),
     #[error("the kernel refused the XDP program")]
     Program(#[source] Box<ProgramError>),
-    #[error("the XDP object has no map {0}: the daemon and its embedded program do not match")]
+    #[error(
+        "the XDP object has no map or program {0}: the daemon and its embedded program do not match"
+    )]
     MissingMap(&'static str),
     #[error("BPF map {map}")]
     Map {
@@ -72,6 +76,8 @@ pub struct Attachment {
     pub ifindex: u32,
     /// "native" or "skb".
     pub mode: &'static str,
+    /// Whether the TC egress program watches the gateway's SYN-ACKs here (handshake verification).
+    pub watches_egress: bool,
 }
 
 /// The counters map, shared with the metrics collector, which reads it at scrape time.
@@ -116,6 +122,9 @@ impl Datapath {
             .map_err(|e| Error::Load(Box::new(e)))?;
         let program = xdp_mut(&mut ebpf)?;
         program.load().map_err(|e| Error::Program(Box::new(e)))?;
+        egress_mut(&mut ebpf)?
+            .load()
+            .map_err(|e| Error::Program(Box::new(e)))?;
         let counters = ebpf
             .take_map(maps::COUNTERS)
             .ok_or(Error::MissingMap(maps::COUNTERS))?;
@@ -190,12 +199,33 @@ impl Datapath {
                 }
             },
         };
+        let watches_egress = match self.attach_egress(iface) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(
+                    "{iface}: cannot watch egress SYN-ACKs ({err:#}); handshake verification is off \
+                     there, so every new connection from it counts against the global cap"
+                );
+                false
+            }
+        };
         self.attachments.push(Attachment {
             iface: iface.to_owned(),
             ifindex,
             mode: mode_used,
+            watches_egress,
         });
         Ok(&self.attachments[self.attachments.len() - 1])
+    }
+
+    /// Attaches the egress watcher (TCX on kernels >= 6.6, else a clsact qdisc filter).
+    fn attach_egress(&mut self, iface: &str) -> Result<(), Error> {
+        // Older kernels need the clsact qdisc; it may exist already, which is fine.
+        let _ = tc::qdisc_add_clsact(iface);
+        egress_mut(&mut self.ebpf)?
+            .attach(iface, TcAttachType::Egress)
+            .map_err(|e| Error::Program(Box::new(e)))?;
+        Ok(())
     }
 
     /// Makes `config`'s policy live, atomically. On error the previous policy stays live and
@@ -243,6 +273,7 @@ impl Datapath {
             syn_tolerance_ns,
             global_interval_ns,
             global_tolerance_ns,
+            verified_ttl_ns: u64::from(limits.verified_ttl) * 1_000_000_000,
         };
         let mut settings_map: Array<_, Settings> = self.array(maps::SETTINGS)?;
         settings_map
@@ -337,6 +368,23 @@ impl Datapath {
         Ok(result.return_value)
     }
 
+    /// Runs the egress (TC) program on one outgoing frame; returns the TC action.
+    pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, Error> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(EGRESS_PROGRAM_NAME)
+            .ok_or(Error::MissingMap(EGRESS_PROGRAM_NAME))?
+            .try_into()
+            .map_err(|e| Error::Program(Box::new(e)))?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| Error::Program(Box::new(e)))?;
+        Ok(result.return_value)
+    }
+
     /// Counts summed over CPUs.
     pub fn totals(&self) -> Result<Totals, Error> {
         read_totals(&self.counters)
@@ -399,6 +447,13 @@ pub fn read_totals(counters: &CounterMap) -> Result<Totals, Error> {
         totals.insert((key.ifindex, verdict, reason), sum);
     }
     Ok(totals)
+}
+
+fn egress_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
+    ebpf.program_mut(EGRESS_PROGRAM_NAME)
+        .ok_or(Error::MissingMap(EGRESS_PROGRAM_NAME))?
+        .try_into()
+        .map_err(|e| Error::Program(Box::new(e)))
 }
 
 fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {

@@ -7,15 +7,20 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod handshake;
 mod maps;
 mod parse;
 mod ratelimit;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use aya_log_ebpf::debug;
 use port25_common::{Reason, Settings, Verdict, policy};
 
-use crate::parse::{Parsed, Source, TCP_ACK, TCP_SYN};
+use crate::parse::{Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[xdp]
 pub fn port25(ctx: XdpContext) -> u32 {
@@ -27,7 +32,7 @@ pub fn port25(ctx: XdpContext) -> u32 {
 }
 
 fn try_port25(ctx: &XdpContext) -> Result<u32, ()> {
-    let parsed = parse::parse(ctx);
+    let parsed = parse::parse(ctx.data(), ctx.data_end());
     if let Parsed::Other = parsed {
         return Ok(xdp_action::XDP_PASS);
     }
@@ -37,17 +42,12 @@ fn try_port25(ctx: &XdpContext) -> Result<u32, ()> {
     let reason = match parsed {
         Parsed::Other => return Ok(xdp_action::XDP_PASS),
         Parsed::Malformed => Reason::Malformed,
-        Parsed::Tcp {
-            source,
-            dport,
-            flags,
-            header_ok,
-        } => {
-            if !maps::port_protected(generation, dport)? {
+        Parsed::Tcp(segment) => {
+            if !maps::port_protected(generation, segment.dport)? {
                 return Ok(xdp_action::XDP_PASS);
             }
-            if header_ok {
-                decide(generation, &settings, source, flags)
+            if segment.header_ok {
+                decide(generation, &settings, &segment)
             } else {
                 Reason::Malformed
             }
@@ -83,26 +83,63 @@ fn try_port25(ctx: &XdpContext) -> Result<u32, ()> {
 
 /// Steps 2-4 of the decision table for a readable TCP segment to a protected port.
 #[inline(always)]
-fn decide(generation: u32, settings: &Settings, source: Source, flags: u8) -> Reason {
-    if maps::listed(maps::List::Deny, generation, &source) {
+fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Reason {
+    let source = &segment.addrs.source;
+    if maps::listed(maps::List::Deny, generation, source) {
         return Reason::Denylisted;
     }
-    if maps::listed(maps::List::Allow, generation, &source) {
+    if maps::listed(maps::List::Allow, generation, source) {
         return Reason::Allowlisted;
     }
     match settings.policy {
         policy::RATELIMIT => {
+            let flags = segment.flags;
             // Only a new connection attempt spends a token; segments of connections already
             // admitted (and the rest of the handshake) pass.
-            let new_connection = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-            if !new_connection || ratelimit::admit(settings, &source) {
-                Reason::Admitted
-            } else {
-                Reason::RateLimited
+            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                return if ratelimit::admit(settings, source) {
+                    Reason::Admitted
+                } else {
+                    Reason::RateLimited
+                };
             }
+            // A plain ACK may complete a handshake the gateway answered: proof of a real source.
+            if flags & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK) == TCP_ACK
+                && settings.verified_ttl_ns != 0
+                && handshake::completes_handshake(segment)
+            {
+                ratelimit::mark_verified(settings, source);
+            }
+            Reason::Admitted
         }
         _ => Reason::NotAllowlisted,
     }
+}
+
+/// TC egress: notes the gateway's SYN-ACKs from protected ports, for the handshake proof.
+#[classifier]
+pub fn port25_egress(ctx: TcContext) -> i32 {
+    let _ = try_egress(&ctx);
+    // Egress is only watched, never filtered.
+    TC_ACT_OK
+}
+
+fn try_egress(ctx: &TcContext) -> Result<(), ()> {
+    let Parsed::Tcp(segment) = parse::parse(ctx.data(), ctx.data_end()) else {
+        return Ok(());
+    };
+    if !segment.header_ok || segment.flags & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK {
+        return Ok(());
+    }
+    let generation = maps::active_generation()?;
+    let settings = maps::settings(generation)?;
+    if settings.policy == policy::RATELIMIT
+        && settings.verified_ttl_ns != 0
+        && maps::port_protected(generation, segment.sport)?
+    {
+        handshake::record_syn_ack(&segment);
+    }
+    Ok(())
 }
 
 #[cfg(not(test))]

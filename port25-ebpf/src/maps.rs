@@ -10,7 +10,7 @@ use port25_common::{
     SLOTS, Settings, V4Key, V6Key, Verdict, counter_slot,
 };
 
-use crate::parse::Source;
+use crate::parse::Addr;
 
 #[map]
 static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
@@ -54,9 +54,9 @@ pub enum List {
 
 /// Longest-prefix match of the source in this generation of a list.
 #[inline(always)]
-pub fn listed(list: List, generation: u32, source: &Source) -> bool {
+pub fn listed(list: List, generation: u32, source: &Addr) -> bool {
     match *source {
-        Source::V4(addr) => {
+        Addr::V4(addr) => {
             let key = Key::new(GENERATION_BITS + 32, V4Key { generation, addr });
             let trie = match list {
                 List::Allow => &ALLOW_V4,
@@ -64,7 +64,7 @@ pub fn listed(list: List, generation: u32, source: &Source) -> bool {
             };
             trie.get(&key).is_some()
         }
-        Source::V6(addr) => {
+        Addr::V6(addr) => {
             let key = Key::new(GENERATION_BITS + 128, V6Key { generation, addr });
             let trie = match list {
                 List::Allow => &ALLOW_V6,

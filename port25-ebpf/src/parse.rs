@@ -3,7 +3,6 @@
 //! Every read is bounds-checked against `data_end` (the verifier insists, and attackers send short
 //! frames). The rules for what cannot be read are in DESIGN.md, step 1 and 5 of the decision table.
 
-use aya_ebpf::programs::XdpContext;
 use port25_common::MAX_IPV6_EXT_HEADERS;
 
 const ETH_HLEN: usize = 14;
@@ -24,14 +23,37 @@ const NH_AUTH: u8 = 51;
 const NH_DEST_OPTS: u8 = 60;
 
 /// TCP flag bits (byte 13 of the header).
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// Source address of a packet, in network byte order.
+/// An address, in network byte order.
 #[derive(Clone, Copy)]
-pub enum Source {
+pub enum Addr {
     V4([u8; 4]),
     V6([u8; 16]),
+}
+
+/// The addresses of a packet.
+#[derive(Clone, Copy)]
+pub struct Addrs {
+    pub source: Addr,
+    pub dest: Addr,
+}
+
+/// A TCP segment whose ports could be read.
+pub struct Segment {
+    pub addrs: Addrs,
+    pub sport: u16,
+    pub dport: u16,
+    /// Flags, sequence and acknowledgment numbers; zero when `header_ok` is false.
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    /// False when the fixed TCP header (flags, data offset) is cut short or claims fewer than
+    /// 20 bytes: fatal only if the port turns out to be protected.
+    pub header_ok: bool,
 }
 
 /// What the parser made of a frame.
@@ -40,14 +62,7 @@ pub enum Parsed {
     Other,
     /// Claims to be IP/TCP but cannot be read far enough to decide.
     Malformed,
-    /// A TCP segment whose ports could be read. `header_ok` is false when the fixed TCP header (flags,
-    /// data offset) is cut short: fatal only if the port turns out to be protected.
-    Tcp {
-        source: Source,
-        dport: u16,
-        flags: u8,
-        header_ok: bool,
-    },
+    Tcp(Segment),
 }
 
 /// Bounds-checked view of the frame.
@@ -74,12 +89,10 @@ impl Frame {
     }
 }
 
+/// Parses the frame in `[start, end)`: an XDP or TC context's data pointers.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Parsed {
-    let frame = Frame {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
+pub fn parse(start: usize, end: usize) -> Parsed {
+    let frame = Frame { start, end };
     // Ethernet and up to two VLAN tags (802.1ad outer, 802.1Q inner). A frame too short to name its
     // payload claims nothing: pass.
     let Some(mut ethertype) = frame.u16_be(12) else {
@@ -120,8 +133,11 @@ fn parse_ipv4(frame: &Frame, offset: usize) -> Parsed {
     if header[9] != IPPROTO_TCP {
         return Parsed::Other;
     }
-    let source = Source::V4([header[12], header[13], header[14], header[15]]);
-    parse_tcp(frame, offset + ihl, source)
+    let addrs = Addrs {
+        source: Addr::V4([header[12], header[13], header[14], header[15]]),
+        dest: Addr::V4([header[16], header[17], header[18], header[19]]),
+    };
+    parse_tcp(frame, offset + ihl, addrs)
 }
 
 #[inline(always)]
@@ -131,6 +147,12 @@ fn parse_ipv6(frame: &Frame, offset: usize) -> Parsed {
     };
     let mut source = [0u8; 16];
     source.copy_from_slice(&header[8..24]);
+    let mut dest = [0u8; 16];
+    dest.copy_from_slice(&header[24..40]);
+    let addrs = Addrs {
+        source: Addr::V6(source),
+        dest: Addr::V6(dest),
+    };
     let mut next = header[6];
     let mut offset = offset + IPV6_HLEN;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
@@ -159,14 +181,14 @@ fn parse_ipv6(frame: &Frame, offset: usize) -> Parsed {
                 next = ext[0];
                 8
             }
-            IPPROTO_TCP => return parse_tcp(frame, offset, Source::V6(source)),
+            IPPROTO_TCP => return parse_tcp(frame, offset, addrs),
             _ => return Parsed::Other,
         };
         offset += len;
     }
     // Still TCP after the last header we walk? Then judge it; a longer chain is malformed.
     if next == IPPROTO_TCP {
-        return parse_tcp(frame, offset, Source::V6(source));
+        return parse_tcp(frame, offset, addrs);
     }
     match next {
         NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_AUTH | NH_FRAGMENT => Parsed::Malformed,
@@ -175,23 +197,31 @@ fn parse_ipv6(frame: &Frame, offset: usize) -> Parsed {
 }
 
 #[inline(always)]
-fn parse_tcp(frame: &Frame, offset: usize, source: Source) -> Parsed {
+fn parse_tcp(frame: &Frame, offset: usize, addrs: Addrs) -> Parsed {
     let Some(ports) = frame.bytes::<4>(offset) else {
         return Parsed::Malformed;
     };
+    let sport = u16::from_be_bytes([ports[0], ports[1]]);
     let dport = u16::from_be_bytes([ports[2], ports[3]]);
-    match frame.bytes::<TCP_HLEN>(offset) {
-        Some(tcp) => Parsed::Tcp {
-            source,
+    let segment = match frame.bytes::<TCP_HLEN>(offset) {
+        Some(tcp) => Segment {
+            addrs,
+            sport,
             dport,
             flags: tcp[13],
+            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
             header_ok: tcp[12] >> 4 >= 5,
         },
-        None => Parsed::Tcp {
-            source,
+        None => Segment {
+            addrs,
+            sport,
             dport,
             flags: 0,
+            seq: 0,
+            ack: 0,
             header_ok: false,
         },
-    }
+    };
+    Parsed::Tcp(segment)
 }

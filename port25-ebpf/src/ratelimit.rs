@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use port25_common::{DEFAULT_TRACKED_SOURCES, Settings, SourceKey, SourceState};
 
-use crate::parse::Source;
+use crate::parse::Addr;
 
 #[map]
 static SOURCES: LruHashMap<SourceKey, SourceState> =
@@ -25,9 +25,10 @@ static GLOBAL: Array<u64> = Array::with_max_entries(1, 0);
 const CAS_ATTEMPTS: usize = 4;
 
 /// Spends a token of the source's prefix bucket, then one of the global bucket. The source bucket
-/// comes first so that one flooding prefix exhausts only its own bucket, not everyone's.
+/// comes first so that one flooding prefix exhausts only its own bucket, not everyone's; a prefix
+/// verified by a completed handshake skips the global bucket, which a spoofed flood drains.
 #[inline(always)]
-pub fn admit(settings: &Settings, source: &Source) -> bool {
+pub fn admit(settings: &Settings, source: &Addr) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let key = source_key(settings, source);
@@ -51,6 +52,7 @@ pub fn admit(settings: &Settings, source: &Source) -> bool {
                 tat: now + settings.syn_interval_ns,
                 admitted: 0,
                 dropped: 0,
+                verified_until: 0,
             };
             let inserted = SOURCES.insert(key, fresh, BPF_NOEXIST as u64).is_ok();
             let Some(state) = SOURCES.get_ptr_mut(key) else {
@@ -59,19 +61,22 @@ pub fn admit(settings: &Settings, source: &Source) -> bool {
             (state, inserted || bucket(state))
         }
     };
+    // SAFETY: a pointer into the map value; a stale read only delays the verification by a packet.
+    let verified = unsafe { (&raw const (*state).verified_until).read_volatile() } > now;
     let admitted = own_token
-        && match GLOBAL.get_ptr_mut(0) {
-            // SAFETY: a pointer into the global bucket's map value.
-            Some(global) => unsafe {
-                gcra(
-                    global,
-                    now,
-                    settings.global_interval_ns,
-                    settings.global_tolerance_ns,
-                )
-            },
-            None => false,
-        };
+        && (verified
+            || match GLOBAL.get_ptr_mut(0) {
+                // SAFETY: a pointer into the global bucket's map value.
+                Some(global) => unsafe {
+                    gcra(
+                        global,
+                        now,
+                        settings.global_interval_ns,
+                        settings.global_tolerance_ns,
+                    )
+                },
+                None => false,
+            });
     // SAFETY: as above; these counters are only ever updated atomically.
     unsafe {
         let counter = if admitted {
@@ -82,6 +87,21 @@ pub fn admit(settings: &Settings, source: &Source) -> bool {
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1);
     }
     admitted
+}
+
+/// Marks the source's prefix verified for the configured time (if it is still tracked).
+#[inline(always)]
+pub fn mark_verified(settings: &Settings, source: &Addr) {
+    if settings.verified_ttl_ns == 0 {
+        return;
+    }
+    if let Some(state) = SOURCES.get_ptr_mut(source_key(settings, source)) {
+        // SAFETY: a helper without arguments; `state` points into the map value.
+        unsafe {
+            let until = bpf_ktime_get_ns() + settings.verified_ttl_ns;
+            (&raw mut (*state).verified_until).write_volatile(until);
+        }
+    }
 }
 
 /// One GCRA step: admit if the TAT is at most `tolerance` ahead of now, and push it one interval.
@@ -111,14 +131,14 @@ unsafe fn gcra(tat: *mut u64, now: u64, interval: u64, tolerance: u64) -> bool {
 }
 
 #[inline(always)]
-fn source_key(settings: &Settings, source: &Source) -> SourceKey {
+fn source_key(settings: &Settings, source: &Addr) -> SourceKey {
     let mut key = SourceKey {
         addr: [0; 16],
         family: 0,
         prefix_len: 0,
     };
     match *source {
-        Source::V4(addr) => {
+        Addr::V4(addr) => {
             let prefix = settings.ipv4_prefix.min(32);
             let mask = if prefix == 0 {
                 0
@@ -130,7 +150,7 @@ fn source_key(settings: &Settings, source: &Source) -> SourceKey {
             key.family = 4;
             key.prefix_len = prefix;
         }
-        Source::V6(addr) => {
+        Addr::V6(addr) => {
             let prefix = settings.ipv6_prefix.min(128);
             for (i, byte) in addr.iter().enumerate() {
                 let bits = prefix.saturating_sub(i as u32 * 8).min(8);

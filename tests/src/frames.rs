@@ -28,6 +28,11 @@ enum L4 {
 #[derive(Clone, Debug)]
 pub struct FrameBuilder {
     src: IpAddr,
+    /// None: the gateway (198.18.0.1 or 2001:db8:25::1).
+    dst: Option<IpAddr>,
+    sport: u16,
+    seq: u32,
+    ack: u32,
     vlans: Vec<u16>,
     ipv4_options: Vec<u8>,
     /// (fragment offset in 8-byte units, more fragments)
@@ -69,6 +74,10 @@ impl FrameBuilder {
     fn new(src: &str, l4: L4) -> Self {
         Self {
             src: src.parse().expect("test source address"),
+            dst: None,
+            sport: 40000,
+            seq: 1,
+            ack: 0,
             vlans: Vec::new(),
             ipv4_options: Vec::new(),
             fragment: None,
@@ -76,6 +85,24 @@ impl FrameBuilder {
             l4,
             truncate_to: None,
         }
+    }
+
+    /// Sends to `dst` instead of the gateway (same family as the source).
+    pub fn to(mut self, dst: &str) -> Self {
+        self.dst = Some(dst.parse().expect("test destination address"));
+        self
+    }
+
+    pub fn sport(mut self, sport: u16) -> Self {
+        self.sport = sport;
+        self
+    }
+
+    /// TCP sequence and acknowledgment numbers.
+    pub fn seq_ack(mut self, seq: u32, ack: u32) -> Self {
+        self.seq = seq;
+        self.ack = ack;
+        self
     }
 
     /// Adds a VLAN tag with this TPID (outermost first).
@@ -163,7 +190,10 @@ impl FrameBuilder {
                 frame.extend_from_slice(&frag.to_be_bytes());
                 frame.extend_from_slice(&[64, protocol, 0, 0]);
                 frame.extend_from_slice(&src.octets());
-                frame.extend_from_slice(&[198, 18, 0, 1]);
+                match self.dst {
+                    Some(IpAddr::V4(dst)) => frame.extend_from_slice(&dst.octets()),
+                    _ => frame.extend_from_slice(&[198, 18, 0, 1]),
+                }
                 frame.extend_from_slice(&self.ipv4_options);
                 frame
             }
@@ -180,7 +210,10 @@ impl FrameBuilder {
                 frame.extend_from_slice(&payload.to_be_bytes());
                 frame.extend_from_slice(&[first, 64]);
                 frame.extend_from_slice(&src.octets());
-                frame.extend_from_slice(&GATEWAY_V6.octets());
+                match self.dst {
+                    Some(IpAddr::V6(dst)) => frame.extend_from_slice(&dst.octets()),
+                    _ => frame.extend_from_slice(&GATEWAY_V6.octets()),
+                }
                 frame.extend_from_slice(&ext);
                 frame
             }
@@ -225,9 +258,10 @@ impl FrameBuilder {
         match self.l4 {
             L4::Tcp { dport, flags } => {
                 let mut tcp = Vec::with_capacity(20);
-                tcp.extend_from_slice(&40000u16.to_be_bytes());
+                tcp.extend_from_slice(&self.sport.to_be_bytes());
                 tcp.extend_from_slice(&dport.to_be_bytes());
-                tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+                tcp.extend_from_slice(&self.seq.to_be_bytes());
+                tcp.extend_from_slice(&self.ack.to_be_bytes());
                 tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
                 tcp
             }

@@ -745,3 +745,97 @@ fn ratelimit_buckets_hold_across_cpus() {
     // The burst is 5 and a refill takes a second: racing CPUs must not spend a token twice.
     assert_eq!(admitted, 5);
 }
+
+/// The gateway's SYN-ACK to `client`:40000 from port 25, as the egress program sees it.
+fn syn_ack(gateway: &str, client: &str, isn: u32) -> Vec<u8> {
+    tcp(gateway, 40000)
+        .to(client)
+        .sport(25)
+        .flags(TCP_ACK | port25_tests::frames::TCP_SYN)
+        .seq_ack(isn, 1000)
+        .build()
+}
+
+/// The client's final handshake ACK.
+fn final_ack(client: &str, ack: u32) -> Vec<u8> {
+    tcp(client, 25).flags(TCP_ACK).seq_ack(1000, ack).build()
+}
+
+#[test]
+fn completed_handshakes_verify_a_prefix_past_the_global_cap() {
+    const TC_ACT_OK: u32 = 0;
+    let datapath = load(RATELIMIT);
+    // Drain the global bucket (12) from spoofed-looking sources, one SYN each.
+    let drained: usize = (1..=20)
+        .map(|i| admitted_of(&datapath, &format!("198.18.{}.1", 100 + i), 1))
+        .sum();
+    assert_eq!(drained, 12, "global burst");
+    assert_eq!(
+        admitted_of(&datapath, "198.18.3.1", 1),
+        0,
+        "global cap holds"
+    );
+
+    // A wrong acknowledgment number (what a spoofer guesses) proves nothing.
+    let egress = datapath
+        .test_run_egress(&syn_ack("198.18.0.1", "198.18.3.1", 7_000_000))
+        .unwrap();
+    assert_eq!(egress, TC_ACT_OK, "egress is never filtered");
+    assert_eq!(
+        datapath.test_run(&final_ack("198.18.3.1", 12345)).unwrap(),
+        XDP_PASS
+    );
+    assert_eq!(
+        admitted_of(&datapath, "198.18.3.1", 1),
+        0,
+        "still capped after a bad ACK"
+    );
+
+    // The right one (ISN + 1) verifies the /24: its SYNs skip the global cap, within its own bucket.
+    datapath
+        .test_run_egress(&syn_ack("198.18.0.1", "198.18.3.1", 7_000_000))
+        .unwrap();
+    assert_eq!(
+        datapath
+            .test_run(&final_ack("198.18.3.1", 7_000_001))
+            .unwrap(),
+        XDP_PASS
+    );
+    // The /24's bucket holds 5; the two SYNs the global cap refused above spent a token each.
+    assert_eq!(
+        admitted_of(&datapath, "198.18.3.77", 10),
+        3,
+        "verified /24, own bucket only"
+    );
+    // Other prefixes stay behind the global cap.
+    assert_eq!(admitted_of(&datapath, "198.18.4.1", 3), 0);
+
+    // IPv6 the same way: the SYN (refused by the global cap) comes first, as in real life.
+    assert_eq!(
+        admitted_of(&datapath, "2001:db8:3::1", 1),
+        0,
+        "capped before"
+    );
+    datapath
+        .test_run_egress(&syn_ack("2001:db8:25::1", "2001:db8:3::1", 42))
+        .unwrap();
+    datapath.test_run(&final_ack("2001:db8:3::1", 43)).unwrap();
+    assert_eq!(
+        admitted_of(&datapath, "2001:db8:3::2", 10),
+        4,
+        "verified /48"
+    );
+}
+
+#[test]
+fn handshake_verification_can_be_turned_off() {
+    let datapath = load(&format!("{RATELIMIT}verified_ttl = 0\n"));
+    let _ = admitted_of(&datapath, "198.18.9.1", 20); // 5 from the global 12
+    let _ = admitted_of(&datapath, "198.18.10.1", 20); // 5 more
+    let _ = admitted_of(&datapath, "198.18.11.1", 20); // the last 2
+    datapath
+        .test_run_egress(&syn_ack("198.18.0.1", "198.18.3.1", 99))
+        .unwrap();
+    datapath.test_run(&final_ack("198.18.3.1", 100)).unwrap();
+    assert_eq!(admitted_of(&datapath, "198.18.3.1", 5), 0);
+}

@@ -82,6 +82,7 @@ fn empty_file_gets_defaults() {
             global_syn_rate: 2000,
             global_syn_burst: 4000,
             tracked_sources: 65536,
+            verified_ttl: 600,
         }
     );
 }
@@ -126,6 +127,7 @@ ipv6_prefix = 48
 global_syn_rate = 100
 global_syn_burst = 200
 tracked_sources = 1024
+verified_ttl = 0
 [metrics]
 listen = "[::1]:9100"
 "#,
@@ -162,6 +164,7 @@ listen = "[::1]:9100"
             global_syn_rate: 100,
             global_syn_burst: 200,
             tracked_sources: 1024,
+            verified_ttl: 0,
         }
     );
     assert_eq!(
@@ -502,6 +505,11 @@ fn error_ratelimit_out_of_range() {
         "[ratelimit]\ntracked_sources = 100\n",
         2,
         "from 1024 to 16777216",
+    );
+    parse_error(
+        "[ratelimit]\nverified_ttl = 86401\n",
+        2,
+        "ratelimit.verified_ttl = 86401 is out of range; use a value from 0 to 86400",
     );
 }
 

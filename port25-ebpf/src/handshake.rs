@@ -1,0 +1,71 @@
+//! Proof that a source address is real: the gateway's SYN-ACK carries a random sequence number,
+//! and only a client that received it can acknowledge it. The TC egress program notes each SYN-ACK
+//! the gateway sends from a protected port; the XDP program checks the client's ACK against it and,
+//! on a match, marks the client's prefix verified. Spoofed floods never get verified.
+
+use aya_ebpf::{macros::map, maps::LruHashMap};
+use port25_common::{FlowKey, HANDSHAKE_CAPACITY};
+
+use crate::parse::{Addr, Segment};
+
+#[map]
+static HANDSHAKES: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(HANDSHAKE_CAPACITY, 0);
+
+/// Egress: the gateway answered a SYN on a protected port; remember what the ACK must say.
+#[inline(always)]
+pub fn record_syn_ack(segment: &Segment) {
+    // Outgoing: the client is the destination.
+    let key = flow_key(
+        &segment.addrs.dest,
+        &segment.addrs.source,
+        segment.dport,
+        segment.sport,
+    );
+    let expected_ack = segment.seq.wrapping_add(1);
+    let _ = HANDSHAKES.insert(key, expected_ack, 0);
+}
+
+/// Ingress: does this ACK complete a handshake the gateway answered? Consumes the record.
+#[inline(always)]
+pub fn completes_handshake(segment: &Segment) -> bool {
+    let key = flow_key(
+        &segment.addrs.source,
+        &segment.addrs.dest,
+        segment.sport,
+        segment.dport,
+    );
+    // SAFETY: the value is a plain u32 read while the program runs.
+    let Some(&expected) = (unsafe { HANDSHAKES.get(key) }) else {
+        return false;
+    };
+    if expected != segment.ack {
+        return false;
+    }
+    let _ = HANDSHAKES.remove(key);
+    true
+}
+
+#[inline(always)]
+fn flow_key(client: &Addr, server: &Addr, client_port: u16, server_port: u16) -> FlowKey {
+    let mut key = FlowKey {
+        client: [0; 16],
+        server: [0; 16],
+        client_port,
+        server_port,
+        family: 0,
+    };
+    match (*client, *server) {
+        (Addr::V4(c), Addr::V4(s)) => {
+            key.client[..4].copy_from_slice(&c);
+            key.server[..4].copy_from_slice(&s);
+            key.family = 4;
+        }
+        (Addr::V6(c), Addr::V6(s)) => {
+            key.client = c;
+            key.server = s;
+            key.family = 6;
+        }
+        _ => {}
+    }
+    key
+}

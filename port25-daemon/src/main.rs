@@ -56,6 +56,9 @@ enum Command {
         /// Print one table and exit.
         #[arg(long)]
         once: bool,
+        /// List every tracked prefix, also those without drops.
+        #[arg(long)]
+        all: bool,
         /// Seconds between refreshes.
         #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
         interval: f64,
@@ -127,10 +130,12 @@ fn main() -> ExitCode {
             pins,
             count,
             once,
+            all,
             interval,
         } => top(&TopOptions {
             pin_dir: &pins.pin_dir,
             count,
+            all,
             once,
             interval: Duration::from_secs_f64(interval),
         }),

@@ -19,6 +19,8 @@ pub struct Offender {
     pub source: IpNet,
     pub admitted: u64,
     pub dropped: u64,
+    /// A client of this prefix completed a handshake lately (so it is not spoofed).
+    pub verified: bool,
 }
 
 /// Opens the map the daemon pinned at `path`.
@@ -30,6 +32,7 @@ pub fn open_pinned(path: &Path) -> Result<SourceMap, MapError> {
 /// Every tracked prefix. The kernel keeps updating the map meanwhile; an entry evicted during the
 /// walk is simply skipped.
 pub fn read_all(map: &SourceMap) -> Vec<Offender> {
+    let now = monotonic_ns();
     map.iter()
         .filter_map(Result::ok)
         .filter_map(|(key, state)| {
@@ -37,6 +40,7 @@ pub fn read_all(map: &SourceMap) -> Vec<Offender> {
                 source: prefix_of(&key)?,
                 admitted: state.admitted,
                 dropped: state.dropped,
+                verified: state.verified_until > now,
             })
         })
         .collect()
@@ -53,6 +57,17 @@ pub fn top(mut all: Vec<Offender>, k: usize) -> Vec<Offender> {
     });
     all.truncate(k);
     all
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 fn prefix_of(key: &SourceKey) -> Option<IpNet> {
@@ -78,6 +93,7 @@ mod tests {
             source: source.parse().unwrap(),
             admitted,
             dropped,
+            verified: false,
         }
     }
 

@@ -13,6 +13,8 @@ use crate::{
 pub struct TopOptions<'a> {
     pub pin_dir: &'a Path,
     pub count: usize,
+    /// List every tracked prefix, not only those with drops.
+    pub all: bool,
     /// Print one table and exit (for scripts), instead of refreshing.
     pub once: bool,
     pub interval: Duration,
@@ -30,19 +32,25 @@ pub fn top(options: &TopOptions<'_>) -> anyhow::Result<()> {
     loop {
         let all = sources::read_all(&map);
         let tracked = all.len();
-        let rows = sources::top(all.clone(), options.count);
+        let rows = if options.all {
+            let mut rows = all.clone();
+            rows.sort_by(|a, b| b.dropped.cmp(&a.dropped).then(b.admitted.cmp(&a.admitted)));
+            rows.truncate(options.count);
+            rows
+        } else {
+            sources::top(all.clone(), options.count)
+        };
         if !options.once {
             // Clear the screen and home the cursor, as top(1) redraws.
             print!("\x1b[2J\x1b[H");
         }
         println!(
-            "port25d top: {} tracked source prefixes, {} with drops shown (most first)",
-            tracked,
+            "port25d top: {tracked} tracked source prefixes, {} shown (most drops first)",
             rows.len()
         );
         println!(
-            "{:<44} {:>14} {:>14} {:>12}",
-            "SOURCE", "DROPPED", "ADMITTED", "DROPS/S"
+            "{:<44} {:>14} {:>14} {:>12} {:>9}",
+            "SOURCE", "DROPPED", "ADMITTED", "DROPS/S", "VERIFIED"
         );
         for row in &rows {
             let rate = previous
@@ -54,11 +62,12 @@ pub fn top(options: &TopOptions<'_>) -> anyhow::Result<()> {
                 });
             let rate = rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"));
             println!(
-                "{:<44} {:>14} {:>14} {:>12}",
+                "{:<44} {:>14} {:>14} {:>12} {:>9}",
                 row.source.to_string(),
                 row.dropped,
                 row.admitted,
-                rate
+                rate,
+                if row.verified { "yes" } else { "no" }
             );
         }
         if options.once {

@@ -1,0 +1,178 @@
+//! Attaching as an operator meets it: XDP modes and what port25d says when one is refused, and the
+//! XDP program's own log lines arriving in the daemon's log.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::time::Duration;
+
+use port25_tests::{
+    lab::{Daemon, Netns, VethEnd, WorkDir, metric, poll, require_tools, tool, veth},
+    require_root,
+};
+
+fn write_config(work: &WorkDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = work.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `port25d ARGS` to completion inside `ns`; returns (exit code, stderr).
+fn port25d(ns: &Netns, args: &[&str]) -> (i32, String) {
+    let out = ns
+        .command(Daemon::binary())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn refused_native_mode_says_what_to_try_and_auto_falls_back() {
+    require_root();
+    require_tools(&["ip", "curl"]);
+    let work = WorkDir::new("attach");
+    let ns = Netns::new("attach");
+    // A bridge has no native XDP support: the driver refuses, generic XDP works.
+    ns.ip(&["link", "add", "d0", "type", "bridge"]);
+    ns.ip(&["link", "set", "d0", "up"]);
+    let config = write_config(&work, "drop.toml", "policy = \"drop\"\n");
+    let config = config.to_str().unwrap();
+
+    let (code, stderr) = port25d(
+        &ns,
+        &[
+            "run",
+            "--config",
+            config,
+            "--iface",
+            "d0",
+            "--xdp-mode",
+            "native",
+        ],
+    );
+    assert_eq!(code, 1, "native on a bridge must fail:\n{stderr}");
+    assert!(
+        stderr.contains("d0: the kernel refused XDP in native mode"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("try --xdp-mode skb"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let (code, stderr) = port25d(&ns, &["run", "--config", config, "--iface", "p25nosuch0"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("\"p25nosuch0\" does not exist"), "{stderr}");
+
+    // auto: native is refused, generic (skb) is used, and the metrics say which.
+    let auto = write_config(
+        &work,
+        "auto.toml",
+        "policy = \"drop\"\ninterfaces = [\"d0\"]\nxdp_mode = \"auto\"\n",
+    );
+    let daemon = Daemon::start(
+        &ns,
+        &auto,
+        "127.0.0.1:9725".parse().unwrap(),
+        &work.join("auto.log"),
+    );
+    let text = daemon.scrape();
+    assert_eq!(
+        metric(
+            &text,
+            "port25_attached",
+            &[("iface", "d0"), ("xdp_mode", "skb")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        daemon.log().contains("falling back to skb"),
+        "{}",
+        daemon.log()
+    );
+    let link = ns.ip(&["link", "show", "d0"]);
+    assert!(link.contains("xdpgeneric"), "{link}");
+    let status = daemon.stop();
+    assert!(status.success(), "{status}");
+    let link = ns.ip(&["link", "show", "d0"]);
+    assert!(
+        !link.contains("xdp"),
+        "still attached after SIGTERM: {link}"
+    );
+}
+
+#[test]
+fn kernel_log_lines_reach_the_daemon_log() {
+    require_root();
+    require_tools(&["ip", "curl"]);
+    let work = WorkDir::new("klog");
+    let gw = Netns::new("klog-gw");
+    let client = Netns::new("klog-cl");
+    veth(
+        &VethEnd::new(&gw, "gw0", "198.18.40.1/24", "2001:db8:40::1/64"),
+        &VethEnd::new(&client, "cl0", "198.18.40.10/24", "2001:db8:40::10/64"),
+    );
+    let config = write_config(
+        &work,
+        "drop.toml",
+        "policy = \"drop\"\ninterfaces = [\"gw0\"]\n[deny]\ncidrs = [\"198.18.40.10/32\"]\n",
+    );
+    let log = work.join("port25d.log");
+    // Debug for the XDP program's own target ("port25"): the daemon then lets the kernel emit it.
+    let mut child = gw
+        .command(Daemon::binary())
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--metrics-listen",
+            "127.0.0.1:9725",
+        ])
+        .env("NO_COLOR", "1")
+        .env("PORT25_LOG", "info,port25=debug")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let attached = poll(Duration::from_secs(20), || {
+        read_log().contains("attached to gw0").then_some(())
+    });
+    assert!(
+        attached.is_some(),
+        "port25d did not attach:\n{}",
+        read_log()
+    );
+
+    // One SYN from the denylisted client: curl gives up quickly, the XDP program drops and logs it.
+    let _ = client
+        .command(tool("curl"))
+        .args([
+            "--silent",
+            "--max-time",
+            "2",
+            "--connect-timeout",
+            "1",
+            "telnet://198.18.40.1:25",
+        ])
+        .output();
+    let logged = poll(Duration::from_secs(10), || {
+        read_log()
+            .contains("denylisted port 25 packet on ifindex")
+            .then_some(())
+    });
+    // SAFETY: plain kill of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(
+        logged.is_some(),
+        "the XDP program's log line did not reach the daemon log:\n{}",
+        read_log()
+    );
+    assert!(status.success(), "{status}\n{}", read_log());
+}

@@ -839,3 +839,84 @@ fn handshake_verification_can_be_turned_off() {
     datapath.test_run(&final_ack("198.18.3.1", 100)).unwrap();
     assert_eq!(admitted_of(&datapath, "198.18.3.1", 5), 0);
 }
+
+/// Cuts each frame at every length from the Ethernet header to its full size: below the IP header
+/// the frame claims nothing (pass, uncounted); from there until the whole TCP header is readable
+/// it is TCP to a protected port that cannot be read to a decision (malformed); whole, it is judged.
+#[test]
+fn truncation_at_every_byte() {
+    let datapath = load(POLICY);
+    // (name, frame, where the IP header starts, verdict of the whole frame)
+    let cases = [
+        ("IPv4", tcp(OTHER4, 25), 14, dropped(Reason::NotAllowlisted)),
+        (
+            "IPv4, 802.1ad+802.1Q, 40 bytes of options",
+            tcp(ALLOWED4, 25)
+                .vlan(ETH_P_8021AD)
+                .vlan(ETH_P_8021Q)
+                .ipv4_options(40),
+            22,
+            passed(Reason::Allowlisted),
+        ),
+        (
+            "IPv6, hop-by-hop, routing, fragment (first), destination options",
+            tcp(DENIED6, 25)
+                .ext(EXT_HOP_BY_HOP)
+                .ext(EXT_ROUTING)
+                .fragment(0, true)
+                .ext(EXT_DEST_OPTS),
+            14,
+            dropped(Reason::Denylisted),
+        ),
+        (
+            "IPv6, 802.1Q",
+            tcp(OTHER6, 2525).vlan(ETH_P_8021Q),
+            18,
+            dropped(Reason::NotAllowlisted),
+        ),
+    ];
+    let mut checked = 0;
+    for (name, builder, ip_start, whole) in cases {
+        let full = builder.build();
+        let rows: Vec<Row> = (14..=full.len())
+            .map(|len| {
+                let frame = full[..len].to_vec();
+                let (action, counted) = if len < ip_start {
+                    (XDP_PASS, None)
+                } else if len < full.len() {
+                    (XDP_DROP, dropped(Reason::Malformed))
+                } else {
+                    let action = match whole {
+                        Some((Verdict::Pass, _)) => XDP_PASS,
+                        _ => XDP_DROP,
+                    };
+                    (action, whole)
+                };
+                row(name, frame, action, counted)
+            })
+            .collect();
+        checked += check(&datapath, &rows);
+    }
+    println!("{checked} truncation points checked");
+}
+
+#[test]
+fn more_than_two_vlan_tags_are_not_looked_into() {
+    // Documented limit: the datapath reads two tags (802.1ad + 802.1Q). A third is an ethertype it
+    // does not know, so the frame passes untouched; hosts that stack deeper attach to the inner
+    // VLAN device instead.
+    let datapath = load(POLICY);
+    check(
+        &datapath,
+        &[row(
+            "three VLAN tags",
+            tcp(OTHER4, 25)
+                .vlan(ETH_P_8021AD)
+                .vlan(ETH_P_8021Q)
+                .vlan(ETH_P_8021Q)
+                .build(),
+            XDP_PASS,
+            None,
+        )],
+    );
+}

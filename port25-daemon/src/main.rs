@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use port25_daemon::{
     config::{Config, Overrides, XdpModeSetting},
     daemon::{RunOptions, run},
@@ -62,6 +62,15 @@ enum Command {
         /// Seconds between refreshes.
         #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
         interval: f64,
+    },
+    /// Write the man page (roff) to standard output, for packaging.
+    #[command(hide = true)]
+    Manpage,
+    /// Write shell completions to standard output, for packaging.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Validate the config and print the effective policy; exit 1 with file, line and reason on error.
     ///
@@ -126,6 +135,19 @@ fn main() -> ExitCode {
                 .and_then(|runtime| runtime.block_on(run(options)))
         }
         Command::CheckConfig { config } => check_config(config.config),
+        Command::Manpage => clap_mangen::Man::new(Cli::command())
+            .section("8")
+            .render(&mut std::io::stdout())
+            .map_err(anyhow::Error::from),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "port25d",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Top {
             pins,
             count,

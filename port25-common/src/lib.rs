@@ -27,6 +27,11 @@ pub mod maps {
     pub const HANDSHAKES: &str = "HANDSHAKES";
 }
 
+/// Version of the map layout (names, key and value types, generation scheme). Pinned maps live in a
+/// directory named after it, so a daemon never adopts maps whose layout it does not know; bump it
+/// whenever a map's key, value or meaning changes.
+pub const LAYOUT_VERSION: u32 = 1;
+
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "port25";
 /// Name of the TC egress program that watches the gateway's SYN-ACKs.

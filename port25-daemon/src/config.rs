@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use cidr::CidrSet;
+pub use cidr::{CidrSet, parse_cidr};
 
 pub const DEFAULT_PATH: &str = "/etc/port25/port25.toml";
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../packaging/port25.toml");
@@ -47,6 +47,26 @@ pub enum Mode {
     Enforce,
     /// Count what would be dropped, drop nothing.
     Monitor,
+}
+
+/// What `port25d run` leaves behind when it stops on SIGTERM or SIGINT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    /// Detach the filter and remove its pins: nothing is left.
+    Detach,
+    /// Leave the filter attached and enforcing; the next start takes it over without a gap, and
+    /// `port25d detach` removes it.
+    Keep,
+}
+
+impl OnExit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExit::Detach => "detach",
+            OnExit::Keep => "keep",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -134,6 +154,9 @@ pub struct Config {
     pub deny: CidrSet,
     pub ratelimit: RateLimit,
     pub metrics_listen: SocketAddr,
+    pub on_exit: OnExit,
+    /// Directories whose files are list files (blocklist feeds): watched for changes.
+    pub watched_dirs: Vec<PathBuf>,
 }
 
 /// Command-line overrides applied over the file.
@@ -198,6 +221,7 @@ struct RawConfig {
     ports: Option<Spanned<Vec<Spanned<i64>>>>,
     mode: Option<Mode>,
     policy: Option<PolicyKind>,
+    on_exit: Option<OnExit>,
     #[serde(default, deserialize_with = "table")]
     allow: RawList,
     #[serde(default, deserialize_with = "table")]
@@ -239,6 +263,8 @@ struct RawList {
     cidrs: Vec<Spanned<String>>,
     #[serde(default)]
     files: Vec<Spanned<String>>,
+    #[serde(default)]
+    dirs: Vec<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -432,7 +458,34 @@ impl Source<'_> {
                 .map_err(|(line, reason)| ConfigError::new(&path, Some(line), reason))?;
             nets.extend(listed);
         }
+        for dir in &raw.dirs {
+            let path = self.resolve(dir.get_ref());
+            let files = list_dir_files(&path).map_err(|e| {
+                self.error_at(
+                    dir.span(),
+                    format!(
+                        "{table}.dirs: cannot read directory {}: {e}",
+                        path.display()
+                    ),
+                )
+            })?;
+            for file in files {
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    ConfigError::new(&file, None, format!("cannot read list file: {e}"))
+                })?;
+                let listed = cidr::parse_list(&text)
+                    .map_err(|(line, reason)| ConfigError::new(&file, Some(line), reason))?;
+                nets.extend(listed);
+            }
+        }
         Ok(CidrSet::new(nets))
+    }
+
+    fn dirs(&self, raw: &[&RawList]) -> Vec<PathBuf> {
+        raw.iter()
+            .flat_map(|list| list.dirs.iter())
+            .map(|dir| self.resolve(dir.get_ref()))
+            .collect()
     }
 
     /// List file paths are relative to the config file, so a config and its lists can be moved
@@ -459,6 +512,41 @@ impl Source<'_> {
             )
         })
     }
+}
+
+/// The list files of a watched directory: regular files, in name order, leaving out hidden files
+/// and editor or package-manager leftovers (`x~`, `x.dpkg-old`, `x.swp`...).
+pub fn list_dir_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let leftover = name.starts_with('.')
+            || name.ends_with('~')
+            || name.contains(".dpkg-")
+            || name.ends_with(".swp")
+            || name.ends_with(".tmp");
+        if !leftover && entry.file_type()?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// What a watched directory looks like now: file names, sizes and modification times. A change
+/// means a reload.
+pub fn watched_fingerprint(dirs: &[PathBuf]) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut seen = Vec::new();
+    for dir in dirs {
+        for file in list_dir_files(dir).unwrap_or_default() {
+            let meta = std::fs::metadata(&file).ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = meta.and_then(|m| m.modified().ok());
+            seen.push((file, len, modified));
+        }
+    }
+    seen
 }
 
 /// The kernel's rules for interface names (`dev_valid_name`), so a typo is reported at its line
@@ -555,6 +643,8 @@ impl Config {
             deny: src.list("deny", &raw.deny)?,
             ratelimit,
             metrics_listen: src.metrics_listen(&raw.metrics.listen)?,
+            on_exit: raw.on_exit.unwrap_or(OnExit::Detach),
+            watched_dirs: src.dirs(&[&raw.allow, &raw.deny]),
         })
     }
 
@@ -667,7 +757,25 @@ impl fmt::Display for Config {
                 "verified", r.verified_ttl
             )?;
         }
-        write!(f, "{:<18}http://{}/metrics", "metrics", self.metrics_listen)
+        writeln!(f, "{:<18}http://{}/metrics", "metrics", self.metrics_listen)?;
+        if !self.watched_dirs.is_empty() {
+            let dirs: Vec<String> = self
+                .watched_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            writeln!(
+                f,
+                "{:<18}{} (reloaded when their files change)",
+                "watched dirs",
+                dirs.join(", ")
+            )?;
+        }
+        let on_exit = match self.on_exit {
+            OnExit::Detach => "detach (SIGTERM removes the filter)",
+            OnExit::Keep => "keep (the filter stays after SIGTERM; `port25d detach` removes it)",
+        };
+        write!(f, "{:<18}{on_exit}", "on exit")
     }
 }
 

@@ -5,8 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{CommandFactory, Parser, Subcommand};
 use port25_daemon::{
     config::{Config, Overrides, XdpModeSetting},
-    daemon::{RunOptions, run},
-    pins::DEFAULT_PIN_DIR,
+    control::{self, DEFAULT_SOCKET, Request, Response},
+    daemon::{DEFAULT_STATE_DIR, RunOptions, run},
+    pins::{DEFAULT_PIN_DIR, PinDir},
+    runtime::ListName,
+    status,
     top::{TopOptions, top},
 };
 
@@ -43,6 +46,45 @@ enum Command {
         metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         pins: PinArgs,
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Where runtime list entries are kept across restarts.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Validate the config and print the effective policy; exit 1 with file, line and reason on error.
+    ///
+    /// Example: port25d check-config --config /etc/port25/port25.toml
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Show what the running daemon does: interfaces, policy, lists, counters per reason. Exit 3
+    /// when no daemon runs (then what the pins show: a killed daemon leaves the filter enforcing).
+    ///
+    /// Example: port25d status --json
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
+    /// Add to, remove from or list the runtime allow list of the running daemon.
+    ///
+    /// Example: port25d allow add 198.18.0.0/24 --ttl 1h
+    Allow {
+        #[command(subcommand)]
+        action: ListAction,
+    },
+    /// Add to, remove from or list the runtime deny list of the running daemon (fail2ban's way in).
+    ///
+    /// Example: port25d deny add 198.18.5.66 --ttl 600
+    Deny {
+        #[command(subcommand)]
+        action: ListAction,
     },
     /// Show the source prefixes the rate limiter drops most, refreshed every --interval seconds.
     ///
@@ -63,6 +105,16 @@ enum Command {
         #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
         interval: f64,
     },
+    /// Remove the filter: detach the programs and remove every pin. A running daemon is asked to
+    /// detach and stop; otherwise the pins a stopped or killed daemon left are removed.
+    ///
+    /// Example: port25d detach
+    Detach {
+        #[command(flatten)]
+        socket: SocketArgs,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
     /// Write the man page (roff) to standard output, for packaging.
     #[command(hide = true)]
     Manpage,
@@ -72,20 +124,70 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Validate the config and print the effective policy; exit 1 with file, line and reason on error.
-    ///
-    /// Example: port25d check-config --config /etc/port25/port25.toml
-    CheckConfig {
+}
+
+#[derive(Subcommand)]
+enum ListAction {
+    /// Add a CIDR (or one address); it takes effect at once and survives restarts.
+    Add {
+        cidr: String,
+        /// Remove it again after this long: "90s", "10m", "1h", "7d", or seconds; a negative
+        /// number (fail2ban's permanent ban) means never.
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_ttl)]
+        ttl: Option<Ttl>,
         #[command(flatten)]
-        config: ConfigArgs,
+        socket: SocketArgs,
     },
+    /// Remove a runtime entry.
+    Del {
+        cidr: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// List the runtime entries, with what expires when.
+    List {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Ttl {
+    Seconds(u64),
+    Never,
+}
+
+fn parse_ttl(text: &str) -> Result<Ttl, String> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(match u64::try_from(secs) {
+            Ok(0) => {
+                return Err(
+                    "a TTL of 0 would expire at once; leave --ttl out for no expiry".into(),
+                );
+            }
+            Ok(secs) => Ttl::Seconds(secs),
+            Err(_) => Ttl::Never,
+        });
+    }
+    humantime::parse_duration(text)
+        .map(|d| Ttl::Seconds(d.as_secs().max(1)))
+        .map_err(|err| {
+            format!("{text:?} is not a duration ({err}); write e.g. 600, 90s, 10m, 1h or 7d")
+        })
 }
 
 #[derive(clap::Args)]
 struct PinArgs {
-    /// BPF filesystem directory where port25d pins what `top` reads.
+    /// BPF filesystem directory where port25d pins its maps and links.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct SocketArgs {
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    control_socket: PathBuf,
 }
 
 fn parse_interval(text: &str) -> Result<f64, String> {
@@ -116,10 +218,14 @@ fn main() -> ExitCode {
             monitor,
             metrics_listen,
             pins,
+            socket,
+            state_dir,
         } => {
             let options = RunOptions {
                 config: config.config,
                 pin_dir: pins.pin_dir,
+                state_dir,
+                control_socket: socket.control_socket,
                 overrides: Overrides {
                     interfaces,
                     xdp_mode,
@@ -133,21 +239,14 @@ fn main() -> ExitCode {
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(run(options)))
+                .map(|()| 0)
         }
-        Command::CheckConfig { config } => check_config(config.config),
-        Command::Manpage => clap_mangen::Man::new(Cli::command())
-            .section("8")
-            .render(&mut std::io::stdout())
-            .map_err(anyhow::Error::from),
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "port25d",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+        Command::CheckConfig { config } => check_config(config.config).map(|()| 0),
+        Command::Status { json, socket, pins } => {
+            status::status(&socket.control_socket, &pins.pin_dir, json)
         }
+        Command::Allow { action } => list_action(ListName::Allow, action).map(|()| 0),
+        Command::Deny { action } => list_action(ListName::Deny, action).map(|()| 0),
         Command::Top {
             pins,
             count,
@@ -160,10 +259,28 @@ fn main() -> ExitCode {
             all,
             once,
             interval: Duration::from_secs_f64(interval),
-        }),
+        })
+        .map(|()| 0),
+        Command::Detach { socket, pins } => {
+            detach(&socket.control_socket, &pins.pin_dir).map(|()| 0)
+        }
+        Command::Manpage => clap_mangen::Man::new(Cli::command())
+            .section("8")
+            .render(&mut std::io::stdout())
+            .map_err(anyhow::Error::from)
+            .map(|()| 0),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "port25d",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("port25d: {err:#}");
             ExitCode::FAILURE
@@ -176,6 +293,74 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     config.check_interfaces()?;
     println!("{config}");
     println!("configuration OK");
+    Ok(())
+}
+
+fn list_action(list: ListName, action: ListAction) -> anyhow::Result<()> {
+    let (socket, request) = match action {
+        ListAction::Add { cidr, ttl, socket } => (
+            socket,
+            Request::Add {
+                list,
+                cidr,
+                ttl_secs: match ttl {
+                    Some(Ttl::Seconds(secs)) => Some(secs),
+                    Some(Ttl::Never) | None => None,
+                },
+            },
+        ),
+        ListAction::Del { cidr, socket } => (socket, Request::Del { list, cidr }),
+        ListAction::List { socket } => (socket, Request::List { list }),
+    };
+    match control::request(&socket.control_socket, &request)? {
+        Response::Ok { message } => println!("{message}"),
+        Response::Entries(reply) => {
+            println!(
+                "{} list: {} runtime entries ({} more from the config)",
+                reply.list.as_str(),
+                reply.runtime.len(),
+                reply.from_config
+            );
+            for entry in reply.runtime {
+                let expiry = entry.expires.map_or_else(
+                    || "no expiry".to_owned(),
+                    |at| {
+                        let left = Duration::from_secs(at.saturating_sub(reply.now));
+                        format!("expires in {}", humantime::format_duration(left))
+                    },
+                );
+                println!("{:<44} {expiry}", entry.cidr.to_string());
+            }
+        }
+        Response::Error { message } => anyhow::bail!("{message}"),
+        Response::Status(_) => anyhow::bail!("port25d answered with its status"),
+    }
+    Ok(())
+}
+
+fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    if control::is_running(socket) {
+        match control::request(socket, &Request::Detach)? {
+            Response::Ok { message } => println!("{message}"),
+            Response::Error { message } => anyhow::bail!("{message}"),
+            _ => anyhow::bail!("port25d answered something unexpected"),
+        }
+        return Ok(());
+    }
+    let pins = PinDir::existing(pin_dir);
+    let links = pins.all_links();
+    if links.is_empty() && !pin_dir.exists() {
+        println!("nothing to detach: no pins in {}", pin_dir.display());
+        return Ok(());
+    }
+    for (name, _) in &links {
+        println!("detaching {name}");
+    }
+    let problems = pins.remove_all();
+    if !problems.is_empty() {
+        anyhow::bail!("could not remove everything:\n{}", problems.join("\n"));
+    }
+    println!("removed the filter and its pins in {}", pin_dir.display());
     Ok(())
 }
 

@@ -1,36 +1,185 @@
-//! Where the daemon pins what other processes (`port25d top`) read, on the BPF filesystem.
+//! What the daemon keeps on the BPF filesystem so the filter outlives it: the maps (lists,
+//! counters, buckets) and the links that attach the programs to interfaces.
+//!
+//! ```text
+//! {pin dir}/maps-v{LAYOUT_VERSION}/{MAP}     one pin per map; a restart adopts them
+//! {pin dir}/links/xdp-{mode}-{iface}         the XDP link ("native" or "skb")
+//! {pin dir}/links/tc-egress-{iface}          the TC egress link (handshake verification)
+//! ```
+//! A killed daemon leaves all of it in place, so the kernel keeps enforcing the last policy; the
+//! next start adopts the maps (counters keep counting) and swaps its freshly loaded program into the
+//! pinned links atomically. Maps of another layout version are never adopted (see `Datapath`).
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 use anyhow::Context as _;
+use port25_common::LAYOUT_VERSION;
 
 /// Default pin directory.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/port25";
-/// The rate limiter's source table, under the pin directory.
-pub const SOURCES_PIN: &str = "sources";
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_ROOT: &str = "/sys/fs/bpf";
 
-/// Makes sure `dir` exists on a BPF filesystem, mounting bpffs at /sys/fs/bpf when it is missing
-/// (some distributions do not mount it).
-pub fn prepare(dir: &Path) -> anyhow::Result<()> {
-    let root = Path::new("/sys/fs/bpf");
-    if dir.starts_with(root) && !is_bpffs(root) {
-        mount_bpffs(root)?;
-    }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating pin directory {}", dir.display()))?;
-    if !is_bpffs(dir) {
-        anyhow::bail!(
-            "{} is not on a BPF filesystem; mount one (`mount -t bpf bpf /sys/fs/bpf`) or pass --pin-dir",
-            dir.display()
-        );
-    }
-    Ok(())
+/// A pin directory. Ephemeral ones (tests, one-off loads) are removed with everything in them
+/// when dropped; persistent ones are removed only by [`PinDir::remove_all`] (`port25d detach`).
+#[derive(Debug)]
+pub struct PinDir {
+    root: PathBuf,
+    ephemeral: bool,
 }
 
-pub fn sources_path(dir: &Path) -> PathBuf {
-    dir.join(SOURCES_PIN)
+impl PinDir {
+    /// The daemon's pin directory, made (and bpffs mounted at /sys/fs/bpf) if missing.
+    pub fn persistent(root: &Path) -> anyhow::Result<Self> {
+        let dir = Self {
+            root: root.to_path_buf(),
+            ephemeral: false,
+        };
+        dir.prepare()?;
+        Ok(dir)
+    }
+
+    /// A private directory under /sys/fs/bpf that goes when this value does: for loads that must
+    /// not share state with anyone (tests), since aya pins every map of the object.
+    pub fn ephemeral() -> anyhow::Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "port25-ephemeral-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = Self {
+            root: Path::new(BPF_ROOT).join(name),
+            ephemeral: true,
+        };
+        dir.remove_all();
+        dir.prepare()?;
+        Ok(dir)
+    }
+
+    /// Opens an existing pin directory without creating anything (for `top`, `status`, `detach`).
+    pub fn existing(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            ephemeral: false,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where this build's maps are pinned.
+    pub fn maps(&self) -> PathBuf {
+        self.root.join(format!("maps-v{LAYOUT_VERSION}"))
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps().join(name)
+    }
+
+    pub fn links(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    pub fn xdp_link(&self, mode: &str, iface: &str) -> PathBuf {
+        self.links().join(format!("xdp-{mode}-{iface}"))
+    }
+
+    pub fn egress_link(&self, iface: &str) -> PathBuf {
+        self.links().join(format!("tc-egress-{iface}"))
+    }
+
+    /// The pinned XDP link of `iface`, whatever its mode: (mode, path).
+    pub fn find_xdp_link(&self, iface: &str) -> Option<(String, PathBuf)> {
+        ["native", "skb"].into_iter().find_map(|mode| {
+            let path = self.xdp_link(mode, iface);
+            path.exists().then(|| (mode.to_owned(), path))
+        })
+    }
+
+    /// Every pinned link: (file name, path).
+    pub fn all_links(&self) -> Vec<(String, PathBuf)> {
+        list_dir(&self.links())
+    }
+
+    /// Map directories of other layout versions, left by an older or newer port25d.
+    pub fn foreign_map_dirs(&self) -> Vec<PathBuf> {
+        let own = self.maps();
+        list_dir(&self.root)
+            .into_iter()
+            .filter(|(name, path)| name.starts_with("maps-v") && *path != own)
+            .map(|(_, path)| path)
+            .collect()
+    }
+
+    /// Removes every pin and the directory itself. Links whose last reference was the pin are
+    /// released, which detaches their program. Best effort: reports what it could not remove.
+    pub fn remove_all(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        remove_tree(&self.root, &mut problems);
+        problems
+    }
+
+    fn prepare(&self) -> anyhow::Result<()> {
+        let root = Path::new(BPF_ROOT);
+        if self.root.starts_with(root) && !is_bpffs(root) {
+            mount_bpffs(root)?;
+        }
+        for dir in [self.maps(), self.links()] {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating pin directory {}", dir.display()))?;
+        }
+        if !is_bpffs(&self.root) {
+            anyhow::bail!(
+                "{} is not on a BPF filesystem; mount one (`mount -t bpf bpf /sys/fs/bpf`) or pass --pin-dir",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if self.ephemeral {
+            for problem in self.remove_all() {
+                tracing::warn!("{problem}");
+            }
+        }
+    }
+}
+
+fn list_dir(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    found.sort();
+    found
+}
+
+fn remove_tree(path: &Path, problems: &mut Vec<String>) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        for (_, child) in list_dir(path) {
+            remove_tree(&child, problems);
+        }
+        if let Err(err) = std::fs::remove_dir(path) {
+            problems.push(format!("removing {}: {err}", path.display()));
+        }
+    } else if let Err(err) = std::fs::remove_file(path) {
+        problems.push(format!("removing pin {}: {err}", path.display()));
+    }
 }
 
 fn is_bpffs(path: &Path) -> bool {

@@ -21,7 +21,7 @@ pub struct TopOptions<'a> {
 }
 
 pub fn top(options: &TopOptions<'_>) -> anyhow::Result<()> {
-    let path = pins::sources_path(options.pin_dir);
+    let path = pins::PinDir::existing(options.pin_dir).map(port25_common::maps::SOURCES);
     let map = sources::open_pinned(&path).with_context(|| {
         format!(
             "no source table at {}: is port25d running (with this --pin-dir)?",

@@ -9,7 +9,7 @@ use port25_common::{FlowKey, HANDSHAKE_CAPACITY};
 use crate::parse::{Addr, Segment};
 
 #[map]
-static HANDSHAKES: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(HANDSHAKE_CAPACITY, 0);
+static HANDSHAKES: LruHashMap<FlowKey, u32> = LruHashMap::pinned(HANDSHAKE_CAPACITY, 0);
 
 /// Egress: the gateway answered a SYN on a protected port; remember what the ACK must say.
 #[inline(always)]

@@ -13,22 +13,21 @@ use port25_common::{
 use crate::parse::Addr;
 
 #[map]
-static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+static ACTIVE: Array<u32> = Array::pinned(1, 0);
 #[map]
-static SETTINGS: Array<Settings> = Array::with_max_entries(SLOTS, 0);
+static SETTINGS: Array<Settings> = Array::pinned(SLOTS, 0);
 #[map]
-static PORTS: Array<u32> = Array::with_max_entries(SLOTS * PORT_WORDS, 0);
+static PORTS: Array<u32> = Array::pinned(SLOTS * PORT_WORDS, 0);
 #[map]
-static ALLOW_V4: LpmTrie<V4Key, u32> = LpmTrie::with_max_entries(LIST_CAPACITY, 0);
+static ALLOW_V4: LpmTrie<V4Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
 #[map]
-static DENY_V4: LpmTrie<V4Key, u32> = LpmTrie::with_max_entries(LIST_CAPACITY, 0);
+static DENY_V4: LpmTrie<V4Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
 #[map]
-static ALLOW_V6: LpmTrie<V6Key, u32> = LpmTrie::with_max_entries(LIST_CAPACITY, 0);
+static ALLOW_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
 #[map]
-static DENY_V6: LpmTrie<V6Key, u32> = LpmTrie::with_max_entries(LIST_CAPACITY, 0);
+static DENY_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
 #[map]
-static COUNTERS: PerCpuHashMap<CounterKey, Counter> =
-    PerCpuHashMap::with_max_entries(COUNTER_CAPACITY, 0);
+static COUNTERS: PerCpuHashMap<CounterKey, Counter> = PerCpuHashMap::pinned(COUNTER_CAPACITY, 0);
 
 #[inline(always)]
 pub fn active_generation() -> Result<u32, ()> {

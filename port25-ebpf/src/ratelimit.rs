@@ -15,10 +15,9 @@ use port25_common::{DEFAULT_TRACKED_SOURCES, Settings, SourceKey, SourceState};
 use crate::parse::Addr;
 
 #[map]
-static SOURCES: LruHashMap<SourceKey, SourceState> =
-    LruHashMap::with_max_entries(DEFAULT_TRACKED_SOURCES, 0);
+static SOURCES: LruHashMap<SourceKey, SourceState> = LruHashMap::pinned(DEFAULT_TRACKED_SOURCES, 0);
 #[map]
-static GLOBAL: Array<u64> = Array::with_max_entries(1, 0);
+static GLOBAL: Array<u64> = Array::pinned(1, 0);
 
 /// Compare-and-swap attempts before a contended bucket counts as empty: only a flood from one
 /// prefix on every CPU at once gets there.

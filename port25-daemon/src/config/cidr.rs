@@ -45,6 +45,40 @@ impl CidrSet {
         }
     }
 
+    /// Adds one entry, keeping the order; false if it was there already.
+    pub fn insert(&mut self, n: IpNet) -> bool {
+        fn put<T: Ord>(v: &mut Vec<T>, n: T) -> bool {
+            match v.binary_search(&n) {
+                Ok(_) => false,
+                Err(at) => {
+                    v.insert(at, n);
+                    true
+                }
+            }
+        }
+        match n {
+            IpNet::V4(n) => put(&mut self.v4, n),
+            IpNet::V6(n) => put(&mut self.v6, n),
+        }
+    }
+
+    /// Removes one entry; false if it was not there.
+    pub fn remove(&mut self, n: &IpNet) -> bool {
+        fn take<T: Ord>(v: &mut Vec<T>, n: &T) -> bool {
+            match v.binary_search(n) {
+                Ok(at) => {
+                    v.remove(at);
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+        match n {
+            IpNet::V4(n) => take(&mut self.v4, n),
+            IpNet::V6(n) => take(&mut self.v6, n),
+        }
+    }
+
     /// All entries, IPv4 first, each family in order.
     pub fn iter(&self) -> impl Iterator<Item = IpNet> + '_ {
         let v4 = self.v4.iter().map(|&n| IpNet::V4(n));
@@ -59,7 +93,7 @@ impl CidrSet {
 /// address syntax", and an operator needs to know which part is wrong. Host bits set are an
 /// error, not silently cleared: `198.18.0.1/24` is usually a typo for a host or for a network,
 /// and guessing wrong would open (or close) the port for 255 other addresses.
-pub(super) fn parse_cidr(text: &str) -> Result<IpNet, String> {
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     const EXAMPLE: &str =
         "write a network such as 198.18.0.0/24 or 2001:db8::/48, or a single address";
     let s = text.trim();

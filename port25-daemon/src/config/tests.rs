@@ -539,3 +539,36 @@ fn error_display_is_file_line_reason() {
         format!("{ORIGIN}:1: port must be 1-65535 (got 0)")
     );
 }
+
+#[test]
+fn watched_directories_hold_list_files() {
+    let dir = scratch("watched");
+    write(&dir.join("feeds/a.txt"), "198.18.9.0/24\n# comment\n");
+    write(&dir.join("feeds/b.list"), "2001:db8:9::/48\n");
+    write(&dir.join("feeds/.hidden"), "not a cidr\n");
+    write(&dir.join("feeds/c.txt~"), "not a cidr either\n");
+    write(&dir.join("feeds/d.dpkg-old"), "nor this\n");
+    let config = dir.join("port25.toml");
+    write(&config, "on_exit = \"keep\"\n[deny]\ndirs = [\"feeds\"]\n");
+    let c = Config::load(Some(&config)).unwrap();
+    assert_eq!(
+        c.deny,
+        CidrSet::new([net("198.18.9.0/24"), net("2001:db8:9::/48")])
+    );
+    assert_eq!(c.watched_dirs, vec![dir.join("feeds")]);
+    assert_eq!(c.on_exit, OnExit::Keep);
+    let before = watched_fingerprint(&c.watched_dirs);
+    assert_eq!(before.len(), 2, "leftovers are not list files");
+    write(&dir.join("feeds/e.txt"), "198.18.10.0/24\n");
+    assert_ne!(watched_fingerprint(&c.watched_dirs), before);
+
+    // A bad entry in a watched file names that file and line.
+    write(&dir.join("feeds/e.txt"), "198.18.10.0/24\n198.18.10.1/24\n");
+    let err = Config::load(Some(&config)).unwrap_err();
+    assert_error(err, &dir.join("feeds/e.txt"), Some(2), "host bits set");
+    // A missing directory is an error at its line in the config.
+    write(&config, "[deny]\ncidrs = []\ndirs = [\"nowhere\"]\n");
+    let err = Config::load(Some(&config)).unwrap_err();
+    assert_error(err, &config, Some(3), "cannot read directory");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

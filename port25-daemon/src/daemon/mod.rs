@@ -1,0 +1,378 @@
+//! `port25d run`: load, attach, keep the maps in step with the config and the runtime lists, serve
+//! metrics and the control socket, reload on SIGHUP and when watched list directories change, and
+//! on SIGTERM/SIGINT detach (or leave the filter enforcing, with `on_exit = "keep"`).
+
+mod changes;
+mod requests;
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{CidrSet, Config, OnExit, Overrides, watched_fingerprint},
+    control,
+    datapath::{self, Datapath},
+    metrics::{Metrics, ReloadLabels, Snapshot, bind},
+    pins::PinDir,
+    runtime::{ListName, RuntimeLists},
+};
+
+/// Default state directory (runtime list entries).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/port25";
+
+/// How often watched list directories are looked at.
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+
+pub struct RunOptions {
+    pub config: Option<PathBuf>,
+    pub overrides: Overrides,
+    /// Where maps and links are pinned.
+    pub pin_dir: PathBuf,
+    /// Where runtime list entries are kept.
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+}
+
+/// Reads the config the way `run` and SIGHUP both do: file (or default), overrides, interfaces.
+pub fn effective_config(options: &RunOptions) -> anyhow::Result<Config> {
+    let mut config = Config::load(options.config.as_deref())?;
+    config.apply(&options.overrides);
+    if config.interfaces.is_empty() {
+        anyhow::bail!(
+            "{}: no interface to protect; pass --iface IF or set interfaces = [\"IF\"] in the config",
+            config.source
+        );
+    }
+    config.check_interfaces()?;
+    Ok(config)
+}
+
+/// Everything the running daemon holds. The event loop owns it, so nothing here needs a lock.
+struct Daemon {
+    options: RunOptions,
+    config: Config,
+    datapath: Datapath,
+    runtime: RuntimeLists,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    watched: Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
+}
+
+pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    // First of all: a SIGHUP (logrotate, `systemctl reload`) during start-up must not kill us. It is
+    // kept pending and handled once the daemon runs.
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let config = tokio::task::block_in_place(|| effective_config(&options))?;
+    prepare_state_dir(&options.state_dir)?;
+    let runtime = RuntimeLists::load(Some(&options.state_dir))?;
+    // The control socket comes before anything touches the kernel: it is also how a second
+    // daemon on the same host finds out that one already runs.
+    let (requests_tx, mut requests) = mpsc::channel(64);
+    let control = control::serve(&options.control_socket, requests_tx)?;
+
+    let pins = PinDir::persistent(&options.pin_dir)?;
+    let mut datapath = Datapath::load_in(&config, kernel_log_level(), pins)?;
+    let (allow, deny) = effective_lists(&config, &runtime);
+    tokio::task::block_in_place(|| datapath.apply_lists(&config, &allow, &deny))
+        .context("writing the policy into the kernel maps")?;
+    for iface in &config.interfaces {
+        let attachment = datapath.attach(iface, config.xdp_mode)?;
+        info!(
+            "attached to {} (ifindex {}) in {} XDP mode",
+            attachment.iface, attachment.ifindex, attachment.mode
+        );
+    }
+    datapath.remove_foreign_maps();
+    spawn_log_forwarder(&mut datapath);
+
+    let metrics = Arc::new(Metrics::new(datapath.counter_map(), datapath.source_map()));
+    let listener = bind(config.metrics_listen).await?;
+    let server = tokio::spawn(Arc::clone(&metrics).serve(listener));
+    info!(
+        "filtering TCP ports {:?} on {}: policy {}, mode {}, {} allow and {} deny entries ({} and {} runtime); metrics at http://{}/metrics",
+        config.ports,
+        config.interfaces.join(", "),
+        config.policy,
+        config.mode,
+        allow.len(),
+        deny.len(),
+        runtime.len(ListName::Allow),
+        runtime.len(ListName::Deny),
+        config.metrics_listen
+    );
+    let watched = watched_fingerprint(&config.watched_dirs);
+    let mut daemon = Daemon {
+        options,
+        config,
+        datapath,
+        runtime,
+        metrics,
+        started: Instant::now(),
+        reloads_ok: 0,
+        reloads_failed: 0,
+        watched,
+    };
+    daemon.publish(&allow, &deny);
+    notify(&[sd_notify::NotifyState::Ready]);
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_watch = Instant::now();
+    let mut on_exit = daemon.config.on_exit;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                daemon.reload("SIGHUP");
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
+            _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
+            Some((request, reply)) = requests.recv() => {
+                let detach = matches!(request, control::Request::Detach);
+                let response = daemon.handle(request);
+                let _ = reply.send(response);
+                if detach {
+                    info!("detach requested on the control socket: detaching and stopping");
+                    on_exit = OnExit::Detach;
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                daemon.expire();
+                if last_watch.elapsed() >= WATCH_EVERY {
+                    last_watch = Instant::now();
+                    daemon.check_watched();
+                }
+            }
+        }
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    server.abort();
+    control.abort();
+    let _ = std::fs::remove_file(&daemon.options.control_socket);
+    daemon.datapath.release(match on_exit {
+        OnExit::Detach => datapath::OnExit::Detach,
+        OnExit::Keep => datapath::OnExit::Keep,
+    });
+    Ok(())
+}
+
+impl Daemon {
+    /// Validates the new config completely before touching the kernel, then swaps generations.
+    /// On any error the running policy stays.
+    fn reload(&mut self, why: &str) {
+        match tokio::task::block_in_place(|| self.try_reload()) {
+            Ok(()) => {
+                self.reloads_ok += 1;
+                self.metrics
+                    .reloads
+                    .get_or_create(&ReloadLabels { result: "success" })
+                    .inc();
+            }
+            Err(err) => {
+                self.reloads_failed += 1;
+                self.metrics
+                    .reloads
+                    .get_or_create(&ReloadLabels { result: "failure" })
+                    .inc();
+                error!("reload ({why}) rejected, the running policy stays: {err:#}");
+            }
+        }
+    }
+
+    fn try_reload(&mut self) -> anyhow::Result<()> {
+        let next = effective_config(&self.options)?;
+        for warning in changes::needs_restart(&self.config, &next) {
+            warn!("{warning}");
+        }
+        let (allow, deny) = effective_lists(&next, &self.runtime);
+        self.datapath
+            .apply_lists(&next, &allow, &deny)
+            .context("writing the new policy into the kernel maps")?;
+        let described = changes::describe(&self.config, &next);
+        info!(
+            "reloaded {} (generation {}): {}",
+            next.source,
+            self.datapath.generation(),
+            if described.is_empty() {
+                "no change".to_owned()
+            } else {
+                described.join("; ")
+            }
+        );
+        self.watched = watched_fingerprint(&next.watched_dirs);
+        self.config = next;
+        self.publish(&allow, &deny);
+        Ok(())
+    }
+
+    /// Reloads when a file in a watched list directory appeared, went or changed.
+    fn check_watched(&mut self) {
+        if self.config.watched_dirs.is_empty() {
+            return;
+        }
+        let now = watched_fingerprint(&self.config.watched_dirs);
+        if now != self.watched {
+            self.watched = now;
+            info!("a watched list directory changed: reloading");
+            self.reload("list directory changed");
+        }
+    }
+
+    /// Removes runtime entries whose time has come.
+    fn expire(&mut self) {
+        let due = match self.runtime.expire(crate::runtime::now_unix()) {
+            Ok(due) => due,
+            Err(err) => {
+                error!("saving the runtime lists: {err:#}");
+                return;
+            }
+        };
+        for entry in due {
+            let in_config = self.config_list(entry.list).contains_net(&entry.cidr);
+            if !in_config && let Err(err) = self.datapath.remove_live(entry.list.into(), entry.cidr)
+            {
+                error!(
+                    "removing expired {} entry {}: {err:#}",
+                    entry.list.as_str(),
+                    entry.cidr
+                );
+                continue;
+            }
+            info!(
+                "runtime {} entry {} expired",
+                entry.list.as_str(),
+                entry.cidr
+            );
+        }
+        self.publish_counts();
+    }
+
+    fn config_list(&self, list: ListName) -> &CidrSet {
+        match list {
+            ListName::Allow => &self.config.allow,
+            ListName::Deny => &self.config.deny,
+        }
+    }
+
+    fn publish(&self, allow: &CidrSet, deny: &CidrSet) {
+        let snapshot = Snapshot {
+            attachments: self.datapath.attachments().to_vec(),
+            allow_entries: allow.len(),
+            deny_entries: deny.len(),
+        };
+        match self.metrics.snapshot.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+
+    /// Republishes list sizes after a runtime change (cheaper than rebuilding the union).
+    fn publish_counts(&self) {
+        let (allow, deny) = effective_lists(&self.config, &self.runtime);
+        self.publish(&allow, &deny);
+    }
+}
+
+/// The lists to load: the config's (files and watched directories included) and the runtime ones.
+fn effective_lists(config: &Config, runtime: &RuntimeLists) -> (CidrSet, CidrSet) {
+    let merge = |base: &CidrSet, list| {
+        let extra = runtime.set(list);
+        if extra.is_empty() {
+            base.clone()
+        } else {
+            CidrSet::new(base.iter().chain(extra.iter()))
+        }
+    };
+    (
+        merge(&config.allow, ListName::Allow),
+        merge(&config.deny, ListName::Deny),
+    )
+}
+
+fn prepare_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "creating the state directory {} (or pass --state-dir)",
+                dir.display()
+            )
+        })?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Tells systemd (Type=notify) where the daemon stands; a no-op outside systemd.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(state) {
+        warn!("sd_notify: {err}");
+    }
+}
+
+/// Forwards the XDP program's aya-log records into the daemon's log.
+fn spawn_log_forwarder(datapath: &mut Datapath) {
+    let logger = match aya_log::EbpfLogger::init(datapath.ebpf_mut()) {
+        Ok(logger) => logger,
+        Err(err) => {
+            warn!("kernel-side logging unavailable: {err}");
+            return;
+        }
+    };
+    // SAFETY: the logger owns its ring buffer's fd and keeps it open for as long as it lives,
+    // which is as long as the AsyncFd that owns the logger.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let mut logger = match registered {
+        Ok(fd) => fd,
+        Err(err) => {
+            warn!("kernel-side logging unavailable: {}", err.into_parts().1);
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            match logger.readable_mut().await {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(err) => {
+                    warn!("kernel-side logging stopped: {err}");
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// The most verbose level the daemon logs, in aya-log's numbering, so the kernel skips the rest.
+fn kernel_log_level() -> u8 {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::OFF => 0,
+        LevelFilter::ERROR => 1,
+        LevelFilter::WARN => 2,
+        LevelFilter::INFO => 3,
+        LevelFilter::DEBUG => 4,
+        _ => 5,
+    }
+}

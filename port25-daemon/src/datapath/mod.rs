@@ -1,0 +1,376 @@
+//! The kernel side as the daemon sees it: load the embedded programs, attach them, and keep their
+//! maps in step with the policy.
+//!
+//! Everything lives on the BPF filesystem (see [`crate::pins`]), so the filter outlives the daemon:
+//! a killed daemon leaves the last policy enforcing, and the next start adopts the maps (counters
+//! keep counting) and swaps its program into the pinned links. Policy updates are generational
+//! (`policy.rs`); attaching and releasing is in `links.rs`.
+
+mod links;
+mod policy;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, LpmTrie, Map, MapData, PerCpuHashMap},
+    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use port25_common::{
+    Counter, CounterKey, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key, V6Key, Verdict, maps,
+};
+
+use self::links::HeldLink;
+pub use self::{
+    links::{Attachment, ifindex, ifname},
+    policy::{List, LiveLists},
+};
+use crate::{config::Config, pins::PinDir, sources::SourceMap};
+
+/// The programs built by build.rs from port25-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port25"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("loading the XDP program into the kernel failed (is this root, on a kernel with BTF?)")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the kernel refused the XDP program")]
+    Program(#[source] Box<ProgramError>),
+    #[error(
+        "the XDP object has no map or program {0}: the daemon and its embedded program do not match"
+    )]
+    MissingMap(&'static str),
+    #[error("BPF map {map}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("BPF filesystem")]
+    Pin(#[source] anyhow::Error),
+    #[error("no interface named {0:?} here; `ip link` lists the interfaces")]
+    UnknownInterface(String),
+    #[error("{iface}: the kernel refused XDP in {mode} mode ({source}); {hint}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        hint: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+}
+
+impl Error {
+    fn map(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+        move |source| Error::Map {
+            map,
+            source: Box::new(source),
+        }
+    }
+
+    fn program(source: ProgramError) -> Error {
+        Error::Program(Box::new(source))
+    }
+}
+
+/// The counters map, shared with the metrics collector, which reads it at scrape time.
+pub type CounterMap = PerCpuHashMap<MapData, CounterKey, Counter>;
+
+/// Summed-over-CPUs counts, keyed by (ifindex, verdict, reason).
+pub type Totals = BTreeMap<(u32, Verdict, Reason), Counter>;
+
+/// What happens to the filter when the datapath goes (see [`Datapath::release`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExit {
+    /// Detach the programs and remove every pin: a clean slate.
+    Detach,
+    /// Leave the programs attached and the pins in place: the filter keeps enforcing, and the
+    /// next start adopts it. `port25d detach` removes it.
+    Keep,
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    pins: PinDir,
+    counters: Arc<CounterMap>,
+    sources: Arc<SourceMap>,
+    /// The live policy generation (the value in `ACTIVE`).
+    generation: u32,
+    /// The list entries of the live generation, when known (not after adopting maps that a killed
+    /// daemon left: then the first update sweeps by generation instead).
+    live: Option<policy::LiveLists>,
+    /// Whether the maps were adopted from an earlier daemon rather than made now.
+    adopted: bool,
+    attachments: Vec<Attachment>,
+    links: Vec<HeldLink>,
+}
+
+impl Datapath {
+    /// Loads the programs into the kernel (not attached yet) with maps private to this datapath,
+    /// removed when it goes: for tests and one-off use.
+    pub fn load(config: &Config, log_level: u8) -> Result<Self, Error> {
+        let pins = PinDir::ephemeral().map_err(Error::Pin)?;
+        Self::load_in(config, log_level, pins)
+    }
+
+    /// Loads the programs with their maps pinned in `pins`, adopting maps an earlier daemon of this
+    /// layout left there. `log_level` is the most verbose level the kernel side should emit
+    /// (aya-log numbering: 0 off … 5 trace); quieter levels are filtered in the kernel, so debug
+    /// logging costs nothing when off. The number of tracked rate-limit sources is fixed per load.
+    pub fn load_in(config: &Config, log_level: u8, pins: PinDir) -> Result<Self, Error> {
+        raise_memlock_limit();
+        for foreign in pins.foreign_map_dirs() {
+            tracing::warn!(
+                "{} holds maps of another port25 map layout (from an older or newer port25d); they \
+                 are not adopted: this daemon starts with fresh maps (counters restart at zero) and \
+                 removes them once it has taken over the interfaces",
+                foreign.display()
+            );
+        }
+        let adopted = pins.map(maps::ACTIVE).exists();
+        if adopted {
+            resize_sources_if_needed(&pins, config.ratelimit.tracked_sources);
+            tracing::info!(
+                "adopting the maps pinned in {} (policy, counters, buckets)",
+                pins.maps().display()
+            );
+        }
+        let maps_dir = pins.maps();
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .map_max_entries(maps::SOURCES, config.ratelimit.tracked_sources)
+            .load(OBJECT)
+            .map_err(|e| Error::Load(Box::new(e)))?;
+        xdp_mut(&mut ebpf)?.load().map_err(Error::program)?;
+        egress_mut(&mut ebpf)?.load().map_err(Error::program)?;
+        let counters = take_map(&mut ebpf, maps::COUNTERS)?;
+        let counters = CounterMap::try_from(counters).map_err(Error::map(maps::COUNTERS))?;
+        let sources = take_map(&mut ebpf, maps::SOURCES)?;
+        let sources = SourceMap::try_from(sources).map_err(Error::map(maps::SOURCES))?;
+        let mut datapath = Self {
+            ebpf,
+            pins,
+            counters: Arc::new(counters),
+            sources: Arc::new(sources),
+            generation: 0,
+            live: None,
+            adopted,
+            attachments: Vec::new(),
+            links: Vec::new(),
+        };
+        datapath.generation = datapath
+            .array::<u32>(maps::ACTIVE)?
+            .get(&0, 0)
+            .map_err(Error::map(maps::ACTIVE))?;
+        if !adopted {
+            datapath.live = Some(policy::LiveLists::default());
+        }
+        Ok(datapath)
+    }
+
+    /// The aya object, for the log forwarder.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    pub fn counter_map(&self) -> Arc<CounterMap> {
+        Arc::clone(&self.counters)
+    }
+
+    pub fn source_map(&self) -> Arc<SourceMap> {
+        Arc::clone(&self.sources)
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Whether the maps were adopted from an earlier daemon.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    pub fn pins(&self) -> &PinDir {
+        &self.pins
+    }
+
+    /// Removes the map directories of other layout versions (after taking over the interfaces,
+    /// their programs are no longer attached anywhere).
+    pub fn remove_foreign_maps(&self) {
+        for dir in self.pins.foreign_map_dirs() {
+            let problems = PinDir::existing(&dir).remove_all();
+            if problems.is_empty() {
+                tracing::info!("removed the maps of another layout in {}", dir.display());
+            }
+            for problem in problems {
+                tracing::warn!("{problem}");
+            }
+        }
+    }
+
+    /// Ends the datapath: with [`OnExit::Detach`] the programs are detached and every pin goes;
+    /// with [`OnExit::Keep`] they stay, enforcing, for the next start to adopt.
+    pub fn release(mut self, on_exit: OnExit) {
+        match on_exit {
+            OnExit::Keep => {
+                for attachment in &self.attachments {
+                    tracing::info!(
+                        "left the filter attached to {} (on_exit = keep); `port25d detach` removes it",
+                        attachment.iface
+                    );
+                }
+            }
+            OnExit::Detach => {
+                for link in self.links.drain(..) {
+                    link.release();
+                }
+                for attachment in &self.attachments {
+                    tracing::info!("detached from {}", attachment.iface);
+                }
+                for problem in self.pins.remove_all() {
+                    tracing::warn!("{problem}");
+                }
+            }
+        }
+    }
+
+    /// Runs the XDP program on one frame through BPF_PROG_TEST_RUN; returns the XDP action.
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, Error> {
+        self.test_run_repeat(frame, 1)
+    }
+
+    /// Runs the XDP program `repeat` times on the frame, on the calling thread's CPU; returns the
+    /// last XDP action.
+    pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<u32, Error> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(Error::MissingMap(PROGRAM_NAME))?
+            .try_into()
+            .map_err(Error::program)?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(Error::program)?;
+        Ok(result.return_value)
+    }
+
+    /// Runs the egress (TC) program on one outgoing frame; returns the TC action.
+    pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, Error> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(EGRESS_PROGRAM_NAME)
+            .ok_or(Error::MissingMap(EGRESS_PROGRAM_NAME))?
+            .try_into()
+            .map_err(Error::program)?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .map_err(Error::program)?;
+        Ok(result.return_value)
+    }
+
+    /// Counts summed over CPUs.
+    pub fn totals(&self) -> Result<Totals, Error> {
+        read_totals(&self.counters)
+    }
+
+    fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {
+        let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
+        Array::try_from(map).map_err(Error::map(name))
+    }
+
+    fn trie_v4(&mut self, name: &'static str) -> Result<LpmTrie<&mut MapData, V4Key, u32>, Error> {
+        let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
+        LpmTrie::try_from(map).map_err(Error::map(name))
+    }
+
+    fn trie_v6(&mut self, name: &'static str) -> Result<LpmTrie<&mut MapData, V6Key, u32>, Error> {
+        let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
+        LpmTrie::try_from(map).map_err(Error::map(name))
+    }
+}
+
+/// Reads the counters map and sums each entry over CPUs.
+pub fn read_totals(counters: &CounterMap) -> Result<Totals, Error> {
+    let mut totals = Totals::new();
+    for entry in counters.iter() {
+        let (key, per_cpu) = entry.map_err(Error::map(maps::COUNTERS))?;
+        let Some((verdict, reason)) = port25_common::slot_meaning(key.slot) else {
+            continue;
+        };
+        let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+            packets: acc.packets + c.packets,
+            bytes: acc.bytes + c.bytes,
+        });
+        totals.insert((key.ifindex, verdict, reason), sum);
+    }
+    Ok(totals)
+}
+
+/// Opens the counters map a daemon pinned (for `port25d status` when no daemon answers).
+pub fn open_pinned_counters(pins: &PinDir) -> Result<CounterMap, aya::maps::MapError> {
+    let data = MapData::from_pin(pins.map(maps::COUNTERS))?;
+    CounterMap::try_from(Map::from_map_data(data)?)
+}
+
+/// The rate limiter's table is sized at creation; a pinned one of another size is dropped so the
+/// new load makes one of the configured size (bucket state restarts, nothing else is lost).
+fn resize_sources_if_needed(pins: &PinDir, wanted: u32) {
+    let path = pins.map(maps::SOURCES);
+    let Ok(size) = MapData::from_pin(&path)
+        .and_then(|m| m.info())
+        .map(|i| i.max_entries())
+    else {
+        return;
+    };
+    if size != wanted {
+        tracing::info!(
+            "ratelimit.tracked_sources changed ({size} -> {wanted}): starting a new source table"
+        );
+        if let Err(err) = std::fs::remove_file(&path) {
+            tracing::warn!("removing {}: {err}", path.display());
+        }
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, Error> {
+    ebpf.take_map(name).ok_or(Error::MissingMap(name))
+}
+
+fn egress_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
+    ebpf.program_mut(EGRESS_PROGRAM_NAME)
+        .ok_or(Error::MissingMap(EGRESS_PROGRAM_NAME))?
+        .try_into()
+        .map_err(Error::program)
+}
+
+fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(Error::MissingMap(PROGRAM_NAME))?
+        .try_into()
+        .map_err(Error::program)
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so old kernels load too.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid struct; failure only matters on old kernels.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    if ret != 0 {
+        tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed; fine on kernels >= 5.11");
+    }
+}

@@ -1,0 +1,303 @@
+//! Writing the policy into the maps, generation by generation.
+//!
+//! A new generation's settings, ports and list entries are written beside the live ones, then one
+//! write to `ACTIVE` switches every CPU over, and only then is the old generation removed. A packet
+//! reads `ACTIVE` once, so it sees the old policy or the new, never a mix. Single runtime entries
+//! (`port25d deny add`) go straight into the live generation: one entry appears or goes, atomically.
+
+use std::{net::IpAddr, time::Duration};
+
+use aya::maps::lpm_trie::Key;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use port25_common::{GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key, maps, policy};
+
+use super::{Datapath, Error};
+use crate::config::{CidrSet, Config, Mode, PolicyKind};
+
+/// How long packets already in flight may keep reading the generation being retired. XDP programs
+/// run to completion in microseconds; this leaves a wide margin before their entries are removed.
+const RETIRE_GRACE: Duration = Duration::from_millis(20);
+
+/// Entries written per progress line when loading large lists.
+const PROGRESS_EVERY: usize = 200_000;
+
+/// Which list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum List {
+    Allow,
+    Deny,
+}
+
+impl List {
+    pub fn name(self) -> &'static str {
+        match self {
+            List::Allow => "allow",
+            List::Deny => "deny",
+        }
+    }
+
+    fn maps(self) -> (&'static str, &'static str) {
+        match self {
+            List::Allow => (maps::ALLOW_V4, maps::ALLOW_V6),
+            List::Deny => (maps::DENY_V4, maps::DENY_V6),
+        }
+    }
+}
+
+/// The entries of the live generation.
+#[derive(Clone, Debug, Default)]
+pub struct LiveLists {
+    pub allow: CidrSet,
+    pub deny: CidrSet,
+}
+
+impl Datapath {
+    /// Makes `config`'s policy (with `allow` and `deny` as its lists: the config's, plus runtime
+    /// and watched-directory entries) live, atomically. On error the previous policy stays live
+    /// and whatever was written for the new generation is removed again.
+    pub fn apply_lists(
+        &mut self,
+        config: &Config,
+        allow: &CidrSet,
+        deny: &CidrSet,
+    ) -> Result<(), Error> {
+        if self.live.is_none() {
+            // Adopted maps: whatever a killed daemon left half-written is swept first.
+            self.sweep_except(self.generation)?;
+        }
+        let next = match self.generation.wrapping_add(1) {
+            0 => 1,
+            n => n,
+        };
+        if let Err(err) = self.write_generation(next, config, allow, deny) {
+            self.remove_entries(next, List::Allow, allow);
+            self.remove_entries(next, List::Deny, deny);
+            return Err(err);
+        }
+        self.array::<u32>(maps::ACTIVE)?
+            .set(0, next, 0)
+            .map_err(Error::map(maps::ACTIVE))?;
+        let retired = self.generation;
+        self.generation = next;
+        std::thread::sleep(RETIRE_GRACE);
+        match self.live.replace(LiveLists {
+            allow: allow.clone(),
+            deny: deny.clone(),
+        }) {
+            Some(old) => {
+                self.remove_entries(retired, List::Allow, &old.allow);
+                self.remove_entries(retired, List::Deny, &old.deny);
+            }
+            None => self.sweep_except(next)?,
+        }
+        Ok(())
+    }
+
+    /// [`Datapath::apply_lists`] with the config's own lists.
+    pub fn apply(&mut self, config: &Config) -> Result<(), Error> {
+        self.apply_lists(config, &config.allow, &config.deny)
+    }
+
+    /// Adds one entry to the live generation of a list (runtime lists).
+    pub fn insert_live(&mut self, list: List, net: IpNet) -> Result<(), Error> {
+        let generation = self.generation;
+        self.insert(generation, list, &net)?;
+        if let Some(live) = &mut self.live {
+            let set = match list {
+                List::Allow => &mut live.allow,
+                List::Deny => &mut live.deny,
+            };
+            set.insert(net);
+        }
+        Ok(())
+    }
+
+    /// Removes one entry from the live generation of a list (runtime lists).
+    pub fn remove_live(&mut self, list: List, net: IpNet) -> Result<(), Error> {
+        let generation = self.generation;
+        self.remove(generation, list, &net)?;
+        if let Some(live) = &mut self.live {
+            let set = match list {
+                List::Allow => &mut live.allow,
+                List::Deny => &mut live.deny,
+            };
+            set.remove(&net);
+        }
+        Ok(())
+    }
+
+    fn write_generation(
+        &mut self,
+        generation: u32,
+        config: &Config,
+        allow: &CidrSet,
+        deny: &CidrSet,
+    ) -> Result<(), Error> {
+        let slot = generation % SLOTS;
+        self.array::<Settings>(maps::SETTINGS)?
+            .set(slot, settings_of(config), 0)
+            .map_err(Error::map(maps::SETTINGS))?;
+
+        let mut words = vec![0u32; PORT_WORDS as usize];
+        for &port in &config.ports {
+            words[usize::from(port / 32)] |= 1 << (port % 32);
+        }
+        let mut ports = self.array::<u32>(maps::PORTS)?;
+        for (i, word) in (0u32..).zip(words) {
+            ports
+                .set(slot * PORT_WORDS + i, word, 0)
+                .map_err(Error::map(maps::PORTS))?;
+        }
+
+        let total = allow.len() + deny.len();
+        let mut written = 0;
+        for (list, set) in [(List::Allow, allow), (List::Deny, deny)] {
+            for net in set.iter() {
+                self.insert(generation, list, &net)?;
+                written += 1;
+                if written % PROGRESS_EVERY == 0 {
+                    tracing::info!("writing lists into the kernel: {written} of {total} entries");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, generation: u32, list: List, net: &IpNet) -> Result<(), Error> {
+        let (v4, v6) = list.maps();
+        match net {
+            IpNet::V4(net) => self
+                .trie_v4(v4)?
+                .insert(&v4_key(generation, net), 1, 0)
+                .map_err(Error::map(v4)),
+            IpNet::V6(net) => self
+                .trie_v6(v6)?
+                .insert(&v6_key(generation, net), 1, 0)
+                .map_err(Error::map(v6)),
+        }
+    }
+
+    fn remove(&mut self, generation: u32, list: List, net: &IpNet) -> Result<(), Error> {
+        let (v4, v6) = list.maps();
+        let result = match net {
+            IpNet::V4(net) => self.trie_v4(v4)?.remove(&v4_key(generation, net)),
+            IpNet::V6(net) => self.trie_v6(v6)?.remove(&v6_key(generation, net)),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            // Already gone is what was asked.
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(err) => Err(Error::map(v4)(err)),
+        }
+    }
+
+    /// Best effort: an entry that is already gone is fine.
+    fn remove_entries(&mut self, generation: u32, list: List, set: &CidrSet) {
+        for net in set.iter() {
+            if let Err(err) = self.remove(generation, list, &net) {
+                tracing::warn!("removing {net} of generation {generation}: {err:#}");
+            }
+        }
+    }
+
+    /// Removes every list entry of any generation but `keep`: after adopting maps, nothing else
+    /// is known about what a killed daemon left.
+    fn sweep_except(&mut self, keep: u32) -> Result<(), Error> {
+        let mut swept = 0;
+        for name in [maps::ALLOW_V4, maps::DENY_V4] {
+            let mut trie = self.trie_v4(name)?;
+            let stale: Vec<_> = trie
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|key| key.data().generation != keep)
+                .collect();
+            for key in &stale {
+                let _ = trie.remove(key);
+            }
+            swept += stale.len();
+        }
+        for name in [maps::ALLOW_V6, maps::DENY_V6] {
+            let mut trie = self.trie_v6(name)?;
+            let stale: Vec<_> = trie
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|key| key.data().generation != keep)
+                .collect();
+            for key in &stale {
+                let _ = trie.remove(key);
+            }
+            swept += stale.len();
+        }
+        if swept > 0 {
+            tracing::info!("removed {swept} list entries of earlier generations");
+        }
+        Ok(())
+    }
+
+    /// The live generation's list entries, read back from the kernel (for `status` and tests).
+    pub fn live_entries(&mut self, list: List) -> Result<CidrSet, Error> {
+        let generation = self.generation;
+        let (v4, v6) = list.maps();
+        let mut nets = Vec::new();
+        for key in self.trie_v4(v4)?.keys().filter_map(Result::ok) {
+            let data = key.data();
+            if data.generation == generation {
+                let addr = IpAddr::from(data.addr);
+                if let Ok(net) = IpNet::new(addr, (key.prefix_len() - GENERATION_BITS) as u8) {
+                    nets.push(net);
+                }
+            }
+        }
+        for key in self.trie_v6(v6)?.keys().filter_map(Result::ok) {
+            let data = key.data();
+            if data.generation == generation {
+                let addr = IpAddr::from(data.addr);
+                if let Ok(net) = IpNet::new(addr, (key.prefix_len() - GENERATION_BITS) as u8) {
+                    nets.push(net);
+                }
+            }
+        }
+        Ok(CidrSet::new(nets))
+    }
+}
+
+fn settings_of(config: &Config) -> Settings {
+    let limits = &config.ratelimit;
+    let (syn_interval_ns, syn_tolerance_ns) = Settings::gcra(limits.syn_rate, limits.syn_burst);
+    let (global_interval_ns, global_tolerance_ns) =
+        Settings::gcra(limits.global_syn_rate, limits.global_syn_burst);
+    Settings {
+        monitor: u32::from(config.mode == Mode::Monitor),
+        policy: match config.policy {
+            PolicyKind::Drop => policy::DROP,
+            PolicyKind::Ratelimit => policy::RATELIMIT,
+        },
+        ipv4_prefix: u32::from(limits.ipv4_prefix),
+        ipv6_prefix: u32::from(limits.ipv6_prefix),
+        syn_interval_ns,
+        syn_tolerance_ns,
+        global_interval_ns,
+        global_tolerance_ns,
+        verified_ttl_ns: u64::from(limits.verified_ttl) * 1_000_000_000,
+    }
+}
+
+fn v4_key(generation: u32, net: &Ipv4Net) -> Key<V4Key> {
+    Key::new(
+        GENERATION_BITS + u32::from(net.prefix_len()),
+        V4Key {
+            generation,
+            addr: net.network().octets(),
+        },
+    )
+}
+
+fn v6_key(generation: u32, net: &Ipv6Net) -> Key<V6Key> {
+    Key::new(
+        GENERATION_BITS + u32::from(net.prefix_len()),
+        V6Key {
+            generation,
+            addr: net.network().octets(),
+        },
+    )
+}

@@ -1,0 +1,245 @@
+//! Runtime list entries: what `port25d allow|deny add` (fail2ban, CrowdSec, an operator) adds to
+//! the live policy without editing the config, each with an optional expiry. They are kept in the
+//! state directory, so a restart keeps them.
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::{config::CidrSet, datapath::List};
+
+/// The file in the state directory.
+const FILE: &str = "runtime-lists.json";
+
+/// One runtime entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub list: ListName,
+    pub cidr: IpNet,
+    /// Unix seconds; `None`: until deleted.
+    pub expires: Option<u64>,
+    /// Unix seconds.
+    pub added: u64,
+}
+
+/// A list, as written in the state file and on the control socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListName {
+    Allow,
+    Deny,
+}
+
+impl From<ListName> for List {
+    fn from(name: ListName) -> List {
+        match name {
+            ListName::Allow => List::Allow,
+            ListName::Deny => List::Deny,
+        }
+    }
+}
+
+impl ListName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListName::Allow => "allow",
+            ListName::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct StateFile {
+    entries: Vec<Entry>,
+}
+
+/// The runtime entries, and where they are kept.
+pub struct RuntimeLists {
+    path: Option<PathBuf>,
+    entries: BTreeMap<(ListName, IpNet), Entry>,
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl RuntimeLists {
+    /// Loads the entries kept in `state_dir` (none if the file does not exist yet), dropping
+    /// those that expired while the daemon was down. `None`: kept in memory only.
+    pub fn load(state_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let path = state_dir.map(|dir| dir.join(FILE));
+        let mut lists = Self {
+            path: path.clone(),
+            entries: BTreeMap::new(),
+        };
+        let Some(path) = path else {
+            return Ok(lists);
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(lists),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        };
+        let state: StateFile = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a runtime list file port25d wrote; move it away to start without runtime entries",
+                path.display()
+            )
+        })?;
+        let now = now_unix();
+        for entry in state.entries {
+            if entry.expires.is_some_and(|at| at <= now) {
+                tracing::info!(
+                    "runtime {} entry {} expired while port25d was stopped",
+                    entry.list.as_str(),
+                    entry.cidr
+                );
+                continue;
+            }
+            lists.entries.insert((entry.list, entry.cidr), entry);
+        }
+        Ok(lists)
+    }
+
+    /// Adds or refreshes an entry; returns whether it is new.
+    pub fn add(
+        &mut self,
+        list: ListName,
+        cidr: IpNet,
+        ttl_secs: Option<u64>,
+    ) -> anyhow::Result<bool> {
+        let now = now_unix();
+        let entry = Entry {
+            list,
+            cidr,
+            expires: ttl_secs.map(|ttl| now.saturating_add(ttl)),
+            added: now,
+        };
+        let new = self.entries.insert((list, cidr), entry).is_none();
+        self.save()?;
+        Ok(new)
+    }
+
+    /// Removes an entry; returns whether it was there.
+    pub fn remove(&mut self, list: ListName, cidr: IpNet) -> anyhow::Result<bool> {
+        let was = self.entries.remove(&(list, cidr)).is_some();
+        if was {
+            self.save()?;
+        }
+        Ok(was)
+    }
+
+    /// Removes and returns the entries whose time has come.
+    pub fn expire(&mut self, now: u64) -> anyhow::Result<Vec<Entry>> {
+        let due: Vec<_> = self
+            .entries
+            .values()
+            .filter(|e| e.expires.is_some_and(|at| at <= now))
+            .cloned()
+            .collect();
+        for entry in &due {
+            self.entries.remove(&(entry.list, entry.cidr));
+        }
+        if !due.is_empty() {
+            self.save()?;
+        }
+        Ok(due)
+    }
+
+    pub fn entries(&self, list: ListName) -> impl Iterator<Item = &Entry> {
+        self.entries.values().filter(move |e| e.list == list)
+    }
+
+    pub fn set(&self, list: ListName) -> CidrSet {
+        CidrSet::new(self.entries(list).map(|e| e.cidr))
+    }
+
+    pub fn len(&self, list: ListName) -> usize {
+        self.entries(list).count()
+    }
+
+    /// Writes the entries atomically (temporary file, fsync, rename): a crash leaves the old
+    /// file or the new one, never half of one.
+    fn save(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let state = StateFile {
+            entries: self.entries.values().cloned().collect(),
+        };
+        let text = serde_json::to_string_pretty(&state)?;
+        let tmp = path.with_extension("json.tmp");
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("port25-runtime-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn entries_survive_a_reload_and_expired_ones_do_not() {
+        let dir = dir("survive");
+        let mut lists = RuntimeLists::load(Some(&dir)).unwrap();
+        assert!(
+            lists
+                .add(ListName::Deny, "198.18.0.66/32".parse().unwrap(), None)
+                .unwrap()
+        );
+        assert!(
+            lists
+                .add(
+                    ListName::Allow,
+                    "2001:db8::/48".parse().unwrap(),
+                    Some(3600)
+                )
+                .unwrap()
+        );
+        assert!(
+            !lists
+                .add(ListName::Deny, "198.18.0.66/32".parse().unwrap(), Some(60))
+                .unwrap()
+        );
+        let again = RuntimeLists::load(Some(&dir)).unwrap();
+        assert_eq!(again.len(ListName::Deny), 1);
+        assert_eq!(again.len(ListName::Allow), 1);
+        let due = lists.expire(now_unix() + 61).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].cidr.to_string(), "198.18.0.66/32");
+        let again = RuntimeLists::load(Some(&dir)).unwrap();
+        assert_eq!(again.len(ListName::Deny), 0);
+        assert_eq!(again.len(ListName::Allow), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_state_file_is_an_error_that_says_what_to_do() {
+        let dir = dir("foreign");
+        std::fs::write(dir.join(FILE), "not json").unwrap();
+        let err = RuntimeLists::load(Some(&dir)).err().unwrap();
+        assert!(format!("{err:#}").contains("move it away"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -68,6 +68,8 @@ pub fn run(release: bool, seconds: Option<u64>, daemon_args: &[String]) -> Resul
     println!(
         "metrics: ip netns exec {gw} curl -s http://127.0.0.1:9725/metrics\n\
          top:     {bin} top --pin-dir {pins}\n\
+         status:  {bin} status --control-socket {socket} --pin-dir {pins}\n\
+         deny:    {bin} deny add 198.18.0.10 --ttl 10m --control-socket {socket}\n\
          try:     ip netns exec {gw} smtp-sink -u nobody -c {gw4}:25 100 &   # a server behind the filter\n\
          \x20        ip netns exec {cl} swaks --server {gw4} --from a@example.org --to b@example.net\n\
          \x20        ip netns exec {cl} swaks --server {gw6} --from a@example.org --to b@example.net\n\
@@ -78,6 +80,7 @@ pub fn run(release: bool, seconds: Option<u64>, daemon_args: &[String]) -> Resul
         gw6 = lab::GW_V6,
         bin = bin.display(),
         pins = lab::PIN_DIR,
+        socket = lab::CONTROL_SOCKET,
     );
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", lab::GW_NS]).arg(&bin).args([

@@ -22,6 +22,9 @@ pub const CLIENT_V6: &str = "2001:db8:25::10";
 /// /sys/fs/bpf from the host; a bpffs mounted outside /sys is seen from both sides.
 pub const BPFFS: &str = "/run/port25-lab/bpf";
 pub const PIN_DIR: &str = "/run/port25-lab/bpf/port25";
+/// The lab daemon's state and control socket, apart from a real port25d's on this host.
+pub const STATE_DIR: &str = "/run/port25-lab/state";
+pub const CONTROL_SOCKET: &str = "/run/port25-lab/control.sock";
 
 /// The lab; deleting it on drop, on every exit path of xtask (errors, the daemon's exit, Ctrl-C).
 pub struct Lab {
@@ -143,4 +146,7 @@ fn unmount_bpffs() {
         }
     }
     let _ = std::fs::remove_dir(BPFFS);
+    // The lab's state (runtime lists) and control socket go with it.
+    let _ = std::fs::remove_dir_all(STATE_DIR);
+    let _ = std::fs::remove_file(CONTROL_SOCKET);
 }

@@ -20,6 +20,8 @@ const NH_HOP_BY_HOP: u8 = 0;
 const NH_ROUTING: u8 = 43;
 const NH_FRAGMENT: u8 = 44;
 const NH_AUTH: u8 = 51;
+/// IPv4 carries AH as protocol 51 too.
+const IPPROTO_AH: u8 = NH_AUTH;
 const NH_DEST_OPTS: u8 = 60;
 
 /// TCP flag bits (byte 13 of the header).
@@ -118,6 +120,21 @@ pub fn parse(start: usize, end: usize) -> Parsed {
 
 #[inline(always)]
 fn parse_ipv4(frame: &Frame, offset: usize) -> Parsed {
+    // The first 10 bytes say whether this can be TCP at all: version, fragment offset, protocol.
+    let Some(head) = frame.bytes::<10>(offset) else {
+        return Parsed::Malformed;
+    };
+    // The stack drops a wrong version itself; a non-first fragment has no TCP header (its first
+    // fragment was judged); other protocols are not ours.
+    let fragment_offset = u16::from_be_bytes([head[6], head[7]]) & 0x1fff;
+    let protocol = head[9];
+    if head[0] >> 4 != 4
+        || fragment_offset != 0
+        || (protocol != IPPROTO_TCP && protocol != IPPROTO_AH)
+    {
+        return Parsed::Other;
+    }
+    // It claims TCP (perhaps behind AH): from here, what cannot be read is malformed.
     let Some(header) = frame.bytes::<20>(offset) else {
         return Parsed::Malformed;
     };
@@ -125,25 +142,40 @@ fn parse_ipv4(frame: &Frame, offset: usize) -> Parsed {
     if ihl < 20 || frame.bytes::<1>(offset + ihl - 1).is_none() {
         return Parsed::Malformed;
     }
-    // A non-first fragment has no TCP header: the first fragment was judged.
-    let fragment_offset = u16::from_be_bytes([header[6], header[7]]) & 0x1fff;
-    if fragment_offset != 0 {
-        return Parsed::Other;
-    }
-    if header[9] != IPPROTO_TCP {
-        return Parsed::Other;
-    }
     let addrs = Addrs {
         source: Addr::V4([header[12], header[13], header[14], header[15]]),
         dest: Addr::V4([header[16], header[17], header[18], header[19]]),
     };
-    parse_tcp(frame, offset + ihl, addrs)
+    let mut offset = offset + ihl;
+    if protocol == IPPROTO_AH {
+        // IPsec transport mode: one authentication header, then (perhaps) TCP.
+        let Some(ah) = frame.bytes::<2>(offset) else {
+            return Parsed::Malformed;
+        };
+        if ah[0] != IPPROTO_TCP {
+            return Parsed::Other;
+        }
+        offset += (ah[1] as usize + 2) * 4;
+    }
+    parse_tcp(frame, offset, addrs)
 }
 
 #[inline(always)]
 fn parse_ipv6(frame: &Frame, offset: usize) -> Parsed {
-    let Some(header) = frame.bytes::<IPV6_HLEN>(offset) else {
+    // Version and next header come first: enough to tell a cut-short header that cannot be TCP.
+    let Some(head) = frame.bytes::<7>(offset) else {
         return Parsed::Malformed;
+    };
+    if head[0] >> 4 != 6 {
+        // The stack drops a wrong version itself.
+        return Parsed::Other;
+    }
+    let Some(header) = frame.bytes::<IPV6_HLEN>(offset) else {
+        return if is_walked_ext(head[6]) || head[6] == IPPROTO_TCP {
+            Parsed::Malformed
+        } else {
+            Parsed::Other
+        };
     };
     let mut source = [0u8; 16];
     source.copy_from_slice(&header[8..24]);
@@ -190,10 +222,20 @@ fn parse_ipv6(frame: &Frame, offset: usize) -> Parsed {
     if next == IPPROTO_TCP {
         return parse_tcp(frame, offset, addrs);
     }
-    match next {
-        NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_AUTH | NH_FRAGMENT => Parsed::Malformed,
-        _ => Parsed::Other,
+    if is_walked_ext(next) {
+        Parsed::Malformed
+    } else {
+        Parsed::Other
     }
+}
+
+/// The IPv6 extension headers the walk goes through.
+#[inline(always)]
+fn is_walked_ext(next: u8) -> bool {
+    matches!(
+        next,
+        NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_AUTH | NH_FRAGMENT
+    )
 }
 
 #[inline(always)]

@@ -347,6 +347,17 @@ impl<'a> Daemon<'a> {
     /// metrics endpoint answers (so the filter is attached). Panics with the daemon's log if it exits
     /// or does not answer within 20 s.
     pub fn start(ns: &'a Netns, config: &Path, metrics: SocketAddr, log: &Path) -> Self {
+        Self::start_with_args(ns, config, metrics, log, &[])
+    }
+
+    /// Like [`Daemon::start`], with more arguments for `port25d run` (e.g. `--pin-dir DIR`).
+    pub fn start_with_args(
+        ns: &'a Netns,
+        config: &Path,
+        metrics: SocketAddr,
+        log: &Path,
+        extra: &[&OsStr],
+    ) -> Self {
         let (stdout, stderr) = output_file(log);
         let child = ns
             .command(Self::binary())
@@ -355,6 +366,7 @@ impl<'a> Daemon<'a> {
             .arg(config)
             .arg("--metrics-listen")
             .arg(metrics.to_string())
+            .args(extra)
             .env("NO_COLOR", "1") // a log file, not a terminal (port25d also checks)
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -458,6 +470,238 @@ impl Drop for Daemon<'_> {
     }
 }
 
+/// A private BPF filesystem for one test's pins, mounted at `/run/p25t-<pid>-<tag>/bpf`; unmounted
+/// (which removes the pins) and removed on drop.
+///
+/// Not under /sys/fs/bpf: `ip netns exec` remounts /sys for the command it runs, so a daemon started
+/// that way and a `port25d top` run from the test would see two different /sys/fs/bpf. A mount
+/// under /run is the same on both sides.
+pub struct BpfFs {
+    root: PathBuf,
+    mount: PathBuf,
+}
+
+impl BpfFs {
+    pub fn mount(tag: &str) -> Self {
+        let root = Path::new("/run").join(unique_name(tag));
+        let mount = root.join("bpf");
+        fs::create_dir_all(&mount)
+            .unwrap_or_else(|err| panic!("cannot create {}: {err}", mount.display()));
+        let target = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes())
+            .expect("a path without NUL");
+        // SAFETY: every pointer is a valid NUL-terminated string; data may be NULL.
+        let ret = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if ret != 0 {
+            let err = std::io::Error::last_os_error();
+            let _ = fs::remove_dir_all(&root);
+            panic!(
+                "cannot mount a BPF filesystem at {}: {err}",
+                mount.display()
+            );
+        }
+        Self { root, mount }
+    }
+
+    /// The directory to pass as `--pin-dir` to `port25d run` and `port25d top`.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.mount.join("port25")
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        if let Ok(target) = std::ffi::CString::new(self.mount.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a valid NUL-terminated path.
+            if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+                eprintln!(
+                    "lab: warning: cannot unmount {}: {}",
+                    self.mount.display(),
+                    std::io::Error::last_os_error()
+                );
+                return;
+            }
+        }
+        if let Err(err) = fs::remove_dir_all(&self.root) {
+            eprintln!("lab: warning: cannot remove {}: {err}", self.root.display());
+        }
+    }
+}
+
+/// One row of `port25d top`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopRow {
+    /// The source prefix, as printed (`198.18.2.66/32`).
+    pub source: String,
+    pub dropped: u64,
+    pub admitted: u64,
+    pub verified: bool,
+}
+
+/// Runs `port25d top --pin-dir PIN_DIR --once -n COUNT [--all]` and returns its output and rows.
+pub fn port25d_top(pin_dir: &Path, all: bool, count: usize) -> (String, Vec<TopRow>) {
+    let mut cmd = Command::new(Daemon::binary());
+    cmd.arg("top")
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .arg("--once")
+        .args(["-n", &count.to_string()])
+        .env("NO_COLOR", "1");
+    if all {
+        cmd.arg("--all");
+    }
+    let text = run(&mut cmd).unwrap_or_else(|err| panic!("port25d top: {err}"));
+    let rows = text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [source, dropped, admitted, _rate, verified] = fields[..] else {
+                return None;
+            };
+            Some(TopRow {
+                source: source.to_owned(),
+                dropped: dropped.parse().ok()?,
+                admitted: admitted.parse().ok()?,
+                verified: match verified {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return None,
+                },
+            })
+        })
+        .collect();
+    (text, rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crafted frames on the wire: threads inside a namespace, AF_PACKET sockets, link details
+// ---------------------------------------------------------------------------------------------
+
+impl Netns {
+    /// Spawns a scoped thread that moves itself into this namespace (`setns`, which changes only
+    /// the calling thread's network namespace) and then runs `f` there: sockets `f` opens belong
+    /// to the namespace.
+    pub fn spawn_inside<'scope, 'env, T, F>(
+        &self,
+        scope: &'scope thread::Scope<'scope, 'env>,
+        f: F,
+    ) -> thread::ScopedJoinHandle<'scope, T>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        use std::os::fd::AsRawFd as _;
+        let path = Path::new("/run/netns").join(&self.name);
+        scope.spawn(move || {
+            let file = File::open(&path)
+                .unwrap_or_else(|err| panic!("cannot open {}: {err}", path.display()));
+            // SAFETY: setns on a valid namespace file descriptor; affects only this thread.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                panic!(
+                    "cannot enter {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            drop(file);
+            f()
+        })
+    }
+
+    /// The MAC address of `ifname` in this namespace.
+    pub fn mac(&self, ifname: &str) -> [u8; 6] {
+        let out = self.ip(&["link", "show", "dev", ifname]);
+        let text = out
+            .split_whitespace()
+            .skip_while(|word| *word != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no link/ether address for {ifname} in:\n{out}"));
+        let mut mac = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut mac {
+            *byte = parts
+                .next()
+                .and_then(|part| u8::from_str_radix(part, 16).ok())
+                .unwrap_or_else(|| panic!("bad MAC address {text} of {ifname}"));
+        }
+        mac
+    }
+
+    /// A counter of `/sys/class/net/IFNAME/statistics/` in this namespace (`tx_dropped`, ...).
+    pub fn link_counter(&self, ifname: &str, counter: &str) -> u64 {
+        let path = format!("/sys/class/net/{ifname}/statistics/{counter}");
+        run(self.command(tool("cat")).arg(&path))
+            .unwrap_or_else(|err| panic!("in namespace {}: {err}", self.name))
+            .trim()
+            .parse()
+            .unwrap_or_else(|err| panic!("{path} in {}: {err}", self.name))
+    }
+}
+
+/// An AF_PACKET raw socket that puts whole Ethernet frames on one interface of the calling
+/// thread's network namespace (see [`Netns::spawn_inside`]). It receives nothing (protocol 0).
+pub struct PacketSocket {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PacketSocket {
+    pub fn bind(ifname: &str) -> std::io::Result<Self> {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _};
+        let name = std::ffi::CString::new(ifname)?;
+        // SAFETY: a valid NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: no pointers; the result is checked.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new descriptor that nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+        addr.sll_ifindex = libc::c_int::try_from(ifindex).map_err(std::io::Error::other)?;
+        // SAFETY: `addr` is a valid sockaddr_ll of the given size.
+        let ret = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const addr).cast::<libc::sockaddr>(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if ret != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { fd })
+    }
+
+    /// Sends one frame (destination MAC first) as it is.
+    pub fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: the buffer is valid for its length.
+        let sent =
+            unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        match usize::try_from(sent) {
+            Ok(n) if n == frame.len() => Ok(()),
+            Ok(n) => Err(std::io::Error::other(format!(
+                "short send: {n} of {} bytes",
+                frame.len()
+            ))),
+            Err(_) => Err(std::io::Error::last_os_error()),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Prometheus text
 // ---------------------------------------------------------------------------------------------
@@ -525,6 +769,15 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             *sample == name && have == wanted
         })
         .map(|(_, _, value)| value)
+}
+
+/// Every series `name`: its labels (unescaped) and value, in the order of the text.
+pub fn metric_samples(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    text.lines()
+        .filter_map(parse_sample)
+        .filter(|(sample, _, _)| *sample == name)
+        .map(|(_, labels, value)| (labels, value))
+        .collect()
 }
 
 /// The sum of every series `name` whose labels include all of `labels` (0 if there is none).
@@ -717,12 +970,63 @@ impl<'a> Capture<'a> {
     /// tcpdump is capturing.
     pub fn start(ns: &'a Netns, iface: &str, filter: &str, work: &WorkDir) -> Self {
         let tag = format!("{}-{iface}", ns.name());
+        // Immediate mode, as start_directed explains: a buffered capture can miss its last packets.
+        Self::start_directed(ns, iface, "out", filter, work, &tag)
+    }
+
+    /// Like [`Capture::start`], for the packets `iface` receives (`direction` "in") or sends ("out"),
+    /// writing `<tag>.pcap` in the work directory. On the interface XDP is attached to, "in" sees
+    /// only what XDP passed: AF_PACKET taps run after the XDP program.
+    ///
+    /// In immediate mode: libpcap hands each packet over as it arrives, instead of a buffer block
+    /// at a time (up to a second late). Without it, packets of the last moment before [`finish`]
+    /// can still sit in the ring when tcpdump stops, uncounted and unreported as dropped. Headers
+    /// only (snap length 128; lengths on the wire stay exact) and an 8 MiB kernel buffer, so that
+    /// a flood of small packets fits while tcpdump waits for a busy CPU.
+    ///
+    /// [`finish`]: Capture::finish
+    pub fn start_directed(
+        ns: &'a Netns,
+        iface: &str,
+        direction: &str,
+        filter: &str,
+        work: &WorkDir,
+        tag: &str,
+    ) -> Self {
+        Self::launch(
+            ns,
+            iface,
+            &[
+                "-Q",
+                direction,
+                "--immediate-mode",
+                "-s",
+                "128",
+                "-B",
+                "8192",
+            ],
+            filter,
+            work,
+            tag,
+        )
+    }
+
+    fn launch(
+        ns: &'a Netns,
+        iface: &str,
+        options: &[&str],
+        filter: &str,
+        work: &WorkDir,
+        tag: &str,
+    ) -> Self {
         let file = work.join(format!("{tag}.pcap"));
         let log = work.join(format!("tcpdump-{tag}.log"));
         let (stdout, stderr) = output_file(&log);
         let child = ns
             .command(tool("tcpdump"))
-            .args(["-i", iface, "-n", "-U", "-Q", "out", "-Z", "root", "-w"])
+            .args(["-i", iface, "-n", "-U"])
+            .args(options)
+            .args(["-Z", "root", "-w"])
             .arg(&file)
             .arg(filter)
             .stdin(Stdio::null())
@@ -759,7 +1063,24 @@ impl<'a> Capture<'a> {
 
     /// Stops tcpdump (SIGINT: it flushes its file) and counts what it captured. Panics if the kernel
     /// dropped packets before tcpdump saw them: the count would not be a count.
-    pub fn finish(mut self) -> CaptureSummary {
+    pub fn finish(self) -> CaptureSummary {
+        let (data, file) = self.stop_and_read();
+        summarize_pcap(&data).unwrap_or_else(|err| panic!("cannot read {}: {err}", file.display()))
+    }
+
+    /// Like [`Capture::finish`], with the capture time of every SYN (SYN set, ACK clear) too, in
+    /// the order captured (pcap timestamps: wall-clock time since the epoch).
+    pub fn finish_with_syn_times(self) -> (CaptureSummary, Vec<Duration>) {
+        let (data, file) = self.stop_and_read();
+        let summary = summarize_pcap(&data)
+            .unwrap_or_else(|err| panic!("cannot read {}: {err}", file.display()));
+        let times = pcap_syn_times(&data)
+            .unwrap_or_else(|err| panic!("cannot read {}: {err}", file.display()));
+        (summary, times)
+    }
+
+    /// Stops tcpdump, checks it lost nothing, and returns the pcap file's bytes.
+    fn stop_and_read(mut self) -> (Vec<u8>, PathBuf) {
         let mut child = self.child.take().expect("a capture is finished once");
         stop_child(&mut child, libc::SIGINT);
         let log = read_lossy(&self.log);
@@ -774,8 +1095,7 @@ impl<'a> Capture<'a> {
         );
         let data = fs::read(&self.file)
             .unwrap_or_else(|err| panic!("cannot read {}: {err}", self.file.display()));
-        summarize_pcap(&data)
-            .unwrap_or_else(|err| panic!("cannot read {}: {err}", self.file.display()))
+        (data, self.file.clone())
     }
 }
 
@@ -789,12 +1109,56 @@ impl Drop for Capture<'_> {
 
 /// Counts the frames of a classic pcap file (Ethernet link type, any byte order or time resolution).
 pub fn summarize_pcap(data: &[u8]) -> Result<CaptureSummary, String> {
+    let mut summary = CaptureSummary::default();
+    for record in pcap_records(data)? {
+        summary.packets += 1;
+        summary.bytes += u64::from(record.on_wire);
+        if is_syn(record.frame) {
+            summary.syns += 1;
+        }
+    }
+    Ok(summary)
+}
+
+/// The capture time of every SYN (SYN set, ACK clear) of a classic pcap file, in file order.
+pub fn pcap_syn_times(data: &[u8]) -> Result<Vec<Duration>, String> {
+    Ok(pcap_records(data)?
+        .into_iter()
+        .filter(|record| is_syn(record.frame))
+        .map(|record| record.time)
+        .collect())
+}
+
+/// A TCP segment with SYN set and ACK clear: a connection attempt.
+fn is_syn(frame: &[u8]) -> bool {
+    matches!(
+        etherparse::SlicedPacket::from_ethernet(frame),
+        Ok(etherparse::SlicedPacket {
+            transport: Some(etherparse::TransportSlice::Tcp(tcp)),
+            ..
+        }) if tcp.syn() && !tcp.ack()
+    )
+}
+
+/// One frame of a pcap file.
+struct PcapRecord<'a> {
+    /// Capture time since the epoch.
+    time: Duration,
+    /// Length on the wire (the frame may have been cut to the snap length).
+    on_wire: u32,
+    frame: &'a [u8],
+}
+
+/// The records of a classic pcap file (Ethernet link type, any byte order or time resolution).
+fn pcap_records(data: &[u8]) -> Result<Vec<PcapRecord<'_>>, String> {
     let header = data.get(..24).ok_or("shorter than a pcap header")?;
     let magic: [u8; 4] = header[..4].try_into().map_err(|_| "no magic")?;
-    let little = match u32::from_le_bytes(magic) {
-        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+    let (little, nanos) = match u32::from_le_bytes(magic) {
+        0xa1b2_c3d4 => (true, false),
+        0xa1b2_3c4d => (true, true),
         _ => match u32::from_be_bytes(magic) {
-            0xa1b2_c3d4 | 0xa1b2_3c4d => false,
+            0xa1b2_c3d4 => (false, false),
+            0xa1b2_3c4d => (false, true),
             other => return Err(format!("not a pcap file (magic {other:#x})")),
         },
     };
@@ -810,27 +1174,31 @@ pub fn summarize_pcap(data: &[u8]) -> Result<CaptureSummary, String> {
     if link_type != 1 {
         return Err(format!("link type {link_type}, expected Ethernet (1)"));
     }
-    let mut summary = CaptureSummary::default();
+    let mut records = Vec::new();
     let mut rest = &data[24..];
     while !rest.is_empty() {
         let record = rest.get(..16).ok_or("truncated record header")?;
+        let seconds = u64::from(word(&record[..4]));
+        let fraction = u64::from(word(&record[4..8]));
         let captured = usize::try_from(word(&record[8..12])).map_err(|e| e.to_string())?;
         let on_wire = word(&record[12..16]);
         let frame = rest
             .get(16..16 + captured)
             .ok_or("truncated record (tcpdump stopped mid-write?)")?;
-        summary.packets += 1;
-        summary.bytes += u64::from(on_wire);
-        if let Ok(packet) = etherparse::SlicedPacket::from_ethernet(frame)
-            && let Some(etherparse::TransportSlice::Tcp(tcp)) = packet.transport
-            && tcp.syn()
-            && !tcp.ack()
-        {
-            summary.syns += 1;
-        }
+        let time = Duration::from_secs(seconds)
+            + if nanos {
+                Duration::from_nanos(fraction)
+            } else {
+                Duration::from_micros(fraction)
+            };
+        records.push(PcapRecord {
+            time,
+            on_wire,
+            frame,
+        });
         rest = &rest[16 + captured..];
     }
-    Ok(summary)
+    Ok(records)
 }
 
 #[cfg(test)]

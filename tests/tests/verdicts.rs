@@ -900,6 +900,67 @@ fn truncation_at_every_byte() {
     println!("{checked} truncation points checked");
 }
 
+/// The frame with an IPv4 authentication header (IPsec transport mode) between IP and TCP.
+fn with_ipv4_ah(frame: Vec<u8>) -> Vec<u8> {
+    const IP: usize = 14;
+    let mut out = frame[..IP + 20].to_vec();
+    out[IP + 9] = 51;
+    // Next header TCP, length 1 ((1 + 2) * 4 = 12 bytes), reserved, SPI, sequence number.
+    out.extend_from_slice(&[6, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+    out.extend_from_slice(&frame[IP + 20..]);
+    out
+}
+
+#[test]
+fn ipv4_ah_and_wrong_versions() {
+    let datapath = load(POLICY);
+    let mut v6_in_v4 = tcp(OTHER4, 25).build();
+    v6_in_v4[14] = 0x65;
+    let mut broken_udp = udp(OTHER4, 25).build();
+    broken_udp[14] = 0x44; // IHL 4: broken, but plainly not TCP
+    check(
+        &datapath,
+        &[
+            row(
+                "IPv4 AH, not allowlisted",
+                with_ipv4_ah(tcp(OTHER4, 25).build()),
+                XDP_DROP,
+                dropped(Reason::NotAllowlisted),
+            ),
+            row(
+                "IPv4 AH, allowlisted",
+                with_ipv4_ah(tcp(ALLOWED4, 25).build()),
+                XDP_PASS,
+                passed(Reason::Allowlisted),
+            ),
+            row(
+                "IPv4 AH, 587",
+                with_ipv4_ah(tcp(OTHER4, 587).build()),
+                XDP_PASS,
+                None,
+            ),
+            row(
+                "IPv4 AH cut before TCP",
+                with_ipv4_ah(tcp(OTHER4, 25).build())[..40].to_vec(),
+                XDP_DROP,
+                dropped(Reason::Malformed),
+            ),
+            row(
+                "version 6 behind the IPv4 ethertype: the stack's to drop",
+                v6_in_v4,
+                XDP_PASS,
+                None,
+            ),
+            row(
+                "broken IPv4 header carrying UDP",
+                broken_udp,
+                XDP_PASS,
+                None,
+            ),
+        ],
+    );
+}
+
 #[test]
 fn more_than_two_vlan_tags_are_not_looked_into() {
     // Documented limit: the datapath reads two tags (802.1ad + 802.1Q). A third is an ethertype it

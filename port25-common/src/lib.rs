@@ -20,6 +20,10 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     /// `LruHashMap<SourceKey, SourceState>`: one token bucket per source prefix (policy ratelimit).
     pub const SOURCES: &str = "SOURCES";
+    /// `LruHashMap<SourceKey, u64>`: source prefixes proven real by a completed handshake, with
+    /// until when (ns, CLOCK_MONOTONIC). Apart from `SOURCES`, so a spoofed flood churning that
+    /// table cannot evict them: only a completed handshake writes here.
+    pub const VERIFIED: &str = "VERIFIED";
     /// `Array<u64>` of one element: the global bucket's theoretical arrival time.
     pub const GLOBAL: &str = "GLOBAL";
     /// `LruHashMap<FlowKey, u32>`: handshakes the gateway answered (SYN-ACK sent), with the
@@ -109,9 +113,6 @@ pub struct SourceState {
     pub admitted: u64,
     /// New connections refused (`rate_limited`).
     pub dropped: u64,
-    /// Until when (ns, CLOCK_MONOTONIC) the prefix counts as verified: one of its clients answered
-    /// the gateway's SYN-ACK, which a spoofed source never sees.
-    pub verified_until: u64,
 }
 
 /// Key of [`maps::HANDSHAKES`]: one TCP connection, from the client's side.

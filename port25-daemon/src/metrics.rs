@@ -20,7 +20,7 @@ use prometheus_client::{
 
 use crate::{
     datapath::{Attachment, CounterMap, ifname, read_totals},
-    sources::{self, SourceMap},
+    sources::{self, SourceTables},
 };
 
 /// How many of the most-dropped source prefixes the top-K gauge exports: bounded, whatever the
@@ -47,7 +47,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(counters: Arc<CounterMap>, sources: Arc<SourceMap>) -> Self {
+    pub fn new(counters: Arc<CounterMap>, sources: Arc<SourceTables>) -> Self {
         let mut registry = Registry::default();
         let snapshot = Arc::new(RwLock::new(Snapshot::default()));
         let reloads = Family::<ReloadLabels, Counter>::default();
@@ -150,7 +150,7 @@ struct ListLabels {
 
 struct DatapathCollector {
     counters: Arc<CounterMap>,
-    sources: Arc<SourceMap>,
+    sources: Arc<SourceTables>,
     snapshot: Arc<RwLock<Snapshot>>,
 }
 
@@ -261,7 +261,7 @@ impl Collector for DatapathCollector {
             ConstGauge::new(1i64).encode(attached.encode_family(&labels)?)?;
         }
 
-        let tracked = sources::read_all(&self.sources);
+        let tracked = self.sources.read_all();
         let gauge = encoder.encode_descriptor(
             "port25_tracked_sources",
             "Source prefixes in the rate limiter's table (bounded by ratelimit.tracked_sources)",

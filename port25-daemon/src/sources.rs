@@ -1,17 +1,24 @@
 //! The rate limiter's per-prefix table, read from userspace: who is being dropped, for
 //! `port25d top` and the bounded top-K metric.
 
-use std::{
-    net::{Ipv4Addr, Ipv6Addr},
-    path::Path,
-};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use port25_common::{SourceKey, SourceState};
+use port25_common::{SourceKey, SourceState, maps};
+
+use crate::pins::PinDir;
 
 /// The `SOURCES` LRU map (aya's HashMap reads LRU hash maps too).
 pub type SourceMap = HashMap<MapData, SourceKey, SourceState>;
+/// The `VERIFIED` LRU map: prefix -> verified until (ns, CLOCK_MONOTONIC).
+pub type VerifiedMap = HashMap<MapData, SourceKey, u64>;
+
+/// The rate limiter's two tables, as userspace reads them.
+pub struct SourceTables {
+    pub sources: SourceMap,
+    pub verified: VerifiedMap,
+}
 
 /// One tracked source prefix and what its bucket did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,27 +30,35 @@ pub struct Offender {
     pub verified: bool,
 }
 
-/// Opens the map the daemon pinned at `path`.
-pub fn open_pinned(path: &Path) -> Result<SourceMap, MapError> {
-    let data = MapData::from_pin(path)?;
-    SourceMap::try_from(Map::from_map_data(data)?)
-}
-
-/// Every tracked prefix. The kernel keeps updating the map meanwhile; an entry evicted during the
-/// walk is simply skipped.
-pub fn read_all(map: &SourceMap) -> Vec<Offender> {
-    let now = monotonic_ns();
-    map.iter()
-        .filter_map(Result::ok)
-        .filter_map(|(key, state)| {
-            Some(Offender {
-                source: prefix_of(&key)?,
-                admitted: state.admitted,
-                dropped: state.dropped,
-                verified: state.verified_until > now,
-            })
+impl SourceTables {
+    /// Opens the tables a daemon pinned.
+    pub fn open_pinned(pins: &PinDir) -> Result<Self, MapError> {
+        let open = |name: &str| -> Result<Map, MapError> {
+            Map::from_map_data(MapData::from_pin(pins.map(name))?)
+        };
+        Ok(Self {
+            sources: SourceMap::try_from(open(maps::SOURCES)?)?,
+            verified: VerifiedMap::try_from(open(maps::VERIFIED)?)?,
         })
-        .collect()
+    }
+
+    /// Every tracked prefix. The kernel keeps updating the maps meanwhile; an entry evicted during
+    /// the walk is simply skipped.
+    pub fn read_all(&self) -> Vec<Offender> {
+        let now = monotonic_ns();
+        self.sources
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(key, state)| {
+                Some(Offender {
+                    source: prefix_of(&key)?,
+                    admitted: state.admitted,
+                    dropped: state.dropped,
+                    verified: self.verified.get(&key, 0).is_ok_and(|until| until > now),
+                })
+            })
+            .collect()
+    }
 }
 
 /// The `k` prefixes with the most dropped SYNs (none with zero), most first.

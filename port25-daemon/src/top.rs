@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use crate::{
     pins,
-    sources::{self, Offender},
+    sources::{self, Offender, SourceTables},
 };
 
 pub struct TopOptions<'a> {
@@ -21,16 +21,16 @@ pub struct TopOptions<'a> {
 }
 
 pub fn top(options: &TopOptions<'_>) -> anyhow::Result<()> {
-    let path = pins::PinDir::existing(options.pin_dir).map(port25_common::maps::SOURCES);
-    let map = sources::open_pinned(&path).with_context(|| {
+    let pins = pins::PinDir::existing(options.pin_dir);
+    let tables = SourceTables::open_pinned(&pins).with_context(|| {
         format!(
-            "no source table at {}: is port25d running (with this --pin-dir)?",
-            path.display()
+            "no source table in {}: is port25d running (with this --pin-dir)?",
+            pins.maps().display()
         )
     })?;
     let mut previous: Option<Vec<Offender>> = None;
     loop {
-        let all = sources::read_all(&map);
+        let all = tables.read_all();
         let tracked = all.len();
         let rows = if options.all {
             let mut rows = all.clone();

@@ -18,6 +18,8 @@ use crate::parse::Addr;
 static SOURCES: LruHashMap<SourceKey, SourceState> = LruHashMap::pinned(DEFAULT_TRACKED_SOURCES, 0);
 #[map]
 static GLOBAL: Array<u64> = Array::pinned(1, 0);
+#[map]
+static VERIFIED: LruHashMap<SourceKey, u64> = LruHashMap::pinned(DEFAULT_TRACKED_SOURCES, 0);
 
 /// Compare-and-swap attempts before a contended bucket counts as empty: only a flood from one
 /// prefix on every CPU at once gets there.
@@ -51,7 +53,6 @@ pub fn admit(settings: &Settings, source: &Addr) -> bool {
                 tat: now + settings.syn_interval_ns,
                 admitted: 0,
                 dropped: 0,
-                verified_until: 0,
             };
             let inserted = SOURCES.insert(key, fresh, BPF_NOEXIST as u64).is_ok();
             let Some(state) = SOURCES.get_ptr_mut(key) else {
@@ -60,8 +61,9 @@ pub fn admit(settings: &Settings, source: &Addr) -> bool {
             (state, inserted || bucket(state))
         }
     };
-    // SAFETY: a pointer into the map value; a stale read only delays the verification by a packet.
-    let verified = unsafe { (&raw const (*state).verified_until).read_volatile() } > now;
+    let verified = settings.verified_ttl_ns != 0
+        // SAFETY: the value is a plain u64 read while the program runs.
+        && unsafe { VERIFIED.get(key) }.is_some_and(|&until| until > now);
     let admitted = own_token
         && (verified
             || match GLOBAL.get_ptr_mut(0) {
@@ -88,19 +90,15 @@ pub fn admit(settings: &Settings, source: &Addr) -> bool {
     admitted
 }
 
-/// Marks the source's prefix verified for the configured time (if it is still tracked).
+/// Marks the source's prefix verified for the configured time.
 #[inline(always)]
 pub fn mark_verified(settings: &Settings, source: &Addr) {
     if settings.verified_ttl_ns == 0 {
         return;
     }
-    if let Some(state) = SOURCES.get_ptr_mut(source_key(settings, source)) {
-        // SAFETY: a helper without arguments; `state` points into the map value.
-        unsafe {
-            let until = bpf_ktime_get_ns() + settings.verified_ttl_ns;
-            (&raw mut (*state).verified_until).write_volatile(until);
-        }
-    }
+    // SAFETY: a helper without arguments.
+    let until = unsafe { bpf_ktime_get_ns() } + settings.verified_ttl_ns;
+    let _ = VERIFIED.insert(source_key(settings, source), until, 0);
 }
 
 /// One GCRA step: admit if the TAT is at most `tolerance` ahead of now, and push it one interval.

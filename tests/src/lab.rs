@@ -325,6 +325,7 @@ pub struct Daemon<'a> {
     child: Option<Child>,
     log: PathBuf,
     metrics: SocketAddr,
+    control_socket: PathBuf,
 }
 
 impl<'a> Daemon<'a> {
@@ -351,6 +352,9 @@ impl<'a> Daemon<'a> {
     }
 
     /// Like [`Daemon::start`], with more arguments for `port25d run` (e.g. `--pin-dir DIR`).
+    /// Unless they say otherwise, the daemon keeps its state and control socket beside its log
+    /// (tests run side by side), and pins in a bpffs of its own (`ip netns exec` gives it a
+    /// fresh /sys, where it mounts one).
     pub fn start_with_args(
         ns: &'a Netns,
         config: &Path,
@@ -358,6 +362,20 @@ impl<'a> Daemon<'a> {
         log: &Path,
         extra: &[&OsStr],
     ) -> Self {
+        let given = |flag: &str| extra.iter().position(|a| *a == OsStr::new(flag));
+        let control_socket = match given("--control-socket") {
+            Some(i) => PathBuf::from(extra[i + 1]),
+            None => log.with_extension("sock"),
+        };
+        let mut defaults: Vec<std::ffi::OsString> = Vec::new();
+        if given("--control-socket").is_none() {
+            defaults.push("--control-socket".into());
+            defaults.push(control_socket.clone().into());
+        }
+        if given("--state-dir").is_none() {
+            defaults.push("--state-dir".into());
+            defaults.push(log.with_extension("state").into());
+        }
         let (stdout, stderr) = output_file(log);
         let child = ns
             .command(Self::binary())
@@ -367,6 +385,7 @@ impl<'a> Daemon<'a> {
             .arg("--metrics-listen")
             .arg(metrics.to_string())
             .args(extra)
+            .args(&defaults)
             .env("NO_COLOR", "1") // a log file, not a terminal (port25d also checks)
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -378,6 +397,7 @@ impl<'a> Daemon<'a> {
             child: Some(child),
             log: log.to_path_buf(),
             metrics,
+            control_socket,
         };
         let ready = poll(Duration::from_secs(20), || {
             if let Some(status) = daemon.exit_status() {
@@ -395,6 +415,36 @@ impl<'a> Daemon<'a> {
             );
         }
         daemon
+    }
+
+    /// Its control socket, for `port25d allow|deny|status --control-socket`.
+    pub fn control_socket(&self) -> &Path {
+        &self.control_socket
+    }
+
+    /// Runs a `port25d` client command against this daemon (`--control-socket` added): exit
+    /// code, stdout, stderr.
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(Self::binary())
+            .args(args)
+            .arg("--control-socket")
+            .arg(&self.control_socket)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run port25d {args:?}: {err}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Kills it with SIGKILL, as the OOM killer or a crash would, and waits for it.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The daemon's process id (`ip netns exec` execs it, so this is port25d itself).

@@ -18,11 +18,16 @@ fn write_config(work: &WorkDir, name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
-/// Runs `port25d ARGS` to completion inside `ns`; returns (exit code, stderr).
-fn port25d(ns: &Netns, args: &[&str]) -> (i32, String) {
+/// Runs `port25d run ARGS` to completion inside `ns`, with state and control socket of its own in
+/// `work`; returns (exit code, stderr).
+fn port25d(ns: &Netns, work: &WorkDir, args: &[&str]) -> (i32, String) {
     let out = ns
         .command(Daemon::binary())
         .args(args)
+        .arg("--control-socket")
+        .arg(work.join("run.sock"))
+        .arg("--state-dir")
+        .arg(work.join("run-state"))
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
@@ -46,6 +51,7 @@ fn refused_native_mode_says_what_to_try_and_auto_falls_back() {
 
     let (code, stderr) = port25d(
         &ns,
+        &work,
         &[
             "run",
             "--config",
@@ -64,7 +70,11 @@ fn refused_native_mode_says_what_to_try_and_auto_falls_back() {
     assert!(stderr.contains("try --xdp-mode skb"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    let (code, stderr) = port25d(&ns, &["run", "--config", config, "--iface", "p25nosuch0"]);
+    let (code, stderr) = port25d(
+        &ns,
+        &work,
+        &["run", "--config", config, "--iface", "p25nosuch0"],
+    );
     assert_eq!(code, 1);
     assert!(stderr.contains("\"p25nosuch0\" does not exist"), "{stderr}");
 
@@ -133,6 +143,10 @@ fn kernel_log_lines_reach_the_daemon_log() {
             "--metrics-listen",
             "127.0.0.1:9725",
         ])
+        .arg("--control-socket")
+        .arg(work.join("klog.sock"))
+        .arg("--state-dir")
+        .arg(work.join("klog-state"))
         .env("NO_COLOR", "1")
         .env("PORT25_LOG", "info,port25=debug")
         .stdout(std::fs::File::create(&log).unwrap())

@@ -85,6 +85,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     // daemon on the same host finds out that one already runs.
     let (requests_tx, mut requests) = mpsc::channel(64);
     let control = control::serve(&options.control_socket, requests_tx)?;
+    let _socket_file = RemoveOnDrop(options.control_socket.clone());
 
     let pins = PinDir::persistent(&options.pin_dir)?;
     let mut datapath = Datapath::load_in(&config, kernel_log_level(), pins)?;
@@ -101,7 +102,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     datapath.remove_foreign_maps();
     spawn_log_forwarder(&mut datapath);
 
-    let metrics = Arc::new(Metrics::new(datapath.counter_map(), datapath.source_map()));
+    let metrics = Arc::new(Metrics::new(
+        datapath.counter_map(),
+        datapath.source_tables(),
+    ));
     let listener = bind(config.metrics_listen).await?;
     let server = tokio::spawn(Arc::clone(&metrics).serve(listener));
     info!(
@@ -165,7 +169,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     notify(&[sd_notify::NotifyState::Stopping]);
     server.abort();
     control.abort();
-    let _ = std::fs::remove_file(&daemon.options.control_socket);
     daemon.datapath.release(match on_exit {
         OnExit::Detach => datapath::OnExit::Detach,
         OnExit::Keep => datapath::OnExit::Keep,
@@ -191,7 +194,7 @@ impl Daemon {
                     .reloads
                     .get_or_create(&ReloadLabels { result: "failure" })
                     .inc();
-                error!("reload ({why}) rejected, the running policy stays: {err:#}");
+                error!("reload rejected ({why}), the running policy stays: {err:#}");
             }
         }
     }
@@ -287,6 +290,15 @@ impl Daemon {
     fn publish_counts(&self) {
         let (allow, deny) = effective_lists(&self.config, &self.runtime);
         self.publish(&allow, &deny);
+    }
+}
+
+/// Removes a file when dropped: the control socket goes on every way out of `run`, errors included.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

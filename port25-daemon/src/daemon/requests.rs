@@ -155,7 +155,7 @@ impl Daemon {
             generation: self.datapath.generation(),
             reloads_ok: self.reloads_ok,
             reloads_failed: self.reloads_failed,
-            tracked_sources: crate::sources::read_all(&self.datapath.source_map()).len(),
+            tracked_sources: self.datapath.source_tables().read_all().len(),
             counters,
         }
     }

@@ -25,7 +25,11 @@ pub use self::{
     links::{Attachment, ifindex, ifname},
     policy::{List, LiveLists},
 };
-use crate::{config::Config, pins::PinDir, sources::SourceMap};
+use crate::{
+    config::Config,
+    pins::PinDir,
+    sources::{SourceMap, SourceTables, VerifiedMap},
+};
 
 /// The programs built by build.rs from port25-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port25"));
@@ -93,7 +97,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     pins: PinDir,
     counters: Arc<CounterMap>,
-    sources: Arc<SourceMap>,
+    sources: Arc<SourceTables>,
     /// The live policy generation (the value in `ACTIVE`).
     generation: u32,
     /// The list entries of the live generation, when known (not after adopting maps that a killed
@@ -129,7 +133,9 @@ impl Datapath {
         }
         let adopted = pins.map(maps::ACTIVE).exists();
         if adopted {
-            resize_sources_if_needed(&pins, config.ratelimit.tracked_sources);
+            for name in [maps::SOURCES, maps::VERIFIED] {
+                resize_if_needed(&pins, name, config.ratelimit.tracked_sources);
+            }
             tracing::info!(
                 "adopting the maps pinned in {} (policy, counters, buckets)",
                 pins.maps().display()
@@ -140,6 +146,7 @@ impl Datapath {
             .default_map_pin_directory(&maps_dir)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .map_max_entries(maps::SOURCES, config.ratelimit.tracked_sources)
+            .map_max_entries(maps::VERIFIED, config.ratelimit.tracked_sources)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)))?;
         xdp_mut(&mut ebpf)?.load().map_err(Error::program)?;
@@ -148,11 +155,13 @@ impl Datapath {
         let counters = CounterMap::try_from(counters).map_err(Error::map(maps::COUNTERS))?;
         let sources = take_map(&mut ebpf, maps::SOURCES)?;
         let sources = SourceMap::try_from(sources).map_err(Error::map(maps::SOURCES))?;
+        let verified = take_map(&mut ebpf, maps::VERIFIED)?;
+        let verified = VerifiedMap::try_from(verified).map_err(Error::map(maps::VERIFIED))?;
         let mut datapath = Self {
             ebpf,
             pins,
             counters: Arc::new(counters),
-            sources: Arc::new(sources),
+            sources: Arc::new(SourceTables { sources, verified }),
             generation: 0,
             live: None,
             adopted,
@@ -178,7 +187,7 @@ impl Datapath {
         Arc::clone(&self.counters)
     }
 
-    pub fn source_map(&self) -> Arc<SourceMap> {
+    pub fn source_tables(&self) -> Arc<SourceTables> {
         Arc::clone(&self.sources)
     }
 
@@ -324,10 +333,10 @@ pub fn open_pinned_counters(pins: &PinDir) -> Result<CounterMap, aya::maps::MapE
     CounterMap::try_from(Map::from_map_data(data)?)
 }
 
-/// The rate limiter's table is sized at creation; a pinned one of another size is dropped so the
+/// The rate limiter's tables are sized at creation; a pinned one of another size is dropped so the
 /// new load makes one of the configured size (bucket state restarts, nothing else is lost).
-fn resize_sources_if_needed(pins: &PinDir, wanted: u32) {
-    let path = pins.map(maps::SOURCES);
+fn resize_if_needed(pins: &PinDir, name: &str, wanted: u32) {
+    let path = pins.map(name);
     let Ok(size) = MapData::from_pin(&path)
         .and_then(|m| m.info())
         .map(|i| i.max_entries())

@@ -1,0 +1,504 @@
+//! Operations, as an operator runs port25 for years: the filter outlives a killed daemon and a
+//! restart takes it over; runtime lists (fail2ban's way in) expire and survive restarts; a hundred
+//! reloads under mail traffic lose nothing; watched list directories reload by themselves.
+//!
+//! ```text
+//!   allowed  cl0 198.18.60.10/24 ── gw0 198.18.60.1/24 ┐
+//!                                                      gw (smtp-sink :25, port25d on gw0 and gw1)
+//!   other    cl0 198.18.61.20/24 ── gw1 198.18.61.1/24 ┘
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::{
+    ffi::OsStr,
+    fs,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use port25_tests::{
+    lab::{
+        BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, metric, metric_sum, poll, require_tools,
+        send_mail, veth,
+    },
+    require_root,
+};
+
+const GW_A: &str = "198.18.60.1";
+const ALLOWED: &str = "198.18.60.10";
+const GW_B: &str = "198.18.61.1";
+const OTHER: &str = "198.18.61.20";
+const METRICS: &str = "127.0.0.1:9725";
+
+fn ip(addr: &str) -> IpAddr {
+    addr.parse().unwrap()
+}
+
+/// The gateway with its two clients and an SMTP server.
+struct Lab {
+    gw: Netns,
+    allowed: Netns,
+    other: Netns,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        require_root();
+        require_tools(&["ip", "curl", "swaks", "smtp-sink", "ss"]);
+        let lab = Self {
+            gw: Netns::new(&format!("{tag}-gw")),
+            allowed: Netns::new(&format!("{tag}-a")),
+            other: Netns::new(&format!("{tag}-b")),
+        };
+        veth(
+            &VethEnd::new(&lab.gw, "gw0", "198.18.60.1/24", "2001:db8:60::1/64"),
+            &VethEnd::new(&lab.allowed, "cl0", "198.18.60.10/24", "2001:db8:60::10/64"),
+        );
+        veth(
+            &VethEnd::new(&lab.gw, "gw1", "198.18.61.1/24", "2001:db8:61::1/64"),
+            &VethEnd::new(&lab.other, "cl0", "198.18.61.20/24", "2001:db8:61::20/64"),
+        );
+        lab
+    }
+
+    fn delivers_from_allowed(&self) -> bool {
+        send_mail(&self.allowed, ip(ALLOWED), ip(GW_A), 25).delivered
+    }
+
+    fn delivers_from_other(&self) -> bool {
+        send_mail(&self.other, ip(OTHER), ip(GW_B), 25).delivered
+    }
+}
+
+fn config(path: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        "interfaces = [\"gw0\", \"gw1\"]\npolicy = \"drop\"\n{extra}\n[metrics]\nlisten = \"{METRICS}\"\n"
+    );
+    fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+fn pin_args(bpf: &BpfFs) -> Vec<std::ffi::OsString> {
+    vec!["--pin-dir".into(), bpf.pin_dir().into()]
+}
+
+fn start<'a>(lab: &'a Lab, config: &Path, log: &Path, bpf: &BpfFs, work: &WorkDir) -> Daemon<'a> {
+    let args = pin_args(bpf);
+    let mut args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    // The same state and socket across restarts of one test.
+    let state = work.join("state");
+    let socket = work.join("control.sock");
+    args.extend([
+        OsStr::new("--state-dir"),
+        state.as_os_str(),
+        OsStr::new("--control-socket"),
+        socket.as_os_str(),
+    ]);
+    Daemon::start_with_args(
+        &lab.gw,
+        config,
+        METRICS.parse::<SocketAddr>().unwrap(),
+        log,
+        &args,
+    )
+}
+
+fn packets(text: &str, verdict: &str, reason: &str) -> f64 {
+    metric_sum(
+        text,
+        "port25_packets_total",
+        &[("verdict", verdict), ("reason", reason)],
+    )
+}
+
+/// The XDP program ids attached to `iface` in `ns` (bpftool's view of the kernel).
+fn xdp_program_ids(ns: &Netns, iface: &str) -> Vec<u32> {
+    // `ip link show` prints "prog/xdp id N" (native) or "prog/xdpgeneric id N" (skb) per program.
+    let out = ns.ip(&["link", "show", iface]);
+    out.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(3)
+        .filter(|w| w[0].starts_with("prog/xdp") && w[1] == "id")
+        .filter_map(|w| w[2].parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
+    let work = WorkDir::new("ops-kill");
+    let lab = Lab::new("kill");
+    let bpf = BpfFs::mount("ops-kill");
+    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let cfg = config(
+        &work.join("port25.toml"),
+        &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
+    );
+
+    let daemon = start(&lab, &cfg, &work.join("first.log"), &bpf, &work);
+    assert!(lab.delivers_from_allowed(), "allowlisted before the kill");
+    assert!(!lab.delivers_from_other(), "blocked before the kill");
+    let before = daemon.scrape();
+    let passed_before = packets(&before, "pass", "allowlisted");
+    let dropped_before = packets(&before, "drop", "not_allowlisted");
+    let program_before = xdp_program_ids(&lab.gw, "gw0");
+    daemon.kill();
+
+    // Nobody runs: the pinned links keep the program attached, enforcing the last policy.
+    assert!(
+        lab.delivers_from_allowed(),
+        "an allowlisted client still delivers after SIGKILL"
+    );
+    assert!(
+        !lab.delivers_from_other(),
+        "a blocked source still fails after SIGKILL"
+    );
+    let status = Daemon::binary();
+    let out = std::process::Command::new(&status)
+        .args(["status", "--control-socket"])
+        .arg(work.join("control.sock"))
+        .arg("--pin-dir")
+        .arg(bpf.pin_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "status of a killed daemon:\n{text}"
+    );
+    assert!(text.contains("still attached and enforcing"), "{text}");
+    assert!(
+        text.contains("xdp-native-gw0") && text.contains("xdp-native-gw1"),
+        "{text}"
+    );
+
+    // The restart adopts maps and links: one program per interface, counters keep counting.
+    let daemon = start(&lab, &cfg, &work.join("second.log"), &bpf, &work);
+    let log = daemon.log();
+    assert!(log.contains("adopting the maps pinned"), "{log}");
+    assert!(
+        log.contains("gw0: took over the pinned native XDP link atomically"),
+        "{log}"
+    );
+    let program_after = xdp_program_ids(&lab.gw, "gw0");
+    assert_eq!(
+        program_after.len(),
+        1,
+        "exactly one XDP program on gw0: {program_after:?}"
+    );
+    assert_ne!(
+        program_after, program_before,
+        "the new build's program replaced the old one"
+    );
+    let after = daemon.scrape();
+    let passed_after = packets(&after, "pass", "allowlisted");
+    let dropped_after = packets(&after, "drop", "not_allowlisted");
+    println!(
+        "counters across the kill: pass/allowlisted {passed_before} -> {passed_after}, drop/not_allowlisted {dropped_before} -> {dropped_after}"
+    );
+    // What the kernel counted while no daemon ran is there too.
+    assert!(
+        passed_after > passed_before,
+        "allowlisted packets sent meanwhile are counted"
+    );
+    assert!(
+        dropped_after > dropped_before,
+        "drops while the daemon was dead are counted"
+    );
+    let (code, out, _) = daemon.cli(&["status", "--pin-dir", bpf.pin_dir().to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("taken over from a previous daemon"), "{out}");
+
+    // on_exit = detach (the default): SIGTERM removes the filter and its pins.
+    assert!(daemon.stop().success());
+    assert!(
+        xdp_program_ids(&lab.gw, "gw0").is_empty(),
+        "detached on SIGTERM"
+    );
+    assert!(
+        !bpf.pin_dir().join("links").exists(),
+        "pins removed on SIGTERM"
+    );
+    assert!(lab.delivers_from_other(), "nothing filters any more");
+}
+
+#[test]
+fn on_exit_keep_and_detach() {
+    let work = WorkDir::new("ops-keep");
+    let lab = Lab::new("keep");
+    let bpf = BpfFs::mount("ops-keep");
+    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let cfg = config(
+        &work.join("port25.toml"),
+        &format!("on_exit = \"keep\"\n[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
+    );
+    let daemon = start(&lab, &cfg, &work.join("keep.log"), &bpf, &work);
+    assert!(daemon.stop().success());
+    assert!(
+        !lab.delivers_from_other(),
+        "on_exit = keep: still enforcing after SIGTERM"
+    );
+    assert!(lab.delivers_from_allowed());
+    // `port25d detach` without a daemon removes the pins, and with them the filter.
+    let out = std::process::Command::new(Daemon::binary())
+        .args(["detach", "--control-socket"])
+        .arg(work.join("control.sock"))
+        .arg("--pin-dir")
+        .arg(bpf.pin_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(xdp_program_ids(&lab.gw, "gw0").is_empty(), "detached");
+    assert!(lab.delivers_from_other(), "nothing filters any more");
+    // And a running daemon is asked to detach and stop.
+    let daemon = start(&lab, &cfg, &work.join("again.log"), &bpf, &work);
+    let (code, out, err) = daemon.cli(&["detach", "--pin-dir", bpf.pin_dir().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let stopped = poll(Duration::from_secs(10), || {
+        (!xdp_program_ids(&lab.gw, "gw1").is_empty())
+            .then_some(())
+            .xor(Some(()))
+    });
+    assert!(stopped.is_some(), "detached by request");
+    assert!(!bpf.pin_dir().exists(), "pins removed");
+}
+
+#[test]
+fn runtime_lists_expire_and_survive_a_restart() {
+    let work = WorkDir::new("ops-runtime");
+    let lab = Lab::new("rt");
+    let bpf = BpfFs::mount("ops-runtime");
+    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let cfg = config(
+        &work.join("port25.toml"),
+        &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
+    );
+    let daemon = start(&lab, &cfg, &work.join("first.log"), &bpf, &work);
+    assert!(!lab.delivers_from_other());
+
+    // Allowed for 3 seconds, then blocked again by itself.
+    let (code, out, err) = daemon.cli(&["allow", "add", OTHER, "--ttl", "3s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("added 198.18.61.20/32 to the allow list (expires in 3s)"),
+        "{out}"
+    );
+    assert!(
+        lab.delivers_from_other(),
+        "runtime allow takes effect at once"
+    );
+    let expired = poll(Duration::from_secs(10), || {
+        daemon
+            .log()
+            .contains("runtime allow entry 198.18.61.20/32 expired")
+            .then_some(())
+    });
+    assert!(expired.is_some(), "no expiry in the log:\n{}", daemon.log());
+    assert!(!lab.delivers_from_other(), "blocked again after expiry");
+
+    // A deny entry beats the config's allow entry, and survives a restart (fail2ban's ban).
+    let (code, out, err) = daemon.cli(&["deny", "add", ALLOWED, "--ttl", "-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!lab.delivers_from_allowed(), "denied at once");
+    let (code, out, _) = daemon.cli(&["deny", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("198.18.60.10/32") && out.contains("no expiry"),
+        "{out}"
+    );
+    assert!(daemon.stop().success());
+    let daemon = start(&lab, &cfg, &work.join("second.log"), &bpf, &work);
+    assert!(
+        !lab.delivers_from_allowed(),
+        "the deny entry survived the restart"
+    );
+    let text = daemon.scrape();
+    assert_eq!(
+        metric(&text, "port25_list_entries", &[("list", "deny")]),
+        Some(1.0),
+        "{text}"
+    );
+
+    // Mistakes get clear answers and change nothing.
+    let (code, _, err) = daemon.cli(&["deny", "add", "198.18.60.10/24"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("host bits set in 198.18.60.10/24; did you mean 198.18.60.0/24?"),
+        "{err}"
+    );
+    let (code, _, err) = daemon.cli(&["deny", "del", "198.18.99.0/24"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not in the runtime deny list"), "{err}");
+    let (code, _, err) = daemon.cli(&["allow", "del", &format!("{ALLOWED}/32")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is in the allow list of the config"), "{err}");
+
+    let (code, out, err) = daemon.cli(&["deny", "del", ALLOWED]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(lab.delivers_from_allowed(), "unbanned");
+    let log = daemon.log();
+    assert!(
+        log.contains("runtime deny del 198.18.60.10/32"),
+        "every change is logged:\n{log}"
+    );
+}
+
+#[test]
+fn a_hundred_reloads_under_mail_traffic_lose_nothing() {
+    let work = WorkDir::new("ops-reloads");
+    let lab = Lab::new("reload");
+    let bpf = BpfFs::mount("ops-reloads");
+    let sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    // Two policies that differ in everything but the allowlisted client: other lists, ports,
+    // mode of the rest.
+    let path = work.join("port25.toml");
+    let a = format!(
+        "[allow]\ncidrs = [\"{ALLOWED}/32\", \"198.18.200.0/24\"]\n[deny]\ncidrs = [\"198.18.201.0/24\"]"
+    );
+    let b = format!(
+        "ports = [25, 2525]\n[allow]\ncidrs = [\"198.18.60.0/24\", \"2001:db8:600::/48\"]\n[deny]\ncidrs = [\"198.18.202.0/24\", \"198.18.61.0/24\"]"
+    );
+    config(&path, &a);
+    let mut daemon = start(&lab, &path, &work.join("reloads.log"), &bpf, &work);
+
+    let sending = AtomicBool::new(true);
+    let (sent, delivered) = thread::scope(|scope| {
+        let mail = scope.spawn(|| {
+            let (mut sent, mut delivered) = (0, 0);
+            while sending.load(Ordering::Relaxed) {
+                sent += 1;
+                if send_mail(&lab.allowed, ip(ALLOWED), ip(GW_A), 25).delivered {
+                    delivered += 1;
+                }
+            }
+            (sent, delivered)
+        });
+        let started = Instant::now();
+        for i in 0..100 {
+            config(&path, if i % 2 == 0 { &b } else { &a });
+            daemon.hup();
+            // Let each reload land before the next rewrites the file.
+            let want = f64::from(i + 1);
+            let landed = poll(Duration::from_secs(10), || {
+                (metric(
+                    &daemon.scrape(),
+                    "port25_config_reloads_total",
+                    &[("result", "success")],
+                ) >= Some(want))
+                .then_some(())
+            });
+            assert!(
+                landed.is_some(),
+                "reload {} did not land:\n{}",
+                i + 1,
+                daemon.log()
+            );
+        }
+        println!("100 reloads in {:?}", started.elapsed());
+        // Keep mail flowing a moment after the last reload.
+        thread::sleep(Duration::from_millis(500));
+        sending.store(false, Ordering::Relaxed);
+        mail.join().unwrap()
+    });
+    let text = daemon.scrape();
+    let drops: f64 = ["drop", "would_drop"]
+        .iter()
+        .map(|verdict| metric_sum(&text, "port25_packets_total", &[("verdict", verdict)]))
+        .sum();
+    let passed = packets(&text, "pass", "allowlisted");
+    println!(
+        "mail during 100 reloads: {delivered}/{sent} delivered; {passed} packets passed, {drops} dropped"
+    );
+    assert!(
+        sent >= 5,
+        "the client sent only {sent} messages during the reloads"
+    );
+    assert_eq!(
+        delivered, sent,
+        "every message sent during the reloads is delivered"
+    );
+    assert_eq!(
+        sink.wait_for_messages(ip(ALLOWED), sent),
+        sent,
+        "and received"
+    );
+    assert_eq!(
+        drops, 0.0,
+        "no packet of the allowlisted client was dropped:\n{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "port25_config_reloads_total",
+            &[("result", "failure")]
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn watched_directories_reload_by_themselves() {
+    let work = WorkDir::new("ops-watch");
+    let lab = Lab::new("watch");
+    let bpf = BpfFs::mount("ops-watch");
+    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let feeds = work.join("deny.d");
+    fs::create_dir_all(&feeds).unwrap();
+    let cfg = config(
+        &work.join("port25.toml"),
+        &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]\n[deny]\ndirs = [\"deny.d\"]"),
+    );
+    let daemon = start(&lab, &cfg, &work.join("watch.log"), &bpf, &work);
+    assert!(lab.delivers_from_allowed());
+    // A blocklist feed drops a file in: the next look (every 5 s) reloads.
+    fs::write(
+        feeds.join("feed.txt"),
+        "# a feed\n198.18.60.0/24\n2001:db8:bad::/48\n",
+    )
+    .unwrap();
+    let reloaded = poll(Duration::from_secs(15), || {
+        (metric(&daemon.scrape(), "port25_list_entries", &[("list", "deny")]) == Some(2.0))
+            .then_some(())
+    });
+    assert!(
+        reloaded.is_some(),
+        "the feed was not loaded:\n{}",
+        daemon.log()
+    );
+    assert!(
+        !lab.delivers_from_allowed(),
+        "the feed's deny entry applies"
+    );
+    // A broken feed is rejected and the policy stays.
+    fs::write(feeds.join("broken.txt"), "198.18.0.1/8\n").unwrap();
+    let rejected = poll(Duration::from_secs(15), || {
+        daemon.log().contains("broken.txt:1").then_some(())
+    });
+    assert!(
+        rejected.is_some(),
+        "no rejection naming the file:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        metric(&daemon.scrape(), "port25_list_entries", &[("list", "deny")]),
+        Some(2.0)
+    );
+    fs::remove_file(feeds.join("broken.txt")).unwrap();
+    fs::remove_file(feeds.join("feed.txt")).unwrap();
+    let emptied = poll(Duration::from_secs(15), || {
+        (metric(&daemon.scrape(), "port25_list_entries", &[("list", "deny")]) == Some(0.0))
+            .then_some(())
+    });
+    assert!(emptied.is_some(), "{}", daemon.log());
+    assert!(lab.delivers_from_allowed(), "the feed's entries are gone");
+}

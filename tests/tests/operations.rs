@@ -502,3 +502,67 @@ fn watched_directories_reload_by_themselves() {
     assert!(emptied.is_some(), "{}", daemon.log());
     assert!(lab.delivers_from_allowed(), "the feed's entries are gone");
 }
+
+#[test]
+fn a_million_cidrs_load_without_blocking_the_daemon() {
+    const ENTRIES: usize = 1_000_000;
+    let work = WorkDir::new("ops-million");
+    let lab = Lab::new("million");
+    let bpf = BpfFs::mount("ops-million");
+    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    // One /64 per entry inside 2001:db8::/32: list data only, never traffic.
+    let mut list = String::with_capacity(ENTRIES * 28);
+    for i in 0..ENTRIES {
+        list.push_str(&format!("2001:db8:{:x}:{:x}::/64\n", i >> 16, i & 0xffff));
+    }
+    fs::write(work.join("big.txt"), list).unwrap();
+    let path = work.join("port25.toml");
+    config(&path, &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"));
+    let mut daemon = start(&lab, &path, &work.join("million.log"), &bpf, &work);
+
+    config(
+        &path,
+        &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]\n[deny]\nfiles = [\"big.txt\"]"),
+    );
+    let started = Instant::now();
+    daemon.hup();
+    // While it loads, the daemon keeps answering scrapes.
+    let (mut scrapes, mut slowest) = (0, Duration::ZERO);
+    let loaded = poll(Duration::from_secs(180), || {
+        let asked = Instant::now();
+        let text = daemon.scrape();
+        slowest = slowest.max(asked.elapsed());
+        scrapes += 1;
+        (metric(&text, "port25_list_entries", &[("list", "deny")]) == Some(ENTRIES as f64))
+            .then_some(())
+    });
+    let took = started.elapsed();
+    assert!(
+        loaded.is_some(),
+        "the million entries did not load:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    let progress = log
+        .lines()
+        .filter(|l| l.contains("writing lists into the kernel"))
+        .count();
+    println!(
+        "1,000,000 CIDRs loaded in {took:?} (debug build); {scrapes} scrapes answered meanwhile, the slowest in {slowest:?}; {progress} progress lines"
+    );
+    assert!(progress >= 4, "progress in the log:\n{log}");
+    assert!(
+        scrapes >= 3,
+        "the metrics endpoint kept answering during the load"
+    );
+    // And the policy works: an address in the list is denied, the allowlisted client is not.
+    assert!(lab.delivers_from_allowed());
+    let (code, out, err) = daemon.cli(&[
+        "status",
+        "--json",
+        "--pin-dir",
+        bpf.pin_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"total\": 1000000"), "{out}");
+}

@@ -365,9 +365,7 @@ fn a_hundred_reloads_under_mail_traffic_lose_nothing() {
     let a = format!(
         "[allow]\ncidrs = [\"{ALLOWED}/32\", \"198.18.200.0/24\"]\n[deny]\ncidrs = [\"198.18.201.0/24\"]"
     );
-    let b = format!(
-        "ports = [25, 2525]\n[allow]\ncidrs = [\"198.18.60.0/24\", \"2001:db8:600::/48\"]\n[deny]\ncidrs = [\"198.18.202.0/24\", \"198.18.61.0/24\"]"
-    );
+    let b = "ports = [25, 2525]\n[allow]\ncidrs = [\"198.18.60.0/24\", \"2001:db8:600::/48\"]\n[deny]\ncidrs = [\"198.18.202.0/24\", \"198.18.61.0/24\"]".to_owned();
     config(&path, &a);
     let mut daemon = start(&lab, &path, &work.join("reloads.log"), &bpf, &work);
 

@@ -1,6 +1,7 @@
 //! port25d: the userspace half of port25. It owns the policy, keeps the kernel maps in step with
 //! it, and exports what the kernel counted.
 
+pub mod audit;
 pub mod config;
 pub mod control;
 pub mod daemon;

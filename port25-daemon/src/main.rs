@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use port25_daemon::{
+    audit,
     config::{Config, Overrides, XdpModeSetting},
     control::{self, DEFAULT_SOCKET, Request, Response},
     daemon::{DEFAULT_STATE_DIR, RunOptions, run},
@@ -104,6 +105,20 @@ enum Command {
         /// Seconds between refreshes.
         #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
         interval: f64,
+    },
+    /// Check what listens on or connects to SMTP ports (25, 465, 587), by process, and whether
+    /// the filter covers every interface a listener is reachable on; a verdict per finding.
+    /// Exit 0 when nothing needs action, 2 when a finding says NOT PROTECTED or CHECK, 1 on error.
+    ///
+    /// Example: port25d audit --json
+    Audit {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pins: PinArgs,
+        #[command(flatten)]
+        socket: SocketArgs,
     },
     /// Remove the filter: detach the programs and remove every pin. A running daemon is asked to
     /// detach and stop; otherwise the pins a stopped or killed daemon left are removed.
@@ -261,6 +276,9 @@ fn main() -> ExitCode {
             interval: Duration::from_secs_f64(interval),
         })
         .map(|()| 0),
+        Command::Audit { json, pins, socket } => {
+            audit::audit(&socket.control_socket, &pins.pin_dir, json)
+        }
         Command::Detach { socket, pins } => {
             detach(&socket.control_socket, &pins.pin_dir).map(|()| 0)
         }

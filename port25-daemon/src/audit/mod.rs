@@ -1,5 +1,539 @@
 //! `port25d audit`: what on this host listens on, or is connected to, the SMTP ports (25, 465,
-//! 587), which process holds each socket, and whether the filter covers them.
+//! 587), which process holds each socket, whether the filter is attached on every interface a
+//! listener can be reached through, and a verdict per finding saying what to do.
+//!
+//! The judging is pure ([`findings::audit`]); this module only gathers its inputs from the
+//! running system: `/proc/net/tcp{,6}` and `/proc/PID/fd` (this network namespace's sockets, every
+//! process of this PID namespace), `/etc/passwd`, `getifaddrs`, and the filter's whereabouts from
+//! the running daemon (control socket) or, when none answers, from the pins it left.
 
 pub mod findings;
 pub mod procnet;
+
+use std::{
+    collections::{HashMap, HashSet},
+    ffi::CStr,
+    fmt::Write as _,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use anyhow::Context as _;
+use aya::maps::{Array, Map, MapData};
+use port25_common::{PORT_WORDS, SLOTS, Settings, maps};
+
+pub use self::findings::{
+    Attached, FilterView, Finding, Host, Interface, Kind, Level, Process, Report, SMTP_PORTS,
+    ViewSource,
+};
+use self::procnet::{Socket, parse_passwd, parse_tcp_table, socket_inode};
+use crate::{
+    control::{self, Request, Response},
+    pins::PinDir,
+};
+
+/// Exit code when a finding needs action (NOT PROTECTED or CHECK). Errors exit 1.
+pub const NEEDS_ACTION: u8 = 2;
+
+/// Runs the audit and prints it; returns the exit code (0: nothing needs action,
+/// [`NEEDS_ACTION`]: something does).
+pub fn audit(control_socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
+    let host = read_host()?;
+    let filter = read_filter(control_socket, pin_dir);
+    let report = findings::audit(&host, &filter);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(if report.summary.needs_action {
+        NEEDS_ACTION
+    } else {
+        0
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The human form
+// ---------------------------------------------------------------------------------------------
+
+/// The report as text: what was looked at, the filter, the findings grouped by kind, a summary.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let interfaces = if report.interfaces.is_empty() {
+        "none besides loopback".to_owned()
+    } else {
+        report.interfaces.join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "port25d audit of SMTP ports {}; network interfaces up: {interfaces}",
+        join(&report.smtp_ports)
+    );
+    let _ = writeln!(out, "filter: {}", describe_filter(&report.filter));
+    for note in &report.filter.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
+    let sections = [
+        (Kind::Listener, "Listening"),
+        (Kind::NoListener, "Listening"),
+        (Kind::Outbound, "Outbound SMTP (this host as a client)"),
+        (Kind::Inbound, "Inbound SMTP sessions"),
+        (Kind::Filter, "Filter"),
+    ];
+    let mut last_title = "";
+    for (kind, title) in sections {
+        let findings: Vec<&Finding> = report.findings.iter().filter(|f| f.kind == kind).collect();
+        if findings.is_empty() {
+            continue;
+        }
+        if title != last_title {
+            let _ = writeln!(out, "\n{title}:");
+            last_title = title;
+        }
+        for finding in findings {
+            let _ = writeln!(out, "  {}", finding.what);
+            if finding.kind == Kind::Listener && !finding.reachable_on.is_empty() {
+                let filtered = if finding.filtered_on.is_empty() {
+                    "none".to_owned()
+                } else {
+                    finding.filtered_on.join(", ")
+                };
+                let _ = writeln!(
+                    out,
+                    "    reachable on {}; filtered on {filtered}",
+                    finding.reachable_on.join(", ")
+                );
+            }
+            let _ = writeln!(out, "    {}", finding.verdict);
+        }
+    }
+    let _ = writeln!(out, "\n{}", report.summary.line());
+    out
+}
+
+fn describe_filter(filter: &FilterView) -> String {
+    let attached: Vec<String> = filter
+        .attached
+        .iter()
+        .map(|a| format!("{} ({} XDP)", a.iface, a.xdp_mode))
+        .collect();
+    let ports = join(&filter.ports);
+    let mode = if filter.monitor { "monitor" } else { "enforce" };
+    match filter.source {
+        ViewSource::Daemon => format!(
+            "port25d (pid {}) answers on {}: attached to {}; protects port {ports}; mode {mode}",
+            filter.daemon_pid.unwrap_or_default(),
+            filter.control_socket,
+            if attached.is_empty() {
+                "nothing".to_owned()
+            } else {
+                attached.join(", ")
+            }
+        ),
+        ViewSource::Pins => format!(
+            "no port25d answers on {}, but the filter is pinned in {}: attached to {}, enforcing its last policy; protects port {ports}{}; mode {mode}",
+            filter.control_socket,
+            filter.pin_dir,
+            attached.join(", "),
+            if filter.ports_from == ViewSource::Pins {
+                ""
+            } else {
+                " (assumed: the pinned policy could not be read)"
+            }
+        ),
+        ViewSource::Nothing => format!(
+            "not attached anywhere (no port25d answers on {}, nothing pinned in {}); port25d protects port {ports} by default",
+            filter.control_socket, filter.pin_dir
+        ),
+    }
+}
+
+fn join(ports: &[u16]) -> String {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    ports.join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the host
+// ---------------------------------------------------------------------------------------------
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Sockets, their processes, users and interfaces of the running system.
+pub fn read_host() -> anyhow::Result<Host> {
+    let mut sockets = Vec::new();
+    for (path, required) in [("/proc/net/tcp", true), ("/proc/net/tcp6", false)] {
+        match std::fs::read_to_string(path) {
+            Ok(text) => sockets.extend(parse_tcp_table(path, &text).map_err(anyhow::Error::msg)?),
+            // No IPv6 in this kernel (ipv6.disable=1): no tcp6 table, no IPv6 sockets.
+            Err(err) if !required && err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("reading {path}")),
+        }
+    }
+    sockets.retain(|s: &Socket| {
+        SMTP_PORTS.contains(&s.local.port()) || SMTP_PORTS.contains(&s.remote.port())
+    });
+    let wanted: HashSet<u64> = sockets
+        .iter()
+        .map(|s| s.inode)
+        .filter(|&i| i != 0)
+        .collect();
+    let owners = scan_owners(Path::new("/proc"), &wanted);
+    let users = std::fs::read_to_string("/etc/passwd")
+        .map(|text| parse_passwd(&text))
+        .unwrap_or_default();
+    let unknown_owner_hint = if is_root() {
+        "it belongs to another PID namespace (a container?)"
+    } else {
+        "run the audit as root to see other users' processes"
+    }
+    .to_owned();
+    Ok(Host {
+        sockets,
+        owners,
+        users,
+        interfaces: read_interfaces()?,
+        unknown_owner_hint,
+    })
+}
+
+/// The processes holding each of the `wanted` socket inodes, found through `/proc/PID/fd/*`
+/// links (`socket:[INODE]`). Processes that vanish or cannot be read are skipped.
+pub fn scan_owners(proc_root: &Path, wanted: &HashSet<u64>) -> HashMap<u64, Vec<Process>> {
+    let mut owners: HashMap<u64, Vec<Process>> = HashMap::new();
+    if wanted.is_empty() {
+        return owners;
+    }
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return owners;
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let dir = proc_root.join(pid.to_string());
+        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+            continue;
+        };
+        let mut process = None;
+        for fd in fds.filter_map(Result::ok) {
+            let Some(inode) = std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|link| socket_inode(&link.to_string_lossy()))
+                .filter(|inode| wanted.contains(inode))
+            else {
+                continue;
+            };
+            let process = process.get_or_insert_with(|| Process {
+                pid,
+                comm: std::fs::read_to_string(dir.join("comm"))
+                    .map(|c| c.trim_end_matches('\n').to_owned())
+                    .unwrap_or_else(|_| "?".to_owned()),
+                exe: std::fs::read_link(dir.join("exe"))
+                    .ok()
+                    .map(|exe| exe.to_string_lossy().into_owned()),
+            });
+            let holders = owners.entry(inode).or_default();
+            if !holders.iter().any(|p| p.pid == pid) {
+                holders.push(process.clone());
+            }
+        }
+    }
+    owners
+}
+
+/// Every interface of this network namespace with its IPv4 and IPv6 addresses.
+pub fn read_interfaces() -> anyhow::Result<Vec<Interface>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs stores a list head in `head`, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error()).context("listing network interfaces (getifaddrs)");
+    }
+    let mut interfaces: Vec<Interface> = Vec::new();
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned, which is not freed yet.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { CStr::from_ptr(entry.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        let index = match interfaces.iter().position(|i| i.name == name) {
+            Some(index) => index,
+            None => {
+                interfaces.push(Interface {
+                    name,
+                    up: false,
+                    loopback: false,
+                    addrs: Vec::new(),
+                });
+                interfaces.len() - 1
+            }
+        };
+        let interface = &mut interfaces[index];
+        interface.up |= entry.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
+        interface.loopback |= entry.ifa_flags & (libc::IFF_LOOPBACK as libc::c_uint) != 0;
+        // SAFETY: ifa_addr is null or points to a sockaddr of the family it names.
+        if let Some(addr) = unsafe { sockaddr_ip(entry.ifa_addr) } {
+            interface.addrs.push(addr);
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once; no reference into it survives.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(interfaces)
+}
+
+/// The IP address in a sockaddr, for AF_INET and AF_INET6.
+///
+/// # Safety
+/// `addr` is null or points to a valid sockaddr whose size fits its `sa_family`.
+unsafe fn sockaddr_ip(addr: *const libc::sockaddr) -> Option<IpAddr> {
+    if addr.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and valid per the contract.
+    let family = libc::c_int::from(unsafe { (*addr).sa_family });
+    match family {
+        libc::AF_INET => {
+            // SAFETY: an AF_INET sockaddr is a sockaddr_in.
+            let sin = unsafe { &*addr.cast::<libc::sockaddr_in>() };
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
+            let sin6 = unsafe { &*addr.cast::<libc::sockaddr_in6>() };
+            Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where the filter is
+// ---------------------------------------------------------------------------------------------
+
+/// The filter as the running daemon reports it, or else as its pins show it.
+pub fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
+    let mut view = FilterView::nothing(
+        &control_socket.display().to_string(),
+        &pin_dir.display().to_string(),
+    );
+    if !is_root() {
+        view.notes.push(
+            "not running as root: the control socket, the pins and other users' processes may be out of reach".to_owned(),
+        );
+    }
+    if control::is_running(control_socket) {
+        match control::request(control_socket, &Request::Status) {
+            Ok(Response::Status(status)) => {
+                view.source = ViewSource::Daemon;
+                view.daemon_pid = Some(status.pid);
+                view.attached = status
+                    .interfaces
+                    .iter()
+                    .map(|i| Attached {
+                        iface: i.iface.clone(),
+                        xdp_mode: i.xdp_mode.clone(),
+                    })
+                    .collect();
+                view.ports.clone_from(&status.ports);
+                view.ports_from = ViewSource::Daemon;
+                view.monitor = status.mode == "monitor";
+                return view;
+            }
+            Ok(other) => view.notes.push(format!(
+                "port25d on {} answered {other:?} instead of its status; using the pins",
+                control_socket.display()
+            )),
+            Err(err) => view.notes.push(format!("{err:#}; using the pins")),
+        }
+    }
+    let pins = PinDir::existing(pin_dir);
+    view.attached = pins
+        .all_links()
+        .iter()
+        .filter_map(|(name, _)| parse_link_name(name))
+        .collect();
+    if view.attached.is_empty() {
+        return view;
+    }
+    view.source = ViewSource::Pins;
+    match pinned_policy(&pins) {
+        Ok((ports, monitor)) => {
+            view.ports = ports;
+            view.ports_from = ViewSource::Pins;
+            view.monitor = monitor;
+        }
+        Err(err) => view.notes.push(format!(
+            "cannot read the pinned policy in {}: {err:#}; assuming the default ports",
+            pin_dir.display()
+        )),
+    }
+    view
+}
+
+/// `xdp-native-eth0` -> eth0 in native mode (see [`PinDir::xdp_link`]); other links are not XDP.
+pub fn parse_link_name(name: &str) -> Option<Attached> {
+    let (mode, iface) = name.strip_prefix("xdp-")?.split_once('-')?;
+    (["native", "skb"].contains(&mode) && !iface.is_empty()).then(|| Attached {
+        iface: iface.to_owned(),
+        xdp_mode: mode.to_owned(),
+    })
+}
+
+/// Which SMTP ports the pinned live policy protects, and whether it is in monitor mode.
+fn pinned_policy(pins: &PinDir) -> anyhow::Result<(Vec<u16>, bool)> {
+    fn array<V: aya::Pod>(pins: &PinDir, name: &str) -> anyhow::Result<Array<MapData, V>> {
+        let path = pins.map(name);
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Array::try_from(Map::from_map_data(data)?)?)
+    }
+    let generation = array::<u32>(pins, maps::ACTIVE)?.get(&0, 0)?;
+    let slot = generation % SLOTS;
+    let settings = array::<Settings>(pins, maps::SETTINGS)?.get(&slot, 0)?;
+    let words = array::<u32>(pins, maps::PORTS)?;
+    let mut ports = Vec::new();
+    for port in SMTP_PORTS {
+        let word = words.get(&(slot * PORT_WORDS + u32::from(port) / 32), 0)?;
+        if word & (1 << (port % 32)) != 0 {
+            ports.push(port);
+        }
+    }
+    Ok((ports, settings.monitor != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names() {
+        assert_eq!(
+            parse_link_name("xdp-native-eth0"),
+            Some(Attached {
+                iface: "eth0".to_owned(),
+                xdp_mode: "native".to_owned()
+            })
+        );
+        assert_eq!(
+            parse_link_name("xdp-skb-br-lan"),
+            Some(Attached {
+                iface: "br-lan".to_owned(),
+                xdp_mode: "skb".to_owned()
+            })
+        );
+        assert_eq!(parse_link_name("tc-egress-eth0"), None);
+        assert_eq!(parse_link_name("xdp-other-eth0"), None);
+        assert_eq!(parse_link_name("xdp-native-"), None);
+    }
+
+    #[test]
+    fn this_process_owns_its_listening_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let port = listener.local_addr().expect("an address").port();
+        let text = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let sockets = parse_tcp_table("tcp", &text).expect("valid rows");
+        let socket = sockets
+            .iter()
+            .find(|s| s.local.port() == port && s.state == procnet::TcpState::LISTEN)
+            .expect("our listener in /proc/net/tcp");
+        assert_eq!(socket.local.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let owners = scan_owners(Path::new("/proc"), &HashSet::from([socket.inode]));
+        let holders = owners.get(&socket.inode).expect("an owner");
+        assert_eq!(holders[0].pid, std::process::id());
+        assert!(holders[0].exe.is_some());
+    }
+
+    #[test]
+    fn interfaces_include_loopback() {
+        let interfaces = read_interfaces().expect("getifaddrs");
+        let lo = interfaces
+            .iter()
+            .find(|i| i.loopback)
+            .expect("a loopback interface");
+        assert!(
+            lo.addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "{lo:?}"
+        );
+    }
+
+    #[test]
+    fn rendering_groups_findings_and_ends_with_the_summary() {
+        let host = Host {
+            sockets: vec![
+                Socket {
+                    local: "0.0.0.0:25".parse().expect("an address"),
+                    remote: "0.0.0.0:0".parse().expect("an address"),
+                    state: procnet::TcpState::LISTEN,
+                    uid: 0,
+                    inode: 7,
+                },
+                Socket {
+                    local: "198.18.0.1:40000".parse().expect("an address"),
+                    remote: "198.18.9.9:25".parse().expect("an address"),
+                    state: procnet::TcpState::ESTABLISHED,
+                    uid: 0,
+                    inode: 8,
+                },
+            ],
+            owners: HashMap::from([
+                (
+                    7,
+                    vec![Process {
+                        pid: 42,
+                        comm: "smtp-sink".to_owned(),
+                        exe: Some("/usr/sbin/smtp-sink".to_owned()),
+                    }],
+                ),
+                (
+                    8,
+                    vec![Process {
+                        pid: 77,
+                        comm: "perl".to_owned(),
+                        exe: None,
+                    }],
+                ),
+            ]),
+            users: HashMap::from([(0, "root".to_owned())]),
+            interfaces: vec![Interface {
+                name: "gw0".to_owned(),
+                up: true,
+                loopback: false,
+                addrs: vec!["198.18.0.1".parse().expect("an address")],
+            }],
+            unknown_owner_hint: String::new(),
+        };
+        let filter = FilterView::nothing("/run/port25/control.sock", "/sys/fs/bpf/port25");
+        let text = render(&findings::audit(&host, &filter));
+        let expected = "\
+port25d audit of SMTP ports 25, 465, 587; network interfaces up: gw0
+filter: not attached anywhere (no port25d answers on /run/port25/control.sock, nothing pinned in /sys/fs/bpf/port25); port25d protects port 25 by default
+
+Listening:
+  listening on 0.0.0.0:25: smtp-sink (pid 42, /usr/sbin/smtp-sink, user root)
+    reachable on gw0; filtered on none
+    NOT PROTECTED: no port25 filter is attached: run port25d on gw0 (interfaces = [\"gw0\"]) or bind the MTA to a filtered address
+
+Outbound SMTP (this host as a client):
+  to port 25: perl (pid 77, user root), 1 connection: 198.18.9.9:25
+    CHECK: outbound SMTP from perl (pid 77): spam bot or a script? allow outbound 25 only to the smart host
+
+2 findings need action (1 NOT PROTECTED, 1 CHECK); 0 ok, 0 info
+";
+        assert_eq!(text, expected);
+    }
+}

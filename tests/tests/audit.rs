@@ -1,0 +1,294 @@
+//! `port25d audit` on a real namespace, run inside it as an operator would on a gateway: before the
+//! filter (port 25 NOT PROTECTED, exit 2), with port25d attached (exit 0, 587 open by design), with
+//! a script sending mail out (CHECK, exit 2), and after the daemon was killed (the pinned filter
+//! still protects, exit 0).
+//!
+//! ```text
+//!   gw   gw0 198.18.2.1/24 2001:db8:27::1/64 ──── peer  pe0 198.18.2.2/24 2001:db8:27::2/64
+//!        smtp-sink 0.0.0.0:25, [::]:25, 0.0.0.0:587,         smtp-sink 198.18.2.2:25
+//!        127.0.0.1:465; port25d on gw0 (phase 2 on)
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use port25_tests::{
+    lab::{BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, poll, require_tools, tool, veth},
+    require_root,
+};
+
+/// `port25d audit`'s exit code when a finding needs action.
+const NEEDS_ACTION: i32 = 2;
+
+/// Where this test's port25d keeps its things, and so where `audit` looks.
+struct Places {
+    pin_dir: PathBuf,
+    socket: PathBuf,
+}
+
+/// What one `port25d audit` run printed.
+struct Audit {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Audit {
+    /// `port25d audit [--json]` inside `ns`.
+    fn run(ns: &Netns, places: &Places, json: bool) -> Self {
+        let mut cmd = ns.command(Daemon::binary());
+        cmd.arg("audit")
+            .arg("--pin-dir")
+            .arg(&places.pin_dir)
+            .arg("--control-socket")
+            .arg(&places.socket)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        let audit = Self {
+            code: out.status.code().unwrap_or(-1),
+            out: String::from_utf8_lossy(&out.stdout).into_owned(),
+            err: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        println!(
+            "---- port25d audit{} ----\n{}",
+            if json { " --json" } else { "" },
+            audit.out
+        );
+        audit
+    }
+
+    /// The verdict under the finding whose headline starts with `headline`.
+    fn verdict(&self, headline: &str) -> &str {
+        let mut lines = self.out.lines().map(str::trim);
+        lines
+            .by_ref()
+            .find(|line| line.starts_with(headline))
+            .unwrap_or_else(|| panic!("no finding {headline:?} in:\n{}", self.out));
+        lines
+            .find(|line| {
+                ["ok", "NOT PROTECTED", "CHECK", "info"]
+                    .iter()
+                    .any(|level| line.starts_with(level))
+            })
+            .unwrap_or_else(|| panic!("no verdict under {headline:?} in:\n{}", self.out))
+    }
+
+    fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.code, code,
+            "port25d audit exited {} (expected {code}); stdout:\n{}\nstderr:\n{}",
+            self.code, self.out, self.err
+        );
+    }
+}
+
+/// A process that stops (SIGKILL) when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_config(path: &Path) {
+    std::fs::write(
+        path,
+        "interfaces = [\"gw0\"]\nports = [25]\npolicy = \"ratelimit\"\nmode = \"enforce\"\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn audit_finds_listeners_owners_the_filter_and_outbound_smtp() {
+    require_root();
+    require_tools(&["ip", "smtp-sink", "ss", "curl", "perl"]);
+    Daemon::binary(); // fail early, with the build hint, if it is missing
+    let started = Instant::now();
+
+    let work = WorkDir::new("audit");
+    let gw = Netns::new("agw");
+    let peer = Netns::new("apeer");
+    veth(
+        &VethEnd::new(&gw, "gw0", "198.18.2.1/24", "2001:db8:27::1/64"),
+        &VethEnd::new(&peer, "pe0", "198.18.2.2/24", "2001:db8:27::2/64"),
+    );
+    let bpffs = BpfFs::mount("audit");
+    let places = Places {
+        pin_dir: bpffs.pin_dir(),
+        socket: work.join("control.sock"),
+    };
+    let listen = |addr: &str| addr.parse::<SocketAddr>().unwrap();
+    let _smtp_v4 = SmtpSink::start(&gw, listen("0.0.0.0:25"), &work);
+    let _smtp_v6 = SmtpSink::start(&gw, listen("[::]:25"), &work);
+    let _submission = SmtpSink::start(&gw, listen("0.0.0.0:587"), &work);
+    let _local = SmtpSink::start(&gw, listen("127.0.0.1:465"), &work);
+    let _remote_mx = SmtpSink::start(&peer, listen("198.18.2.2:25"), &work);
+
+    // ---- 1. no filter: port 25 is reachable on gw0 and nothing protects it -------------------
+    let audit = Audit::run(&gw, &places, false);
+    audit.assert_code(NEEDS_ACTION);
+    assert!(
+        audit
+            .out
+            .contains("listening on 0.0.0.0:25: smtp-sink (pid "),
+        "smtp-sink should be named as the owner:\n{}",
+        audit.out
+    );
+    let unprotected = "NOT PROTECTED: no port25 filter is attached: run port25d on gw0 (interfaces = [\"gw0\"]) or bind the MTA to a filtered address";
+    assert_eq!(audit.verdict("listening on 0.0.0.0:25:"), unprotected);
+    assert_eq!(audit.verdict("listening on [::]:25:"), unprotected);
+    assert_eq!(
+        audit.verdict("listening on 0.0.0.0:587:"),
+        "ok if it requires AUTH (submission): port25 leaves it open by design; add 587 to `ports` to filter it"
+    );
+    assert_eq!(
+        audit.verdict("listening on 127.0.0.1:465:"),
+        "ok: local only (loopback), not reachable from the network"
+    );
+    assert!(
+        audit
+            .out
+            .contains("2 findings need action (2 NOT PROTECTED, 0 CHECK)"),
+        "{}",
+        audit.out
+    );
+    let json = Audit::run(&gw, &places, true);
+    json.assert_code(NEEDS_ACTION);
+    for expected in [
+        "\"level\": \"not_protected\"",
+        "\"comm\": \"smtp-sink\"",
+        "\"unfiltered_on\": [\n        \"gw0\"\n      ]",
+        "\"source\": \"nothing\"",
+        "\"needs_action\": true",
+    ] {
+        assert!(
+            json.out.contains(expected),
+            "no {expected} in:\n{}",
+            json.out
+        );
+    }
+
+    // ---- 2. port25d attached to gw0: 25 is filtered, 587 still open by design ----------------
+    let config = work.join("port25.toml");
+    write_config(&config);
+    let state_dir = work.join("state");
+    let daemon = Daemon::start_with_args(
+        &gw,
+        &config,
+        listen("127.0.0.1:9725"),
+        &work.join("port25d.log"),
+        &[
+            "--pin-dir".as_ref(),
+            places.pin_dir.as_os_str(),
+            "--state-dir".as_ref(),
+            state_dir.as_os_str(),
+            "--control-socket".as_ref(),
+            places.socket.as_os_str(),
+        ],
+    );
+    let audit = Audit::run(&gw, &places, false);
+    audit.assert_code(0);
+    assert!(
+        audit.out.contains(&format!(
+            "filter: port25d (pid {}) answers on",
+            daemon.pid()
+        )),
+        "{}",
+        audit.out
+    );
+    for listener in ["listening on 0.0.0.0:25:", "listening on [::]:25:"] {
+        let verdict = audit.verdict(listener);
+        assert!(
+            verdict.starts_with("ok: filtered on gw0 (") && verdict.ends_with(" XDP)"),
+            "{listener} {verdict}"
+        );
+    }
+    assert!(
+        audit
+            .verdict("listening on 0.0.0.0:587:")
+            .starts_with("ok if it requires AUTH (submission)"),
+        "{}",
+        audit.out
+    );
+    assert!(audit.out.contains("nothing needs action"), "{}", audit.out);
+    let json = Audit::run(&gw, &places, true);
+    json.assert_code(0);
+    assert!(json.out.contains("\"source\": \"daemon\""), "{}", json.out);
+
+    // ---- 3. a script on the gateway talks SMTP to another host: CHECK, naming it --------------
+    let script = Running(
+        gw.command(tool("perl"))
+            .args([
+                "-MIO::Socket::INET",
+                "-e",
+                "my $smtp = IO::Socket::INET->new(PeerAddr => '198.18.2.2', PeerPort => 25, Timeout => 5) or die \"connect: $!\"; sleep 60",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = script.0.id(); // `ip netns exec` execs perl: this is perl's pid
+    let headline = format!("to port 25: perl (pid {pid}, ");
+    let audit = poll(Duration::from_secs(5), || {
+        let audit = Audit::run(&gw, &places, false);
+        audit.out.contains(&headline).then_some(audit)
+    })
+    .unwrap_or_else(|| panic!("audit never showed perl's connection to port 25"));
+    audit.assert_code(NEEDS_ACTION);
+    assert_eq!(
+        audit.verdict(&headline),
+        format!(
+            "CHECK: outbound SMTP from perl (pid {pid}): spam bot or a script? allow outbound 25 only to the smart host"
+        )
+    );
+    assert!(audit.out.contains("198.18.2.2:25"), "{}", audit.out);
+    drop(script);
+
+    // ---- 4. port25d killed: the pinned filter still protects, and audit says so --------------
+    daemon.kill();
+    let audit = Audit::run(&gw, &places, false);
+    audit.assert_code(0);
+    assert!(
+        audit.out.contains("no port25d answers on") && audit.out.contains("pinned in"),
+        "{}",
+        audit.out
+    );
+    let verdict = audit.verdict("listening on 0.0.0.0:25:");
+    assert!(
+        verdict.starts_with("ok: filtered on gw0 (")
+            && verdict
+                .ends_with("port25d is not running: the pinned filter enforces its last policy"),
+        "{verdict}"
+    );
+
+    // Leave nothing attached: `port25d detach` removes the pins the killed daemon left.
+    let detach = gw
+        .command(Daemon::binary())
+        .arg("detach")
+        .arg("--pin-dir")
+        .arg(&places.pin_dir)
+        .arg("--control-socket")
+        .arg(&places.socket)
+        .output()
+        .unwrap();
+    assert!(
+        detach.status.success(),
+        "port25d detach: {}",
+        String::from_utf8_lossy(&detach.stderr)
+    );
+    println!("audit lab done in {:?}", started.elapsed());
+}

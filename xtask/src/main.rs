@@ -85,12 +85,10 @@ fn main() -> ExitCode {
             seconds,
             daemon_args,
         } => daemon::run(release, seconds, &daemon_args),
-        Cmd::Package { debug, out_dir } => {
-            package::package(debug, out_dir.as_deref()).map(|deb| {
-                println!("{}", deb.display());
-                ExitCode::SUCCESS
-            })
-        }
+        Cmd::Package { debug, out_dir } => package::package(debug, out_dir.as_deref()).map(|deb| {
+            println!("{}", deb.display());
+            ExitCode::SUCCESS
+        }),
         Cmd::Test { args } => test::test(&args),
     };
     match result {

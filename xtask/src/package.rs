@@ -47,7 +47,11 @@ const FILES: &[(&str, &str, u32)] = &[
         "usr/share/port25/grafana/port25.json",
         0o644,
     ),
-    ("packaging/README.md", "usr/share/doc/port25/README.md", 0o644),
+    (
+        "packaging/README.md",
+        "usr/share/doc/port25/README.md",
+        0o644,
+    ),
     (
         "packaging/fail2ban/README.md",
         "usr/share/doc/port25/fail2ban.md",
@@ -72,7 +76,10 @@ const COMPLETIONS: &[(&str, &str)] = &[
 
 /// Files under /etc that dpkg treats as the administrator's: an upgrade keeps local edits (and
 /// asks when the packaged version changed too).
-pub const CONFFILES: &[&str] = &["/etc/port25/port25.toml", "/etc/fail2ban/action.d/port25.conf"];
+pub const CONFFILES: &[&str] = &[
+    "/etc/port25/port25.toml",
+    "/etc/fail2ban/action.d/port25.conf",
+];
 
 /// Maintainer scripts, from packaging/debian.
 const SCRIPTS: &[&str] = &["postinst", "prerm", "postrm"];
@@ -124,11 +131,13 @@ pub fn package(debug: bool, out_dir: Option<&Path>) -> Result<PathBuf> {
     set_dir_modes(&root)?;
 
     let deb = out_dir.join(format!("{name}.deb"));
+    // dpkg-deb reports on stdout; xtask's stdout is only for the path it prints at the end.
     util::run(
         Command::new("dpkg-deb")
             .args(["--build", "--root-owner-group"])
             .arg(&root)
-            .arg(&deb),
+            .arg(&deb)
+            .stdout(std::io::stderr()),
     )?;
     fs::remove_dir_all(&work).with_context(|| format!("cannot remove {}", work.display()))?;
     Ok(deb)
@@ -158,7 +167,12 @@ fn output(cmd: &mut Command) -> Result<String> {
     }
     String::from_utf8(out.stdout)
         .map(|s| s.trim().to_owned())
-        .with_context(|| format!("`{}` printed something that is not UTF-8", util::display(cmd)))
+        .with_context(|| {
+            format!(
+                "`{}` printed something that is not UTF-8",
+                util::display(cmd)
+            )
+        })
 }
 
 /// The version port25d reports (`port25d 0.1.0`): the package's version is the binary's.
@@ -221,7 +235,11 @@ fn stage(bin: &Path, root: &Path) -> Result<()> {
 
     let manpage = output(Command::new(&binary).arg("manpage"))?;
     let manpage_path = root.join(MANPAGE);
-    write_file(&manpage_path.with_extension(""), format!("{manpage}\n"), 0o644)?;
+    write_file(
+        &manpage_path.with_extension(""),
+        format!("{manpage}\n"),
+        0o644,
+    )?;
     // -n: no name or timestamp in the header, so the same page gives the same bytes.
     util::run(
         Command::new("gzip")

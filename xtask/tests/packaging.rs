@@ -31,10 +31,51 @@ const METRICS: &[&str] = &[
     "port25_tracked_sources",
 ];
 
-/// The highest `systemd-analyze security` exposure the unit may have. Measured: 1.9 with
-/// systemd 252 (what is left: root uid, host network, CAP_NET_ADMIN/CAP_BPF, AF_INET/NETLINK,
-/// no IP allow list; all needed). Dropping any one hardening line raises it past this.
-const MAX_EXPOSURE: f64 = 2.0;
+/// The highest `systemd-analyze security` exposure the unit may have: what was measured with
+/// systemd 252. Most single hardening lines are worth 0.1-0.2 on this scale; the few that do not
+/// move the rounded score are caught by [`ACCEPTED_EXPOSURES`].
+const MAX_EXPOSURE: f64 = 1.9;
+
+/// The checks `systemd-analyze security` may fail for port25d.service, each for a reason. Any
+/// other failed check is a regression of the unit's hardening.
+const ACCEPTED_EXPOSURES: &[(&str, &str)] = &[
+    (
+        "User=/DynamicUser=",
+        "root with a reduced bounding set, see the unit",
+    ),
+    (
+        "RootDirectory=/RootImage=",
+        "a single binary, ProtectSystem=strict instead",
+    ),
+    ("PrivateNetwork=", "XDP attaches to the host's interfaces"),
+    (
+        "PrivateUsers=",
+        "capabilities in a user namespace are not CAP_BPF for the kernel",
+    ),
+    ("CapabilityBoundingSet=~CAP_BPF", "loads the XDP program"),
+    (
+        "CapabilityBoundingSet=~CAP_NET_ADMIN",
+        "attaches XDP and TC",
+    ),
+    ("SystemCallFilter=~@privileged", "bpf() is in @privileged"),
+    (
+        "RestrictAddressFamilies=~AF_NETLINK",
+        "XDP/TC attach on older kernels",
+    ),
+    (
+        "RestrictAddressFamilies=~AF_UNIX",
+        "control socket, sd_notify",
+    ),
+    (
+        "RestrictAddressFamilies=~AF_(INET|INET6)",
+        "metrics endpoint",
+    ),
+    ("IPAddressDeny=", "the metrics address is configurable"),
+    (
+        "DeviceAllow=",
+        "char-rtc:r, which ProtectClock= itself adds",
+    ),
+];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -411,22 +452,25 @@ fn unit_security_exposure_stays_low() {
         score <= MAX_EXPOSURE,
         "exposure {score} > {MAX_EXPOSURE}: a hardening line of port25d.service was weakened:\n{text}"
     );
-    // The properties that matter most for a root service, one by one.
-    for check in [
-        "CapabilityBoundingSet=~CAP_SYS_ADMIN",
-        "CapabilityBoundingSet=~CAP_(DAC_*|FOWNER|IPC_OWNER)",
-        "ProtectSystem=",
-        "ProtectKernelModules=",
-        "NoNewPrivileges=",
-        "SystemCallArchitectures=",
-        "MemoryDenyWriteExecute=",
-    ] {
-        let line = text
-            .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(check))
-            .unwrap_or_else(|| panic!("{check} not rated:\n{text}"));
-        assert!(line.starts_with('✓'), "{line}");
-    }
+    // Every failed check is one of the accepted ones (a deleted hardening line shows up here
+    // even when the rounded score does not move).
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with('✗'))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let unexpected: Vec<&&str> = failed
+        .iter()
+        .filter(|f| !ACCEPTED_EXPOSURES.iter().any(|(a, _)| a == *f))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "port25d.service fails hardening checks it passed before: {unexpected:?}\n{text}"
+    );
+    assert!(
+        text.lines().filter(|l| l.starts_with('✓')).count() > 50,
+        "systemd-analyze security rated too few checks:\n{text}"
+    );
 }
 
 /// The values of every `Key=` line of the unit, in order.

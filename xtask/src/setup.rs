@@ -12,9 +12,11 @@ use crate::util;
 
 /// Debian packages for the tests and the lab: smtp-sink/smtp-source (postfix), swaks, bpftool, ip,
 /// curl, tcpdump, hping3, and pgrep/pkill (procps). For the packaging and its tests: dpkg-deb and
-/// dpkg-shlibdeps (dpkg-dev), strip (binutils), systemd-analyze (systemd), promtool (prometheus),
-/// fail2ban-server/-client (fail2ban), setpriv (util-linux) and strace, which check that the unit's
-/// capabilities and system calls are what port25d uses, and python3 to read the dashboard's JSON.
+/// dpkg-shlibdeps (dpkg-dev), strip (binutils), systemd-analyze (systemd) and man (man-db, which
+/// verify uses for Documentation=), systemd-nspawn (systemd-container: the unit under a real
+/// systemd), promtool (prometheus), fail2ban-server/-client (fail2ban), setpriv (util-linux) and
+/// strace, which check that the unit's capabilities and system calls are what port25d uses, and
+/// python3 to read the dashboard's JSON.
 const DEB_PACKAGES: &[&str] = &[
     "postfix",
     "swaks",
@@ -27,6 +29,8 @@ const DEB_PACKAGES: &[&str] = &[
     "dpkg-dev",
     "binutils",
     "systemd",
+    "man-db",
+    "systemd-container",
     "prometheus",
     "fail2ban",
     "util-linux",

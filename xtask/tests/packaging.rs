@@ -3,8 +3,8 @@
 //! with exactly the unit's capabilities (and with each one missing) and makes only the system
 //! calls the unit allows, promtool checks and unit-tests the alert rules and every dashboard
 //! query, a real fail2ban-server drives the fail2ban action, and systemd 252 runs the unit in a
-//! container. A missing tool fails the test
-//! (`cargo xtask setup` installs them all); nothing is skipped. The netns test needs root.
+//! container. A missing tool fails the test (`cargo xtask setup` installs them all); nothing is
+//! skipped. The netns and container tests need root.
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a failed unwrap is a failed test"

@@ -685,6 +685,14 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
+            // A port25d under strace outlives a killed strace: kill it first (it is the only
+            // child of the child; without strace the child is port25d).
+            let pid = self.child.id();
+            let children =
+                fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+            for child in children.split_whitespace() {
+                let _ = Command::new("kill").args(["-s", "KILL", child]).output();
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

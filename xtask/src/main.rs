@@ -4,6 +4,7 @@
 
 mod daemon;
 mod lab;
+mod package;
 mod setup;
 mod test;
 mod util;
@@ -53,6 +54,16 @@ enum Cmd {
         #[arg(last = true, value_name = "DAEMON_ARGS")]
         daemon_args: Vec<String>,
     },
+    /// Build port25d and the Debian package target/debian/port25_VERSION_ARCH.deb (unit, config,
+    /// man page, completions, fail2ban action, alert rules, dashboard); print its path.
+    Package {
+        /// Package a debug build (quicker to build; for tests, not for gateways).
+        #[arg(long)]
+        debug: bool,
+        /// Directory for the .deb instead of target/debian.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
+    },
     /// Run every test, the root-only kernel and network-namespace tests included. Needs root.
     Test {
         /// Extra arguments for `cargo test --workspace`, e.g. `-- -p port25-tests -- --nocapture`.
@@ -74,6 +85,10 @@ fn main() -> ExitCode {
             seconds,
             daemon_args,
         } => daemon::run(release, seconds, &daemon_args),
+        Cmd::Package { debug, out_dir } => package::package(debug, out_dir.as_deref()).map(|deb| {
+            println!("{}", deb.display());
+            ExitCode::SUCCESS
+        }),
         Cmd::Test { args } => test::test(&args),
     };
     match result {

@@ -11,9 +11,31 @@ use anyhow::{Context, Result, bail};
 use crate::util;
 
 /// Debian packages for the tests and the lab: smtp-sink/smtp-source (postfix), swaks, bpftool, ip,
-/// curl, tcpdump, hping3, and pgrep/pkill (procps).
+/// curl, tcpdump, hping3, and pgrep/pkill (procps). For the packaging and its tests: dpkg-deb and
+/// dpkg-shlibdeps (dpkg-dev), strip (binutils), systemd-analyze (systemd) and man (man-db, which
+/// verify uses for Documentation=), systemd-nspawn (systemd-container: the unit under a real
+/// systemd), promtool (prometheus), fail2ban-server/-client (fail2ban), setpriv (util-linux) and
+/// strace, which check that the unit's capabilities and system calls are what port25d uses, and
+/// python3 to read the dashboard's JSON.
 const DEB_PACKAGES: &[&str] = &[
-    "postfix", "swaks", "bpftool", "iproute2", "curl", "tcpdump", "hping3", "procps",
+    "postfix",
+    "swaks",
+    "bpftool",
+    "iproute2",
+    "curl",
+    "tcpdump",
+    "hping3",
+    "procps",
+    "dpkg-dev",
+    "binutils",
+    "systemd",
+    "man-db",
+    "systemd-container",
+    "prometheus",
+    "fail2ban",
+    "util-linux",
+    "strace",
+    "python3",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -59,6 +59,9 @@ enum Command {
     CheckConfig {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Print only errors (for ExecStartPre= and scripts).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Show what the running daemon does: interfaces, policy, lists, counters per reason. Exit 3
     /// when no daemon runs (then what the pins show: a killed daemon leaves the filter enforcing).
@@ -256,7 +259,7 @@ fn main() -> ExitCode {
                 .and_then(|runtime| runtime.block_on(run(options)))
                 .map(|()| 0)
         }
-        Command::CheckConfig { config } => check_config(config.config).map(|()| 0),
+        Command::CheckConfig { config, quiet } => check_config(config.config, quiet).map(|()| 0),
         Command::Status { json, socket, pins } => {
             status::status(&socket.control_socket, &pins.pin_dir, json)
         }
@@ -306,11 +309,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
+fn check_config(path: Option<PathBuf>, quiet: bool) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
     config.check_interfaces()?;
-    println!("{config}");
-    println!("configuration OK");
+    if !quiet {
+        println!("{config}");
+        println!("configuration OK");
+    }
     Ok(())
 }
 

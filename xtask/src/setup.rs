@@ -81,7 +81,7 @@ fn debian_packages() -> Result<()> {
     )?;
     util::run(
         Command::new("apt-get")
-            .args(["install", "-y"])
+            .args(["install", "-y", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;

@@ -73,19 +73,21 @@ impl Daemon {
             Err(err) => return error(format!("saving the runtime lists: {err:#}")),
         };
         if !was_runtime {
-            return error(if in_config {
-                format!(
+            if in_config {
+                return error(format!(
                     "{net} is in the {} list of the config ({}), not a runtime entry: remove it there and reload",
                     list.as_str(),
                     self.config.source
-                )
-            } else {
-                format!(
-                    "{net} is not in the runtime {} list (`port25d {} list` shows it)",
-                    list.as_str(),
+                ));
+            }
+            // Not an error: fail2ban unbans what may have expired already, and the outcome asked
+            // for (the entry is gone) holds.
+            return Response::Ok {
+                message: format!(
+                    "{net} is not in the runtime {} list: nothing to remove",
                     list.as_str()
-                )
-            });
+                ),
+            };
         }
         if in_config {
             info!(

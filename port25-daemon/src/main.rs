@@ -379,9 +379,15 @@ fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> anyhow::Result
     for (name, _) in &links {
         println!("detaching {name}");
     }
+    let ids = port25_daemon::datapath::pinned_link_ids(&pins);
     let problems = pins.remove_all();
     if !problems.is_empty() {
         anyhow::bail!("could not remove everything:\n{}", problems.join("\n"));
+    }
+    if !port25_daemon::datapath::wait_links_gone(&ids, Duration::from_secs(5)) {
+        anyhow::bail!(
+            "the pins are gone but a link is still held by another process (`bpftool link` shows which)"
+        );
     }
     println!("removed the filter and its pins in {}", pin_dir.display());
     Ok(())

@@ -266,3 +266,31 @@ pub fn ifname(index: u32) -> Option<String> {
     let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
     Some(name.to_string_lossy().into_owned())
 }
+
+/// The kernel ids of the links pinned in `pins`.
+pub fn pinned_link_ids(pins: &crate::pins::PinDir) -> Vec<u32> {
+    pins.all_links()
+        .into_iter()
+        .filter_map(|(_, path)| PinnedLink::from_pin(&path).ok())
+        .filter_map(|pinned| FdLink::from(pinned).info().ok())
+        .map(|info| info.id())
+        .collect()
+}
+
+/// Waits (up to `limit`) until none of the links `ids` exists any more: the kernel releases a link
+/// whose last pin went a moment later. False if one is still there (another process holds it).
+pub fn wait_links_gone(ids: &[u32], limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let alive = aya::programs::loaded_links()
+            .filter_map(Result::ok)
+            .any(|info| ids.contains(&info.id()));
+        if !alive {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

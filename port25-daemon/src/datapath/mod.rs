@@ -22,7 +22,7 @@ use port25_common::{
 
 use self::links::HeldLink;
 pub use self::{
-    links::{Attachment, ifindex, ifname},
+    links::{Attachment, ifindex, ifname, pinned_link_ids, wait_links_gone},
     policy::{List, LiveLists},
 };
 use crate::{
@@ -235,8 +235,14 @@ impl Datapath {
                 }
             }
             OnExit::Detach => {
+                let ids = links::pinned_link_ids(&self.pins);
                 for link in self.links.drain(..) {
                     link.release();
+                }
+                if !links::wait_links_gone(&ids, std::time::Duration::from_secs(2)) {
+                    tracing::warn!(
+                        "a link is still held by another process (`bpftool link` shows which)"
+                    );
                 }
                 for attachment in &self.attachments {
                     tracing::info!("detached from {}", attachment.iface);

@@ -1217,7 +1217,7 @@ i=0; until metrics | grep -q '^port25_attached{iface="p25a"'; do
     i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.2; done
 systemctl is-active -q port25d.service && ok active || fail active "$(systemctl is-active port25d.service)"
 metrics | grep -q '^port25_attached{iface="p25a".* 1$' && ok attached || fail attached "no port25_attached for p25a"
-[ -e /sys/fs/bpf/port25/sources ] && ok pinned || fail pinned "no /sys/fs/bpf/port25/sources"
+[ -e /sys/fs/bpf/port25/maps-v1/SOURCES ] && [ -e /sys/fs/bpf/port25/links/xdp-native-p25a ] && ok pinned || fail pinned "no maps or links pinned in /sys/fs/bpf/port25: $(ls -R /sys/fs/bpf/port25 2>&1)"
 
 PID=$(systemctl show -p MainPID --value port25d.service)
 mounts=$(cut -d' ' -f5,6 /proc/$PID/mountinfo)
@@ -1249,7 +1249,7 @@ cp /tmp/good.toml /etc/port25/port25.toml
 systemctl stop port25d.service
 systemctl is-active -q port25d.service && fail stop "still active" || ok stop
 journalctl -u port25d.service --no-pager | grep -q 'detached from p25a' && ok detached || fail detached "no 'detached from p25a' in the journal"
-[ -e /sys/fs/bpf/port25/sources ] && fail unpinned "pin left behind" || ok unpinned
+[ -e /sys/fs/bpf/port25 ] && fail unpinned "pins left behind: $(ls -R /sys/fs/bpf/port25 2>&1)" || ok unpinned
 echo "--- journal"
 journalctl -u port25d.service --no-pager | tail -40
 "#;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
-use port25_common::{Reason, Verdict};
+use port25_common::{Counter as KernelCounter, Reason, Verdict};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
@@ -160,6 +160,9 @@ impl std::fmt::Debug for DatapathCollector {
     }
 }
 
+/// A counter family read from the kernel's counters: name, help, which value.
+type CounterFamily = (&'static str, &'static str, fn(&KernelCounter) -> u64);
+
 /// (verdict, reason) pairs the datapath can produce: exported as zero until they happen.
 fn possible_pairs() -> impl Iterator<Item = (Verdict, Reason)> {
     Verdict::ALL.into_iter().flat_map(|verdict| {
@@ -204,33 +207,29 @@ impl Collector for DatapathCollector {
         }
         rows.extend(totals);
 
-        let mut packets = encoder.encode_descriptor(
-            "port25_packets",
-            "TCP packets to protected ports judged by the XDP filter",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((ifindex, verdict, reason), counter) in &rows {
-            let labels = PacketLabels {
-                iface: name_of(*ifindex),
-                verdict: verdict.label(),
-                reason: reason.label(),
-            };
-            ConstCounter::new(counter.packets).encode(packets.encode_family(&labels)?)?;
-        }
-        let mut bytes = encoder.encode_descriptor(
-            "port25_bytes",
-            "Bytes of TCP packets to protected ports judged by the XDP filter",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((ifindex, verdict, reason), counter) in &rows {
-            let labels = PacketLabels {
-                iface: name_of(*ifindex),
-                verdict: verdict.label(),
-                reason: reason.label(),
-            };
-            ConstCounter::new(counter.bytes).encode(bytes.encode_family(&labels)?)?;
+        // Packets and bytes: the same rows, one counter family each.
+        let families: [CounterFamily; 2] = [
+            (
+                "port25_packets",
+                "TCP packets to protected ports judged by the XDP filter",
+                |c| c.packets,
+            ),
+            (
+                "port25_bytes",
+                "Bytes of TCP packets to protected ports judged by the XDP filter",
+                |c| c.bytes,
+            ),
+        ];
+        for (name, help, value) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for ((ifindex, verdict, reason), counter) in &rows {
+                let labels = PacketLabels {
+                    iface: name_of(*ifindex),
+                    verdict: verdict.label(),
+                    reason: reason.label(),
+                };
+                ConstCounter::new(value(counter)).encode(family.encode_family(&labels)?)?;
+            }
         }
 
         let mut lists = encoder.encode_descriptor(

@@ -7,7 +7,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use aya::maps::lpm_trie::Key;
+use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_common::{GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key, maps, policy};
 
@@ -205,28 +205,10 @@ impl Datapath {
     fn sweep_except(&mut self, keep: u32) -> Result<(), Error> {
         let mut swept = 0;
         for name in [maps::ALLOW_V4, maps::DENY_V4] {
-            let mut trie = self.trie_v4(name)?;
-            let stale: Vec<_> = trie
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|key| key.data().generation != keep)
-                .collect();
-            for key in &stale {
-                let _ = trie.remove(key);
-            }
-            swept += stale.len();
+            swept += sweep(&mut self.trie_v4(name)?, keep);
         }
         for name in [maps::ALLOW_V6, maps::DENY_V6] {
-            let mut trie = self.trie_v6(name)?;
-            let stale: Vec<_> = trie
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|key| key.data().generation != keep)
-                .collect();
-            for key in &stale {
-                let _ = trie.remove(key);
-            }
-            swept += stale.len();
+            swept += sweep(&mut self.trie_v6(name)?, keep);
         }
         if swept > 0 {
             tracing::info!("removed {swept} list entries of earlier generations");
@@ -259,6 +241,37 @@ impl Datapath {
         }
         Ok(CidrSet::new(nets))
     }
+}
+
+/// Keys that carry their policy generation.
+trait Generational: aya::Pod {
+    fn generation(&self) -> u32;
+}
+
+impl Generational for V4Key {
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
+impl Generational for V6Key {
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
+/// Removes the entries of every generation but `keep` from one trie; returns how many.
+fn sweep<K: Generational>(trie: &mut LpmTrie<&mut MapData, K, u32>, keep: u32) -> usize {
+    // Collected first: deleting while walking with get_next_key would restart the walk.
+    let stale: Vec<_> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| key.data().generation() != keep)
+        .collect();
+    for key in &stale {
+        let _ = trie.remove(key);
+    }
+    stale.len()
 }
 
 fn settings_of(config: &Config) -> Settings {

@@ -368,6 +368,15 @@ fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> anyhow::Result
             Response::Error { message } => anyhow::bail!("{message}"),
             _ => anyhow::bail!("port25d answered something unexpected"),
         }
+        // It answers first, then detaches and exits: return once it is done.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while control::is_running(socket) || socket.exists() {
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("port25d did not stop within 20 s after agreeing to detach");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("detached; port25d stopped");
         return Ok(());
     }
     let pins = PinDir::existing(pin_dir);

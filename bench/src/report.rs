@@ -250,7 +250,7 @@ pub fn markdown(r: &Results, h: &Headline) -> String {
     for row in &r.scale {
         let _ = writeln!(
             s,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.1} |",
             row.entries,
             row.v4_allowed_ns,
             row.v4_dropped_ns,
@@ -258,7 +258,7 @@ pub fn markdown(r: &Results, h: &Headline) -> String {
             row.v6_dropped_ns,
             ratio(row.v4_dropped_ns, pp.floor_drop_ns),
             row.load_seconds,
-            row.kernel_bytes / 1024
+            row.kernel_bytes as f64 / 1024.0
         );
     }
     s.push('\n');

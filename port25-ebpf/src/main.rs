@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod floor;
 mod handshake;
 mod maps;
 mod parse;

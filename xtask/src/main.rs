@@ -2,6 +2,7 @@
 //! every test. Orchestration only: the build itself stays with cargo (and aya-build in port25-daemon's
 //! build.rs).
 
+mod bench;
 mod daemon;
 mod lab;
 mod package;
@@ -64,6 +65,18 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<std::path::PathBuf>,
     },
+    /// Measure port25 against a bare XDP program, xdp-filter, iptables and nftables (per-packet
+    /// cost, list scale, a SYN flood with mail during it, the daemon's memory) and write
+    /// bench/report.md with its plots. Needs root.
+    Bench {
+        /// A short run that checks the bench works (CI): small counts, 1 s floods, the report to
+        /// a temporary directory.
+        #[arg(long)]
+        smoke: bool,
+        /// Directory for report.md and the plots instead of bench/ (or the temporary one).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Run every test, the root-only kernel and network-namespace tests included. Needs root.
     Test {
         /// Extra arguments for `cargo test --workspace`, e.g. `-- -p port25-tests -- --nocapture`.
@@ -90,6 +103,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Cmd::Test { args } => test::test(&args),
+        Cmd::Bench { smoke, out } => bench::bench(smoke, out),
     };
     match result {
         Ok(code) => code,

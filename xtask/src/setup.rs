@@ -16,7 +16,8 @@ use crate::util;
 /// verify uses for Documentation=), systemd-nspawn (systemd-container: the unit under a real
 /// systemd), promtool (prometheus), fail2ban-server/-client (fail2ban), setpriv (util-linux) and
 /// strace, which check that the unit's capabilities and system calls are what port25d uses, and
-/// python3 to read the dashboard's JSON.
+/// python3 to read the dashboard's JSON. For `cargo xtask bench`, the alternatives it measures:
+/// xdp-filter (xdp-tools), iptables (its legacy backend) with ipset, nftables; and ethtool.
 const DEB_PACKAGES: &[&str] = &[
     "postfix",
     "swaks",
@@ -36,6 +37,11 @@ const DEB_PACKAGES: &[&str] = &[
     "util-linux",
     "strace",
     "python3",
+    "xdp-tools",
+    "iptables",
+    "ipset",
+    "nftables",
+    "ethtool",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

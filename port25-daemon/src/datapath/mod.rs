@@ -262,6 +262,17 @@ impl Datapath {
     /// Runs the XDP program `repeat` times on the frame, on the calling thread's CPU; returns the
     /// last XDP action.
     pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<u32, Error> {
+        self.test_run_timed(frame, repeat).map(|(action, _)| action)
+    }
+
+    /// Like [`Datapath::test_run_repeat`], with the kernel's average time per run as well (what
+    /// `cargo xtask bench` measures: the kernel divides its own clock over the repeats, so the
+    /// syscall's cost is not in it).
+    pub fn test_run_timed(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), Error> {
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM_NAME)
@@ -275,7 +286,7 @@ impl Datapath {
                 ..TestRunOptions::default()
             })
             .map_err(Error::program)?;
-        Ok(result.return_value)
+        Ok((result.return_value, result.duration))
     }
 
     /// Runs the egress (TC) program on one outgoing frame; returns the TC action.

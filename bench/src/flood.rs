@@ -1,0 +1,632 @@
+//! Sections 3 and 4: a SYN flood at the receiver, and mail during it.
+//!
+//! ```text
+//!   gen: cl0 198.18.0.10/24 ── gw0 198.18.0.1/24 :gw   (smtp-sink on 198.18.0.1:25)
+//! ```
+//!
+//! The generator is port25's object's `flood_tx` program, run with BPF_F_TEST_XDP_LIVE_FRAMES
+//! on cl0 (in the generator's namespace): every run sends the template SYN out of cl0 with
+//! XDP_TX, from a random source in 198.19.0.0/16, with valid checksums. That is the fastest sender
+//! here (no socket, no skb on the sending side); veth hands the frames to gw0's NAPI, on the CPU
+//! that sent them. The receiver (gw) drops the flood with nothing, iptables + ipset, nftables,
+//! xdp-filter or port25; the allowlisted client 198.18.0.10 (the same veth) must still get mail
+//! through.
+//!
+//! Both sides live on this one machine, so the receiver gets a core of its own: gw0's NAPI runs
+//! threaded (`/sys/class/net/gw0/threaded`), in a kernel thread pinned to the last CPU, and the
+//! generator is pinned to the first. That thread does the whole receive path (veth, XDP, GRO,
+//! netfilter, TCP and its replies), so the receiver's CPU time is that thread's run time
+//! (`/proc/PID/schedstat`, in ns, exact); and when the receiver is slower than the generator,
+//! veth's ring overflows as a real NIC's would.
+
+use std::{
+    ffi::OsStr,
+    fs,
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
+use port25_daemon::{config::Config, datapath::Datapath};
+use port25_tests::lab::{BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, metric_sum, veth};
+
+use crate::{Settings, sys, xdpfilter::XdpFilter};
+
+const CLIENT: &str = "198.18.0.10";
+const GATEWAY: &str = "198.18.0.1";
+/// The first address the generator's template carries; `flood_tx` randomises the low 16 bits.
+const SPOOF_BASE: [u8; 4] = [198, 19, 0, 0];
+/// iptables-legacy (x_tables), not Debian's default iptables-nft: with the nft backend, (b) would
+/// be nftables again with an x_tables match inside.
+const IPTABLES: &str = "iptables-legacy";
+const METRICS: &str = "127.0.0.1:9725";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receiver {
+    Nothing,
+    Iptables,
+    Nftables,
+    XdpFilter,
+    Port25,
+}
+
+impl Receiver {
+    pub const ALL: [Receiver; 5] = [
+        Receiver::Nothing,
+        Receiver::Iptables,
+        Receiver::Nftables,
+        Receiver::XdpFilter,
+        Receiver::Port25,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Receiver::Nothing => "(a) nothing",
+            Receiver::Iptables => "(b) iptables raw + ipset",
+            Receiver::Nftables => "(c) nftables set",
+            Receiver::XdpFilter => "(d) xdp-filter",
+            Receiver::Port25 => "(e) port25",
+        }
+    }
+}
+
+pub struct Mail {
+    pub sent: usize,
+    pub delivered: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+pub struct FloodRow {
+    pub receiver: Receiver,
+    pub seconds: f64,
+    /// Frames the generator sent per second.
+    pub offered_pps: f64,
+    /// Frames gw0 took off its queue per second (the rest overflowed veth's ring).
+    pub received_pps: f64,
+    /// Packets the filter itself counted as dropped, per second (None: no filter).
+    pub dropped_pps: Option<f64>,
+    /// Receiver CPU (its NAPI thread) per million packets received, in ms.
+    pub cpu_ms_per_million: f64,
+    /// The receiver thread's share of its core over the window (1.0: saturated).
+    pub receiver_cores: f64,
+    pub mail: Mail,
+}
+
+pub struct Flood {
+    pub rows: Vec<FloodRow>,
+    /// Mail latency without a flood (nothing on the receiver): the reference for section 4.
+    pub idle_mail: Mail,
+    pub batch_size: u32,
+}
+
+/// The lab of one scenario: deleted (namespaces, with their rules and sets) on drop.
+struct Lab {
+    work: WorkDir,
+    gen_ns: Netns,
+    gw: Netns,
+}
+
+impl Lab {
+    fn new() -> Result<Self> {
+        let work = WorkDir::new("bench-flood");
+        let gen_ns = Netns::new("bgen");
+        let gw = Netns::new("bgw");
+        veth(
+            &VethEnd::new(&gen_ns, "cl0", "198.18.0.10/24", "2001:db8:25::10/64"),
+            &VethEnd::new(&gw, "gw0", "198.18.0.1/24", "2001:db8:25::1/64"),
+        );
+        // Static neighbours: xdp-filter's allowlist (policy deny) would drop ARP, and the flood
+        // must not wait on neighbour resolution in any scenario.
+        let (cl_mac, gw_mac) = (mac_text(gen_ns.mac("cl0")), mac_text(gw.mac("gw0")));
+        gen_ns.ip(&[
+            "neigh",
+            "replace",
+            GATEWAY,
+            "lladdr",
+            &gw_mac,
+            "dev",
+            "cl0",
+            "nud",
+            "permanent",
+        ]);
+        gw.ip(&[
+            "neigh",
+            "replace",
+            CLIENT,
+            "lladdr",
+            &cl_mac,
+            "dev",
+            "gw0",
+            "nud",
+            "permanent",
+        ]);
+        // veth takes XDP_TX frames from its peer only into a NAPI queue, which it has when an XDP
+        // program is attached or GRO is on: GRO on in every scenario, so (a)-(c) receive too.
+        sys::run(gw.command("ethtool").args(["-K", "gw0", "gro", "on"]))?;
+        sys::run(
+            gw.command("sh")
+                .args(["-c", "echo 1 > /sys/class/net/gw0/threaded"]),
+        )?;
+        Ok(Self { work, gen_ns, gw })
+    }
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// One's complement sum of 16-bit big-endian words.
+fn ones_sum(data: &[u8], mut sum: u32) -> u32 {
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// The generator's SYN: Ethernet to gw0, IPv4 from SPOOF_BASE, TCP to port 25, checksums valid.
+fn template(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(54);
+    frame.extend_from_slice(&dst_mac);
+    frame.extend_from_slice(&src_mac);
+    frame.extend_from_slice(&0x0800u16.to_be_bytes());
+    let dst: Ipv4Addr = GATEWAY.parse().expect("a valid address");
+    let mut ip = vec![0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&SPOOF_BASE);
+    ip.extend_from_slice(&dst.octets());
+    let ip_sum = !(ones_sum(&ip, 0) as u16);
+    ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&40000u16.to_be_bytes());
+    tcp.extend_from_slice(&25u16.to_be_bytes());
+    tcp.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+    tcp.extend_from_slice(&0u32.to_be_bytes());
+    tcp.extend_from_slice(&[0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0]);
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&SPOOF_BASE);
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    let tcp_sum = !(ones_sum(&tcp, ones_sum(&pseudo, 0)) as u16);
+    tcp[16..18].copy_from_slice(&tcp_sum.to_be_bytes());
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&tcp);
+    frame
+}
+
+/// `ethtool -S IFACE` counter.
+fn ethtool_stat(ns: &Netns, iface: &str, name: &str) -> Result<u64> {
+    let out = sys::run(ns.command("ethtool").args(["-S", iface]))?;
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no {name} in ethtool -S {iface}"))
+}
+
+/// What drops the flood in the receiver, and reads its own drop counter.
+enum Filter<'a> {
+    Nothing,
+    Netfilter {
+        ns: &'a Netns,
+        nft: bool,
+    },
+    XdpFilter(XdpFilter),
+    /// The daemon, and the BPF filesystem it pins in (kept until the daemon is gone).
+    Port25 {
+        daemon: Daemon<'a>,
+        _bpffs: BpfFs,
+    },
+}
+
+impl<'a> Filter<'a> {
+    fn install(receiver: Receiver, lab: &'a Lab) -> Result<Self> {
+        let gw = &lab.gw;
+        Ok(match receiver {
+            Receiver::Nothing => Filter::Nothing,
+            Receiver::Iptables => {
+                sys::run(gw.command("ipset").args(["create", "p25allow", "hash:net"]))?;
+                sys::run(gw.command("ipset").args(["add", "p25allow", CLIENT]))?;
+                sys::run(gw.command(IPTABLES).args([
+                    "-t",
+                    "raw",
+                    "-A",
+                    "PREROUTING",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "25",
+                    "-m",
+                    "set",
+                    "!",
+                    "--match-set",
+                    "p25allow",
+                    "src",
+                    "-j",
+                    "DROP",
+                ]))?;
+                Filter::Netfilter { ns: gw, nft: false }
+            }
+            Receiver::Nftables => {
+                let rules = lab.work.join("p25.nft");
+                fs::write(
+                    &rules,
+                    format!(
+                        "table inet p25 {{\n  set allow4 {{ type ipv4_addr; flags interval; \
+                         elements = {{ {CLIENT} }} }}\n  chain pre {{ type filter hook \
+                         prerouting priority raw; policy accept;\n    tcp dport 25 ip saddr != \
+                         @allow4 counter drop\n  }}\n}}\n"
+                    ),
+                )?;
+                sys::run(gw.command("nft").arg("-f").arg(&rules))?;
+                Filter::Netfilter { ns: gw, nft: true }
+            }
+            Receiver::XdpFilter => {
+                // Policy deny + the client as the only allowed source: xdp-filter's closest
+                // rule, and stricter than port25's (every port is closed, not only 25).
+                Filter::XdpFilter(XdpFilter::attach_to(gw, "gw0", "deny", &[CLIENT])?)
+            }
+            Receiver::Port25 => {
+                let bpffs = BpfFs::mount("bench");
+                let config = lab.work.join("port25.toml");
+                fs::write(
+                    &config,
+                    format!(
+                        "interfaces = [\"gw0\"]\nxdp_mode = \"native\"\npolicy = \"drop\"\n\
+                         ports = [25]\n[allow]\ncidrs = [\"{CLIENT}/32\"]\n[metrics]\n\
+                         listen = \"{METRICS}\"\n"
+                    ),
+                )?;
+                let pin_dir = bpffs.pin_dir();
+                let daemon = Daemon::start_with_args(
+                    gw,
+                    &config,
+                    METRICS.parse()?,
+                    &lab.work.join("port25d.log"),
+                    &[OsStr::new("--pin-dir"), pin_dir.as_os_str()],
+                );
+                Filter::Port25 {
+                    daemon,
+                    _bpffs: bpffs,
+                }
+            }
+        })
+    }
+
+    /// Packets the filter counted as dropped so far (None: nothing filters).
+    fn dropped(&self) -> Result<Option<u64>> {
+        Ok(match self {
+            Filter::Nothing => None,
+            Filter::Netfilter { ns, nft: false } => {
+                let out =
+                    sys::run(
+                        ns.command(IPTABLES)
+                            .args(["-t", "raw", "-nvxL", "PREROUTING"]),
+                    )?;
+                // Header lines, then "pkts bytes target ...": the one rule.
+                let pkts = out
+                    .lines()
+                    .find(|l| l.contains("DROP"))
+                    .and_then(|l| l.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                    .with_context(|| format!("no DROP rule counter in:\n{out}"))?;
+                Some(pkts)
+            }
+            Filter::Netfilter { ns, nft: true } => {
+                let out = sys::run(
+                    ns.command("nft")
+                        .args(["list", "chain", "inet", "p25", "pre"]),
+                )?;
+                let pkts = out
+                    .split_once("counter packets ")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                    .with_context(|| format!("no counter in:\n{out}"))?;
+                Some(pkts)
+            }
+            Filter::XdpFilter(filter) => Some(filter.dropped()?),
+            Filter::Port25 { daemon, .. } => {
+                let text = daemon.try_scrape().map_err(anyhow::Error::msg)?;
+                Some(metric_sum(&text, "port25_packets_total", &[("verdict", "drop")]) as u64)
+            }
+        })
+    }
+}
+
+/// Snapshot of the counters a window is measured by.
+#[derive(Clone, Copy)]
+struct Counters {
+    at: Instant,
+    sent: u64,
+    received: u64,
+    /// The filter's counter and when it was read: reading it takes a while (a scrape, a
+    /// command), so its rate is over its own interval.
+    dropped: Option<(Instant, u64)>,
+    /// Run time of the receiver's NAPI thread(s), ns.
+    receiver_ns: u64,
+}
+
+fn snapshot(lab: &Lab, filter: &Filter<'_>, sent: &AtomicU64) -> Result<Counters> {
+    Ok(Counters {
+        at: Instant::now(),
+        sent: sent.load(Ordering::Relaxed),
+        received: ethtool_stat(&lab.gw, "gw0", "rx_queue_0_xdp_packets")?,
+        dropped: filter.dropped()?.map(|d| (Instant::now(), d)),
+        receiver_ns: napi_threads()?
+            .iter()
+            .map(|&pid| sys::runtime_ns(pid))
+            .sum::<Result<u64>>()?,
+    })
+}
+
+/// The kernel threads of gw0's threaded NAPI (`napi/gw0-ID`): only one lab exists at a time.
+fn napi_threads() -> Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if fs::read_to_string(entry.path().join("comm")).is_ok_and(|c| c.starts_with("napi/gw0-")) {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
+/// Runs `flood_tx` on cl0 with live frames until `stop`, counting frames sent in `sent`. Runs on
+/// a thread inside the generator's namespace (the program's ingress ifindex is looked up in the
+/// caller's namespace).
+fn generate(frame: &[u8], batch: u32, stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
+    sys::pin_to_cpu(0, 0)?;
+    let config = Config::parse("policy = \"drop\"\n", std::path::Path::new("gen.toml"))?;
+    let mut datapath = Datapath::load(&config, 0).context("loading the generator's object")?;
+    let program: &mut Xdp = datapath
+        .ebpf_mut()
+        .program_mut("flood_tx")
+        .context("no flood_tx program in port25's object")?
+        .try_into()?;
+    program.load().context("loading flood_tx")?;
+    let name = std::ffi::CString::new("cl0")?;
+    // SAFETY: a valid NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        bail!("no cl0 in the generator's namespace");
+    }
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let len = u32::try_from(frame.len())?;
+    let ctx: Vec<u8> = [0, len, 0, ifindex, 0, 0]
+        .iter()
+        .flat_map(|v: &u32| v.to_ne_bytes())
+        .collect();
+    // Each call sends `chunk` frames: short enough that `stop` is seen within ~10 ms.
+    let chunk = 20_000;
+    while !stop.load(Ordering::Relaxed) {
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx),
+                repeat: chunk,
+                attrs: TestRunAttrs::new().xdp_live_frames(batch),
+                ..TestRunOptions::default()
+            })
+            .context("BPF_PROG_TEST_RUN with live frames")?;
+        sent.fetch_add(u64::from(chunk), Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// One SMTP transaction to the gateway from the client's address: (delivered, latency).
+fn send_one(timeout: Duration, n: usize) -> (bool, Duration) {
+    let started = Instant::now();
+    let attempt = || -> std::io::Result<()> {
+        let server: SocketAddr = format!("{GATEWAY}:25")
+            .parse()
+            .map_err(std::io::Error::other)?;
+        let stream = TcpStream::connect_timeout(&server, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut writer = stream;
+        let mut expect = |code: &str| -> std::io::Result<()> {
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line)? == 0 {
+                    return Err(std::io::Error::other("connection closed"));
+                }
+                if !line.starts_with(code) {
+                    return Err(std::io::Error::other(format!(
+                        "expected {code}, got {line}"
+                    )));
+                }
+                // Multi-line replies: "250-..." continues, "250 ..." ends.
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return Ok(());
+                }
+            }
+        };
+        expect("220")?;
+        for (command, code) in [
+            ("EHLO client.example.org\r\n".to_string(), "250"),
+            ("MAIL FROM:<a@example.org>\r\n".to_string(), "250"),
+            ("RCPT TO:<b@example.net>\r\n".to_string(), "250"),
+            ("DATA\r\n".to_string(), "354"),
+            (
+                format!(
+                    "From: a@example.org\r\nTo: b@example.net\r\nSubject: bench {n}\r\n\r\n\
+                     port25 bench message {n}\r\n.\r\n"
+                ),
+                "250",
+            ),
+        ] {
+            writer.write_all(command.as_bytes())?;
+            expect(code)?;
+        }
+        writer.write_all(b"QUIT\r\n")?;
+        Ok(())
+    };
+    let ok = attempt().is_ok();
+    (ok, started.elapsed())
+}
+
+/// Sends `count` messages one after another from the client's namespace.
+fn mail_batch(lab: &Lab, sink: &SmtpSink<'_>, count: usize, timeout: Duration) -> Result<Mail> {
+    let client: std::net::IpAddr = CLIENT.parse()?;
+    let before = sink.messages_from(client);
+    let results = thread::scope(|scope| {
+        lab.gen_ns
+            .spawn_inside(scope, || {
+                (0..count).map(|n| send_one(timeout, n)).collect::<Vec<_>>()
+            })
+            .join()
+    })
+    .map_err(|_| anyhow::anyhow!("the mail thread panicked"))?;
+    let ok = results.iter().filter(|(ok, _)| *ok).count();
+    // Delivered means in smtp-sink's dump, not only "250" seen by the client.
+    let delivered = sink.wait_for_messages(client, before + ok) - before;
+    let latencies: Vec<f64> = results
+        .iter()
+        .filter(|(ok, _)| *ok)
+        .map(|(_, d)| d.as_secs_f64() * 1000.0)
+        .collect();
+    Ok(Mail {
+        sent: count,
+        delivered,
+        p50_ms: sys::median(&latencies),
+        p99_ms: sys::percentile(&latencies, 99.0),
+    })
+}
+
+fn scenario(
+    receiver: Receiver,
+    settings: &Settings,
+    idle: Option<&mut Option<Mail>>,
+) -> Result<FloodRow> {
+    let lab = Lab::new()?;
+    let sink = SmtpSink::start(&lab.gw, format!("{GATEWAY}:25").parse()?, &lab.work);
+    let filter = Filter::install(receiver, &lab)?;
+    let threads = napi_threads()?;
+    if threads.is_empty() {
+        bail!("gw0 has no NAPI thread: threaded NAPI did not take");
+    }
+    let last_cpu = std::thread::available_parallelism().map_or(1, usize::from) - 1;
+    for &pid in &threads {
+        sys::pin_to_cpu(pid, last_cpu)?;
+    }
+    let mail_timeout = Duration::from_secs(10);
+    if let Some(idle) = idle {
+        *idle = Some(mail_batch(&lab, &sink, settings.messages, mail_timeout)?);
+    }
+    let frame = template(lab.gw.mac("gw0"), lab.gen_ns.mac("cl0"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let batch = settings.live_batch;
+    let (first, second, mail) = thread::scope(|scope| -> Result<(Counters, Counters, Mail)> {
+        let generator = lab.gen_ns.spawn_inside(scope, {
+            let (stop, sent, frame) = (Arc::clone(&stop), Arc::clone(&sent), frame.clone());
+            move || generate(&frame, batch, &stop, &sent)
+        });
+        let measured = (|| -> Result<_> {
+            // Let the flood reach its steady rate before the window opens.
+            thread::sleep(Duration::from_millis(500));
+            let first = snapshot(&lab, &filter, &sent)?;
+            thread::sleep(settings.flood);
+            let second = snapshot(&lab, &filter, &sent)?;
+            // Phase 2: mail while the flood goes on (outside the CPU window: the client's and
+            // server's own CPU would blur the receiver's).
+            let mail = mail_batch(&lab, &sink, settings.messages, mail_timeout)?;
+            Ok((first, second, mail))
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let generated = generator
+            .join()
+            .map_err(|_| anyhow::anyhow!("the generator thread panicked"))?;
+        generated?;
+        measured
+    })?;
+    let seconds = second.at.duration_since(first.at).as_secs_f64();
+    let received = second.received - first.received;
+    let row = FloodRow {
+        receiver,
+        seconds,
+        offered_pps: (second.sent - first.sent) as f64 / seconds,
+        received_pps: received as f64 / seconds,
+        dropped_pps: match (first.dropped, second.dropped) {
+            (Some((t0, a)), Some((t1, b))) => {
+                Some((b - a) as f64 / t1.duration_since(t0).as_secs_f64())
+            }
+            _ => None,
+        },
+        cpu_ms_per_million: if received == 0 {
+            f64::NAN
+        } else {
+            (second.receiver_ns - first.receiver_ns) as f64 / 1e6 / (received as f64 / 1e6)
+        },
+        receiver_cores: (second.receiver_ns - first.receiver_ns) as f64 / 1e9 / seconds,
+        mail,
+    };
+    eprintln!(
+        "bench: flood {}: offered {:.0} pps, received {:.0} pps, dropped {}, receiver CPU {:.1} ms per million, mail {}/{} p50 {:.1} ms",
+        receiver.label(),
+        row.offered_pps,
+        row.received_pps,
+        row.dropped_pps
+            .map_or("-".to_string(), |d| format!("{d:.0} pps")),
+        row.cpu_ms_per_million,
+        row.mail.delivered,
+        row.mail.sent,
+        row.mail.p50_ms
+    );
+    drop(filter);
+    drop(sink);
+    Ok(row)
+}
+
+pub fn flood(settings: &Settings) -> Result<Flood> {
+    let mut rows = Vec::new();
+    let mut idle = None;
+    for receiver in Receiver::ALL {
+        let want_idle = (receiver == Receiver::Nothing).then_some(&mut idle);
+        rows.push(scenario(receiver, settings, want_idle)?);
+    }
+    Ok(Flood {
+        rows,
+        idle_mail: idle.context("no idle mail batch")?,
+        batch_size: settings.live_batch,
+    })
+}
+
+/// `iptables-legacy` must exist; (b) is meaningless without it.
+pub fn check_tools() -> Result<()> {
+    for tool in [
+        IPTABLES,
+        "ipset",
+        "nft",
+        "xdp-filter",
+        "ethtool",
+        "bpftool",
+        "nsenter",
+    ] {
+        if sys::run(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_err() {
+            bail!("{tool} is not installed: run `cargo xtask setup`");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,429 @@
+//! Sections 1 and 2: the per-packet cost in the kernel, with BPF_PROG_TEST_RUN.
+//!
+//! The kernel runs the program `repeat` times on one frame and reports the average time per run,
+//! from its own clock: the syscall is outside the figure, the test-run loop's own overhead is in
+//! it, and that is why the bare XDP_PASS/XDP_DROP programs (the floor) are measured the same way.
+//! Each figure is the median of several rounds.
+
+use std::{fs, path::Path, time::Instant};
+
+use anyhow::{Context, Result, bail};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use port25_daemon::{
+    config::{CidrSet, Config},
+    datapath::Datapath,
+};
+use port25_tests::frames::{self, EXT_DEST_OPTS, EXT_HOP_BY_HOP};
+
+use crate::{Settings, sys, xdpfilter::XdpFilter};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+const ALLOWED4: &str = "198.18.1.10";
+const DENIED4: &str = "198.18.2.66";
+const OTHER4: &str = "198.18.3.3";
+const ALLOWED6: &str = "2001:db8:1::10";
+const OTHER6: &str = "2001:db8:3::3";
+
+/// The closed-port policy, with one entry of each kind the rows need.
+const DROP_POLICY: &str = r#"
+policy = "drop"
+ports = [25]
+[allow]
+cidrs = ["198.18.1.0/24", "2001:db8:1::/48"]
+[deny]
+cidrs = ["198.18.2.64/26", "2001:db8:2::/48"]
+"#;
+
+/// The open-MX policy with buckets so small that every SYN after the first is rate-limited.
+const RATELIMIT_POLICY: &str = r#"
+policy = "ratelimit"
+ports = [25]
+[ratelimit]
+syn_rate = 1
+syn_burst = 1
+global_syn_rate = 1
+global_syn_burst = 1
+"#;
+
+/// xdp-filter's closest rule for each row: which load (its policy and rules) and why.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum XfSetup {
+    /// `xdp-filter load -p allow` + `xdp-filter ip DENIED -m src`: a source denylist.
+    DenyList,
+    /// `xdp-filter load -p deny` + `xdp-filter ip ALLOWED -m src`: a source allowlist; xdp-filter
+    /// cannot say "port 25 AND not this source", so everything else on the interface is dropped.
+    AllowList,
+}
+
+pub struct PathRow {
+    pub path: &'static str,
+    pub expected: u32,
+    pub port25_ns: f64,
+    /// xdp-filter's figure and action, or why there is none.
+    pub xdp_filter: Result<(f64, u32), String>,
+}
+
+pub struct PerPacket {
+    pub floor_pass_ns: f64,
+    pub floor_drop_ns: f64,
+    pub rows: Vec<PathRow>,
+    pub repeat: u32,
+    pub rounds: usize,
+}
+
+impl PerPacket {
+    pub fn floor_for(&self, action: u32) -> f64 {
+        if action == XDP_DROP {
+            self.floor_drop_ns
+        } else {
+            self.floor_pass_ns
+        }
+    }
+
+    pub fn row(&self, path: &str) -> Option<&PathRow> {
+        self.rows.iter().find(|r| r.path == path)
+    }
+}
+
+pub const ROW_DROPPED: &str = "port 25, not allowlisted (dropped)";
+
+/// One row: (path, frame, expected action, rate-limit datapath?, xdp-filter's setup).
+type Case = (&'static str, Vec<u8>, u32, bool, Option<XfSetup>);
+
+fn rows() -> Vec<Case> {
+    use XfSetup::{AllowList, DenyList};
+    vec![
+        (
+            "not IPv4/IPv6 (ARP)",
+            frames::arp(),
+            XDP_PASS,
+            false,
+            Some(DenyList),
+        ),
+        (
+            "UDP",
+            frames::udp(OTHER4, 53).build(),
+            XDP_PASS,
+            false,
+            Some(DenyList),
+        ),
+        (
+            "TCP, other port (80)",
+            frames::tcp(OTHER4, 80).build(),
+            XDP_PASS,
+            false,
+            Some(DenyList),
+        ),
+        (
+            "port 25, allowlisted",
+            frames::tcp(ALLOWED4, 25).build(),
+            XDP_PASS,
+            false,
+            Some(AllowList),
+        ),
+        (
+            "port 25, denylisted",
+            frames::tcp(DENIED4, 25).build(),
+            XDP_DROP,
+            false,
+            Some(DenyList),
+        ),
+        (
+            ROW_DROPPED,
+            frames::tcp(OTHER4, 25).build(),
+            XDP_DROP,
+            false,
+            Some(AllowList),
+        ),
+        (
+            "port 25, rate-limited (policy ratelimit)",
+            frames::tcp(OTHER4, 25).build(),
+            XDP_DROP,
+            true,
+            None,
+        ),
+        (
+            "IPv6 port 25, allowlisted",
+            frames::tcp(ALLOWED6, 25).build(),
+            XDP_PASS,
+            false,
+            Some(AllowList),
+        ),
+        (
+            "IPv6 + hop-by-hop + dest-opts, port 25, dropped",
+            frames::tcp(OTHER6, 25)
+                .ext(EXT_HOP_BY_HOP)
+                .ext(EXT_DEST_OPTS)
+                .build(),
+            XDP_DROP,
+            false,
+            Some(AllowList),
+        ),
+    ]
+}
+
+fn load(policy: &str) -> Result<Datapath> {
+    let config = Config::parse(policy, Path::new("bench.toml")).context("bench policy")?;
+    let mut datapath = Datapath::load(&config, 0).context("loading port25's XDP program")?;
+    datapath
+        .apply(&config)
+        .context("applying the bench policy")?;
+    Ok(datapath)
+}
+
+/// The median over rounds of the kernel's average ns per run; checks the action each round.
+fn measure(
+    settings: &Settings,
+    expected: u32,
+    what: &str,
+    mut run: impl FnMut(u32) -> Result<(u32, f64)>,
+) -> Result<f64> {
+    let mut samples = Vec::new();
+    for _ in 0..settings.rounds {
+        let (action, ns) = run(settings.repeat)?;
+        if action != expected {
+            bail!(
+                "{what}: XDP action {action}, expected {expected}: the bench measures the wrong path"
+            );
+        }
+        samples.push(ns);
+    }
+    Ok(sys::median(&samples))
+}
+
+fn floor(datapath: &mut Datapath, name: &str, frame: &[u8], settings: &Settings) -> Result<f64> {
+    let program: &mut Xdp = datapath
+        .ebpf_mut()
+        .program_mut(name)
+        .with_context(|| format!("no program {name} in port25's object"))?
+        .try_into()?;
+    program.load().with_context(|| format!("loading {name}"))?;
+    let expected = if name == "floor_drop" {
+        XDP_DROP
+    } else {
+        XDP_PASS
+    };
+    measure(settings, expected, name, |repeat| {
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        Ok((result.return_value, result.duration.as_nanos() as f64))
+    })
+}
+
+pub fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> {
+    let mut drop_dp = load(DROP_POLICY)?;
+    let ratelimit_dp = load(RATELIMIT_POLICY)?;
+    let syn = frames::tcp(OTHER4, 25).build();
+    let floor_pass_ns = floor(&mut drop_dp, "floor_pass", &syn, settings)?;
+    let floor_drop_ns = floor(&mut drop_dp, "floor_drop", &syn, settings)?;
+    eprintln!("bench: floor: XDP_PASS {floor_pass_ns:.1} ns, XDP_DROP {floor_drop_ns:.1} ns");
+
+    let rows = rows();
+    let mut out = Vec::new();
+    for (path, frame, expected, ratelimited, _) in &rows {
+        let datapath = if *ratelimited {
+            &ratelimit_dp
+        } else {
+            &drop_dp
+        };
+        // The rate-limited row: the first SYN spends the only token; every later one is dropped.
+        if *ratelimited {
+            datapath.test_run(frame)?;
+        }
+        let port25_ns = measure(settings, *expected, path, |repeat| {
+            let (action, duration) = datapath.test_run_timed(frame, repeat)?;
+            Ok((action, duration.as_nanos() as f64))
+        })?;
+        eprintln!("bench: {path}: port25 {port25_ns:.1} ns");
+        out.push(PathRow {
+            path,
+            expected: *expected,
+            port25_ns,
+            xdp_filter: Err("no rate limiting in xdp-filter".to_string()),
+        });
+    }
+    // One xdp-filter at a time: libxdp pins by interface index, which is the same in every
+    // fresh namespace, so two loads side by side would clobber each other.
+    let file = work.join("frame.bin");
+    for (setup, policy, sources) in [
+        (XfSetup::DenyList, "allow", &[DENIED4][..]),
+        (XfSetup::AllowList, "deny", &[ALLOWED4, ALLOWED6][..]),
+    ] {
+        let filter = XdpFilter::load("xf", policy, sources);
+        for ((path, frame, expected, _, xf), row) in rows.iter().zip(out.iter_mut()) {
+            if *xf != Some(setup) {
+                continue;
+            }
+            row.xdp_filter = match &filter {
+                Err(e) => Err(format!("xdp-filter: {e:#}")),
+                Ok(filter) => {
+                    fs::write(&file, frame)?;
+                    let ns = measure(settings, *expected, &format!("xdp-filter {path}"), |r| {
+                        filter.test_run(&file, r)
+                    })?;
+                    eprintln!("bench: {path}: xdp-filter {ns:.1} ns");
+                    Ok((ns, *expected))
+                }
+            };
+        }
+    }
+    Ok(PerPacket {
+        floor_pass_ns,
+        floor_drop_ns,
+        rows: out,
+        repeat: settings.repeat,
+        rounds: settings.rounds,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 2: list scale
+// ---------------------------------------------------------------------------------------------
+
+pub struct ScaleRow {
+    /// Prefixes per family (the run loads this many IPv4 and this many IPv6 prefixes).
+    pub entries: usize,
+    pub v4_allowed_ns: f64,
+    pub v4_dropped_ns: f64,
+    pub v6_allowed_ns: f64,
+    pub v6_dropped_ns: f64,
+    /// Wall time of writing both lists into the kernel (one policy generation).
+    pub load_seconds: f64,
+    /// Kernel memory of the four list maps after the load (the kernel's own accounting).
+    pub kernel_bytes: u64,
+}
+
+/// `count` distinct prefixes per family, deterministic, never covering the rows' sources except
+/// the allowlisted /24 and /48 of the frames (which are always in, so that the allowed rows pass).
+pub fn prefixes(count: usize) -> CidrSet {
+    let mut nets: Vec<IpNet> = vec![
+        "198.18.1.0/24".parse().expect("valid"),
+        "2001:db8:1::/48".parse().expect("valid"),
+    ];
+    // A xorshift generator: spread over the address space like a real feed, so the trie is deep.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut v4 = std::collections::HashSet::new();
+    while v4.len() < count.saturating_sub(1) {
+        let r = next();
+        let len = 16 + (r % 17) as u8; // /16 to /32
+        let addr = (r >> 32) as u32;
+        // 198.18.0.0/15 holds the rows' sources: keep the list out of it (and out of 0/8).
+        if addr >> 17 == (198 << 7) | (18 >> 1) || addr >> 24 == 0 {
+            continue;
+        }
+        if let Ok(net) = Ipv4Net::new(addr.into(), len) {
+            v4.insert(net.trunc());
+        }
+    }
+    let mut v6 = std::collections::HashSet::new();
+    while v6.len() < count.saturating_sub(1) {
+        let r = next();
+        let len = 48 + (r % 17) as u8; // /48 to /64
+        // 2001:db8:XXXX:YYYY::, with XXXX above 0xff so the rows' 2001:db8:1::/48 and
+        // 2001:db8:3::/48 stay out.
+        let third = 0x100 + (r >> 16) as u16 % 0xff00;
+        let fourth = (r >> 32) as u16;
+        let addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, third, fourth, 0, 0, 0, 0);
+        if let Ok(net) = Ipv6Net::new(addr, len) {
+            v6.insert(net.trunc());
+        }
+    }
+    nets.extend(v4.into_iter().map(IpNet::V4));
+    nets.extend(v6.into_iter().map(IpNet::V6));
+    CidrSet::new(nets)
+}
+
+/// Kernel memory of the list maps of this datapath, from `bpftool map show` (memlock: the map's
+/// own accounting of what it allocated).
+fn list_map_bytes(datapath: &mut Datapath) -> Result<u64> {
+    let mut total = 0;
+    for name in ["ALLOW_V4", "ALLOW_V6", "DENY_V4", "DENY_V6"] {
+        let map = datapath
+            .ebpf_mut()
+            .map(name)
+            .with_context(|| format!("no map {name}"))?;
+        let id = match map {
+            aya::maps::Map::LpmTrie(data) => data.info()?.id(),
+            _ => bail!("{name} is not an LPM trie"),
+        };
+        let out = sys::run(std::process::Command::new("bpftool").args([
+            "map",
+            "show",
+            "id",
+            &id.to_string(),
+        ]))?;
+        let bytes = out
+            .split_whitespace()
+            .skip_while(|w| *w != "memlock")
+            .nth(1)
+            .and_then(|v| v.trim_end_matches('B').parse::<u64>().ok())
+            .with_context(|| format!("no memlock in `bpftool map show id {id}`: {out}"))?;
+        total += bytes;
+    }
+    Ok(total)
+}
+
+pub fn scale(settings: &Settings) -> Result<Vec<ScaleRow>> {
+    let config = Config::parse(DROP_POLICY, Path::new("bench.toml"))?;
+    let deny = CidrSet::default();
+    let mut out = Vec::new();
+    for &entries in &settings.scale_sizes {
+        let allow = prefixes(entries);
+        let mut datapath = Datapath::load(&config, 0)?;
+        let started = Instant::now();
+        datapath.apply_lists(&config, &allow, &deny)?;
+        let load_seconds = started.elapsed().as_secs_f64();
+        let kernel_bytes = list_map_bytes(&mut datapath)?;
+        let cost = |frame: Vec<u8>, expected: u32| {
+            measure(settings, expected, "scale", |repeat| {
+                let (action, d) = datapath.test_run_timed(&frame, repeat)?;
+                Ok((action, d.as_nanos() as f64))
+            })
+        };
+        let row = ScaleRow {
+            entries,
+            v4_allowed_ns: cost(frames::tcp(ALLOWED4, 25).build(), XDP_PASS)?,
+            v4_dropped_ns: cost(frames::tcp(OTHER4, 25).build(), XDP_DROP)?,
+            v6_allowed_ns: cost(frames::tcp(ALLOWED6, 25).build(), XDP_PASS)?,
+            v6_dropped_ns: cost(frames::tcp(OTHER6, 25).build(), XDP_DROP)?,
+            load_seconds,
+            kernel_bytes,
+        };
+        eprintln!(
+            "bench: {entries} prefixes per family: load {:.2} s, {} MiB, v4 drop {:.1} ns",
+            row.load_seconds,
+            row.kernel_bytes / (1 << 20),
+            row.v4_dropped_ns
+        );
+        out.push(row);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_distinct_and_keep_out_of_the_rows() {
+        let set = prefixes(1000);
+        assert_eq!(set.v4.len(), 1000);
+        assert_eq!(set.v6.len(), 1000);
+        let other4: std::net::Ipv4Addr = OTHER4.parse().unwrap();
+        let other6: std::net::Ipv6Addr = OTHER6.parse().unwrap();
+        assert!(!set.v4.iter().any(|n| n.contains(&other4)));
+        assert!(!set.v6.iter().any(|n| n.contains(&other6)));
+    }
+}

@@ -1,0 +1,78 @@
+//! Programs for `cargo xtask bench`, not for the daemon (which loads only `port25` and
+//! `port25_egress`; the rest of the object stays in the file, unloaded).
+//!
+//! `floor_pass` and `floor_drop` do nothing but return their action: what BPF_PROG_TEST_RUN costs
+//! per packet before any filtering, the floor every filter is compared with. `flood_tx` is the SYN
+//! flood generator: run with BPF_F_TEST_XDP_LIVE_FRAMES on a veth, it sends its frame out again
+//! (XDP_TX), each time from another spoofed source, so that a per-source allowlist or hash is
+//! exercised as a real spoofed flood would.
+
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, programs::XdpContext,
+};
+
+#[xdp]
+pub fn floor_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn floor_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+/// Ethernet (no VLAN), IPv4 without options, TCP: the generator's template, built by the bench.
+const IP_OFF: usize = 14;
+const TCP_OFF: usize = IP_OFF + 20;
+const FRAME_MIN: usize = TCP_OFF + 20;
+
+#[xdp]
+pub fn flood_tx(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + FRAME_MIN > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let frame = data as *mut u8;
+    // The low 16 bits of the source address become random; the IP and TCP checksums (the TCP
+    // one covers the addresses through its pseudo-header) are updated incrementally (RFC 1624),
+    // so that the receiver's stack accepts the SYN as it would a real one.
+    // SAFETY: a helper without arguments.
+    let new = unsafe { bpf_get_prandom_u32() } as u16;
+    // SAFETY: every offset below is inside [data, data + FRAME_MIN), checked above.
+    unsafe {
+        let old = read16(frame.add(IP_OFF + 14));
+        write16(frame.add(IP_OFF + 14), new);
+        let ip_sum = read16(frame.add(IP_OFF + 10));
+        write16(frame.add(IP_OFF + 10), csum_replace(ip_sum, old, new));
+        let tcp_sum = read16(frame.add(TCP_OFF + 16));
+        write16(frame.add(TCP_OFF + 16), csum_replace(tcp_sum, old, new));
+    }
+    xdp_action::XDP_TX
+}
+
+/// A big-endian 16-bit word at `p`.
+#[inline(always)]
+unsafe fn read16(p: *const u8) -> u16 {
+    // SAFETY: the caller checked both bytes are in the packet.
+    unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+#[inline(always)]
+unsafe fn write16(p: *mut u8, value: u16) {
+    let [hi, lo] = value.to_be_bytes();
+    // SAFETY: the caller checked both bytes are in the packet.
+    unsafe {
+        *p = hi;
+        *p.add(1) = lo;
+    }
+}
+
+/// The checksum after one 16-bit word of what it covers went from `old` to `new`:
+/// HC' = ~(~HC + ~m + m') in one's complement arithmetic.
+#[inline(always)]
+fn csum_replace(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}

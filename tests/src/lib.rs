@@ -4,6 +4,7 @@
 pub mod frames;
 pub mod lab;
 pub mod reference;
+pub mod rng;
 
 /// Fails the test (never skips it) when not root: these tests load XDP programs and build netns labs.
 pub fn require_root() {

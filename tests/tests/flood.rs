@@ -54,6 +54,7 @@ use port25_tests::{
         BpfFs, Capture, Daemon, Delivery, Netns, PacketSocket, SmtpSink, TopRow, VethEnd, WorkDir,
         metric_samples, metric_sum, poll, port25d_top, require_tools, send_mail, tool, veth,
     },
+    rng::Rng,
 };
 
 // ---- The policy under test -------------------------------------------------------------------
@@ -314,19 +315,6 @@ fn assert_overlap(phase: &str, sent: &[Sent], flood_active: Duration, flood_stop
 
 // ---- Phase 2: spoofed SYN frames -------------------------------------------------------------
 
-/// SplitMix64: enough randomness for source addresses, ports and sequence numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// The Internet checksum of `words` (big-endian 16-bit words, odd length padded).
 fn checksum(chunks: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
@@ -352,7 +340,7 @@ fn spoof(frame: &mut [u8], dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, rn
     frame[..6].copy_from_slice(&dst_mac);
     frame[6..12].copy_from_slice(&src_mac);
     frame[IP + 12..IP + 16].copy_from_slice(&src.octets());
-    let r = rng.next();
+    let r = rng.next_u64();
     let sport = 1024 + (r % 64_000) as u16;
     frame[TCP..TCP + 2].copy_from_slice(&sport.to_be_bytes());
     frame[TCP + 4..TCP + 8].copy_from_slice(&((r >> 32) as u32).to_be_bytes());
@@ -421,7 +409,7 @@ fn spoof_flood(
         // Pace against the clock: send what is due, then nap.
         let due = ((secs(started.elapsed()) * SPOOF_PER_SEC) as u64).min(SPOOF_MAX_FRAMES);
         while attempts < due {
-            let host = (rng.next() & 0xffff) as u16;
+            let host = (rng.next_u64() & 0xffff) as u16;
             let [hi, lo] = host.to_be_bytes();
             let src = Ipv4Addr::new(198, 19, hi, lo);
             spoof(&mut frame, dst_mac, src_mac, src, &mut rng);

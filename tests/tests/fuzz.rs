@@ -22,6 +22,7 @@ use port25_daemon::{config::Config, datapath::Datapath};
 use port25_tests::{
     reference::{self, Parsed, RefPolicy, RefPolicyKind, XDP_DROP, XDP_PASS},
     require_root,
+    rng::Rng,
 };
 
 const DEFAULT_SEED: u64 = 0x0025_2525_f00d_5eed;
@@ -44,52 +45,6 @@ const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
 const ETH_8021Q: u16 = 0x8100;
 const ETH_8021AD: u16 = 0x88a8;
-
-// ---- Seeded randomness -------------------------------------------------------------------------
-
-/// SplitMix64: tiny, fast, and plenty for a fuzzer; no dependency, so a seed means the same frames
-/// on every machine and every version of the test's dependencies.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-
-    fn u16(&mut self) -> u16 {
-        self.next() as u16
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
 
 // ---- Policies ------------------------------------------------------------------------------------
 
@@ -239,7 +194,7 @@ impl Gen<'_> {
         let bits = match self.rng.below(100) {
             0..40 => {
                 let net = self.rng.pick(&listed);
-                u32::from(net.network()) | (self.rng.next() as u32 & u32::from(net.hostmask()))
+                u32::from(net.network()) | (self.rng.next_u64() as u32 & u32::from(net.hostmask()))
             }
             40..60 => {
                 let net = self.rng.pick(&listed);
@@ -247,8 +202,8 @@ impl Gen<'_> {
                 self.rng
                     .pick(&[first, last, first.wrapping_sub(1), last.wrapping_add(1)])
             }
-            60..90 => 0xc612_0000 | (self.rng.next() as u32 & 0x0001_ffff), // 198.18.0.0/15
-            _ => self.rng.next() as u32,
+            60..90 => 0xc612_0000 | (self.rng.next_u64() as u32 & 0x0001_ffff), // 198.18.0.0/15
+            _ => self.rng.next_u64() as u32,
         };
         Ipv4Addr::from(bits)
     }
@@ -260,7 +215,7 @@ impl Gen<'_> {
                 IpNet::V4(_) => None,
             })
             .collect();
-        let random = u128::from(self.rng.next()) << 64 | u128::from(self.rng.next());
+        let random = u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64());
         let bits = match self.rng.below(100) {
             0..40 => {
                 let net = self.rng.pick(&listed);

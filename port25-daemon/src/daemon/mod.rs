@@ -132,7 +132,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         reloads_failed: 0,
         watched,
     };
-    daemon.publish(&allow, &deny);
+    daemon.publish();
     notify(&[sd_notify::NotifyState::Ready]);
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -221,7 +221,7 @@ impl Daemon {
         );
         self.watched = watched_fingerprint(&next.watched_dirs);
         self.config = next;
-        self.publish(&allow, &deny);
+        self.publish();
         Ok(())
     }
 
@@ -247,6 +247,9 @@ impl Daemon {
                 return;
             }
         };
+        if due.is_empty() {
+            return;
+        }
         for entry in due {
             let in_config = self.config_list(entry.list).contains_net(&entry.cidr);
             if !in_config && let Err(err) = self.datapath.remove_live(entry.list.into(), entry.cidr)
@@ -264,7 +267,7 @@ impl Daemon {
                 entry.cidr
             );
         }
-        self.publish_counts();
+        self.publish();
     }
 
     fn config_list(&self, list: ListName) -> &CidrSet {
@@ -274,22 +277,29 @@ impl Daemon {
         }
     }
 
-    fn publish(&self, allow: &CidrSet, deny: &CidrSet) {
+    /// How many entries a list has in the kernel: the config's, plus runtime entries the config
+    /// does not have. Counted, not built: the config's lists may hold a million entries.
+    fn effective_len(&self, list: ListName) -> usize {
+        let config = self.config_list(list);
+        let extra = self
+            .runtime
+            .entries(list)
+            .filter(|entry| !config.contains_net(&entry.cidr))
+            .count();
+        config.len() + extra
+    }
+
+    /// Publishes what the gauges show: attachments and list sizes.
+    fn publish(&self) {
         let snapshot = Snapshot {
             attachments: self.datapath.attachments().to_vec(),
-            allow_entries: allow.len(),
-            deny_entries: deny.len(),
+            allow_entries: self.effective_len(ListName::Allow),
+            deny_entries: self.effective_len(ListName::Deny),
         };
         match self.metrics.snapshot.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
-    }
-
-    /// Republishes list sizes after a runtime change (cheaper than rebuilding the union).
-    fn publish_counts(&self) {
-        let (allow, deny) = effective_lists(&self.config, &self.runtime);
-        self.publish(&allow, &deny);
     }
 }
 

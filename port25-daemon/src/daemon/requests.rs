@@ -2,7 +2,7 @@
 
 use tracing::{error, info};
 
-use super::{Daemon, effective_lists};
+use super::Daemon;
 use crate::{
     config::parse_cidr,
     control::{ListReply, Request, Response},
@@ -56,7 +56,7 @@ impl Daemon {
             },
         );
         info!("runtime {} add {net} ({expiry})", list.as_str());
-        self.publish_counts();
+        self.publish();
         Response::Ok {
             message: format!("added {net} to the {} list ({expiry})", list.as_str()),
         }
@@ -106,21 +106,20 @@ impl Daemon {
             return error(format!("removing {net} from the kernel: {err:#}"));
         }
         info!("runtime {} del {net}", list.as_str());
-        self.publish_counts();
+        self.publish();
         Response::Ok {
             message: format!("removed {net} from the {} list", list.as_str()),
         }
     }
 
     fn status(&self) -> Status {
-        let (allow, deny) = effective_lists(&self.config, &self.runtime);
-        let lists = [(ListName::Allow, &allow), (ListName::Deny, &deny)]
+        let lists = [ListName::Allow, ListName::Deny]
             .into_iter()
-            .map(|(list, effective)| ListStatus {
+            .map(|list| ListStatus {
                 list: list.as_str().to_owned(),
                 from_config: self.config_list(list).len(),
                 runtime: self.runtime.len(list),
-                total: effective.len(),
+                total: self.effective_len(list),
             })
             .collect();
         let counters = self

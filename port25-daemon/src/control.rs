@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::{fs::PermissionsExt as _, net::UnixStream},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
@@ -152,8 +152,4 @@ fn not_running(path: &Path, err: std::io::Error) -> anyhow::Error {
         _ => "is port25d running? (`systemctl status port25d`; or pass --control-socket)",
     };
     anyhow::anyhow!("cannot reach port25d at {}: {err}; {hint}", path.display())
-}
-
-pub fn default_socket() -> PathBuf {
-    PathBuf::from(DEFAULT_SOCKET)
 }

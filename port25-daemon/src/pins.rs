@@ -69,10 +69,6 @@ impl PinDir {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Where this build's maps are pinned.
     pub fn maps(&self) -> PathBuf {
         self.root.join(format!("maps-v{LAYOUT_VERSION}"))

@@ -103,8 +103,6 @@ pub struct Datapath {
     /// The list entries of the live generation, when known (not after adopting maps that a killed
     /// daemon left: then the first update sweeps by generation instead).
     live: Option<policy::LiveLists>,
-    /// Whether the maps were adopted from an earlier daemon rather than made now.
-    adopted: bool,
     attachments: Vec<Attachment>,
     links: Vec<HeldLink>,
 }
@@ -164,7 +162,6 @@ impl Datapath {
             sources: Arc::new(SourceTables { sources, verified }),
             generation: 0,
             live: None,
-            adopted,
             attachments: Vec::new(),
             links: Vec::new(),
         };
@@ -197,15 +194,6 @@ impl Datapath {
 
     pub fn generation(&self) -> u32 {
         self.generation
-    }
-
-    /// Whether the maps were adopted from an earlier daemon.
-    pub fn adopted(&self) -> bool {
-        self.adopted
-    }
-
-    pub fn pins(&self) -> &PinDir {
-        &self.pins
     }
 
     /// Removes the map directories of other layout versions (after taking over the interfaces,

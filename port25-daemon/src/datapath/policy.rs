@@ -5,7 +5,7 @@
 //! reads `ACTIVE` once, so it sees the old policy or the new, never a mix. Single runtime entries
 //! (`port25d deny add`) go straight into the live generation: one entry appears or goes, atomically.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -214,32 +214,6 @@ impl Datapath {
             tracing::info!("removed {swept} list entries of earlier generations");
         }
         Ok(())
-    }
-
-    /// The live generation's list entries, read back from the kernel (for `status` and tests).
-    pub fn live_entries(&mut self, list: List) -> Result<CidrSet, Error> {
-        let generation = self.generation;
-        let (v4, v6) = list.maps();
-        let mut nets = Vec::new();
-        for key in self.trie_v4(v4)?.keys().filter_map(Result::ok) {
-            let data = key.data();
-            if data.generation == generation {
-                let addr = IpAddr::from(data.addr);
-                if let Ok(net) = IpNet::new(addr, (key.prefix_len() - GENERATION_BITS) as u8) {
-                    nets.push(net);
-                }
-            }
-        }
-        for key in self.trie_v6(v6)?.keys().filter_map(Result::ok) {
-            let data = key.data();
-            if data.generation == generation {
-                let addr = IpAddr::from(data.addr);
-                if let Ok(net) = IpNet::new(addr, (key.prefix_len() - GENERATION_BITS) as u8) {
-                    nets.push(net);
-                }
-            }
-        }
-        Ok(CidrSet::new(nets))
     }
 }
 

@@ -47,7 +47,7 @@ fn try_port25(ctx: &XdpContext) -> Result<u32, ()> {
             if !maps::port_protected(generation, segment.dport)? {
                 return Ok(xdp_action::XDP_PASS);
             }
-            if segment.header_ok {
+            if segment.intact {
                 decide(generation, &settings, &segment)
             } else {
                 Reason::Malformed
@@ -129,7 +129,7 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
     let Parsed::Tcp(segment) = parse::parse(ctx.data(), ctx.data_end()) else {
         return Ok(());
     };
-    if !segment.header_ok || segment.flags & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK {
+    if !segment.intact || segment.flags & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK {
         return Ok(());
     }
     let generation = maps::active_generation()?;

@@ -1,7 +1,11 @@
 //! Header walking: from an XDP frame to "TCP from this source to that port", or to why not.
 //!
 //! Every read is bounds-checked against `data_end` (the verifier insists, and attackers send short
-//! frames). The rules for what cannot be read are in DESIGN.md, step 1 and 5 of the decision table.
+//! frames) and against the end of the IP packet that the IP header itself declares (IPv4 total
+//! length, IPv6 payload length): bytes past it, Ethernet padding or a trailer, are not packet data,
+//! and the kernel trims them before TCP sees the packet. A packet that declares more bytes than the
+//! frame holds is one the kernel drops as truncated. The rules for what cannot be read are in
+//! DESIGN.md, step 1 and 5 of the decision table.
 
 use port25_common::MAX_IPV6_EXT_HEADERS;
 
@@ -49,13 +53,14 @@ pub struct Segment {
     pub addrs: Addrs,
     pub sport: u16,
     pub dport: u16,
-    /// Flags, sequence and acknowledgment numbers; zero when `header_ok` is false.
+    /// Flags, sequence and acknowledgment numbers; zero when `intact` is false.
     pub flags: u8,
     pub seq: u32,
     pub ack: u32,
     /// False when the fixed TCP header (flags, data offset) is cut short or claims fewer than
-    /// 20 bytes: fatal only if the port turns out to be protected.
-    pub header_ok: bool,
+    /// 20 bytes, or when the IP header declares more bytes than the frame holds: fatal only if
+    /// the port turns out to be protected.
+    pub intact: bool,
 }
 
 /// What the parser made of a frame.
@@ -71,12 +76,26 @@ pub enum Parsed {
 struct Frame {
     start: usize,
     end: usize,
+    /// Offset (from `start`) where the packet data ends, once the IP header has said so; until
+    /// then no bound but the frame's.
+    limit: usize,
 }
 
 impl Frame {
-    /// Pointer to `len` readable bytes at `offset`, if the frame holds them.
+    fn new(start: usize, end: usize) -> Self {
+        Self {
+            start,
+            end,
+            limit: usize::MAX,
+        }
+    }
+
+    /// Pointer to `N` readable bytes at `offset`, if the packet holds them.
     #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<&[u8; N]> {
+        if offset + N > self.limit {
+            return None;
+        }
         let at = self.start + offset;
         if at + N > self.end {
             return None;
@@ -85,16 +104,37 @@ impl Frame {
         Some(unsafe { &*(at as *const [u8; N]) })
     }
 
+    /// The packet ends at `packet_end` (an offset the IP header gave). Returns false when that is
+    /// past the end of the frame: the packet was cut short, and the kernel will drop it.
+    #[inline(always)]
+    fn end_packet_at(&mut self, packet_end: usize) -> bool {
+        if packet_end > self.end - self.start {
+            return false;
+        }
+        self.limit = opaque(packet_end);
+        true
+    }
+
     #[inline(always)]
     fn u16_be(&self, offset: usize) -> Option<u16> {
         self.bytes::<2>(offset).map(|b| u16::from_be_bytes(*b))
     }
 }
 
+/// `value`, hidden from the optimiser. Knowing `limit <= end - start`, LLVM would prove every
+/// `offset + N <= limit` check enough and drop the check against `end`, which the verifier needs
+/// to see (it refuses the program without it).
+#[inline(always)]
+fn opaque(value: usize) -> usize {
+    let slot = value;
+    // SAFETY: a volatile read of a local, initialised value.
+    unsafe { core::ptr::read_volatile(&slot) }
+}
+
 /// Parses the frame in `[start, end)`: an XDP or TC context's data pointers.
 #[inline(always)]
 pub fn parse(start: usize, end: usize) -> Parsed {
-    let frame = Frame { start, end };
+    let mut frame = Frame::new(start, end);
     // Ethernet and up to two VLAN tags (802.1ad outer, 802.1Q inner). A frame too short to name its
     // payload claims nothing: pass.
     let Some(mut ethertype) = frame.u16_be(12) else {
@@ -112,16 +152,17 @@ pub fn parse(start: usize, end: usize) -> Parsed {
         offset += VLAN_HLEN;
     }
     match ethertype {
-        ETH_P_IPV4 => parse_ipv4(&frame, offset),
-        ETH_P_IPV6 => parse_ipv6(&frame, offset),
+        ETH_P_IPV4 => parse_ipv4(&mut frame, offset),
+        ETH_P_IPV6 => parse_ipv6(&mut frame, offset),
         _ => Parsed::Other,
     }
 }
 
 #[inline(always)]
-fn parse_ipv4(frame: &Frame, offset: usize) -> Parsed {
-    // The first 10 bytes say whether this can be TCP at all: version, fragment offset, protocol.
-    let Some(head) = frame.bytes::<10>(offset) else {
+fn parse_ipv4(frame: &mut Frame, offset: usize) -> Parsed {
+    // The first 10 bytes say whether this can be TCP at all: version, total length, fragment
+    // offset, protocol.
+    let Some(&head) = frame.bytes::<10>(offset) else {
         return Parsed::Malformed;
     };
     // The stack drops a wrong version itself; a non-first fragment has no TCP header (its first
@@ -134,7 +175,10 @@ fn parse_ipv4(frame: &Frame, offset: usize) -> Parsed {
     {
         return Parsed::Other;
     }
-    // It claims TCP (perhaps behind AH): from here, what cannot be read is malformed.
+    // It claims TCP (perhaps behind AH): from here, what cannot be read is malformed. Nothing
+    // past the total length is read; a total length shorter than the header leaves it unreadable.
+    let total_length = u16::from_be_bytes([head[2], head[3]]) as usize;
+    let whole = frame.end_packet_at(offset + total_length);
     let Some(header) = frame.bytes::<20>(offset) else {
         return Parsed::Malformed;
     };
@@ -157,19 +201,25 @@ fn parse_ipv4(frame: &Frame, offset: usize) -> Parsed {
         }
         offset += (ah[1] as usize + 2) * 4;
     }
-    parse_tcp(frame, offset, addrs)
+    parse_tcp(frame, offset, addrs, whole)
 }
 
 #[inline(always)]
-fn parse_ipv6(frame: &Frame, offset: usize) -> Parsed {
-    // Version and next header come first: enough to tell a cut-short header that cannot be TCP.
-    let Some(head) = frame.bytes::<7>(offset) else {
+fn parse_ipv6(frame: &mut Frame, offset: usize) -> Parsed {
+    // Version, payload length and next header come first: enough to tell a cut-short header that
+    // cannot be TCP.
+    let Some(&head) = frame.bytes::<7>(offset) else {
         return Parsed::Malformed;
     };
     if head[0] >> 4 != 6 {
         // The stack drops a wrong version itself.
         return Parsed::Other;
     }
+    // Nothing past the payload is read. A payload length of 0 before a hop-by-hop header is a
+    // jumbogram's (RFC 2675): its length is in an option, so only the frame bounds it.
+    let payload_length = u16::from_be_bytes([head[4], head[5]]) as usize;
+    let whole = (payload_length == 0 && head[6] == NH_HOP_BY_HOP)
+        || frame.end_packet_at(offset + IPV6_HLEN + payload_length);
     let Some(header) = frame.bytes::<IPV6_HLEN>(offset) else {
         return if is_walked_ext(head[6]) || head[6] == IPPROTO_TCP {
             Parsed::Malformed
@@ -213,14 +263,14 @@ fn parse_ipv6(frame: &Frame, offset: usize) -> Parsed {
                 next = ext[0];
                 8
             }
-            IPPROTO_TCP => return parse_tcp(frame, offset, addrs),
+            IPPROTO_TCP => return parse_tcp(frame, offset, addrs, whole),
             _ => return Parsed::Other,
         };
         offset += len;
     }
     // Still TCP after the last header we walk? Then judge it; a longer chain is malformed.
     if next == IPPROTO_TCP {
-        return parse_tcp(frame, offset, addrs);
+        return parse_tcp(frame, offset, addrs, whole);
     }
     if is_walked_ext(next) {
         Parsed::Malformed
@@ -238,8 +288,10 @@ fn is_walked_ext(next: u8) -> bool {
     )
 }
 
+/// The TCP segment at `offset`; `whole` is false when the IP header declared more bytes than the
+/// frame holds.
 #[inline(always)]
-fn parse_tcp(frame: &Frame, offset: usize, addrs: Addrs) -> Parsed {
+fn parse_tcp(frame: &Frame, offset: usize, addrs: Addrs, whole: bool) -> Parsed {
     let Some(ports) = frame.bytes::<4>(offset) else {
         return Parsed::Malformed;
     };
@@ -253,7 +305,7 @@ fn parse_tcp(frame: &Frame, offset: usize, addrs: Addrs) -> Parsed {
             flags: tcp[13],
             seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
             ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
-            header_ok: tcp[12] >> 4 >= 5,
+            intact: whole && tcp[12] >> 4 >= 5,
         },
         None => Segment {
             addrs,
@@ -262,7 +314,7 @@ fn parse_tcp(frame: &Frame, offset: usize, addrs: Addrs) -> Parsed {
             flags: 0,
             seq: 0,
             ack: 0,
-            header_ok: false,
+            intact: false,
         },
     };
     Parsed::Tcp(segment)

@@ -39,6 +39,10 @@ pub struct FrameBuilder {
     fragment: Option<(u16, bool)>,
     ipv6_ext: Vec<u8>,
     l4: L4,
+    /// Overrides the IPv4 total length or the IPv6 payload length (a length that lies).
+    ip_length: Option<u16>,
+    /// Bytes appended after the packet: Ethernet padding or a trailer, which no IP length covers.
+    padding: usize,
     truncate_to: Option<usize>,
 }
 
@@ -83,6 +87,8 @@ impl FrameBuilder {
             fragment: None,
             ipv6_ext: Vec::new(),
             l4,
+            ip_length: None,
+            padding: 0,
             truncate_to: None,
         }
     }
@@ -157,6 +163,26 @@ impl FrameBuilder {
         self
     }
 
+    /// Writes `len` into the IPv4 total length (or IPv6 payload length) field instead of the true
+    /// length.
+    pub fn ip_length(mut self, len: u16) -> Self {
+        self.ip_length = Some(len);
+        self
+    }
+
+    /// Appends zero bytes after the packet until the frame is `len` bytes long, as Ethernet pads
+    /// short frames to 60 bytes.
+    pub fn pad_to(mut self, len: usize) -> Self {
+        self.padding = len.saturating_sub(self.build().len());
+        self
+    }
+
+    /// Appends `len` zero bytes after the packet: a trailer some devices add.
+    pub fn trailer(mut self, len: usize) -> Self {
+        self.padding += len;
+        self
+    }
+
     /// Cuts the frame to its first `len` bytes.
     pub fn truncate(mut self, len: usize) -> Self {
         self.truncate_to = Some(len);
@@ -180,7 +206,7 @@ impl FrameBuilder {
             IpAddr::V4(src) => {
                 let mut frame = self.link(0x0800);
                 let ihl = (20 + self.ipv4_options.len()) / 4;
-                let total = (ihl * 4 + l4.len()) as u16;
+                let total = self.ip_length.unwrap_or((ihl * 4 + l4.len()) as u16);
                 let (offset, more) = self.fragment.unwrap_or((0, false));
                 let frag = (u16::from(more) << 13) | offset;
                 frame.push(0x40 | ihl as u8);
@@ -200,7 +226,7 @@ impl FrameBuilder {
             IpAddr::V6(src) => {
                 let mut frame = self.link(0x86dd);
                 let ext = self.chained_ext(protocol);
-                let payload = (ext.len() + l4.len()) as u16;
+                let payload = self.ip_length.unwrap_or((ext.len() + l4.len()) as u16);
                 let first = if self.ipv6_ext.is_empty() {
                     protocol
                 } else {
@@ -219,6 +245,7 @@ impl FrameBuilder {
             }
         };
         frame.extend_from_slice(&l4);
+        frame.resize(frame.len() + self.padding, 0);
         if let Some(len) = self.truncate_to {
             frame.truncate(len);
         }

@@ -4,10 +4,12 @@
 //!
 //! Where etherparse checks more than the datapath does, the datapath's documented semantics win and
 //! the reference falls back to reading the few raw bytes the datapath needs. Each such choice is
-//! marked `KERNEL SEMANTICS:` below. In short, the datapath bounds-checks every read against the end
-//! of the frame and nothing else: it ignores IP length fields (IPv4 total length, IPv6 payload
-//! length), checksums, the IP version nibble, IPv4 and TCP option contents, and an IPv6 extension
-//! header's body that it never needs to read.
+//! marked `KERNEL SEMANTICS:` below. In short, the datapath bounds every read by the end of the
+//! frame and by the end of the packet that the IP header declares (IPv4 total length, IPv6 payload
+//! length: bytes past it are padding or a trailer, which the kernel trims), and treats a declared
+//! length that the frame does not hold as a packet cut short (`malformed` if it is TCP to a
+//! protected port); it ignores checksums, the IP version nibble, IPv4 and TCP option contents, and
+//! an IPv6 extension header's body that it never needs to read.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -63,8 +65,9 @@ pub enum Parsed {
     /// Claims to be IP (and possibly TCP) but cannot be read far enough to decide.
     Malformed,
     /// A TCP segment whose destination port could be read. `flags` is `None` when the fixed TCP
-    /// header (data offset, flags) is cut short or its data offset is below 5: `malformed` if the
-    /// port is protected, untouched otherwise.
+    /// header (data offset, flags) is cut short or its data offset is below 5, or when the IP
+    /// header declares more bytes than the frame holds: `malformed` if the port is protected,
+    /// untouched otherwise.
     Tcp {
         source: IpAddr,
         dport: u16,
@@ -201,8 +204,8 @@ fn parse_ipv4(ip: &[u8]) -> Parsed {
     let [
         version_ihl,
         _,
-        _,
-        _,
+        total_hi,
+        total_lo,
         _,
         _,
         frag_hi,
@@ -224,9 +227,14 @@ fn parse_ipv4(ip: &[u8]) -> Parsed {
     // It claims TCP (perhaps behind AH): a header cut short (fixed part or options) or an IHL
     // below 5 cannot be read to a decision: `malformed`.
     //
-    // KERNEL SEMANTICS: only the header itself (IHL * 4 bytes) must be in the frame. The total
-    // length field is ignored (Ipv4HeaderSlice does not check it either; Ipv4Slice would) and so
-    // is the header checksum; option bytes are never interpreted.
+    // The packet is what the total length says: what follows is padding. A total length the
+    // frame does not hold makes the segment `malformed` if its port is protected.
+    //
+    // KERNEL SEMANTICS: only the header itself (IHL * 4 bytes) must be within the packet
+    // (Ipv4HeaderSlice checks nothing else; Ipv4Slice would also want the total length to cover
+    // it, which the bound below does); the header checksum is ignored and option bytes are never
+    // interpreted.
+    let (ip, whole) = declared_packet(ip, usize::from(u16::from_be_bytes([total_hi, total_lo])));
     let Ok(header) = Ipv4HeaderSlice::from_slice(ip) else {
         return Parsed::Malformed;
     };
@@ -250,9 +258,18 @@ fn parse_ipv4(ip: &[u8]) -> Parsed {
         if next != IpNumber::TCP.0 {
             return Parsed::Other;
         }
-        return parse_tcp(after, source);
+        return parse_tcp(after, source, whole);
     }
-    parse_tcp(rest, source)
+    parse_tcp(rest, source, whole)
+}
+
+/// The first `declared` bytes of `ip` (the packet the IP header declares; the rest is padding or
+/// a trailer), and whether the frame holds all of them.
+fn declared_packet(ip: &[u8], declared: usize) -> (&[u8], bool) {
+    match ip.get(..declared) {
+        Some(packet) => (packet, true),
+        None => (ip, false),
+    }
 }
 
 /// One step of the IPv6 extension header walk.
@@ -308,15 +325,24 @@ fn skip_raw(rest: &[u8], len_of: fn(u8) -> usize) -> Step<'_> {
 fn parse_ipv6(ip: &[u8]) -> Parsed {
     // KERNEL SEMANTICS: version and next header (the first 7 bytes) come first. Without them
     // nothing can be told (`malformed`); a wrong version is the stack's to drop (not ours).
-    let [version, _, _, _, _, _, first_next, ..] = *ip else {
+    let [version, _, _, _, payload_hi, payload_lo, first_next, ..] = *ip else {
         return Parsed::Malformed;
     };
     if version >> 4 != 6 {
         return Parsed::Other;
     }
-    // KERNEL SEMANTICS: the payload length field is ignored (a jumbogram's 0, or a value that
-    // disagrees with the frame, changes nothing); only the 40 bytes of the header must be there.
-    // Cut short, the header matters only if it leads to TCP or an extension header.
+    // The packet is the 40-byte header and the payload length after it; a payload length the
+    // frame does not hold makes the segment `malformed` if its port is protected. RFC 2675: a
+    // payload length of 0 before a hop-by-hop header is a jumbogram's, whose length is in an
+    // option; the frame alone bounds it.
+    let payload = usize::from(u16::from_be_bytes([payload_hi, payload_lo]));
+    let (ip, whole) = if payload == 0 && first_next == IpNumber::IPV6_HEADER_HOP_BY_HOP.0 {
+        (ip, true)
+    } else {
+        declared_packet(ip, Ipv6Header::LEN + payload)
+    };
+    // KERNEL SEMANTICS: only the 40 bytes of the header must be there. Cut short, the header
+    // matters only if it leads to TCP or an extension header.
     let Ok((header, _)) = Ipv6Header::from_slice(ip) else {
         return past_end(first_next);
     };
@@ -326,7 +352,7 @@ fn parse_ipv6(ip: &[u8]) -> Parsed {
     let mut walked = 0;
     loop {
         if next == IpNumber::TCP.0 {
-            return parse_tcp(rest, source);
+            return parse_tcp(rest, source, whole);
         }
         if !is_walked_ext(next) {
             return Parsed::Other;
@@ -377,7 +403,9 @@ fn parse_ipv6(ip: &[u8]) -> Parsed {
     }
 }
 
-fn parse_tcp(tcp: &[u8], source: IpAddr) -> Parsed {
+/// The segment at the start of `tcp`; `whole` is false when the IP header declared more bytes than
+/// the frame holds.
+fn parse_tcp(tcp: &[u8], source: IpAddr, whole: bool) -> Parsed {
     // The ports are the first 4 bytes (RFC 9293); without them nothing can be decided.
     let [_, _, dport_hi, dport_lo, ..] = *tcp else {
         return Parsed::Malformed;
@@ -407,6 +435,6 @@ fn parse_tcp(tcp: &[u8], source: IpAddr) -> Parsed {
     Parsed::Tcp {
         source,
         dport,
-        flags,
+        flags: flags.filter(|_| whole),
     }
 }

@@ -333,8 +333,9 @@ impl Gen<'_> {
         tpids
     }
 
-    /// A well-formed frame and what it should parse to.
-    fn well_formed(&mut self) -> (Vec<u8>, Marks, Parsed, String) {
+    /// A well-formed frame and what it should parse to (`None`: its IP length lies, and the
+    /// generator leaves the verdict to the reference).
+    fn well_formed(&mut self) -> (Vec<u8>, Marks, Option<Parsed>, String) {
         let mut frame = Vec::with_capacity(256);
         let mut marks = Marks::default();
         let family = self.rng.below(100);
@@ -357,10 +358,17 @@ impl Gen<'_> {
                 frame.extend(self.rng.bytes(len));
                 let _ = write!(story, "ethertype {ethertype:#06x}");
                 marks.headers_end = frame.len();
-                Parsed::Other
+                Some(Parsed::Other)
             }
         };
-        let intent = if hidden { Parsed::Other } else { intent };
+        // Ethernet padding or a trailer after a packet whose IP length is true: no IP length
+        // covers it, so it changes nothing.
+        if intent.is_some() && self.rng.chance(20) {
+            let len = self.rng.range(1, 40);
+            frame.extend(self.rng.bytes(len));
+            let _ = write!(story, ", {len}-byte trailer");
+        }
+        let intent = if hidden { Some(Parsed::Other) } else { intent };
         (frame, marks, intent, story)
     }
 
@@ -379,7 +387,12 @@ impl Gen<'_> {
         }
     }
 
-    fn ipv4(&mut self, frame: &mut Vec<u8>, marks: &mut Marks, story: &mut String) -> Parsed {
+    fn ipv4(
+        &mut self,
+        frame: &mut Vec<u8>,
+        marks: &mut Marks,
+        story: &mut String,
+    ) -> Option<Parsed> {
         let start = frame.len();
         let options = if self.rng.chance(50) {
             0
@@ -398,8 +411,9 @@ impl Gen<'_> {
         let flags = (u16::from(rng.chance(5)) << 15)
             | (u16::from(rng.chance(50)) << 14)
             | (u16::from(rng.chance(30)) << 13);
+        let true_total = (ihl * 4 + l4.len()) as u16;
         let total = if rng.chance(90) {
-            (ihl * 4 + l4.len()) as u16
+            true_total
         } else {
             rng.u16()
         };
@@ -430,20 +444,27 @@ impl Gen<'_> {
         Self::tcp_marks(marks, at, &l4, tcp.is_some());
         let _ = write!(
             story,
-            "IPv4 from {source}, IHL {ihl}, fragment offset {offset}, protocol {protocol}, {tcp:?}"
+            "IPv4 from {source}, IHL {ihl}, total length {total} (true: {true_total}), fragment \
+             offset {offset}, protocol {protocol}, {tcp:?}"
         );
         match tcp {
-            _ if offset != 0 => Parsed::Other,
-            Some((dport, flags)) => Parsed::Tcp {
+            _ if offset != 0 => Some(Parsed::Other),
+            None => Some(Parsed::Other),
+            Some(_) if total != true_total => None,
+            Some((dport, flags)) => Some(Parsed::Tcp {
                 source: IpAddr::V4(source),
                 dport,
                 flags: Some(flags),
-            },
-            None => Parsed::Other,
+            }),
         }
     }
 
-    fn ipv6(&mut self, frame: &mut Vec<u8>, marks: &mut Marks, story: &mut String) -> Parsed {
+    fn ipv6(
+        &mut self,
+        frame: &mut Vec<u8>,
+        marks: &mut Marks,
+        story: &mut String,
+    ) -> Option<Parsed> {
         let start = frame.len();
         let count = match self.rng.below(100) {
             0..40 => 0,
@@ -504,8 +525,9 @@ impl Gen<'_> {
                 .boundaries
                 .extend([start + 40 + at + 1, start + 40 + at + 2, end - 1, end]);
         }
+        let true_payload = (chain.len() + l4.len()) as u16;
         let payload = if rng.chance(90) {
-            (chain.len() + l4.len()) as u16
+            true_payload
         } else {
             rng.u16()
         };
@@ -529,12 +551,17 @@ impl Gen<'_> {
         Self::tcp_marks(marks, at, &l4, tcp.is_some());
         let _ = write!(
             story,
-            "IPv6 from {source}, extension headers [{}], protocol {protocol}, {tcp:?}",
+            "IPv6 from {source}, payload length {payload} (true: {true_payload}), extension \
+             headers [{}], protocol {protocol}, {tcp:?}",
             ext_story.join(" ")
         );
+        // A payload length that lies may cut the chain anywhere: the reference alone judges it.
+        if payload != true_payload {
+            return None;
+        }
         // README: a non-first fragment among the first 8 headers passes; a 9th header is
         // malformed; otherwise TCP is judged and anything else passes.
-        match (non_first_fragment_at, tcp) {
+        Some(match (non_first_fragment_at, tcp) {
             (Some(i), _) if i < reference::MAX_IPV6_EXT_HEADERS => Parsed::Other,
             _ if count > reference::MAX_IPV6_EXT_HEADERS => Parsed::Malformed,
             (_, Some((dport, flags))) => Parsed::Tcp {
@@ -543,7 +570,7 @@ impl Gen<'_> {
                 flags: Some(flags),
             },
             (_, None) => Parsed::Other,
-        }
+        })
     }
 
     /// 1-3 mutations of a well-formed frame, each aimed at a field the datapath reads (or at
@@ -763,7 +790,7 @@ impl Gen<'_> {
             _ => vec![Case {
                 frame,
                 origin: Origin::WellFormed,
-                intent: Some(intent),
+                intent,
                 story,
             }],
         }
@@ -988,10 +1015,12 @@ fn ethernet(ethertype: u16) -> Vec<u8> {
     frame
 }
 
-/// An IPv6 header from 2001:db8:3::1 whose next header is `next`, then `rest`.
+/// An IPv6 header from 2001:db8:3::1 whose next header is `next`, then `rest` (the payload length
+/// says so).
 fn ipv6(next: u8, rest: &[u8]) -> Vec<u8> {
     let mut frame = ethernet(ETH_IPV6);
-    frame.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, next, 64]);
+    let payload = u16::try_from(rest.len()).unwrap().to_be_bytes();
+    frame.extend_from_slice(&[0x60, 0, 0, 0, payload[0], payload[1], next, 64]);
     frame.extend_from_slice(&"2001:db8:3::1".parse::<Ipv6Addr>().unwrap().octets());
     frame.extend_from_slice(&"2001:db8:25::1".parse::<Ipv6Addr>().unwrap().octets());
     frame.extend_from_slice(rest);
@@ -1093,9 +1122,43 @@ fn reference_corner_cases() {
     // IPv4 AH (IPsec transport mode) is walked to the TCP header behind it.
     let mut frame = ethernet(ETH_IPV4);
     frame.extend_from_slice(&[
-        0x45, 0, 0, 60, 0, 0, 0, 0, 64, AUTH, 0, 0, 198, 18, 3, 3, 198, 18, 0, 1,
+        0x45, 0, 0, 52, 0, 0, 0, 0, 64, AUTH, 0, 0, 198, 18, 3, 3, 198, 18, 0, 1,
     ]);
     frame.extend_from_slice(&[TCP, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
     frame.extend_from_slice(&tcp_header(25, 5));
     assert_eq!(reference::parse(&frame), judged("198.18.3.3", 25));
+    // The IP length bounds what is read: a first fragment of 2 TCP bytes, padded to 60 bytes, has
+    // no ports (the padding is not packet data); a total length past the frame is a packet cut
+    // short; a trailer after a true length changes nothing.
+    let mut frame = ethernet(ETH_IPV4);
+    frame.extend_from_slice(&[
+        0x45, 0, 0, 22, 0, 0, 0x20, 0, 64, TCP, 0, 0, 198, 18, 3, 3, 198, 18, 0, 1, 0x9c, 0x40,
+    ]);
+    frame.resize(60, 0);
+    assert_eq!(reference::parse(&frame), Parsed::Malformed);
+    let mut frame = ethernet(ETH_IPV4);
+    frame.extend_from_slice(&[
+        0x45, 0, 0, 41, 0, 0, 0, 0, 64, TCP, 0, 0, 198, 18, 3, 3, 198, 18, 0, 1,
+    ]);
+    frame.extend_from_slice(&tcp_header(25, 5));
+    let cut_short = Parsed::Tcp {
+        source: "198.18.3.3".parse().unwrap(),
+        dport: 25,
+        flags: None,
+    };
+    assert_eq!(reference::parse(&frame), cut_short);
+    frame[17] = 40;
+    frame.extend_from_slice(&[0xee; 24]);
+    assert_eq!(reference::parse(&frame), judged("198.18.3.3", 25));
+    // IPv6: a payload length of 0 before TCP leaves no TCP header; before hop-by-hop it is a
+    // jumbogram's, and the frame alone bounds the packet.
+    let mut frame = ipv6(TCP, &tcp_header(25, 5));
+    frame[18..20].copy_from_slice(&[0, 0]);
+    assert_eq!(reference::parse(&frame), Parsed::Malformed);
+    let mut frame = ipv6(
+        HOP_BY_HOP,
+        &cat(&[&[TCP, 0, 1, 4, 0, 0, 0, 0], &tcp_header(25, 5)]),
+    );
+    frame[18..20].copy_from_slice(&[0, 0]);
+    assert_eq!(reference::parse(&frame), judged(v6, 25));
 }

@@ -477,6 +477,144 @@ fn truncated_frames() {
     println!("{n} truncation rows checked");
 }
 
+/// Bytes past the length the IP header declares (Ethernet padding, trailers) are not packet data,
+/// as the kernel trims them; a declared length the frame does not hold is a truncated packet.
+#[test]
+fn ip_lengths_bound_what_is_read() {
+    let datapath = load(POLICY);
+    // A SYN is 54 bytes (IPv4) or 74 (IPv6); IPv4 header 20 bytes, IPv6 payload = TCP's 20.
+    let rows = vec![
+        row(
+            "IPv4 SYN padded to 60 bytes",
+            tcp(OTHER4, 25).pad_to(60).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "IPv4 SYN, allowlisted, 24-byte trailer",
+            tcp(ALLOWED4, 25).trailer(24).build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row(
+            "IPv4 first fragment of 2 TCP bytes, padded to 60: the ports are padding",
+            tcp(ALLOWED4, 25)
+                .fragment(0, true)
+                .ip_length(22)
+                .pad_to(60)
+                .build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv4 total length ends after the ports, padded: TCP header cut",
+            tcp(ALLOWED4, 25).ip_length(28).pad_to(60).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv4 total length ends after the ports, port 587: untouched",
+            tcp(OTHER4, 587).ip_length(28).pad_to(60).build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "IPv4 total length shorter than the IP header",
+            tcp(ALLOWED4, 25).ip_length(19).pad_to(60).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv4 total length 0",
+            tcp(ALLOWED4, 25).ip_length(0).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv4 total length shorter than the IP options",
+            tcp(ALLOWED4, 25)
+                .ipv4_options(8)
+                .ip_length(24)
+                .trailer(40)
+                .build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv4 total length 1 byte past the frame, allowlisted",
+            tcp(ALLOWED4, 25).ip_length(41).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv4 total length 1000 past a 54-byte frame, port 587: untouched",
+            tcp(OTHER4, 587).ip_length(1054).build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "UDP whose IPv4 total length lies: not TCP, untouched",
+            udp(OTHER4, 25).ip_length(500).build(),
+            XDP_PASS,
+            None,
+        ),
+        row(
+            "IPv6 SYN, 16-byte trailer",
+            tcp(OTHER6, 25).trailer(16).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "IPv6 SYN, allowlisted, payload length exact",
+            tcp(ALLOWED6, 25).build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row(
+            "IPv6 payload length 2, padded: the ports are padding",
+            tcp(ALLOWED6, 25).ip_length(2).pad_to(80).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv6 payload length ends inside the extension header",
+            tcp(ALLOWED6, 25)
+                .ext(EXT_DEST_OPTS)
+                .ip_length(4)
+                .trailer(8)
+                .build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv6 payload length 0 before TCP",
+            tcp(ALLOWED6, 25).ip_length(0).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv6 payload length 0 before hop-by-hop: a jumbogram, bounded by the frame",
+            tcp(OTHER6, 25).ext(EXT_HOP_BY_HOP).ip_length(0).build(),
+            XDP_DROP,
+            dropped(Reason::NotAllowlisted),
+        ),
+        row(
+            "IPv6 payload length 1 past the frame, allowlisted",
+            tcp(ALLOWED6, 25).ip_length(21).build(),
+            XDP_DROP,
+            dropped(Reason::Malformed),
+        ),
+        row(
+            "IPv6 payload length past the frame, port 587: untouched",
+            tcp(OTHER6, 587).ip_length(900).build(),
+            XDP_PASS,
+            None,
+        ),
+    ];
+    let n = check(&datapath, &rows);
+    println!("{n} IP length rows checked");
+}
+
 #[test]
 fn monitor_mode_counts_would_drop_and_passes() {
     let datapath = load(&format!("mode = \"monitor\"\n{POLICY}"));
@@ -905,6 +1043,8 @@ fn with_ipv4_ah(frame: Vec<u8>) -> Vec<u8> {
     const IP: usize = 14;
     let mut out = frame[..IP + 20].to_vec();
     out[IP + 9] = 51;
+    let total = u16::from_be_bytes([out[IP + 2], out[IP + 3]]) + 12;
+    out[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
     // Next header TCP, length 1 ((1 + 2) * 4 = 12 bytes), reserved, SPI, sequence number.
     out.extend_from_slice(&[6, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
     out.extend_from_slice(&frame[IP + 20..]);

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use port25_tests::{
-    lab::{Daemon, Netns, VethEnd, WorkDir, metric, poll, require_tools, tool, veth},
+    lab::{BpfFs, Daemon, Netns, VethEnd, WorkDir, metric, poll, require_tools, tool, veth},
     require_root,
 };
 
@@ -189,4 +189,70 @@ fn kernel_log_lines_reach_the_daemon_log() {
         read_log()
     );
     assert!(status.success(), "{status}\n{}", read_log());
+}
+
+#[test]
+fn a_refused_mode_switch_puts_the_old_mode_back() {
+    require_root();
+    require_tools(&["ip", "curl"]);
+    let work = WorkDir::new("switch");
+    let ns = Netns::new("switch");
+    let bpf = BpfFs::mount("switch");
+    // A bridge: generic XDP only, so a switch to native is refused by the driver.
+    ns.ip(&["link", "add", "d0", "type", "bridge"]);
+    ns.ip(&["link", "set", "d0", "up"]);
+    let config = write_config(
+        &work,
+        "keep.toml",
+        "policy = \"drop\"\non_exit = \"keep\"\ninterfaces = [\"d0\"]\n",
+    );
+    let pin_dir = bpf.pin_dir();
+    let config = config.to_str().unwrap();
+    let pins = pin_dir.to_str().unwrap();
+    let daemon = Daemon::start_with_args(
+        &ns,
+        std::path::Path::new(config),
+        "127.0.0.1:9725".parse().unwrap(),
+        &work.join("skb.log"),
+        &[
+            "--xdp-mode".as_ref(),
+            "skb".as_ref(),
+            "--pin-dir".as_ref(),
+            pins.as_ref(),
+        ],
+    );
+    assert!(daemon.stop().success());
+    assert!(ns.ip(&["link", "show", "d0"]).contains("xdpgeneric"));
+
+    let (code, stderr) = port25d(
+        &ns,
+        &work,
+        &[
+            "run",
+            "--config",
+            config,
+            "--xdp-mode",
+            "native",
+            "--pin-dir",
+            pins,
+        ],
+    );
+    assert_eq!(code, 1, "native on a bridge must fail:\n{stderr}");
+    assert!(
+        stderr.contains("d0: the kernel refused XDP in native mode"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("d0: re-attached in skb mode after"),
+        "{stderr}"
+    );
+    let link = ns.ip(&["link", "show", "d0"]);
+    assert!(
+        link.contains("xdpgeneric"),
+        "still filtered in skb mode: {link}"
+    );
+    assert!(
+        pin_dir.join("links/xdp-skb-d0").exists(),
+        "the skb link is pinned again, so it outlives the failed start"
+    );
 }

@@ -119,7 +119,7 @@ fn packets(text: &str, verdict: &str, reason: &str) -> f64 {
 
 /// The XDP program ids attached to `iface` in `ns` (bpftool's view of the kernel).
 fn xdp_program_ids(ns: &Netns, iface: &str) -> Vec<u32> {
-    // `ip link show` prints "prog/xdp id N" (native) or "prog/xdpgeneric id N" (skb) per program.
+    // `ip link show` prints "prog/xdp id N" per program, whatever its mode.
     let out = ns.ip(&["link", "show", iface]);
     out.split_whitespace()
         .collect::<Vec<_>>()
@@ -275,6 +275,123 @@ fn on_exit_keep_and_detach() {
         "detached by request"
     );
     assert!(!bpf.pin_dir().exists(), "pins removed");
+}
+
+/// The XDP attach mode `ip link show` names for `iface`: "xdp" (native), "xdpgeneric" (skb), or
+/// "xdpmulti" (more than one), none when nothing is attached.
+fn xdp_attach_kinds(ns: &Netns, iface: &str) -> Vec<String> {
+    ns.ip(&["link", "show", iface])
+        .split_whitespace()
+        .filter(|word| matches!(*word, "xdp" | "xdpgeneric" | "xdpmulti" | "xdpoffload"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn changing_xdp_mode_switches_the_pinned_link_both_ways() {
+    let work = WorkDir::new("ops-mode");
+    let lab = Lab::new("mode");
+    let bpf = BpfFs::mount("ops-mode");
+    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let with_mode = |mode: &str| {
+        config(
+            &work.join(format!("{mode}.toml")),
+            &format!(
+                "xdp_mode = \"{mode}\"\non_exit = \"keep\"\n[allow]\ncidrs = [\"{ALLOWED}/32\"]"
+            ),
+        )
+    };
+    let links = || -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(bpf.pin_dir().join("links"))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+
+    // A native link is left pinned (on_exit = keep), as after a crash or an upgrade.
+    let daemon = start(
+        &lab,
+        &with_mode("native"),
+        &work.join("native.log"),
+        &bpf,
+        &work,
+    );
+    assert!(daemon.stop().success());
+    assert_eq!(xdp_attach_kinds(&lab.gw, "gw0"), ["xdp"]);
+    assert_eq!(
+        links(),
+        [
+            "tc-egress-gw0",
+            "tc-egress-gw1",
+            "xdp-native-gw0",
+            "xdp-native-gw1"
+        ]
+    );
+
+    // native -> skb, then skb -> native: each start switches, says how long the gap was, and
+    // leaves the interfaces filtered in the new mode.
+    for (from, to, kind) in [("native", "skb", "xdpgeneric"), ("skb", "native", "xdp")] {
+        let daemon = start(
+            &lab,
+            &with_mode(to),
+            &work.join(format!("{to}.log")),
+            &bpf,
+            &work,
+        );
+        let log = daemon.log();
+        let switched = format!(
+            "gw0: switched XDP mode from {from} to {to}; the interface was unfiltered for "
+        );
+        let gap = log
+            .lines()
+            .find_map(|line| line.split_once(&switched).map(|(_, rest)| rest.to_owned()))
+            .unwrap_or_else(|| panic!("no switch logged from {from} to {to}:\n{log}"));
+        println!("{from} -> {to}: unfiltered for {gap}");
+        assert!(!log.contains("refused"), "{log}");
+        assert_eq!(xdp_attach_kinds(&lab.gw, "gw0"), [kind], "{from} -> {to}");
+        assert_eq!(xdp_attach_kinds(&lab.gw, "gw1"), [kind], "{from} -> {to}");
+        assert_eq!(
+            links(),
+            [
+                "tc-egress-gw0".to_owned(),
+                "tc-egress-gw1".to_owned(),
+                format!("xdp-{to}-gw0"),
+                format!("xdp-{to}-gw1"),
+            ]
+        );
+        let text = daemon.scrape();
+        assert_eq!(
+            metric(
+                &text,
+                "port25_attached",
+                &[("iface", "gw0"), ("xdp_mode", to)]
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(
+            lab.delivers_from_allowed(),
+            "allowlisted after switching to {to}"
+        );
+        assert!(
+            !lab.delivers_from_other(),
+            "still filtered after switching to {to}"
+        );
+        assert!(
+            packets(&daemon.scrape(), "drop", "not_allowlisted") > 0.0,
+            "the {to} program dropped the other client"
+        );
+        assert!(daemon.stop().success());
+        assert!(
+            !lab.delivers_from_other(),
+            "on_exit = keep: still filtered in {to} mode"
+        );
+    }
 }
 
 #[test]

@@ -1,8 +1,14 @@
 //! Attaching the programs to interfaces through pinned BPF links, and taking over the links a
 //! previous daemon pinned: its program is swapped for ours atomically (`bpf_link_update`), so the
-//! interface is never without a filter, not even during an upgrade.
+//! interface is never without a filter, not even during an upgrade. The one exception is a change
+//! of XDP mode (native <-> skb): the kernel never runs both on one interface, so the old link goes
+//! before the new one comes, and the daemon logs how long the interface was unfiltered.
 
-use std::path::PathBuf;
+use std::{
+    os::fd::{AsRawFd as _, FromRawFd as _},
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use aya::programs::{
     SchedClassifier, TcAttachType, Xdp, XdpMode,
@@ -76,60 +82,86 @@ impl Datapath {
         ifindex: u32,
         wanted: XdpModeSetting,
     ) -> Result<(&'static str, bool), Error> {
-        let previous = self.pins.find_xdp_link(iface);
-        if let Some((pinned_mode, path)) = &previous {
-            let compatible = match wanted {
-                XdpModeSetting::Auto => true,
-                XdpModeSetting::Native => pinned_mode == "native",
-                XdpModeSetting::Skb => pinned_mode == "skb",
-            };
-            if compatible {
-                let mode = if pinned_mode == "native" {
-                    "native"
-                } else {
-                    "skb"
-                };
-                match self.take_over_xdp(path) {
-                    Ok(()) => {
-                        tracing::info!("{iface}: took over the pinned {mode} XDP link atomically");
-                        return Ok((mode, true));
+        let Some((pinned_mode, path)) = self.pins.find_xdp_link(iface) else {
+            let (mode, link) = attach_new(xdp_mut(&mut self.ebpf)?, iface, ifindex, wanted)?;
+            self.hold(link, self.pins.xdp_link(mode, iface))?;
+            return Ok((mode, false));
+        };
+        let mode = mode_name(&pinned_mode);
+        let compatible = match wanted {
+            XdpModeSetting::Auto => true,
+            XdpModeSetting::Native => mode == "native",
+            XdpModeSetting::Skb => mode == "skb",
+        };
+        if !compatible {
+            return self.switch_xdp_mode(iface, ifindex, wanted, mode, &path);
+        }
+        match self.take_over_xdp(&path) {
+            Ok(()) => {
+                tracing::info!("{iface}: took over the pinned {mode} XDP link atomically");
+                return Ok((mode, true));
+            }
+            Err(err) => tracing::warn!(
+                "{iface}: cannot take over {} ({err:#}); attaching anew",
+                path.display()
+            ),
+        }
+        let (mode, link) = attach_new(xdp_mut(&mut self.ebpf)?, iface, ifindex, wanted)?;
+        self.hold(link, self.pins.xdp_link(mode, iface))?;
+        Ok((mode, false))
+    }
+
+    /// The configured XDP mode differs from that of the link a previous daemon pinned. The kernel
+    /// never runs native and generic XDP on one interface at once, so the old link is detached
+    /// first and the interface is unfiltered until the new one is attached: that gap is measured
+    /// and logged. If the new mode is refused, the old one is attached again before failing.
+    fn switch_xdp_mode(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        wanted: XdpModeSetting,
+        old_mode: &'static str,
+        old_path: &Path,
+    ) -> Result<(&'static str, bool), Error> {
+        detach_pinned_link(old_path).map_err(|source| Error::ModeSwitch {
+            iface: iface.to_owned(),
+            old_mode,
+            path: old_path.to_path_buf(),
+            source,
+        })?;
+        let unfiltered_since = Instant::now();
+        if let Err(err) = std::fs::remove_file(old_path) {
+            tracing::warn!("removing pin {}: {err}", old_path.display());
+        }
+        let program = xdp_mut(&mut self.ebpf)?;
+        match attach_new(program, iface, ifindex, wanted) {
+            Ok((mode, link)) => {
+                let gap = unfiltered_since.elapsed();
+                tracing::warn!(
+                    "{iface}: switched XDP mode from {old_mode} to {mode}; the interface was \
+                     unfiltered for {gap:?} while the old link was replaced"
+                );
+                self.hold(link, self.pins.xdp_link(mode, iface))?;
+                Ok((mode, false))
+            }
+            Err(refused) => {
+                match attach_mode(program, iface, ifindex, xdp_mode(old_mode)) {
+                    Ok(link) => {
+                        self.hold(link, old_path.to_path_buf())?;
+                        tracing::warn!(
+                            "{iface}: re-attached in {old_mode} mode after {:?} unfiltered; it \
+                             stays filtered as before",
+                            unfiltered_since.elapsed()
+                        );
                     }
-                    Err(err) => tracing::warn!(
-                        "{iface}: cannot take over {} ({err:#}); attaching anew",
-                        path.display()
+                    Err(err) => tracing::error!(
+                        "{iface}: cannot re-attach in {old_mode} mode either ({err}); the \
+                         interface is NOT filtered"
                     ),
                 }
+                Err(refused)
             }
         }
-        // A new link. If one of the other mode is pinned (the configured mode changed), the new
-        // one goes first (native and generic XDP can be attached at once) and the old one after,
-        // so the interface is filtered throughout.
-        let program = xdp_mut(&mut self.ebpf)?;
-        let (mode, link) = match wanted {
-            XdpModeSetting::Native => (
-                "native",
-                attach_mode(program, iface, ifindex, XdpMode::Driver)?,
-            ),
-            XdpModeSetting::Skb => ("skb", attach_mode(program, iface, ifindex, XdpMode::Skb)?),
-            XdpModeSetting::Auto => match attach_mode(program, iface, ifindex, XdpMode::Driver) {
-                Ok(link) => ("native", link),
-                Err(err) => {
-                    tracing::warn!("{err:#}; falling back to skb (generic) XDP");
-                    ("skb", attach_mode(program, iface, ifindex, XdpMode::Skb)?)
-                }
-            },
-        };
-        let path = self.pins.xdp_link(mode, iface);
-        self.hold(link, path)?;
-        if let Some((old_mode, old_path)) = previous
-            && old_path != self.pins.xdp_link(mode, iface)
-        {
-            tracing::info!(
-                "{iface}: XDP mode changed from {old_mode} to {mode}; releasing the old link"
-            );
-            release_pinned(&old_path);
-        }
-        Ok((mode, false))
     }
 
     fn take_over_xdp(&mut self, path: &PathBuf) -> Result<(), Error> {
@@ -206,17 +238,100 @@ impl Datapath {
     }
 }
 
-/// Removes a link's pin; with no other holder the kernel detaches its program.
-pub(crate) fn release_pinned(path: &PathBuf) {
-    match PinnedLink::from_pin(path) {
-        Ok(pinned) => match pinned.unpin() {
-            Ok(link) => drop(link),
-            Err(err) => tracing::warn!("unpinning {}: {err}", path.display()),
+/// A new XDP link in the wanted mode; `auto` tries native (driver) XDP and falls back to generic.
+fn attach_new(
+    program: &mut Xdp,
+    iface: &str,
+    ifindex: u32,
+    wanted: XdpModeSetting,
+) -> Result<(&'static str, XdpLink), Error> {
+    Ok(match wanted {
+        XdpModeSetting::Native => (
+            "native",
+            attach_mode(program, iface, ifindex, XdpMode::Driver)?,
+        ),
+        XdpModeSetting::Skb => ("skb", attach_mode(program, iface, ifindex, XdpMode::Skb)?),
+        XdpModeSetting::Auto => match attach_mode(program, iface, ifindex, XdpMode::Driver) {
+            Ok(link) => ("native", link),
+            Err(err) => {
+                tracing::warn!("{err:#}; falling back to skb (generic) XDP");
+                ("skb", attach_mode(program, iface, ifindex, XdpMode::Skb)?)
+            }
         },
-        Err(_) => {
-            let _ = std::fs::remove_file(path);
-        }
+    })
+}
+
+/// The mode of a pinned link, as the name in its pin says ("native" or "skb").
+fn mode_name(pinned: &str) -> &'static str {
+    if pinned == "native" { "native" } else { "skb" }
+}
+
+fn xdp_mode(name: &str) -> XdpMode {
+    if name == "native" {
+        XdpMode::Driver
+    } else {
+        XdpMode::Skb
     }
+}
+
+/// `bpf(2)` commands aya 0.14 does not wrap (numbers from the kernel's enum bpf_cmd).
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_DETACH: libc::c_long = 34;
+
+/// Detaches the program of the link pinned at `path` at once (BPF_LINK_DETACH, Linux 5.9), rather
+/// than waiting for the kernel to release the link after its pin goes.
+fn detach_pinned_link(path: &Path) -> std::io::Result<()> {
+    /// The part of `union bpf_attr` that BPF_OBJ_GET reads.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    /// The part of `union bpf_attr` that BPF_LINK_DETACH reads.
+    #[repr(C)]
+    struct LinkDetach {
+        link_fd: u32,
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let get = ObjGet {
+        pathname: c_path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: `get` is a valid attr of the size passed; the path it points to outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &raw const get,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd =
+        i32::try_from(fd).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let detach = LinkDetach {
+        link_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+    };
+    // SAFETY: `detach` is a valid attr of the size passed; the fd is open for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &raw const detach,
+            std::mem::size_of::<LinkDetach>(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn attach_mode(

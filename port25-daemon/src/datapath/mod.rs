@@ -54,6 +54,18 @@ pub enum Error {
     Pin(#[source] anyhow::Error),
     #[error("no interface named {0:?} here; `ip link` lists the interfaces")]
     UnknownInterface(String),
+    #[error(
+        "{iface}: cannot switch XDP mode: port25's own {old_mode} link pinned at {} could not be \
+         detached ({source}); run `port25d detach` first, or keep xdp_mode = \"{old_mode}\"",
+        path.display()
+    )]
+    ModeSwitch {
+        iface: String,
+        old_mode: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{iface}: the kernel refused XDP in {mode} mode ({source}); {hint}")]
     Attach {
         iface: String,

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub attachments: Vec<Attachment>,
     pub allow_entries: usize,
     pub deny_entries: usize,
+    /// Whether the pins outlive the daemon (the filter survives a crash).
+    pub pins_persist: bool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -259,6 +261,15 @@ impl Collector for DatapathCollector {
             };
             ConstGauge::new(1i64).encode(attached.encode_family(&labels)?)?;
         }
+
+        let persist = encoder.encode_descriptor(
+            "port25_pins_persistent",
+            "1 when the pinned filter outlives the daemon (a crash leaves it enforcing), 0 when its \
+             bpffs is private to the daemon's mount namespace",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(snapshot.pins_persist)).encode(persist)?;
 
         let tracked = self.sources.read_all();
         let gauge = encoder.encode_descriptor(

@@ -30,14 +30,29 @@ const BPF_ROOT: &str = "/sys/fs/bpf";
 pub struct PinDir {
     root: PathBuf,
     ephemeral: bool,
+    /// Whether this process mounted the bpffs the pins are on.
+    mounted_here: bool,
+}
+
+/// Whether pins outlive the daemon. A bpffs lives as long as some mount of it does; one that only
+/// the daemon's own mount namespace has (`ip netns exec` gives the command a fresh /sys, and a
+/// sandbox may give it private mounts) goes with the daemon, and with it every pin: the links are
+/// released and the filter is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// The host has the bpffs too: a killed daemon leaves the filter enforcing.
+    Host,
+    /// Only mount namespaces that end with the daemon have it.
+    DiesWithDaemon,
 }
 
 impl PinDir {
     /// The daemon's pin directory, made (and bpffs mounted at /sys/fs/bpf) if missing.
     pub fn persistent(root: &Path) -> anyhow::Result<Self> {
-        let dir = Self {
+        let mut dir = Self {
             root: root.to_path_buf(),
             ephemeral: false,
+            mounted_here: false,
         };
         dir.prepare()?;
         Ok(dir)
@@ -52,9 +67,10 @@ impl PinDir {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let dir = Self {
+        let mut dir = Self {
             root: Path::new(BPF_ROOT).join(name),
             ephemeral: true,
+            mounted_here: false,
         };
         dir.remove_all();
         dir.prepare()?;
@@ -66,6 +82,33 @@ impl PinDir {
         Self {
             root: root.to_path_buf(),
             ephemeral: false,
+            mounted_here: false,
+        }
+    }
+
+    /// Whether these pins outlive this process. PID 1's mount table is the host's: the pins
+    /// persist when it holds a mount of the same bpffs (same device number), whatever namespace
+    /// this process is in (comparing /proc/self/ns/mnt with /proc/1/ns/mnt alone would not do: a
+    /// sandbox's namespace differs from the host's while its mounts propagate there). Where PID 1
+    /// cannot be seen (a sandbox such as systemd's ProtectProc=invisible), a bpffs this process
+    /// did not mount was set up by its host, and one it mounted itself is private to it.
+    pub fn persistence(&self) -> Persistence {
+        use std::os::unix::fs::MetadataExt as _;
+        let host = std::fs::metadata(&self.root).ok().and_then(|meta| {
+            let dev = meta.dev();
+            let wanted = format!("{}:{}", libc::major(dev), libc::minor(dev));
+            let host_mounts = std::fs::read_to_string("/proc/1/mountinfo").ok()?;
+            Some(
+                host_mounts
+                    .lines()
+                    .any(|line| is_bpffs_mount(line, &wanted)),
+            )
+        });
+        match host {
+            Some(true) => Persistence::Host,
+            Some(false) => Persistence::DiesWithDaemon,
+            None if self.mounted_here => Persistence::DiesWithDaemon,
+            None => Persistence::Host,
         }
     }
 
@@ -121,10 +164,11 @@ impl PinDir {
         problems
     }
 
-    fn prepare(&self) -> anyhow::Result<()> {
+    fn prepare(&mut self) -> anyhow::Result<()> {
         let root = Path::new(BPF_ROOT);
         if self.root.starts_with(root) && !is_bpffs(root) {
             mount_bpffs(root)?;
+            self.mounted_here = true;
         }
         for dir in [self.maps(), self.links()] {
             std::fs::create_dir_all(&dir)
@@ -178,6 +222,15 @@ fn remove_tree(path: &Path, problems: &mut Vec<String>) {
     }
 }
 
+/// Whether a /proc/PID/mountinfo line is a bpf filesystem on device `dev` ("major:minor"): fields
+/// `id parent major:minor root mountpoint options [optional...] - fstype source superoptions`.
+fn is_bpffs_mount(line: &str, dev: &str) -> bool {
+    let mut fields = line.split(' ');
+    let device = fields.nth(2);
+    let fstype = fields.skip_while(|field| *field != "-").nth(1);
+    device == Some(dev) && fstype == Some("bpf")
+}
+
 fn is_bpffs(path: &Path) -> bool {
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
@@ -207,4 +260,19 @@ fn mount_bpffs(root: &Path) -> anyhow::Result<()> {
     }
     tracing::info!("mounted bpffs at {}", root.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines() {
+        let host = "42 23 0:39 / /sys/fs/bpf rw,relatime shared:7 - bpf bpf rw";
+        assert!(is_bpffs_mount(host, "0:39"));
+        assert!(!is_bpffs_mount(host, "0:40"));
+        let tmpfs = "44 27 0:39 / /run rw,nosuid - tmpfs tmpfs rw,mode=755";
+        assert!(!is_bpffs_mount(tmpfs, "0:39"));
+        assert!(!is_bpffs_mount("garbage", "0:39"));
+    }
 }

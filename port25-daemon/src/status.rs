@@ -23,6 +23,10 @@ pub struct Status {
     pub mode: String,
     pub ports: Vec<u16>,
     pub on_exit: String,
+    pub pin_dir: String,
+    /// Whether the pins outlive the daemon: false when their bpffs is private to its mount
+    /// namespace, and a crash removes the filter.
+    pub pins_persistent: bool,
     pub lists: Vec<ListStatus>,
     pub generation: u32,
     pub reloads_ok: u64,
@@ -166,6 +170,17 @@ pub fn render(status: &Status) -> String {
         status.mode,
         ports.join(", "),
         status.on_exit
+    );
+    let _ = writeln!(
+        out,
+        "pins in {}: {}",
+        status.pin_dir,
+        if status.pins_persistent {
+            "on the host's bpffs, the filter outlives the daemon"
+        } else {
+            "NOT on the host's bpffs, the filter goes with the daemon (mount bpffs on the host, \
+             or --pin-dir on one it shares)"
+        }
     );
     for list in &status.lists {
         let _ = writeln!(

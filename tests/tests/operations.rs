@@ -229,6 +229,76 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
 }
 
 #[test]
+fn pins_that_die_with_the_daemon_are_said_so() {
+    let work = WorkDir::new("ops-private");
+    let lab = Lab::new("private");
+    let bpf = BpfFs::mount("ops-private");
+    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let cfg = config(
+        &work.join("port25.toml"),
+        &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
+    );
+    let warning = "the filter will NOT survive the daemon";
+
+    // Pinned on a bpffs the host has (mounted under /run, seen from both sides): nothing to say.
+    let daemon = start(&lab, &cfg, &work.join("shared.log"), &bpf, &work);
+    assert!(!daemon.log().contains(warning), "{}", daemon.log());
+    let text = daemon.scrape();
+    assert_eq!(
+        metric(&text, "port25_pins_persistent", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    let (code, out, _) = daemon.cli(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("on the host's bpffs, the filter outlives the daemon"),
+        "{out}"
+    );
+    assert!(daemon.stop().success());
+
+    // The default pin dir under `ip netns exec`, which gives the daemon a /sys of its own: it
+    // mounts bpffs there, in a mount namespace that ends with it, and says so.
+    let daemon = Daemon::start_with_args(
+        &lab.gw,
+        &cfg,
+        METRICS.parse().unwrap(),
+        &work.join("private.log"),
+        &[],
+    );
+    let log = daemon.log();
+    assert!(log.contains("mounted bpffs at /sys/fs/bpf"), "{log}");
+    assert!(log.contains(warning), "{log}");
+    assert!(
+        log.contains("--pin-dir on a bpffs the host shares"),
+        "{log}"
+    );
+    let text = daemon.scrape();
+    assert_eq!(
+        metric(&text, "port25_pins_persistent", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    let (code, out, _) = daemon.cli(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("NOT on the host's bpffs, the filter goes with the daemon"),
+        "{out}"
+    );
+    let (_, json, _) = daemon.cli(&["status", "--json"]);
+    assert!(json.contains("\"pins_persistent\": false"), "{json}");
+    assert!(!lab.delivers_from_other(), "filtered while the daemon runs");
+
+    // The warning is true: SIGKILL takes the filter with it.
+    daemon.kill();
+    let gone = poll(Duration::from_secs(5), || {
+        xdp_program_ids(&lab.gw, "gw0").is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "the private pins went with the daemon");
+    assert!(lab.delivers_from_other(), "nothing filters after the kill");
+}
+
+#[test]
 fn on_exit_keep_and_detach() {
     let work = WorkDir::new("ops-keep");
     let lab = Lab::new("keep");

@@ -30,6 +30,7 @@ const METRICS: &[&str] = &[
     "port25_build_info",
     "port25_top_source_dropped",
     "port25_tracked_sources",
+    "port25_pins_persistent",
 ];
 
 /// The highest `systemd-analyze security` exposure the unit may have: what was measured with

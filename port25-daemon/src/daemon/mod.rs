@@ -23,7 +23,7 @@ use crate::{
     control,
     datapath::{self, Datapath},
     metrics::{Metrics, ReloadLabels, Snapshot, bind},
-    pins::PinDir,
+    pins::{Persistence, PinDir},
     runtime::{ListName, RuntimeLists},
 };
 
@@ -64,6 +64,8 @@ struct Daemon {
     datapath: Datapath,
     runtime: RuntimeLists,
     metrics: Arc<Metrics>,
+    /// Whether the pins outlive the daemon (see [`Persistence`]).
+    pins_persist: bool,
     started: Instant,
     reloads_ok: u64,
     reloads_failed: u64,
@@ -88,6 +90,17 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let _socket_file = RemoveOnDrop(options.control_socket.clone());
 
     let pins = PinDir::persistent(&options.pin_dir)?;
+    let pins_persist = pins.persistence() == Persistence::Host;
+    if !pins_persist {
+        warn!(
+            "the pins in {} are on a BPF filesystem that only this daemon's mount namespace has \
+             (not the host's, as under `ip netns exec` or a private-mounts sandbox): the filter \
+             will NOT survive the daemon, a crash or SIGKILL removes it. Mount bpffs on the host \
+             (`mount -t bpf bpf /sys/fs/bpf`) before starting port25d, or pass --pin-dir on a \
+             bpffs the host shares",
+            options.pin_dir.display()
+        );
+    }
     let mut datapath = Datapath::load_in(&config, kernel_log_level(), pins)?;
     let (allow, deny) = effective_lists(&config, &runtime);
     tokio::task::block_in_place(|| datapath.apply_lists(&config, &allow, &deny))
@@ -127,6 +140,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         datapath,
         runtime,
         metrics,
+        pins_persist,
         started: Instant::now(),
         reloads_ok: 0,
         reloads_failed: 0,
@@ -295,6 +309,7 @@ impl Daemon {
             attachments: self.datapath.attachments().to_vec(),
             allow_entries: self.effective_len(ListName::Allow),
             deny_entries: self.effective_len(ListName::Deny),
+            pins_persist: self.pins_persist,
         };
         match self.metrics.snapshot.write() {
             Ok(mut guard) => *guard = snapshot,

@@ -152,6 +152,8 @@ impl Daemon {
             mode: self.config.mode.as_str().to_owned(),
             ports: self.config.ports.clone(),
             on_exit: self.config.on_exit.as_str().to_owned(),
+            pin_dir: self.options.pin_dir.display().to_string(),
+            pins_persistent: self.pins_persist,
             lists,
             generation: self.datapath.generation(),
             reloads_ok: self.reloads_ok,

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
+use crate::setup::{self, Scope};
 use crate::util;
 
 pub fn bench(smoke: bool, out: Option<PathBuf>) -> Result<ExitCode> {
@@ -18,7 +19,7 @@ pub fn bench(smoke: bool, out: Option<PathBuf>) -> Result<ExitCode> {
              floods a veth between them; run it with sudo"
         );
     }
-    util::ensure_bpffs()?;
+    setup::ensure(Scope::Everything)?;
     let started = Instant::now();
     // Release builds for the figures (the list loads and scrapes are userspace work); the smoke
     // run reuses the debug build `cargo xtask test` made.

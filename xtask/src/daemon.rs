@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::lab::{self, Lab};
+use crate::setup::{self, Scope};
 use crate::util;
 
 /// How long port25d gets to stop after SIGTERM (or Ctrl-C) before xtask kills it.
@@ -17,6 +18,7 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// `cargo build -p port25-daemon`; returns the path of port25d.
 pub fn build(release: bool) -> Result<PathBuf> {
+    setup::ensure_build_tools()?;
     let mut cmd = util::cargo();
     cmd.args(["build", "-p", "port25-daemon"]);
     if release {
@@ -47,6 +49,9 @@ pub fn run(release: bool, seconds: Option<u64>, daemon_args: &[String]) -> Resul
              port25d on this host"
         );
     }
+    if lab_mode {
+        setup::ensure(Scope::Lab)?;
+    }
     let bin = build(release)?;
     install_signal_handlers();
 
@@ -56,28 +61,26 @@ pub fn run(release: bool, seconds: Option<u64>, daemon_args: &[String]) -> Resul
         return supervise(&mut cmd, seconds);
     }
 
-    for tool in ["ip"] {
-        if util::which(tool).is_none() {
-            bail!("`{tool}` not found on PATH: run `cargo xtask setup`");
-        }
-    }
     let lab = Lab::create()?;
     if let Some(sig) = signalled() {
         bail!("interrupted by signal {sig} while creating the lab");
     }
+    // Printed in the order they work in: mail flows, then a deny entry stops it.
     println!(
         "metrics: ip netns exec {gw} curl -s http://127.0.0.1:9725/metrics\n\
-         top:     {bin} top --pin-dir {pins}\n\
          status:  {bin} status --control-socket {socket} --pin-dir {pins}\n\
-         deny:    {bin} deny add 198.18.0.10 --ttl 10m --control-socket {socket}\n\
-         try:     ip netns exec {gw} smtp-sink -u nobody -c {gw4}:25 100 &   # a server behind the filter\n\
+         top:     {bin} top --once --pin-dir {pins}\n\
+         try:     ip netns exec {gw} smtp-sink -u nobody -c {gw4}:25 100 &   # servers behind the filter\n\
+         \x20        ip netns exec {gw} smtp-sink -u nobody -c '[{gw6}]:25' 100 &   # (one per family)\n\
          \x20        ip netns exec {cl} swaks --server {gw4} --from a@example.org --to b@example.net\n\
          \x20        ip netns exec {cl} swaks --server {gw6} --from a@example.org --to b@example.net\n\
+         deny:    {bin} deny add {cl4} --ttl 10m --control-socket {socket}   # then swaks is refused\n\
          stop:    Ctrl-C (the lab is deleted on exit)",
         gw = lab::GW_NS,
         cl = lab::CLIENT_NS,
         gw4 = lab::GW_V4,
         gw6 = lab::GW_V6,
+        cl4 = lab::CLIENT_V4,
         bin = bin.display(),
         pins = lab::PIN_DIR,
         socket = lab::CONTROL_SOCKET,
@@ -89,6 +92,10 @@ pub fn run(release: bool, seconds: Option<u64>, daemon_args: &[String]) -> Resul
         lab::GW_IF,
         "--pin-dir",
         lab::PIN_DIR,
+        "--control-socket",
+        lab::CONTROL_SOCKET,
+        "--state-dir",
+        lab::STATE_DIR,
     ]);
     let code = supervise(&mut cmd, seconds);
     drop(lab);

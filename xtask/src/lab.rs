@@ -18,11 +18,13 @@ pub const GW_V4: &str = "198.18.0.1";
 pub const CLIENT_V4: &str = "198.18.0.10";
 pub const GW_V6: &str = "2001:db8:25::1";
 pub const CLIENT_V6: &str = "2001:db8:25::10";
+/// Everything of the lab daemon's own, apart from a real port25d's on this host (/run/port25,
+/// /var/lib/port25, /sys/fs/bpf/port25), and removed with the lab.
+pub const LAB_DIR: &str = "/run/port25-lab";
 /// A BPF filesystem of the lab's own for port25d's pins. `ip netns exec` remounts /sys, hiding
 /// /sys/fs/bpf from the host; a bpffs mounted outside /sys is seen from both sides.
 pub const BPFFS: &str = "/run/port25-lab/bpf";
 pub const PIN_DIR: &str = "/run/port25-lab/bpf/port25";
-/// The lab daemon's state and control socket, apart from a real port25d's on this host.
 pub const STATE_DIR: &str = "/run/port25-lab/state";
 pub const CONTROL_SOCKET: &str = "/run/port25-lab/control.sock";
 
@@ -81,11 +83,11 @@ fn delete_ns(name: &str) {
 impl Lab {
     /// Creates the lab, deleting first a stale one of the same names that an earlier crash left.
     pub fn create() -> Result<Lab> {
-        if ns_exists(GW_NS) || ns_exists(CLIENT_NS) || Path::new(BPFFS).exists() {
+        if ns_exists(GW_NS) || ns_exists(CLIENT_NS) || Path::new(LAB_DIR).exists() {
             println!("lab: removing a stale lab from an earlier run");
             delete_ns(GW_NS);
             delete_ns(CLIENT_NS);
-            unmount_bpffs();
+            remove_lab_dir();
         }
         // From here on, every exit path deletes what was made.
         let lab = Lab { _private: () };
@@ -130,12 +132,13 @@ impl Drop for Lab {
         println!("lab: deleting namespaces {GW_NS} and {CLIENT_NS}");
         delete_ns(GW_NS);
         delete_ns(CLIENT_NS);
-        unmount_bpffs();
+        remove_lab_dir();
     }
 }
 
-/// Unmounts the lab's bpffs (every stacked mount of it) and removes its directory.
-fn unmount_bpffs() {
+/// Unmounts the lab's bpffs (every stacked mount of it: its pins go with it), then removes the lab
+/// directory: state (runtime lists), control socket.
+fn remove_lab_dir() {
     while Command::new("mountpoint")
         .args(["-q", BPFFS])
         .status()
@@ -145,8 +148,9 @@ fn unmount_bpffs() {
             break;
         }
     }
-    let _ = std::fs::remove_dir(BPFFS);
-    // The lab's state (runtime lists) and control socket go with it.
-    let _ = std::fs::remove_dir_all(STATE_DIR);
-    let _ = std::fs::remove_file(CONTROL_SOCKET);
+    if let Err(err) = std::fs::remove_dir_all(LAB_DIR)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("lab: warning: could not remove {LAB_DIR}: {err}");
+    }
 }

@@ -28,8 +28,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what building and testing need (Debian packages, rust-src, bpf-linker, bpffs).
-    /// Idempotent: skips what is already there. Needs root.
+    /// Install ahead of time what building, the tests, the lab and the bench need (Debian
+    /// packages, rust-src, bpf-linker, bpffs), then check that it works. Idempotent. Needs root.
+    /// (build, run, test, bench and package install what they need themselves.)
     Setup {
         /// Reinstall bpf-linker even if the right version is already installed.
         #[arg(long)]
@@ -42,7 +43,9 @@ enum Cmd {
         release: bool,
     },
     /// Build, then run `port25d run`. Without `DAEMON_ARGS` it runs in a lab of two network namespaces
-    /// (p25-run-gw, p25-run-client) joined by a veth pair, attached to gw0, and removes the lab on exit.
+    /// (p25-run-gw, p25-run-client) joined by a veth pair, attached to gw0, with a control socket,
+    /// state and pins of its own under /run/port25-lab; it prints commands to try and removes the
+    /// lab on exit. Installs what the lab needs first.
     Run {
         /// Build and run the release binary.
         #[arg(long)]
@@ -87,6 +90,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    util::complete_path();
     let result = match cli.cmd {
         Cmd::Setup { force } => setup::setup(force).map(|()| ExitCode::SUCCESS),
         Cmd::Build { release } => daemon::build(release).map(|path| {

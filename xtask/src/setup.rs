@@ -1,53 +1,202 @@
-//! `cargo xtask setup`: installs what building and testing need on a fresh machine, idempotently.
-//! Each step says what it found and skips what is already there.
+//! What port25's builds, tests, lab and bench need on this machine, installed when missing:
+//! Debian packages, rust-src, bpf-linker, bpffs. `cargo xtask setup` does all of it ahead of time;
+//! `cargo xtask build|run|test|bench|package` each ensure what they need themselves, saying what
+//! they install. Every step is idempotent, and the set-up ends with a self-check that exercises
+//! what the tests rely on and names the package when something does not work.
 
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::util;
 
-/// Debian packages for the tests and the lab: smtp-sink/smtp-source (postfix), swaks, bpftool, ip,
-/// curl, tcpdump, hping3, and pgrep/pkill (procps). For the packaging and its tests: dpkg-deb and
-/// dpkg-shlibdeps (dpkg-dev), strip (binutils), systemd-analyze (systemd) and man (man-db, which
-/// verify uses for Documentation=), systemd-nspawn (systemd-container: the unit under a real
-/// systemd), promtool (prometheus), fail2ban-server/-client (fail2ban), setpriv (util-linux) and
-/// strace, which check that the unit's capabilities and system calls are what port25d uses, and
-/// python3 to read the dashboard's JSON. For `cargo xtask bench`, the alternatives it measures:
-/// xdp-filter (xdp-tools), iptables (its legacy backend) with ipset, nftables; and ethtool.
-const DEB_PACKAGES: &[&str] = &[
-    "postfix",
-    "swaks",
-    "bpftool",
-    "iproute2",
-    "curl",
-    "tcpdump",
-    "hping3",
-    "procps",
-    "dpkg-dev",
-    "binutils",
-    "systemd",
-    "man-db",
-    "systemd-container",
-    "prometheus",
-    "fail2ban",
-    "util-linux",
-    "strace",
-    "python3",
-    "xdp-tools",
-    "iptables",
-    "ipset",
-    "nftables",
-    "ethtool",
+/// What a command needs beyond the build tools.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `cargo xtask run`'s lab and the commands it prints.
+    Lab,
+    /// Tests, bench and packaging: every package below.
+    Everything,
+}
+
+/// How the self-check tells that a package works.
+enum Check {
+    /// The program runs and exits 0 with these arguments.
+    Runs(&'static [&'static str]),
+    /// The program is installed (it has no harmless invocation that exits 0).
+    Installed(&'static str),
+}
+
+/// A Debian package the project uses, named explicitly: `--no-install-recommends` brings no
+/// Recommends, so what a tool only recommends (swaks' IPv6 module) is listed too.
+struct Package {
+    name: &'static str,
+    /// Also used by `cargo xtask run`'s lab and the commands it prints.
+    lab: bool,
+    why: &'static str,
+    check: Check,
+}
+
+const PACKAGES: &[Package] = &[
+    Package {
+        name: "iproute2",
+        lab: true,
+        why: "ip and ss: the labs' namespaces, veth pairs and sockets",
+        check: Check::Runs(&["ip", "-V"]),
+    },
+    Package {
+        name: "postfix",
+        lab: true,
+        why: "smtp-sink and smtp-source: the labs' SMTP server and load",
+        check: Check::Installed("smtp-sink"),
+    },
+    Package {
+        name: "swaks",
+        lab: true,
+        why: "the labs' SMTP client",
+        check: Check::Runs(&["swaks", "--version"]),
+    },
+    Package {
+        name: "libio-socket-inet6-perl",
+        lab: true,
+        why: "swaks over IPv6, only a Recommends of swaks",
+        check: Check::Runs(&["perl", "-MIO::Socket::INET6", "-e", "1"]),
+    },
+    Package {
+        name: "curl",
+        lab: true,
+        why: "scrapes the metrics endpoint",
+        check: Check::Runs(&["curl", "--version"]),
+    },
+    Package {
+        name: "procps",
+        lab: false,
+        why: "pgrep and pkill",
+        check: Check::Runs(&["pgrep", "-V"]),
+    },
+    Package {
+        name: "bpftool",
+        lab: false,
+        why: "inspects programs, links and maps in tests",
+        check: Check::Runs(&["bpftool", "version"]),
+    },
+    Package {
+        name: "tcpdump",
+        lab: false,
+        why: "captures in the flood lab",
+        check: Check::Runs(&["tcpdump", "--version"]),
+    },
+    Package {
+        name: "hping3",
+        lab: false,
+        why: "the one-address SYN flood",
+        check: Check::Runs(&["hping3", "--version"]),
+    },
+    Package {
+        name: "dpkg-dev",
+        lab: false,
+        why: "dpkg-shlibdeps for `cargo xtask package`",
+        check: Check::Runs(&["dpkg-shlibdeps", "--version"]),
+    },
+    Package {
+        name: "binutils",
+        lab: false,
+        why: "strip for `cargo xtask package`",
+        check: Check::Runs(&["strip", "--version"]),
+    },
+    Package {
+        name: "systemd",
+        lab: false,
+        why: "systemd-analyze verify and security on the unit",
+        check: Check::Runs(&["systemd-analyze", "--version"]),
+    },
+    Package {
+        name: "man-db",
+        lab: false,
+        why: "man, which systemd-analyze verify uses for Documentation=",
+        check: Check::Runs(&["man", "--version"]),
+    },
+    Package {
+        name: "systemd-container",
+        lab: false,
+        why: "systemd-nspawn: the packaged unit under a real systemd",
+        check: Check::Runs(&["systemd-nspawn", "--version"]),
+    },
+    Package {
+        name: "prometheus",
+        lab: false,
+        why: "promtool checks and unit-tests the alert rules",
+        check: Check::Runs(&["promtool", "--version"]),
+    },
+    Package {
+        name: "fail2ban",
+        lab: false,
+        why: "fail2ban-server drives the packaged action",
+        check: Check::Runs(&["fail2ban-server", "--version"]),
+    },
+    Package {
+        name: "util-linux",
+        lab: false,
+        why: "setpriv: port25d with the unit's capabilities only",
+        check: Check::Runs(&["setpriv", "--version"]),
+    },
+    Package {
+        name: "strace",
+        lab: false,
+        why: "the system calls port25d makes, against the unit's filter",
+        check: Check::Runs(&["strace", "-V"]),
+    },
+    Package {
+        name: "python3",
+        lab: false,
+        why: "reads the dashboard's JSON",
+        check: Check::Runs(&["python3", "--version"]),
+    },
+    Package {
+        name: "xdp-tools",
+        lab: false,
+        why: "xdp-filter, which the bench measures against",
+        check: Check::Installed("xdp-filter"),
+    },
+    Package {
+        name: "iptables",
+        lab: false,
+        why: "iptables (legacy) with ipset, which the bench measures against",
+        check: Check::Runs(&["iptables-legacy", "--version"]),
+    },
+    Package {
+        name: "ipset",
+        lab: false,
+        why: "the bench's iptables set",
+        check: Check::Runs(&["ipset", "--version"]),
+    },
+    Package {
+        name: "nftables",
+        lab: false,
+        why: "nft, which the bench measures against",
+        check: Check::Runs(&["nft", "--version"]),
+    },
+    Package {
+        name: "ethtool",
+        lab: false,
+        why: "veth offloads in the bench",
+        check: Check::Runs(&["ethtool", "--version"]),
+    },
 ];
 
-const BPF_LINKER_VERSION: &str = "0.13.0";
-/// The LLVM major version of the stable toolchain, which bpf-linker must link against.
-const LLVM_MAJOR: &str = "22";
+fn packages(scope: Scope) -> impl Iterator<Item = &'static Package> {
+    PACKAGES
+        .iter()
+        .filter(move |p| scope == Scope::Everything || p.lab)
+}
 
+/// `cargo xtask setup`: everything, ahead of time, then the self-check.
 pub fn setup(force_bpf_linker: bool) -> Result<()> {
     if !util::is_root() {
         bail!(
@@ -55,11 +204,36 @@ pub fn setup(force_bpf_linker: bool) -> Result<()> {
              bpffs; run it with sudo"
         );
     }
-    debian_packages()?;
+    debian_packages(Scope::Everything)?;
     rust_src()?;
     bpf_linker(force_bpf_linker)?;
     util::ensure_bpffs()?;
+    self_check(Scope::Everything)?;
     println!("setup: done");
+    Ok(())
+}
+
+/// What `scope` needs, installed where missing and checked: Debian packages, the build tools,
+/// bpffs (for tests). Needs root.
+pub fn ensure(scope: Scope) -> Result<()> {
+    debian_packages(scope)?;
+    ensure_build_tools()?;
+    if scope == Scope::Everything {
+        util::ensure_bpffs()?;
+    }
+    self_check(scope)
+}
+
+/// What building port25d needs (rust-src for the stable toolchain, bpf-linker), installed where
+/// missing; no root needed. Once per xtask run.
+pub fn ensure_build_tools() -> Result<()> {
+    static DONE: OnceLock<()> = OnceLock::new();
+    if DONE.get().is_some() {
+        return Ok(());
+    }
+    rust_src()?;
+    bpf_linker(false)?;
+    let _ = DONE.set(());
     Ok(())
 }
 
@@ -69,37 +243,195 @@ fn deb_installed(package: &str) -> bool {
         .is_some_and(|status| status.split_whitespace().nth(2) == Some("installed"))
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEB_PACKAGES
+fn debian_packages(scope: Scope) -> Result<()> {
+    let wanted: Vec<&Package> = packages(scope).collect();
+    let missing: Vec<&Package> = wanted
         .iter()
         .copied()
-        .filter(|p| !deb_installed(p))
+        .filter(|p| !deb_installed(p.name))
         .collect();
     if missing.is_empty() {
-        println!("apt: already installed: {}", DEB_PACKAGES.join(" "));
+        println!(
+            "apt: the {} Debian packages needed are installed",
+            wanted.len()
+        );
         return Ok(());
     }
-    println!("apt: installing {}", missing.join(" "));
-    util::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    util::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    let still_missing: Vec<&str> = missing.into_iter().filter(|p| !deb_installed(p)).collect();
+    for package in &missing {
+        println!(
+            "apt: missing {} ({}): installing it",
+            package.name, package.why
+        );
+    }
+    if !util::is_root() {
+        bail!(
+            "installing Debian packages needs root: run `sudo cargo xtask setup`, or `apt-get \
+             install {}` yourself",
+            names(&missing)
+        );
+    }
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    util::run(&mut apt(&["update"]))?;
+    // --no-remove: on a mail gateway, installing postfix must never replace the MTA it runs.
+    let mut install = apt(&["install", "-y", "--no-install-recommends", "--no-remove"]);
+    install.args(missing.iter().map(|p| p.name));
+    util::run(&mut install).with_context(|| {
+        format!(
+            "apt-get could not install {} (if it would have to remove packages, such as \
+             another MTA in place of postfix, install them by hand on a machine for tests)",
+            names(&missing)
+        )
+    })?;
+    let still_missing: Vec<&Package> = missing
+        .into_iter()
+        .filter(|p| !deb_installed(p.name))
+        .collect();
     if !still_missing.is_empty() {
         bail!(
             "apt-get ran but these are still not installed: {}",
-            still_missing.join(" ")
+            names(&still_missing)
         );
     }
     Ok(())
 }
+
+fn names(packages: &[&Package]) -> String {
+    packages
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Exercises each package the way the tests use it, and swaks and smtp-sink together over IPv4
+/// and IPv6; fails naming the package of everything that does not work.
+fn self_check(scope: Scope) -> Result<()> {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for package in packages(scope) {
+        checked += 1;
+        let works = match package.check {
+            Check::Runs(argv) => {
+                util::output_if_ok(Command::new(argv[0]).args(&argv[1..])).is_some()
+            }
+            Check::Installed(program) => util::which(program).is_some(),
+        };
+        if !works {
+            let what = match package.check {
+                Check::Runs(argv) => format!("`{}` fails", argv.join(" ")),
+                Check::Installed(program) => format!("{program} is not on PATH"),
+            };
+            broken.push(format!(
+                "  {}: {what} ({}); `apt-get install --reinstall {}`",
+                package.name, package.why, package.name
+            ));
+        }
+    }
+    match smtp_round_trip() {
+        Ok(()) => {}
+        Err(err) => broken.push(format!("  {err:#}")),
+    }
+    if !broken.is_empty() {
+        bail!(
+            "self-check: what the tests and the lab use does not work:\n{}",
+            broken.join("\n")
+        );
+    }
+    println!(
+        "self-check: {checked} packages work; swaks delivered to smtp-sink over IPv4 and IPv6"
+    );
+    Ok(())
+}
+
+/// A namespace of the self-check's own, deleted with whatever still runs in it.
+struct CheckNs {
+    name: String,
+    sinks: Vec<Child>,
+}
+
+impl Drop for CheckNs {
+    fn drop(&mut self) {
+        for sink in &mut self.sinks {
+            let _ = sink.kill();
+            let _ = sink.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// One message from swaks to smtp-sink over IPv4 and one over IPv6, on the loopback of a namespace
+/// made for it, as the netns labs deliver mail.
+fn smtp_round_trip() -> Result<()> {
+    let name = format!("p25-selfcheck-{}", std::process::id());
+    util::output_if_ok(Command::new("ip").args(["netns", "add", &name]))
+        .with_context(|| format!("iproute2: `ip netns add {name}` fails (are you root?)"))?;
+    let mut ns = CheckNs {
+        name: name.clone(),
+        sinks: Vec::new(),
+    };
+    util::output_if_ok(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]))
+        .context("iproute2: cannot bring up lo in the self-check namespace")?;
+    let in_ns = |program: &str| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &name, program]);
+        cmd
+    };
+    for (listen, server, package) in [
+        (
+            "127.0.0.1:2525",
+            "127.0.0.1",
+            "swaks or postfix (smtp-sink)",
+        ),
+        (
+            "[::1]:2525",
+            "::1",
+            "libio-socket-inet6-perl (swaks over IPv6)",
+        ),
+    ] {
+        let sink = in_ns("smtp-sink")
+            .args(["-u", "nobody", listen, "10"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("postfix: cannot start smtp-sink")?;
+        ns.sinks.push(sink);
+        // smtp-sink listens within milliseconds; give it up to 5 s on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let delivered = loop {
+            let out = in_ns("swaks")
+                .args(["--server", server, "--port", "2525", "--timeout", "5"])
+                .args(["--from", "a@example.org", "--to", "b@example.net"])
+                .stdin(Stdio::null())
+                .output()
+                .context("swaks: cannot start swaks")?;
+            if out.status.success() {
+                break Ok(());
+            }
+            if Instant::now() >= deadline {
+                let said = String::from_utf8_lossy(&out.stdout);
+                let last = said.lines().last().unwrap_or_default().to_owned();
+                break Err(last);
+            }
+            thread::sleep(Duration::from_millis(200));
+        };
+        if let Err(last) = delivered {
+            bail!("{package}: swaks could not deliver to smtp-sink on {listen}: {last}");
+        }
+    }
+    Ok(())
+}
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The LLVM major version of the stable toolchain, which bpf-linker must link against.
+const LLVM_MAJOR: &str = "22";
 
 fn rust_src() -> Result<()> {
     let installed = util::output_if_ok(Command::new("rustup").args([
@@ -114,9 +446,10 @@ fn rust_src() -> Result<()> {
          toolchain are needed (the eBPF program is built with `rustup run stable cargo`)",
     )?;
     if installed.lines().any(|l| l.trim() == "rust-src") {
-        println!("rustup: rust-src already installed for stable");
+        println!("rustup: rust-src is installed for stable");
         return Ok(());
     }
+    println!("rustup: missing rust-src (the eBPF build compiles core from it): installing it");
     util::run(Command::new("rustup").args([
         "component",
         "add",
@@ -148,10 +481,7 @@ fn bpf_linker(force: bool) -> Result<()> {
     let cargo_bin = cargo_home.join("bin");
     match bpf_linker_version(&cargo_bin) {
         Some((exe, version)) if !force && reports_wanted_version(&version) => {
-            println!(
-                "bpf-linker: {version} already installed ({})",
-                exe.display()
-            );
+            println!("bpf-linker: {version} is installed ({})", exe.display());
             if util::which("bpf-linker").is_none() {
                 println!(
                     "bpf-linker: warning: {} is not on PATH; add it (the eBPF build needs it)",

@@ -5,28 +5,8 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
+use crate::setup::{self, Scope};
 use crate::util;
-
-/// Programs the tests run; `cargo xtask setup` installs them.
-const TOOLS: &[(&str, &str)] = &[
-    (
-        "bpf-linker",
-        "links the eBPF program (cargo install, see cargo xtask setup)",
-    ),
-    (
-        "smtp-sink",
-        "the SMTP server in the netns tests (Debian package postfix, in /usr/sbin)",
-    ),
-    (
-        "swaks",
-        "the SMTP client in the netns tests (Debian package swaks)",
-    ),
-    (
-        "ip",
-        "creates the test namespaces and veth pairs (Debian package iproute2)",
-    ),
-    ("curl", "scrapes the metrics endpoint (Debian package curl)"),
-];
 
 pub fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
     let started = Instant::now();
@@ -42,19 +22,9 @@ fn run_tests(cargo_test_args: &[String]) -> Result<ExitCode> {
              namespaces; run it with sudo"
         );
     }
-    let missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|(tool, _)| util::which(tool).is_none())
-        .map(|(tool, why)| format!("  {tool}: {why}"))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "the tests need programs that are not on PATH:\n{}\nrun `cargo xtask setup` (as root) \
-             to install them, and make sure ~/.cargo/bin and /usr/sbin are on PATH",
-            missing.join("\n")
-        );
-    }
-    util::ensure_bpffs()?;
+    // What the tests use is installed first, and checked: a missing package is named here,
+    // not as a test failure halfway through.
+    setup::ensure(Scope::Everything)?;
     // The netns labs run the real daemon binary: build it first and tell the tests where it is.
     let port25d = crate::daemon::build(false)?;
 

@@ -37,6 +37,29 @@ pub fn cargo_home() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cargo"))
 }
 
+/// Puts where the tools xtask installs or runs live on PATH, if missing: `$CARGO_HOME/bin`
+/// (bpf-linker) and the sbin directories (smtp-sink is in /usr/sbin), for xtask and everything
+/// it starts, whatever the caller's PATH.
+pub fn complete_path() {
+    let current = env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = env::split_paths(&current).collect();
+    let mut wanted: Vec<PathBuf> = cargo_home().map(|h| h.join("bin")).into_iter().collect();
+    wanted.extend(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from));
+    let before = dirs.len();
+    for dir in wanted {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    if dirs.len() == before {
+        return;
+    }
+    if let Ok(path) = env::join_paths(dirs) {
+        // SAFETY: called first thing in main, before xtask starts any thread.
+        unsafe { env::set_var("PATH", path) };
+    }
+}
+
 /// The command line as a shell user would type it (for logs), with the environment it sets.
 pub fn display(cmd: &Command) -> String {
     let mut parts: Vec<String> = cmd

@@ -12,6 +12,15 @@ use port25_tests::{
     require_root,
 };
 
+/// A namespace with a bridge `d0`: a device without native XDP, so the driver refuses native mode
+/// and generic (skb) XDP works.
+fn namespace_with_bridge(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.ip(&["link", "add", "d0", "type", "bridge"]);
+    ns.ip(&["link", "set", "d0", "up"]);
+    ns
+}
+
 fn write_config(work: &WorkDir, name: &str, text: &str) -> std::path::PathBuf {
     let path = work.join(name);
     std::fs::write(&path, text).unwrap();
@@ -42,10 +51,7 @@ fn refused_native_mode_says_what_to_try_and_auto_falls_back() {
     require_root();
     require_tools(&["ip", "curl"]);
     let work = WorkDir::new("attach");
-    let ns = Netns::new("attach");
-    // A bridge has no native XDP support: the driver refuses, generic XDP works.
-    ns.ip(&["link", "add", "d0", "type", "bridge"]);
-    ns.ip(&["link", "set", "d0", "up"]);
+    let ns = namespace_with_bridge("attach");
     let config = write_config(&work, "drop.toml", "policy = \"drop\"\n");
     let config = config.to_str().unwrap();
 
@@ -196,11 +202,8 @@ fn a_refused_mode_switch_puts_the_old_mode_back() {
     require_root();
     require_tools(&["ip", "curl"]);
     let work = WorkDir::new("switch");
-    let ns = Netns::new("switch");
+    let ns = namespace_with_bridge("switch");
     let bpf = BpfFs::mount("switch");
-    // A bridge: generic XDP only, so a switch to native is refused by the driver.
-    ns.ip(&["link", "add", "d0", "type", "bridge"]);
-    ns.ip(&["link", "set", "d0", "up"]);
     let config = write_config(
         &work,
         "keep.toml",

@@ -300,18 +300,8 @@ fn detach_pinned_link(path: &Path) -> std::io::Result<()> {
         bpf_fd: 0,
         file_flags: 0,
     };
-    // SAFETY: `get` is a valid attr of the size passed; the path it points to outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &raw const get,
-            std::mem::size_of::<ObjGet>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // SAFETY: the path `get` points to outlives the call.
+    let fd = unsafe { bpf(BPF_OBJ_GET, &get) }?;
     let fd =
         i32::try_from(fd).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
     // SAFETY: the kernel just returned this fd to us; nothing else owns it.
@@ -319,19 +309,30 @@ fn detach_pinned_link(path: &Path) -> std::io::Result<()> {
     let detach = LinkDetach {
         link_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
     };
-    // SAFETY: `detach` is a valid attr of the size passed; the fd is open for the call.
+    // SAFETY: `detach` holds no pointer; the fd is open for the call.
+    unsafe { bpf(BPF_LINK_DETACH, &detach) }?;
+    Ok(())
+}
+
+/// `bpf(cmd, attr, size_of(attr))`: the kernel reads the leading part of `union bpf_attr` that
+/// `attr` mirrors and takes the rest as zero.
+///
+/// # Safety
+/// Every pointer inside `attr` must be valid for what `cmd` does with it.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live value of the size passed; the caller vouches for its pointers.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            &raw const detach,
-            std::mem::size_of::<LinkDetach>(),
+            cmd,
+            std::ptr::from_ref(attr),
+            std::mem::size_of::<T>(),
         )
     };
     if ret < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(ret)
 }
 
 fn attach_mode(

@@ -209,7 +209,7 @@ pub fn setup(force_bpf_linker: bool) -> Result<()> {
     bpf_linker(force_bpf_linker)?;
     util::ensure_bpffs()?;
     self_check(Scope::Everything)?;
-    println!("setup: done");
+    eprintln!("setup: done");
     Ok(())
 }
 
@@ -251,14 +251,14 @@ fn debian_packages(scope: Scope) -> Result<()> {
         .filter(|p| !deb_installed(p.name))
         .collect();
     if missing.is_empty() {
-        println!(
+        eprintln!(
             "apt: the {} Debian packages needed are installed",
             wanted.len()
         );
         return Ok(());
     }
     for package in &missing {
-        println!(
+        eprintln!(
             "apt: missing {} ({}): installing it",
             package.name, package.why
         );
@@ -341,7 +341,7 @@ fn self_check(scope: Scope) -> Result<()> {
             broken.join("\n")
         );
     }
-    println!(
+    eprintln!(
         "self-check: {checked} packages work; swaks delivered to smtp-sink over IPv4 and IPv6"
     );
     Ok(())
@@ -446,10 +446,10 @@ fn rust_src() -> Result<()> {
          toolchain are needed (the eBPF program is built with `rustup run stable cargo`)",
     )?;
     if installed.lines().any(|l| l.trim() == "rust-src") {
-        println!("rustup: rust-src is installed for stable");
+        eprintln!("rustup: rust-src is installed for stable");
         return Ok(());
     }
-    println!("rustup: missing rust-src (the eBPF build compiles core from it): installing it");
+    eprintln!("rustup: missing rust-src (the eBPF build compiles core from it): installing it");
     util::run(Command::new("rustup").args([
         "component",
         "add",
@@ -481,9 +481,9 @@ fn bpf_linker(force: bool) -> Result<()> {
     let cargo_bin = cargo_home.join("bin");
     match bpf_linker_version(&cargo_bin) {
         Some((exe, version)) if !force && reports_wanted_version(&version) => {
-            println!("bpf-linker: {version} is installed ({})", exe.display());
+            eprintln!("bpf-linker: {version} is installed ({})", exe.display());
             if util::which("bpf-linker").is_none() {
-                println!(
+                eprintln!(
                     "bpf-linker: warning: {} is not on PATH; add it (the eBPF build needs it)",
                     cargo_bin.display()
                 );
@@ -502,7 +502,7 @@ fn bpf_linker(force: bool) -> Result<()> {
         .context("`rustc +stable --print sysroot` failed")?;
     let toolchain_lib = PathBuf::from(sysroot.trim()).join("lib");
     let real = find_rust_libllvm(&toolchain_lib)?;
-    println!("bpf-linker: linking against {}", real.display());
+    eprintln!("bpf-linker: linking against {}", real.display());
 
     let prefix = cargo_home.join("port25-llvm");
     let prefix_lib = prefix.join("lib");
@@ -514,7 +514,7 @@ fn bpf_linker(force: bool) -> Result<()> {
     }
     symlink(&real, &link)
         .with_context(|| format!("cannot link {} -> {}", link.display(), real.display()))?;
-    println!("bpf-linker: {} -> {}", link.display(), real.display());
+    eprintln!("bpf-linker: {} -> {}", link.display(), real.display());
 
     let install = |locked: bool| {
         let mut cmd = util::cargo();
@@ -538,7 +538,7 @@ fn bpf_linker(force: bool) -> Result<()> {
         util::status(&mut cmd)
     };
     if !install(true)?.success() {
-        println!("bpf-linker: `cargo install --locked` failed; retrying without --locked");
+        eprintln!("bpf-linker: `cargo install --locked` failed; retrying without --locked");
         if !install(false)?.success() {
             bail!("cargo install bpf-linker {BPF_LINKER_VERSION} failed (see the output above)");
         }
@@ -546,7 +546,7 @@ fn bpf_linker(force: bool) -> Result<()> {
 
     match bpf_linker_version(&cargo_bin) {
         Some((_, version)) if reports_wanted_version(&version) => {
-            println!("bpf-linker: installed: {version}");
+            eprintln!("bpf-linker: installed: {version}");
             Ok(())
         }
         Some((exe, version)) => bail!(

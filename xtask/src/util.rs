@@ -130,12 +130,12 @@ pub fn bpffs_mounted() -> Result<bool> {
 /// Mounts bpffs at /sys/fs/bpf unless it is there (needs root).
 pub fn ensure_bpffs() -> Result<()> {
     if bpffs_mounted()? {
-        println!("bpffs: already mounted at {BPFFS}");
+        eprintln!("bpffs: already mounted at {BPFFS}");
         return Ok(());
     }
     std::fs::create_dir_all(BPFFS).with_context(|| format!("cannot create {BPFFS}"))?;
     run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))
         .with_context(|| format!("cannot mount bpffs at {BPFFS}"))?;
-    println!("bpffs: mounted at {BPFFS}");
+    eprintln!("bpffs: mounted at {BPFFS}");
     Ok(())
 }

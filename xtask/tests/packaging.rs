@@ -1219,6 +1219,9 @@ i=0; until metrics | grep -q '^port25_attached{iface="p25a"'; do
 systemctl is-active -q port25d.service && ok active || fail active "$(systemctl is-active port25d.service)"
 metrics | grep -q '^port25_attached{iface="p25a".* 1$' && ok attached || fail attached "no port25_attached for p25a"
 [ -e /sys/fs/bpf/port25/maps-v1/SOURCES ] && [ -e /sys/fs/bpf/port25/links/xdp-native-p25a ] && ok pinned || fail pinned "no maps or links pinned in /sys/fs/bpf/port25: $(ls -R /sys/fs/bpf/port25 2>&1)"
+# The host's bpffs (bind-mounted by nspawn): the pins outlive the daemon, and it says so, though
+# the unit hides PID 1 from it (ProtectProc=invisible).
+metrics | grep -q '^port25_pins_persistent 1$' && ok persistent || fail persistent "$(metrics | grep pins_persistent)"
 
 PID=$(systemctl show -p MainPID --value port25d.service)
 mounts=$(cut -d' ' -f5,6 /proc/$PID/mountinfo)
@@ -1415,6 +1418,7 @@ fn unit_runs_under_systemd() {
         "active",
         "attached",
         "pinned",
+        "persistent",
         "root-ro",
         "sys-ro",
         "bpffs-rw",

@@ -4,7 +4,7 @@
 //!   gen: cl0 198.18.0.10/24 ── gw0 198.18.0.1/24 :gw   (smtp-sink on 198.18.0.1:25)
 //! ```
 //!
-//! The generator is port25's object's `flood_tx` program, run with BPF_F_TEST_XDP_LIVE_FRAMES
+//! The generator is the bench object's `flood_tx` program, run with BPF_F_TEST_XDP_LIVE_FRAMES
 //! on cl0 (in the generator's namespace): every run sends the template SYN out of cl0 with
 //! XDP_TX, from a random source in 198.19.0.0/16, with valid checksums. That is the fastest sender
 //! here (no socket, no skb on the sending side); veth hands the frames to gw0's NAPI, on the CPU
@@ -34,11 +34,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
-use port25_daemon::{config::Config, datapath::Datapath};
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
 use port25_tests::lab::{BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, metric_sum, veth};
 
-use crate::{Settings, sys, xdpfilter::XdpFilter};
+use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
 
 const CLIENT: &str = "198.18.0.10";
 const GATEWAY: &str = "198.18.0.1";
@@ -396,14 +395,8 @@ fn napi_threads() -> Result<Vec<u32>> {
 /// caller's namespace).
 fn generate(frame: &[u8], batch: u32, stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
     sys::pin_to_cpu(0, 0)?;
-    let config = Config::parse("policy = \"drop\"\n", std::path::Path::new("gen.toml"))?;
-    let mut datapath = Datapath::load(&config, 0).context("loading the generator's object")?;
-    let program: &mut Xdp = datapath
-        .ebpf_mut()
-        .program_mut("flood_tx")
-        .context("no flood_tx program in port25's object")?
-        .try_into()?;
-    program.load().context("loading flood_tx")?;
+    let mut object = programs::object()?;
+    let program = programs::xdp(&mut object, "flood_tx")?;
     let name = std::ffi::CString::new("cl0")?;
     // SAFETY: a valid NUL-terminated name.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };

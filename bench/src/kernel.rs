@@ -8,7 +8,10 @@
 use std::{fs, path::Path, time::Instant};
 
 use anyhow::{Context, Result, bail};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::{
+    Ebpf,
+    programs::{TestRun, TestRunOptions},
+};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_daemon::{
     config::{CidrSet, Config},
@@ -16,7 +19,7 @@ use port25_daemon::{
 };
 use port25_tests::frames::{self, EXT_DEST_OPTS, EXT_HOP_BY_HOP};
 
-use crate::{Settings, sys, xdpfilter::XdpFilter};
+use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -194,13 +197,8 @@ fn measure(
     Ok(sys::median(&samples))
 }
 
-fn floor(datapath: &mut Datapath, name: &str, frame: &[u8], settings: &Settings) -> Result<f64> {
-    let program: &mut Xdp = datapath
-        .ebpf_mut()
-        .program_mut(name)
-        .with_context(|| format!("no program {name} in port25's object"))?
-        .try_into()?;
-    program.load().with_context(|| format!("loading {name}"))?;
+fn floor(bench: &mut Ebpf, name: &str, frame: &[u8], settings: &Settings) -> Result<f64> {
+    let program = programs::xdp(bench, name)?;
     let expected = if name == "floor_drop" {
         XDP_DROP
     } else {
@@ -217,11 +215,12 @@ fn floor(datapath: &mut Datapath, name: &str, frame: &[u8], settings: &Settings)
 }
 
 pub fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> {
-    let mut drop_dp = load(DROP_POLICY)?;
+    let drop_dp = load(DROP_POLICY)?;
     let ratelimit_dp = load(RATELIMIT_POLICY)?;
     let syn = frames::tcp(OTHER4, 25).build();
-    let floor_pass_ns = floor(&mut drop_dp, "floor_pass", &syn, settings)?;
-    let floor_drop_ns = floor(&mut drop_dp, "floor_drop", &syn, settings)?;
+    let mut bench = programs::object()?;
+    let floor_pass_ns = floor(&mut bench, "floor_pass", &syn, settings)?;
+    let floor_drop_ns = floor(&mut bench, "floor_drop", &syn, settings)?;
     eprintln!("bench: floor: XDP_PASS {floor_pass_ns:.1} ns, XDP_DROP {floor_drop_ns:.1} ns");
 
     let rows = rows();

@@ -9,6 +9,7 @@
 mod daemon;
 mod flood;
 mod kernel;
+mod programs;
 mod report;
 mod sys;
 mod xdpfilter;

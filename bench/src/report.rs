@@ -268,7 +268,7 @@ pub fn markdown(r: &Results, h: &Headline) -> String {
     let seconds = f.rows.first().map_or(0.0, |row| row.seconds);
     let _ = writeln!(
         s,
-        "Two namespaces joined by a veth pair. The generator is port25's `flood_tx` XDP program \
+        "Two namespaces joined by a veth pair. The generator is the bench's own `flood_tx` XDP program \
          run with BPF_F_TEST_XDP_LIVE_FRAMES (batch {}) on the sending veth: SYNs to port 25 with \
          valid checksums from random sources in 198.19.0.0/16, sent with XDP_TX (faster here than \
          trafgen or hping3: no socket, no skb on the sending side). Window: {seconds:.1} s per \

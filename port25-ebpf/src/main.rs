@@ -7,7 +7,6 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
-mod floor;
 mod handshake;
 mod maps;
 mod parse;

@@ -30,8 +30,9 @@ fn run_tests(cargo_test_args: &[String]) -> Result<ExitCode> {
 
     let mut cmd = util::cargo();
     cmd.env("PORT25D", &port25d);
-    // port25-ebpf only builds for the BPF target (port25-daemon's build.rs builds it).
-    cmd.args(["test", "--workspace", "--exclude", "port25-ebpf"])
+    // The eBPF crates only build for the BPF target (port25-daemon's and bench's build.rs do).
+    cmd.args(["test", "--workspace"])
+        .args(["--exclude", "port25-ebpf", "--exclude", "port25-bench-ebpf"])
         .args(cargo_test_args);
     let status = util::status(&mut cmd)?;
     Ok(match status.code() {

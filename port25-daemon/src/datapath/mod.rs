@@ -400,3 +400,20 @@ fn raise_memlock_limit() {
         tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed; fine on kernels >= 5.11");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every port25d ships: the XDP filter and the egress watcher, and nothing else (the
+    /// bench's floors and SYN generator live in port25-bench-ebpf).
+    #[test]
+    fn the_embedded_object_holds_only_the_production_programs() {
+        let object = aya_obj::Object::parse(OBJECT).expect("the embedded object parses");
+        let mut programs: Vec<&str> = object.programs.keys().map(String::as_str).collect();
+        programs.sort_unstable();
+        let mut production = vec![PROGRAM_NAME, EGRESS_PROGRAM_NAME];
+        production.sort_unstable();
+        assert_eq!(programs, production);
+    }
+}

@@ -1,11 +1,15 @@
-//! Programs for `cargo xtask bench`, not for the daemon (which loads only `port25` and
-//! `port25_egress`; the rest of the object stays in the file, unloaded).
+//! Programs for `cargo xtask bench` only, built into an object of their own that the bench
+//! embeds: a filter on a mail gateway must not carry a packet generator, so none of this is in
+//! the object `port25d` embeds.
 //!
 //! `floor_pass` and `floor_drop` do nothing but return their action: what BPF_PROG_TEST_RUN costs
 //! per packet before any filtering, the floor every filter is compared with. `flood_tx` is the SYN
 //! flood generator: run with BPF_F_TEST_XDP_LIVE_FRAMES on a veth, it sends its frame out again
 //! (XDP_TX), each time from another spoofed source, so that a per-source allowlist or hash is
 //! exercised as a real spoofed flood would.
+
+#![no_std]
+#![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, programs::XdpContext,
@@ -76,3 +80,13 @@ fn csum_replace(check: u16, old: u16, new: u16) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
 }
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

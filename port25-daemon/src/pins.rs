@@ -9,6 +9,7 @@
 //! A killed daemon leaves all of it in place, so the kernel keeps enforcing the last policy; the
 //! next start adopts the maps (counters keep counting) and swaps its freshly loaded program into the
 //! pinned links atomically. Maps of another layout version are never adopted (see `Datapath`).
+//! docs/ARCHITECTURE.md, § Pins.
 
 use std::{
     path::{Path, PathBuf},

@@ -1,5 +1,6 @@
 //! The port25 XDP program: decides, per packet, whether TCP traffic to a protected port may pass.
-//! The decision table is in DESIGN.md; header walking is in `parse`, policy state in `maps`.
+//! The decision table is docs/ARCHITECTURE.md, § Decision; header walking is in `parse`, policy
+//! state in `maps`.
 #![no_std]
 #![no_main]
 // Atomic compare-and-swap: the BPF target has no `AtomicU64::compare_exchange` (no atomic-cas in

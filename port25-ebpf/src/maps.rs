@@ -1,4 +1,5 @@
-//! The maps the daemon fills, and the small accessors the datapath uses on them.
+//! The maps the daemon fills, and the small accessors the datapath uses on them. Every map, with
+//! its writer and reader: docs/ARCHITECTURE.md, § Maps.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,

@@ -4,8 +4,8 @@
 //! frames) and against the end of the IP packet that the IP header itself declares (IPv4 total
 //! length, IPv6 payload length): bytes past it, Ethernet padding or a trailer, are not packet data,
 //! and the kernel trims them before TCP sees the packet. A packet that declares more bytes than the
-//! frame holds is one the kernel drops as truncated. The rules for what cannot be read are in
-//! DESIGN.md, step 1 and 5 of the decision table.
+//! frame holds is one the kernel drops as truncated. The rules are docs/ARCHITECTURE.md, § Parsing
+//! (and § Decision, steps 1 and 5).
 
 use port25_common::MAX_IPV6_EXT_HEADERS;
 

@@ -1,6 +1,7 @@
 //! An independent reference for the datapath's decision, for the differential fuzz test
 //! (`tests/tests/fuzz.rs`): plain Rust on etherparse's header types, written from the decision table
-//! in README.md ("What the datapath decides") and DESIGN.md, not from the kernel's offsets.
+//! in README.md ("What the datapath decides") and docs/ARCHITECTURE.md (§ Decision, § Parsing), not
+//! from the kernel's offsets.
 //!
 //! Where etherparse checks more than the datapath does, the datapath's documented semantics win and
 //! the reference falls back to reading the few raw bytes the datapath needs. Each such choice is

@@ -4,6 +4,7 @@
 //! write to `ACTIVE` switches every CPU over, and only then is the old generation removed. A packet
 //! reads `ACTIVE` once, so it sees the old policy or the new, never a mix. Single runtime entries
 //! (`port25d deny add`) go straight into the live generation: one entry appears or goes, atomically.
+//! docs/ARCHITECTURE.md, § Generations.
 
 use std::time::Duration;
 

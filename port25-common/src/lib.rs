@@ -47,6 +47,11 @@ pub const HANDSHAKE_CAPACITY: u32 = 65536;
 pub const SLOTS: u32 = 2;
 /// Words of 32 bits in one slot of the port bitmap (65536 ports).
 pub const PORT_WORDS: u32 = 65536 / 32;
+
+/// Where `port`'s bit lies in one slot of the port bitmap ([`maps::PORTS`]): (word, mask).
+pub const fn port_bit(port: u16) -> (u32, u32) {
+    (port as u32 / 32, 1 << (port % 32))
+}
 /// Capacity of each CIDR list per address family. The tries are not preallocated, so only
 /// inserted entries cost memory; the bound covers two generations of a large list during a swap.
 pub const LIST_CAPACITY: u32 = 2 * 1_100_000;

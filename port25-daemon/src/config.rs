@@ -21,108 +21,14 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::model::{ListKind, Mode, OnExit, Policy, XdpModeSetting};
+
 pub use cidr::{CidrSet, parse_cidr};
 
 pub const DEFAULT_PATH: &str = "/etc/port25/port25.toml";
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../packaging/port25.toml");
 /// What [`Config::source`] and errors call the embedded default.
 const EMBEDDED_ORIGIN: &str = "<embedded default>";
-
-/// How the XDP program is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpModeSetting {
-    /// Native where the driver supports it, otherwise generic (skb).
-    Auto,
-    /// In the driver: fastest, fails on drivers without XDP support.
-    Native,
-    /// Generic XDP: works on every interface, slower.
-    Skb,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Drop what the policy says.
-    Enforce,
-    /// Count what would be dropped, drop nothing.
-    Monitor,
-}
-
-/// What `port25d run` leaves behind when it stops on SIGTERM or SIGINT.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnExit {
-    /// Detach the filter and remove its pins: nothing is left.
-    Detach,
-    /// Leave the filter attached and enforcing; the next start takes it over without a gap, and
-    /// `port25d detach` removes it.
-    Keep,
-}
-
-impl OnExit {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnExit::Detach => "detach",
-            OnExit::Keep => "keep",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyKind {
-    /// Closed port: every non-allowlisted source is dropped.
-    Drop,
-    /// Open MX: new connections from non-allowlisted sources are admitted by token buckets.
-    Ratelimit,
-}
-
-impl XdpModeSetting {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XdpModeSetting::Auto => "auto",
-            XdpModeSetting::Native => "native",
-            XdpModeSetting::Skb => "skb",
-        }
-    }
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Monitor => "monitor",
-        }
-    }
-}
-
-impl PolicyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyKind::Drop => "drop",
-            PolicyKind::Ratelimit => "ratelimit",
-        }
-    }
-}
-
-impl fmt::Display for XdpModeSetting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for PolicyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Token bucket settings for policy `ratelimit`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,7 +55,7 @@ pub struct Config {
     /// Sorted, deduplicated, never empty, never 0.
     pub ports: Vec<u16>,
     pub mode: Mode,
-    pub policy: PolicyKind,
+    pub policy: Policy,
     pub allow: CidrSet,
     pub deny: CidrSet,
     pub ratelimit: RateLimit,
@@ -220,7 +126,7 @@ struct RawConfig {
     xdp_mode: Option<XdpModeSetting>,
     ports: Option<Spanned<Vec<Spanned<i64>>>>,
     mode: Option<Mode>,
-    policy: Option<PolicyKind>,
+    policy: Option<Policy>,
     on_exit: Option<OnExit>,
     #[serde(default, deserialize_with = "table")]
     allow: RawList,
@@ -431,7 +337,7 @@ impl Source<'_> {
     }
 
     /// One of `[allow]` / `[deny]`: the inline CIDRs plus every list file.
-    fn list(&self, table: &str, raw: &RawList) -> Result<CidrSet, ConfigError> {
+    fn list(&self, table: ListKind, raw: &RawList) -> Result<CidrSet, ConfigError> {
         let mut nets: Vec<IpNet> = Vec::new();
         for entry in &raw.cidrs {
             let net = cidr::parse_cidr(entry.get_ref()).map_err(|reason| {
@@ -638,9 +544,9 @@ impl Config {
             xdp_mode: raw.xdp_mode.unwrap_or(XdpModeSetting::Auto),
             ports: src.ports(raw.ports)?,
             mode: raw.mode.unwrap_or(Mode::Enforce),
-            policy: raw.policy.unwrap_or(PolicyKind::Ratelimit),
-            allow: src.list("allow", &raw.allow)?,
-            deny: src.list("deny", &raw.deny)?,
+            policy: raw.policy.unwrap_or(Policy::Ratelimit),
+            allow: src.list(ListKind::Allow, &raw.allow)?,
+            deny: src.list(ListKind::Deny, &raw.deny)?,
             ratelimit,
             metrics_listen: src.metrics_listen(&raw.metrics.listen)?,
             on_exit: raw.on_exit.unwrap_or(OnExit::Detach),
@@ -712,10 +618,8 @@ impl fmt::Display for Config {
             Mode::Monitor => "monitor (count would-be drops, drop nothing)",
         };
         let policy = match self.policy {
-            PolicyKind::Drop => "drop (only allowlisted sources may connect)",
-            PolicyKind::Ratelimit => {
-                "ratelimit (new connections from other sources are rate limited)"
-            }
+            Policy::Drop => "drop (only allowlisted sources may connect)",
+            Policy::Ratelimit => "ratelimit (new connections from other sources are rate limited)",
         };
         writeln!(f, "{:<18}{}", "config", self.source)?;
         writeln!(f, "{:<18}{interfaces}", "interfaces")?;
@@ -723,10 +627,10 @@ impl fmt::Display for Config {
         writeln!(f, "{:<18}{}", "ports", join(&self.ports))?;
         writeln!(f, "{:<18}{mode}", "mode")?;
         writeln!(f, "{:<18}{policy}", "policy")?;
-        write_list(f, "allow", &self.allow)?;
-        write_list(f, "deny", &self.deny)?;
+        write_list(f, ListKind::Allow, &self.allow)?;
+        write_list(f, ListKind::Deny, &self.deny)?;
         let r = &self.ratelimit;
-        let unused = if self.policy == PolicyKind::Drop {
+        let unused = if self.policy == Policy::Drop {
             "  (unused with policy drop)"
         } else {
             ""
@@ -782,7 +686,7 @@ impl fmt::Display for Config {
 /// Lists at most this many entries of each list; the rest are counted.
 const DISPLAY_LIST_CAP: usize = 20;
 
-fn write_list(f: &mut fmt::Formatter<'_>, name: &str, set: &CidrSet) -> fmt::Result {
+fn write_list(f: &mut fmt::Formatter<'_>, name: ListKind, set: &CidrSet) -> fmt::Result {
     let noun = if set.len() == 1 { "entry" } else { "entries" };
     writeln!(
         f,

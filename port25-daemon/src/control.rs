@@ -16,7 +16,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::runtime::{Entry, ListName};
+use crate::{model::ListKind, runtime::Entry};
 
 /// Default path of the control socket.
 pub const DEFAULT_SOCKET: &str = "/run/port25/control.sock";
@@ -28,16 +28,16 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Add {
-        list: ListName,
+        list: ListKind,
         cidr: String,
         ttl_secs: Option<u64>,
     },
     Del {
-        list: ListName,
+        list: ListKind,
         cidr: String,
     },
     List {
-        list: ListName,
+        list: ListKind,
     },
     Status,
     /// Detach the filter, remove its pins, and exit.
@@ -56,7 +56,7 @@ pub enum Response {
 /// `port25d allow|deny list`: the runtime entries, and how many the config brings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ListReply {
-    pub list: ListName,
+    pub list: ListKind,
     pub runtime: Vec<Entry>,
     pub from_config: usize,
     pub now: u64,

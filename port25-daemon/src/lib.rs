@@ -7,6 +7,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod metrics;
+pub mod model;
 pub mod pins;
 pub mod runtime;
 pub mod sources;

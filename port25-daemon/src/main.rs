@@ -5,11 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{CommandFactory, Parser, Subcommand};
 use port25_daemon::{
     audit,
-    config::{Config, Overrides, XdpModeSetting},
+    config::{Config, Overrides},
     control::{self, DEFAULT_SOCKET, Request, Response},
     daemon::{DEFAULT_STATE_DIR, RunOptions, run},
+    model::{ListKind, XdpModeSetting},
     pins::{DEFAULT_PIN_DIR, PinDir},
-    runtime::ListName,
     status,
     top::{TopOptions, top},
 };
@@ -263,8 +263,8 @@ fn main() -> ExitCode {
         Command::Status { json, socket, pins } => {
             status::status(&socket.control_socket, &pins.pin_dir, json)
         }
-        Command::Allow { action } => list_action(ListName::Allow, action).map(|()| 0),
-        Command::Deny { action } => list_action(ListName::Deny, action).map(|()| 0),
+        Command::Allow { action } => list_action(ListKind::Allow, action).map(|()| 0),
+        Command::Deny { action } => list_action(ListKind::Deny, action).map(|()| 0),
         Command::Top {
             pins,
             count,
@@ -319,7 +319,7 @@ fn check_config(path: Option<PathBuf>, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list_action(list: ListName, action: ListAction) -> anyhow::Result<()> {
+fn list_action(list: ListKind, action: ListAction) -> anyhow::Result<()> {
     let (socket, request) = match action {
         ListAction::Add { cidr, ttl, socket } => (
             socket,

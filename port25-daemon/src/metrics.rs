@@ -20,6 +20,7 @@ use prometheus_client::{
 
 use crate::{
     datapath::{Attachment, CounterMap, ifname, read_totals},
+    model::ListKind,
     sources::{self, SourceTables},
 };
 
@@ -241,10 +242,11 @@ impl Collector for DatapathCollector {
             MetricType::Gauge,
         )?;
         for (list, entries) in [
-            ("allow", snapshot.allow_entries),
-            ("deny", snapshot.deny_entries),
+            (ListKind::Allow, snapshot.allow_entries),
+            (ListKind::Deny, snapshot.deny_entries),
         ] {
             let gauge = ConstGauge::new(i64::try_from(entries).unwrap_or(i64::MAX));
+            let list = list.as_str();
             gauge.encode(lists.encode_family(&ListLabels { list })?)?;
         }
 
@@ -257,7 +259,7 @@ impl Collector for DatapathCollector {
         for attachment in &snapshot.attachments {
             let labels = AttachLabels {
                 iface: attachment.iface.clone(),
-                xdp_mode: attachment.mode,
+                xdp_mode: attachment.mode.as_str(),
             };
             ConstGauge::new(1i64).encode(attached.encode_family(&labels)?)?;
         }

@@ -19,6 +19,8 @@ use std::{
 use anyhow::Context as _;
 use port25_common::LAYOUT_VERSION;
 
+use crate::model::XdpMode;
+
 /// Default pin directory.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/port25";
 
@@ -126,7 +128,7 @@ impl PinDir {
         self.root.join("links")
     }
 
-    pub fn xdp_link(&self, mode: &str, iface: &str) -> PathBuf {
+    pub fn xdp_link(&self, mode: XdpMode, iface: &str) -> PathBuf {
         self.links().join(format!("xdp-{mode}-{iface}"))
     }
 
@@ -135,11 +137,19 @@ impl PinDir {
     }
 
     /// The pinned XDP link of `iface`, whatever its mode: (mode, path).
-    pub fn find_xdp_link(&self, iface: &str) -> Option<(String, PathBuf)> {
-        ["native", "skb"].into_iter().find_map(|mode| {
+    pub fn find_xdp_link(&self, iface: &str) -> Option<(XdpMode, PathBuf)> {
+        XdpMode::ALL.iter().find_map(|&mode| {
             let path = self.xdp_link(mode, iface);
-            path.exists().then(|| (mode.to_owned(), path))
+            path.exists().then_some((mode, path))
         })
+    }
+
+    /// What an XDP link's pin name says: `xdp-native-eth0` is eth0 in native mode (see
+    /// [`PinDir::xdp_link`]); other links are not XDP.
+    pub fn parse_xdp_link_name(name: &str) -> Option<(XdpMode, &str)> {
+        let (mode, iface) = name.strip_prefix("xdp-")?.split_once('-')?;
+        let mode = *XdpMode::ALL.iter().find(|m| m.as_str() == mode)?;
+        (!iface.is_empty()).then_some((mode, iface))
     }
 
     /// Every pinned link: (file name, path).

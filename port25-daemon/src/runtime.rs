@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{config::CidrSet, datapath::List};
+use crate::{config::CidrSet, model::ListKind};
 
 /// The file in the state directory.
 const FILE: &str = "runtime-lists.json";
@@ -21,38 +21,12 @@ const FILE: &str = "runtime-lists.json";
 /// One runtime entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    pub list: ListName,
+    pub list: ListKind,
     pub cidr: IpNet,
     /// Unix seconds; `None`: until deleted.
     pub expires: Option<u64>,
     /// Unix seconds.
     pub added: u64,
-}
-
-/// A list, as written in the state file and on the control socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListName {
-    Allow,
-    Deny,
-}
-
-impl From<ListName> for List {
-    fn from(name: ListName) -> List {
-        match name {
-            ListName::Allow => List::Allow,
-            ListName::Deny => List::Deny,
-        }
-    }
-}
-
-impl ListName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ListName::Allow => "allow",
-            ListName::Deny => "deny",
-        }
-    }
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -63,7 +37,7 @@ struct StateFile {
 /// The runtime entries, and where they are kept.
 pub struct RuntimeLists {
     path: Option<PathBuf>,
-    entries: BTreeMap<(ListName, IpNet), Entry>,
+    entries: BTreeMap<(ListKind, IpNet), Entry>,
 }
 
 pub fn now_unix() -> u64 {
@@ -113,7 +87,7 @@ impl RuntimeLists {
     /// Adds or refreshes an entry; returns whether it is new.
     pub fn add(
         &mut self,
-        list: ListName,
+        list: ListKind,
         cidr: IpNet,
         ttl_secs: Option<u64>,
     ) -> anyhow::Result<bool> {
@@ -130,7 +104,7 @@ impl RuntimeLists {
     }
 
     /// Removes an entry; returns whether it was there.
-    pub fn remove(&mut self, list: ListName, cidr: IpNet) -> anyhow::Result<bool> {
+    pub fn remove(&mut self, list: ListKind, cidr: IpNet) -> anyhow::Result<bool> {
         let was = self.entries.remove(&(list, cidr)).is_some();
         if was {
             self.save()?;
@@ -155,15 +129,15 @@ impl RuntimeLists {
         Ok(due)
     }
 
-    pub fn entries(&self, list: ListName) -> impl Iterator<Item = &Entry> {
+    pub fn entries(&self, list: ListKind) -> impl Iterator<Item = &Entry> {
         self.entries.values().filter(move |e| e.list == list)
     }
 
-    pub fn set(&self, list: ListName) -> CidrSet {
+    pub fn set(&self, list: ListKind) -> CidrSet {
         CidrSet::new(self.entries(list).map(|e| e.cidr))
     }
 
-    pub fn len(&self, list: ListName) -> usize {
+    pub fn len(&self, list: ListKind) -> usize {
         self.entries(list).count()
     }
 
@@ -205,13 +179,13 @@ mod tests {
         let mut lists = RuntimeLists::load(Some(&dir)).unwrap();
         assert!(
             lists
-                .add(ListName::Deny, "198.18.0.66/32".parse().unwrap(), None)
+                .add(ListKind::Deny, "198.18.0.66/32".parse().unwrap(), None)
                 .unwrap()
         );
         assert!(
             lists
                 .add(
-                    ListName::Allow,
+                    ListKind::Allow,
                     "2001:db8::/48".parse().unwrap(),
                     Some(3600)
                 )
@@ -219,18 +193,18 @@ mod tests {
         );
         assert!(
             !lists
-                .add(ListName::Deny, "198.18.0.66/32".parse().unwrap(), Some(60))
+                .add(ListKind::Deny, "198.18.0.66/32".parse().unwrap(), Some(60))
                 .unwrap()
         );
         let again = RuntimeLists::load(Some(&dir)).unwrap();
-        assert_eq!(again.len(ListName::Deny), 1);
-        assert_eq!(again.len(ListName::Allow), 1);
+        assert_eq!(again.len(ListKind::Deny), 1);
+        assert_eq!(again.len(ListKind::Allow), 1);
         let due = lists.expire(now_unix() + 61).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].cidr.to_string(), "198.18.0.66/32");
         let again = RuntimeLists::load(Some(&dir)).unwrap();
-        assert_eq!(again.len(ListName::Deny), 0);
-        assert_eq!(again.len(ListName::Allow), 1);
+        assert_eq!(again.len(ListKind::Deny), 0);
+        assert_eq!(again.len(ListKind::Allow), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

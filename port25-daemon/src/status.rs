@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     control::{self, Request, Response},
     datapath::{Totals, open_pinned_counters, read_totals},
+    model::{Mode, OnExit, Policy, XdpMode},
     pins::PinDir,
 };
 
@@ -19,10 +20,10 @@ pub struct Status {
     pub uptime_secs: u64,
     pub config: String,
     pub interfaces: Vec<InterfaceStatus>,
-    pub policy: String,
-    pub mode: String,
+    pub policy: Policy,
+    pub mode: Mode,
     pub ports: Vec<u16>,
-    pub on_exit: String,
+    pub on_exit: OnExit,
     pub pin_dir: String,
     /// Whether the pins outlive the daemon: false when their bpffs is private to its mount
     /// namespace, and a crash removes the filter.
@@ -39,7 +40,7 @@ pub struct Status {
 pub struct InterfaceStatus {
     pub iface: String,
     pub ifindex: u32,
-    pub xdp_mode: String,
+    pub xdp_mode: XdpMode,
     pub egress_watched: bool,
     pub adopted: bool,
 }

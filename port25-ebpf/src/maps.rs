@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use port25_common::{
     COUNTER_CAPACITY, Counter, CounterKey, GENERATION_BITS, LIST_CAPACITY, PORT_WORDS, Reason,
-    SLOTS, Settings, V4Key, V6Key, Verdict, counter_slot,
+    SLOTS, Settings, V4Key, V6Key, Verdict, counter_slot, port_bit,
 };
 
 use crate::parse::Addr;
@@ -42,9 +42,12 @@ pub fn settings(generation: u32) -> Result<Settings, ()> {
 
 #[inline(always)]
 pub fn port_protected(generation: u32, port: u16) -> Result<bool, ()> {
-    let index = (generation % SLOTS) * PORT_WORDS + (port as u32 / 32);
-    let word = PORTS.get(index).copied().ok_or(())?;
-    Ok(word & (1 << (port % 32)) != 0)
+    let (word, mask) = port_bit(port);
+    let bits = PORTS
+        .get((generation % SLOTS) * PORT_WORDS + word)
+        .copied()
+        .ok_or(())?;
+    Ok(bits & mask != 0)
 }
 
 pub enum List {

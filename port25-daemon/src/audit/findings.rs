@@ -10,6 +10,7 @@ use std::{
 use serde::Serialize;
 
 use super::procnet::{Socket, TcpState};
+use crate::model::XdpMode;
 
 /// The SMTP ports the audit looks at: relay (25), submission over TLS (465), submission (587).
 pub const SMTP_PORTS: [u16; 3] = [25, 465, 587];
@@ -115,8 +116,7 @@ pub enum ViewSource {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Attached {
     pub iface: String,
-    /// "native" or "skb".
-    pub xdp_mode: String,
+    pub xdp_mode: XdpMode,
 }
 
 /// Where port25 filters, and what.
@@ -153,11 +153,11 @@ impl FilterView {
         }
     }
 
-    fn mode_of(&self, iface: &str) -> Option<&str> {
+    fn mode_of(&self, iface: &str) -> Option<XdpMode> {
         self.attached
             .iter()
             .find(|a| a.iface == iface)
-            .map(|a| a.xdp_mode.as_str())
+            .map(|a| a.xdp_mode)
     }
 }
 
@@ -552,7 +552,12 @@ fn judge_listener(
         let on: Vec<String> = finding
             .filtered_on
             .iter()
-            .map(|i| format!("{i} ({} XDP)", filter.mode_of(i).unwrap_or("?")))
+            .map(|i| {
+                format!(
+                    "{i} ({} XDP)",
+                    filter.mode_of(i).map_or("?", XdpMode::as_str)
+                )
+            })
             .collect();
         let mut verdict = format!("ok: filtered on {}", on.join(", "));
         if filter.monitor {
@@ -794,7 +799,7 @@ mod tests {
                 .iter()
                 .map(|(iface, mode)| Attached {
                     iface: (*iface).to_owned(),
-                    xdp_mode: (*mode).to_owned(),
+                    xdp_mode: *XdpMode::ALL.iter().find(|m| m.as_str() == *mode).unwrap(),
                 })
                 .collect(),
             ports: ports.to_vec(),

@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{Array, Map, MapData};
-use port25_common::{PORT_WORDS, SLOTS, Settings, maps};
+use port25_common::{PORT_WORDS, SLOTS, Settings, maps, port_bit};
 
 pub use self::findings::{
     Attached, FilterView, Finding, Host, Interface, Kind, Level, Process, Report, SMTP_PORTS,
@@ -30,6 +30,7 @@ pub use self::findings::{
 use self::procnet::{Socket, parse_passwd, parse_tcp_table, socket_inode};
 use crate::{
     control::{self, Request, Response},
+    model::Mode,
     pins::PinDir,
 };
 
@@ -346,12 +347,12 @@ pub fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
                     .iter()
                     .map(|i| Attached {
                         iface: i.iface.clone(),
-                        xdp_mode: i.xdp_mode.clone(),
+                        xdp_mode: i.xdp_mode,
                     })
                     .collect();
                 view.ports.clone_from(&status.ports);
                 view.ports_from = ViewSource::Daemon;
-                view.monitor = status.mode == "monitor";
+                view.monitor = status.mode == Mode::Monitor;
                 return view;
             }
             Ok(other) => view.notes.push(format!(
@@ -385,12 +386,11 @@ pub fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
     view
 }
 
-/// `xdp-native-eth0` -> eth0 in native mode (see [`PinDir::xdp_link`]); other links are not XDP.
+/// `xdp-native-eth0` -> eth0 in native mode; other links are not XDP.
 pub fn parse_link_name(name: &str) -> Option<Attached> {
-    let (mode, iface) = name.strip_prefix("xdp-")?.split_once('-')?;
-    (["native", "skb"].contains(&mode) && !iface.is_empty()).then(|| Attached {
+    PinDir::parse_xdp_link_name(name).map(|(xdp_mode, iface)| Attached {
         iface: iface.to_owned(),
-        xdp_mode: mode.to_owned(),
+        xdp_mode,
     })
 }
 
@@ -408,8 +408,8 @@ fn pinned_policy(pins: &PinDir) -> anyhow::Result<(Vec<u16>, bool)> {
     let words = array::<u32>(pins, maps::PORTS)?;
     let mut ports = Vec::new();
     for port in SMTP_PORTS {
-        let word = words.get(&(slot * PORT_WORDS + u32::from(port) / 32), 0)?;
-        if word & (1 << (port % 32)) != 0 {
+        let (word, mask) = port_bit(port);
+        if words.get(&(slot * PORT_WORDS + word), 0)? & mask != 0 {
             ports.push(port);
         }
     }
@@ -419,6 +419,7 @@ fn pinned_policy(pins: &PinDir) -> anyhow::Result<(Vec<u16>, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::XdpMode;
 
     #[test]
     fn link_names() {
@@ -426,14 +427,14 @@ mod tests {
             parse_link_name("xdp-native-eth0"),
             Some(Attached {
                 iface: "eth0".to_owned(),
-                xdp_mode: "native".to_owned()
+                xdp_mode: XdpMode::Native
             })
         );
         assert_eq!(
             parse_link_name("xdp-skb-br-lan"),
             Some(Attached {
                 iface: "br-lan".to_owned(),
-                xdp_mode: "skb".to_owned()
+                xdp_mode: XdpMode::Skb
             })
         );
         assert_eq!(parse_link_name("tc-egress-eth0"), None);

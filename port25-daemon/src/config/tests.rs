@@ -53,7 +53,7 @@ fn embedded_default_parses_to_the_documented_defaults() {
     let c = Config::parse(EMBEDDED_DEFAULT, Path::new("<embedded default>")).unwrap();
     assert_eq!(c.source, "<embedded default>");
     assert_eq!(c.ports, vec![25]);
-    assert_eq!(c.policy, PolicyKind::Ratelimit);
+    assert_eq!(c.policy, Policy::Ratelimit);
     assert_eq!(c.mode, Mode::Enforce);
     assert_eq!(c.xdp_mode, XdpModeSetting::Auto);
     assert!(c.interfaces.is_empty());
@@ -138,7 +138,7 @@ listen = "[::1]:9100"
     assert_eq!(c.xdp_mode, XdpModeSetting::Native);
     assert_eq!(c.ports, vec![25, 465, 587]);
     assert_eq!(c.mode, Mode::Monitor);
-    assert_eq!(c.policy, PolicyKind::Drop);
+    assert_eq!(c.policy, Policy::Drop);
     // Sorted, deduplicated, bare addresses as hosts, files merged with inline entries.
     let v4: Vec<String> = c.allow.v4.iter().map(ToString::to_string).collect();
     assert_eq!(v4, vec!["198.18.0.0/24", "198.18.0.7/32", "198.18.1.0/24"]);

@@ -1,6 +1,9 @@
 //! What a reload changed, in words for the log: every policy change is logged with what changed.
 
-use crate::config::{CidrSet, Config};
+use crate::{
+    config::{CidrSet, Config},
+    model::ListKind,
+};
 
 /// Examples of added or removed entries shown per list before "and N more".
 const EXAMPLES: usize = 5;
@@ -31,8 +34,8 @@ pub fn describe(old: &Config, new: &Config) -> Vec<String> {
         ));
     }
     for (name, before, after) in [
-        ("allow", &old.allow, &new.allow),
-        ("deny", &old.deny, &new.deny),
+        (ListKind::Allow, &old.allow, &new.allow),
+        (ListKind::Deny, &old.deny, &new.deny),
     ] {
         if let Some(diff) = list_diff(name, before, after) {
             out.push(diff);
@@ -61,7 +64,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-fn list_diff(name: &str, before: &CidrSet, after: &CidrSet) -> Option<String> {
+fn list_diff(name: ListKind, before: &CidrSet, after: &CidrSet) -> Option<String> {
     if before == after {
         return None;
     }

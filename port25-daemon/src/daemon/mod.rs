@@ -19,12 +19,13 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    config::{CidrSet, Config, OnExit, Overrides, watched_fingerprint},
+    config::{CidrSet, Config, Overrides, watched_fingerprint},
     control,
-    datapath::{self, Datapath},
+    datapath::Datapath,
     metrics::{Metrics, ReloadLabels, Snapshot, bind},
+    model::{ListKind, OnExit},
     pins::{Persistence, PinDir},
-    runtime::{ListName, RuntimeLists},
+    runtime::RuntimeLists,
 };
 
 /// Default state directory (runtime list entries).
@@ -129,8 +130,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         config.mode,
         allow.len(),
         deny.len(),
-        runtime.len(ListName::Allow),
-        runtime.len(ListName::Deny),
+        runtime.len(ListKind::Allow),
+        runtime.len(ListKind::Deny),
         config.metrics_listen
     );
     let watched = watched_fingerprint(&config.watched_dirs);
@@ -183,10 +184,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     notify(&[sd_notify::NotifyState::Stopping]);
     server.abort();
     control.abort();
-    daemon.datapath.release(match on_exit {
-        OnExit::Detach => datapath::OnExit::Detach,
-        OnExit::Keep => datapath::OnExit::Keep,
-    });
+    daemon.datapath.release(on_exit);
     Ok(())
 }
 
@@ -266,8 +264,7 @@ impl Daemon {
         }
         for entry in due {
             let in_config = self.config_list(entry.list).contains_net(&entry.cidr);
-            if !in_config && let Err(err) = self.datapath.remove_live(entry.list.into(), entry.cidr)
-            {
+            if !in_config && let Err(err) = self.datapath.remove_live(entry.list, entry.cidr) {
                 error!(
                     "removing expired {} entry {}: {err:#}",
                     entry.list.as_str(),
@@ -284,16 +281,16 @@ impl Daemon {
         self.publish();
     }
 
-    fn config_list(&self, list: ListName) -> &CidrSet {
+    fn config_list(&self, list: ListKind) -> &CidrSet {
         match list {
-            ListName::Allow => &self.config.allow,
-            ListName::Deny => &self.config.deny,
+            ListKind::Allow => &self.config.allow,
+            ListKind::Deny => &self.config.deny,
         }
     }
 
     /// How many entries a list has in the kernel: the config's, plus runtime entries the config
     /// does not have. Counted, not built: the config's lists may hold a million entries.
-    fn effective_len(&self, list: ListName) -> usize {
+    fn effective_len(&self, list: ListKind) -> usize {
         let config = self.config_list(list);
         let extra = self
             .runtime
@@ -307,8 +304,8 @@ impl Daemon {
     fn publish(&self) {
         let snapshot = Snapshot {
             attachments: self.datapath.attachments().to_vec(),
-            allow_entries: self.effective_len(ListName::Allow),
-            deny_entries: self.effective_len(ListName::Deny),
+            allow_entries: self.effective_len(ListKind::Allow),
+            deny_entries: self.effective_len(ListKind::Deny),
             pins_persist: self.pins_persist,
         };
         match self.metrics.snapshot.write() {
@@ -338,8 +335,8 @@ fn effective_lists(config: &Config, runtime: &RuntimeLists) -> (CidrSet, CidrSet
         }
     };
     (
-        merge(&config.allow, ListName::Allow),
-        merge(&config.deny, ListName::Deny),
+        merge(&config.allow, ListKind::Allow),
+        merge(&config.deny, ListKind::Deny),
     )
 }
 

@@ -6,8 +6,9 @@ use super::Daemon;
 use crate::{
     config::parse_cidr,
     control::{ListReply, Request, Response},
-    datapath::{List, ifname},
-    runtime::{ListName, now_unix},
+    datapath::ifname,
+    model::ListKind,
+    runtime::now_unix,
     status::{InterfaceStatus, ListStatus, Status, counter_rows},
 };
 
@@ -33,7 +34,7 @@ impl Daemon {
         }
     }
 
-    fn add(&mut self, list: ListName, cidr: &str, ttl_secs: Option<u64>) -> Response {
+    fn add(&mut self, list: ListKind, cidr: &str, ttl_secs: Option<u64>) -> Response {
         let net = match parse_cidr(cidr) {
             Ok(net) => net,
             Err(reason) => return error(reason),
@@ -42,7 +43,7 @@ impl Daemon {
             return error(format!("saving the runtime lists: {err:#}"));
         }
         // Straight into the live generation: one entry appears, atomically.
-        if let Err(err) = self.datapath.insert_live(List::from(list), net) {
+        if let Err(err) = self.datapath.insert_live(list, net) {
             let _ = self.runtime.remove(list, net);
             return error(format!("writing {net} into the kernel: {err:#}"));
         }
@@ -62,7 +63,7 @@ impl Daemon {
         }
     }
 
-    fn del(&mut self, list: ListName, cidr: &str) -> Response {
+    fn del(&mut self, list: ListKind, cidr: &str) -> Response {
         let net = match parse_cidr(cidr) {
             Ok(net) => net,
             Err(reason) => return error(reason),
@@ -101,7 +102,7 @@ impl Daemon {
                 ),
             };
         }
-        if let Err(err) = self.datapath.remove_live(List::from(list), net) {
+        if let Err(err) = self.datapath.remove_live(list, net) {
             error!("removing {net} from the kernel: {err:#}");
             return error(format!("removing {net} from the kernel: {err:#}"));
         }
@@ -113,7 +114,7 @@ impl Daemon {
     }
 
     fn status(&self) -> Status {
-        let lists = [ListName::Allow, ListName::Deny]
+        let lists = [ListKind::Allow, ListKind::Deny]
             .into_iter()
             .map(|list| ListStatus {
                 list: list.as_str().to_owned(),
@@ -143,15 +144,15 @@ impl Daemon {
                 .map(|a| InterfaceStatus {
                     iface: a.iface.clone(),
                     ifindex: a.ifindex,
-                    xdp_mode: a.mode.to_owned(),
+                    xdp_mode: a.mode,
                     egress_watched: a.watches_egress,
                     adopted: a.adopted,
                 })
                 .collect(),
-            policy: self.config.policy.as_str().to_owned(),
-            mode: self.config.mode.as_str().to_owned(),
+            policy: self.config.policy,
+            mode: self.config.mode,
             ports: self.config.ports.clone(),
-            on_exit: self.config.on_exit.as_str().to_owned(),
+            on_exit: self.config.on_exit,
             pin_dir: self.options.pin_dir.display().to_string(),
             pins_persistent: self.pins_persist,
             lists,

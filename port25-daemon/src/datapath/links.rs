@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::programs::{
-    SchedClassifier, TcAttachType, Xdp, XdpMode,
+    SchedClassifier, TcAttachType, Xdp,
     links::{FdLink, PinnedLink},
     tc,
     tc::SchedClassifierLink,
@@ -19,15 +19,14 @@ use aya::programs::{
 };
 
 use super::{Datapath, Error, egress_mut, xdp_mut};
-use crate::config::XdpModeSetting;
+use crate::model::{XdpMode, XdpModeSetting};
 
 /// Where a program is attached, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
     pub iface: String,
     pub ifindex: u32,
-    /// "native" or "skb".
-    pub mode: &'static str,
+    pub mode: XdpMode,
     /// Whether the TC egress program watches the gateway's SYN-ACKs here (handshake verification).
     pub watches_egress: bool,
     /// Whether an existing pinned link was taken over (rather than a new one made).
@@ -81,19 +80,13 @@ impl Datapath {
         iface: &str,
         ifindex: u32,
         wanted: XdpModeSetting,
-    ) -> Result<(&'static str, bool), Error> {
-        let Some((pinned_mode, path)) = self.pins.find_xdp_link(iface) else {
+    ) -> Result<(XdpMode, bool), Error> {
+        let Some((mode, path)) = self.pins.find_xdp_link(iface) else {
             let (mode, link) = attach_new(xdp_mut(&mut self.ebpf)?, iface, ifindex, wanted)?;
             self.hold(link, self.pins.xdp_link(mode, iface))?;
             return Ok((mode, false));
         };
-        let mode = mode_name(&pinned_mode);
-        let compatible = match wanted {
-            XdpModeSetting::Auto => true,
-            XdpModeSetting::Native => mode == "native",
-            XdpModeSetting::Skb => mode == "skb",
-        };
-        if !compatible {
+        if !mode.fits(wanted) {
             return self.switch_xdp_mode(iface, ifindex, wanted, mode, &path);
         }
         match self.take_over_xdp(&path) {
@@ -120,9 +113,9 @@ impl Datapath {
         iface: &str,
         ifindex: u32,
         wanted: XdpModeSetting,
-        old_mode: &'static str,
+        old_mode: XdpMode,
         old_path: &Path,
-    ) -> Result<(&'static str, bool), Error> {
+    ) -> Result<(XdpMode, bool), Error> {
         detach_pinned_link(old_path).map_err(|source| Error::ModeSwitch {
             iface: iface.to_owned(),
             old_mode,
@@ -145,7 +138,7 @@ impl Datapath {
                 Ok((mode, false))
             }
             Err(refused) => {
-                match attach_mode(program, iface, ifindex, xdp_mode(old_mode)) {
+                match attach_mode(program, iface, ifindex, old_mode) {
                     Ok(link) => {
                         self.hold(link, old_path.to_path_buf())?;
                         tracing::warn!(
@@ -244,34 +237,19 @@ fn attach_new(
     iface: &str,
     ifindex: u32,
     wanted: XdpModeSetting,
-) -> Result<(&'static str, XdpLink), Error> {
-    Ok(match wanted {
-        XdpModeSetting::Native => (
-            "native",
-            attach_mode(program, iface, ifindex, XdpMode::Driver)?,
-        ),
-        XdpModeSetting::Skb => ("skb", attach_mode(program, iface, ifindex, XdpMode::Skb)?),
-        XdpModeSetting::Auto => match attach_mode(program, iface, ifindex, XdpMode::Driver) {
-            Ok(link) => ("native", link),
+) -> Result<(XdpMode, XdpLink), Error> {
+    let mode = match wanted {
+        XdpModeSetting::Native => XdpMode::Native,
+        XdpModeSetting::Skb => XdpMode::Skb,
+        XdpModeSetting::Auto => match attach_mode(program, iface, ifindex, XdpMode::Native) {
+            Ok(link) => return Ok((XdpMode::Native, link)),
             Err(err) => {
                 tracing::warn!("{err:#}; falling back to skb (generic) XDP");
-                ("skb", attach_mode(program, iface, ifindex, XdpMode::Skb)?)
+                XdpMode::Skb
             }
         },
-    })
-}
-
-/// The mode of a pinned link, as the name in its pin says ("native" or "skb").
-fn mode_name(pinned: &str) -> &'static str {
-    if pinned == "native" { "native" } else { "skb" }
-}
-
-fn xdp_mode(name: &str) -> XdpMode {
-    if name == "native" {
-        XdpMode::Driver
-    } else {
-        XdpMode::Skb
-    }
+    };
+    Ok((mode, attach_mode(program, iface, ifindex, mode)?))
 }
 
 /// `bpf(2)` commands aya 0.14 does not wrap (numbers from the kernel's enum bpf_cmd).
@@ -341,21 +319,19 @@ fn attach_mode(
     ifindex: u32,
     mode: XdpMode,
 ) -> Result<XdpLink, Error> {
-    let (name, hint) = match mode {
-        XdpMode::Skb => (
-            "skb",
-            "generic XDP should work on any interface: check that no other XDP program is attached (`ip link show`)",
-        ),
-        _ => (
-            "native",
-            "the driver may lack XDP support: try --xdp-mode skb (or auto, which falls back to it)",
-        ),
+    let hint = match mode {
+        XdpMode::Skb => {
+            "generic XDP should work on any interface: check that no other XDP program is attached (`ip link show`)"
+        }
+        XdpMode::Native => {
+            "the driver may lack XDP support: try --xdp-mode skb (or auto, which falls back to it)"
+        }
     };
     let id = program
-        .attach_to_if_index(ifindex, mode)
+        .attach_to_if_index(ifindex, mode.aya())
         .map_err(|source| Error::Attach {
             iface: iface.to_owned(),
-            mode: name,
+            mode,
             hint,
             source: Box::new(source),
         })?;

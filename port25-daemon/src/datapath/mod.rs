@@ -23,10 +23,11 @@ use port25_common::{
 use self::links::HeldLink;
 pub use self::{
     links::{Attachment, ifindex, ifname, pinned_link_ids, wait_links_gone},
-    policy::{List, LiveLists},
+    policy::LiveLists,
 };
 use crate::{
     config::Config,
+    model::{OnExit, XdpMode},
     pins::PinDir,
     sources::{SourceMap, SourceTables, VerifiedMap},
 };
@@ -61,7 +62,7 @@ pub enum Error {
     )]
     ModeSwitch {
         iface: String,
-        old_mode: &'static str,
+        old_mode: XdpMode,
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
@@ -69,7 +70,7 @@ pub enum Error {
     #[error("{iface}: the kernel refused XDP in {mode} mode ({source}); {hint}")]
     Attach {
         iface: String,
-        mode: &'static str,
+        mode: XdpMode,
         hint: &'static str,
         #[source]
         source: Box<ProgramError>,
@@ -94,16 +95,6 @@ pub type CounterMap = PerCpuHashMap<MapData, CounterKey, Counter>;
 
 /// Summed-over-CPUs counts, keyed by (ifindex, verdict, reason).
 pub type Totals = BTreeMap<(u32, Verdict, Reason), Counter>;
-
-/// What happens to the filter when the datapath goes (see [`Datapath::release`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnExit {
-    /// Detach the programs and remove every pin: a clean slate.
-    Detach,
-    /// Leave the programs attached and the pins in place: the filter keeps enforcing, and the
-    /// next start adopts it. `port25d detach` removes it.
-    Keep,
-}
 
 pub struct Datapath {
     ebpf: Ebpf,

@@ -10,10 +10,15 @@ use std::time::Duration;
 
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use port25_common::{GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key, maps, policy};
+use port25_common::{
+    GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key, maps, policy, port_bit,
+};
 
 use super::{Datapath, Error};
-use crate::config::{CidrSet, Config, Mode, PolicyKind};
+use crate::{
+    config::{CidrSet, Config},
+    model::{ListKind, Mode, Policy},
+};
 
 /// How long packets already in flight may keep reading the generation being retired. XDP programs
 /// run to completion in microseconds; this leaves a wide margin before their entries are removed.
@@ -22,26 +27,11 @@ const RETIRE_GRACE: Duration = Duration::from_millis(20);
 /// Entries written per progress line when loading large lists.
 const PROGRESS_EVERY: usize = 200_000;
 
-/// Which list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum List {
-    Allow,
-    Deny,
-}
-
-impl List {
-    pub fn name(self) -> &'static str {
-        match self {
-            List::Allow => "allow",
-            List::Deny => "deny",
-        }
-    }
-
-    fn maps(self) -> (&'static str, &'static str) {
-        match self {
-            List::Allow => (maps::ALLOW_V4, maps::ALLOW_V6),
-            List::Deny => (maps::DENY_V4, maps::DENY_V6),
-        }
+/// The IPv4 and IPv6 tries of a list.
+fn tries(list: ListKind) -> (&'static str, &'static str) {
+    match list {
+        ListKind::Allow => (maps::ALLOW_V4, maps::ALLOW_V6),
+        ListKind::Deny => (maps::DENY_V4, maps::DENY_V6),
     }
 }
 
@@ -71,8 +61,8 @@ impl Datapath {
             n => n,
         };
         if let Err(err) = self.write_generation(next, config, allow, deny) {
-            self.remove_entries(next, List::Allow, allow);
-            self.remove_entries(next, List::Deny, deny);
+            self.remove_entries(next, ListKind::Allow, allow);
+            self.remove_entries(next, ListKind::Deny, deny);
             return Err(err);
         }
         self.array::<u32>(maps::ACTIVE)?
@@ -86,8 +76,8 @@ impl Datapath {
             deny: deny.clone(),
         }) {
             Some(old) => {
-                self.remove_entries(retired, List::Allow, &old.allow);
-                self.remove_entries(retired, List::Deny, &old.deny);
+                self.remove_entries(retired, ListKind::Allow, &old.allow);
+                self.remove_entries(retired, ListKind::Deny, &old.deny);
             }
             None => self.sweep_except(next)?,
         }
@@ -100,13 +90,13 @@ impl Datapath {
     }
 
     /// Adds one entry to the live generation of a list (runtime lists).
-    pub fn insert_live(&mut self, list: List, net: IpNet) -> Result<(), Error> {
+    pub fn insert_live(&mut self, list: ListKind, net: IpNet) -> Result<(), Error> {
         let generation = self.generation;
         self.insert(generation, list, &net)?;
         if let Some(live) = &mut self.live {
             let set = match list {
-                List::Allow => &mut live.allow,
-                List::Deny => &mut live.deny,
+                ListKind::Allow => &mut live.allow,
+                ListKind::Deny => &mut live.deny,
             };
             set.insert(net);
         }
@@ -114,13 +104,13 @@ impl Datapath {
     }
 
     /// Removes one entry from the live generation of a list (runtime lists).
-    pub fn remove_live(&mut self, list: List, net: IpNet) -> Result<(), Error> {
+    pub fn remove_live(&mut self, list: ListKind, net: IpNet) -> Result<(), Error> {
         let generation = self.generation;
         self.remove(generation, list, &net)?;
         if let Some(live) = &mut self.live {
             let set = match list {
-                List::Allow => &mut live.allow,
-                List::Deny => &mut live.deny,
+                ListKind::Allow => &mut live.allow,
+                ListKind::Deny => &mut live.deny,
             };
             set.remove(&net);
         }
@@ -141,7 +131,8 @@ impl Datapath {
 
         let mut words = vec![0u32; PORT_WORDS as usize];
         for &port in &config.ports {
-            words[usize::from(port / 32)] |= 1 << (port % 32);
+            let (word, mask) = port_bit(port);
+            words[word as usize] |= mask;
         }
         let mut ports = self.array::<u32>(maps::PORTS)?;
         for (i, word) in (0u32..).zip(words) {
@@ -152,7 +143,7 @@ impl Datapath {
 
         let total = allow.len() + deny.len();
         let mut written = 0;
-        for (list, set) in [(List::Allow, allow), (List::Deny, deny)] {
+        for (list, set) in [(ListKind::Allow, allow), (ListKind::Deny, deny)] {
             for net in set.iter() {
                 self.insert(generation, list, &net)?;
                 written += 1;
@@ -164,8 +155,8 @@ impl Datapath {
         Ok(())
     }
 
-    fn insert(&mut self, generation: u32, list: List, net: &IpNet) -> Result<(), Error> {
-        let (v4, v6) = list.maps();
+    fn insert(&mut self, generation: u32, list: ListKind, net: &IpNet) -> Result<(), Error> {
+        let (v4, v6) = tries(list);
         match net {
             IpNet::V4(net) => self
                 .trie_v4(v4)?
@@ -178,8 +169,8 @@ impl Datapath {
         }
     }
 
-    fn remove(&mut self, generation: u32, list: List, net: &IpNet) -> Result<(), Error> {
-        let (v4, v6) = list.maps();
+    fn remove(&mut self, generation: u32, list: ListKind, net: &IpNet) -> Result<(), Error> {
+        let (v4, v6) = tries(list);
         let result = match net {
             IpNet::V4(net) => self.trie_v4(v4)?.remove(&v4_key(generation, net)),
             IpNet::V6(net) => self.trie_v6(v6)?.remove(&v6_key(generation, net)),
@@ -193,7 +184,7 @@ impl Datapath {
     }
 
     /// Best effort: an entry that is already gone is fine.
-    fn remove_entries(&mut self, generation: u32, list: List, set: &CidrSet) {
+    fn remove_entries(&mut self, generation: u32, list: ListKind, set: &CidrSet) {
         for net in set.iter() {
             if let Err(err) = self.remove(generation, list, &net) {
                 tracing::warn!("removing {net} of generation {generation}: {err:#}");
@@ -257,8 +248,8 @@ fn settings_of(config: &Config) -> Settings {
     Settings {
         monitor: u32::from(config.mode == Mode::Monitor),
         policy: match config.policy {
-            PolicyKind::Drop => policy::DROP,
-            PolicyKind::Ratelimit => policy::RATELIMIT,
+            Policy::Drop => policy::DROP,
+            Policy::Ratelimit => policy::RATELIMIT,
         },
         ipv4_prefix: u32::from(limits.ipv4_prefix),
         ipv6_prefix: u32::from(limits.ipv6_prefix),

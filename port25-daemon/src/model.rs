@@ -1,0 +1,145 @@
+//! The domain's named choices, each defined once with its one spelling (the config's, the control
+//! socket's, the status JSON's, the metrics labels'): config, datapath, control protocol, status and
+//! pins all use these, and turn them into the kernel's numbers only at the datapath's edge.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// An enum whose variants are spelled one way everywhere: serde, `as_str`, `Display`.
+macro_rules! named {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        $vis enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
+
+named! {
+    /// One of the two CIDR lists.
+    pub enum ListKind {
+        Allow => "allow",
+        Deny => "deny",
+    }
+}
+
+named! {
+    /// How the XDP program is to be attached (config `xdp_mode`, `--xdp-mode`).
+    #[derive(clap::ValueEnum)]
+    pub enum XdpModeSetting {
+        /// Native where the driver supports it, otherwise generic (skb).
+        Auto => "auto",
+        /// In the driver: fastest, fails on drivers without XDP support.
+        Native => "native",
+        /// Generic XDP: works on every interface, slower.
+        Skb => "skb",
+    }
+}
+
+named! {
+    /// How an XDP program is attached: what [`XdpModeSetting::Auto`] resolves to.
+    pub enum XdpMode {
+        Native => "native",
+        Skb => "skb",
+    }
+}
+
+impl XdpMode {
+    /// aya's flag for this mode.
+    pub fn aya(self) -> aya::programs::XdpMode {
+        match self {
+            XdpMode::Native => aya::programs::XdpMode::Driver,
+            XdpMode::Skb => aya::programs::XdpMode::Skb,
+        }
+    }
+
+    /// Whether a link of this mode is what `setting` asks for.
+    pub fn fits(self, setting: XdpModeSetting) -> bool {
+        match setting {
+            XdpModeSetting::Auto => true,
+            XdpModeSetting::Native => self == XdpMode::Native,
+            XdpModeSetting::Skb => self == XdpMode::Skb,
+        }
+    }
+}
+
+named! {
+    /// Whether the datapath drops what the policy says, or only counts it.
+    pub enum Mode {
+        /// Drop what the policy says.
+        Enforce => "enforce",
+        /// Count what would be dropped, drop nothing.
+        Monitor => "monitor",
+    }
+}
+
+named! {
+    /// What happens to a source in neither list.
+    pub enum Policy {
+        /// Closed port: every non-allowlisted source is dropped.
+        Drop => "drop",
+        /// Open MX: new connections from non-allowlisted sources are admitted by token buckets.
+        Ratelimit => "ratelimit",
+    }
+}
+
+named! {
+    /// What `port25d run` leaves behind when it stops on SIGTERM or SIGINT.
+    pub enum OnExit {
+        /// Detach the filter and remove its pins: nothing is left.
+        Detach => "detach",
+        /// Leave the filter attached and enforcing; the next start takes it over without a gap,
+        /// and `port25d detach` removes it.
+        Keep => "keep",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_spelling_in_serde_and_display() {
+        for kind in ListKind::ALL {
+            let json = serde_json::to_string(kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""));
+            assert_eq!(serde_json::from_str::<ListKind>(&json).unwrap(), *kind);
+        }
+        for mode in XdpMode::ALL {
+            assert_eq!(serde_json::to_string(mode).unwrap(), format!("\"{mode}\""));
+        }
+        assert_eq!(Policy::Ratelimit.as_str(), "ratelimit");
+        assert_eq!(
+            toml::from_str::<std::collections::BTreeMap<String, XdpModeSetting>>("m = \"skb\"")
+                .unwrap()["m"],
+            XdpModeSetting::Skb
+        );
+    }
+
+    #[test]
+    fn a_pinned_mode_fits_the_settings_that_accept_it() {
+        assert!(XdpMode::Skb.fits(XdpModeSetting::Auto));
+        assert!(XdpMode::Native.fits(XdpModeSetting::Native));
+        assert!(!XdpMode::Native.fits(XdpModeSetting::Skb));
+    }
+}

@@ -1,5 +1,6 @@
 //! The control socket: a root-only Unix socket through which `port25d allow|deny|status|detach`
-//! talk to the running daemon. One JSON request per line, one JSON response per line.
+//! talk to the running daemon. The server side forwards each request to the daemon's event loop;
+//! the client side sends one and returns the answer it expects, typed. Wire types: `proto`.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -9,58 +10,22 @@ use std::{
 };
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _},
     net::UnixListener,
     sync::{mpsc, oneshot},
 };
 
-use crate::{model::ListKind, runtime::Entry};
+use crate::{
+    model::ListKind,
+    proto::{ListReply, Request, Response, Status},
+};
 
 /// Default path of the control socket.
 pub const DEFAULT_SOCKET: &str = "/run/port25/control.sock";
 
 /// How long a client waits for the daemon (a reload of a million entries takes seconds).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    Add {
-        list: ListKind,
-        cidr: String,
-        ttl_secs: Option<u64>,
-    },
-    Del {
-        list: ListKind,
-        cidr: String,
-    },
-    List {
-        list: ListKind,
-    },
-    Status,
-    /// Detach the filter, remove its pins, and exit.
-    Detach,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum Response {
-    Ok { message: String },
-    Entries(ListReply),
-    Status(Box<crate::status::Status>),
-    Error { message: String },
-}
-
-/// `port25d allow|deny list`: the runtime entries, and how many the config brings.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ListReply {
-    pub list: ListKind,
-    pub runtime: Vec<Entry>,
-    pub from_config: usize,
-    pub now: u64,
-}
 
 /// A request from a client, with where to send the answer.
 pub type Incoming = (Request, oneshot::Sender<Response>);
@@ -127,8 +92,43 @@ pub fn serve(
     }))
 }
 
+/// The running daemon's status.
+pub fn status(path: &Path) -> anyhow::Result<Status> {
+    match exchange(path, &Request::Status)? {
+        Response::Status(status) => Ok(*status),
+        other => Err(unexpected("its status", &other)),
+    }
+}
+
+/// The runtime entries of a list.
+pub fn entries(path: &Path, list: ListKind) -> anyhow::Result<ListReply> {
+    match exchange(path, &Request::List { list })? {
+        Response::Entries(reply) => Ok(reply),
+        other => Err(unexpected("the list's entries", &other)),
+    }
+}
+
+/// A request that changes something (add, del, detach): the daemon's one-line answer.
+pub fn command(path: &Path, request: &Request) -> anyhow::Result<String> {
+    match exchange(path, request)? {
+        Response::Ok { message } => Ok(message),
+        other => Err(unexpected("a confirmation", &other)),
+    }
+}
+
+/// An error answer says why; any other answer that was not asked for is a daemon of another
+/// version.
+fn unexpected(wanted: &str, response: &Response) -> anyhow::Error {
+    match response {
+        Response::Error { message } => anyhow::anyhow!("{message}"),
+        _ => anyhow::anyhow!(
+            "port25d answered something else than {wanted}: is it another version of port25d?"
+        ),
+    }
+}
+
 /// Sends one request to the daemon at `path` and waits for its answer.
-pub fn request(path: &Path, request: &Request) -> anyhow::Result<Response> {
+fn exchange(path: &Path, request: &Request) -> anyhow::Result<Response> {
     let mut stream = UnixStream::connect(path).map_err(|err| not_running(path, err))?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = serde_json::to_string(request)?;

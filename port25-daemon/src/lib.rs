@@ -9,6 +9,7 @@ pub mod datapath;
 pub mod metrics;
 pub mod model;
 pub mod pins;
+pub mod proto;
 pub mod runtime;
 pub mod sources;
 pub mod status;

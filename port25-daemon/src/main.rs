@@ -6,10 +6,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 use port25_daemon::{
     audit,
     config::{Config, Overrides},
-    control::{self, DEFAULT_SOCKET, Request, Response},
+    control::{self, DEFAULT_SOCKET},
     daemon::{DEFAULT_STATE_DIR, RunOptions, run},
     model::{ListKind, XdpModeSetting},
     pins::{DEFAULT_PIN_DIR, PinDir},
+    proto::Request,
     status,
     top::{TopOptions, top},
 };
@@ -333,14 +334,11 @@ fn list_action(list: ListKind, action: ListAction) -> anyhow::Result<()> {
             },
         ),
         ListAction::Del { cidr, socket } => (socket, Request::Del { list, cidr }),
-        ListAction::List { socket } => (socket, Request::List { list }),
-    };
-    match control::request(&socket.control_socket, &request)? {
-        Response::Ok { message } => println!("{message}"),
-        Response::Entries(reply) => {
+        ListAction::List { socket } => {
+            let reply = control::entries(&socket.control_socket, list)?;
             println!(
                 "{} list: {} runtime entries ({} more from the config)",
-                reply.list.as_str(),
+                reply.list,
                 reply.runtime.len(),
                 reply.from_config
             );
@@ -354,20 +352,16 @@ fn list_action(list: ListKind, action: ListAction) -> anyhow::Result<()> {
                 );
                 println!("{:<44} {expiry}", entry.cidr.to_string());
             }
+            return Ok(());
         }
-        Response::Error { message } => anyhow::bail!("{message}"),
-        Response::Status(_) => anyhow::bail!("port25d answered with its status"),
-    }
+    };
+    println!("{}", control::command(&socket.control_socket, &request)?);
     Ok(())
 }
 
 fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> anyhow::Result<()> {
     if control::is_running(socket) {
-        match control::request(socket, &Request::Detach)? {
-            Response::Ok { message } => println!("{message}"),
-            Response::Error { message } => anyhow::bail!("{message}"),
-            _ => anyhow::bail!("port25d answered something unexpected"),
-        }
+        println!("{}", control::command(socket, &Request::Detach)?);
         // It answers first, then detaches and exits: return once it is done.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while control::is_running(socket) || socket.exists() {

@@ -1,9 +1,11 @@
-//! The domain's named choices, each defined once with its one spelling (the config's, the control
-//! socket's, the status JSON's, the metrics labels'): config, datapath, control protocol, status and
-//! pins all use these, and turn them into the kernel's numbers only at the datapath's edge.
+//! The domain's vocabulary, each defined once: the named choices with their one spelling (the
+//! config's, the control socket's, the status JSON's, the metrics labels'), and a runtime list
+//! entry. Config, datapath, control protocol, status and pins all use these, and turn them into
+//! the kernel's numbers only at the datapath's edge.
 
 use std::fmt;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// An enum whose variants are spelled one way everywhere: serde, `as_str`, `Display`.
@@ -112,6 +114,18 @@ named! {
         /// and `port25d detach` removes it.
         Keep => "keep",
     }
+}
+
+/// An entry of a runtime list (`port25d allow|deny add`), as the state file keeps it and the
+/// control socket lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeEntry {
+    pub list: ListKind,
+    pub cidr: IpNet,
+    /// Unix seconds; `None`: until deleted.
+    pub expires: Option<u64>,
+    /// Unix seconds.
+    pub added: u64,
 }
 
 #[cfg(test)]

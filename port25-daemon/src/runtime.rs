@@ -13,31 +13,23 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{config::CidrSet, model::ListKind};
+use crate::{
+    config::CidrSet,
+    model::{ListKind, RuntimeEntry},
+};
 
 /// The file in the state directory.
 const FILE: &str = "runtime-lists.json";
 
-/// One runtime entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub list: ListKind,
-    pub cidr: IpNet,
-    /// Unix seconds; `None`: until deleted.
-    pub expires: Option<u64>,
-    /// Unix seconds.
-    pub added: u64,
-}
-
 #[derive(Default, Serialize, Deserialize)]
 struct StateFile {
-    entries: Vec<Entry>,
+    entries: Vec<RuntimeEntry>,
 }
 
 /// The runtime entries, and where they are kept.
 pub struct RuntimeLists {
     path: Option<PathBuf>,
-    entries: BTreeMap<(ListKind, IpNet), Entry>,
+    entries: BTreeMap<(ListKind, IpNet), RuntimeEntry>,
 }
 
 pub fn now_unix() -> u64 {
@@ -92,7 +84,7 @@ impl RuntimeLists {
         ttl_secs: Option<u64>,
     ) -> anyhow::Result<bool> {
         let now = now_unix();
-        let entry = Entry {
+        let entry = RuntimeEntry {
             list,
             cidr,
             expires: ttl_secs.map(|ttl| now.saturating_add(ttl)),
@@ -113,7 +105,7 @@ impl RuntimeLists {
     }
 
     /// Removes and returns the entries whose time has come.
-    pub fn expire(&mut self, now: u64) -> anyhow::Result<Vec<Entry>> {
+    pub fn expire(&mut self, now: u64) -> anyhow::Result<Vec<RuntimeEntry>> {
         let due: Vec<_> = self
             .entries
             .values()
@@ -129,7 +121,7 @@ impl RuntimeLists {
         Ok(due)
     }
 
-    pub fn entries(&self, list: ListKind) -> impl Iterator<Item = &Entry> {
+    pub fn entries(&self, list: ListKind) -> impl Iterator<Item = &RuntimeEntry> {
         self.entries.values().filter(move |e| e.list == list)
     }
 

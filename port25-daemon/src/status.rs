@@ -3,99 +3,58 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{
-    control::{self, Request, Response},
-    datapath::{Totals, open_pinned_counters, read_totals},
-    model::{Mode, OnExit, Policy, XdpMode},
+    control,
+    datapath::{open_pinned_counters, read_totals},
     pins::PinDir,
+    proto::{CounterStatus, Status, counter_rows},
 };
-
-/// What `status` reports; also the control socket's answer to a status request.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Status {
-    pub version: String,
-    pub pid: u32,
-    pub uptime_secs: u64,
-    pub config: String,
-    pub interfaces: Vec<InterfaceStatus>,
-    pub policy: Policy,
-    pub mode: Mode,
-    pub ports: Vec<u16>,
-    pub on_exit: OnExit,
-    pub pin_dir: String,
-    /// Whether the pins outlive the daemon: false when their bpffs is private to its mount
-    /// namespace, and a crash removes the filter.
-    pub pins_persistent: bool,
-    pub lists: Vec<ListStatus>,
-    pub generation: u32,
-    pub reloads_ok: u64,
-    pub reloads_failed: u64,
-    pub tracked_sources: usize,
-    pub counters: Vec<CounterStatus>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct InterfaceStatus {
-    pub iface: String,
-    pub ifindex: u32,
-    pub xdp_mode: XdpMode,
-    pub egress_watched: bool,
-    pub adopted: bool,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ListStatus {
-    pub list: String,
-    pub from_config: usize,
-    pub runtime: usize,
-    pub total: usize,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CounterStatus {
-    pub iface: String,
-    pub verdict: String,
-    pub reason: String,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-/// Counter rows from summed totals; `name` names an interface index.
-pub fn counter_rows(totals: &Totals, name: impl Fn(u32) -> String) -> Vec<CounterStatus> {
-    totals
-        .iter()
-        .filter(|(_, c)| c.packets > 0)
-        .map(|((ifindex, verdict, reason), c)| CounterStatus {
-            iface: name(*ifindex),
-            verdict: verdict.label().to_owned(),
-            reason: reason.label().to_owned(),
-            packets: c.packets,
-            bytes: c.bytes,
-        })
-        .collect()
-}
 
 /// Exit code of `status` when no daemon answers.
 pub const NOT_RUNNING: u8 = 3;
 
+/// `status --json`, one schema whether a daemon answers or not: `running`, the pinned links and
+/// the counters always; the daemon's own fields (version, pid, interfaces, policy, …) when it runs.
+#[derive(Serialize)]
+struct Report<'a> {
+    running: bool,
+    pinned_links: Vec<String>,
+    /// The counters from the pins, when no daemon reports its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counters: Option<&'a [CounterStatus]>,
+    #[serde(flatten)]
+    daemon: Option<&'a Status>,
+}
+
+fn pinned_links(pin_dir: &Path) -> Vec<String> {
+    PinDir::existing(pin_dir)
+        .all_links()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// Prints the status; returns the exit code (0 running, 3 not running).
 pub fn status(socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
     if control::is_running(socket) {
-        let Response::Status(status) = control::request(socket, &Request::Status)? else {
-            anyhow::bail!("port25d answered something else than its status");
-        };
+        let status = control::status(socket)?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&status)?);
+            let report = Report {
+                running: true,
+                pinned_links: pinned_links(Path::new(&status.pin_dir)),
+                counters: None,
+                daemon: Some(&status),
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print!("{}", render(&status));
         }
         return Ok(0);
     }
-    let pins = PinDir::existing(pin_dir);
-    let links: Vec<String> = pins.all_links().into_iter().map(|(name, _)| name).collect();
-    let counters = open_pinned_counters(&pins)
+    let links = pinned_links(pin_dir);
+    let counters = open_pinned_counters(&PinDir::existing(pin_dir))
         .ok()
         .and_then(|map| read_totals(&map).ok())
         // Not the daemon's view: the interfaces may live in another network namespace, so they
@@ -103,12 +62,13 @@ pub fn status(socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
         .map(|totals| counter_rows(&totals, |ifindex| format!("ifindex {ifindex}")))
         .unwrap_or_default();
     if json {
-        let value = serde_json::json!({
-            "running": false,
-            "pinned_links": links,
-            "counters": counters,
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        let report = Report {
+            running: false,
+            pinned_links: links,
+            counters: Some(&counters),
+            daemon: None,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
             "port25d is not running (nothing answers on {}).",

@@ -173,6 +173,25 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
         "status of a killed daemon:\n{text}"
     );
     assert!(text.contains("still attached and enforcing"), "{text}");
+    let out = std::process::Command::new(&status)
+        .args(["status", "--json", "--control-socket"])
+        .arg(work.join("control.sock"))
+        .arg("--pin-dir")
+        .arg(bpf.pin_dir())
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "\"running\": false",
+        "\"pinned_links\": [",
+        "\"counters\": [",
+    ] {
+        assert!(
+            json.contains(key),
+            "{key} missing from status --json: {json}"
+        );
+    }
+    assert!(json.contains("\"xdp-native-gw0\""), "{json}");
     assert!(
         text.contains("xdp-native-gw0") && text.contains("xdp-native-gw1"),
         "{text}"
@@ -287,6 +306,17 @@ fn pins_that_die_with_the_daemon_are_said_so() {
     );
     let (_, json, _) = daemon.cli(&["status", "--json"]);
     assert!(json.contains("\"pins_persistent\": false"), "{json}");
+    // One schema, running or not: `running`, `pinned_links` and `counters` always there.
+    for key in [
+        "\"running\": true",
+        "\"pinned_links\": [",
+        "\"counters\": [",
+    ] {
+        assert!(
+            json.contains(key),
+            "{key} missing from status --json: {json}"
+        );
+    }
     assert!(!lab.delivers_from_other(), "filtered while the daemon runs");
 
     // The warning is true: SIGKILL takes the filter with it.

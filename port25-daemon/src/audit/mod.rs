@@ -28,11 +28,7 @@ pub use self::findings::{
     ViewSource,
 };
 use self::procnet::{Socket, parse_passwd, parse_tcp_table, socket_inode};
-use crate::{
-    control::{self, Request, Response},
-    model::Mode,
-    pins::PinDir,
-};
+use crate::{control, model::Mode, pins::PinDir};
 
 /// Exit code when a finding needs action (NOT PROTECTED or CHECK). Errors exit 1.
 pub const NEEDS_ACTION: u8 = 2;
@@ -338,8 +334,8 @@ pub fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
         );
     }
     if control::is_running(control_socket) {
-        match control::request(control_socket, &Request::Status) {
-            Ok(Response::Status(status)) => {
+        match control::status(control_socket) {
+            Ok(status) => {
                 view.source = ViewSource::Daemon;
                 view.daemon_pid = Some(status.pid);
                 view.attached = status
@@ -355,10 +351,6 @@ pub fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
                 view.monitor = status.mode == Mode::Monitor;
                 return view;
             }
-            Ok(other) => view.notes.push(format!(
-                "port25d on {} answered {other:?} instead of its status; using the pins",
-                control_socket.display()
-            )),
             Err(err) => view.notes.push(format!("{err:#}; using the pins")),
         }
     }

@@ -25,6 +25,7 @@ use crate::{
     metrics::{Metrics, ReloadLabels, Snapshot, bind},
     model::{ListKind, OnExit},
     pins::{Persistence, PinDir},
+    proto,
     runtime::RuntimeLists,
 };
 
@@ -163,7 +164,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
             _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
             Some((request, reply)) = requests.recv() => {
-                let detach = matches!(request, control::Request::Detach);
+                let detach = matches!(request, proto::Request::Detach);
                 let response = daemon.handle(request);
                 let _ = reply.send(response);
                 if detach {

@@ -5,11 +5,10 @@ use tracing::{error, info};
 use super::Daemon;
 use crate::{
     config::parse_cidr,
-    control::{ListReply, Request, Response},
     datapath::ifname,
     model::ListKind,
+    proto::{InterfaceStatus, ListReply, ListStatus, Request, Response, Status, counter_rows},
     runtime::now_unix,
-    status::{InterfaceStatus, ListStatus, Status, counter_rows},
 };
 
 impl Daemon {

@@ -170,9 +170,10 @@ fn rows() -> Vec<Case> {
 
 fn load(policy: &str) -> Result<Datapath> {
     let config = Config::parse(policy, Path::new("bench.toml")).context("bench policy")?;
-    let mut datapath = Datapath::load(&config, 0).context("loading port25's XDP program")?;
+    let mut datapath = Datapath::load_private(config.ratelimit.tracked_sources)
+        .context("loading port25's XDP program")?;
     datapath
-        .apply(&config)
+        .apply_policy(&config, &config.allow, &config.deny)
         .context("applying the bench policy")?;
     Ok(datapath)
 }
@@ -380,9 +381,9 @@ pub fn scale(settings: &Settings) -> Result<Vec<ScaleRow>> {
     let mut out = Vec::new();
     for &entries in &settings.scale_sizes {
         let allow = prefixes(entries);
-        let mut datapath = Datapath::load(&config, 0)?;
+        let mut datapath = Datapath::load_private(config.ratelimit.tracked_sources)?;
         let started = Instant::now();
-        datapath.apply_lists(&config, &allow, &deny)?;
+        datapath.apply_policy(&config, &allow, &deny)?;
         let load_seconds = started.elapsed().as_secs_f64();
         let kernel_bytes = list_map_bytes(&mut datapath)?;
         let cost = |frame: Vec<u8>, expected: u32| {

@@ -141,7 +141,7 @@ struct AttachLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OffenderLabels {
+struct TopSourceLabels {
     rank: String,
     source: String,
 }
@@ -287,12 +287,12 @@ impl Collector for DatapathCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (rank, offender) in sources::top(tracked, TOP_K).into_iter().enumerate() {
-            let labels = OffenderLabels {
+        for (rank, source) in sources::top(tracked, TOP_K).into_iter().enumerate() {
+            let labels = TopSourceLabels {
                 rank: (rank + 1).to_string(),
-                source: offender.source.to_string(),
+                source: source.source.to_string(),
             };
-            let value = i64::try_from(offender.dropped).unwrap_or(i64::MAX);
+            let value = i64::try_from(source.dropped).unwrap_or(i64::MAX);
             ConstGauge::new(value).encode(top.encode_family(&labels)?)?;
         }
         Ok(())

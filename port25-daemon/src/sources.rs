@@ -22,7 +22,7 @@ pub struct SourceTables {
 
 /// One tracked source prefix and what its bucket did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Offender {
+pub struct TrackedSource {
     pub source: IpNet,
     pub admitted: u64,
     pub dropped: u64,
@@ -44,13 +44,13 @@ impl SourceTables {
 
     /// Every tracked prefix. The kernel keeps updating the maps meanwhile; an entry evicted during
     /// the walk is simply skipped.
-    pub fn read_all(&self) -> Vec<Offender> {
+    pub fn read_all(&self) -> Vec<TrackedSource> {
         let now = monotonic_ns();
         self.sources
             .iter()
             .filter_map(Result::ok)
             .filter_map(|(key, state)| {
-                Some(Offender {
+                Some(TrackedSource {
                     source: prefix_of(&key)?,
                     admitted: state.admitted,
                     dropped: state.dropped,
@@ -62,7 +62,7 @@ impl SourceTables {
 }
 
 /// The `k` prefixes with the most dropped SYNs (none with zero), most first.
-pub fn top(mut all: Vec<Offender>, k: usize) -> Vec<Offender> {
+pub fn top(mut all: Vec<TrackedSource>, k: usize) -> Vec<TrackedSource> {
     all.retain(|o| o.dropped > 0);
     all.sort_by(|a, b| {
         b.dropped
@@ -103,8 +103,8 @@ fn prefix_of(key: &SourceKey) -> Option<IpNet> {
 mod tests {
     use super::*;
 
-    fn offender(source: &str, admitted: u64, dropped: u64) -> Offender {
-        Offender {
+    fn tracked(source: &str, admitted: u64, dropped: u64) -> TrackedSource {
+        TrackedSource {
             source: source.parse().unwrap(),
             admitted,
             dropped,
@@ -115,17 +115,17 @@ mod tests {
     #[test]
     fn top_orders_by_drops_and_keeps_k() {
         let all = vec![
-            offender("198.18.1.0/24", 5, 10),
-            offender("198.18.2.0/24", 5, 0),
-            offender("2001:db8::/48", 1, 500),
-            offender("198.18.3.0/24", 9, 10),
+            tracked("198.18.1.0/24", 5, 10),
+            tracked("198.18.2.0/24", 5, 0),
+            tracked("2001:db8::/48", 1, 500),
+            tracked("198.18.3.0/24", 9, 10),
         ];
         let top = top(all, 2);
         assert_eq!(
             top,
             vec![
-                offender("2001:db8::/48", 1, 500),
-                offender("198.18.3.0/24", 9, 10)
+                tracked("2001:db8::/48", 1, 500),
+                tracked("198.18.3.0/24", 9, 10)
             ]
         );
     }

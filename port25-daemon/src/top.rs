@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use crate::{
     pins,
-    sources::{self, Offender, SourceTables},
+    sources::{self, SourceTables, TrackedSource},
 };
 
 pub struct TopOptions<'a> {
@@ -28,7 +28,7 @@ pub fn top(options: &TopOptions<'_>) -> anyhow::Result<()> {
             pins.maps().display()
         )
     })?;
-    let mut previous: Option<Vec<Offender>> = None;
+    let mut previous: Option<Vec<TrackedSource>> = None;
     loop {
         let all = tables.read_all();
         let tracked = all.len();

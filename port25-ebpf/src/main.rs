@@ -113,6 +113,7 @@ fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Reason {
             }
             Reason::Admitted
         }
+        // policy::DROP, and any other value: an unknown policy fails closed.
         _ => Reason::NotAllowlisted,
     }
 }

@@ -875,14 +875,17 @@ fn kernel_matches_reference_on_random_and_mutated_frames() {
         Config::parse(&text, Path::new("fuzz.toml"))
             .unwrap_or_else(|e| panic!("fuzz policy does not parse: {e}\n{text}"))
     };
-    let mut datapath = Datapath::load(&config_of(&phases[0].policy), 0).expect("XDP program loads");
+    let mut datapath =
+        Datapath::load_private(config_of(&phases[0].policy).ratelimit.tracked_sources)
+            .expect("XDP program loads");
     let mut rng = Rng(seed);
     let mut tally = Tally::default();
     let started = Instant::now();
 
     'phases: for (p, phase) in phases.iter().enumerate() {
+        let config = config_of(&phase.policy);
         datapath
-            .apply(&config_of(&phase.policy))
+            .apply_policy(&config, &config.allow, &config.deny)
             .expect("policy applies");
         let quota = if p + 1 == phases.len() {
             frames - tally.frames

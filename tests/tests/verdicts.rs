@@ -53,8 +53,11 @@ fn row(name: &'static str, frame: Vec<u8>, action: u32, counted: Option<(Verdict
 fn load(policy: &str) -> Datapath {
     require_root();
     let config = Config::parse(policy, Path::new("verdicts.toml")).expect("test policy parses");
-    let mut datapath = Datapath::load(&config, 0).expect("XDP program loads");
-    datapath.apply(&config).expect("policy applies");
+    let mut datapath =
+        Datapath::load_private(config.ratelimit.tracked_sources).expect("XDP program loads");
+    datapath
+        .apply_policy(&config, &config.allow, &config.deny)
+        .expect("policy applies");
     datapath
 }
 
@@ -676,7 +679,9 @@ ports = [587]
 cidrs = ["198.18.3.0/24"]
 "#;
     let config = Config::parse(swapped, Path::new("swapped.toml")).expect("parses");
-    datapath.apply(&config).expect("reload applies");
+    datapath
+        .apply_policy(&config, &config.allow, &config.deny)
+        .expect("reload applies");
     check(
         &datapath,
         &[
@@ -708,7 +713,9 @@ cidrs = ["198.18.3.0/24"]
     );
     // And back: the first generation's entries were really removed and rewritten.
     let config = Config::parse(POLICY, Path::new("verdicts.toml")).expect("parses");
-    datapath.apply(&config).expect("second reload applies");
+    datapath
+        .apply_policy(&config, &config.allow, &config.deny)
+        .expect("second reload applies");
     check(
         &datapath,
         &[

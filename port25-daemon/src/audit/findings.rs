@@ -344,7 +344,7 @@ pub struct Report {
 }
 
 /// Judges what `host` has against where `filter` is attached.
-pub fn audit(host: &Host, filter: &FilterView) -> Report {
+pub fn judge(host: &Host, filter: &FilterView) -> Report {
     let exposed: Vec<String> = host
         .interfaces
         .iter()
@@ -823,7 +823,7 @@ mod tests {
     #[test]
     fn wildcard_listener_without_filter_is_not_protected_on_every_interface() {
         let host = host(vec![listen("0.0.0.0:25", 10)], &[(10, postfix())]);
-        let report = audit(&host, &nothing());
+        let report = judge(&host, &nothing());
         let [finding] = only(&report, Kind::Listener)[..] else {
             panic!("one listener: {report:#?}");
         };
@@ -845,7 +845,7 @@ mod tests {
     #[test]
     fn listener_on_an_unfiltered_interface_names_the_interface_to_add() {
         let host = host(vec![listen("[::]:25", 10)], &[(10, postfix())]);
-        let report = audit(&host, &daemon(&[("eth0", "native")], &[25]));
+        let report = judge(&host, &daemon(&[("eth0", "native")], &[25]));
         let finding = only(&report, Kind::Listener)[0];
         assert_eq!(finding.level, Level::NotProtected);
         assert_eq!(finding.filtered_on, ["eth0"]);
@@ -859,7 +859,7 @@ mod tests {
     #[test]
     fn listener_covered_everywhere_is_ok_and_says_how() {
         let host = host(vec![listen("0.0.0.0:25", 10)], &[(10, postfix())]);
-        let report = audit(
+        let report = judge(
             &host,
             &daemon(&[("eth0", "native"), ("eth1", "skb")], &[25]),
         );
@@ -874,7 +874,7 @@ mod tests {
 
         let mut monitor = daemon(&[("eth0", "native"), ("eth1", "skb")], &[25]);
         monitor.monitor = true;
-        let report = audit(&host, &monitor);
+        let report = judge(&host, &monitor);
         let finding = only(&report, Kind::Listener)[0];
         assert_eq!(finding.level, Level::Ok);
         assert!(
@@ -894,7 +894,7 @@ mod tests {
             ],
             &[(10, postfix()), (11, postfix())],
         );
-        let report = audit(&host, &daemon(&[("eth1", "native")], &[25]));
+        let report = judge(&host, &daemon(&[("eth1", "native")], &[25]));
         let listeners = only(&report, Kind::Listener);
         assert_eq!(listeners.len(), 2);
         let v4 = listeners
@@ -917,7 +917,7 @@ mod tests {
             vec![listen("127.0.0.1:25", 10), listen("[::1]:587", 11)],
             &[(10, postfix()), (11, postfix())],
         );
-        let report = audit(&host, &nothing());
+        let report = judge(&host, &nothing());
         for finding in only(&report, Kind::Listener) {
             assert_eq!(finding.level, Level::Ok);
             assert_eq!(
@@ -934,7 +934,7 @@ mod tests {
             vec![listen("0.0.0.0:587", 10), listen("0.0.0.0:465", 11)],
             &[(10, postfix()), (11, postfix())],
         );
-        let report = audit(&host, &daemon(&[("eth0", "native")], &[25]));
+        let report = judge(&host, &daemon(&[("eth0", "native")], &[25]));
         for finding in only(&report, Kind::Listener) {
             assert_eq!(finding.level, Level::Ok);
             assert!(finding.filtered_on.is_empty(), "{finding:?}");
@@ -948,7 +948,7 @@ mod tests {
             );
         }
         // Protected, it is judged like 25: eth1 lacks the filter.
-        let report = audit(&host, &daemon(&[("eth0", "native")], &[25, 587]));
+        let report = judge(&host, &daemon(&[("eth0", "native")], &[25, 587]));
         let sub = only(&report, Kind::Listener)
             .into_iter()
             .find(|f| f.port == Some(587))
@@ -960,7 +960,7 @@ mod tests {
     #[test]
     fn port_25_left_out_of_the_ports_is_not_protected() {
         let host = host(vec![listen("0.0.0.0:25", 10)], &[(10, postfix())]);
-        let report = audit(
+        let report = judge(
             &host,
             &daemon(&[("eth0", "native"), ("eth1", "native")], &[2525]),
         );
@@ -975,7 +975,7 @@ mod tests {
     #[test]
     fn unknown_owner_is_said_and_does_not_change_the_verdict() {
         let host = host(vec![listen("0.0.0.0:25", 10)], &[]);
-        let report = audit(
+        let report = judge(
             &host,
             &daemon(&[("eth0", "native"), ("eth1", "native")], &[25]),
         );
@@ -994,7 +994,7 @@ mod tests {
     #[test]
     fn no_listener_is_said() {
         let host = host(Vec::new(), &[]);
-        let report = audit(&host, &nothing());
+        let report = judge(&host, &nothing());
         assert_eq!(report.findings.len(), 1);
         assert_eq!(report.findings[0].kind, Kind::NoListener);
         assert_eq!(report.findings[0].level, Level::Ok);
@@ -1040,7 +1040,7 @@ mod tests {
                 (52, process(901, "smtp", "/usr/lib/postfix/sbin/smtp")),
             ],
         );
-        let report = audit(&host, &nothing());
+        let report = judge(&host, &nothing());
         let outbound = only(&report, Kind::Outbound);
         assert_eq!(outbound.len(), 3, "{outbound:#?}");
         let perl = outbound
@@ -1112,7 +1112,7 @@ mod tests {
                 (61, process(910, "smtpd", "/usr/lib/postfix/sbin/smtpd")),
             ],
         );
-        let report = audit(&host, &nothing());
+        let report = judge(&host, &nothing());
         let outbound = only(&report, Kind::Outbound);
         assert_eq!(outbound.len(), 2, "{outbound:#?}");
         let local = outbound
@@ -1165,7 +1165,7 @@ mod tests {
             0,
         ));
         let host = host(sockets, &[(1, postfix())]);
-        let report = audit(
+        let report = judge(
             &host,
             &daemon(&[("eth0", "native"), ("eth1", "native")], &[25]),
         );
@@ -1180,7 +1180,7 @@ mod tests {
     #[test]
     fn attached_interface_missing_here_is_noted() {
         let host = host(vec![listen("0.0.0.0:25", 10)], &[(10, postfix())]);
-        let report = audit(
+        let report = judge(
             &host,
             &daemon(
                 &[("eth0", "native"), ("eth1", "native"), ("gw0", "skb")],
@@ -1201,7 +1201,7 @@ mod tests {
     fn service_address_on_loopback_is_reachable_everywhere() {
         let mut host = host(vec![listen("192.0.2.25:25", 10)], &[(10, postfix())]);
         host.interfaces[0].addrs.push(ip("192.0.2.25"));
-        let report = audit(&host, &daemon(&[("eth0", "native")], &[25]));
+        let report = judge(&host, &daemon(&[("eth0", "native")], &[25]));
         let finding = only(&report, Kind::Listener)[0];
         assert_eq!(finding.reachable_on, ["eth0", "eth1"]);
         assert_eq!(finding.level, Level::NotProtected);

@@ -2,7 +2,7 @@
 //! 587), which process holds each socket, whether the filter is attached on every interface a
 //! listener can be reached through, and a verdict per finding saying what to do.
 //!
-//! The judging is pure ([`findings::audit`]); this module only gathers its inputs from the
+//! The judging is pure ([`findings::judge`]); this module only gathers its inputs from the
 //! running system: `/proc/net/tcp{,6}` and `/proc/PID/fd` (this network namespace's sockets, every
 //! process of this PID namespace), `/etc/passwd`, `getifaddrs`, and the filter's whereabouts from
 //! the running daemon (control socket) or, when none answers, from the pins it left.
@@ -38,7 +38,7 @@ pub const NEEDS_ACTION: u8 = 2;
 pub fn audit(control_socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
     let host = read_host()?;
     let filter = read_filter(control_socket, pin_dir);
-    let report = findings::audit(&host, &filter);
+    let report = findings::judge(&host, &filter);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -511,7 +511,7 @@ mod tests {
             unknown_owner_hint: String::new(),
         };
         let filter = FilterView::nothing("/run/port25/control.sock", "/sys/fs/bpf/port25");
-        let text = render(&findings::audit(&host, &filter));
+        let text = render(&findings::judge(&host, &filter));
         let expected = "\
 port25d audit of SMTP ports 25, 465, 587; network interfaces up: gw0
 filter: not attached anywhere (no port25d answers on /run/port25/control.sock, nothing pinned in /sys/fs/bpf/port25); port25d protects port 25 by default

@@ -103,9 +103,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             options.pin_dir.display()
         );
     }
-    let mut datapath = Datapath::load_in(&config, kernel_log_level(), pins)?;
+    let mut datapath = Datapath::load(config.ratelimit.tracked_sources, kernel_log_level(), pins)?;
     let (allow, deny) = effective_lists(&config, &runtime);
-    tokio::task::block_in_place(|| datapath.apply_lists(&config, &allow, &deny))
+    tokio::task::block_in_place(|| datapath.apply_policy(&config, &allow, &deny))
         .context("writing the policy into the kernel maps")?;
     for iface in &config.interfaces {
         let attachment = datapath.attach(iface, config.xdp_mode)?;
@@ -219,7 +219,7 @@ impl Daemon {
         }
         let (allow, deny) = effective_lists(&next, &self.runtime);
         self.datapath
-            .apply_lists(&next, &allow, &deny)
+            .apply_policy(&next, &allow, &deny)
             .context("writing the new policy into the kernel maps")?;
         let described = changes::describe(&self.config, &next);
         info!(

@@ -26,7 +26,6 @@ pub use self::{
     policy::LiveLists,
 };
 use crate::{
-    config::Config,
     model::{OnExit, XdpMode},
     pins::PinDir,
     sources::{SourceMap, SourceTables, VerifiedMap},
@@ -112,17 +111,18 @@ pub struct Datapath {
 
 impl Datapath {
     /// Loads the programs into the kernel (not attached yet) with maps private to this datapath,
-    /// removed when it goes: for tests and one-off use.
-    pub fn load(config: &Config, log_level: u8) -> Result<Self, Error> {
+    /// removed when it goes: for tests, the bench and one-off use. Kernel-side logging is off.
+    pub fn load_private(tracked_sources: u32) -> Result<Self, Error> {
         let pins = PinDir::ephemeral().map_err(Error::Pin)?;
-        Self::load_in(config, log_level, pins)
+        Self::load(tracked_sources, 0, pins)
     }
 
     /// Loads the programs with their maps pinned in `pins`, adopting maps an earlier daemon of this
-    /// layout left there. `log_level` is the most verbose level the kernel side should emit
-    /// (aya-log numbering: 0 off … 5 trace); quieter levels are filtered in the kernel, so debug
-    /// logging costs nothing when off. The number of tracked rate-limit sources is fixed per load.
-    pub fn load_in(config: &Config, log_level: u8, pins: PinDir) -> Result<Self, Error> {
+    /// layout left there: the daemon's way. `log_level` is the most verbose level the kernel side
+    /// should emit (aya-log numbering: 0 off … 5 trace); quieter levels are filtered in the kernel,
+    /// so debug logging costs nothing when off. `tracked_sources` sizes the rate limiter's tables,
+    /// fixed per load.
+    pub fn load(tracked_sources: u32, log_level: u8, pins: PinDir) -> Result<Self, Error> {
         raise_memlock_limit();
         for foreign in pins.foreign_map_dirs() {
             tracing::warn!(
@@ -135,7 +135,7 @@ impl Datapath {
         let adopted = pins.map(maps::ACTIVE).exists();
         if adopted {
             for name in [maps::SOURCES, maps::VERIFIED] {
-                resize_if_needed(&pins, name, config.ratelimit.tracked_sources);
+                resize_if_needed(&pins, name, tracked_sources);
             }
             tracing::info!(
                 "adopting the maps pinned in {} (policy, counters, buckets)",
@@ -146,8 +146,8 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
-            .map_max_entries(maps::SOURCES, config.ratelimit.tracked_sources)
-            .map_max_entries(maps::VERIFIED, config.ratelimit.tracked_sources)
+            .map_max_entries(maps::SOURCES, tracked_sources)
+            .map_max_entries(maps::VERIFIED, tracked_sources)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)))?;
         xdp_mut(&mut ebpf)?.load().map_err(Error::program)?;

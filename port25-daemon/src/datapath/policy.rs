@@ -43,10 +43,10 @@ pub struct LiveLists {
 }
 
 impl Datapath {
-    /// Makes `config`'s policy (with `allow` and `deny` as its lists: the config's, plus runtime
-    /// and watched-directory entries) live, atomically. On error the previous policy stays live
+    /// Makes `config`'s policy (with `allow` and `deny` as its lists: the config's, or those plus
+    /// runtime and watched-directory entries) live, atomically. On error the previous policy stays live
     /// and whatever was written for the new generation is removed again.
-    pub fn apply_lists(
+    pub fn apply_policy(
         &mut self,
         config: &Config,
         allow: &CidrSet,
@@ -82,11 +82,6 @@ impl Datapath {
             None => self.sweep_except(next)?,
         }
         Ok(())
-    }
-
-    /// [`Datapath::apply_lists`] with the config's own lists.
-    pub fn apply(&mut self, config: &Config) -> Result<(), Error> {
-        self.apply_lists(config, &config.allow, &config.deny)
     }
 
     /// Adds one entry to the live generation of a list (runtime lists).
@@ -171,15 +166,15 @@ impl Datapath {
 
     fn remove(&mut self, generation: u32, list: ListKind, net: &IpNet) -> Result<(), Error> {
         let (v4, v6) = tries(list);
-        let result = match net {
-            IpNet::V4(net) => self.trie_v4(v4)?.remove(&v4_key(generation, net)),
-            IpNet::V6(net) => self.trie_v6(v6)?.remove(&v6_key(generation, net)),
+        let (map, result) = match net {
+            IpNet::V4(net) => (v4, self.trie_v4(v4)?.remove(&v4_key(generation, net))),
+            IpNet::V6(net) => (v6, self.trie_v6(v6)?.remove(&v6_key(generation, net))),
         };
         match result {
             Ok(()) => Ok(()),
             // Already gone is what was asked.
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(err) => Err(Error::map(v4)(err)),
+            Err(err) => Err(Error::map(map)(err)),
         }
     }
 

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use super::*;
+use crate::daemon::watch::watched_fingerprint;
 
 /// A fresh scratch directory for one test (pid + name keep parallel runs apart).
 fn scratch(name: &str) -> PathBuf {

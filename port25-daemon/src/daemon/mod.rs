@@ -4,6 +4,7 @@
 
 mod changes;
 mod requests;
+pub(crate) mod watch;
 
 use std::{
     path::PathBuf,
@@ -18,8 +19,10 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
+use self::watch::watched_fingerprint;
+
 use crate::{
-    config::{CidrSet, Config, Overrides, watched_fingerprint},
+    config::{CidrSet, Config, Overrides},
     control,
     datapath::Datapath,
     metrics::{Metrics, ReloadLabels, Snapshot, bind},

@@ -1,0 +1,83 @@
+//! The config as serde reads it: every key the file may have, with the byte span of each value
+//! that needs more checks than its type gives (ranges, CIDRs, paths). `validate.rs` checks them.
+
+use std::fmt;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::model::{Mode, OnExit, Policy, XdpModeSetting};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) interfaces: Vec<Spanned<String>>,
+    pub(super) xdp_mode: Option<XdpModeSetting>,
+    pub(super) ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub(super) mode: Option<Mode>,
+    pub(super) policy: Option<Policy>,
+    pub(super) on_exit: Option<OnExit>,
+    #[serde(default, deserialize_with = "table")]
+    pub(super) allow: RawList,
+    #[serde(default, deserialize_with = "table")]
+    pub(super) deny: RawList,
+    #[serde(default, deserialize_with = "table")]
+    pub(super) ratelimit: RawRateLimit,
+    #[serde(default, deserialize_with = "table")]
+    pub(super) metrics: RawMetrics,
+}
+
+/// Reads a struct from a TOML table only. Serde's derived structs also accept an array, filling
+/// the fields in order, so `ratelimit = [5, 10]` would quietly mean syn_rate 5, syn_burst 10.
+pub(super) fn table<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct TableOnly<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for TableOnly<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    deserializer.deserialize_map(TableOnly(std::marker::PhantomData))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawList {
+    #[serde(default)]
+    pub(super) cidrs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) files: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) dirs: Vec<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub(super) syn_rate: Option<Spanned<i64>>,
+    pub(super) syn_burst: Option<Spanned<i64>>,
+    pub(super) ipv4_prefix: Option<Spanned<i64>>,
+    pub(super) ipv6_prefix: Option<Spanned<i64>>,
+    pub(super) global_syn_rate: Option<Spanned<i64>>,
+    pub(super) global_syn_burst: Option<Spanned<i64>>,
+    pub(super) tracked_sources: Option<Spanned<i64>>,
+    pub(super) verified_ttl: Option<Spanned<i64>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<Spanned<String>>,
+}

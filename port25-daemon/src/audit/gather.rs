@@ -1,0 +1,329 @@
+//! The audit's inputs, read from the running system: `/proc/net/tcp{,6}` and `/proc/PID/fd` (this
+//! network namespace's sockets, every process of this PID namespace), `/etc/passwd`,
+//! `getifaddrs`, and the filter's whereabouts from the running daemon (control socket) or, when
+//! none answers, from the pins it left.
+
+use std::{
+    collections::{HashMap, HashSet},
+    ffi::CStr,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use anyhow::Context as _;
+use aya::maps::{Array, Map, MapData};
+use port25_common::{PORT_WORDS, SLOTS, Settings, maps, port_bit};
+
+use super::model::*;
+use super::procnet::{Socket, parse_passwd, parse_tcp_table, socket_inode};
+use crate::{control, model::Mode, pins::PinDir};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Sockets, their processes, users and interfaces of the running system.
+pub fn read_host() -> anyhow::Result<Host> {
+    let mut sockets = Vec::new();
+    for (path, required) in [("/proc/net/tcp", true), ("/proc/net/tcp6", false)] {
+        match std::fs::read_to_string(path) {
+            Ok(text) => sockets.extend(parse_tcp_table(path, &text).map_err(anyhow::Error::msg)?),
+            // No IPv6 in this kernel (ipv6.disable=1): no tcp6 table, no IPv6 sockets.
+            Err(err) if !required && err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("reading {path}")),
+        }
+    }
+    sockets.retain(|s: &Socket| {
+        SMTP_PORTS.contains(&s.local.port()) || SMTP_PORTS.contains(&s.remote.port())
+    });
+    let wanted: HashSet<u64> = sockets
+        .iter()
+        .map(|s| s.inode)
+        .filter(|&i| i != 0)
+        .collect();
+    let owners = scan_owners(Path::new("/proc"), &wanted);
+    let users = std::fs::read_to_string("/etc/passwd")
+        .map(|text| parse_passwd(&text))
+        .unwrap_or_default();
+    let unknown_owner_hint = if is_root() {
+        "it belongs to another PID namespace (a container?)"
+    } else {
+        "run the audit as root to see other users' processes"
+    }
+    .to_owned();
+    Ok(Host {
+        sockets,
+        owners,
+        users,
+        interfaces: read_interfaces()?,
+        unknown_owner_hint,
+    })
+}
+
+/// The processes holding each of the `wanted` socket inodes, found through `/proc/PID/fd/*`
+/// links (`socket:[INODE]`). Processes that vanish or cannot be read are skipped.
+pub fn scan_owners(proc_root: &Path, wanted: &HashSet<u64>) -> HashMap<u64, Vec<Process>> {
+    let mut owners: HashMap<u64, Vec<Process>> = HashMap::new();
+    if wanted.is_empty() {
+        return owners;
+    }
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return owners;
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let dir = proc_root.join(pid.to_string());
+        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+            continue;
+        };
+        let mut process = None;
+        for fd in fds.filter_map(Result::ok) {
+            let Some(inode) = std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|link| socket_inode(&link.to_string_lossy()))
+                .filter(|inode| wanted.contains(inode))
+            else {
+                continue;
+            };
+            let process = process.get_or_insert_with(|| Process {
+                pid,
+                comm: std::fs::read_to_string(dir.join("comm"))
+                    .map(|c| c.trim_end_matches('\n').to_owned())
+                    .unwrap_or_else(|_| "?".to_owned()),
+                exe: std::fs::read_link(dir.join("exe"))
+                    .ok()
+                    .map(|exe| exe.to_string_lossy().into_owned()),
+            });
+            let holders = owners.entry(inode).or_default();
+            if !holders.iter().any(|p| p.pid == pid) {
+                holders.push(process.clone());
+            }
+        }
+    }
+    owners
+}
+
+/// Every interface of this network namespace with its IPv4 and IPv6 addresses.
+pub fn read_interfaces() -> anyhow::Result<Vec<Interface>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs stores a list head in `head`, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error()).context("listing network interfaces (getifaddrs)");
+    }
+    let mut interfaces: Vec<Interface> = Vec::new();
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned, which is not freed yet.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { CStr::from_ptr(entry.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        let index = match interfaces.iter().position(|i| i.name == name) {
+            Some(index) => index,
+            None => {
+                interfaces.push(Interface {
+                    name,
+                    up: false,
+                    loopback: false,
+                    addrs: Vec::new(),
+                });
+                interfaces.len() - 1
+            }
+        };
+        let interface = &mut interfaces[index];
+        interface.up |= entry.ifa_flags & (libc::IFF_UP as libc::c_uint) != 0;
+        interface.loopback |= entry.ifa_flags & (libc::IFF_LOOPBACK as libc::c_uint) != 0;
+        // SAFETY: ifa_addr is null or points to a sockaddr of the family it names.
+        if let Some(addr) = unsafe { sockaddr_ip(entry.ifa_addr) } {
+            interface.addrs.push(addr);
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once; no reference into it survives.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(interfaces)
+}
+
+/// The IP address in a sockaddr, for AF_INET and AF_INET6.
+///
+/// # Safety
+/// `addr` is null or points to a valid sockaddr whose size fits its `sa_family`.
+unsafe fn sockaddr_ip(addr: *const libc::sockaddr) -> Option<IpAddr> {
+    if addr.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and valid per the contract.
+    let family = libc::c_int::from(unsafe { (*addr).sa_family });
+    match family {
+        libc::AF_INET => {
+            // SAFETY: an AF_INET sockaddr is a sockaddr_in.
+            let sin = unsafe { &*addr.cast::<libc::sockaddr_in>() };
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
+            let sin6 = unsafe { &*addr.cast::<libc::sockaddr_in6>() };
+            Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where the filter is
+// ---------------------------------------------------------------------------------------------
+
+/// The filter as the running daemon reports it, or else as its pins show it.
+pub fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
+    let mut view = FilterView::nothing(
+        &control_socket.display().to_string(),
+        &pin_dir.display().to_string(),
+    );
+    if !is_root() {
+        view.notes.push(
+            "not running as root: the control socket, the pins and other users' processes may be out of reach".to_owned(),
+        );
+    }
+    if control::is_running(control_socket) {
+        match control::status(control_socket) {
+            Ok(status) => {
+                view.source = ViewSource::Daemon;
+                view.daemon_pid = Some(status.pid);
+                view.attached = status
+                    .interfaces
+                    .iter()
+                    .map(|i| Attached {
+                        iface: i.iface.clone(),
+                        xdp_mode: i.xdp_mode,
+                    })
+                    .collect();
+                view.ports.clone_from(&status.ports);
+                view.ports_from = ViewSource::Daemon;
+                view.monitor = status.mode == Mode::Monitor;
+                return view;
+            }
+            Err(err) => view.notes.push(format!("{err:#}; using the pins")),
+        }
+    }
+    let pins = PinDir::existing(pin_dir);
+    view.attached = pins
+        .all_links()
+        .iter()
+        .filter_map(|(name, _)| parse_link_name(name))
+        .collect();
+    if view.attached.is_empty() {
+        return view;
+    }
+    view.source = ViewSource::Pins;
+    match pinned_policy(&pins) {
+        Ok((ports, monitor)) => {
+            view.ports = ports;
+            view.ports_from = ViewSource::Pins;
+            view.monitor = monitor;
+        }
+        Err(err) => view.notes.push(format!(
+            "cannot read the pinned policy in {}: {err:#}; assuming the default ports",
+            pin_dir.display()
+        )),
+    }
+    view
+}
+
+/// `xdp-native-eth0` -> eth0 in native mode; other links are not XDP.
+pub fn parse_link_name(name: &str) -> Option<Attached> {
+    PinDir::parse_xdp_link_name(name).map(|(xdp_mode, iface)| Attached {
+        iface: iface.to_owned(),
+        xdp_mode,
+    })
+}
+
+/// Which SMTP ports the pinned live policy protects, and whether it is in monitor mode.
+fn pinned_policy(pins: &PinDir) -> anyhow::Result<(Vec<u16>, bool)> {
+    fn array<V: aya::Pod>(pins: &PinDir, name: &str) -> anyhow::Result<Array<MapData, V>> {
+        let path = pins.map(name);
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Array::try_from(Map::from_map_data(data)?)?)
+    }
+    let generation = array::<u32>(pins, maps::ACTIVE)?.get(&0, 0)?;
+    let slot = generation % SLOTS;
+    let settings = array::<Settings>(pins, maps::SETTINGS)?.get(&slot, 0)?;
+    let words = array::<u32>(pins, maps::PORTS)?;
+    let mut ports = Vec::new();
+    for port in SMTP_PORTS {
+        let (word, mask) = port_bit(port);
+        if words.get(&(slot * PORT_WORDS + word), 0)? & mask != 0 {
+            ports.push(port);
+        }
+    }
+    Ok((ports, settings.monitor != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::XdpMode;
+
+    #[test]
+    fn link_names() {
+        assert_eq!(
+            parse_link_name("xdp-native-eth0"),
+            Some(Attached {
+                iface: "eth0".to_owned(),
+                xdp_mode: XdpMode::Native
+            })
+        );
+        assert_eq!(
+            parse_link_name("xdp-skb-br-lan"),
+            Some(Attached {
+                iface: "br-lan".to_owned(),
+                xdp_mode: XdpMode::Skb
+            })
+        );
+        assert_eq!(parse_link_name("tc-egress-eth0"), None);
+        assert_eq!(parse_link_name("xdp-other-eth0"), None);
+        assert_eq!(parse_link_name("xdp-native-"), None);
+    }
+
+    #[test]
+    fn this_process_owns_its_listening_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let port = listener.local_addr().expect("an address").port();
+        let text = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let sockets = parse_tcp_table("tcp", &text).expect("valid rows");
+        let socket = sockets
+            .iter()
+            .find(|s| s.local.port() == port && s.state == crate::audit::procnet::TcpState::LISTEN)
+            .expect("our listener in /proc/net/tcp");
+        assert_eq!(socket.local.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let owners = scan_owners(Path::new("/proc"), &HashSet::from([socket.inode]));
+        let holders = owners.get(&socket.inode).expect("an owner");
+        assert_eq!(holders[0].pid, std::process::id());
+        assert!(holders[0].exe.is_some());
+    }
+
+    #[test]
+    fn interfaces_include_loopback() {
+        let interfaces = read_interfaces().expect("getifaddrs");
+        let lo = interfaces
+            .iter()
+            .find(|i| i.loopback)
+            .expect("a loopback interface");
+        assert!(
+            lo.addrs.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "{lo:?}"
+        );
+    }
+}

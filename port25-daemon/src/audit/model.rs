@@ -1,0 +1,342 @@
+//! What the audit reasons about: the host (sockets, their processes, interfaces), where the filter
+//! is, and the findings with their level and verdict. Gathered by `gather.rs`, judged by
+//! `judge.rs`, rendered by `render.rs`.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr},
+};
+
+use serde::Serialize;
+
+use super::procnet::Socket;
+use crate::model::XdpMode;
+
+/// The SMTP ports the audit looks at: relay (25), submission over TLS (465), submission (587).
+pub const SMTP_PORTS: [u16; 3] = [25, 465, 587];
+
+/// Ports port25d protects when nothing says otherwise (its default config).
+pub const DEFAULT_PORTS: [u16; 1] = [25];
+
+/// Programs that are mail transfer agents (by `comm`, or the name of their executable).
+const MTA_NAMES: &[&str] = &[
+    "exim",
+    "exim4",
+    "sendmail",
+    "sm-mta",
+    "smtpd",
+    "opensmtpd",
+    "qmail-remote",
+    "qmail-rspawn",
+    "qmail-send",
+    "courieresmtp",
+    "courieresmtpd",
+    "nullmailer-send",
+    "msmtp",
+    "ssmtp",
+    "dma",
+    "haraka",
+    "maddy",
+    "chasquid",
+    "stalwart-mail",
+];
+
+/// Postfix's daemons: generic names, so only when the executable is Postfix's (or unknown).
+const POSTFIX_NAMES: &[&str] = &["master", "smtp", "lmtp", "qmgr"];
+
+/// A process holding a socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    /// `/proc/PID/comm`: the name, at most 15 bytes.
+    pub comm: String,
+    /// Where `/proc/PID/exe` points, if it could be read.
+    pub exe: Option<String>,
+}
+
+impl Process {
+    /// Whether this looks like a mail transfer agent (Postfix, Exim, Sendmail, OpenSMTPD, ...).
+    pub fn is_mta(&self) -> bool {
+        let exe_name = self.exe.as_deref().map(|exe| {
+            let exe = exe.strip_suffix(" (deleted)").unwrap_or(exe);
+            exe.rsplit('/').next().unwrap_or(exe)
+        });
+        if MTA_NAMES.contains(&self.comm.as_str())
+            || exe_name.is_some_and(|n| MTA_NAMES.contains(&n))
+        {
+            return true;
+        }
+        POSTFIX_NAMES.contains(&self.comm.as_str())
+            && self
+                .exe
+                .as_deref()
+                .is_none_or(|exe| exe.contains("postfix"))
+    }
+}
+
+/// A network interface and its addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub up: bool,
+    pub loopback: bool,
+    pub addrs: Vec<IpAddr>,
+}
+
+/// What the audit saw on the host.
+#[derive(Clone, Debug, Default)]
+pub struct Host {
+    /// Rows of `/proc/net/tcp` and `/proc/net/tcp6`.
+    pub sockets: Vec<Socket>,
+    /// Processes by socket inode, lowest pid first.
+    pub owners: HashMap<u64, Vec<Process>>,
+    /// User names by uid.
+    pub users: HashMap<u32, String>,
+    pub interfaces: Vec<Interface>,
+    /// Why a socket may have no known process (said with every such finding).
+    pub unknown_owner_hint: String,
+}
+
+/// Where the view of the filter came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewSource {
+    /// The running daemon answered on its control socket.
+    Daemon,
+    /// No daemon answered; the links (and policy) pinned in the pin directory.
+    Pins,
+    /// Neither: nothing attached, ports assumed to be the default.
+    Nothing,
+}
+
+/// An interface the filter is attached to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Attached {
+    pub iface: String,
+    pub xdp_mode: XdpMode,
+}
+
+/// Where port25 filters, and what.
+#[derive(Clone, Debug, Serialize)]
+pub struct FilterView {
+    pub source: ViewSource,
+    pub control_socket: String,
+    pub pin_dir: String,
+    pub daemon_pid: Option<u32>,
+    pub attached: Vec<Attached>,
+    /// The protected ports (of the SMTP ports, when read from pins).
+    pub ports: Vec<u16>,
+    /// Where `ports` came from; `nothing`: the default, assumed.
+    pub ports_from: ViewSource,
+    /// Monitor mode: would-be drops are counted, nothing is dropped.
+    pub monitor: bool,
+    /// What went wrong while finding out (an unreachable daemon, unreadable pins).
+    pub notes: Vec<String>,
+}
+
+impl FilterView {
+    /// Nothing attached, default ports.
+    pub fn nothing(control_socket: &str, pin_dir: &str) -> Self {
+        Self {
+            source: ViewSource::Nothing,
+            control_socket: control_socket.to_owned(),
+            pin_dir: pin_dir.to_owned(),
+            daemon_pid: None,
+            attached: Vec::new(),
+            ports: DEFAULT_PORTS.to_vec(),
+            ports_from: ViewSource::Nothing,
+            monitor: false,
+            notes: Vec::new(),
+        }
+    }
+
+    pub(super) fn mode_of(&self, iface: &str) -> Option<XdpMode> {
+        self.attached
+            .iter()
+            .find(|a| a.iface == iface)
+            .map(|a| a.xdp_mode)
+    }
+}
+
+/// How urgent a finding is. Ordered from most to least urgent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// An SMTP listener reachable where no filter is attached: act.
+    NotProtected,
+    /// Something to look at (outbound SMTP from a process that is not an MTA): act.
+    Check,
+    Ok,
+    /// For the record; nothing to do.
+    Info,
+}
+
+impl Level {
+    pub fn needs_action(self) -> bool {
+        matches!(self, Self::NotProtected | Self::Check)
+    }
+}
+
+/// What a finding is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A socket listening on an SMTP port.
+    Listener,
+    /// No socket listens on any SMTP port.
+    NoListener,
+    /// Connections from this host to a remote SMTP port.
+    Outbound,
+    /// Sessions of clients with this host's SMTP ports.
+    Inbound,
+    /// Something about the filter itself.
+    Filter,
+}
+
+/// Who holds a socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    /// Lowest pid first (a forking server's parent, usually).
+    pub processes: Vec<Process>,
+    pub uid: u32,
+    pub user: Option<String>,
+    /// Why no process is named; `None` when one is.
+    pub unknown: Option<String>,
+}
+
+impl Owner {
+    /// "smtp-sink (pid 42, /usr/sbin/smtp-sink, user nobody)", "2 processes: ...", or what is
+    /// known when no process is.
+    pub fn describe(&self) -> String {
+        let user = self
+            .user
+            .clone()
+            .unwrap_or_else(|| format!("uid {}", self.uid));
+        let Some(first) = self.processes.first() else {
+            return format!(
+                "owner unknown ({user}; {})",
+                self.unknown.as_deref().unwrap_or("no process holds it")
+            );
+        };
+        let exe = first
+            .exe
+            .as_deref()
+            .map(|exe| format!(", {exe}"))
+            .unwrap_or_default();
+        let mut text = format!("{} (pid {}{exe}, user {user})", first.comm, first.pid);
+        if self.processes.len() > 1 {
+            let rest: Vec<String> = self.processes[1..]
+                .iter()
+                .map(|p| format!("{} (pid {})", p.comm, p.pid))
+                .collect();
+            let _ = write!(text, ", shared with {}", rest.join(", "));
+        }
+        text
+    }
+
+    /// The process the verdict names: "perl (pid 77)".
+    pub(super) fn short(&self) -> String {
+        self.processes.first().map_or_else(
+            || "an unknown process".to_owned(),
+            |p| format!("{} (pid {})", p.comm, p.pid),
+        )
+    }
+}
+
+/// One thing the audit found, with what to do about it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub level: Level,
+    pub kind: Kind,
+    pub port: Option<u16>,
+    /// The listening address (listeners).
+    pub address: Option<SocketAddr>,
+    pub owner: Option<Owner>,
+    /// Interfaces a listener can be reached on (not loopback).
+    pub reachable_on: Vec<String>,
+    pub filtered_on: Vec<String>,
+    pub unfiltered_on: Vec<String>,
+    /// Connections (outbound, inbound).
+    pub connections: usize,
+    /// Remote ends (outbound) or client addresses (inbound), at most a few.
+    pub peers: Vec<String>,
+    /// What was found, in one line.
+    pub what: String,
+    /// What the operator should do, in one line; starts with "NOT PROTECTED", "CHECK", "ok" or
+    /// "info".
+    pub verdict: String,
+}
+
+impl Finding {
+    pub(super) fn new(level: Level, kind: Kind, what: String, verdict: String) -> Self {
+        Self {
+            level,
+            kind,
+            port: None,
+            address: None,
+            owner: None,
+            reachable_on: Vec::new(),
+            filtered_on: Vec::new(),
+            unfiltered_on: Vec::new(),
+            connections: 0,
+            peers: Vec::new(),
+            what,
+            verdict,
+        }
+    }
+}
+
+/// Counts by level.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub needs_action: bool,
+    pub not_protected: usize,
+    pub check: usize,
+    pub ok: usize,
+    pub info: usize,
+}
+
+impl Summary {
+    pub(super) fn of(findings: &[Finding]) -> Self {
+        let mut summary = Self::default();
+        for finding in findings {
+            match finding.level {
+                Level::NotProtected => summary.not_protected += 1,
+                Level::Check => summary.check += 1,
+                Level::Ok => summary.ok += 1,
+                Level::Info => summary.info += 1,
+            }
+        }
+        summary.needs_action = summary.not_protected + summary.check > 0;
+        summary
+    }
+
+    /// "2 findings need action (1 NOT PROTECTED, 1 CHECK); 3 ok, 1 info".
+    pub fn line(&self) -> String {
+        let rest = format!("{} ok, {} info", self.ok, self.info);
+        if self.needs_action {
+            let total = self.not_protected + self.check;
+            format!(
+                "{total} finding{} need{} action ({} NOT PROTECTED, {} CHECK); {rest}",
+                if total == 1 { "" } else { "s" },
+                if total == 1 { "s" } else { "" },
+                self.not_protected,
+                self.check
+            )
+        } else {
+            format!("nothing needs action: {rest}")
+        }
+    }
+}
+
+/// The audit's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub smtp_ports: Vec<u16>,
+    /// Interfaces that are up, loopback left out.
+    pub interfaces: Vec<String>,
+    pub filter: FilterView,
+    pub findings: Vec<Finding>,
+    pub summary: Summary,
+}

@@ -18,7 +18,7 @@ use crate::{Settings, kernel, sys};
 
 const METRICS: &str = "127.0.0.1:9725";
 
-pub struct DaemonRow {
+pub(crate) struct DaemonRow {
     /// Entries in the allow list (IPv4 and IPv6 prefixes together).
     pub entries: usize,
     pub rss_kib: u64,
@@ -128,7 +128,7 @@ fn one(entries: usize, settings: &Settings) -> Result<DaemonRow> {
     Ok(row)
 }
 
-pub fn daemon(settings: &Settings) -> Result<Vec<DaemonRow>> {
+pub(crate) fn daemon(settings: &Settings) -> Result<Vec<DaemonRow>> {
     [0, settings.daemon_entries]
         .into_iter()
         .map(|entries| one(entries, settings))

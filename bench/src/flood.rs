@@ -49,7 +49,7 @@ const IPTABLES: &str = "iptables-legacy";
 const METRICS: &str = "127.0.0.1:9725";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Receiver {
+pub(crate) enum Receiver {
     Nothing,
     Iptables,
     Nftables,
@@ -58,7 +58,7 @@ pub enum Receiver {
 }
 
 impl Receiver {
-    pub const ALL: [Receiver; 5] = [
+    pub(crate) const ALL: [Receiver; 5] = [
         Receiver::Nothing,
         Receiver::Iptables,
         Receiver::Nftables,
@@ -66,7 +66,7 @@ impl Receiver {
         Receiver::Port25,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Receiver::Nothing => "(a) nothing",
             Receiver::Iptables => "(b) iptables raw + ipset",
@@ -77,14 +77,14 @@ impl Receiver {
     }
 }
 
-pub struct Mail {
+pub(crate) struct Mail {
     pub sent: usize,
     pub delivered: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
 }
 
-pub struct FloodRow {
+pub(crate) struct FloodRow {
     pub receiver: Receiver,
     pub seconds: f64,
     /// Frames the generator sent per second.
@@ -100,7 +100,7 @@ pub struct FloodRow {
     pub mail: Mail,
 }
 
-pub struct Flood {
+pub(crate) struct Flood {
     pub rows: Vec<FloodRow>,
     /// Mail latency without a flood (nothing on the receiver): the reference for section 4.
     pub idle_mail: Mail,
@@ -592,7 +592,7 @@ fn scenario(
     Ok(row)
 }
 
-pub fn flood(settings: &Settings) -> Result<Flood> {
+pub(crate) fn flood(settings: &Settings) -> Result<Flood> {
     let mut rows = Vec::new();
     let mut idle = None;
     for receiver in Receiver::ALL {
@@ -607,7 +607,7 @@ pub fn flood(settings: &Settings) -> Result<Flood> {
 }
 
 /// `iptables-legacy` must exist; (b) is meaningless without it.
-pub fn check_tools() -> Result<()> {
+pub(crate) fn check_tools() -> Result<()> {
     for tool in [
         IPTABLES,
         "ipset",

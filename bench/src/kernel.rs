@@ -13,16 +13,13 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use port25_daemon::{
-    config::{CidrSet, Config},
-    datapath::Datapath,
-};
+use port25_daemon::testing::{CidrSet, Config, Datapath};
 use port25_tests::frames::{self, EXT_DEST_OPTS, EXT_HOP_BY_HOP};
 
 use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
 
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
+pub(crate) const XDP_DROP: u32 = 1;
+pub(crate) const XDP_PASS: u32 = 2;
 
 const ALLOWED4: &str = "198.18.1.10";
 const DENIED4: &str = "198.18.2.66";
@@ -53,7 +50,7 @@ global_syn_burst = 1
 
 /// xdp-filter's closest rule for each row: which load (its policy and rules) and why.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum XfSetup {
+pub(crate) enum XfSetup {
     /// `xdp-filter load -p allow` + `xdp-filter ip DENIED -m src`: a source denylist.
     DenyList,
     /// `xdp-filter load -p deny` + `xdp-filter ip ALLOWED -m src`: a source allowlist; xdp-filter
@@ -61,7 +58,7 @@ pub enum XfSetup {
     AllowList,
 }
 
-pub struct PathRow {
+pub(crate) struct PathRow {
     pub path: &'static str,
     pub expected: u32,
     pub port25_ns: f64,
@@ -69,7 +66,7 @@ pub struct PathRow {
     pub xdp_filter: Result<(f64, u32), String>,
 }
 
-pub struct PerPacket {
+pub(crate) struct PerPacket {
     pub floor_pass_ns: f64,
     pub floor_drop_ns: f64,
     pub rows: Vec<PathRow>,
@@ -78,7 +75,7 @@ pub struct PerPacket {
 }
 
 impl PerPacket {
-    pub fn floor_for(&self, action: u32) -> f64 {
+    pub(crate) fn floor_for(&self, action: u32) -> f64 {
         if action == XDP_DROP {
             self.floor_drop_ns
         } else {
@@ -86,12 +83,12 @@ impl PerPacket {
         }
     }
 
-    pub fn row(&self, path: &str) -> Option<&PathRow> {
+    pub(crate) fn row(&self, path: &str) -> Option<&PathRow> {
         self.rows.iter().find(|r| r.path == path)
     }
 }
 
-pub const ROW_DROPPED: &str = "port 25, not allowlisted (dropped)";
+pub(crate) const ROW_DROPPED: &str = "port 25, not allowlisted (dropped)";
 
 /// One row: (path, frame, expected action, rate-limit datapath?, xdp-filter's setup).
 type Case = (&'static str, Vec<u8>, u32, bool, Option<XfSetup>);
@@ -215,7 +212,7 @@ fn floor(bench: &mut Ebpf, name: &str, frame: &[u8], settings: &Settings) -> Res
     })
 }
 
-pub fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> {
+pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> {
     let drop_dp = load(DROP_POLICY)?;
     let ratelimit_dp = load(RATELIMIT_POLICY)?;
     let syn = frames::tcp(OTHER4, 25).build();
@@ -286,7 +283,7 @@ pub fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> {
 // Section 2: list scale
 // ---------------------------------------------------------------------------------------------
 
-pub struct ScaleRow {
+pub(crate) struct ScaleRow {
     /// Prefixes per family (the run loads this many IPv4 and this many IPv6 prefixes).
     pub entries: usize,
     pub v4_allowed_ns: f64,
@@ -301,7 +298,7 @@ pub struct ScaleRow {
 
 /// `count` distinct prefixes per family, deterministic, never covering the rows' sources except
 /// the allowlisted /24 and /48 of the frames (which are always in, so that the allowed rows pass).
-pub fn prefixes(count: usize) -> CidrSet {
+pub(crate) fn prefixes(count: usize) -> CidrSet {
     let mut nets: Vec<IpNet> = vec![
         "198.18.1.0/24".parse().expect("valid"),
         "2001:db8:1::/48".parse().expect("valid"),
@@ -375,7 +372,7 @@ fn list_map_bytes(datapath: &mut Datapath) -> Result<u64> {
     Ok(total)
 }
 
-pub fn scale(settings: &Settings) -> Result<Vec<ScaleRow>> {
+pub(crate) fn scale(settings: &Settings) -> Result<Vec<ScaleRow>> {
     let config = Config::parse(DROP_POLICY, Path::new("bench.toml"))?;
     let deny = CidrSet::default();
     let mut out = Vec::new();

@@ -7,12 +7,12 @@ use aya::{Ebpf, programs::Xdp};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port25-bench"));
 
 /// The bench object, loaded (it has no maps); its programs are loaded by [`xdp`].
-pub fn object() -> Result<Ebpf> {
+pub(crate) fn object() -> Result<Ebpf> {
     Ebpf::load(OBJECT).context("loading the bench's XDP object (port25-bench-ebpf)")
 }
 
 /// The XDP program `name` of `object`, loaded into the kernel.
-pub fn xdp<'a>(object: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+pub(crate) fn xdp<'a>(object: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     let program: &mut Xdp = object
         .program_mut(name)
         .with_context(|| format!("no program {name} in the bench's object"))?

@@ -11,7 +11,7 @@ use crate::{
     sys::Machine,
 };
 
-pub struct Results {
+pub(crate) struct Results {
     pub machine: Machine,
     pub smoke: bool,
     pub wall_seconds: f64,
@@ -40,7 +40,7 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 /// The headline figures, quoted by the report's top and the README.
-pub struct Headline {
+pub(crate) struct Headline {
     pub vs_floor: f64,
     pub vs_xdp_filter: Option<f64>,
     pub iptables_cpu: f64,
@@ -52,7 +52,7 @@ fn flood_row(flood: &Flood, receiver: Receiver) -> Option<&FloodRow> {
     flood.rows.iter().find(|r| r.receiver == receiver)
 }
 
-pub fn headline(r: &Results) -> Result<Headline> {
+pub(crate) fn headline(r: &Results) -> Result<Headline> {
     let Some(dropped) = r.per_packet.row(kernel::ROW_DROPPED) else {
         bail!("no row {}", kernel::ROW_DROPPED);
     };
@@ -79,7 +79,7 @@ fn positive(x: f64) -> bool {
 }
 
 /// Fails when a row the issue asks for is missing or not a number: smoke mode's check.
-pub fn check_complete(r: &Results) -> Result<()> {
+pub(crate) fn check_complete(r: &Results) -> Result<()> {
     let mut missing = Vec::new();
     if r.per_packet.rows.len() < 9 || r.per_packet.rows.iter().any(|row| !positive(row.port25_ns)) {
         missing.push("per-packet rows");
@@ -136,7 +136,7 @@ fn mail_cells(m: &Mail) -> String {
     }
 }
 
-pub fn markdown(r: &Results, h: &Headline) -> String {
+pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     let m = &r.machine;
     let pp = &r.per_packet;
     let mut s = String::new();
@@ -452,7 +452,7 @@ const PORT25: &str = "#2b6cb0";
 const OTHER: &str = "#a0aec0";
 const FLOOR: &str = "#48bb78";
 
-pub fn per_packet_svg(pp: &PerPacket) -> String {
+pub(crate) fn per_packet_svg(pp: &PerPacket) -> String {
     let mut bars = vec![
         ("floor: bare XDP_PASS".to_string(), pp.floor_pass_ns, FLOOR),
         ("floor: bare XDP_DROP".to_string(), pp.floor_drop_ns, FLOOR),
@@ -470,7 +470,7 @@ pub fn per_packet_svg(pp: &PerPacket) -> String {
     )
 }
 
-pub fn flood_svg(flood: &Flood) -> String {
+pub(crate) fn flood_svg(flood: &Flood) -> String {
     let bars: Vec<_> = flood
         .rows
         .iter()

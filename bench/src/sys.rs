@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// Runs a command to completion and returns its stdout; fails with its stderr.
-pub fn run(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let described = format!("{cmd:?}");
     let output = cmd
         .stdin(Stdio::null())
@@ -28,14 +28,14 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 /// `nsenter --net=/run/netns/NS PROGRAM`: in the namespace's network stack but with the host's
 /// /sys (unlike `ip netns exec`, which mounts a fresh sysfs without the BPF filesystem, where
 /// xdp-filter's libxdp keeps its pins).
-pub fn nsenter(ns: &str, program: &str) -> Command {
+pub(crate) fn nsenter(ns: &str, program: &str) -> Command {
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net=/run/netns/{ns}")).arg(program);
     cmd
 }
 
 /// Where the figures come from.
-pub struct Machine {
+pub(crate) struct Machine {
     pub cores: usize,
     pub cpu: String,
     pub kernel: String,
@@ -44,7 +44,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn describe() -> Self {
+    pub(crate) fn describe() -> Self {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -75,12 +75,12 @@ impl Machine {
 }
 
 /// The median of some samples (mean of the middle two for an even count); 0 for none.
-pub fn median(samples: &[f64]) -> f64 {
+pub(crate) fn median(samples: &[f64]) -> f64 {
     percentile(samples, 50.0)
 }
 
 /// The p-th percentile (nearest rank, interpolated between neighbours); 0 for no samples.
-pub fn percentile(samples: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(samples: &[f64], p: f64) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
@@ -93,7 +93,7 @@ pub fn percentile(samples: &[f64], p: f64) -> f64 {
 
 /// Total run time of a thread, ns (first field of /proc/PID/schedstat: the scheduler's own clock,
 /// not tick samples).
-pub fn runtime_ns(pid: u32) -> Result<u64> {
+pub(crate) fn runtime_ns(pid: u32) -> Result<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/schedstat"))
         .with_context(|| format!("cannot read /proc/{pid}/schedstat"))?;
     text.split_whitespace()
@@ -103,7 +103,7 @@ pub fn runtime_ns(pid: u32) -> Result<u64> {
 }
 
 /// Pins a thread (0: the calling one) to one CPU.
-pub fn pin_to_cpu(pid: u32, cpu: usize) -> Result<()> {
+pub(crate) fn pin_to_cpu(pid: u32, cpu: usize) -> Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
     let ret = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -125,7 +125,7 @@ pub fn pin_to_cpu(pid: u32, cpu: usize) -> Result<()> {
 }
 
 /// Resident memory of a process, in KiB (VmRSS).
-pub fn rss_kib(pid: u32) -> Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("cannot read /proc/{pid}/status"))?;
     status

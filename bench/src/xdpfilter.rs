@@ -14,7 +14,7 @@ use port25_tests::lab::Netns;
 use crate::sys;
 
 /// xdp-filter loaded on one interface; unloaded (and its namespace deleted) on drop.
-pub struct XdpFilter {
+pub(crate) struct XdpFilter {
     ns: Option<Netns>,
     /// The namespace's name (for `nsenter`).
     ns_name: String,
@@ -26,7 +26,7 @@ impl XdpFilter {
     /// A namespace `tag` with a veth pair; xdp-filter on its first end with `policy` ("allow":
     /// listed sources are dropped; "deny": only listed sources pass) and one `ip ADDR -m src` rule
     /// per address.
-    pub fn load(tag: &str, policy: &str, sources: &[&str]) -> Result<Self> {
+    pub(crate) fn load(tag: &str, policy: &str, sources: &[&str]) -> Result<Self> {
         let ns = Netns::new(tag);
         let iface = format!("{tag}0");
         ns.ip(&[
@@ -46,7 +46,12 @@ impl XdpFilter {
     }
 
     /// xdp-filter on `iface` of an existing namespace (the flood lab's), which its owner deletes.
-    pub fn attach_to(ns: &Netns, iface: &str, policy: &str, sources: &[&str]) -> Result<Self> {
+    pub(crate) fn attach_to(
+        ns: &Netns,
+        iface: &str,
+        policy: &str,
+        sources: &[&str],
+    ) -> Result<Self> {
         Self::attach(None, ns.name().to_string(), iface, policy, sources)
     }
 
@@ -96,7 +101,7 @@ impl XdpFilter {
     }
 
     /// Runs xdp-filter's program `repeat` times on the frame in `file`; (action, average ns).
-    pub fn test_run(&self, file: &Path, repeat: u32) -> Result<(u32, f64)> {
+    pub(crate) fn test_run(&self, file: &Path, repeat: u32) -> Result<(u32, f64)> {
         let out = sys::run(
             Command::new("bpftool")
                 .args(["prog", "run", "id", &self.prog_id.to_string(), "data_in"])
@@ -119,7 +124,7 @@ impl XdpFilter {
     }
 
     /// xdp-filter's own drop counter (`xdp-filter status`, aggregate XDP_DROP packets).
-    pub fn dropped(&self) -> Result<u64> {
+    pub(crate) fn dropped(&self) -> Result<u64> {
         let out = self.xdp_filter(&["status"])?;
         out.lines()
             .find_map(|l| l.trim().strip_prefix("XDP_DROP"))

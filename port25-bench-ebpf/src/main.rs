@@ -16,12 +16,12 @@ use aya_ebpf::{
 };
 
 #[xdp]
-pub fn floor_pass(_ctx: XdpContext) -> u32 {
+fn floor_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
 #[xdp]
-pub fn floor_drop(_ctx: XdpContext) -> u32 {
+fn floor_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
@@ -31,7 +31,7 @@ const TCP_OFF: usize = IP_OFF + 20;
 const FRAME_MIN: usize = TCP_OFF + 20;
 
 #[xdp]
-pub fn flood_tx(ctx: XdpContext) -> u32 {
+fn flood_tx(ctx: XdpContext) -> u32 {
     let (data, end) = (ctx.data(), ctx.data_end());
     if data + FRAME_MIN > end {
         return xdp_action::XDP_ABORTED;

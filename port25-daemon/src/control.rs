@@ -22,17 +22,17 @@ use crate::{
 };
 
 /// Default path of the control socket.
-pub const DEFAULT_SOCKET: &str = "/run/port25/control.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/port25/control.sock";
 
 /// How long a client waits for the daemon (a reload of a million entries takes seconds).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A request from a client, with where to send the answer.
-pub type Incoming = (Request, oneshot::Sender<Response>);
+pub(crate) type Incoming = (Request, oneshot::Sender<Response>);
 
 /// Binds the socket (root-only: 0600, in a 0700 directory if it makes one) and forwards every
 /// request to `tx` until the task is dropped.
-pub fn serve(
+pub(crate) fn serve(
     path: &Path,
     tx: mpsc::Sender<Incoming>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -93,7 +93,7 @@ pub fn serve(
 }
 
 /// The running daemon's status.
-pub fn status(path: &Path) -> anyhow::Result<Status> {
+pub(crate) fn status(path: &Path) -> anyhow::Result<Status> {
     match exchange(path, &Request::Status)? {
         Response::Status(status) => Ok(*status),
         other => Err(unexpected("its status", &other)),
@@ -101,7 +101,7 @@ pub fn status(path: &Path) -> anyhow::Result<Status> {
 }
 
 /// The runtime entries of a list.
-pub fn entries(path: &Path, list: ListKind) -> anyhow::Result<ListReply> {
+pub(crate) fn entries(path: &Path, list: ListKind) -> anyhow::Result<ListReply> {
     match exchange(path, &Request::List { list })? {
         Response::Entries(reply) => Ok(reply),
         other => Err(unexpected("the list's entries", &other)),
@@ -109,7 +109,7 @@ pub fn entries(path: &Path, list: ListKind) -> anyhow::Result<ListReply> {
 }
 
 /// A request that changes something (add, del, detach): the daemon's one-line answer.
-pub fn command(path: &Path, request: &Request) -> anyhow::Result<String> {
+pub(crate) fn command(path: &Path, request: &Request) -> anyhow::Result<String> {
     match exchange(path, request)? {
         Response::Ok { message } => Ok(message),
         other => Err(unexpected("a confirmation", &other)),
@@ -142,7 +142,7 @@ fn exchange(path: &Path, request: &Request) -> anyhow::Result<Response> {
 }
 
 /// Whether a daemon answers at `path`.
-pub fn is_running(path: &Path) -> bool {
+pub(crate) fn is_running(path: &Path) -> bool {
     UnixStream::connect(path).is_ok()
 }
 

@@ -1,16 +1,50 @@
 //! port25d: the userspace half of port25. It owns the policy, keeps the kernel maps in step with
-//! it, and exports what the kernel counted.
+//! it, and exports what the kernel counted. What it offers other crates is its command line
+//! ([`cli::main`]); the integration tests and the bench reach the datapath through [`testing`].
 
-pub mod audit;
-pub mod config;
-pub mod control;
-pub mod daemon;
-pub mod datapath;
-pub mod metrics;
-pub mod model;
-pub mod pins;
-pub mod proto;
-pub mod runtime;
-pub mod sources;
-pub mod status;
-pub mod top;
+mod audit;
+pub mod cli;
+// config, datapath, model, pins and sources are what `testing` hands to the tests and the bench
+// (the datapath's signatures use the rest): their items stay `pub`, reachable only there.
+#[allow(
+    unreachable_pub,
+    reason = "public to the tests and the bench through `testing`"
+)]
+mod config;
+mod control;
+mod daemon;
+#[allow(
+    unreachable_pub,
+    reason = "public to the tests and the bench through `testing`"
+)]
+mod datapath;
+mod metrics;
+#[allow(
+    unreachable_pub,
+    reason = "public to the tests and the bench through `testing`"
+)]
+mod model;
+#[allow(
+    unreachable_pub,
+    reason = "public to the tests and the bench through `testing`"
+)]
+mod pins;
+mod proto;
+mod runtime;
+#[allow(
+    unreachable_pub,
+    reason = "public to the tests and the bench through `testing`"
+)]
+mod sources;
+
+/// What the integration tests and the bench drive directly: the datapath loaded from this build's
+/// embedded object, and the config that says what to write into it. Behind the `testing`
+/// feature, so that nothing else of the daemon is public.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::config::{CidrSet, Config};
+    pub use crate::datapath::Datapath;
+    pub use crate::model::{ListKind, Mode, OnExit, Policy, XdpMode, XdpModeSetting};
+    pub use crate::pins::PinDir;
+    pub use crate::sources::SourceTables;
+}

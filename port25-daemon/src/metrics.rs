@@ -26,11 +26,11 @@ use crate::{
 
 /// How many of the most-dropped source prefixes the top-K gauge exports: bounded, whatever the
 /// attacker sends.
-pub const TOP_K: usize = 10;
+pub(crate) const TOP_K: usize = 10;
 
 /// What the daemon last made live, for the gauges.
 #[derive(Clone, Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub attachments: Vec<Attachment>,
     pub allow_entries: usize,
     pub deny_entries: usize,
@@ -39,18 +39,18 @@ pub struct Snapshot {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReloadLabels {
+pub(crate) struct ReloadLabels {
     pub result: &'static str,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub reloads: Family<ReloadLabels, Counter>,
     pub snapshot: Arc<RwLock<Snapshot>>,
 }
 
 impl Metrics {
-    pub fn new(counters: Arc<CounterMap>, sources: Arc<SourceTables>) -> Self {
+    pub(crate) fn new(counters: Arc<CounterMap>, sources: Arc<SourceTables>) -> Self {
         let mut registry = Registry::default();
         let snapshot = Arc::new(RwLock::new(Snapshot::default()));
         let reloads = Family::<ReloadLabels, Counter>::default();
@@ -81,14 +81,17 @@ impl Metrics {
     }
 
     /// The metrics in Prometheus/OpenMetrics text format.
-    pub fn render(&self) -> Result<String, std::fmt::Error> {
+    pub(crate) fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
     }
 
     /// Serves `GET /metrics` until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    pub(crate) async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> std::io::Result<()> {
         let app = Router::new()
             .route("/metrics", get(scrape))
             .route("/", get(|| async { "port25d: metrics are at /metrics\n" }))
@@ -98,7 +101,7 @@ impl Metrics {
 }
 
 /// Binds the metrics address, with an error that says what to change.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|err| {
         anyhow::anyhow!(
             "cannot listen for metrics on {addr}: {err}; set [metrics] listen in the config \

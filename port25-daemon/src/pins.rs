@@ -11,10 +11,7 @@
 //! pinned links atomically. Maps of another layout version are never adopted (see `Datapath`).
 //! docs/ARCHITECTURE.md, § Pins.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use port25_common::LAYOUT_VERSION;
@@ -63,7 +60,9 @@ impl PinDir {
 
     /// A private directory under /sys/fs/bpf that goes when this value does: for loads that must
     /// not share state with anyone (tests), since aya pins every map of the object.
+    #[cfg(any(test, feature = "testing"))]
     pub fn ephemeral() -> anyhow::Result<Self> {
+        use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "port25-ephemeral-{}-{}",

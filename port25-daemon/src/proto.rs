@@ -11,7 +11,7 @@ use crate::model::{ListKind, Mode, OnExit, Policy, RuntimeEntry, XdpMode};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
+pub(crate) enum Request {
     Add {
         list: ListKind,
         cidr: String,
@@ -31,7 +31,7 @@ pub enum Request {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
-pub enum Response {
+pub(crate) enum Response {
     Ok { message: String },
     Entries(ListReply),
     Status(Box<Status>),
@@ -40,7 +40,7 @@ pub enum Response {
 
 /// `port25d allow|deny list`: the runtime entries, and how many the config brings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ListReply {
+pub(crate) struct ListReply {
     pub list: ListKind,
     pub runtime: Vec<RuntimeEntry>,
     pub from_config: usize,
@@ -49,7 +49,7 @@ pub struct ListReply {
 
 /// What `status` reports; also the control socket's answer to a status request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Status {
+pub(crate) struct Status {
     pub version: String,
     pub pid: u32,
     pub uptime_secs: u64,
@@ -72,7 +72,7 @@ pub struct Status {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct InterfaceStatus {
+pub(crate) struct InterfaceStatus {
     pub iface: String,
     pub ifindex: u32,
     pub xdp_mode: XdpMode,
@@ -81,7 +81,7 @@ pub struct InterfaceStatus {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ListStatus {
+pub(crate) struct ListStatus {
     pub list: String,
     pub from_config: usize,
     pub runtime: usize,
@@ -89,7 +89,7 @@ pub struct ListStatus {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CounterStatus {
+pub(crate) struct CounterStatus {
     pub iface: String,
     pub verdict: String,
     pub reason: String,
@@ -98,7 +98,7 @@ pub struct CounterStatus {
 }
 
 /// Counter rows from summed totals; `name` names an interface index.
-pub fn counter_rows(
+pub(crate) fn counter_rows(
     totals: &BTreeMap<(u32, Verdict, Reason), Counter>,
     name: impl Fn(u32) -> String,
 ) -> Vec<CounterStatus> {

@@ -27,12 +27,12 @@ struct StateFile {
 }
 
 /// The runtime entries, and where they are kept.
-pub struct RuntimeLists {
+pub(crate) struct RuntimeLists {
     path: Option<PathBuf>,
     entries: BTreeMap<(ListKind, IpNet), RuntimeEntry>,
 }
 
-pub fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -41,7 +41,7 @@ pub fn now_unix() -> u64 {
 impl RuntimeLists {
     /// Loads the entries kept in `state_dir` (none if the file does not exist yet), dropping
     /// those that expired while the daemon was down. `None`: kept in memory only.
-    pub fn load(state_dir: Option<&Path>) -> anyhow::Result<Self> {
+    pub(crate) fn load(state_dir: Option<&Path>) -> anyhow::Result<Self> {
         let path = state_dir.map(|dir| dir.join(FILE));
         let mut lists = Self {
             path: path.clone(),
@@ -77,7 +77,7 @@ impl RuntimeLists {
     }
 
     /// Adds or refreshes an entry; returns whether it is new.
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         list: ListKind,
         cidr: IpNet,
@@ -96,7 +96,7 @@ impl RuntimeLists {
     }
 
     /// Removes an entry; returns whether it was there.
-    pub fn remove(&mut self, list: ListKind, cidr: IpNet) -> anyhow::Result<bool> {
+    pub(crate) fn remove(&mut self, list: ListKind, cidr: IpNet) -> anyhow::Result<bool> {
         let was = self.entries.remove(&(list, cidr)).is_some();
         if was {
             self.save()?;
@@ -105,7 +105,7 @@ impl RuntimeLists {
     }
 
     /// Removes and returns the entries whose time has come.
-    pub fn expire(&mut self, now: u64) -> anyhow::Result<Vec<RuntimeEntry>> {
+    pub(crate) fn expire(&mut self, now: u64) -> anyhow::Result<Vec<RuntimeEntry>> {
         let due: Vec<_> = self
             .entries
             .values()
@@ -121,15 +121,15 @@ impl RuntimeLists {
         Ok(due)
     }
 
-    pub fn entries(&self, list: ListKind) -> impl Iterator<Item = &RuntimeEntry> {
+    pub(crate) fn entries(&self, list: ListKind) -> impl Iterator<Item = &RuntimeEntry> {
         self.entries.values().filter(move |e| e.list == list)
     }
 
-    pub fn set(&self, list: ListKind) -> CidrSet {
+    pub(crate) fn set(&self, list: ListKind) -> CidrSet {
         CidrSet::new(self.entries(list).map(|e| e.cidr))
     }
 
-    pub fn len(&self, list: ListKind) -> usize {
+    pub(crate) fn len(&self, list: ListKind) -> usize {
         self.entries(list).count()
     }
 

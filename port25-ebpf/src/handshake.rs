@@ -13,7 +13,7 @@ static HANDSHAKES: LruHashMap<FlowKey, u32> = LruHashMap::pinned(HANDSHAKE_CAPAC
 
 /// Egress: the gateway answered a SYN on a protected port; remember what the ACK must say.
 #[inline(always)]
-pub fn record_syn_ack(segment: &Segment) {
+pub(crate) fn record_syn_ack(segment: &Segment) {
     // Outgoing: the client is the destination.
     let key = flow_key(
         &segment.addrs.dest,
@@ -27,7 +27,7 @@ pub fn record_syn_ack(segment: &Segment) {
 
 /// Ingress: does this ACK complete a handshake the gateway answered? Consumes the record.
 #[inline(always)]
-pub fn completes_handshake(segment: &Segment) -> bool {
+pub(crate) fn completes_handshake(segment: &Segment) -> bool {
     let key = flow_key(
         &segment.addrs.source,
         &segment.addrs.dest,

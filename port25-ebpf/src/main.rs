@@ -24,7 +24,7 @@ use port25_common::{Reason, Settings, Verdict, policy};
 use crate::parse::{Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[xdp]
-pub fn port25(ctx: XdpContext) -> u32 {
+fn port25(ctx: XdpContext) -> u32 {
     match try_port25(&ctx) {
         Ok(action) => action,
         // Only a missing map slot gets here, which the daemon never leaves: fail safe and visible.
@@ -120,7 +120,7 @@ fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Reason {
 
 /// TC egress: notes the gateway's SYN-ACKs from protected ports, for the handshake proof.
 #[classifier]
-pub fn port25_egress(ctx: TcContext) -> i32 {
+fn port25_egress(ctx: TcContext) -> i32 {
     let _ = try_egress(&ctx);
     // Egress is only watched, never filtered.
     TC_ACT_OK

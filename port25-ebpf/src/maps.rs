@@ -31,17 +31,17 @@ static DENY_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
 static COUNTERS: PerCpuHashMap<CounterKey, Counter> = PerCpuHashMap::pinned(COUNTER_CAPACITY, 0);
 
 #[inline(always)]
-pub fn active_generation() -> Result<u32, ()> {
+pub(crate) fn active_generation() -> Result<u32, ()> {
     ACTIVE.get(0).copied().ok_or(())
 }
 
 #[inline(always)]
-pub fn settings(generation: u32) -> Result<Settings, ()> {
+pub(crate) fn settings(generation: u32) -> Result<Settings, ()> {
     SETTINGS.get(generation % SLOTS).copied().ok_or(())
 }
 
 #[inline(always)]
-pub fn port_protected(generation: u32, port: u16) -> Result<bool, ()> {
+pub(crate) fn port_protected(generation: u32, port: u16) -> Result<bool, ()> {
     let (word, mask) = port_bit(port);
     let bits = PORTS
         .get((generation % SLOTS) * PORT_WORDS + word)
@@ -50,14 +50,14 @@ pub fn port_protected(generation: u32, port: u16) -> Result<bool, ()> {
     Ok(bits & mask != 0)
 }
 
-pub enum List {
+pub(crate) enum List {
     Allow,
     Deny,
 }
 
 /// Longest-prefix match of the source in this generation of a list.
 #[inline(always)]
-pub fn listed(list: List, generation: u32, source: &Addr) -> bool {
+pub(crate) fn listed(list: List, generation: u32, source: &Addr) -> bool {
     match *source {
         Addr::V4(addr) => {
             let key = Key::new(GENERATION_BITS + 32, V4Key { generation, addr });
@@ -80,7 +80,7 @@ pub fn listed(list: List, generation: u32, source: &Addr) -> bool {
 
 /// Adds one packet of `bytes` to this CPU's counter for the interface, verdict and reason.
 #[inline(always)]
-pub fn count(ifindex: u32, verdict: Verdict, reason: Reason, bytes: u64) {
+pub(crate) fn count(ifindex: u32, verdict: Verdict, reason: Reason, bytes: u64) {
     let key = CounterKey {
         ifindex,
         slot: counter_slot(verdict, reason),

@@ -29,27 +29,27 @@ const IPPROTO_AH: u8 = NH_AUTH;
 const NH_DEST_OPTS: u8 = 60;
 
 /// TCP flag bits (byte 13 of the header).
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+pub(crate) const TCP_FIN: u8 = 0x01;
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_ACK: u8 = 0x10;
 
 /// An address, in network byte order.
 #[derive(Clone, Copy)]
-pub enum Addr {
+pub(crate) enum Addr {
     V4([u8; 4]),
     V6([u8; 16]),
 }
 
 /// The addresses of a packet.
 #[derive(Clone, Copy)]
-pub struct Addrs {
+pub(crate) struct Addrs {
     pub source: Addr,
     pub dest: Addr,
 }
 
 /// A TCP segment whose ports could be read.
-pub struct Segment {
+pub(crate) struct Segment {
     pub addrs: Addrs,
     pub sport: u16,
     pub dport: u16,
@@ -64,7 +64,7 @@ pub struct Segment {
 }
 
 /// What the parser made of a frame.
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// Not TCP (or a non-first fragment, which carries no ports): not ours to judge.
     Other,
     /// Claims to be IP/TCP but cannot be read far enough to decide.
@@ -133,7 +133,7 @@ fn opaque(value: usize) -> usize {
 
 /// Parses the frame in `[start, end)`: an XDP or TC context's data pointers.
 #[inline(always)]
-pub fn parse(start: usize, end: usize) -> Parsed {
+pub(crate) fn parse(start: usize, end: usize) -> Parsed {
     let mut frame = Frame::new(start, end);
     // Ethernet and up to two VLAN tags (802.1ad outer, 802.1Q inner). A frame too short to name its
     // payload claims nothing: pass.

@@ -29,7 +29,7 @@ const CAS_ATTEMPTS: usize = 4;
 /// comes first so that one flooding prefix exhausts only its own bucket, not everyone's; a prefix
 /// verified by a completed handshake skips the global bucket, which a spoofed flood drains.
 #[inline(always)]
-pub fn admit(settings: &Settings, source: &Addr) -> bool {
+pub(crate) fn admit(settings: &Settings, source: &Addr) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let key = source_key(settings, source);
@@ -92,7 +92,7 @@ pub fn admit(settings: &Settings, source: &Addr) -> bool {
 
 /// Marks the source's prefix verified for the configured time.
 #[inline(always)]
-pub fn mark_verified(settings: &Settings, source: &Addr) {
+pub(crate) fn mark_verified(settings: &Settings, source: &Addr) {
     if settings.verified_ttl_ns == 0 {
         return;
     }

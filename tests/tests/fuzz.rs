@@ -18,7 +18,7 @@ use std::{
 
 use ipnet::IpNet;
 use port25_common::{Reason, Verdict};
-use port25_daemon::{config::Config, datapath::Datapath};
+use port25_daemon::testing::{Config, Datapath};
 use port25_tests::{
     reference::{self, Parsed, RefPolicy, RefPolicyKind, XDP_DROP, XDP_PASS},
     require_root,

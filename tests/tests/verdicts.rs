@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use port25_common::{Reason, Verdict};
-use port25_daemon::{config::Config, datapath::Datapath};
+use port25_daemon::testing::{Config, Datapath};
 use port25_tests::{
     frames::{
         ETH_P_8021AD, ETH_P_8021Q, EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, TCP_ACK, arp, icmp,

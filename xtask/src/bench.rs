@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 use crate::setup::{self, Scope};
 use crate::util;
 
-pub fn bench(smoke: bool, out: Option<PathBuf>) -> Result<ExitCode> {
+pub(crate) fn bench(smoke: bool, out: Option<PathBuf>) -> Result<ExitCode> {
     if !util::is_root() {
         bail!(
             "cargo xtask bench needs root: it loads XDP programs, builds network namespaces and \

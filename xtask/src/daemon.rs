@@ -17,7 +17,7 @@ use crate::util;
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// `cargo build -p port25-daemon`; returns the path of port25d.
-pub fn build(release: bool) -> Result<PathBuf> {
+pub(crate) fn build(release: bool) -> Result<PathBuf> {
     setup::ensure_build_tools()?;
     let mut cmd = util::cargo();
     cmd.args(["build", "-p", "port25-daemon"]);
@@ -40,7 +40,7 @@ pub fn build(release: bool) -> Result<PathBuf> {
 }
 
 /// `cargo xtask run`: with no daemon args, in a throw-away lab; with them, on this host.
-pub fn run(release: bool, seconds: Option<u64>, daemon_args: &[String]) -> Result<ExitCode> {
+pub(crate) fn run(release: bool, seconds: Option<u64>, daemon_args: &[String]) -> Result<ExitCode> {
     let lab_mode = daemon_args.is_empty();
     if lab_mode && !util::is_root() {
         bail!(

@@ -10,26 +10,26 @@ use anyhow::{Context, Result};
 
 use crate::util;
 
-pub const GW_NS: &str = "p25-run-gw";
-pub const CLIENT_NS: &str = "p25-run-client";
-pub const GW_IF: &str = "gw0";
-pub const CLIENT_IF: &str = "cl0";
-pub const GW_V4: &str = "198.18.0.1";
-pub const CLIENT_V4: &str = "198.18.0.10";
-pub const GW_V6: &str = "2001:db8:25::1";
-pub const CLIENT_V6: &str = "2001:db8:25::10";
+pub(crate) const GW_NS: &str = "p25-run-gw";
+pub(crate) const CLIENT_NS: &str = "p25-run-client";
+pub(crate) const GW_IF: &str = "gw0";
+pub(crate) const CLIENT_IF: &str = "cl0";
+pub(crate) const GW_V4: &str = "198.18.0.1";
+pub(crate) const CLIENT_V4: &str = "198.18.0.10";
+pub(crate) const GW_V6: &str = "2001:db8:25::1";
+pub(crate) const CLIENT_V6: &str = "2001:db8:25::10";
 /// Everything of the lab daemon's own, apart from a real port25d's on this host (/run/port25,
 /// /var/lib/port25, /sys/fs/bpf/port25), and removed with the lab.
-pub const LAB_DIR: &str = "/run/port25-lab";
+pub(crate) const LAB_DIR: &str = "/run/port25-lab";
 /// A BPF filesystem of the lab's own for port25d's pins. `ip netns exec` remounts /sys, hiding
 /// /sys/fs/bpf from the host; a bpffs mounted outside /sys is seen from both sides.
-pub const BPFFS: &str = "/run/port25-lab/bpf";
-pub const PIN_DIR: &str = "/run/port25-lab/bpf/port25";
-pub const STATE_DIR: &str = "/run/port25-lab/state";
-pub const CONTROL_SOCKET: &str = "/run/port25-lab/control.sock";
+pub(crate) const BPFFS: &str = "/run/port25-lab/bpf";
+pub(crate) const PIN_DIR: &str = "/run/port25-lab/bpf/port25";
+pub(crate) const STATE_DIR: &str = "/run/port25-lab/state";
+pub(crate) const CONTROL_SOCKET: &str = "/run/port25-lab/control.sock";
 
 /// The lab; deleting it on drop, on every exit path of xtask (errors, the daemon's exit, Ctrl-C).
-pub struct Lab {
+pub(crate) struct Lab {
     _private: (),
 }
 
@@ -82,7 +82,7 @@ fn delete_ns(name: &str) {
 
 impl Lab {
     /// Creates the lab, deleting first a stale one of the same names that an earlier crash left.
-    pub fn create() -> Result<Lab> {
+    pub(crate) fn create() -> Result<Lab> {
         if ns_exists(GW_NS) || ns_exists(CLIENT_NS) || Path::new(LAB_DIR).exists() {
             println!("lab: removing a stale lab from an earlier run");
             delete_ns(GW_NS);

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use crate::{daemon, util};
 
 /// The Debian package name (the binary package; the daemon inside is `port25d`).
-pub const PACKAGE: &str = "port25";
+pub(crate) const PACKAGE: &str = "port25";
 
 /// Files copied from the source tree: (source, relative to the workspace root; destination,
 /// relative to the package root; mode).
@@ -76,7 +76,7 @@ const COMPLETIONS: &[(&str, &str)] = &[
 
 /// Files under /etc that dpkg treats as the administrator's: an upgrade keeps local edits (and
 /// asks when the packaged version changed too).
-pub const CONFFILES: &[&str] = &[
+pub(crate) const CONFFILES: &[&str] = &[
     "/etc/port25/port25.toml",
     "/etc/fail2ban/action.d/port25.conf",
 ];
@@ -95,7 +95,7 @@ const TOOLS: &[(&str, &str)] = &[
 
 /// `cargo xtask package`: builds port25d (release unless `debug`) and the .deb in `out_dir`
 /// (default `target/debian`); returns the .deb's path.
-pub fn package(debug: bool, out_dir: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn package(debug: bool, out_dir: Option<&Path>) -> Result<PathBuf> {
     let missing: Vec<String> = TOOLS
         .iter()
         .filter(|(tool, _)| util::which(tool).is_none())

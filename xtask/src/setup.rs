@@ -18,7 +18,7 @@ use crate::util;
 
 /// What a command needs beyond the build tools.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// `cargo xtask run`'s lab and the commands it prints.
     Lab,
     /// Tests, bench and packaging: every package below.
@@ -197,7 +197,7 @@ fn packages(scope: Scope) -> impl Iterator<Item = &'static Package> {
 }
 
 /// `cargo xtask setup`: everything, ahead of time, then the self-check.
-pub fn setup(force_bpf_linker: bool) -> Result<()> {
+pub(crate) fn setup(force_bpf_linker: bool) -> Result<()> {
     if !util::is_root() {
         bail!(
             "cargo xtask setup needs root: it installs Debian packages with apt-get and mounts \
@@ -215,7 +215,7 @@ pub fn setup(force_bpf_linker: bool) -> Result<()> {
 
 /// What `scope` needs, installed where missing and checked: Debian packages, the build tools,
 /// bpffs (for tests). Needs root.
-pub fn ensure(scope: Scope) -> Result<()> {
+pub(crate) fn ensure(scope: Scope) -> Result<()> {
     debian_packages(scope)?;
     ensure_build_tools()?;
     if scope == Scope::Everything {
@@ -226,7 +226,7 @@ pub fn ensure(scope: Scope) -> Result<()> {
 
 /// What building port25d needs (rust-src for the stable toolchain, bpf-linker), installed where
 /// missing; no root needed. Once per xtask run.
-pub fn ensure_build_tools() -> Result<()> {
+pub(crate) fn ensure_build_tools() -> Result<()> {
     static DONE: OnceLock<()> = OnceLock::new();
     if DONE.get().is_some() {
         return Ok(());

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use crate::setup::{self, Scope};
 use crate::util;
 
-pub fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
+pub(crate) fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
     let started = Instant::now();
     let result = run_tests(cargo_test_args);
     println!("cargo xtask test: {} s", started.elapsed().as_secs());

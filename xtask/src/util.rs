@@ -10,7 +10,7 @@ use std::process::{Command, ExitStatus};
 use anyhow::{Context, Result, bail};
 
 /// The workspace root: xtask lives in `<root>/xtask`.
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest_dir
         .parent()
@@ -19,7 +19,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// A `cargo` command run from the workspace root: the cargo that runs xtask (`$CARGO`), else the one
 /// on PATH.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root());
@@ -27,7 +27,7 @@ pub fn cargo() -> Command {
 }
 
 /// `$CARGO_HOME`, else `~/.cargo`.
-pub fn cargo_home() -> Result<PathBuf> {
+pub(crate) fn cargo_home() -> Result<PathBuf> {
     if let Some(home) = env::var_os("CARGO_HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(home));
     }
@@ -40,7 +40,7 @@ pub fn cargo_home() -> Result<PathBuf> {
 /// Puts where the tools xtask installs or runs live on PATH, if missing: `$CARGO_HOME/bin`
 /// (bpf-linker) and the sbin directories (smtp-sink is in /usr/sbin), for xtask and everything
 /// it starts, whatever the caller's PATH.
-pub fn complete_path() {
+pub(crate) fn complete_path() {
     let current = env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = env::split_paths(&current).collect();
     let mut wanted: Vec<PathBuf> = cargo_home().map(|h| h.join("bin")).into_iter().collect();
@@ -61,7 +61,7 @@ pub fn complete_path() {
 }
 
 /// The command line as a shell user would type it (for logs), with the environment it sets.
-pub fn display(cmd: &Command) -> String {
+pub(crate) fn display(cmd: &Command) -> String {
     let mut parts: Vec<String> = cmd
         .get_envs()
         .filter_map(|(k, v)| v.map(|v| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())))
@@ -73,14 +73,14 @@ pub fn display(cmd: &Command) -> String {
 
 /// Runs `cmd` with inherited stdio, echoing it first (on stderr, so that stdout stays for results
 /// such as the path `cargo xtask build` prints); returns its exit status.
-pub fn status(cmd: &mut Command) -> Result<ExitStatus> {
+pub(crate) fn status(cmd: &mut Command) -> Result<ExitStatus> {
     eprintln!("+ {}", display(cmd));
     cmd.status()
         .with_context(|| format!("cannot start `{}`", display(cmd)))
 }
 
 /// Runs `cmd` with inherited stdio, echoing it first; fails unless it exits 0.
-pub fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let st = status(cmd)?;
     if !st.success() {
         bail!("`{}` failed ({st})", display(cmd));
@@ -89,7 +89,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Runs `cmd` quietly and returns its stdout if it exits 0, `None` if it fails or cannot start.
-pub fn output_if_ok(cmd: &mut Command) -> Option<String> {
+pub(crate) fn output_if_ok(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(std::process::Stdio::null()).output().ok()?;
     out.status
         .success()
@@ -97,7 +97,7 @@ pub fn output_if_ok(cmd: &mut Command) -> Option<String> {
 }
 
 /// The first executable file called `name` in PATH.
-pub fn which(name: impl AsRef<OsStr>) -> Option<PathBuf> {
+pub(crate) fn which(name: impl AsRef<OsStr>) -> Option<PathBuf> {
     let name = name.as_ref();
     let path = env::var_os("PATH")?;
     env::split_paths(&path)
@@ -105,20 +105,20 @@ pub fn which(name: impl AsRef<OsStr>) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
-pub fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
-pub const BPFFS: &str = "/sys/fs/bpf";
+pub(crate) const BPFFS: &str = "/sys/fs/bpf";
 
 /// Whether a bpf filesystem is mounted at /sys/fs/bpf.
-pub fn bpffs_mounted() -> Result<bool> {
+pub(crate) fn bpffs_mounted() -> Result<bool> {
     let mounts = std::fs::read_to_string("/proc/mounts").context("cannot read /proc/mounts")?;
     Ok(mounts.lines().any(|line| {
         let mut fields = line.split_whitespace();
@@ -128,7 +128,7 @@ pub fn bpffs_mounted() -> Result<bool> {
 }
 
 /// Mounts bpffs at /sys/fs/bpf unless it is there (needs root).
-pub fn ensure_bpffs() -> Result<()> {
+pub(crate) fn ensure_bpffs() -> Result<()> {
     if bpffs_mounted()? {
         eprintln!("bpffs: already mounted at {BPFFS}");
         return Ok(());

@@ -25,7 +25,7 @@ fn is_root() -> bool {
 }
 
 /// Sockets, their processes, users and interfaces of the running system.
-pub fn read_host() -> anyhow::Result<Host> {
+pub(super) fn read_host() -> anyhow::Result<Host> {
     let mut sockets = Vec::new();
     for (path, required) in [("/proc/net/tcp", true), ("/proc/net/tcp6", false)] {
         match std::fs::read_to_string(path) {
@@ -64,7 +64,7 @@ pub fn read_host() -> anyhow::Result<Host> {
 
 /// The processes holding each of the `wanted` socket inodes, found through `/proc/PID/fd/*`
 /// links (`socket:[INODE]`). Processes that vanish or cannot be read are skipped.
-pub fn scan_owners(proc_root: &Path, wanted: &HashSet<u64>) -> HashMap<u64, Vec<Process>> {
+pub(super) fn scan_owners(proc_root: &Path, wanted: &HashSet<u64>) -> HashMap<u64, Vec<Process>> {
     let mut owners: HashMap<u64, Vec<Process>> = HashMap::new();
     if wanted.is_empty() {
         return owners;
@@ -110,7 +110,7 @@ pub fn scan_owners(proc_root: &Path, wanted: &HashSet<u64>) -> HashMap<u64, Vec<
 }
 
 /// Every interface of this network namespace with its IPv4 and IPv6 addresses.
-pub fn read_interfaces() -> anyhow::Result<Vec<Interface>> {
+pub(super) fn read_interfaces() -> anyhow::Result<Vec<Interface>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs stores a list head in `head`, freed below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -186,7 +186,7 @@ unsafe fn sockaddr_ip(addr: *const libc::sockaddr) -> Option<IpAddr> {
 // ---------------------------------------------------------------------------------------------
 
 /// The filter as the running daemon reports it, or else as its pins show it.
-pub fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
+pub(super) fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
     let mut view = FilterView::nothing(
         &control_socket.display().to_string(),
         &pin_dir.display().to_string(),
@@ -242,7 +242,7 @@ pub fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
 }
 
 /// `xdp-native-eth0` -> eth0 in native mode; other links are not XDP.
-pub fn parse_link_name(name: &str) -> Option<Attached> {
+pub(super) fn parse_link_name(name: &str) -> Option<Attached> {
     PinDir::parse_xdp_link_name(name).map(|(xdp_mode, iface)| Attached {
         iface: iface.to_owned(),
         xdp_mode,

@@ -14,7 +14,7 @@ use crate::model::XdpMode;
 const MAX_PEERS: usize = 5;
 
 /// Judges what `host` has against where `filter` is attached.
-pub fn judge(host: &Host, filter: &FilterView) -> Report {
+pub(super) fn judge(host: &Host, filter: &FilterView) -> Report {
     let exposed: Vec<String> = host
         .interfaces
         .iter()

@@ -9,26 +9,22 @@
 
 mod gather;
 mod judge;
-pub mod model;
-pub mod procnet;
+pub(crate) mod model;
+pub(crate) mod procnet;
 mod render;
 
 use std::path::Path;
 
-pub use self::gather::{read_filter, read_host};
-pub use self::judge::judge;
-pub use self::model::{
-    Attached, FilterView, Finding, Host, Interface, Kind, Level, Process, Report, SMTP_PORTS,
-    ViewSource,
-};
-pub use self::render::render;
+use self::gather::{read_filter, read_host};
+use self::judge::judge;
+use self::render::render;
 
 /// Exit code when a finding needs action (NOT PROTECTED or CHECK). Errors exit 1.
-pub const NEEDS_ACTION: u8 = 2;
+pub(crate) const NEEDS_ACTION: u8 = 2;
 
 /// Runs the audit and prints it; returns the exit code (0: nothing needs action,
 /// [`NEEDS_ACTION`]: something does).
-pub fn audit(control_socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
+pub(crate) fn audit(control_socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
     let host = read_host()?;
     let filter = read_filter(control_socket, pin_dir);
     let report = judge(&host, &filter);

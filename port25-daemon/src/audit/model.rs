@@ -14,10 +14,10 @@ use super::procnet::Socket;
 use crate::model::XdpMode;
 
 /// The SMTP ports the audit looks at: relay (25), submission over TLS (465), submission (587).
-pub const SMTP_PORTS: [u16; 3] = [25, 465, 587];
+pub(crate) const SMTP_PORTS: [u16; 3] = [25, 465, 587];
 
 /// Ports port25d protects when nothing says otherwise (its default config).
-pub const DEFAULT_PORTS: [u16; 1] = [25];
+pub(crate) const DEFAULT_PORTS: [u16; 1] = [25];
 
 /// Programs that are mail transfer agents (by `comm`, or the name of their executable).
 const MTA_NAMES: &[&str] = &[
@@ -47,7 +47,7 @@ const POSTFIX_NAMES: &[&str] = &["master", "smtp", "lmtp", "qmgr"];
 
 /// A process holding a socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Process {
+pub(crate) struct Process {
     pub pid: u32,
     /// `/proc/PID/comm`: the name, at most 15 bytes.
     pub comm: String,
@@ -57,7 +57,7 @@ pub struct Process {
 
 impl Process {
     /// Whether this looks like a mail transfer agent (Postfix, Exim, Sendmail, OpenSMTPD, ...).
-    pub fn is_mta(&self) -> bool {
+    pub(crate) fn is_mta(&self) -> bool {
         let exe_name = self.exe.as_deref().map(|exe| {
             let exe = exe.strip_suffix(" (deleted)").unwrap_or(exe);
             exe.rsplit('/').next().unwrap_or(exe)
@@ -77,7 +77,7 @@ impl Process {
 
 /// A network interface and its addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Interface {
+pub(crate) struct Interface {
     pub name: String,
     pub up: bool,
     pub loopback: bool,
@@ -86,7 +86,7 @@ pub struct Interface {
 
 /// What the audit saw on the host.
 #[derive(Clone, Debug, Default)]
-pub struct Host {
+pub(crate) struct Host {
     /// Rows of `/proc/net/tcp` and `/proc/net/tcp6`.
     pub sockets: Vec<Socket>,
     /// Processes by socket inode, lowest pid first.
@@ -101,7 +101,7 @@ pub struct Host {
 /// Where the view of the filter came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ViewSource {
+pub(crate) enum ViewSource {
     /// The running daemon answered on its control socket.
     Daemon,
     /// No daemon answered; the links (and policy) pinned in the pin directory.
@@ -112,14 +112,14 @@ pub enum ViewSource {
 
 /// An interface the filter is attached to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Attached {
+pub(crate) struct Attached {
     pub iface: String,
     pub xdp_mode: XdpMode,
 }
 
 /// Where port25 filters, and what.
 #[derive(Clone, Debug, Serialize)]
-pub struct FilterView {
+pub(crate) struct FilterView {
     pub source: ViewSource,
     pub control_socket: String,
     pub pin_dir: String,
@@ -137,7 +137,7 @@ pub struct FilterView {
 
 impl FilterView {
     /// Nothing attached, default ports.
-    pub fn nothing(control_socket: &str, pin_dir: &str) -> Self {
+    pub(crate) fn nothing(control_socket: &str, pin_dir: &str) -> Self {
         Self {
             source: ViewSource::Nothing,
             control_socket: control_socket.to_owned(),
@@ -162,7 +162,7 @@ impl FilterView {
 /// How urgent a finding is. Ordered from most to least urgent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Level {
+pub(crate) enum Level {
     /// An SMTP listener reachable where no filter is attached: act.
     NotProtected,
     /// Something to look at (outbound SMTP from a process that is not an MTA): act.
@@ -172,16 +172,10 @@ pub enum Level {
     Info,
 }
 
-impl Level {
-    pub fn needs_action(self) -> bool {
-        matches!(self, Self::NotProtected | Self::Check)
-    }
-}
-
 /// What a finding is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A socket listening on an SMTP port.
     Listener,
     /// No socket listens on any SMTP port.
@@ -196,7 +190,7 @@ pub enum Kind {
 
 /// Who holds a socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Owner {
+pub(crate) struct Owner {
     /// Lowest pid first (a forking server's parent, usually).
     pub processes: Vec<Process>,
     pub uid: u32,
@@ -208,7 +202,7 @@ pub struct Owner {
 impl Owner {
     /// "smtp-sink (pid 42, /usr/sbin/smtp-sink, user nobody)", "2 processes: ...", or what is
     /// known when no process is.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let user = self
             .user
             .clone()
@@ -246,7 +240,7 @@ impl Owner {
 
 /// One thing the audit found, with what to do about it.
 #[derive(Clone, Debug, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub level: Level,
     pub kind: Kind,
     pub port: Option<u16>,
@@ -289,7 +283,7 @@ impl Finding {
 
 /// Counts by level.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub needs_action: bool,
     pub not_protected: usize,
     pub check: usize,
@@ -313,7 +307,7 @@ impl Summary {
     }
 
     /// "2 findings need action (1 NOT PROTECTED, 1 CHECK); 3 ok, 1 info".
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let rest = format!("{} ok, {} info", self.ok, self.info);
         if self.needs_action {
             let total = self.not_protected + self.check;
@@ -332,7 +326,7 @@ impl Summary {
 
 /// The audit's result.
 #[derive(Clone, Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub smtp_ports: Vec<u16>,
     /// Interfaces that are up, loopback left out.
     pub interfaces: Vec<String>,

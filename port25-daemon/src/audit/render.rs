@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::model::*;
 
 /// The report as text: what was looked at, the filter, the findings grouped by kind, a summary.
-pub fn render(report: &Report) -> String {
+pub(super) fn render(report: &Report) -> String {
     let mut out = String::new();
     let interfaces = if report.interfaces.is_empty() {
         "none besides loopback".to_owned()

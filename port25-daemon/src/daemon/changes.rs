@@ -9,7 +9,7 @@ use crate::{
 const EXAMPLES: usize = 5;
 
 /// The differences between the live config and the next, one phrase each.
-pub fn describe(old: &Config, new: &Config) -> Vec<String> {
+pub(super) fn describe(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if old.ports != new.ports {
         out.push(format!("ports {:?} -> {:?}", old.ports, new.ports));
@@ -45,7 +45,7 @@ pub fn describe(old: &Config, new: &Config) -> Vec<String> {
 }
 
 /// Settings a reload cannot apply: they need a restart.
-pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+pub(super) fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if old.interfaces != new.interfaces || old.xdp_mode != new.xdp_mode {
         out.push(format!(

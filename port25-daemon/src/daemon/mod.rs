@@ -33,12 +33,12 @@ use crate::{
 };
 
 /// Default state directory (runtime list entries).
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/port25";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/port25";
 
 /// How often watched list directories are looked at.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub config: Option<PathBuf>,
     pub overrides: Overrides,
     /// Where maps and links are pinned.
@@ -49,7 +49,7 @@ pub struct RunOptions {
 }
 
 /// Reads the config the way `run` and SIGHUP both do: file (or default), overrides, interfaces.
-pub fn effective_config(options: &RunOptions) -> anyhow::Result<Config> {
+pub(crate) fn effective_config(options: &RunOptions) -> anyhow::Result<Config> {
     let mut config = Config::load(options.config.as_deref())?;
     config.apply(&options.overrides);
     if config.interfaces.is_empty() {
@@ -77,7 +77,7 @@ struct Daemon {
     watched: Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
 }
 
-pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     // First of all: a SIGHUP (logrotate, `systemctl reload`) during start-up must not kill us. It is
     // kept pending and handled once the daemon runs.
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;

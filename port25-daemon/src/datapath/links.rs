@@ -339,7 +339,7 @@ fn attach_mode(
 }
 
 /// The interface index of `name` in this network namespace.
-pub fn ifindex(name: &str) -> Option<u32> {
+pub(super) fn ifindex(name: &str) -> Option<u32> {
     let name = std::ffi::CString::new(name).ok()?;
     // SAFETY: `name` is a valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };

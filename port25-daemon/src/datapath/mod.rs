@@ -8,23 +8,22 @@
 
 mod links;
 mod policy;
+#[cfg(any(test, feature = "testing"))]
+mod test_run;
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, LpmTrie, Map, MapData, PerCpuHashMap},
-    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
 };
 use port25_common::{
     Counter, CounterKey, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key, V6Key, Verdict, maps,
 };
 
 use self::links::HeldLink;
-pub use self::{
-    links::{Attachment, ifindex, ifname, pinned_link_ids, wait_links_gone},
-    policy::LiveLists,
-};
+pub use self::links::{Attachment, ifname, pinned_link_ids, wait_links_gone};
 use crate::{
     model::{OnExit, XdpMode},
     pins::PinDir,
@@ -112,6 +111,7 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the programs into the kernel (not attached yet) with maps private to this datapath,
     /// removed when it goes: for tests, the bench and one-off use. Kernel-side logging is off.
+    #[cfg(any(test, feature = "testing"))]
     pub fn load_private(tracked_sources: u32) -> Result<Self, Error> {
         let pins = PinDir::ephemeral().map_err(Error::Pin)?;
         Self::load(tracked_sources, 0, pins)
@@ -243,58 +243,6 @@ impl Datapath {
                 }
             }
         }
-    }
-
-    /// Runs the XDP program on one frame through BPF_PROG_TEST_RUN; returns the XDP action.
-    pub fn test_run(&self, frame: &[u8]) -> Result<u32, Error> {
-        self.test_run_repeat(frame, 1)
-    }
-
-    /// Runs the XDP program `repeat` times on the frame, on the calling thread's CPU; returns the
-    /// last XDP action.
-    pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<u32, Error> {
-        self.test_run_timed(frame, repeat).map(|(action, _)| action)
-    }
-
-    /// Like [`Datapath::test_run_repeat`], with the kernel's average time per run as well (what
-    /// `cargo xtask bench` measures: the kernel divides its own clock over the repeats, so the
-    /// syscall's cost is not in it).
-    pub fn test_run_timed(
-        &self,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, std::time::Duration), Error> {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(Error::MissingMap(PROGRAM_NAME))?
-            .try_into()
-            .map_err(Error::program)?;
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .map_err(Error::program)?;
-        Ok((result.return_value, result.duration))
-    }
-
-    /// Runs the egress (TC) program on one outgoing frame; returns the TC action.
-    pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, Error> {
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(EGRESS_PROGRAM_NAME)
-            .ok_or(Error::MissingMap(EGRESS_PROGRAM_NAME))?
-            .try_into()
-            .map_err(Error::program)?;
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .map_err(Error::program)?;
-        Ok(result.return_value)
     }
 
     /// Counts summed over CPUs.

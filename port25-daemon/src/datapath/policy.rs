@@ -37,7 +37,7 @@ fn tries(list: ListKind) -> (&'static str, &'static str) {
 
 /// The entries of the live generation.
 #[derive(Clone, Debug, Default)]
-pub struct LiveLists {
+pub(super) struct LiveLists {
     pub allow: CidrSet,
     pub deny: CidrSet,
 }

@@ -10,7 +10,7 @@ use crate::{
     sources::{self, SourceTables, TrackedSource},
 };
 
-pub struct TopOptions<'a> {
+pub(super) struct TopOptions<'a> {
     pub pin_dir: &'a Path,
     pub count: usize,
     /// List every tracked prefix, not only those with drops.
@@ -20,7 +20,7 @@ pub struct TopOptions<'a> {
     pub interval: Duration,
 }
 
-pub fn top(options: &TopOptions<'_>) -> anyhow::Result<()> {
+pub(super) fn top(options: &TopOptions<'_>) -> anyhow::Result<()> {
     let pins = pins::PinDir::existing(options.pin_dir);
     let tables = SourceTables::open_pinned(&pins).with_context(|| {
         format!(

@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Exit code of `status` when no daemon answers.
-pub const NOT_RUNNING: u8 = 3;
+pub(super) const NOT_RUNNING: u8 = 3;
 
 /// `status --json`, one schema whether a daemon answers or not: `running`, the pinned links and
 /// the counters always; the daemon's own fields (version, pid, interfaces, policy, …) when it runs.
@@ -37,7 +37,7 @@ fn pinned_links(pin_dir: &Path) -> Vec<String> {
 }
 
 /// Prints the status; returns the exit code (0 running, 3 not running).
-pub fn status(socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
+pub(super) fn status(socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
     if control::is_running(socket) {
         let status = control::status(socket)?;
         if json {
@@ -95,7 +95,7 @@ pub fn status(socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
 }
 
 /// The human form of a status.
-pub fn render(status: &Status) -> String {
+pub(super) fn render(status: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

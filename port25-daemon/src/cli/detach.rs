@@ -1,0 +1,43 @@
+//! `port25d detach`: remove the filter, asking a running daemon to stop, or removing the pins a
+//! stopped or killed one left.
+
+use std::time::Duration;
+
+use crate::{control, datapath, pins::PinDir, proto::Request};
+
+pub(super) fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    if control::is_running(socket) {
+        println!("{}", control::command(socket, &Request::Detach)?);
+        // It answers first, then detaches and exits: return once it is done.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while control::is_running(socket) || socket.exists() {
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("port25d did not stop within 20 s after agreeing to detach");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("detached; port25d stopped");
+        return Ok(());
+    }
+    let pins = PinDir::existing(pin_dir);
+    let links = pins.all_links();
+    if links.is_empty() && !pin_dir.exists() {
+        println!("nothing to detach: no pins in {}", pin_dir.display());
+        return Ok(());
+    }
+    for (name, _) in &links {
+        println!("detaching {name}");
+    }
+    let ids = datapath::pinned_link_ids(&pins);
+    let problems = pins.remove_all();
+    if !problems.is_empty() {
+        anyhow::bail!("could not remove everything:\n{}", problems.join("\n"));
+    }
+    if !datapath::wait_links_gone(&ids, Duration::from_secs(5)) {
+        anyhow::bail!(
+            "the pins are gone but a link is still held by another process (`bpftool link` shows which)"
+        );
+    }
+    println!("removed the filter and its pins in {}", pin_dir.display());
+    Ok(())
+}

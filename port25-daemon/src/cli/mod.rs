@@ -1,0 +1,330 @@
+//! `port25d`'s command line: the subcommands and their options (clap), and the dispatch to the
+//! file of each (`check_config.rs`, `lists.rs`, `status.rs`, `top.rs`, `detach.rs`; `run` is
+//! `crate::daemon`, `audit` is `crate::audit`).
+
+mod check_config;
+mod detach;
+mod lists;
+mod status;
+mod top;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use self::top::{TopOptions, top};
+use crate::{
+    audit,
+    config::Overrides,
+    control::DEFAULT_SOCKET,
+    daemon::{DEFAULT_STATE_DIR, RunOptions, run},
+    model::{ListKind, XdpModeSetting},
+    pins::DEFAULT_PIN_DIR,
+};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// XDP filter for SMTP (TCP port 25) on mail gateways.
+///
+/// Drops or rate-limits port-25 traffic in the kernel by CIDR allow and deny lists, and exports
+/// what it did to Prometheus.
+#[derive(Parser)]
+#[command(name = "port25d", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the filter and run in the foreground until SIGTERM or SIGINT; SIGHUP reloads the config.
+    ///
+    /// Example: port25d run --config /etc/port25/port25.toml --iface eth0
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Interface to protect (repeatable); replaces the config's `interfaces`.
+        #[arg(long = "iface", value_name = "IF")]
+        interfaces: Vec<String>,
+        /// How to attach: native (driver) XDP, skb (generic) XDP, or auto (native, else skb).
+        #[arg(long, value_enum, value_name = "MODE")]
+        xdp_mode: Option<XdpModeSetting>,
+        /// Count what would be dropped, drop nothing (overrides `mode` in the config).
+        #[arg(long)]
+        monitor: bool,
+        /// Address for the Prometheus endpoint; replaces [metrics] listen.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
+        #[command(flatten)]
+        pins: PinArgs,
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Where runtime list entries are kept across restarts.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Validate the config and print the effective policy; exit 1 with file, line and reason on error.
+    ///
+    /// Example: port25d check-config --config /etc/port25/port25.toml
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print only errors (for ExecStartPre= and scripts).
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show what the running daemon does: interfaces, policy, lists, counters per reason. Exit 3
+    /// when no daemon runs (then what the pins show: a killed daemon leaves the filter enforcing).
+    ///
+    /// Example: port25d status --json
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
+    /// Add to, remove from or list the runtime allow list of the running daemon.
+    ///
+    /// Example: port25d allow add 198.18.0.0/24 --ttl 1h
+    Allow {
+        #[command(subcommand)]
+        action: ListAction,
+    },
+    /// Add to, remove from or list the runtime deny list of the running daemon (fail2ban's way in).
+    ///
+    /// Example: port25d deny add 198.18.5.66 --ttl 600
+    Deny {
+        #[command(subcommand)]
+        action: ListAction,
+    },
+    /// Show the source prefixes the rate limiter drops most, refreshed every --interval seconds.
+    ///
+    /// Example: port25d top --count 20
+    Top {
+        #[command(flatten)]
+        pins: PinArgs,
+        /// How many prefixes to show.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        count: usize,
+        /// Print one table and exit.
+        #[arg(long)]
+        once: bool,
+        /// List every tracked prefix, also those without drops.
+        #[arg(long)]
+        all: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
+        interval: f64,
+    },
+    /// Check what listens on or connects to SMTP ports (25, 465, 587), by process, and whether
+    /// the filter covers every interface a listener is reachable on; a verdict per finding.
+    /// Exit 0 when nothing needs action, 2 when a finding says NOT PROTECTED or CHECK, 1 on error.
+    ///
+    /// Example: port25d audit --json
+    Audit {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pins: PinArgs,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Remove the filter: detach the programs and remove every pin. A running daemon is asked to
+    /// detach and stop; otherwise the pins a stopped or killed daemon left are removed.
+    ///
+    /// Example: port25d detach
+    Detach {
+        #[command(flatten)]
+        socket: SocketArgs,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
+    /// Write the man page (roff) to standard output, for packaging.
+    #[command(hide = true)]
+    Manpage,
+    /// Write shell completions to standard output, for packaging.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListAction {
+    /// Add a CIDR (or one address); it takes effect at once and survives restarts.
+    Add {
+        cidr: String,
+        /// Remove it again after this long: "90s", "10m", "1h", "7d", or seconds; a negative
+        /// number (fail2ban's permanent ban) means never.
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_ttl)]
+        ttl: Option<Ttl>,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Remove a runtime entry.
+    Del {
+        cidr: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// List the runtime entries, with what expires when.
+    List {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Ttl {
+    Seconds(u64),
+    Never,
+}
+
+fn parse_ttl(text: &str) -> Result<Ttl, String> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(match u64::try_from(secs) {
+            Ok(0) => {
+                return Err(
+                    "a TTL of 0 would expire at once; leave --ttl out for no expiry".into(),
+                );
+            }
+            Ok(secs) => Ttl::Seconds(secs),
+            Err(_) => Ttl::Never,
+        });
+    }
+    humantime::parse_duration(text)
+        .map(|d| Ttl::Seconds(d.as_secs().max(1)))
+        .map_err(|err| {
+            format!("{text:?} is not a duration ({err}); write e.g. 600, 90s, 10m, 1h or 7d")
+        })
+}
+
+#[derive(clap::Args)]
+struct PinArgs {
+    /// BPF filesystem directory where port25d pins its maps and links.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct SocketArgs {
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+}
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0.1 to 3600"
+        )),
+    }
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Config file (TOML). Default: /etc/port25/port25.toml if it exists, else the built-in default
+    /// (port 25, policy ratelimit, empty lists).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Parses the command line and runs the subcommand; what `port25d` exits with.
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            config,
+            interfaces,
+            xdp_mode,
+            monitor,
+            metrics_listen,
+            pins,
+            socket,
+            state_dir,
+        } => {
+            let options = RunOptions {
+                config: config.config,
+                pin_dir: pins.pin_dir,
+                state_dir,
+                control_socket: socket.control_socket,
+                overrides: Overrides {
+                    interfaces,
+                    xdp_mode,
+                    monitor,
+                    metrics_listen,
+                },
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(run(options)))
+                .map(|()| 0)
+        }
+        Command::CheckConfig { config, quiet } => {
+            check_config::check_config(config.config, quiet).map(|()| 0)
+        }
+        Command::Status { json, socket, pins } => {
+            status::status(&socket.control_socket, &pins.pin_dir, json)
+        }
+        Command::Allow { action } => lists::list_action(ListKind::Allow, action).map(|()| 0),
+        Command::Deny { action } => lists::list_action(ListKind::Deny, action).map(|()| 0),
+        Command::Top {
+            pins,
+            count,
+            once,
+            all,
+            interval,
+        } => top(&TopOptions {
+            pin_dir: &pins.pin_dir,
+            count,
+            all,
+            once,
+            interval: Duration::from_secs_f64(interval),
+        })
+        .map(|()| 0),
+        Command::Audit { json, pins, socket } => {
+            audit::audit(&socket.control_socket, &pins.pin_dir, json)
+        }
+        Command::Detach { socket, pins } => {
+            detach::detach(&socket.control_socket, &pins.pin_dir).map(|()| 0)
+        }
+        Command::Manpage => clap_mangen::Man::new(Cli::command())
+            .section("8")
+            .render(&mut std::io::stdout())
+            .map_err(anyhow::Error::from)
+            .map(|()| 0),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "port25d",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("port25d: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORT25_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,61 @@
+//! Running the loaded programs on crafted frames (BPF_PROG_TEST_RUN), for the verdict tables, the
+//! fuzz test and the bench: never used by the daemon itself.
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use port25_common::{EGRESS_PROGRAM_NAME, PROGRAM_NAME};
+
+use super::{Datapath, Error};
+
+impl Datapath {
+    /// Runs the XDP program on one frame through BPF_PROG_TEST_RUN; returns the XDP action.
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, Error> {
+        self.test_run_repeat(frame, 1)
+    }
+
+    /// Runs the XDP program `repeat` times on the frame, on the calling thread's CPU; returns the
+    /// last XDP action.
+    pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<u32, Error> {
+        self.test_run_timed(frame, repeat).map(|(action, _)| action)
+    }
+
+    /// Like [`Datapath::test_run_repeat`], with the kernel's average time per run as well (what
+    /// `cargo xtask bench` measures: the kernel divides its own clock over the repeats, so the
+    /// syscall's cost is not in it).
+    pub fn test_run_timed(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), Error> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(Error::MissingMap(PROGRAM_NAME))?
+            .try_into()
+            .map_err(Error::program)?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(Error::program)?;
+        Ok((result.return_value, result.duration))
+    }
+
+    /// Runs the egress (TC) program on one outgoing frame; returns the TC action.
+    pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, Error> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(EGRESS_PROGRAM_NAME)
+            .ok_or(Error::MissingMap(EGRESS_PROGRAM_NAME))?
+            .try_into()
+            .map_err(Error::program)?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::default()
+            })
+            .map_err(Error::program)?;
+        Ok(result.return_value)
+    }
+}

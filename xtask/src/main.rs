@@ -6,6 +6,7 @@ mod bench;
 mod daemon;
 mod lab;
 mod package;
+mod packages;
 mod setup;
 mod test;
 mod util;

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use port25_tests::lab::{BpfFs, Daemon, Netns, VethEnd, WorkDir, metric, poll, veth};
+use port25_testkit::lab::{BpfFs, Daemon, Netns, VethEnd, WorkDir, metric, poll, veth};
 
 use crate::{Settings, kernel, sys};
 

@@ -35,7 +35,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
-use port25_tests::lab::{BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, metric_sum, veth};
+use port25_testkit::lab::{BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, metric_sum, veth};
 
 use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
 

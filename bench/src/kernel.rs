@@ -14,7 +14,7 @@ use aya::{
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_daemon::testing::{CidrSet, Config, Datapath};
-use port25_tests::frames::{self, EXT_DEST_OPTS, EXT_HOP_BY_HOP};
+use port25_testkit::frames::{self, EXT_DEST_OPTS, EXT_HOP_BY_HOP};
 
 use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
 

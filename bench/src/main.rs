@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use port25_tests::lab::WorkDir;
+use port25_testkit::lab::WorkDir;
 
 #[derive(Parser)]
 #[command(

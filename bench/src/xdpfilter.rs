@@ -9,7 +9,7 @@
 use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result, bail};
-use port25_tests::lab::Netns;
+use port25_testkit::lab::Netns;
 
 use crate::sys;
 

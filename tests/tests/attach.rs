@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use port25_tests::{
+use port25_testkit::{
     lab::{BpfFs, Daemon, Netns, VethEnd, WorkDir, metric, poll, require_tools, tool, veth},
     require_root,
 };

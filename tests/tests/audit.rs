@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use port25_tests::{
+use port25_testkit::{
     lab::{BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, poll, require_tools, tool, veth},
     require_root,
 };

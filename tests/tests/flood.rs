@@ -48,7 +48,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use port25_tests::{
+use port25_testkit::{
     frames,
     lab::{
         BpfFs, Capture, Daemon, Delivery, Netns, PacketSocket, SmtpSink, TopRow, VethEnd, WorkDir,
@@ -467,7 +467,7 @@ fn stop_hping(child: &mut Child) -> bool {
 
 #[test]
 fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
-    port25_tests::require_root();
+    port25_testkit::require_root();
     require_tools(&[
         "ip",
         "smtp-sink",

@@ -1,6 +1,6 @@
 //! Differential fuzz test: random and mutated frames through the loaded XDP program with
 //! BPF_PROG_TEST_RUN, each compared with the independent reference decision in
-//! `port25_tests::reference` (etherparse, not the kernel code): the XDP action, and the one counter
+//! `port25_testkit::reference` (etherparse, not the kernel code): the XDP action, and the one counter
 //! (verdict, reason, packets, bytes) that must move, or that none moves.
 //!
 //! Deterministic for a seed: the default is fixed so CI is reproducible; `PORT25_FUZZ_SEED=N`
@@ -19,7 +19,7 @@ use std::{
 use ipnet::IpNet;
 use port25_common::{Reason, Verdict};
 use port25_daemon::testing::{Config, Datapath};
-use port25_tests::{
+use port25_testkit::{
     reference::{self, Parsed, RefPolicy, RefPolicyKind, XDP_DROP, XDP_PASS},
     require_root,
     rng::Rng,

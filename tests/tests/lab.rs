@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use port25_tests::lab::{
+use port25_testkit::lab::{
     Capture, CaptureSummary, Daemon, Delivery, Netns, SmtpSink, VethEnd, WorkDir, metric,
     metric_sum, poll, require_tools, send_mail, veth,
 };
@@ -136,7 +136,7 @@ fn wait_for_reloads(daemon: &Daemon<'_>, result: &str, expected: f64) -> String 
 
 #[test]
 fn smtp_gateway_allowlist_counters_and_reload() {
-    port25_tests::require_root();
+    port25_testkit::require_root();
     require_tools(&[
         "ip",
         "smtp-sink",

@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use port25_tests::{
+use port25_testkit::{
     lab::{
         BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, metric, metric_sum, poll, require_tools,
         send_mail, veth,

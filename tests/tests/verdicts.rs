@@ -5,7 +5,7 @@ use std::path::Path;
 
 use port25_common::{Reason, Verdict};
 use port25_daemon::testing::{Config, Datapath};
-use port25_tests::{
+use port25_testkit::{
     frames::{
         ETH_P_8021AD, ETH_P_8021Q, EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, TCP_ACK, arp, icmp,
         tcp, udp,
@@ -805,7 +805,7 @@ fn ratelimit_spends_source_and_global_tokens() {
         row(
             "SYN-ACK is not a new connection",
             tcp("198.18.3.1", 25)
-                .flags(TCP_ACK | port25_tests::frames::TCP_SYN)
+                .flags(TCP_ACK | port25_testkit::frames::TCP_SYN)
                 .build(),
             XDP_PASS,
             passed(Reason::Admitted),
@@ -896,7 +896,7 @@ fn syn_ack(gateway: &str, client: &str, isn: u32) -> Vec<u8> {
     tcp(gateway, 40000)
         .to(client)
         .sport(25)
-        .flags(TCP_ACK | port25_tests::frames::TCP_SYN)
+        .flags(TCP_ACK | port25_testkit::frames::TCP_SYN)
         .seq_ack(isn, 1000)
         .build()
 }

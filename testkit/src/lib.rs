@@ -1,5 +1,6 @@
-//! Shared pieces of the root-only integration tests: prerequisites, crafted frames, and network
-//! namespace labs with real SMTP servers.
+//! One harness for the root-only integration tests (`tests/`) and the bench: prerequisites,
+//! crafted frames and the independent reference parser, and network-namespace labs with the real
+//! port25d, real SMTP servers and clients, captures and a Prometheus text parser.
 
 pub mod frames;
 pub mod lab;

@@ -1,0 +1,315 @@
+//! Port25d.
+
+use super::*;
+
+/// A running `port25d run` inside a namespace, with its log in a file. Dropping it stops it
+/// (SIGTERM, bounded wait, SIGKILL) and, when the test is failing, prints its log.
+pub struct Daemon<'a> {
+    ns: &'a Netns,
+    child: Option<Child>,
+    log: PathBuf,
+    metrics: SocketAddr,
+    control_socket: PathBuf,
+}
+
+impl<'a> Daemon<'a> {
+    /// The binary under test: `$PORT25D`, else `<workspace>/target/debug/port25d`.
+    pub fn binary() -> PathBuf {
+        let path = env::var_os("PORT25D")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/port25d")
+            });
+        assert!(
+            path.is_file(),
+            "port25d not found at {}: build it with `cargo build -p port25-daemon` or run `cargo xtask test`",
+            path.display()
+        );
+        path
+    }
+
+    /// Starts `port25d run --config CONFIG --metrics-listen METRICS` in `ns`, and returns once its
+    /// metrics endpoint answers (so the filter is attached). Panics with the daemon's log if it exits
+    /// or does not answer within 20 s.
+    pub fn start(ns: &'a Netns, config: &Path, metrics: SocketAddr, log: &Path) -> Self {
+        Self::start_with_args(ns, config, metrics, log, &[])
+    }
+
+    /// Like [`Daemon::start`], with more arguments for `port25d run` (e.g. `--pin-dir DIR`).
+    /// Unless they say otherwise, the daemon keeps its state and control socket beside its log
+    /// (tests run side by side), and pins in a bpffs of its own (`ip netns exec` gives it a
+    /// fresh /sys, where it mounts one).
+    pub fn start_with_args(
+        ns: &'a Netns,
+        config: &Path,
+        metrics: SocketAddr,
+        log: &Path,
+        extra: &[&OsStr],
+    ) -> Self {
+        let given = |flag: &str| extra.iter().position(|a| *a == OsStr::new(flag));
+        let control_socket = match given("--control-socket") {
+            Some(i) => PathBuf::from(extra[i + 1]),
+            None => log.with_extension("sock"),
+        };
+        let mut defaults: Vec<std::ffi::OsString> = Vec::new();
+        if given("--control-socket").is_none() {
+            defaults.push("--control-socket".into());
+            defaults.push(control_socket.clone().into());
+        }
+        if given("--state-dir").is_none() {
+            defaults.push("--state-dir".into());
+            defaults.push(log.with_extension("state").into());
+        }
+        let (stdout, stderr) = output_file(log);
+        let child = ns
+            .command(Self::binary())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--metrics-listen")
+            .arg(metrics.to_string())
+            .args(extra)
+            .args(&defaults)
+            .env("NO_COLOR", "1") // a log file, not a terminal (port25d also checks)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start port25d: {err}"));
+        let mut daemon = Self {
+            ns,
+            child: Some(child),
+            log: log.to_path_buf(),
+            metrics,
+            control_socket,
+        };
+        let ready = poll(Duration::from_secs(20), || {
+            if let Some(status) = daemon.exit_status() {
+                panic!(
+                    "port25d exited ({status}) before its metrics endpoint answered; its log:\n{}",
+                    daemon.log()
+                );
+            }
+            daemon.try_scrape().ok()
+        });
+        if ready.is_none() {
+            panic!(
+                "port25d's metrics endpoint http://{metrics}/metrics did not answer within 20 s; its log:\n{}",
+                daemon.log()
+            );
+        }
+        daemon
+    }
+
+    /// Its control socket, for `port25d allow|deny|status --control-socket`.
+    pub fn control_socket(&self) -> &Path {
+        &self.control_socket
+    }
+
+    /// Runs a `port25d` client command against this daemon (`--control-socket` added): exit
+    /// code, stdout, stderr.
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(Self::binary())
+            .args(args)
+            .arg("--control-socket")
+            .arg(&self.control_socket)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run port25d {args:?}: {err}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Kills it with SIGKILL, as the OOM killer or a crash would, and waits for it.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The daemon's process id (`ip netns exec` execs it, so this is port25d itself).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Its exit status if it has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.exit_status().is_none()
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        read_lossy(&self.log)
+    }
+
+    /// Asks it to reload its config.
+    pub fn hup(&mut self) {
+        assert!(
+            self.is_running(),
+            "port25d is not running; its log:\n{}",
+            self.log()
+        );
+        send_signal(self.pid(), libc::SIGHUP);
+    }
+
+    /// `GET /metrics` through curl in the daemon's namespace.
+    pub fn try_scrape(&self) -> Result<String, String> {
+        run(self
+            .ns
+            .command(tool("curl"))
+            .args(["--silent", "--show-error", "--fail", "--max-time", "3"])
+            .args(["--noproxy", "*"])
+            .arg(format!("http://{}/metrics", self.metrics)))
+    }
+
+    /// The metrics text; panics with the daemon's log if the endpoint does not answer.
+    pub fn scrape(&self) -> String {
+        self.try_scrape().unwrap_or_else(|err| {
+            panic!(
+                "scraping port25d's metrics failed: {err}; its log:\n{}",
+                self.log()
+            )
+        })
+    }
+
+    /// Stops it with SIGTERM (SIGKILL after a bounded wait) and returns how it exited.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the daemon is only stopped once");
+        stop_child(&mut child, libc::SIGTERM).expect("waiting for port25d failed")
+    }
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, libc::SIGTERM);
+        }
+        if thread::panicking() {
+            eprintln!(
+                "---- port25d log ({}) ----\n{}\n---- end of port25d log ----",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// A private BPF filesystem for one test's pins, mounted at `/run/p25t-<pid>-<tag>/bpf`; unmounted
+/// (which removes the pins) and removed on drop.
+///
+/// Not under /sys/fs/bpf: `ip netns exec` remounts /sys for the command it runs, so a daemon started
+/// that way and a `port25d top` run from the test would see two different /sys/fs/bpf. A mount
+/// under /run is the same on both sides.
+pub struct BpfFs {
+    root: PathBuf,
+    mount: PathBuf,
+}
+
+impl BpfFs {
+    pub fn mount(tag: &str) -> Self {
+        let root = Path::new("/run").join(unique_name(tag));
+        let mount = root.join("bpf");
+        fs::create_dir_all(&mount)
+            .unwrap_or_else(|err| panic!("cannot create {}: {err}", mount.display()));
+        let target = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes())
+            .expect("a path without NUL");
+        // SAFETY: every pointer is a valid NUL-terminated string; data may be NULL.
+        let ret = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if ret != 0 {
+            let err = std::io::Error::last_os_error();
+            let _ = fs::remove_dir_all(&root);
+            panic!(
+                "cannot mount a BPF filesystem at {}: {err}",
+                mount.display()
+            );
+        }
+        Self { root, mount }
+    }
+
+    /// The directory to pass as `--pin-dir` to `port25d run` and `port25d top`.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.mount.join("port25")
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        if let Ok(target) = std::ffi::CString::new(self.mount.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a valid NUL-terminated path.
+            if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+                eprintln!(
+                    "lab: warning: cannot unmount {}: {}",
+                    self.mount.display(),
+                    std::io::Error::last_os_error()
+                );
+                return;
+            }
+        }
+        if let Err(err) = fs::remove_dir_all(&self.root) {
+            eprintln!("lab: warning: cannot remove {}: {err}", self.root.display());
+        }
+    }
+}
+
+/// One row of `port25d top`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopRow {
+    /// The source prefix, as printed (`198.18.2.66/32`).
+    pub source: String,
+    pub dropped: u64,
+    pub admitted: u64,
+    pub verified: bool,
+}
+
+/// Runs `port25d top --pin-dir PIN_DIR --once -n COUNT [--all]` and returns its output and rows.
+pub fn port25d_top(pin_dir: &Path, all: bool, count: usize) -> (String, Vec<TopRow>) {
+    let mut cmd = Command::new(Daemon::binary());
+    cmd.arg("top")
+        .arg("--pin-dir")
+        .arg(pin_dir)
+        .arg("--once")
+        .args(["-n", &count.to_string()])
+        .env("NO_COLOR", "1");
+    if all {
+        cmd.arg("--all");
+    }
+    let text = run(&mut cmd).unwrap_or_else(|err| panic!("port25d top: {err}"));
+    let rows = text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [source, dropped, admitted, _rate, verified] = fields[..] else {
+                return None;
+            };
+            Some(TopRow {
+                source: source.to_owned(),
+                dropped: dropped.parse().ok()?,
+                admitted: admitted.parse().ok()?,
+                verified: match verified {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return None,
+                },
+            })
+        })
+        .collect();
+    (text, rows)
+}

@@ -1,0 +1,106 @@
+//! Small process and naming helpers.
+
+use super::*;
+
+/// Full path of a program the labs run, looked up on PATH and in the sbin directories (smtp-sink
+/// lives in /usr/sbin, which is not on every user's PATH). Panics when it is missing: a lab test
+/// never skips.
+pub fn tool(name: &str) -> PathBuf {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| {
+            panic!("`{name}` is not installed (or not on PATH): run `cargo xtask setup`")
+        })
+}
+
+/// Panics, naming the first missing one, unless every program is installed.
+pub fn require_tools(names: &[&str]) {
+    for name in names {
+        tool(name);
+    }
+}
+
+/// `p25t-<pid>-<tag>`: unique per test process, recognisable in `ip netns list` after a crash.
+pub fn unique_name(tag: &str) -> String {
+    format!("p25t-{}-{tag}", std::process::id())
+}
+
+/// Calls `probe` until it returns `Some` or `limit` has passed (then `None`).
+pub fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(POLL_EVERY);
+    }
+}
+
+/// Runs a command to completion; its stdout, or a description of the failure.
+pub(super) fn run(cmd: &mut Command) -> Result<String, String> {
+    let described = format!("{cmd:?}");
+    match cmd.stdin(Stdio::null()).output() {
+        Ok(output) if output.status.success() => {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+        Ok(output) => Err(format!(
+            "{described} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(err) => Err(format!("{described} could not start: {err}")),
+    }
+}
+
+/// Sends `signal` to `pid`; false if there is no such process.
+pub(super) fn send_signal(pid: u32, signal: libc::c_int) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
+/// Stops a child: `signal`, a bounded wait, then SIGKILL. Its exit status (None if it could not be
+/// reaped, which only happens when waitpid itself fails).
+pub(super) fn stop_child(child: &mut Child, signal: libc::c_int) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    send_signal(child.id(), signal);
+    let exited = poll(STOP_GRACE, || child.try_wait().ok().flatten());
+    if exited.is_some() {
+        return exited;
+    }
+    eprintln!(
+        "lab: process {} ignored signal {signal} for {STOP_GRACE:?}: killing it",
+        child.id()
+    );
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+pub(super) fn read_lossy(path: &Path) -> String {
+    fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_else(|err| format!("<cannot read {}: {err}>", path.display()))
+}
+
+/// A file for a child's stdout and stderr together.
+pub(super) fn output_file(path: &Path) -> (Stdio, Stdio) {
+    let file =
+        File::create(path).unwrap_or_else(|err| panic!("cannot create {}: {err}", path.display()));
+    let err = file
+        .try_clone()
+        .unwrap_or_else(|err| panic!("cannot clone the handle of {}: {err}", path.display()));
+    (Stdio::from(file), Stdio::from(err))
+}

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use port25_testkit::lab::{BpfFs, Daemon, Netns, VethEnd, WorkDir, metric, poll, veth};
+use port25_testkit::lab::{BpfFs, Client, Daemon, Gateway, WorkDir, metric, poll};
 
 use crate::{Settings, kernel, sys};
 
@@ -46,12 +46,15 @@ fn scrape(addr: SocketAddr) -> Result<(Duration, String)> {
 
 fn one(entries: usize, settings: &Settings) -> Result<DaemonRow> {
     let work = WorkDir::new("bench-daemon");
-    let gw = Netns::new("bdgw");
-    let peer = Netns::new("bdcl");
-    veth(
-        &VethEnd::new(&peer, "cl0", "198.18.0.10/24", "2001:db8:25::10/64"),
-        &VethEnd::new(&gw, "gw0", "198.18.0.1/24", "2001:db8:25::1/64"),
+    let lab = Gateway::new(
+        "bdaemon",
+        &[Client {
+            tag: "cl",
+            subnet: 0,
+            host: 10,
+        }],
     );
+    let gw = &lab.gw;
     let list = work.join("allow.txt");
     let mut text = String::new();
     if entries > 0 {
@@ -80,7 +83,7 @@ fn one(entries: usize, settings: &Settings) -> Result<DaemonRow> {
     let pin_dir = bpffs.pin_dir();
     let started = Instant::now();
     let daemon = Daemon::start_with_args(
-        &gw,
+        gw,
         &config,
         METRICS.parse()?,
         &work.join("port25d.log"),

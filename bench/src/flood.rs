@@ -35,7 +35,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
-use port25_testkit::lab::{BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, metric_sum, veth};
+use port25_testkit::lab::{BpfFs, Client, Daemon, Gateway, Netns, SmtpSink, WorkDir, metric_sum};
 
 use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
 
@@ -110,19 +110,21 @@ pub(crate) struct Flood {
 /// The lab of one scenario: deleted (namespaces, with their rules and sets) on drop.
 struct Lab {
     work: WorkDir,
-    gen_ns: Netns,
-    gw: Netns,
+    net: Gateway,
 }
 
 impl Lab {
     fn new() -> Result<Self> {
         let work = WorkDir::new("bench-flood");
-        let gen_ns = Netns::new("bgen");
-        let gw = Netns::new("bgw");
-        veth(
-            &VethEnd::new(&gen_ns, "cl0", "198.18.0.10/24", "2001:db8:25::10/64"),
-            &VethEnd::new(&gw, "gw0", "198.18.0.1/24", "2001:db8:25::1/64"),
+        let net = Gateway::new(
+            "bflood",
+            &[Client {
+                tag: "gen",
+                subnet: 0,
+                host: 10,
+            }],
         );
+        let (gen_ns, gw) = (&net.clients[0], &net.gw);
         // Static neighbours: xdp-filter's allowlist (policy deny) would drop ARP, and the flood
         // must not wait on neighbour resolution in any scenario.
         let (cl_mac, gw_mac) = (mac_text(gen_ns.mac("cl0")), mac_text(gw.mac("gw0")));
@@ -155,7 +157,7 @@ impl Lab {
             gw.command("sh")
                 .args(["-c", "echo 1 > /sys/class/net/gw0/threaded"]),
         )?;
-        Ok(Self { work, gen_ns, gw })
+        Ok(Self { work, net })
     }
 }
 
@@ -233,7 +235,7 @@ enum Filter<'a> {
 
 impl<'a> Filter<'a> {
     fn install(receiver: Receiver, lab: &'a Lab) -> Result<Self> {
-        let gw = &lab.gw;
+        let gw = &lab.net.gw;
         Ok(match receiver {
             Receiver::Nothing => Filter::Nothing,
             Receiver::Iptables => {
@@ -362,7 +364,7 @@ fn snapshot(lab: &Lab, filter: &Filter<'_>, sent: &AtomicU64) -> Result<Counters
     Ok(Counters {
         at: Instant::now(),
         sent: sent.load(Ordering::Relaxed),
-        received: ethtool_stat(&lab.gw, "gw0", "rx_queue_0_xdp_packets")?,
+        received: ethtool_stat(&lab.net.gw, "gw0", "rx_queue_0_xdp_packets")?,
         dropped: filter.dropped()?.map(|d| (Instant::now(), d)),
         receiver_ns: napi_threads()?
             .iter()
@@ -484,7 +486,7 @@ fn mail_batch(lab: &Lab, sink: &SmtpSink<'_>, count: usize, timeout: Duration) -
     let client: std::net::IpAddr = CLIENT.parse()?;
     let before = sink.messages_from(client);
     let results = thread::scope(|scope| {
-        lab.gen_ns
+        lab.net.clients[0]
             .spawn_inside(scope, || {
                 (0..count).map(|n| send_one(timeout, n)).collect::<Vec<_>>()
             })
@@ -513,7 +515,7 @@ fn scenario(
     idle: Option<&mut Option<Mail>>,
 ) -> Result<FloodRow> {
     let lab = Lab::new()?;
-    let sink = SmtpSink::start(&lab.gw, format!("{GATEWAY}:25").parse()?, &lab.work);
+    let sink = SmtpSink::start(&lab.net.gw, format!("{GATEWAY}:25").parse()?, &lab.work);
     let filter = Filter::install(receiver, &lab)?;
     let threads = napi_threads()?;
     if threads.is_empty() {
@@ -527,12 +529,12 @@ fn scenario(
     if let Some(idle) = idle {
         *idle = Some(mail_batch(&lab, &sink, settings.messages, mail_timeout)?);
     }
-    let frame = template(lab.gw.mac("gw0"), lab.gen_ns.mac("cl0"));
+    let frame = template(lab.net.gw.mac("gw0"), lab.net.clients[0].mac("cl0"));
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let batch = settings.live_batch;
     let (first, second, mail) = thread::scope(|scope| -> Result<(Counters, Counters, Mail)> {
-        let generator = lab.gen_ns.spawn_inside(scope, {
+        let generator = lab.net.clients[0].spawn_inside(scope, {
             let (stop, sent, frame) = (Arc::clone(&stop), Arc::clone(&sent), frame.clone());
             move || generate(&frame, batch, &stop, &sent)
         });

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use port25_testkit::{
-    lab::{BpfFs, Daemon, Netns, VethEnd, WorkDir, metric, poll, require_tools, tool, veth},
+    lab::{BpfFs, Client, Daemon, Gateway, Netns, WorkDir, metric, poll, require_tools, tool},
     require_root,
 };
 
@@ -127,12 +127,15 @@ fn kernel_log_lines_reach_the_daemon_log() {
     require_root();
     require_tools(&["ip", "curl"]);
     let work = WorkDir::new("klog");
-    let gw = Netns::new("klog-gw");
-    let client = Netns::new("klog-cl");
-    veth(
-        &VethEnd::new(&gw, "gw0", "198.18.40.1/24", "2001:db8:40::1/64"),
-        &VethEnd::new(&client, "cl0", "198.18.40.10/24", "2001:db8:40::10/64"),
+    let lab = Gateway::new(
+        "klog",
+        &[Client {
+            tag: "cl",
+            subnet: 40,
+            host: 10,
+        }],
     );
+    let (gw, client) = (&lab.gw, &lab.clients[0]);
     let config = write_config(
         &work,
         "drop.toml",

@@ -4,7 +4,7 @@
 //! still protects, exit 0).
 //!
 //! ```text
-//!   gw   gw0 198.18.2.1/24 2001:db8:27::1/64 ──── peer  pe0 198.18.2.2/24 2001:db8:27::2/64
+//!   gw   gw0 198.18.2.1/24 2001:db8:27::1/64 ──── peer  cl0 198.18.2.2/24 2001:db8:27::2/64
 //!        smtp-sink 0.0.0.0:25, [::]:25, 0.0.0.0:587,         smtp-sink 198.18.2.2:25
 //!        127.0.0.1:465; port25d on gw0 (phase 2 on)
 //! ```
@@ -21,7 +21,7 @@ use std::{
 };
 
 use port25_testkit::{
-    lab::{BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, poll, require_tools, tool, veth},
+    lab::{BpfFs, Client, Daemon, Gateway, Netns, SmtpSink, WorkDir, poll, require_tools, tool},
     require_root,
 };
 
@@ -120,26 +120,29 @@ fn audit_finds_listeners_owners_the_filter_and_outbound_smtp() {
     let started = Instant::now();
 
     let work = WorkDir::new("audit");
-    let gw = Netns::new("agw");
-    let peer = Netns::new("apeer");
-    veth(
-        &VethEnd::new(&gw, "gw0", "198.18.2.1/24", "2001:db8:27::1/64"),
-        &VethEnd::new(&peer, "pe0", "198.18.2.2/24", "2001:db8:27::2/64"),
+    let lab = Gateway::new(
+        "audit",
+        &[Client {
+            tag: "peer",
+            subnet: 2,
+            host: 2,
+        }],
     );
+    let (gw, peer) = (&lab.gw, &lab.clients[0]);
     let bpffs = BpfFs::mount("audit");
     let places = Places {
         pin_dir: bpffs.pin_dir(),
         socket: work.join("control.sock"),
     };
     let listen = |addr: &str| addr.parse::<SocketAddr>().unwrap();
-    let _smtp_v4 = SmtpSink::start(&gw, listen("0.0.0.0:25"), &work);
-    let _smtp_v6 = SmtpSink::start(&gw, listen("[::]:25"), &work);
-    let _submission = SmtpSink::start(&gw, listen("0.0.0.0:587"), &work);
-    let _local = SmtpSink::start(&gw, listen("127.0.0.1:465"), &work);
-    let _remote_mx = SmtpSink::start(&peer, listen("198.18.2.2:25"), &work);
+    let _smtp_v4 = SmtpSink::start(gw, listen("0.0.0.0:25"), &work);
+    let _smtp_v6 = SmtpSink::start(gw, listen("[::]:25"), &work);
+    let _submission = SmtpSink::start(gw, listen("0.0.0.0:587"), &work);
+    let _local = SmtpSink::start(gw, listen("127.0.0.1:465"), &work);
+    let _remote_mx = SmtpSink::start(peer, listen("198.18.2.2:25"), &work);
 
     // ---- 1. no filter: port 25 is reachable on gw0 and nothing protects it -------------------
-    let audit = Audit::run(&gw, &places, false);
+    let audit = Audit::run(gw, &places, false);
     audit.assert_code(NEEDS_ACTION);
     assert!(
         audit
@@ -166,7 +169,7 @@ fn audit_finds_listeners_owners_the_filter_and_outbound_smtp() {
         "{}",
         audit.out
     );
-    let json = Audit::run(&gw, &places, true);
+    let json = Audit::run(gw, &places, true);
     json.assert_code(NEEDS_ACTION);
     for expected in [
         "\"level\": \"not_protected\"",
@@ -187,7 +190,7 @@ fn audit_finds_listeners_owners_the_filter_and_outbound_smtp() {
     write_config(&config);
     let state_dir = work.join("state");
     let daemon = Daemon::start_with_args(
-        &gw,
+        gw,
         &config,
         listen("127.0.0.1:9725"),
         &work.join("port25d.log"),
@@ -200,7 +203,7 @@ fn audit_finds_listeners_owners_the_filter_and_outbound_smtp() {
             places.socket.as_os_str(),
         ],
     );
-    let audit = Audit::run(&gw, &places, false);
+    let audit = Audit::run(gw, &places, false);
     audit.assert_code(0);
     assert!(
         audit.out.contains(&format!(
@@ -225,7 +228,7 @@ fn audit_finds_listeners_owners_the_filter_and_outbound_smtp() {
         audit.out
     );
     assert!(audit.out.contains("nothing needs action"), "{}", audit.out);
-    let json = Audit::run(&gw, &places, true);
+    let json = Audit::run(gw, &places, true);
     json.assert_code(0);
     assert!(json.out.contains("\"source\": \"daemon\""), "{}", json.out);
 
@@ -244,7 +247,7 @@ fn audit_finds_listeners_owners_the_filter_and_outbound_smtp() {
     let pid = script.0.id(); // `ip netns exec` execs perl: this is perl's pid
     let headline = format!("to port 25: perl (pid {pid}, ");
     let audit = poll(Duration::from_secs(5), || {
-        let audit = Audit::run(&gw, &places, false);
+        let audit = Audit::run(gw, &places, false);
         audit.out.contains(&headline).then_some(audit)
     })
     .unwrap_or_else(|| panic!("audit never showed perl's connection to port 25"));
@@ -260,7 +263,7 @@ fn audit_finds_listeners_owners_the_filter_and_outbound_smtp() {
 
     // ---- 4. port25d killed: the pinned filter still protects, and audit says so --------------
     daemon.kill();
-    let audit = Audit::run(&gw, &places, false);
+    let audit = Audit::run(gw, &places, false);
     audit.assert_code(0);
     assert!(
         audit.out.contains("no port25d answers on") && audit.out.contains("pinned in"),

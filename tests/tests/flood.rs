@@ -51,8 +51,8 @@ use std::{
 use port25_testkit::{
     frames,
     lab::{
-        BpfFs, Capture, Daemon, Delivery, Netns, PacketSocket, SmtpSink, TopRow, VethEnd, WorkDir,
-        metric_samples, metric_sum, poll, port25d_top, require_tools, send_mail, tool, veth,
+        BpfFs, Capture, Client, Daemon, Delivery, Gateway, Netns, PacketSocket, SmtpSink, TopRow,
+        WorkDir, metric_samples, metric_sum, poll, port25d_top, require_tools, send_mail, tool,
     },
     rng::Rng,
 };
@@ -486,22 +486,28 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     // ---- the lab -------------------------------------------------------------------------
     let work = WorkDir::new("flood");
     let bpffs = BpfFs::mount("flood");
-    let gw = Netns::new("gw");
-    let allowed = Netns::new("allowed");
-    let other = Netns::new("other");
-    let attacker = Netns::new("attacker");
-    veth(
-        &VethEnd::new(&gw, "gw0", "198.18.0.1/24", "2001:db8:25::1/64"),
-        &VethEnd::new(&allowed, "cl0", "198.18.0.10/24", "2001:db8:25::10/64"),
+    let lab = Gateway::new(
+        "flood",
+        &[
+            Client {
+                tag: "allowed",
+                subnet: 0,
+                host: 10,
+            },
+            Client {
+                tag: "other",
+                subnet: 1,
+                host: 20,
+            },
+            Client {
+                tag: "attacker",
+                subnet: 2,
+                host: 66,
+            },
+        ],
     );
-    veth(
-        &VethEnd::new(&gw, "gw1", "198.18.1.1/24", "2001:db8:26::1/64"),
-        &VethEnd::new(&other, "cl0", "198.18.1.20/24", "2001:db8:26::20/64"),
-    );
-    veth(
-        &VethEnd::new(&gw, "gw2", "198.18.2.1/24", "2001:db8:27::1/64"),
-        &VethEnd::new(&attacker, "cl0", "198.18.2.66/24", "2001:db8:27::66/64"),
-    );
+    let (gw, allowed, other, attacker) =
+        (&lab.gw, &lab.clients[0], &lab.clients[1], &lab.clients[2]);
     // The SYN-ACKs to spoofed sources must go nowhere: no route from the gateway to them.
     let route = std::process::Command::new(tool("ip"))
         .args(["-n", gw.name(), "-4", "route", "get", "198.19.77.77"])
@@ -513,7 +519,7 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
         String::from_utf8_lossy(&route.stdout)
     );
     let sink = SmtpSink::start(
-        &gw,
+        gw,
         "0.0.0.0:25".parse::<SocketAddr>().expect("an address"),
         &work,
     );
@@ -521,7 +527,7 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     write_config(&config);
     let pin_dir = bpffs.pin_dir();
     let daemon = Daemon::start_with_args(
-        &gw,
+        gw,
         &config,
         METRICS.parse().expect("a socket address"),
         &work.join("port25d.log"),
@@ -575,7 +581,7 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     };
 
     // ---- 0. the well-behaved sender delivers before the floods: its prefix gets verified -----
-    let first = send_mail(&other, ip(OTHER), ip(GW_B), 25);
+    let first = send_mail(other, ip(OTHER), ip(GW_B), 25);
     assert!(
         first.delivered,
         "other's first message (no flood yet) failed:\n{}\n{}",
@@ -603,16 +609,10 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
         "src host {ATTACKER} and tcp dst port 25 and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn"
     );
     // What got past XDP: on the gateway's side, AF_PACKET sees packets after XDP.
-    let capture1 = Capture::start_directed(&gw, "gw2", "in", &syn_filter, &work, "phase1-gw2-in");
+    let capture1 = Capture::start_directed(gw, "gw2", "in", &syn_filter, &work, "phase1-gw2-in");
     // What the attacker put on its wire: hping3's own statistics miss a few of the last SYNs.
-    let sent_capture1 = Capture::start_directed(
-        &attacker,
-        "cl0",
-        "out",
-        &syn_filter,
-        &work,
-        "phase1-cl0-out",
-    );
+    let sent_capture1 =
+        Capture::start_directed(attacker, "cl0", "out", &syn_filter, &work, "phase1-cl0-out");
     let hping_out = work.join("hping3.log");
     let (stdout, stderr) = {
         let file = fs::File::create(&hping_out).expect("creating hping3's log");
@@ -658,7 +658,7 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
         "[{:7.3}s] phase 1: the attacker's SYNs are being dropped",
         at()
     );
-    let sent1 = deliver_both(&allowed, &other, epoch);
+    let sent1 = deliver_both(allowed, other, epoch);
     let deliveries1_done = epoch.elapsed();
     thread::sleep(FLOOD_TAIL.max((flood1_started + MIN_FLOOD).saturating_sub(epoch.elapsed())));
     let flood1_stopped = epoch.elapsed();
@@ -774,7 +774,7 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     let before2 = daemon.scrape();
     let tx_dropped_before = attacker.link_counter("cl0", "tx_dropped");
     let capture2 = Capture::start_directed(
-        &gw,
+        gw,
         "gw2",
         "in",
         &format!("src net {SPOOFED_NET} and tcp[tcpflags] & tcp-syn != 0"),
@@ -815,7 +815,7 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
             );
         };
         println!("[{:7.3}s] phase 2: spoofed frames flowing", at());
-        let sent = deliver_both(&allowed, &other, epoch);
+        let sent = deliver_both(allowed, other, epoch);
         let done = epoch.elapsed();
         thread::sleep(FLOOD_TAIL.max((flood2_started + MIN_FLOOD).saturating_sub(epoch.elapsed())));
         let stopped = epoch.elapsed();

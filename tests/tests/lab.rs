@@ -20,8 +20,8 @@ use std::{
 };
 
 use port25_testkit::lab::{
-    Capture, CaptureSummary, Daemon, Delivery, Netns, SmtpSink, VethEnd, WorkDir, metric,
-    metric_sum, poll, require_tools, send_mail, veth,
+    Capture, CaptureSummary, Client, Daemon, Delivery, Gateway, SmtpSink, WorkDir, metric,
+    metric_sum, poll, require_tools, send_mail,
 };
 
 const MESSAGES: usize = 3;
@@ -151,21 +151,26 @@ fn smtp_gateway_allowlist_counters_and_reload() {
 
     // ---- the lab -------------------------------------------------------------------------
     let work = WorkDir::new("lab");
-    let gw = Netns::new("gw");
-    let allowed = Netns::new("allowed");
-    let other = Netns::new("other");
-    veth(
-        &VethEnd::new(&gw, "gw0", "198.18.0.1/24", "2001:db8:25::1/64"),
-        &VethEnd::new(&allowed, "cl0", "198.18.0.10/24", "2001:db8:25::10/64"),
+    let lab = Gateway::new(
+        "lab",
+        &[
+            Client {
+                tag: "allowed",
+                subnet: 0,
+                host: 10,
+            },
+            Client {
+                tag: "other",
+                subnet: 1,
+                host: 20,
+            },
+        ],
     );
-    veth(
-        &VethEnd::new(&gw, "gw1", "198.18.1.1/24", "2001:db8:26::1/64"),
-        &VethEnd::new(&other, "cl0", "198.18.1.20/24", "2001:db8:26::20/64"),
-    );
+    let (gw, allowed, other) = (&lab.gw, &lab.clients[0], &lab.clients[1]);
     let listen = |addr: &str| addr.parse::<SocketAddr>().expect("a socket address");
-    let smtp_v4 = SmtpSink::start(&gw, listen("0.0.0.0:25"), &work);
-    let smtp_v6 = SmtpSink::start(&gw, listen("[::]:25"), &work);
-    let submission = SmtpSink::start(&gw, listen("0.0.0.0:587"), &work);
+    let smtp_v4 = SmtpSink::start(gw, listen("0.0.0.0:25"), &work);
+    let smtp_v6 = SmtpSink::start(gw, listen("[::]:25"), &work);
+    let submission = SmtpSink::start(gw, listen("0.0.0.0:587"), &work);
 
     let config = work.join("port25.toml");
     write_config(
@@ -173,7 +178,7 @@ fn smtp_gateway_allowlist_counters_and_reload() {
         &[&format!("{ALLOWED_V4}/32"), &format!("{ALLOWED_V6}/128")],
     );
     let mut daemon = Daemon::start(
-        &gw,
+        gw,
         &config,
         METRICS.parse().expect("a socket address"),
         &work.join("port25d.log"),
@@ -203,13 +208,13 @@ fn smtp_gateway_allowlist_counters_and_reload() {
     );
 
     // The independent count: what each client puts on its wire towards port 25.
-    let allowed_capture = Capture::start(&allowed, "cl0", "tcp dst port 25", &work);
-    let other_capture = Capture::start(&other, "cl0", "tcp dst port 25", &work);
+    let allowed_capture = Capture::start(allowed, "cl0", "tcp dst port 25", &work);
+    let other_capture = Capture::start(other, "cl0", "tcp dst port 25", &work);
 
     // ---- 1. the allowlisted client delivers on 25, IPv4 and IPv6 -------------------------
     for (source, server) in [(ALLOWED_V4, GW_A_V4), (ALLOWED_V6, GW_A_V6)] {
         for n in 1..=MESSAGES {
-            let delivery = send_mail(&allowed, ip(source), ip(server), 25);
+            let delivery = send_mail(allowed, ip(source), ip(server), 25);
             assert_delivered(
                 &format!("allowlisted {source} -> {server}:25 #{n}"),
                 &delivery,
@@ -227,8 +232,8 @@ fn smtp_gateway_allowlist_counters_and_reload() {
 
     // ---- 2. the other client cannot connect to 25 (both families at once: each waits 3 s) --
     let (refused_v4, refused_v6) = thread::scope(|s| {
-        let v4 = s.spawn(|| send_mail(&other, ip(OTHER_V4), ip(GW_B_V4), 25));
-        let v6 = s.spawn(|| send_mail(&other, ip(OTHER_V6), ip(GW_B_V6), 25));
+        let v4 = s.spawn(|| send_mail(other, ip(OTHER_V4), ip(GW_B_V4), 25));
+        let v6 = s.spawn(|| send_mail(other, ip(OTHER_V6), ip(GW_B_V6), 25));
         (
             v4.join().expect("swaks thread"),
             v6.join().expect("swaks thread"),
@@ -240,7 +245,7 @@ fn smtp_gateway_allowlist_counters_and_reload() {
     assert_eq!(smtp_v6.messages_from(ip(OTHER_V6)), 0);
 
     // ---- 3. ... but delivers on 587, which port25d does not touch ---------------------------
-    let delivery = send_mail(&other, ip(OTHER_V4), ip(GW_B_V4), 587);
+    let delivery = send_mail(other, ip(OTHER_V4), ip(GW_B_V4), 587);
     assert_delivered("other client over IPv4 to 587", &delivery);
     assert_eq!(submission.wait_for_messages(ip(OTHER_V4), 1), 1);
 
@@ -329,7 +334,7 @@ fn smtp_gateway_allowlist_counters_and_reload() {
     assert_eq!(reloads(&text, "failure"), 0.0);
     assert_eq!(allow_entries(&text), 4.0);
     for (source, server, sink) in [(OTHER_V4, GW_B_V4, &smtp_v4), (OTHER_V6, GW_B_V6, &smtp_v6)] {
-        let delivery = send_mail(&other, ip(source), ip(server), 25);
+        let delivery = send_mail(other, ip(source), ip(server), 25);
         assert_delivered(
             &format!("other {source} -> {server}:25 after reload"),
             &delivery,

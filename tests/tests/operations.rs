@@ -24,8 +24,8 @@ use std::{
 
 use port25_testkit::{
     lab::{
-        BpfFs, Daemon, Netns, SmtpSink, VethEnd, WorkDir, metric, metric_sum, poll, require_tools,
-        send_mail, veth,
+        BpfFs, Client, Daemon, Gateway, Netns, SmtpSink, WorkDir, metric, metric_sum, poll,
+        require_tools, send_mail,
     },
     require_root,
 };
@@ -40,39 +40,48 @@ fn ip(addr: &str) -> IpAddr {
     addr.parse().unwrap()
 }
 
-/// The gateway with its two clients and an SMTP server.
-struct Lab {
-    gw: Netns,
-    allowed: Netns,
-    other: Netns,
-}
+/// The gateway with its two clients.
+struct Lab(Gateway);
 
 impl Lab {
     fn new(tag: &str) -> Self {
         require_root();
         require_tools(&["ip", "curl", "swaks", "smtp-sink", "ss"]);
-        let lab = Self {
-            gw: Netns::new(&format!("{tag}-gw")),
-            allowed: Netns::new(&format!("{tag}-a")),
-            other: Netns::new(&format!("{tag}-b")),
-        };
-        veth(
-            &VethEnd::new(&lab.gw, "gw0", "198.18.60.1/24", "2001:db8:60::1/64"),
-            &VethEnd::new(&lab.allowed, "cl0", "198.18.60.10/24", "2001:db8:60::10/64"),
-        );
-        veth(
-            &VethEnd::new(&lab.gw, "gw1", "198.18.61.1/24", "2001:db8:61::1/64"),
-            &VethEnd::new(&lab.other, "cl0", "198.18.61.20/24", "2001:db8:61::20/64"),
-        );
-        lab
+        Self(Gateway::new(
+            tag,
+            &[
+                Client {
+                    tag: "a",
+                    subnet: 60,
+                    host: 10,
+                },
+                Client {
+                    tag: "b",
+                    subnet: 61,
+                    host: 20,
+                },
+            ],
+        ))
+    }
+
+    fn gw(&self) -> &Netns {
+        &self.0.gw
+    }
+
+    fn allowed(&self) -> &Netns {
+        &self.0.clients[0]
+    }
+
+    fn other(&self) -> &Netns {
+        &self.0.clients[1]
     }
 
     fn delivers_from_allowed(&self) -> bool {
-        send_mail(&self.allowed, ip(ALLOWED), ip(GW_A), 25).delivered
+        send_mail(self.allowed(), ip(ALLOWED), ip(GW_A), 25).delivered
     }
 
     fn delivers_from_other(&self) -> bool {
-        send_mail(&self.other, ip(OTHER), ip(GW_B), 25).delivered
+        send_mail(self.other(), ip(OTHER), ip(GW_B), 25).delivered
     }
 }
 
@@ -101,7 +110,7 @@ fn start<'a>(lab: &'a Lab, config: &Path, log: &Path, bpf: &BpfFs, work: &WorkDi
         socket.as_os_str(),
     ]);
     Daemon::start_with_args(
-        &lab.gw,
+        lab.gw(),
         config,
         METRICS.parse::<SocketAddr>().unwrap(),
         log,
@@ -134,7 +143,7 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
     let work = WorkDir::new("ops-kill");
     let lab = Lab::new("kill");
     let bpf = BpfFs::mount("ops-kill");
-    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
     let cfg = config(
         &work.join("port25.toml"),
         &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
@@ -146,7 +155,7 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
     let before = daemon.scrape();
     let passed_before = packets(&before, "pass", "allowlisted");
     let dropped_before = packets(&before, "drop", "not_allowlisted");
-    let program_before = xdp_program_ids(&lab.gw, "gw0");
+    let program_before = xdp_program_ids(lab.gw(), "gw0");
     daemon.kill();
 
     // Nobody runs: the pinned links keep the program attached, enforcing the last policy.
@@ -205,7 +214,7 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
         log.contains("gw0: took over the pinned native XDP link atomically"),
         "{log}"
     );
-    let program_after = xdp_program_ids(&lab.gw, "gw0");
+    let program_after = xdp_program_ids(lab.gw(), "gw0");
     assert_eq!(
         program_after.len(),
         1,
@@ -237,7 +246,7 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
     // on_exit = detach (the default): SIGTERM removes the filter and its pins.
     assert!(daemon.stop().success());
     assert!(
-        xdp_program_ids(&lab.gw, "gw0").is_empty(),
+        xdp_program_ids(lab.gw(), "gw0").is_empty(),
         "detached on SIGTERM"
     );
     assert!(
@@ -252,7 +261,7 @@ fn pins_that_die_with_the_daemon_are_said_so() {
     let work = WorkDir::new("ops-private");
     let lab = Lab::new("private");
     let bpf = BpfFs::mount("ops-private");
-    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
     let cfg = config(
         &work.join("port25.toml"),
         &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
@@ -279,7 +288,7 @@ fn pins_that_die_with_the_daemon_are_said_so() {
     // The default pin dir under `ip netns exec`, which gives the daemon a /sys of its own: it
     // mounts bpffs there, in a mount namespace that ends with it, and says so.
     let daemon = Daemon::start_with_args(
-        &lab.gw,
+        lab.gw(),
         &cfg,
         METRICS.parse().unwrap(),
         &work.join("private.log"),
@@ -322,7 +331,7 @@ fn pins_that_die_with_the_daemon_are_said_so() {
     // The warning is true: SIGKILL takes the filter with it.
     daemon.kill();
     let gone = poll(Duration::from_secs(5), || {
-        xdp_program_ids(&lab.gw, "gw0").is_empty().then_some(())
+        xdp_program_ids(lab.gw(), "gw0").is_empty().then_some(())
     });
     assert!(gone.is_some(), "the private pins went with the daemon");
     assert!(lab.delivers_from_other(), "nothing filters after the kill");
@@ -333,7 +342,7 @@ fn on_exit_keep_and_detach() {
     let work = WorkDir::new("ops-keep");
     let lab = Lab::new("keep");
     let bpf = BpfFs::mount("ops-keep");
-    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
     let cfg = config(
         &work.join("port25.toml"),
         &format!("on_exit = \"keep\"\n[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
@@ -360,7 +369,7 @@ fn on_exit_keep_and_detach() {
     );
     // The kernel releases a link whose last pin went a moment later (deferred file release).
     let detached = poll(Duration::from_secs(5), || {
-        xdp_program_ids(&lab.gw, "gw0").is_empty().then_some(())
+        xdp_program_ids(lab.gw(), "gw0").is_empty().then_some(())
     });
     assert!(detached.is_some(), "detached");
     assert!(lab.delivers_from_other(), "nothing filters any more");
@@ -371,7 +380,7 @@ fn on_exit_keep_and_detach() {
     assert!(out.contains("detached; port25d stopped"), "{out}");
     // `port25d detach` returns once the daemon is done: nothing is left.
     assert!(
-        xdp_program_ids(&lab.gw, "gw1").is_empty(),
+        xdp_program_ids(lab.gw(), "gw1").is_empty(),
         "detached by request"
     );
     assert!(!bpf.pin_dir().exists(), "pins removed");
@@ -392,7 +401,7 @@ fn changing_xdp_mode_switches_the_pinned_link_both_ways() {
     let work = WorkDir::new("ops-mode");
     let lab = Lab::new("mode");
     let bpf = BpfFs::mount("ops-mode");
-    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
     let with_mode = |mode: &str| {
         config(
             &work.join(format!("{mode}.toml")),
@@ -422,7 +431,7 @@ fn changing_xdp_mode_switches_the_pinned_link_both_ways() {
         &work,
     );
     assert!(daemon.stop().success());
-    assert_eq!(xdp_attach_kinds(&lab.gw, "gw0"), ["xdp"]);
+    assert_eq!(xdp_attach_kinds(lab.gw(), "gw0"), ["xdp"]);
     assert_eq!(
         links(),
         [
@@ -453,8 +462,8 @@ fn changing_xdp_mode_switches_the_pinned_link_both_ways() {
             .unwrap_or_else(|| panic!("no switch logged from {from} to {to}:\n{log}"));
         println!("{from} -> {to}: unfiltered for {gap}");
         assert!(!log.contains("refused"), "{log}");
-        assert_eq!(xdp_attach_kinds(&lab.gw, "gw0"), [kind], "{from} -> {to}");
-        assert_eq!(xdp_attach_kinds(&lab.gw, "gw1"), [kind], "{from} -> {to}");
+        assert_eq!(xdp_attach_kinds(lab.gw(), "gw0"), [kind], "{from} -> {to}");
+        assert_eq!(xdp_attach_kinds(lab.gw(), "gw1"), [kind], "{from} -> {to}");
         assert_eq!(
             links(),
             [
@@ -499,7 +508,7 @@ fn runtime_lists_expire_and_survive_a_restart() {
     let work = WorkDir::new("ops-runtime");
     let lab = Lab::new("rt");
     let bpf = BpfFs::mount("ops-runtime");
-    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
     let cfg = config(
         &work.join("port25.toml"),
         &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
@@ -583,7 +592,7 @@ fn a_hundred_reloads_under_mail_traffic_lose_nothing() {
     let work = WorkDir::new("ops-reloads");
     let lab = Lab::new("reload");
     let bpf = BpfFs::mount("ops-reloads");
-    let sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
     // Two policies that differ in everything but the allowlisted client: other lists, ports,
     // mode of the rest.
     let path = work.join("port25.toml");
@@ -600,7 +609,7 @@ fn a_hundred_reloads_under_mail_traffic_lose_nothing() {
             let (mut sent, mut delivered) = (0, 0);
             while sending.load(Ordering::Relaxed) {
                 sent += 1;
-                if send_mail(&lab.allowed, ip(ALLOWED), ip(GW_A), 25).delivered {
+                if send_mail(lab.allowed(), ip(ALLOWED), ip(GW_A), 25).delivered {
                     delivered += 1;
                 }
             }
@@ -674,7 +683,7 @@ fn watched_directories_reload_by_themselves() {
     let work = WorkDir::new("ops-watch");
     let lab = Lab::new("watch");
     let bpf = BpfFs::mount("ops-watch");
-    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
     let feeds = work.join("deny.d");
     fs::create_dir_all(&feeds).unwrap();
     let cfg = config(
@@ -732,7 +741,7 @@ fn a_million_cidrs_load_without_blocking_the_daemon() {
     let work = WorkDir::new("ops-million");
     let lab = Lab::new("million");
     let bpf = BpfFs::mount("ops-million");
-    let _sink = SmtpSink::start(&lab.gw, "0.0.0.0:25".parse().unwrap(), &work);
+    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
     // One /64 per entry inside 2001:db8::/32: list data only, never traffic.
     let mut list = String::with_capacity(ENTRIES * 28);
     for i in 0..ENTRIES {

@@ -12,6 +12,7 @@
 
 mod capture;
 mod daemon;
+mod gateway;
 mod netns;
 mod process;
 mod prometheus;
@@ -34,7 +35,8 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use self::{
-    capture::*, daemon::*, netns::*, process::*, prometheus::*, smtp::*, wire::*, workdir::*,
+    capture::*, daemon::*, gateway::*, netns::*, process::*, prometheus::*, smtp::*, wire::*,
+    workdir::*,
 };
 
 /// How often the `poll` loops look again.

@@ -46,14 +46,7 @@ fn scrape(addr: SocketAddr) -> Result<(Duration, String)> {
 
 fn one(entries: usize, settings: &Settings) -> Result<DaemonRow> {
     let work = WorkDir::new("bench-daemon");
-    let lab = Gateway::new(
-        "bdaemon",
-        &[Client {
-            tag: "cl",
-            subnet: 0,
-            host: 10,
-        }],
-    );
+    let lab = Gateway::new("bdaemon", &[Client::new("cl", 0, 10)]);
     let gw = &lab.gw;
     let list = work.join("allow.txt");
     let mut text = String::new();

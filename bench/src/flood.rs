@@ -116,14 +116,7 @@ struct Lab {
 impl Lab {
     fn new() -> Result<Self> {
         let work = WorkDir::new("bench-flood");
-        let net = Gateway::new(
-            "bflood",
-            &[Client {
-                tag: "gen",
-                subnet: 0,
-                host: 10,
-            }],
-        );
+        let net = Gateway::new("bflood", &[Client::new("gen", 0, 10)]);
         let (gen_ns, gw) = (&net.clients[0], &net.gw);
         // Static neighbours: xdp-filter's allowlist (policy deny) would drop ARP, and the flood
         // must not wait on neighbour resolution in any scenario.

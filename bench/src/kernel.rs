@@ -18,8 +18,7 @@ use port25_testkit::frames::{self, EXT_DEST_OPTS, EXT_HOP_BY_HOP};
 
 use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
 
-pub(crate) const XDP_DROP: u32 = 1;
-pub(crate) const XDP_PASS: u32 = 2;
+pub(crate) use port25_testkit::reference::{XDP_DROP, XDP_PASS};
 
 const ALLOWED4: &str = "198.18.1.10";
 const DENIED4: &str = "198.18.2.66";

@@ -5,6 +5,10 @@
 //! Parsing happens in two steps: serde reads the text into `Raw*` structs that keep the byte
 //! span of every value that needs more checks than its type gives (ranges, CIDRs, paths), then
 //! [`Config::parse`] checks those values and turns a failing span into a line number.
+#![allow(
+    unreachable_pub,
+    reason = "public to the tests and the bench through `testing`"
+)]
 
 mod cidr;
 mod display;

@@ -5,36 +5,17 @@
 mod audit;
 pub mod cli;
 // config, datapath, model, pins and sources are what `testing` hands to the tests and the bench
-// (the datapath's signatures use the rest): their items stay `pub`, reachable only there.
-#[allow(
-    unreachable_pub,
-    reason = "public to the tests and the bench through `testing`"
-)]
+// (the datapath's signatures use the rest): their items stay `pub`, reachable only there, and each
+// says so with an inner `allow(unreachable_pub)`.
 mod config;
 mod control;
 mod daemon;
-#[allow(
-    unreachable_pub,
-    reason = "public to the tests and the bench through `testing`"
-)]
 mod datapath;
 mod metrics;
-#[allow(
-    unreachable_pub,
-    reason = "public to the tests and the bench through `testing`"
-)]
 mod model;
-#[allow(
-    unreachable_pub,
-    reason = "public to the tests and the bench through `testing`"
-)]
 mod pins;
 mod proto;
 mod runtime;
-#[allow(
-    unreachable_pub,
-    reason = "public to the tests and the bench through `testing`"
-)]
 mod sources;
 
 /// What the integration tests and the bench drive directly: the datapath loaded from this build's

@@ -2,6 +2,10 @@
 //! config's, the control socket's, the status JSON's, the metrics labels'), and a runtime list
 //! entry. Config, datapath, control protocol, status and pins all use these, and turn them into
 //! the kernel's numbers only at the datapath's edge.
+#![allow(
+    unreachable_pub,
+    reason = "public to the tests and the bench through `testing`"
+)]
 
 use std::fmt;
 

@@ -10,6 +10,10 @@
 //! next start adopts the maps (counters keep counting) and swaps its freshly loaded program into the
 //! pinned links atomically. Maps of another layout version are never adopted (see `Datapath`).
 //! docs/ARCHITECTURE.md, § Pins.
+#![allow(
+    unreachable_pub,
+    reason = "public to the tests and the bench through `testing`"
+)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,9 @@
 //! The rate limiter's per-prefix table, read from userspace: who is being dropped, for
 //! `port25d top` and the bounded top-K metric.
+#![allow(
+    unreachable_pub,
+    reason = "public to the tests and the bench through `testing`"
+)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

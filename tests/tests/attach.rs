@@ -127,14 +127,7 @@ fn kernel_log_lines_reach_the_daemon_log() {
     require_root();
     require_tools(&["ip", "curl"]);
     let work = WorkDir::new("klog");
-    let lab = Gateway::new(
-        "klog",
-        &[Client {
-            tag: "cl",
-            subnet: 40,
-            host: 10,
-        }],
-    );
+    let lab = Gateway::new("klog", &[Client::new("cl", 40, 10)]);
     let (gw, client) = (&lab.gw, &lab.clients[0]);
     let config = write_config(
         &work,

@@ -120,14 +120,7 @@ fn audit_finds_listeners_owners_the_filter_and_outbound_smtp() {
     let started = Instant::now();
 
     let work = WorkDir::new("audit");
-    let lab = Gateway::new(
-        "audit",
-        &[Client {
-            tag: "peer",
-            subnet: 2,
-            host: 2,
-        }],
-    );
+    let lab = Gateway::new("audit", &[Client::new("peer", 2, 2)]);
     let (gw, peer) = (&lab.gw, &lab.clients[0]);
     let bpffs = BpfFs::mount("audit");
     let places = Places {

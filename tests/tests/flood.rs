@@ -489,21 +489,9 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     let lab = Gateway::new(
         "flood",
         &[
-            Client {
-                tag: "allowed",
-                subnet: 0,
-                host: 10,
-            },
-            Client {
-                tag: "other",
-                subnet: 1,
-                host: 20,
-            },
-            Client {
-                tag: "attacker",
-                subnet: 2,
-                host: 66,
-            },
+            Client::new("allowed", 0, 10),
+            Client::new("other", 1, 20),
+            Client::new("attacker", 2, 66),
         ],
     );
     let (gw, allowed, other, attacker) =

@@ -153,18 +153,7 @@ fn smtp_gateway_allowlist_counters_and_reload() {
     let work = WorkDir::new("lab");
     let lab = Gateway::new(
         "lab",
-        &[
-            Client {
-                tag: "allowed",
-                subnet: 0,
-                host: 10,
-            },
-            Client {
-                tag: "other",
-                subnet: 1,
-                host: 20,
-            },
-        ],
+        &[Client::new("allowed", 0, 10), Client::new("other", 1, 20)],
     );
     let (gw, allowed, other) = (&lab.gw, &lab.clients[0], &lab.clients[1]);
     let listen = |addr: &str| addr.parse::<SocketAddr>().expect("a socket address");

@@ -49,18 +49,7 @@ impl Lab {
         require_tools(&["ip", "curl", "swaks", "smtp-sink", "ss"]);
         Self(Gateway::new(
             tag,
-            &[
-                Client {
-                    tag: "a",
-                    subnet: 60,
-                    host: 10,
-                },
-                Client {
-                    tag: "b",
-                    subnet: 61,
-                    host: 20,
-                },
-            ],
+            &[Client::new("a", 60, 10), Client::new("b", 61, 20)],
         ))
     }
 

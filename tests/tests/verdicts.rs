@@ -10,11 +10,9 @@ use port25_testkit::{
         ETH_P_8021AD, ETH_P_8021Q, EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, TCP_ACK, arp, icmp,
         tcp, udp,
     },
+    reference::{XDP_DROP, XDP_PASS},
     require_root,
 };
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 
 const ALLOWED4: &str = "198.18.1.10";
 const DENIED4: &str = "198.18.2.66";

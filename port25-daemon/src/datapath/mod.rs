@@ -5,6 +5,10 @@
 //! a killed daemon leaves the last policy enforcing, and the next start adopts the maps (counters
 //! keep counting) and swaps its program into the pinned links. Policy updates are generational
 //! (`policy.rs`); attaching and releasing is in `links.rs`.
+#![allow(
+    unreachable_pub,
+    reason = "public to the tests and the bench through `testing`"
+)]
 
 mod links;
 mod policy;

@@ -14,6 +14,13 @@ pub struct Client {
     pub host: u8,
 }
 
+impl Client {
+    /// `Client::new("allowed", 0, 10)`: namespace tag, subnet, host number.
+    pub const fn new(tag: &'static str, subnet: u8, host: u8) -> Self {
+        Self { tag, subnet, host }
+    }
+}
+
 /// A gateway namespace (`gw`) and client namespaces. The i-th client is joined to the gateway by a
 /// veth pair whose gateway end is `gw{i}` at host 1 of the client's subnet and whose client end is
 /// `cl0` at the client's host number (addresses: [`Gateway::v4`], [`Gateway::v6`]). Dropping it
@@ -24,7 +31,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// `Gateway::new("lab", &[Client { tag: "allowed", subnet: 0, host: 10 }])`: namespaces
+    /// `Gateway::new("lab", &[Client::new("allowed", 0, 10)])`: namespaces
     /// `…-lab-gw` and `…-lab-allowed`, gw0 198.18.0.1 2001:db8:25::1, cl0 198.18.0.10
     /// 2001:db8:25::10.
     pub fn new(tag: &str, clients: &[Client]) -> Self {

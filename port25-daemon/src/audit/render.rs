@@ -8,11 +8,7 @@ use super::model::*;
 /// The report as text: what was looked at, the filter, the findings grouped by kind, a summary.
 pub(super) fn render(report: &Report) -> String {
     let mut out = String::new();
-    let interfaces = if report.interfaces.is_empty() {
-        "none besides loopback".to_owned()
-    } else {
-        report.interfaces.join(", ")
-    };
+    let interfaces = list_or(&report.interfaces, "none besides loopback");
     let _ = writeln!(
         out,
         "port25d audit of SMTP ports {}; network interfaces up: {interfaces}",
@@ -42,11 +38,7 @@ pub(super) fn render(report: &Report) -> String {
         for finding in findings {
             let _ = writeln!(out, "  {}", finding.what);
             if finding.kind == Kind::Listener && !finding.reachable_on.is_empty() {
-                let filtered = if finding.filtered_on.is_empty() {
-                    "none".to_owned()
-                } else {
-                    finding.filtered_on.join(", ")
-                };
+                let filtered = list_or(&finding.filtered_on, "none");
                 let _ = writeln!(
                     out,
                     "    reachable on {}; filtered on {filtered}",
@@ -105,6 +97,15 @@ fn join(ports: &[u16]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Reading the host
 // ---------------------------------------------------------------------------------------------
+
+/// "a, b, c", or `none` when there is nothing to list.
+fn list_or(items: &[String], none: &str) -> String {
+    if items.is_empty() {
+        none.to_owned()
+    } else {
+        items.join(", ")
+    }
+}
 
 #[cfg(test)]
 mod tests {

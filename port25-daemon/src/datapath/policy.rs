@@ -86,13 +86,8 @@ impl Datapath {
 
     /// Adds one entry to the live generation of a list (runtime lists).
     pub fn insert_live(&mut self, list: ListKind, net: IpNet) -> Result<(), Error> {
-        let generation = self.generation;
-        self.insert(generation, list, &net)?;
-        if let Some(live) = &mut self.live {
-            let set = match list {
-                ListKind::Allow => &mut live.allow,
-                ListKind::Deny => &mut live.deny,
-            };
+        self.insert(self.generation, list, &net)?;
+        if let Some(set) = self.live_set(list) {
             set.insert(net);
         }
         Ok(())
@@ -100,16 +95,20 @@ impl Datapath {
 
     /// Removes one entry from the live generation of a list (runtime lists).
     pub fn remove_live(&mut self, list: ListKind, net: IpNet) -> Result<(), Error> {
-        let generation = self.generation;
-        self.remove(generation, list, &net)?;
-        if let Some(live) = &mut self.live {
-            let set = match list {
-                ListKind::Allow => &mut live.allow,
-                ListKind::Deny => &mut live.deny,
-            };
+        self.remove(self.generation, list, &net)?;
+        if let Some(set) = self.live_set(list) {
             set.remove(&net);
         }
         Ok(())
+    }
+
+    /// The live generation's entries of `list`, when known.
+    fn live_set(&mut self, list: ListKind) -> Option<&mut CidrSet> {
+        let live = self.live.as_mut()?;
+        Some(match list {
+            ListKind::Allow => &mut live.allow,
+            ListKind::Deny => &mut live.deny,
+        })
     }
 
     fn write_generation(

@@ -1,7 +1,12 @@
 //! Running the loaded programs on crafted frames (BPF_PROG_TEST_RUN), for the verdict tables, the
 //! fuzz test and the bench: never used by the daemon itself.
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use std::time::Duration;
+
+use aya::{
+    TestRunResult,
+    programs::{Program, ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
 use port25_common::{EGRESS_PROGRAM_NAME, PROGRAM_NAME};
 
 use super::{Datapath, Error};
@@ -21,41 +26,40 @@ impl Datapath {
     /// Like [`Datapath::test_run_repeat`], with the kernel's average time per run as well (what
     /// `cargo xtask bench` measures: the kernel divides its own clock over the repeats, so the
     /// syscall's cost is not in it).
-    pub fn test_run_timed(
-        &self,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, std::time::Duration), Error> {
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(Error::MissingMap(PROGRAM_NAME))?
-            .try_into()
-            .map_err(Error::program)?;
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .map_err(Error::program)?;
-        Ok((result.return_value, result.duration))
+    pub fn test_run_timed(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration), Error> {
+        let program: &Xdp = self.program(PROGRAM_NAME)?;
+        run(program, frame, repeat)
     }
 
     /// Runs the egress (TC) program on one outgoing frame; returns the TC action.
     pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, Error> {
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(EGRESS_PROGRAM_NAME)
-            .ok_or(Error::MissingMap(EGRESS_PROGRAM_NAME))?
-            .try_into()
-            .map_err(Error::program)?;
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ..TestRunOptions::default()
-            })
-            .map_err(Error::program)?;
-        Ok(result.return_value)
+        let program: &SchedClassifier = self.program(EGRESS_PROGRAM_NAME)?;
+        run(program, frame, 1).map(|(action, _)| action)
     }
+
+    fn program<'a, P>(&'a self, name: &'static str) -> Result<&'a P, Error>
+    where
+        &'a P: TryFrom<&'a Program, Error = ProgramError>,
+    {
+        self.ebpf
+            .program(name)
+            .ok_or(Error::MissingMap(name))?
+            .try_into()
+            .map_err(Error::program)
+    }
+}
+
+/// `repeat` runs of `program` on `frame`: the last return value and the kernel's time per run.
+fn run<P>(program: &P, frame: &[u8], repeat: u32) -> Result<(u32, Duration), Error>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .map_err(Error::program)?;
+    Ok((result.return_value, result.duration))
 }

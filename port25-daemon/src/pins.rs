@@ -64,7 +64,7 @@ impl PinDir {
 
     /// A private directory under /sys/fs/bpf that goes when this value does: for loads that must
     /// not share state with anyone (tests), since aya pins every map of the object.
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(feature = "testing")]
     pub fn ephemeral() -> anyhow::Result<Self> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -29,7 +29,7 @@ pub(super) fn read_host() -> anyhow::Result<Host> {
     let mut sockets = Vec::new();
     for (path, required) in [("/proc/net/tcp", true), ("/proc/net/tcp6", false)] {
         match std::fs::read_to_string(path) {
-            Ok(text) => sockets.extend(parse_tcp_table(path, &text).map_err(anyhow::Error::msg)?),
+            Ok(text) => sockets.extend(parse_tcp_table(path, &text)?),
             // No IPv6 in this kernel (ipv6.disable=1): no tcp6 table, no IPv6 sockets.
             Err(err) if !required && err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(err).with_context(|| format!("reading {path}")),

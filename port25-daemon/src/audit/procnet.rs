@@ -46,38 +46,73 @@ pub(crate) struct Socket {
 
 /// Parses a whole `/proc/net/tcp` or `/proc/net/tcp6` text (the header line is skipped). `name` is
 /// for error messages.
-pub(crate) fn parse_tcp_table(name: &str, text: &str) -> Result<Vec<Socket>, String> {
+pub(crate) fn parse_tcp_table(name: &str, text: &str) -> Result<Vec<Socket>, TableError> {
     text.lines()
         .enumerate()
         .skip(1)
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(n, line)| parse_tcp_line(line).map_err(|err| format!("{name}:{}: {err}", n + 1)))
+        .map(|(n, line)| {
+            parse_tcp_line(line).map_err(|row| TableError {
+                table: name.to_owned(),
+                line: n + 1,
+                row,
+            })
+        })
         .collect()
 }
 
+/// A line of a socket table the kernel wrote in a layout this code does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("{table}:{line}: {row}")]
+pub(crate) struct TableError {
+    table: String,
+    line: usize,
+    #[source]
+    row: RowError,
+}
+
+/// What in a row could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RowError {
+    #[error("expected at least 10 fields in {0:?}")]
+    Fields(String),
+    #[error("bad {field} {value:?}")]
+    Field { field: &'static str, value: String },
+    #[error("bad endpoint {0:?}: no ':'")]
+    Endpoint(String),
+    #[error("bad port in {0:?}")]
+    Port(String),
+    #[error("bad address in {0:?}")]
+    Address(String),
+}
+
 /// Parses one row: `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...`.
-pub(crate) fn parse_tcp_line(line: &str) -> Result<Socket, String> {
+pub(crate) fn parse_tcp_line(line: &str) -> Result<Socket, RowError> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let [_, local, remote, state, _, _, _, uid, _, inode, ..] = fields.as_slice() else {
-        return Err(format!("expected at least 10 fields in {line:?}"));
+        return Err(RowError::Fields(line.to_owned()));
     };
-    let state = u8::from_str_radix(state, 16).map_err(|_| format!("bad state {state:?}"))?;
+    let bad = |field: &'static str, value: &str| RowError::Field {
+        field,
+        value: value.to_owned(),
+    };
+    let state = u8::from_str_radix(state, 16).map_err(|_| bad("state", state))?;
     Ok(Socket {
         local: parse_endpoint(local)?,
         remote: parse_endpoint(remote)?,
         state: TcpState(state),
-        uid: uid.parse().map_err(|_| format!("bad uid {uid:?}"))?,
-        inode: inode.parse().map_err(|_| format!("bad inode {inode:?}"))?,
+        uid: uid.parse().map_err(|_| bad("uid", uid))?,
+        inode: inode.parse().map_err(|_| bad("inode", inode))?,
     })
 }
 
 /// `0100007F:0019` -> 127.0.0.1:25 (on a little-endian host).
-pub(crate) fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_endpoint(text: &str) -> Result<SocketAddr, RowError> {
     let (addr, port) = text
         .split_once(':')
-        .ok_or_else(|| format!("bad endpoint {text:?}: no ':'"))?;
-    let port = u16::from_str_radix(port, 16).map_err(|_| format!("bad port in {text:?}"))?;
-    let ip = parse_address(addr).ok_or_else(|| format!("bad address in {text:?}"))?;
+        .ok_or_else(|| RowError::Endpoint(text.to_owned()))?;
+    let port = u16::from_str_radix(port, 16).map_err(|_| RowError::Port(text.to_owned()))?;
+    let ip = parse_address(addr).ok_or_else(|| RowError::Address(text.to_owned()))?;
     Ok(SocketAddr::new(canonical(ip), port))
 }
 
@@ -206,7 +241,9 @@ mod tests {
 
     #[test]
     fn bad_rows_name_the_line() {
-        let err = parse_tcp_table("tcp", "header\n   0: 0100007F:0019 junk\n").unwrap_err();
+        let err = parse_tcp_table("tcp", "header\n   0: 0100007F:0019 junk\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("tcp:2: expected at least 10 fields"),
             "{err}"
@@ -214,12 +251,14 @@ mod tests {
         let err = parse_tcp_line(
             "0: 0100007F:XYZ0 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bad port"), "{err}");
         let err = parse_tcp_line(
             "0: 0100007:0019 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bad address"), "{err}");
         assert!(
             parse_tcp_table("tcp", "header only\n")

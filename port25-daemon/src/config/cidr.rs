@@ -93,41 +93,69 @@ impl CidrSet {
 /// address syntax", and an operator needs to know which part is wrong. Host bits set are an
 /// error, not silently cleared: `198.18.0.1/24` is usually a typo for a host or for a network,
 /// and guessing wrong would open (or close) the port for 255 other addresses.
-pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
-    const EXAMPLE: &str =
-        "write a network such as 198.18.0.0/24 or 2001:db8::/48, or a single address";
+pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
     let s = text.trim();
     if s.is_empty() {
-        return Err(format!("empty CIDR; {EXAMPLE}"));
+        return Err(CidrError::Empty);
     }
     let (addr_text, len_text) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let addr: IpAddr = addr_text.parse().map_err(|_| {
-        format!("invalid CIDR {s:?}: {addr_text:?} is not an IPv4 or IPv6 address; {EXAMPLE}")
+    let addr: IpAddr = addr_text.parse().map_err(|_| CidrError::Address {
+        text: s.to_owned(),
+        address: addr_text.to_owned(),
     })?;
     let Some(len_text) = len_text else {
         return Ok(IpNet::from(addr));
     };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
-    let len: u8 = len_text.parse().ok().filter(|&l| l <= max).ok_or_else(|| {
-        format!("invalid CIDR {s:?}: prefix length must be a number from 0 to {max} for {family}")
-    })?;
-    let net = IpNet::new(addr, len).map_err(|e| format!("invalid CIDR {s:?}: {e}"))?;
+    let (max, family) = if addr.is_ipv4() {
+        (32, "IPv4")
+    } else {
+        (128, "IPv6")
+    };
+    let prefix_error = || CidrError::PrefixLength {
+        text: s.to_owned(),
+        max,
+        family,
+    };
+    let len: u8 = len_text
+        .parse()
+        .ok()
+        .filter(|&l| l <= max)
+        .ok_or_else(prefix_error)?;
+    let net = IpNet::new(addr, len).map_err(|_| prefix_error())?;
     if net.trunc() != net {
-        return Err(format!(
-            "host bits set in {s}; did you mean {}?",
-            net.trunc()
-        ));
+        return Err(CidrError::HostBits {
+            text: s.to_owned(),
+            network: net.trunc(),
+        });
     }
     Ok(net)
 }
 
+/// What is wrong with a CIDR an operator wrote, and how to write it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("empty CIDR; {EXAMPLE}")]
+    Empty,
+    #[error("invalid CIDR {text:?}: {address:?} is not an IPv4 or IPv6 address; {EXAMPLE}")]
+    Address { text: String, address: String },
+    #[error("invalid CIDR {text:?}: prefix length must be a number from 0 to {max} for {family}")]
+    PrefixLength {
+        text: String,
+        max: u8,
+        family: &'static str,
+    },
+    #[error("host bits set in {text}; did you mean {network}?")]
+    HostBits { text: String, network: IpNet },
+}
+
+const EXAMPLE: &str = "write a network such as 198.18.0.0/24 or 2001:db8::/48, or a single address";
+
 /// Parses a list file: one CIDR a line, `#` starts a comment (whole line or trailing), blank
 /// lines ignored. An error comes with its 1-based line number.
-pub(super) fn parse_list(text: &str) -> Result<Vec<IpNet>, (usize, String)> {
+pub(super) fn parse_list(text: &str) -> Result<Vec<IpNet>, (usize, CidrError)> {
     let mut nets = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let entry = line

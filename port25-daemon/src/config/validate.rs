@@ -236,8 +236,9 @@ impl Source<'_> {
                 )
             })?;
             // An error inside a list file points into that file, where the fix is.
-            let listed = cidr::parse_list(&text)
-                .map_err(|(line, reason)| ConfigError::new(&path, Some(line), reason))?;
+            let listed = cidr::parse_list(&text).map_err(|(line, reason)| {
+                ConfigError::new(&path, Some(line), reason.to_string())
+            })?;
             nets.extend(listed);
         }
         for dir in &raw.dirs {
@@ -255,8 +256,9 @@ impl Source<'_> {
                 let text = std::fs::read_to_string(&file).map_err(|e| {
                     ConfigError::new(&file, None, format!("cannot read list file: {e}"))
                 })?;
-                let listed = cidr::parse_list(&text)
-                    .map_err(|(line, reason)| ConfigError::new(&file, Some(line), reason))?;
+                let listed = cidr::parse_list(&text).map_err(|(line, reason)| {
+                    ConfigError::new(&file, Some(line), reason.to_string())
+                })?;
                 nets.extend(listed);
             }
         }

@@ -36,7 +36,7 @@ impl Daemon {
     fn add(&mut self, list: ListKind, cidr: &str, ttl_secs: Option<u64>) -> Response {
         let net = match parse_cidr(cidr) {
             Ok(net) => net,
-            Err(reason) => return error(reason),
+            Err(reason) => return error(reason.to_string()),
         };
         if let Err(err) = self.runtime.add(list, net, ttl_secs) {
             return error(format!("saving the runtime lists: {err:#}"));
@@ -65,7 +65,7 @@ impl Daemon {
     fn del(&mut self, list: ListKind, cidr: &str) -> Response {
         let net = match parse_cidr(cidr) {
             Ok(net) => net,
-            Err(reason) => return error(reason),
+            Err(reason) => return error(reason.to_string()),
         };
         let in_config = self.config_list(list).contains_net(&net);
         let was_runtime = match self.runtime.remove(list, net) {

@@ -12,7 +12,7 @@
 
 mod links;
 mod policy;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(feature = "testing")]
 mod test_run;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -115,7 +115,7 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the programs into the kernel (not attached yet) with maps private to this datapath,
     /// removed when it goes: for tests, the bench and one-off use. Kernel-side logging is off.
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(feature = "testing")]
     pub fn load_private(tracked_sources: u32) -> Result<Self, Error> {
         let pins = PinDir::ephemeral().map_err(Error::Pin)?;
         Self::load(tracked_sources, 0, pins)

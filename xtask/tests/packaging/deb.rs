@@ -1,0 +1,194 @@
+//! The Debian package: files, modes, conffiles, maintainer scripts.
+
+use super::*;
+
+#[test]
+fn deb_has_the_files_modes_and_conffiles() {
+    let built = built();
+    let dpkg_deb = tool("dpkg-deb", "dpkg");
+    let name = built
+        .deb
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+
+    // Control fields: the version is the binary's, Depends comes from dpkg-shlibdeps.
+    let field = |f: &str| {
+        stdout(&run(Command::new(&dpkg_deb)
+            .args(["-f"])
+            .arg(&built.deb)
+            .arg(f)))
+    };
+    let version = field("Version");
+    let arch = field("Architecture");
+    let binary_version = stdout(&run(
+        Command::new(built.path("/usr/sbin/port25d")).arg("--version")
+    ));
+    assert_eq!(binary_version.trim(), format!("port25d {}", version.trim()));
+    let dpkg_arch = stdout(&run(
+        Command::new(tool("dpkg", "dpkg")).arg("--print-architecture")
+    ));
+    assert_eq!(arch.trim(), dpkg_arch.trim());
+    assert_eq!(
+        name,
+        format!("port25_{}_{}.deb", version.trim(), arch.trim())
+    );
+    assert_eq!(field("Package").trim(), "port25");
+    let depends = field("Depends");
+    assert!(depends.contains("libc6 (>= 2."), "Depends: {depends}");
+    assert!(
+        depends.contains("procps"),
+        "Depends: {depends} (ExecReload= runs /bin/kill)"
+    );
+    let info = stdout(&run(Command::new(&dpkg_deb).arg("-I").arg(&built.deb)));
+    assert!(info.contains("Description: XDP filter for SMTP"), "{info}");
+
+    // Contents: path -> (mode, owner).
+    let listing = stdout(&run(Command::new(&dpkg_deb).arg("-c").arg(&built.deb)));
+    let entries: BTreeMap<String, (String, String)> = listing
+        .lines()
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let path = cols[5].trim_start_matches('.').to_owned();
+            (path, (cols[0].to_owned(), cols[1].to_owned()))
+        })
+        .collect();
+    for (path, mode) in [
+        ("/usr/sbin/port25d", "-rwxr-xr-x"),
+        ("/lib/systemd/system/port25d.service", "-rw-r--r--"),
+        ("/etc/port25/port25.toml", "-rw-r--r--"),
+        ("/etc/fail2ban/action.d/port25.conf", "-rw-r--r--"),
+        ("/usr/share/man/man8/port25d.8.gz", "-rw-r--r--"),
+        (
+            "/usr/share/bash-completion/completions/port25d",
+            "-rw-r--r--",
+        ),
+        ("/usr/share/zsh/vendor-completions/_port25d", "-rw-r--r--"),
+        (
+            "/usr/share/fish/vendor_completions.d/port25d.fish",
+            "-rw-r--r--",
+        ),
+        (
+            "/usr/share/port25/prometheus/port25.rules.yml",
+            "-rw-r--r--",
+        ),
+        (
+            "/usr/share/port25/prometheus/port25.rules.test.yml",
+            "-rw-r--r--",
+        ),
+        ("/usr/share/port25/grafana/port25.json", "-rw-r--r--"),
+        ("/usr/share/doc/port25/copyright", "-rw-r--r--"),
+        ("/usr/share/doc/port25/README.md", "-rw-r--r--"),
+        ("/usr/share/doc/port25/fail2ban.md", "-rw-r--r--"),
+    ] {
+        let Some((got, owner)) = entries.get(path) else {
+            panic!("{path} is not in {name}:\n{listing}")
+        };
+        assert_eq!(got, mode, "mode of {path}");
+        assert_eq!(owner, "root/root", "owner of {path}");
+    }
+    for (path, (mode, owner)) in &entries {
+        assert_eq!(owner, "root/root", "owner of {path}");
+        if mode.starts_with('d') {
+            assert_eq!(mode, "drwxr-xr-x", "mode of directory {path}");
+        }
+    }
+    // Packaged files are the source tree's, byte for byte.
+    for (source, dest) in [
+        ("port25d.service", "/lib/systemd/system/port25d.service"),
+        ("port25.toml", "/etc/port25/port25.toml"),
+        (
+            "fail2ban/action.d/port25.conf",
+            "/etc/fail2ban/action.d/port25.conf",
+        ),
+        (
+            "grafana/port25.json",
+            "/usr/share/port25/grafana/port25.json",
+        ),
+        (
+            "prometheus/port25.rules.yml",
+            "/usr/share/port25/prometheus/port25.rules.yml",
+        ),
+    ] {
+        assert_eq!(
+            fs::read(packaging().join(source)).unwrap(),
+            fs::read(built.path(dest)).unwrap(),
+            "{dest} differs from packaging/{source}"
+        );
+    }
+
+    // Every file under /etc is a conffile, and every conffile is in the package.
+    let conffiles = fs::read_to_string(built.path("/DEBIAN/conffiles")).unwrap();
+    let conffiles: BTreeSet<&str> = conffiles.lines().collect();
+    let etc: BTreeSet<&str> = entries
+        .iter()
+        .filter(|(p, (m, _))| p.starts_with("/etc/") && m.starts_with('-'))
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(conffiles, etc, "DEBIAN/conffiles");
+
+    // Maintainer scripts: executable, valid sh, and they never start the service.
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = built.path(&format!("/DEBIAN/{script}"));
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "mode of DEBIAN/{script}");
+        run(Command::new("sh").arg("-n").arg(&path));
+        let text = fs::read_to_string(&path).unwrap();
+        // The systemctl commands the scripts run (not what they print or say in comments):
+        // never start, enable or plainly restart the filter.
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('#') || line.starts_with("echo") {
+                continue;
+            }
+            for call in line.split("systemctl ").skip(1) {
+                let verb = call.split_whitespace().next().unwrap_or_default();
+                assert!(
+                    ["daemon-reload", "is-active", "try-restart", "stop"].contains(&verb),
+                    "DEBIAN/{script} runs `systemctl {verb}`: {line}"
+                );
+            }
+        }
+        // systemctl only where systemd runs (not in chroots, containers, image builds).
+        if text.contains("systemctl ") {
+            assert!(
+                text.contains("[ -d /run/systemd/system ]"),
+                "DEBIAN/{script}"
+            );
+        }
+    }
+
+    // Generated by the packaged binary: the man page (roff, section 8) and completions.
+    let man = stdout(&run(Command::new(tool("gzip", "gzip"))
+        .args(["-dc"])
+        .arg(built.path("/usr/share/man/man8/port25d.8.gz"))));
+    assert!(man.contains(".TH port25d 8"), "man page:\n{man}");
+    assert!(man.contains("check\\-config"), "man page:\n{man}");
+    for (path, needle) in [
+        (
+            "/usr/share/bash-completion/completions/port25d",
+            "complete -F",
+        ),
+        (
+            "/usr/share/zsh/vendor-completions/_port25d",
+            "#compdef port25d",
+        ),
+        (
+            "/usr/share/fish/vendor_completions.d/port25d.fish",
+            "complete -c port25d",
+        ),
+    ] {
+        let text = fs::read_to_string(built.path(path)).unwrap();
+        assert!(text.contains(needle), "{path} lacks {needle:?}");
+        assert!(
+            text.contains("check-config"),
+            "{path} lacks the subcommands"
+        );
+    }
+    // Stripped: a debug build's debug information does not ship.
+    let size = fs::metadata(built.path("/usr/sbin/port25d")).unwrap().len();
+    assert!(
+        size < 40 << 20,
+        "/usr/sbin/port25d is {size} bytes: not stripped?"
+    );
+}

@@ -1,0 +1,113 @@
+//! Verdict tables: crafted frames through the real XDP program with BPF_PROG_TEST_RUN, checking the
+//! action the kernel returned and the one counter it must have moved (or that none moved).
+
+mod encapsulations;
+mod policy;
+mod ratelimit;
+mod truncation;
+
+use std::path::Path;
+
+use port25_common::{Reason, Verdict};
+use port25_daemon::testing::{Config, Datapath};
+use port25_testkit::{
+    frames::{
+        ETH_P_8021AD, ETH_P_8021Q, EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, TCP_ACK, arp, icmp,
+        tcp, udp,
+    },
+    reference::{XDP_DROP, XDP_PASS},
+    require_root,
+};
+
+const ALLOWED4: &str = "198.18.1.10";
+const DENIED4: &str = "198.18.2.66";
+const OTHER4: &str = "198.18.3.3";
+const ALLOWED6: &str = "2001:db8:1::10";
+const DENIED6: &str = "2001:db8:2::66";
+const OTHER6: &str = "2001:db8:3::3";
+
+const POLICY: &str = r#"
+policy = "drop"
+ports = [25, 2525]
+[allow]
+cidrs = ["198.18.1.0/24", "2001:db8:1::/48", "198.18.2.0/24"]
+[deny]
+# More specific than the allowlisted /24 it sits in: the deny list wins regardless of prefix.
+cidrs = ["198.18.2.64/26", "2001:db8:2::/48"]
+"#;
+
+/// What a frame must do: the XDP action, and which counter moves (None: untouched, uncounted).
+struct Row {
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    counted: Option<(Verdict, Reason)>,
+}
+
+fn row(name: &'static str, frame: Vec<u8>, action: u32, counted: Option<(Verdict, Reason)>) -> Row {
+    Row {
+        name,
+        frame,
+        action,
+        counted,
+    }
+}
+
+fn load(policy: &str) -> Datapath {
+    require_root();
+    let config = Config::parse(policy, Path::new("verdicts.toml")).expect("test policy parses");
+    let mut datapath =
+        Datapath::load_private(config.ratelimit.tracked_sources).expect("XDP program loads");
+    datapath
+        .apply_policy(&config, &config.allow, &config.deny)
+        .expect("policy applies");
+    datapath
+}
+
+/// Runs every row and checks action and counters; returns how many rows ran.
+fn check(datapath: &Datapath, rows: &[Row]) -> usize {
+    let mut failures = Vec::new();
+    for row in rows {
+        let before = datapath.totals().expect("counters readable");
+        let action = datapath.test_run(&row.frame).expect("BPF_PROG_TEST_RUN");
+        let after = datapath.totals().expect("counters readable");
+        let moved: Vec<_> = after
+            .iter()
+            .filter_map(|(key, counter)| {
+                let old = before.get(key).copied().unwrap_or_default();
+                (counter.packets != old.packets || counter.bytes != old.bytes).then(|| {
+                    (
+                        (key.1, key.2),
+                        counter.packets - old.packets,
+                        counter.bytes - old.bytes,
+                    )
+                })
+            })
+            .collect();
+        let expected: Vec<_> = row
+            .counted
+            .iter()
+            .map(|&pair| (pair, 1, row.frame.len() as u64))
+            .collect();
+        if action != row.action || moved != expected {
+            failures.push(format!(
+                "{}: action {action} (want {}), counters moved {moved:?} (want {expected:?})",
+                row.name, row.action
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "verdict mismatches:\n{}",
+        failures.join("\n")
+    );
+    rows.len()
+}
+
+fn dropped(reason: Reason) -> Option<(Verdict, Reason)> {
+    Some((Verdict::Drop, reason))
+}
+
+fn passed(reason: Reason) -> Option<(Verdict, Reason)> {
+    Some((Verdict::Pass, reason))
+}

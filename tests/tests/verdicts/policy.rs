@@ -1,0 +1,120 @@
+//! Monitor mode, and reloads that switch lists and ports whole.
+
+use super::*;
+
+#[test]
+fn monitor_mode_counts_would_drop_and_passes() {
+    let datapath = load(&format!("mode = \"monitor\"\n{POLICY}"));
+    let would = |reason| Some((Verdict::WouldDrop, reason));
+    let rows = vec![
+        row(
+            "not allowlisted",
+            tcp(OTHER4, 25).build(),
+            XDP_PASS,
+            would(Reason::NotAllowlisted),
+        ),
+        row(
+            "denylisted",
+            tcp(DENIED6, 25).build(),
+            XDP_PASS,
+            would(Reason::Denylisted),
+        ),
+        row(
+            "malformed",
+            tcp(OTHER4, 25).truncate(36).build(),
+            XDP_PASS,
+            would(Reason::Malformed),
+        ),
+        row(
+            "allowlisted",
+            tcp(ALLOWED4, 25).build(),
+            XDP_PASS,
+            passed(Reason::Allowlisted),
+        ),
+        row("587 untouched", tcp(OTHER4, 587).build(), XDP_PASS, None),
+    ];
+    check(&datapath, &rows);
+}
+
+#[test]
+fn reload_switches_lists_and_ports_whole() {
+    let mut datapath = load(POLICY);
+    check(
+        &datapath,
+        &[
+            row(
+                "before: allowlisted",
+                tcp(ALLOWED4, 25).build(),
+                XDP_PASS,
+                passed(Reason::Allowlisted),
+            ),
+            row(
+                "before: other dropped",
+                tcp(OTHER4, 25).build(),
+                XDP_DROP,
+                dropped(Reason::NotAllowlisted),
+            ),
+        ],
+    );
+    let swapped = r#"
+policy = "drop"
+ports = [587]
+[allow]
+cidrs = ["198.18.3.0/24"]
+"#;
+    let config = Config::parse(swapped, Path::new("swapped.toml")).expect("parses");
+    datapath
+        .apply_policy(&config, &config.allow, &config.deny)
+        .expect("reload applies");
+    check(
+        &datapath,
+        &[
+            row(
+                "after: old allow gone",
+                tcp(ALLOWED4, 587).build(),
+                XDP_DROP,
+                dropped(Reason::NotAllowlisted),
+            ),
+            row(
+                "after: new allow",
+                tcp(OTHER4, 587).build(),
+                XDP_PASS,
+                passed(Reason::Allowlisted),
+            ),
+            row(
+                "after: old deny gone (v6)",
+                tcp(DENIED6, 587).build(),
+                XDP_DROP,
+                dropped(Reason::NotAllowlisted),
+            ),
+            row(
+                "after: port 25 no longer protected",
+                tcp(OTHER6, 25).build(),
+                XDP_PASS,
+                None,
+            ),
+        ],
+    );
+    // And back: the first generation's entries were really removed and rewritten.
+    let config = Config::parse(POLICY, Path::new("verdicts.toml")).expect("parses");
+    datapath
+        .apply_policy(&config, &config.allow, &config.deny)
+        .expect("second reload applies");
+    check(
+        &datapath,
+        &[
+            row(
+                "back: allowlisted",
+                tcp(ALLOWED4, 25).build(),
+                XDP_PASS,
+                passed(Reason::Allowlisted),
+            ),
+            row(
+                "back: 587 untouched",
+                tcp(OTHER4, 587).build(),
+                XDP_PASS,
+                None,
+            ),
+        ],
+    );
+}

@@ -35,6 +35,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
+use port25_testkit::frames;
 use port25_testkit::lab::{BpfFs, Client, Daemon, Gateway, Netns, SmtpSink, WorkDir, metric_sum};
 
 use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
@@ -161,18 +162,6 @@ fn mac_text(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-/// One's complement sum of 16-bit big-endian words.
-fn ones_sum(data: &[u8], mut sum: u32) -> u32 {
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum
-}
-
 /// The generator's SYN: Ethernet to gw0, IPv4 from SPOOF_BASE, TCP to port 25, checksums valid.
 fn template(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(54);
@@ -180,25 +169,15 @@ fn template(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
     frame.extend_from_slice(&src_mac);
     frame.extend_from_slice(&0x0800u16.to_be_bytes());
     let dst: Ipv4Addr = GATEWAY.parse().expect("a valid address");
-    let mut ip = vec![0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0];
-    ip.extend_from_slice(&SPOOF_BASE);
-    ip.extend_from_slice(&dst.octets());
-    let ip_sum = !(ones_sum(&ip, 0) as u16);
-    ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-    let mut tcp = Vec::with_capacity(20);
-    tcp.extend_from_slice(&40000u16.to_be_bytes());
-    tcp.extend_from_slice(&25u16.to_be_bytes());
-    tcp.extend_from_slice(&0x0102_0304u32.to_be_bytes());
-    tcp.extend_from_slice(&0u32.to_be_bytes());
-    tcp.extend_from_slice(&[0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0]);
-    let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&SPOOF_BASE);
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, 6, 0, 20]);
-    let tcp_sum = !(ones_sum(&tcp, ones_sum(&pseudo, 0)) as u16);
-    tcp[16..18].copy_from_slice(&tcp_sum.to_be_bytes());
-    frame.extend_from_slice(&ip);
-    frame.extend_from_slice(&tcp);
+    frame.extend_from_slice(&[0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+    frame.extend_from_slice(&SPOOF_BASE);
+    frame.extend_from_slice(&dst.octets());
+    frame.extend_from_slice(&40000u16.to_be_bytes());
+    frame.extend_from_slice(&25u16.to_be_bytes());
+    frame.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+    frame.extend_from_slice(&0u32.to_be_bytes());
+    frame.extend_from_slice(&[0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0]);
+    frames::fix_ipv4_tcp_checksums(&mut frame);
     frame
 }
 

@@ -1,6 +1,7 @@
 //! Crafted Ethernet frames for BPF_PROG_TEST_RUN: every header the datapath walks, each knob an
 //! attacker could turn (VLAN tags, IPv4 options and fragments, IPv6 extension headers, truncation).
-//! Checksums are left zero: XDP runs before anything verifies them.
+//! Checksums are left zero: XDP runs before anything verifies them. Frames that a real stack must
+//! accept (the flood labs' spoofed SYNs) get them with [`fix_ipv4_tcp_checksums`].
 
 use std::net::IpAddr;
 
@@ -309,4 +310,40 @@ fn ethernet(ethertype: u16) -> Vec<u8> {
     let mut frame = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x10];
     frame.extend_from_slice(&ethertype.to_be_bytes());
     frame
+}
+
+/// The Internet checksum (RFC 1071) over `chunks`, each a run of big-endian 16-bit words (an odd
+/// last byte padded with zero).
+pub fn checksum(chunks: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in chunks {
+        for pair in chunk.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Offsets in an untagged Ethernet + IPv4 (no options) + TCP frame.
+pub const IPV4_AT: usize = 14;
+pub const TCP_AFTER_IPV4_AT: usize = IPV4_AT + 20;
+
+/// Sets the IPv4 header checksum and the TCP checksum (over its pseudo-header) of an untagged
+/// Ethernet + IPv4 (no options) + TCP frame, so that a receiving stack takes it for real.
+pub fn fix_ipv4_tcp_checksums(frame: &mut [u8]) {
+    let (ip, tcp) = (IPV4_AT, TCP_AFTER_IPV4_AT);
+    frame[ip + 10..ip + 12].fill(0);
+    let ip_sum = checksum(&[&frame[ip..tcp]]);
+    frame[ip + 10..ip + 12].copy_from_slice(&ip_sum.to_be_bytes());
+    frame[tcp + 16..tcp + 18].fill(0);
+    let tcp_len = u16::try_from(frame.len() - tcp).expect("a segment shorter than 64 KiB");
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&frame[ip + 12..ip + 20]);
+    pseudo[9] = 6;
+    pseudo[10..].copy_from_slice(&tcp_len.to_be_bytes());
+    let tcp_sum = checksum(&[&pseudo, &frame[tcp..]]);
+    frame[tcp + 16..tcp + 18].copy_from_slice(&tcp_sum.to_be_bytes());
 }

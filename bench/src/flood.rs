@@ -19,6 +19,9 @@
 //! (`/proc/PID/schedstat`, in ns, exact); and when the receiver is slower than the generator,
 //! veth's ring overflows as a real NIC's would.
 
+mod filter;
+mod traffic;
+
 use std::{
     ffi::OsStr,
     fs,
@@ -38,6 +41,7 @@ use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
 use port25_testkit::frames;
 use port25_testkit::lab::{BpfFs, Client, Daemon, Gateway, Netns, SmtpSink, WorkDir, metric_sum};
 
+use self::{filter::*, traffic::*};
 use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
 
 const CLIENT: &str = "198.18.0.10";
@@ -190,161 +194,6 @@ fn ethtool_stat(ns: &Netns, iface: &str, name: &str) -> Result<u64> {
         .with_context(|| format!("no {name} in ethtool -S {iface}"))
 }
 
-/// What drops the flood in the receiver, and reads its own drop counter.
-enum Filter<'a> {
-    Nothing,
-    Netfilter {
-        ns: &'a Netns,
-        nft: bool,
-    },
-    XdpFilter(XdpFilter),
-    /// The daemon, and the BPF filesystem it pins in (kept until the daemon is gone).
-    Port25 {
-        daemon: Daemon<'a>,
-        _bpffs: BpfFs,
-    },
-}
-
-impl<'a> Filter<'a> {
-    fn install(receiver: Receiver, lab: &'a Lab) -> Result<Self> {
-        let gw = &lab.net.gw;
-        Ok(match receiver {
-            Receiver::Nothing => Filter::Nothing,
-            Receiver::Iptables => {
-                sys::run(gw.command("ipset").args(["create", "p25allow", "hash:net"]))?;
-                sys::run(gw.command("ipset").args(["add", "p25allow", CLIENT]))?;
-                sys::run(gw.command(IPTABLES).args([
-                    "-t",
-                    "raw",
-                    "-A",
-                    "PREROUTING",
-                    "-p",
-                    "tcp",
-                    "--dport",
-                    "25",
-                    "-m",
-                    "set",
-                    "!",
-                    "--match-set",
-                    "p25allow",
-                    "src",
-                    "-j",
-                    "DROP",
-                ]))?;
-                Filter::Netfilter { ns: gw, nft: false }
-            }
-            Receiver::Nftables => {
-                let rules = lab.work.join("p25.nft");
-                fs::write(
-                    &rules,
-                    format!(
-                        "table inet p25 {{\n  set allow4 {{ type ipv4_addr; flags interval; \
-                         elements = {{ {CLIENT} }} }}\n  chain pre {{ type filter hook \
-                         prerouting priority raw; policy accept;\n    tcp dport 25 ip saddr != \
-                         @allow4 counter drop\n  }}\n}}\n"
-                    ),
-                )?;
-                sys::run(gw.command("nft").arg("-f").arg(&rules))?;
-                Filter::Netfilter { ns: gw, nft: true }
-            }
-            Receiver::XdpFilter => {
-                // Policy deny + the client as the only allowed source: xdp-filter's closest
-                // rule, and stricter than port25's (every port is closed, not only 25).
-                Filter::XdpFilter(XdpFilter::attach_to(gw, "gw0", "deny", &[CLIENT])?)
-            }
-            Receiver::Port25 => {
-                let bpffs = BpfFs::mount("bench");
-                let config = lab.work.join("port25.toml");
-                fs::write(
-                    &config,
-                    format!(
-                        "interfaces = [\"gw0\"]\nxdp_mode = \"native\"\npolicy = \"drop\"\n\
-                         ports = [25]\n[allow]\ncidrs = [\"{CLIENT}/32\"]\n[metrics]\n\
-                         listen = \"{METRICS}\"\n"
-                    ),
-                )?;
-                let pin_dir = bpffs.pin_dir();
-                let daemon = Daemon::start_with_args(
-                    gw,
-                    &config,
-                    METRICS.parse()?,
-                    &lab.work.join("port25d.log"),
-                    &[OsStr::new("--pin-dir"), pin_dir.as_os_str()],
-                );
-                Filter::Port25 {
-                    daemon,
-                    _bpffs: bpffs,
-                }
-            }
-        })
-    }
-
-    /// Packets the filter counted as dropped so far (None: nothing filters).
-    fn dropped(&self) -> Result<Option<u64>> {
-        Ok(match self {
-            Filter::Nothing => None,
-            Filter::Netfilter { ns, nft: false } => {
-                let out =
-                    sys::run(
-                        ns.command(IPTABLES)
-                            .args(["-t", "raw", "-nvxL", "PREROUTING"]),
-                    )?;
-                // Header lines, then "pkts bytes target ...": the one rule.
-                let pkts = out
-                    .lines()
-                    .find(|l| l.contains("DROP"))
-                    .and_then(|l| l.split_whitespace().next())
-                    .and_then(|n| n.parse().ok())
-                    .with_context(|| format!("no DROP rule counter in:\n{out}"))?;
-                Some(pkts)
-            }
-            Filter::Netfilter { ns, nft: true } => {
-                let out = sys::run(
-                    ns.command("nft")
-                        .args(["list", "chain", "inet", "p25", "pre"]),
-                )?;
-                let pkts = out
-                    .split_once("counter packets ")
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .and_then(|n| n.parse().ok())
-                    .with_context(|| format!("no counter in:\n{out}"))?;
-                Some(pkts)
-            }
-            Filter::XdpFilter(filter) => Some(filter.dropped()?),
-            Filter::Port25 { daemon, .. } => {
-                let text = daemon.try_scrape().map_err(anyhow::Error::msg)?;
-                Some(metric_sum(&text, "port25_packets_total", &[("verdict", "drop")]) as u64)
-            }
-        })
-    }
-}
-
-/// Snapshot of the counters a window is measured by.
-#[derive(Clone, Copy)]
-struct Counters {
-    at: Instant,
-    sent: u64,
-    received: u64,
-    /// The filter's counter and when it was read: reading it takes a while (a scrape, a
-    /// command), so its rate is over its own interval.
-    dropped: Option<(Instant, u64)>,
-    /// Run time of the receiver's NAPI thread(s), ns.
-    receiver_ns: u64,
-}
-
-fn snapshot(lab: &Lab, filter: &Filter<'_>, sent: &AtomicU64) -> Result<Counters> {
-    Ok(Counters {
-        at: Instant::now(),
-        sent: sent.load(Ordering::Relaxed),
-        received: ethtool_stat(&lab.net.gw, "gw0", "rx_queue_0_xdp_packets")?,
-        dropped: filter.dropped()?.map(|d| (Instant::now(), d)),
-        receiver_ns: napi_threads()?
-            .iter()
-            .map(|&pid| sys::runtime_ns(pid))
-            .sum::<Result<u64>>()?,
-    })
-}
-
 /// The kernel threads of gw0's threaded NAPI (`napi/gw0-ID`): only one lab exists at a time.
 fn napi_threads() -> Result<Vec<u32>> {
     let mut pids = Vec::new();
@@ -362,123 +211,6 @@ fn napi_threads() -> Result<Vec<u32>> {
         }
     }
     Ok(pids)
-}
-
-/// Runs `flood_tx` on cl0 with live frames until `stop`, counting frames sent in `sent`. Runs on
-/// a thread inside the generator's namespace (the program's ingress ifindex is looked up in the
-/// caller's namespace).
-fn generate(frame: &[u8], batch: u32, stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
-    sys::pin_to_cpu(0, 0)?;
-    let mut object = programs::object()?;
-    let program = programs::xdp(&mut object, "flood_tx")?;
-    let name = std::ffi::CString::new("cl0")?;
-    // SAFETY: a valid NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        bail!("no cl0 in the generator's namespace");
-    }
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
-    let len = u32::try_from(frame.len())?;
-    let ctx: Vec<u8> = [0, len, 0, ifindex, 0, 0]
-        .iter()
-        .flat_map(|v: &u32| v.to_ne_bytes())
-        .collect();
-    // Each call sends `chunk` frames: short enough that `stop` is seen within ~10 ms.
-    let chunk = 20_000;
-    while !stop.load(Ordering::Relaxed) {
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ctx_in: Some(&ctx),
-                repeat: chunk,
-                attrs: TestRunAttrs::new().xdp_live_frames(batch),
-                ..TestRunOptions::default()
-            })
-            .context("BPF_PROG_TEST_RUN with live frames")?;
-        sent.fetch_add(u64::from(chunk), Ordering::Relaxed);
-    }
-    Ok(())
-}
-
-/// One SMTP transaction to the gateway from the client's address: (delivered, latency).
-fn send_one(timeout: Duration, n: usize) -> (bool, Duration) {
-    let started = Instant::now();
-    let attempt = || -> std::io::Result<()> {
-        let server: SocketAddr = format!("{GATEWAY}:25")
-            .parse()
-            .map_err(std::io::Error::other)?;
-        let stream = TcpStream::connect_timeout(&server, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let mut writer = stream;
-        let mut expect = |code: &str| -> std::io::Result<()> {
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line)? == 0 {
-                    return Err(std::io::Error::other("connection closed"));
-                }
-                if !line.starts_with(code) {
-                    return Err(std::io::Error::other(format!(
-                        "expected {code}, got {line}"
-                    )));
-                }
-                // Multi-line replies: "250-..." continues, "250 ..." ends.
-                if line.as_bytes().get(3) != Some(&b'-') {
-                    return Ok(());
-                }
-            }
-        };
-        expect("220")?;
-        for (command, code) in [
-            ("EHLO client.example.org\r\n".to_string(), "250"),
-            ("MAIL FROM:<a@example.org>\r\n".to_string(), "250"),
-            ("RCPT TO:<b@example.net>\r\n".to_string(), "250"),
-            ("DATA\r\n".to_string(), "354"),
-            (
-                format!(
-                    "From: a@example.org\r\nTo: b@example.net\r\nSubject: bench {n}\r\n\r\n\
-                     port25 bench message {n}\r\n.\r\n"
-                ),
-                "250",
-            ),
-        ] {
-            writer.write_all(command.as_bytes())?;
-            expect(code)?;
-        }
-        writer.write_all(b"QUIT\r\n")?;
-        Ok(())
-    };
-    let ok = attempt().is_ok();
-    (ok, started.elapsed())
-}
-
-/// Sends `count` messages one after another from the client's namespace.
-fn mail_batch(lab: &Lab, sink: &SmtpSink<'_>, count: usize, timeout: Duration) -> Result<Mail> {
-    let client: std::net::IpAddr = CLIENT.parse()?;
-    let before = sink.messages_from(client);
-    let results = thread::scope(|scope| {
-        lab.net.clients[0]
-            .spawn_inside(scope, || {
-                (0..count).map(|n| send_one(timeout, n)).collect::<Vec<_>>()
-            })
-            .join()
-    })
-    .map_err(|_| anyhow::anyhow!("the mail thread panicked"))?;
-    let ok = results.iter().filter(|(ok, _)| *ok).count();
-    // Delivered means in smtp-sink's dump, not only "250" seen by the client.
-    let delivered = sink.wait_for_messages(client, before + ok) - before;
-    let latencies: Vec<f64> = results
-        .iter()
-        .filter(|(ok, _)| *ok)
-        .map(|(_, d)| d.as_secs_f64() * 1000.0)
-        .collect();
-    Ok(Mail {
-        sent: count,
-        delivered,
-        p50_ms: sys::median(&latencies),
-        p99_ms: sys::percentile(&latencies, 99.0),
-    })
 }
 
 fn scenario(

@@ -1,0 +1,159 @@
+//! The receiver's filter in each scenario: set up (nothing, iptables + ipset, nftables,
+//! xdp-filter, port25d), its own drop counter read, and removed.
+
+use super::*;
+
+/// What drops the flood in the receiver, and reads its own drop counter.
+pub(super) enum Filter<'a> {
+    Nothing,
+    Netfilter {
+        ns: &'a Netns,
+        nft: bool,
+    },
+    XdpFilter(XdpFilter),
+    /// The daemon, and the BPF filesystem it pins in (kept until the daemon is gone).
+    Port25 {
+        daemon: Daemon<'a>,
+        _bpffs: BpfFs,
+    },
+}
+
+impl<'a> Filter<'a> {
+    pub(super) fn install(receiver: Receiver, lab: &'a Lab) -> Result<Self> {
+        let gw = &lab.net.gw;
+        Ok(match receiver {
+            Receiver::Nothing => Filter::Nothing,
+            Receiver::Iptables => {
+                sys::run(gw.command("ipset").args(["create", "p25allow", "hash:net"]))?;
+                sys::run(gw.command("ipset").args(["add", "p25allow", CLIENT]))?;
+                sys::run(gw.command(IPTABLES).args([
+                    "-t",
+                    "raw",
+                    "-A",
+                    "PREROUTING",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "25",
+                    "-m",
+                    "set",
+                    "!",
+                    "--match-set",
+                    "p25allow",
+                    "src",
+                    "-j",
+                    "DROP",
+                ]))?;
+                Filter::Netfilter { ns: gw, nft: false }
+            }
+            Receiver::Nftables => {
+                let rules = lab.work.join("p25.nft");
+                fs::write(
+                    &rules,
+                    format!(
+                        "table inet p25 {{\n  set allow4 {{ type ipv4_addr; flags interval; \
+                         elements = {{ {CLIENT} }} }}\n  chain pre {{ type filter hook \
+                         prerouting priority raw; policy accept;\n    tcp dport 25 ip saddr != \
+                         @allow4 counter drop\n  }}\n}}\n"
+                    ),
+                )?;
+                sys::run(gw.command("nft").arg("-f").arg(&rules))?;
+                Filter::Netfilter { ns: gw, nft: true }
+            }
+            Receiver::XdpFilter => {
+                // Policy deny + the client as the only allowed source: xdp-filter's closest
+                // rule, and stricter than port25's (every port is closed, not only 25).
+                Filter::XdpFilter(XdpFilter::attach_to(gw, "gw0", "deny", &[CLIENT])?)
+            }
+            Receiver::Port25 => {
+                let bpffs = BpfFs::mount("bench");
+                let config = lab.work.join("port25.toml");
+                fs::write(
+                    &config,
+                    format!(
+                        "interfaces = [\"gw0\"]\nxdp_mode = \"native\"\npolicy = \"drop\"\n\
+                         ports = [25]\n[allow]\ncidrs = [\"{CLIENT}/32\"]\n[metrics]\n\
+                         listen = \"{METRICS}\"\n"
+                    ),
+                )?;
+                let pin_dir = bpffs.pin_dir();
+                let daemon = Daemon::start_with_args(
+                    gw,
+                    &config,
+                    METRICS.parse()?,
+                    &lab.work.join("port25d.log"),
+                    &[OsStr::new("--pin-dir"), pin_dir.as_os_str()],
+                );
+                Filter::Port25 {
+                    daemon,
+                    _bpffs: bpffs,
+                }
+            }
+        })
+    }
+
+    /// Packets the filter counted as dropped so far (None: nothing filters).
+    pub(super) fn dropped(&self) -> Result<Option<u64>> {
+        Ok(match self {
+            Filter::Nothing => None,
+            Filter::Netfilter { ns, nft: false } => {
+                let out =
+                    sys::run(
+                        ns.command(IPTABLES)
+                            .args(["-t", "raw", "-nvxL", "PREROUTING"]),
+                    )?;
+                // Header lines, then "pkts bytes target ...": the one rule.
+                let pkts = out
+                    .lines()
+                    .find(|l| l.contains("DROP"))
+                    .and_then(|l| l.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                    .with_context(|| format!("no DROP rule counter in:\n{out}"))?;
+                Some(pkts)
+            }
+            Filter::Netfilter { ns, nft: true } => {
+                let out = sys::run(
+                    ns.command("nft")
+                        .args(["list", "chain", "inet", "p25", "pre"]),
+                )?;
+                let pkts = out
+                    .split_once("counter packets ")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                    .with_context(|| format!("no counter in:\n{out}"))?;
+                Some(pkts)
+            }
+            Filter::XdpFilter(filter) => Some(filter.dropped()?),
+            Filter::Port25 { daemon, .. } => {
+                let text = daemon.try_scrape().map_err(anyhow::Error::msg)?;
+                Some(metric_sum(&text, "port25_packets_total", &[("verdict", "drop")]) as u64)
+            }
+        })
+    }
+}
+
+/// Snapshot of the counters a window is measured by.
+#[derive(Clone, Copy)]
+pub(super) struct Counters {
+    pub(super) at: Instant,
+    pub(super) sent: u64,
+    pub(super) received: u64,
+    /// The filter's counter and when it was read: reading it takes a while (a scrape, a
+    /// command), so its rate is over its own interval.
+    pub(super) dropped: Option<(Instant, u64)>,
+    /// Run time of the receiver's NAPI thread(s), ns.
+    pub(super) receiver_ns: u64,
+}
+
+pub(super) fn snapshot(lab: &Lab, filter: &Filter<'_>, sent: &AtomicU64) -> Result<Counters> {
+    Ok(Counters {
+        at: Instant::now(),
+        sent: sent.load(Ordering::Relaxed),
+        received: ethtool_stat(&lab.net.gw, "gw0", "rx_queue_0_xdp_packets")?,
+        dropped: filter.dropped()?.map(|d| (Instant::now(), d)),
+        receiver_ns: napi_threads()?
+            .iter()
+            .map(|&pid| sys::runtime_ns(pid))
+            .sum::<Result<u64>>()?,
+    })
+}

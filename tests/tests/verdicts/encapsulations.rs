@@ -6,140 +6,104 @@ use super::*;
 fn ipv4_lists_ports_and_encapsulations() {
     let datapath = load(POLICY);
     let rows = vec![
-        row(
+        passes(
             "allowlisted SYN",
             tcp(ALLOWED4, 25).build(),
-            XDP_PASS,
-            passed(Reason::Allowlisted),
+            Reason::Allowlisted,
         ),
-        row(
+        drops(
             "denylisted SYN",
             tcp(DENIED4, 25).build(),
-            XDP_DROP,
-            dropped(Reason::Denylisted),
+            Reason::Denylisted,
         ),
-        row(
+        drops(
             "deny beats a shorter allow",
             tcp("198.18.2.70", 25).build(),
-            XDP_DROP,
-            dropped(Reason::Denylisted),
+            Reason::Denylisted,
         ),
-        row(
+        passes(
             "allow /24 outside the deny /26",
             tcp("198.18.2.10", 25).build(),
-            XDP_PASS,
-            passed(Reason::Allowlisted),
+            Reason::Allowlisted,
         ),
-        row(
+        drops(
             "not allowlisted SYN",
             tcp(OTHER4, 25).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        drops(
             "not allowlisted ACK",
             tcp(OTHER4, 25).flags(TCP_ACK).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        drops(
             "second protected port",
             tcp(OTHER4, 2525).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
-            "submission 587 untouched",
-            tcp(OTHER4, 587).build(),
-            XDP_PASS,
-            None,
-        ),
-        row(
-            "smtps 465 untouched",
-            tcp(DENIED4, 465).build(),
-            XDP_PASS,
-            None,
-        ),
-        row("http 80 untouched", tcp(OTHER4, 80).build(), XDP_PASS, None),
-        row(
-            "UDP to 25 untouched",
-            udp(OTHER4, 25).build(),
-            XDP_PASS,
-            None,
-        ),
-        row("ICMP untouched", icmp(OTHER4).build(), XDP_PASS, None),
-        row("ARP untouched", arp(), XDP_PASS, None),
-        row(
+        untouched("submission 587 untouched", tcp(OTHER4, 587).build()),
+        untouched("smtps 465 untouched", tcp(DENIED4, 465).build()),
+        untouched("http 80 untouched", tcp(OTHER4, 80).build()),
+        untouched("UDP to 25 untouched", udp(OTHER4, 25).build()),
+        untouched("ICMP untouched", icmp(OTHER4).build()),
+        untouched("ARP untouched", arp()),
+        passes(
             "802.1Q allowlisted",
             tcp(ALLOWED4, 25).vlan(ETH_P_8021Q).build(),
-            XDP_PASS,
-            passed(Reason::Allowlisted),
+            Reason::Allowlisted,
         ),
-        row(
+        drops(
             "802.1Q not allowlisted",
             tcp(OTHER4, 25).vlan(ETH_P_8021Q).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        drops(
             "802.1ad+802.1Q not allowlisted",
             tcp(OTHER4, 25).vlan(ETH_P_8021AD).vlan(ETH_P_8021Q).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        drops(
             "802.1ad+802.1Q denylisted",
             tcp(DENIED4, 25)
                 .vlan(ETH_P_8021AD)
                 .vlan(ETH_P_8021Q)
                 .build(),
-            XDP_DROP,
-            dropped(Reason::Denylisted),
+            Reason::Denylisted,
         ),
-        row(
+        untouched(
             "double-tagged 587 untouched",
             tcp(OTHER4, 587)
                 .vlan(ETH_P_8021AD)
                 .vlan(ETH_P_8021Q)
                 .build(),
-            XDP_PASS,
-            None,
         ),
-        row(
+        drops(
             "IPv4 options 4 bytes",
             tcp(OTHER4, 25).ipv4_options(4).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        drops(
             "IPv4 options 40 bytes (IHL 15)",
             tcp(OTHER4, 25).ipv4_options(40).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        passes(
             "IPv4 options, allowlisted",
             tcp(ALLOWED4, 25).ipv4_options(40).build(),
-            XDP_PASS,
-            passed(Reason::Allowlisted),
+            Reason::Allowlisted,
         ),
-        row(
+        untouched(
             "IPv4 options 40 bytes, 587",
             tcp(OTHER4, 587).ipv4_options(40).build(),
-            XDP_PASS,
-            None,
         ),
-        row(
+        drops(
             "first fragment judged",
             tcp(OTHER4, 25).fragment(0, true).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        untouched(
             "non-first fragment passes",
             tcp(OTHER4, 25).fragment(3, false).build(),
-            XDP_PASS,
-            None,
         ),
     ];
     let n = check(&datapath, &rows);
@@ -150,114 +114,92 @@ fn ipv4_lists_ports_and_encapsulations() {
 fn ipv6_lists_and_extension_headers() {
     let datapath = load(POLICY);
     let rows = vec![
-        row(
+        passes(
             "allowlisted SYN",
             tcp(ALLOWED6, 25).build(),
-            XDP_PASS,
-            passed(Reason::Allowlisted),
+            Reason::Allowlisted,
         ),
-        row(
+        drops(
             "denylisted SYN",
             tcp(DENIED6, 25).build(),
-            XDP_DROP,
-            dropped(Reason::Denylisted),
+            Reason::Denylisted,
         ),
-        row(
+        drops(
             "not allowlisted SYN",
             tcp(OTHER6, 25).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row("587 untouched", tcp(OTHER6, 587).build(), XDP_PASS, None),
-        row(
-            "UDP to 25 untouched",
-            udp(OTHER6, 25).build(),
-            XDP_PASS,
-            None,
-        ),
-        row("ICMPv6 untouched", icmp(OTHER6).build(), XDP_PASS, None),
-        row(
+        untouched("587 untouched", tcp(OTHER6, 587).build()),
+        untouched("UDP to 25 untouched", udp(OTHER6, 25).build()),
+        untouched("ICMPv6 untouched", icmp(OTHER6).build()),
+        drops(
             "802.1Q not allowlisted",
             tcp(OTHER6, 25).vlan(ETH_P_8021Q).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        passes(
             "802.1ad+802.1Q allowlisted",
             tcp(ALLOWED6, 25)
                 .vlan(ETH_P_8021AD)
                 .vlan(ETH_P_8021Q)
                 .build(),
-            XDP_PASS,
-            passed(Reason::Allowlisted),
+            Reason::Allowlisted,
         ),
-        row(
+        drops(
             "hop-by-hop",
             tcp(OTHER6, 25).ext(EXT_HOP_BY_HOP).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        drops(
             "routing",
             tcp(OTHER6, 25).ext(EXT_ROUTING).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        drops(
             "destination options",
             tcp(DENIED6, 25).ext(EXT_DEST_OPTS).build(),
-            XDP_DROP,
-            dropped(Reason::Denylisted),
+            Reason::Denylisted,
         ),
-        row(
+        passes(
             "hop-by-hop, routing, dest opts, allowlisted",
             tcp(ALLOWED6, 25)
                 .ext(EXT_HOP_BY_HOP)
                 .ext(EXT_ROUTING)
                 .ext(EXT_DEST_OPTS)
                 .build(),
-            XDP_PASS,
-            passed(Reason::Allowlisted),
+            Reason::Allowlisted,
         ),
-        row(
+        untouched(
             "hop-by-hop, routing, dest opts, 587",
             tcp(OTHER6, 587)
                 .ext(EXT_HOP_BY_HOP)
                 .ext(EXT_ROUTING)
                 .ext(EXT_DEST_OPTS)
                 .build(),
-            XDP_PASS,
-            None,
         ),
-        row(
+        drops(
             "first fragment judged",
             tcp(OTHER6, 25).fragment(0, true).build(),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        untouched(
             "non-first fragment passes",
             tcp(OTHER6, 25).fragment(5, true).build(),
-            XDP_PASS,
-            None,
         ),
-        row(
+        drops(
             "8 extension headers: judged",
             ext_chain(OTHER6, 8),
-            XDP_DROP,
-            dropped(Reason::NotAllowlisted),
+            Reason::NotAllowlisted,
         ),
-        row(
+        drops(
             "9 extension headers: malformed",
             ext_chain(OTHER6, 9),
-            XDP_DROP,
-            dropped(Reason::Malformed),
+            Reason::Malformed,
         ),
-        row(
+        drops(
             "9 extension headers, allowlisted: still malformed",
             ext_chain(ALLOWED6, 9),
-            XDP_DROP,
-            dropped(Reason::Malformed),
+            Reason::Malformed,
         ),
     ];
     let n = check(&datapath, &rows);
@@ -295,42 +237,27 @@ fn ipv4_ah_and_wrong_versions() {
     check(
         &datapath,
         &[
-            row(
+            drops(
                 "IPv4 AH, not allowlisted",
                 with_ipv4_ah(tcp(OTHER4, 25).build()),
-                XDP_DROP,
-                dropped(Reason::NotAllowlisted),
+                Reason::NotAllowlisted,
             ),
-            row(
+            passes(
                 "IPv4 AH, allowlisted",
                 with_ipv4_ah(tcp(ALLOWED4, 25).build()),
-                XDP_PASS,
-                passed(Reason::Allowlisted),
+                Reason::Allowlisted,
             ),
-            row(
-                "IPv4 AH, 587",
-                with_ipv4_ah(tcp(OTHER4, 587).build()),
-                XDP_PASS,
-                None,
-            ),
-            row(
+            untouched("IPv4 AH, 587", with_ipv4_ah(tcp(OTHER4, 587).build())),
+            drops(
                 "IPv4 AH cut before TCP",
                 with_ipv4_ah(tcp(OTHER4, 25).build())[..40].to_vec(),
-                XDP_DROP,
-                dropped(Reason::Malformed),
+                Reason::Malformed,
             ),
-            row(
+            untouched(
                 "version 6 behind the IPv4 ethertype: the stack's to drop",
                 v6_in_v4,
-                XDP_PASS,
-                None,
             ),
-            row(
-                "broken IPv4 header carrying UDP",
-                broken_udp,
-                XDP_PASS,
-                None,
-            ),
+            untouched("broken IPv4 header carrying UDP", broken_udp),
         ],
     );
 }
@@ -343,15 +270,13 @@ fn more_than_two_vlan_tags_are_not_looked_into() {
     let datapath = load(POLICY);
     check(
         &datapath,
-        &[row(
+        &[untouched(
             "three VLAN tags",
             tcp(OTHER4, 25)
                 .vlan(ETH_P_8021AD)
                 .vlan(ETH_P_8021Q)
                 .vlan(ETH_P_8021Q)
                 .build(),
-            XDP_PASS,
-            None,
         )],
     );
 }

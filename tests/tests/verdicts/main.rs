@@ -111,3 +111,18 @@ fn dropped(reason: Reason) -> Option<(Verdict, Reason)> {
 fn passed(reason: Reason) -> Option<(Verdict, Reason)> {
     Some((Verdict::Pass, reason))
 }
+
+/// A frame that must be dropped, counted under `reason`.
+fn drops(name: &'static str, frame: Vec<u8>, reason: Reason) -> Row {
+    row(name, frame, XDP_DROP, dropped(reason))
+}
+
+/// A frame that must pass, counted under `reason`.
+fn passes(name: &'static str, frame: Vec<u8>, reason: Reason) -> Row {
+    row(name, frame, XDP_PASS, passed(reason))
+}
+
+/// A frame that is not ours: it passes, and no counter moves.
+fn untouched(name: &'static str, frame: Vec<u8>) -> Row {
+    row(name, frame, XDP_PASS, None)
+}

@@ -25,13 +25,12 @@ fn monitor_mode_counts_would_drop_and_passes() {
             XDP_PASS,
             would(Reason::Malformed),
         ),
-        row(
+        passes(
             "allowlisted",
             tcp(ALLOWED4, 25).build(),
-            XDP_PASS,
-            passed(Reason::Allowlisted),
+            Reason::Allowlisted,
         ),
-        row("587 untouched", tcp(OTHER4, 587).build(), XDP_PASS, None),
+        untouched("587 untouched", tcp(OTHER4, 587).build()),
     ];
     check(&datapath, &rows);
 }
@@ -42,17 +41,15 @@ fn reload_switches_lists_and_ports_whole() {
     check(
         &datapath,
         &[
-            row(
+            passes(
                 "before: allowlisted",
                 tcp(ALLOWED4, 25).build(),
-                XDP_PASS,
-                passed(Reason::Allowlisted),
+                Reason::Allowlisted,
             ),
-            row(
+            drops(
                 "before: other dropped",
                 tcp(OTHER4, 25).build(),
-                XDP_DROP,
-                dropped(Reason::NotAllowlisted),
+                Reason::NotAllowlisted,
             ),
         ],
     );
@@ -69,29 +66,24 @@ cidrs = ["198.18.3.0/24"]
     check(
         &datapath,
         &[
-            row(
+            drops(
                 "after: old allow gone",
                 tcp(ALLOWED4, 587).build(),
-                XDP_DROP,
-                dropped(Reason::NotAllowlisted),
+                Reason::NotAllowlisted,
             ),
-            row(
+            passes(
                 "after: new allow",
                 tcp(OTHER4, 587).build(),
-                XDP_PASS,
-                passed(Reason::Allowlisted),
+                Reason::Allowlisted,
             ),
-            row(
+            drops(
                 "after: old deny gone (v6)",
                 tcp(DENIED6, 587).build(),
-                XDP_DROP,
-                dropped(Reason::NotAllowlisted),
+                Reason::NotAllowlisted,
             ),
-            row(
+            untouched(
                 "after: port 25 no longer protected",
                 tcp(OTHER6, 25).build(),
-                XDP_PASS,
-                None,
             ),
         ],
     );
@@ -103,18 +95,12 @@ cidrs = ["198.18.3.0/24"]
     check(
         &datapath,
         &[
-            row(
+            passes(
                 "back: allowlisted",
                 tcp(ALLOWED4, 25).build(),
-                XDP_PASS,
-                passed(Reason::Allowlisted),
+                Reason::Allowlisted,
             ),
-            row(
-                "back: 587 untouched",
-                tcp(OTHER4, 587).build(),
-                XDP_PASS,
-                None,
-            ),
+            untouched("back: 587 untouched", tcp(OTHER4, 587).build()),
         ],
     );
 }

@@ -44,45 +44,35 @@ fn ratelimit_spends_source_and_global_tokens() {
 
     let would = [
         // Allowlisted sources never spend tokens, denylisted are dropped before any bucket.
-        row(
+        passes(
             "allowlisted during the flood",
             tcp("198.18.1.9", 25).build(),
-            XDP_PASS,
-            passed(Reason::Allowlisted),
+            Reason::Allowlisted,
         ),
-        row(
+        drops(
             "denylisted",
             tcp("198.18.2.9", 25).build(),
-            XDP_DROP,
-            dropped(Reason::Denylisted),
+            Reason::Denylisted,
         ),
-        row(
+        drops(
             "SYN over the limit",
             tcp("198.18.3.1", 25).build(),
-            XDP_DROP,
-            dropped(Reason::RateLimited),
+            Reason::RateLimited,
         ),
         // The rest of a connection spends no token.
-        row(
+        passes(
             "ACK of a connection",
             tcp("198.18.3.1", 25).flags(TCP_ACK).build(),
-            XDP_PASS,
-            passed(Reason::Admitted),
+            Reason::Admitted,
         ),
-        row(
+        passes(
             "SYN-ACK is not a new connection",
             tcp("198.18.3.1", 25)
                 .flags(TCP_ACK | port25_testkit::frames::TCP_SYN)
                 .build(),
-            XDP_PASS,
-            passed(Reason::Admitted),
+            Reason::Admitted,
         ),
-        row(
-            "587 untouched",
-            tcp("198.18.3.1", 587).build(),
-            XDP_PASS,
-            None,
-        ),
+        untouched("587 untouched", tcp("198.18.3.1", 587).build()),
     ];
     check(&datapath, &would);
 }

@@ -46,6 +46,20 @@ fn port25d(ns: &Netns, work: &WorkDir, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// `port25d run ARGS --xdp-mode native` on the bridge `d0`: it must fail, saying the kernel refused
+/// native mode there; returns its stderr.
+fn native_is_refused(ns: &Netns, work: &WorkDir, args: &[&str]) -> String {
+    let mut argv = vec!["run", "--xdp-mode", "native"];
+    argv.extend_from_slice(args);
+    let (code, stderr) = port25d(ns, work, &argv);
+    assert_eq!(code, 1, "native on a bridge must fail:\n{stderr}");
+    assert!(
+        stderr.contains("d0: the kernel refused XDP in native mode"),
+        "{stderr}"
+    );
+    stderr
+}
+
 #[test]
 fn refused_native_mode_says_what_to_try_and_auto_falls_back() {
     require_root();
@@ -55,24 +69,7 @@ fn refused_native_mode_says_what_to_try_and_auto_falls_back() {
     let config = write_config(&work, "drop.toml", "policy = \"drop\"\n");
     let config = config.to_str().unwrap();
 
-    let (code, stderr) = port25d(
-        &ns,
-        &work,
-        &[
-            "run",
-            "--config",
-            config,
-            "--iface",
-            "d0",
-            "--xdp-mode",
-            "native",
-        ],
-    );
-    assert_eq!(code, 1, "native on a bridge must fail:\n{stderr}");
-    assert!(
-        stderr.contains("d0: the kernel refused XDP in native mode"),
-        "{stderr}"
-    );
+    let stderr = native_is_refused(&ns, &work, &["--config", config, "--iface", "d0"]);
     assert!(stderr.contains("try --xdp-mode skb"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
@@ -223,24 +220,7 @@ fn a_refused_mode_switch_puts_the_old_mode_back() {
     assert!(daemon.stop().success());
     assert!(ns.ip(&["link", "show", "d0"]).contains("xdpgeneric"));
 
-    let (code, stderr) = port25d(
-        &ns,
-        &work,
-        &[
-            "run",
-            "--config",
-            config,
-            "--xdp-mode",
-            "native",
-            "--pin-dir",
-            pins,
-        ],
-    );
-    assert_eq!(code, 1, "native on a bridge must fail:\n{stderr}");
-    assert!(
-        stderr.contains("d0: the kernel refused XDP in native mode"),
-        "{stderr}"
-    );
+    let stderr = native_is_refused(&ns, &work, &["--config", config, "--pin-dir", pins]);
     assert!(
         stderr.contains("d0: re-attached in skb mode after"),
         "{stderr}"

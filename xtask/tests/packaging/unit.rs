@@ -1,5 +1,7 @@
 //! The systemd unit: systemd-analyze verify and security, and port25d under exactly its capabilities and system-call filter.
 
+use port25_testkit::lab::Netns;
+
 use super::*;
 
 /// The packaged unit with its binary path pointed at the packaged binary (systemd-analyze
@@ -152,54 +154,26 @@ fn allowed_syscalls(filters: &[String]) -> BTreeSet<String> {
     allowed
 }
 
-/// A network namespace with a veth pair, deleted on drop.
-struct Netns {
-    name: String,
-    ip: PathBuf,
+/// A namespace with a veth pair `p25a`/`p25b` inside it, for port25d to attach to.
+fn netns_with_veth() -> Netns {
+    let ns = Netns::new("pkg");
+    ns.ip(&[
+        "link", "add", "p25a", "type", "veth", "peer", "name", "p25b",
+    ]);
+    for dev in ["lo", "p25a", "p25b"] {
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    ns
 }
 
-impl Netns {
-    fn new(name: &str) -> Self {
-        let ip = tool("ip", "iproute2");
-        let _ = Command::new(&ip).args(["netns", "del", name]).output();
-        run(Command::new(&ip).args(["netns", "add", name]));
-        let ns = Self {
-            name: name.to_owned(),
-            ip,
-        };
-        run(Command::new(&ns.ip).args([
-            "-n", name, "link", "add", "p25a", "type", "veth", "peer", "name", "p25b",
-        ]));
-        for dev in ["lo", "p25a", "p25b"] {
-            run(Command::new(&ns.ip).args(["-n", name, "link", "set", dev, "up"]));
-        }
-        ns
-    }
-
-    fn exec(&self) -> Command {
-        let mut cmd = Command::new(&self.ip);
-        cmd.args(["netns", "exec", &self.name]);
-        cmd
-    }
-
-    /// The daemon's /metrics, if it answers.
-    fn scrape(&self) -> Option<String> {
-        let out = self
-            .exec()
-            .arg(tool("curl", "curl"))
-            .args(["-sf", "--max-time", "2", "http://127.0.0.1:9725/metrics"])
-            .output()
-            .ok()?;
-        out.status.success().then(|| stdout(&out))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.ip)
-            .args(["netns", "del", &self.name])
-            .output();
-    }
+/// The daemon's /metrics in `ns`, if it answers.
+fn scrape(ns: &Netns) -> Option<String> {
+    let out = ns
+        .command(tool("curl", "curl"))
+        .args(["-sf", "--max-time", "2", "http://127.0.0.1:9725/metrics"])
+        .output()
+        .ok()?;
+    out.status.success().then(|| stdout(&out))
 }
 
 /// port25d run inside `ns`, started as systemd would with the unit's privileges: uid 0 with a
@@ -222,16 +196,11 @@ impl Daemon {
             .iter()
             .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
             .collect();
-        let mut cmd = ns.exec();
-        cmd.args([
-            "sh",
-            "-c",
-            "mount -t bpf bpf /sys/fs/bpf && exec \"$@\"",
-            "sh",
-        ])
-        .arg(tool("setpriv", "util-linux"))
-        .arg(format!("--bounding-set=-all,{}", bounding.join(",")))
-        .args(["--inh-caps=-all", "--no-new-privs"]);
+        let mut cmd = ns.command("sh");
+        cmd.args(["-c", "mount -t bpf bpf /sys/fs/bpf && exec \"$@\"", "sh"])
+            .arg(tool("setpriv", "util-linux"))
+            .arg(format!("--bounding-set=-all,{}", bounding.join(",")))
+            .args(["--inh-caps=-all", "--no-new-privs"]);
         if let Some(out) = strace {
             cmd.arg(tool("strace", "strace"))
                 .args(["-f", "-qq", "-c", "-S", "name", "-o"])
@@ -317,7 +286,7 @@ fn wait_metrics(
 ) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(text) = ns.scrape().filter(|t| pred(t)) {
+        if let Some(text) = scrape(ns).filter(|t| pred(t)) {
             return text;
         }
         if let Some(status) = daemon.child.try_wait().unwrap() {
@@ -366,7 +335,7 @@ fn unit_capabilities_and_syscall_filter_fit_the_daemon() {
         shipped.replace("\ninterfaces = []\n", "\ninterfaces = [\"p25a\"]\n"),
     )
     .unwrap();
-    let ns = Netns::new(&format!("p25pkg-{}", std::process::id()));
+    let ns = netns_with_veth();
 
     let trace = dir.join("strace.txt");
     let mut daemon = Daemon::start(&ns, &caps, &config, Some(&trace), &dir.join("run.log"));
@@ -431,7 +400,7 @@ fn unit_capabilities_and_syscall_filter_fit_the_daemon() {
             &dir.join(format!("{missing}.log")),
         );
         let status = daemon.wait_exit(60);
-        let attached = ns.scrape().is_some_and(|m| m.contains("port25_attached{"));
+        let attached = scrape(&ns).is_some_and(|m| m.contains("port25_attached{"));
         assert!(
             matches!(status, Some(s) if !s.success()) && !attached,
             "port25d ran without {missing} ({status:?}): drop it from CapabilityBoundingSet=\n{}",

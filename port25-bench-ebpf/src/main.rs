@@ -81,12 +81,4 @@ fn csum_replace(check: u16, old: u16, new: u16) -> u16 {
     !(sum as u16)
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+port25_common::ebpf_epilogue!();

@@ -31,6 +31,24 @@ pub mod maps {
     pub const HANDSHAKES: &str = "HANDSHAKES";
 }
 
+/// What every port25 eBPF object carries at its root: the panic handler (`no_std`, and the
+/// verifier rejects any path that could reach it) and the licence, "Dual MIT/GPL", which the
+/// GPL-only helpers require.
+#[macro_export]
+macro_rules! ebpf_epilogue {
+    () => {
+        #[cfg(not(test))]
+        #[panic_handler]
+        fn panic(_info: &core::panic::PanicInfo) -> ! {
+            loop {}
+        }
+
+        #[unsafe(link_section = "license")]
+        #[unsafe(no_mangle)]
+        static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+    };
+}
+
 /// Version of the map layout (names, key and value types, generation scheme). Pinned maps live in a
 /// directory named after it, so a daemon never adopts maps whose layout it does not know; bump it
 /// whenever a map's key, value or meaning changes.

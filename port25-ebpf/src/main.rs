@@ -144,12 +144,4 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
     Ok(())
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+port25_common::ebpf_epilogue!();

@@ -20,8 +20,8 @@ use std::{
 };
 
 use port25_testkit::lab::{
-    Capture, CaptureSummary, Client, Daemon, Delivery, Gateway, SmtpSink, WorkDir, metric,
-    metric_sum, poll, require_tools, send_mail,
+    Capture, CaptureSummary, Client, Daemon, Delivery, Gateway, SMTP_LAB_TOOLS, SmtpSink, WorkDir,
+    metric, metric_sum, poll, require_tools, send_mail,
 };
 
 const MESSAGES: usize = 3;
@@ -137,15 +137,7 @@ fn wait_for_reloads(daemon: &Daemon<'_>, result: &str, expected: f64) -> String 
 #[test]
 fn smtp_gateway_allowlist_counters_and_reload() {
     port25_testkit::require_root();
-    require_tools(&[
-        "ip",
-        "smtp-sink",
-        "swaks",
-        "curl",
-        "tcpdump",
-        "ss",
-        "timeout",
-    ]);
+    require_tools(SMTP_LAB_TOOLS);
     Daemon::binary(); // fail early, with the build hint, if it is missing
     let started = Instant::now();
 

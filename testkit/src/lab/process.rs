@@ -19,6 +19,18 @@ pub fn tool(name: &str) -> PathBuf {
         })
 }
 
+/// What the SMTP labs run: namespaces and sockets (iproute2), the server and the client, the
+/// metrics scrape, the capture, and bounded commands.
+pub const SMTP_LAB_TOOLS: &[&str] = &[
+    "ip",
+    "smtp-sink",
+    "swaks",
+    "curl",
+    "tcpdump",
+    "ss",
+    "timeout",
+];
+
 /// Panics, naming the first missing one, unless every program is installed.
 pub fn require_tools(names: &[&str]) {
     for name in names {

@@ -56,8 +56,9 @@ use self::{hping::*, mail::*, spoof::*};
 use port25_testkit::{
     frames,
     lab::{
-        BpfFs, Capture, Client, Daemon, Delivery, Gateway, Netns, PacketSocket, SmtpSink, TopRow,
-        WorkDir, metric_samples, metric_sum, poll, port25d_top, require_tools, send_mail, tool,
+        BpfFs, Capture, Client, Daemon, Delivery, Gateway, Netns, PacketSocket, SMTP_LAB_TOOLS,
+        SmtpSink, TopRow, WorkDir, metric_samples, metric_sum, poll, port25d_top, require_tools,
+        send_mail, tool,
     },
     rng::Rng,
 };
@@ -183,17 +184,8 @@ fn within_tolerance(bound: f64) -> f64 {
 #[test]
 fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     port25_testkit::require_root();
-    require_tools(&[
-        "ip",
-        "smtp-sink",
-        "swaks",
-        "curl",
-        "tcpdump",
-        "ss",
-        "timeout",
-        "hping3",
-        "cat",
-    ]);
+    require_tools(SMTP_LAB_TOOLS);
+    require_tools(&["hping3", "cat"]);
     Daemon::binary(); // fail early, with the build hint, if it is missing
     let epoch = Instant::now();
     let at = || secs(epoch.elapsed());

@@ -22,7 +22,7 @@ use crate::util;
 pub(crate) enum Scope {
     /// `cargo xtask run`'s lab and the commands it prints.
     Lab,
-    /// Tests, bench and packaging: every package below.
+    /// Tests, bench and packaging: every package of `packages.rs`.
     Everything,
 }
 
@@ -34,11 +34,10 @@ pub(crate) fn setup(force_bpf_linker: bool) -> Result<()> {
              bpffs; run it with sudo"
         );
     }
-    debian_packages(Scope::Everything)?;
-    rust_src()?;
-    bpf_linker(force_bpf_linker)?;
-    util::ensure_bpffs()?;
-    self_check(Scope::Everything)?;
+    ensure(Scope::Everything)?;
+    if force_bpf_linker {
+        bpf_linker(true)?;
+    }
     eprintln!("setup: done");
     Ok(())
 }

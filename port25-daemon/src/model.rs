@@ -71,6 +71,11 @@ named! {
 impl XdpMode {
     pub const ALL: [XdpMode; 2] = [XdpMode::Native, XdpMode::Skb];
 
+    /// The mode spelled `name` ("native", "skb"), as pins and the control socket spell it.
+    pub fn named(name: &str) -> Option<XdpMode> {
+        XdpMode::ALL.into_iter().find(|mode| mode.as_str() == name)
+    }
+
     /// aya's flag for this mode.
     pub fn aya(self) -> aya::programs::XdpMode {
         match self {

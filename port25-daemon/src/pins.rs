@@ -151,7 +151,7 @@ impl PinDir {
     /// [`PinDir::xdp_link`]); other links are not XDP.
     pub fn parse_xdp_link_name(name: &str) -> Option<(XdpMode, &str)> {
         let (mode, iface) = name.strip_prefix("xdp-")?.split_once('-')?;
-        let mode = *XdpMode::ALL.iter().find(|m| m.as_str() == mode)?;
+        let mode = XdpMode::named(mode)?;
         (!iface.is_empty()).then_some((mode, iface))
     }
 

@@ -81,23 +81,20 @@ impl Datapath {
         ifindex: u32,
         wanted: XdpModeSetting,
     ) -> Result<(XdpMode, bool), Error> {
-        let Some((mode, path)) = self.pins.find_xdp_link(iface) else {
-            let (mode, link) = attach_new(xdp_mut(&mut self.ebpf)?, iface, ifindex, wanted)?;
-            self.hold(link, self.pins.xdp_link(mode, iface))?;
-            return Ok((mode, false));
-        };
-        if !mode.fits(wanted) {
-            return self.switch_xdp_mode(iface, ifindex, wanted, mode, &path);
-        }
-        match self.take_over_xdp(&path) {
-            Ok(()) => {
-                tracing::info!("{iface}: took over the pinned {mode} XDP link atomically");
-                return Ok((mode, true));
+        if let Some((mode, path)) = self.pins.find_xdp_link(iface) {
+            if !mode.fits(wanted) {
+                return self.switch_xdp_mode(iface, ifindex, wanted, mode, &path);
             }
-            Err(err) => tracing::warn!(
-                "{iface}: cannot take over {} ({err:#}); attaching anew",
-                path.display()
-            ),
+            match self.take_over_xdp(&path) {
+                Ok(()) => {
+                    tracing::info!("{iface}: took over the pinned {mode} XDP link atomically");
+                    return Ok((mode, true));
+                }
+                Err(err) => tracing::warn!(
+                    "{iface}: cannot take over {} ({err:#}); attaching anew",
+                    path.display()
+                ),
+            }
         }
         let (mode, link) = attach_new(xdp_mut(&mut self.ebpf)?, iface, ifindex, wanted)?;
         self.hold(link, self.pins.xdp_link(mode, iface))?;

@@ -77,7 +77,7 @@ fn daemon(attached: &[(&str, &str)], ports: &[u16]) -> FilterView {
             .iter()
             .map(|(iface, mode)| Attached {
                 iface: (*iface).to_owned(),
-                xdp_mode: *XdpMode::ALL.iter().find(|m| m.as_str() == *mode).unwrap(),
+                xdp_mode: XdpMode::named(mode).unwrap(),
             })
             .collect(),
         ports: ports.to_vec(),

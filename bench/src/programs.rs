@@ -1,4 +1,4 @@
-//! The bench's own XDP programs (port25-bench-ebpf, built by build.rs): `floor_pass` and
+//! The bench's own XDP programs (port25-bench-ebpf, built by port25-daemon/build.rs): `floor_pass` and
 //! `floor_drop`, the bare floor every filter is compared with, and `flood_tx`, the SYN generator.
 
 use anyhow::{Context, Result};

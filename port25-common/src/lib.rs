@@ -4,31 +4,44 @@
 //! `Copy`, and laid out without implicit padding (the verifier and `aya::Pod` both need that).
 #![no_std]
 
+/// Declares each map name as a constant spelled like the map, so the two cannot drift apart.
+macro_rules! map_names {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        $($(#[$doc])* pub const $name: &str = stringify!($name);)*
+    };
+}
+
 /// Names of the BPF maps, so the daemon and tests never spell them twice.
 pub mod maps {
-    /// `Array<u32>` of one element: the live policy generation (see [`crate::Settings`]).
-    pub const ACTIVE: &str = "ACTIVE";
-    /// `Array<Settings>` with one slot per generation parity.
-    pub const SETTINGS: &str = "SETTINGS";
-    /// `Array<u32>`: bitmap of protected destination ports, [`crate::PORT_WORDS`] words per slot.
-    pub const PORTS: &str = "PORTS";
-    pub const ALLOW_V4: &str = "ALLOW_V4";
-    pub const DENY_V4: &str = "DENY_V4";
-    pub const ALLOW_V6: &str = "ALLOW_V6";
-    pub const DENY_V6: &str = "DENY_V6";
-    /// `PerCpuHashMap<CounterKey, Counter>`.
-    pub const COUNTERS: &str = "COUNTERS";
-    /// `LruHashMap<SourceKey, SourceState>`: one token bucket per source prefix (policy ratelimit).
-    pub const SOURCES: &str = "SOURCES";
-    /// `LruHashMap<SourceKey, u64>`: source prefixes proven real by a completed handshake, with
-    /// until when (ns, CLOCK_MONOTONIC). Apart from `SOURCES`, so a spoofed flood churning that
-    /// table cannot evict them: only a completed handshake writes here.
-    pub const VERIFIED: &str = "VERIFIED";
-    /// `Array<u64>` of one element: the global bucket's theoretical arrival time.
-    pub const GLOBAL: &str = "GLOBAL";
-    /// `LruHashMap<FlowKey, u32>`: handshakes the gateway answered (SYN-ACK sent), with the
-    /// acknowledgment number that proves the client saw the SYN-ACK.
-    pub const HANDSHAKES: &str = "HANDSHAKES";
+    map_names! {
+        /// `Array<u32>` of one element: the live policy generation (see [`crate::Settings`]).
+        ACTIVE,
+        /// `Array<Settings>` with one slot per generation parity.
+        SETTINGS,
+        /// `Array<u32>`: bitmap of protected destination ports, [`crate::PORT_WORDS`] words per
+        /// slot.
+        PORTS,
+        /// `LpmTrie<V4Key, u32>` / `LpmTrie<V6Key, u32>`: the allow and deny lists, keyed by
+        /// generation and prefix (docs/ARCHITECTURE.md § Maps).
+        ALLOW_V4,
+        DENY_V4,
+        ALLOW_V6,
+        DENY_V6,
+        /// `PerCpuHashMap<CounterKey, Counter>`.
+        COUNTERS,
+        /// `LruHashMap<SourceKey, SourceState>`: one token bucket per source prefix (policy
+        /// ratelimit).
+        SOURCES,
+        /// `LruHashMap<SourceKey, u64>`: source prefixes proven real by a completed handshake,
+        /// with until when (ns, CLOCK_MONOTONIC). Apart from `SOURCES`, so a spoofed flood
+        /// churning that table cannot evict them: only a completed handshake writes here.
+        VERIFIED,
+        /// `Array<u64>` of one element: the global bucket's theoretical arrival time.
+        GLOBAL,
+        /// `LruHashMap<FlowKey, u32>`: handshakes the gateway answered (SYN-ACK sent), with the
+        /// acknowledgment number that proves the client saw the SYN-ACK.
+        HANDSHAKES,
+    }
 }
 
 /// What every port25 eBPF object carries at its root: the panic handler (`no_std`, and the
@@ -180,74 +193,70 @@ pub struct V6Key {
 /// Bits of the generation field in an LPM prefix length.
 pub const GENERATION_BITS: u32 = 32;
 
-/// Why the datapath reached its verdict. The order is the counter index.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reason {
-    Allowlisted = 0,
-    Denylisted = 1,
-    NotAllowlisted = 2,
-    RateLimited = 3,
-    Admitted = 4,
-    Malformed = 5,
+/// A `#[repr(u32)]` enum whose discriminants index the counters: `ALL` in that order, and the
+/// label of each variant in metrics and status.
+macro_rules! counted_enum {
+    ($(#[$meta:meta])* $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $value:literal => $label:literal,)*
+    }) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant = $value,)*
+        }
+
+        impl $name {
+            pub const ALL: [$name; [$($value),*].len()] = [$($name::$variant),*];
+
+            /// Label value in metrics.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+counted_enum! {
+    /// Why the datapath reached its verdict. The order is the counter index.
+    Reason {
+        Allowlisted = 0 => "allowlisted",
+        Denylisted = 1 => "denylisted",
+        NotAllowlisted = 2 => "not_allowlisted",
+        RateLimited = 3 => "rate_limited",
+        Admitted = 4 => "admitted",
+        Malformed = 5 => "malformed",
+    }
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
-        Reason::Allowlisted,
-        Reason::Denylisted,
-        Reason::NotAllowlisted,
-        Reason::RateLimited,
-        Reason::Admitted,
-        Reason::Malformed,
-    ];
-
-    /// Label value in metrics.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Reason::Allowlisted => "allowlisted",
-            Reason::Denylisted => "denylisted",
-            Reason::NotAllowlisted => "not_allowlisted",
-            Reason::RateLimited => "rate_limited",
-            Reason::Admitted => "admitted",
-            Reason::Malformed => "malformed",
-        }
-    }
-
     /// Whether an enforcing datapath drops packets for this reason.
     pub const fn drops(self) -> bool {
         !matches!(self, Reason::Allowlisted | Reason::Admitted)
     }
 }
 
-/// What happened to a packet.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Verdict {
-    Pass = 0,
-    Drop = 1,
-    /// Monitor mode: it would have been dropped, and was passed.
-    WouldDrop = 2,
-}
-
-impl Verdict {
-    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Drop, Verdict::WouldDrop];
-
-    pub const fn label(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Drop => "drop",
-            Verdict::WouldDrop => "would_drop",
-        }
+counted_enum! {
+    /// What happened to a packet.
+    Verdict {
+        Pass = 0 => "pass",
+        Drop = 1 => "drop",
+        /// Monitor mode: it would have been dropped, and was passed.
+        WouldDrop = 2 => "would_drop",
     }
 }
 
+/// Reasons per verdict in the counter slots.
+const REASONS: u32 = Reason::ALL.len() as u32;
+
 /// Counter slots per interface: every (verdict, reason) pair.
-pub const COUNTER_SLOTS: u32 = 3 * 6;
+pub const COUNTER_SLOTS: u32 = Verdict::ALL.len() as u32 * REASONS;
 
 /// Counter slot of a (verdict, reason) pair.
 pub const fn counter_slot(verdict: Verdict, reason: Reason) -> u32 {
-    verdict as u32 * 6 + reason as u32
+    verdict as u32 * REASONS + reason as u32
 }
 
 /// The (verdict, reason) pair of a counter slot; the inverse of [`counter_slot`].
@@ -256,8 +265,8 @@ pub const fn slot_meaning(slot: u32) -> Option<(Verdict, Reason)> {
         return None;
     }
     Some((
-        Verdict::ALL[(slot / 6) as usize],
-        Reason::ALL[(slot % 6) as usize],
+        Verdict::ALL[(slot / REASONS) as usize],
+        Reason::ALL[(slot % REASONS) as usize],
     ))
 }
 

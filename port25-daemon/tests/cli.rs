@@ -45,19 +45,41 @@ impl Drop for TempConfig {
     }
 }
 
+/// Runs `port25d args`, asserts it exits 0 and prints each of `says` on stdout.
+fn succeeds(args: &[&str], says: &[&str]) {
+    let (code, stdout, stderr) = port25d(args);
+    assert_eq!(code, 0, "port25d {args:?}: stderr: {stderr}");
+    for needle in says {
+        assert!(stdout.contains(needle), "{needle:?} missing from: {stdout}");
+    }
+}
+
+/// Runs `port25d args`, asserts it exits 1, without a panic, and says each of `says` on stderr.
+fn fails(args: &[&str], says: &[&str]) {
+    let (code, stdout, stderr) = port25d(args);
+    assert_eq!(code, 1, "port25d {args:?}: stdout: {stdout}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    for needle in says {
+        assert!(stderr.contains(needle), "{needle:?} missing from: {stderr}");
+    }
+}
+
 #[test]
 fn check_config_prints_the_effective_policy() {
     let config = TempConfig::new(
         "good",
         "interfaces = [\"lo\"]\npolicy = \"drop\"\nports = [25, 2525]\n[allow]\ncidrs = [\"198.18.0.0/24\", \"2001:db8::/48\"]\n",
     );
-    let (code, stdout, stderr) = port25d(&["check-config", "--config", config.path()]);
-    assert_eq!(code, 0, "stderr: {stderr}");
-    assert!(stdout.contains("198.18.0.0/24"), "{stdout}");
-    assert!(stdout.contains("2001:db8::/48"), "{stdout}");
-    assert!(stdout.contains("25, 2525"), "{stdout}");
-    assert!(stdout.contains("drop"), "{stdout}");
-    assert!(stdout.contains("configuration OK"), "{stdout}");
+    succeeds(
+        &["check-config", "--config", config.path()],
+        &[
+            "198.18.0.0/24",
+            "2001:db8::/48",
+            "25, 2525",
+            "drop",
+            "configuration OK",
+        ],
+    );
 }
 
 #[test]
@@ -68,10 +90,7 @@ fn check_config_without_file_shows_the_embedded_default() {
             "/etc/port25/port25.toml exists on this machine; this test checks the embedded default"
         );
     }
-    let (code, stdout, stderr) = port25d(&["check-config"]);
-    assert_eq!(code, 0, "stderr: {stderr}");
-    assert!(stdout.contains("<embedded default>"), "{stdout}");
-    assert!(stdout.contains("ratelimit"), "{stdout}");
+    succeeds(&["check-config"], &["<embedded default>", "ratelimit"]);
 }
 
 #[test]
@@ -80,56 +99,44 @@ fn check_config_names_file_line_and_reason() {
         "bad-cidr",
         "policy = \"drop\"\n\n[allow]\ncidrs = [\n  \"198.18.0.0/24\",\n  \"198.18.0.1/24\",\n]\n",
     );
-    let (code, stdout, stderr) = port25d(&["check-config", "--config", config.path()]);
-    assert_eq!(code, 1, "stdout: {stdout}");
     let expected = format!(
         "{}:6: allow.cidrs: host bits set in 198.18.0.1/24; did you mean 198.18.0.0/24?",
         config.path()
     );
-    assert!(stderr.contains(&expected), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    fails(&["check-config", "--config", config.path()], &[&expected]);
 }
 
 #[test]
 fn check_config_rejects_an_unknown_interface() {
     let config = TempConfig::new("iface", "interfaces = [\"p25nosuch0\"]\n");
-    let (code, _, stderr) = port25d(&["check-config", "--config", config.path()]);
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("\"p25nosuch0\" does not exist"),
-        "stderr: {stderr}"
+    fails(
+        &["check-config", "--config", config.path()],
+        &["\"p25nosuch0\" does not exist", "ip link"],
     );
-    assert!(stderr.contains("ip link"), "stderr: {stderr}");
 }
 
 #[test]
 fn check_config_reports_an_unreadable_file() {
-    let (code, _, stderr) = port25d(&["check-config", "--config", "/nonexistent/port25.toml"]);
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("/nonexistent/port25.toml: cannot read config file"),
-        "stderr: {stderr}"
+    fails(
+        &["check-config", "--config", "/nonexistent/port25.toml"],
+        &["/nonexistent/port25.toml: cannot read config file"],
     );
 }
 
 #[test]
 fn run_refuses_to_start_without_an_interface() {
     let config = TempConfig::new("noiface", "policy = \"drop\"\n");
-    let (code, _, stderr) = port25d(&["run", "--config", config.path()]);
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("no interface to protect; pass --iface IF"),
-        "stderr: {stderr}"
+    fails(
+        &["run", "--config", config.path()],
+        &["no interface to protect; pass --iface IF"],
     );
 }
 
 #[test]
 fn run_refuses_a_bad_config_before_touching_the_kernel() {
     let config = TempConfig::new("badport", "ports = [0]\n");
-    let (code, _, stderr) = port25d(&["run", "--config", config.path(), "--iface", "lo"]);
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains(":1: port must be 1-65535 (got 0)"),
-        "stderr: {stderr}"
+    fails(
+        &["run", "--config", config.path(), "--iface", "lo"],
+        &[":1: port must be 1-65535 (got 0)"],
     );
 }

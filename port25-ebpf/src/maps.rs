@@ -58,24 +58,19 @@ pub(crate) enum List {
 /// Longest-prefix match of the source in this generation of a list.
 #[inline(always)]
 pub(crate) fn listed(list: List, generation: u32, source: &Addr) -> bool {
-    match *source {
-        Addr::V4(addr) => {
-            let key = Key::new(GENERATION_BITS + 32, V4Key { generation, addr });
-            let trie = match list {
-                List::Allow => &ALLOW_V4,
-                List::Deny => &DENY_V4,
-            };
-            trie.get(&key).is_some()
-        }
-        Addr::V6(addr) => {
-            let key = Key::new(GENERATION_BITS + 128, V6Key { generation, addr });
-            let trie = match list {
-                List::Allow => &ALLOW_V6,
-                List::Deny => &DENY_V6,
-            };
-            trie.get(&key).is_some()
-        }
+    match (*source, list) {
+        (Addr::V4(addr), List::Allow) => holds(&ALLOW_V4, 32, V4Key { generation, addr }),
+        (Addr::V4(addr), List::Deny) => holds(&DENY_V4, 32, V4Key { generation, addr }),
+        (Addr::V6(addr), List::Allow) => holds(&ALLOW_V6, 128, V6Key { generation, addr }),
+        (Addr::V6(addr), List::Deny) => holds(&DENY_V6, 128, V6Key { generation, addr }),
     }
+}
+
+/// Whether `trie` holds a prefix of the full-length address in `data`.
+#[inline(always)]
+fn holds<K>(trie: &LpmTrie<K, u32>, address_bits: u32, data: K) -> bool {
+    trie.get(&Key::new(GENERATION_BITS + address_bits, data))
+        .is_some()
 }
 
 /// Adds one packet of `bytes` to this CPU's counter for the interface, verdict and reason.

@@ -30,7 +30,7 @@ fn run_tests(cargo_test_args: &[String]) -> Result<ExitCode> {
 
     let mut cmd = util::cargo();
     cmd.env("PORT25D", &port25d);
-    // The eBPF crates only build for the BPF target (port25-daemon's and bench's build.rs do).
+    // The eBPF crates only build for the BPF target (port25-daemon/build.rs does, for the daemon and the bench).
     cmd.args(["test", "--workspace"])
         .args(["--exclude", "port25-ebpf", "--exclude", "port25-bench-ebpf"])
         .args(cargo_test_args);

@@ -8,7 +8,6 @@ use std::{
 
 use super::model::*;
 use super::procnet::{Socket, TcpState};
-use crate::model::XdpMode;
 
 /// Peers listed per finding; the rest are counted.
 const MAX_PEERS: usize = 5;
@@ -33,16 +32,12 @@ pub(super) fn judge(host: &Host, filter: &FilterView) -> Report {
         findings.push(judge_listener(host, filter, &exposed, *address, sockets));
     }
     if by_address.is_empty() {
-        let attached = if filter.attached.is_empty() {
-            String::new()
-        } else {
-            " (the filter stays ready for when one does)".to_owned()
-        };
         findings.push(Finding::new(
-            Level::Ok,
             Kind::NoListener,
             "no process listens on an SMTP port (25, 465, 587)".to_owned(),
-            format!("ok: nothing here for port25 to protect{attached}"),
+            Advice::NothingToProtect {
+                filter_ready: !filter.attached.is_empty(),
+            },
         ));
     }
 
@@ -81,13 +76,12 @@ pub(super) fn judge(host: &Host, filter: &FilterView) -> Report {
     for attached in &filter.attached {
         if !host.interfaces.iter().any(|i| i.name == attached.iface) {
             findings.push(Finding::new(
-                Level::Info,
                 Kind::Filter,
                 format!(
                     "port25 is attached to {}, but this network namespace has no interface {}",
                     attached.iface, attached.iface
                 ),
-                "info: run the audit where port25d runs (`ip netns exec NS port25d audit`) to check that one".to_owned(),
+                Advice::AuditElsewhere,
             ));
         }
     }
@@ -176,13 +170,12 @@ fn judge_listener(
     let owner = owner_of(host, sockets);
     let who = owner.as_ref().map_or_else(String::new, Owner::describe);
     let what = format!("listening on {address}: {who}");
-    let mut finding = Finding::new(Level::Ok, Kind::Listener, what, String::new());
+    let mut finding = Finding::new(Kind::Listener, what, Advice::LocalOnly);
     finding.port = Some(port);
     finding.address = Some(address);
     finding.owner = owner;
 
     let Some(reach) = reachable_on(host, exposed, address.ip()) else {
-        finding.verdict = "ok: local only (loopback), not reachable from the network".to_owned();
         return finding;
     };
     finding.reachable_on.clone_from(&reach);
@@ -193,71 +186,45 @@ fn judge_listener(
         .cloned()
         .partition(|i| protected && filter.mode_of(i).is_some());
 
-    if reach.is_empty() {
-        finding.verdict = if address.ip().is_unspecified() {
-            "ok: no network interface is up besides loopback".to_owned()
+    let advice = if reach.is_empty() {
+        if address.ip().is_unspecified() {
+            Advice::NoInterfaceUp
         } else {
-            format!(
-                "ok: not reachable ({} is on no interface that is up)",
-                address.ip()
-            )
-        };
-        return finding;
-    }
-    if !protected {
-        if port == 25 {
-            finding.level = Level::NotProtected;
-            finding.verdict = format!(
-                "NOT PROTECTED: port25 filters {}, not 25: add 25 to `ports`",
-                port_list(&filter.ports)
-            );
-        } else {
-            finding.verdict = format!(
-                "ok if it requires AUTH (submission): port25 leaves it open by design; add {port} to `ports` to filter it"
-            );
+            Advice::NotReachable(address.ip())
         }
-        return finding;
-    }
-    if finding.unfiltered_on.is_empty() {
-        let on: Vec<String> = finding
-            .filtered_on
-            .iter()
-            .map(|i| {
-                format!(
-                    "{i} ({} XDP)",
-                    filter.mode_of(i).map_or("?", XdpMode::as_str)
-                )
-            })
-            .collect();
-        let mut verdict = format!("ok: filtered on {}", on.join(", "));
-        if filter.monitor {
-            verdict.push_str(
-                "; but in monitor mode: counted, nothing dropped (set mode = \"enforce\" when ready)",
-            );
+    } else if !protected && port == 25 {
+        Advice::PortLeftOut {
+            ports: filter.ports.clone(),
         }
-        if filter.source == ViewSource::Pins {
-            verdict
-                .push_str("; port25d is not running: the pinned filter enforces its last policy");
+    } else if !protected {
+        Advice::SubmissionOpen { port }
+    } else if finding.unfiltered_on.is_empty() {
+        Advice::Filtered {
+            on: finding
+                .filtered_on
+                .iter()
+                .filter_map(|iface| {
+                    let xdp_mode = filter.mode_of(iface)?;
+                    Some(Attached {
+                        iface: iface.clone(),
+                        xdp_mode,
+                    })
+                })
+                .collect(),
+            monitor: filter.monitor,
+            pinned_only: filter.source == ViewSource::Pins,
         }
-        finding.verdict = verdict;
-        return finding;
-    }
-    finding.level = Level::NotProtected;
-    let mut wanted: Vec<String> = filter.attached.iter().map(|a| a.iface.clone()).collect();
-    wanted.extend(finding.unfiltered_on.iter().cloned());
-    let wanted: Vec<String> = wanted.iter().map(|i| format!("\"{i}\"")).collect();
-    let missing = finding.unfiltered_on.join(", ");
-    finding.verdict = if filter.attached.is_empty() {
-        format!(
-            "NOT PROTECTED: no port25 filter is attached: run port25d on {missing} (interfaces = [{}]) or bind the MTA to a filtered address",
-            wanted.join(", ")
-        )
     } else {
-        format!(
-            "NOT PROTECTED: attach port25 to {missing} (interfaces = [{}]) or bind the MTA to a filtered address",
-            wanted.join(", ")
-        )
+        let mut interfaces: Vec<String> = filter.attached.iter().map(|a| a.iface.clone()).collect();
+        interfaces.extend(finding.unfiltered_on.iter().cloned());
+        Advice::AttachTo {
+            missing: finding.unfiltered_on.clone(),
+            interfaces,
+            none_attached: filter.attached.is_empty(),
+        }
     };
+    finding.level = advice.level();
+    finding.verdict = advice;
     finding
 }
 
@@ -284,15 +251,13 @@ fn judge_outbound(host: &Host, key: &OutboundKey, sockets: &[&Socket]) -> Findin
     let connections = format!("{count} connection{}", if count == 1 { "" } else { "s" });
     let peers = peer_list(sockets.iter().map(|s| s.remote.to_string()));
     let owner = owner_of(host, sockets);
-    let (level, what, verdict) = match (&owner, key.holder) {
+    let (what, advice) = match (&owner, key.holder) {
         (_, Holder::Gone) | (None, _) => (
-            Level::Info,
             format!(
                 "to port {port}: {connections} closed, in TIME_WAIT: {}",
                 peers.join(", ")
             ),
-            "info: the sending process is no longer known; run the audit again while mail goes out"
-                .to_owned(),
+            Advice::SenderGone,
         ),
         (Some(owner), _) => {
             let what = format!(
@@ -301,42 +266,22 @@ fn judge_outbound(host: &Host, key: &OutboundKey, sockets: &[&Socket]) -> Findin
                 peers.join(", ")
             );
             let mta = owner.processes.first().is_some_and(Process::is_mta);
-            let verdict = if key.local_peer {
-                (
-                    Level::Ok,
-                    "ok: mail handed to this host's own server".to_owned(),
-                )
-            } else if mta && port == 25 {
-                (
-                    Level::Ok,
-                    "ok: your MTA delivering (consider a smart host)".to_owned(),
-                )
-            } else if mta {
-                (
-                    Level::Ok,
-                    "ok: your MTA relaying through a submission port (a smart host)".to_owned(),
-                )
-            } else if port == 25 {
-                (
-                    Level::Check,
-                    format!(
-                        "CHECK: outbound SMTP from {}: spam bot or a script? allow outbound 25 only to the smart host",
-                        owner.short()
-                    ),
-                )
-            } else {
-                (
-                    Level::Info,
-                    format!(
-                        "info: {} submits mail (authenticated port {port}); expected if it is a mail client",
-                        owner.short()
-                    ),
-                )
+            let advice = match (key.local_peer, mta, port == 25) {
+                (true, _, _) => Advice::LocalHandoff,
+                (false, true, true) => Advice::MtaDelivering,
+                (false, true, false) => Advice::MtaRelaying,
+                (false, false, true) => Advice::SmtpFromNonMta {
+                    process: owner.short(),
+                },
+                (false, false, false) => Advice::Submits {
+                    process: owner.short(),
+                    port,
+                },
             };
-            (verdict.0, what, verdict.1)
+            (what, advice)
         }
     };
-    let mut finding = Finding::new(level, Kind::Outbound, what, verdict);
+    let mut finding = Finding::new(Kind::Outbound, what, advice);
     finding.port = Some(port);
     finding.owner = owner;
     finding.connections = count;
@@ -357,12 +302,7 @@ fn judge_inbound(host: &Host, port: u16, sockets: &[&Socket]) -> Finding {
         if count == 1 { "" } else { "s" },
         peers.join(", ")
     );
-    let mut finding = Finding::new(
-        Level::Info,
-        Kind::Inbound,
-        what,
-        "info: clients talking to this host's SMTP server".to_owned(),
-    );
+    let mut finding = Finding::new(Kind::Inbound, what, Advice::InboundSessions);
     finding.port = Some(port);
     finding.owner = owner;
     finding.connections = count;
@@ -378,15 +318,6 @@ fn peer_list(peers: impl Iterator<Item = String>) -> Vec<String> {
         list.push(format!("and {} more", distinct.len() - MAX_PEERS));
     }
     list
-}
-
-fn port_list(ports: &[u16]) -> String {
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    format!(
-        "port{} {}",
-        if ports.len() == 1 { "" } else { "s" },
-        ports.join(", ")
-    )
 }
 
 #[cfg(test)]

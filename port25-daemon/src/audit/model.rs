@@ -238,9 +238,87 @@ impl Owner {
     }
 }
 
+/// What the operator should do about a finding. Its words are written at the edge (`render.rs`);
+/// `--json` carries the same sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Advice {
+    /// No SMTP listener; `filter_ready`: a filter is attached anyway.
+    NothingToProtect { filter_ready: bool },
+    /// The listener is on loopback only.
+    LocalOnly,
+    /// A wildcard listener, and no interface but loopback is up.
+    NoInterfaceUp,
+    /// The listener's address is on no interface that is up.
+    NotReachable(IpAddr),
+    /// Port 25 listens but is not among the protected `ports`.
+    PortLeftOut { ports: Vec<u16> },
+    /// A submission port (465, 587) left open, as by default.
+    SubmissionOpen { port: u16 },
+    /// Filtered on every interface it can be reached on.
+    Filtered {
+        on: Vec<Attached>,
+        monitor: bool,
+        /// No daemon runs; the pinned filter holds its last policy.
+        pinned_only: bool,
+    },
+    /// Reachable where no filter is attached. `missing`: those interfaces; `interfaces`: what the
+    /// config's `interfaces` should say; `none_attached`: the filter is attached nowhere.
+    AttachTo {
+        missing: Vec<String>,
+        interfaces: Vec<String>,
+        none_attached: bool,
+    },
+    /// Outbound connections already closed: no process to name.
+    SenderGone,
+    /// Mail handed to a server on this host.
+    LocalHandoff,
+    /// The MTA delivering to port 25 itself.
+    MtaDelivering,
+    /// The MTA relaying through a submission port.
+    MtaRelaying,
+    /// Outbound port 25 from something that is not an MTA.
+    SmtpFromNonMta { process: String },
+    /// A mail client submitting on an authenticated port.
+    Submits { process: String, port: u16 },
+    /// Clients in session with this host's server.
+    InboundSessions,
+    /// The filter is attached to an interface this network namespace does not have.
+    AuditElsewhere,
+}
+
+impl Advice {
+    /// How urgent it is.
+    pub(crate) fn level(&self) -> Level {
+        match self {
+            Self::PortLeftOut { .. } | Self::AttachTo { .. } => Level::NotProtected,
+            Self::SmtpFromNonMta { .. } => Level::Check,
+            Self::NothingToProtect { .. }
+            | Self::LocalOnly
+            | Self::NoInterfaceUp
+            | Self::NotReachable(_)
+            | Self::SubmissionOpen { .. }
+            | Self::Filtered { .. }
+            | Self::LocalHandoff
+            | Self::MtaDelivering
+            | Self::MtaRelaying => Level::Ok,
+            Self::SenderGone
+            | Self::Submits { .. }
+            | Self::InboundSessions
+            | Self::AuditElsewhere => Level::Info,
+        }
+    }
+}
+
+impl Serialize for Advice {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// One thing the audit found, with what to do about it.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Finding {
+    /// Always `verdict.level()`; kept for `--json` readers and sorting.
     pub level: Level,
     pub kind: Kind,
     pub port: Option<u16>,
@@ -257,15 +335,15 @@ pub(crate) struct Finding {
     pub peers: Vec<String>,
     /// What was found, in one line.
     pub what: String,
-    /// What the operator should do, in one line; starts with "NOT PROTECTED", "CHECK", "ok" or
+    /// What the operator should do; its text starts with "NOT PROTECTED", "CHECK", "ok" or
     /// "info".
-    pub verdict: String,
+    pub verdict: Advice,
 }
 
 impl Finding {
-    pub(super) fn new(level: Level, kind: Kind, what: String, verdict: String) -> Self {
+    pub(super) fn new(kind: Kind, what: String, verdict: Advice) -> Self {
         Self {
-            level,
+            level: verdict.level(),
             kind,
             port: None,
             address: None,

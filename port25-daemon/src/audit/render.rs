@@ -1,7 +1,7 @@
 //! The audit report as text: what was looked at, the filter, the findings grouped by kind, a
 //! summary.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use super::model::*;
 
@@ -89,6 +89,88 @@ fn describe_filter(filter: &FilterView) -> String {
     }
 }
 
+impl fmt::Display for Advice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NothingToProtect { filter_ready } => {
+                let ready = if *filter_ready {
+                    " (the filter stays ready for when one does)"
+                } else {
+                    ""
+                };
+                write!(f, "ok: nothing here for port25 to protect{ready}")
+            }
+            Self::LocalOnly => f.write_str("ok: local only (loopback), not reachable from the network"),
+            Self::NoInterfaceUp => f.write_str("ok: no network interface is up besides loopback"),
+            Self::NotReachable(ip) => {
+                write!(f, "ok: not reachable ({ip} is on no interface that is up)")
+            }
+            Self::PortLeftOut { ports } => write!(
+                f,
+                "NOT PROTECTED: port25 filters port{} {}, not 25: add 25 to `ports`",
+                if ports.len() == 1 { "" } else { "s" },
+                join(ports)
+            ),
+            Self::SubmissionOpen { port } => write!(
+                f,
+                "ok if it requires AUTH (submission): port25 leaves it open by design; add {port} to `ports` to filter it"
+            ),
+            Self::Filtered {
+                on,
+                monitor,
+                pinned_only,
+            } => {
+                let on: Vec<String> = on
+                    .iter()
+                    .map(|a| format!("{} ({} XDP)", a.iface, a.xdp_mode))
+                    .collect();
+                write!(f, "ok: filtered on {}", on.join(", "))?;
+                if *monitor {
+                    f.write_str("; but in monitor mode: counted, nothing dropped (set mode = \"enforce\" when ready)")?;
+                }
+                if *pinned_only {
+                    f.write_str("; port25d is not running: the pinned filter enforces its last policy")?;
+                }
+                Ok(())
+            }
+            Self::AttachTo {
+                missing,
+                interfaces,
+                none_attached,
+            } => {
+                let missing = missing.join(", ");
+                let quoted: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
+                let quoted = quoted.join(", ");
+                if *none_attached {
+                    write!(f, "NOT PROTECTED: no port25 filter is attached: run port25d on {missing} (interfaces = [{quoted}]) or bind the MTA to a filtered address")
+                } else {
+                    write!(f, "NOT PROTECTED: attach port25 to {missing} (interfaces = [{quoted}]) or bind the MTA to a filtered address")
+                }
+            }
+            Self::SenderGone => f.write_str(
+                "info: the sending process is no longer known; run the audit again while mail goes out",
+            ),
+            Self::LocalHandoff => f.write_str("ok: mail handed to this host's own server"),
+            Self::MtaDelivering => f.write_str("ok: your MTA delivering (consider a smart host)"),
+            Self::MtaRelaying => {
+                f.write_str("ok: your MTA relaying through a submission port (a smart host)")
+            }
+            Self::SmtpFromNonMta { process } => write!(
+                f,
+                "CHECK: outbound SMTP from {process}: spam bot or a script? allow outbound 25 only to the smart host"
+            ),
+            Self::Submits { process, port } => write!(
+                f,
+                "info: {process} submits mail (authenticated port {port}); expected if it is a mail client"
+            ),
+            Self::InboundSessions => f.write_str("info: clients talking to this host's SMTP server"),
+            Self::AuditElsewhere => f.write_str(
+                "info: run the audit where port25d runs (`ip netns exec NS port25d audit`) to check that one",
+            ),
+        }
+    }
+}
+
 fn join(ports: &[u16]) -> String {
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
     ports.join(", ")
@@ -113,43 +195,41 @@ mod tests {
     use std::collections::HashMap;
 
     use crate::audit::procnet::{self, Socket};
+    use crate::model::XdpMode;
+
+    fn socket(local: &str, remote: &str, state: procnet::TcpState, inode: u64) -> Socket {
+        Socket {
+            local: local.parse().expect("an address"),
+            remote: remote.parse().expect("an address"),
+            state,
+            uid: 0,
+            inode,
+        }
+    }
+
+    fn process(pid: u32, comm: &str, exe: Option<&str>) -> Vec<Process> {
+        vec![Process {
+            pid,
+            comm: comm.to_owned(),
+            exe: exe.map(str::to_owned),
+        }]
+    }
 
     #[test]
     fn rendering_groups_findings_and_ends_with_the_summary() {
         let host = Host {
             sockets: vec![
-                Socket {
-                    local: "0.0.0.0:25".parse().expect("an address"),
-                    remote: "0.0.0.0:0".parse().expect("an address"),
-                    state: procnet::TcpState::LISTEN,
-                    uid: 0,
-                    inode: 7,
-                },
-                Socket {
-                    local: "198.18.0.1:40000".parse().expect("an address"),
-                    remote: "198.18.9.9:25".parse().expect("an address"),
-                    state: procnet::TcpState::ESTABLISHED,
-                    uid: 0,
-                    inode: 8,
-                },
+                socket("0.0.0.0:25", "0.0.0.0:0", procnet::TcpState::LISTEN, 7),
+                socket(
+                    "198.18.0.1:40000",
+                    "198.18.9.9:25",
+                    procnet::TcpState::ESTABLISHED,
+                    8,
+                ),
             ],
             owners: HashMap::from([
-                (
-                    7,
-                    vec![Process {
-                        pid: 42,
-                        comm: "smtp-sink".to_owned(),
-                        exe: Some("/usr/sbin/smtp-sink".to_owned()),
-                    }],
-                ),
-                (
-                    8,
-                    vec![Process {
-                        pid: 77,
-                        comm: "perl".to_owned(),
-                        exe: None,
-                    }],
-                ),
+                (7, process(42, "smtp-sink", Some("/usr/sbin/smtp-sink"))),
+                (8, process(77, "perl", None)),
             ]),
             users: HashMap::from([(0, "root".to_owned())]),
             interfaces: vec![Interface {
@@ -178,5 +258,97 @@ Outbound SMTP (this host as a client):
 2 findings need action (1 NOT PROTECTED, 1 CHECK); 0 ok, 0 info
 ";
         assert_eq!(text, expected);
+    }
+
+    /// Every advice's sentence starts with what the operator must do, and says how.
+    #[test]
+    fn every_advice_reads_as_a_sentence() {
+        let ifaces = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+        let attached = |iface: &str, xdp_mode| Attached {
+            iface: iface.to_owned(),
+            xdp_mode,
+        };
+        let cases = [
+            (
+                Advice::NothingToProtect { filter_ready: true },
+                "ok: nothing here for port25 to protect (the filter stays ready for when one does)",
+            ),
+            (
+                Advice::LocalOnly,
+                "ok: local only (loopback), not reachable from the network",
+            ),
+            (
+                Advice::NoInterfaceUp,
+                "ok: no network interface is up besides loopback",
+            ),
+            (
+                Advice::NotReachable("198.18.5.5".parse().expect("an address")),
+                "ok: not reachable (198.18.5.5 is on no interface that is up)",
+            ),
+            (
+                Advice::PortLeftOut {
+                    ports: vec![2525, 26],
+                },
+                "NOT PROTECTED: port25 filters ports 2525, 26, not 25: add 25 to `ports`",
+            ),
+            (
+                Advice::SubmissionOpen { port: 587 },
+                "ok if it requires AUTH (submission): port25 leaves it open by design; add 587 to `ports` to filter it",
+            ),
+            (
+                Advice::Filtered {
+                    on: vec![
+                        attached("eth0", XdpMode::Native),
+                        attached("eth1", XdpMode::Skb),
+                    ],
+                    monitor: true,
+                    pinned_only: true,
+                },
+                "ok: filtered on eth0 (native XDP), eth1 (skb XDP); but in monitor mode: counted, nothing dropped (set mode = \"enforce\" when ready); port25d is not running: the pinned filter enforces its last policy",
+            ),
+            (
+                Advice::AttachTo {
+                    missing: ifaces(&["eth1"]),
+                    interfaces: ifaces(&["eth0", "eth1"]),
+                    none_attached: false,
+                },
+                "NOT PROTECTED: attach port25 to eth1 (interfaces = [\"eth0\", \"eth1\"]) or bind the MTA to a filtered address",
+            ),
+            (
+                Advice::SenderGone,
+                "info: the sending process is no longer known; run the audit again while mail goes out",
+            ),
+            (
+                Advice::LocalHandoff,
+                "ok: mail handed to this host's own server",
+            ),
+            (
+                Advice::MtaDelivering,
+                "ok: your MTA delivering (consider a smart host)",
+            ),
+            (
+                Advice::MtaRelaying,
+                "ok: your MTA relaying through a submission port (a smart host)",
+            ),
+            (
+                Advice::Submits {
+                    process: "mutt (pid 5)".to_owned(),
+                    port: 587,
+                },
+                "info: mutt (pid 5) submits mail (authenticated port 587); expected if it is a mail client",
+            ),
+            (
+                Advice::InboundSessions,
+                "info: clients talking to this host's SMTP server",
+            ),
+            (
+                Advice::AuditElsewhere,
+                "info: run the audit where port25d runs (`ip netns exec NS port25d audit`) to check that one",
+            ),
+        ];
+        for (advice, sentence) in cases {
+            assert_eq!(advice.to_string(), sentence);
+            assert_eq!(serde_json::to_value(&advice).expect("json"), sentence);
+        }
     }
 }

@@ -28,7 +28,7 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Asserts that parsing fails at `file:line` with a reason containing `fragment`.
-fn assert_error(err: ConfigError, file: &Path, line: Option<usize>, fragment: &str) {
+fn assert_error(err: &ConfigError, file: &Path, line: Option<usize>, fragment: &str) {
     assert_eq!(err.location.file, file, "wrong file in: {err}");
     assert_eq!(err.location.line, line, "wrong line in: {err}");
     assert!(
@@ -40,7 +40,26 @@ fn assert_error(err: ConfigError, file: &Path, line: Option<usize>, fragment: &s
 
 fn parse_error(text: &str, line: usize, fragment: &str) {
     let err = parse(text).expect_err("config should be rejected");
-    assert_error(err, Path::new(ORIGIN), Some(line), fragment);
+    assert_error(&err, Path::new(ORIGIN), Some(line), fragment);
+}
+
+/// Writes `files` (name, text) and `config` as `port25.toml` into a scratch directory, and asserts
+/// that loading it fails at `at` (a file of that directory, a line) for `fragment`.
+fn load_fails(
+    tag: &str,
+    config: &str,
+    files: &[(&str, &str)],
+    at: (&str, usize),
+    fragment: &str,
+) -> ConfigError {
+    let dir = scratch(tag);
+    for (name, text) in files {
+        write(&dir.join(name), text);
+    }
+    write(&dir.join("port25.toml"), config);
+    let err = Config::load(Some(&dir.join("port25.toml"))).expect_err("config should be rejected");
+    assert_error(&err, &dir.join(at.0), Some(at.1), fragment);
+    err
 }
 
 fn net(s: &str) -> IpNet {
@@ -268,16 +287,20 @@ fn display_lists_entries_and_caps_long_lists() {
     ))
     .unwrap();
     let text = c.to_string();
-    assert!(text.contains(ORIGIN), "{text}");
-    assert!(text.contains("eth0"), "{text}");
-    assert!(text.contains("25 entries (25 IPv4, 0 IPv6)"), "{text}");
-    assert!(text.contains("198.18.19.0/24"), "{text}");
+    for needle in [
+        ORIGIN,
+        "eth0",
+        "25 entries (25 IPv4, 0 IPv6)",
+        "198.18.19.0/24",
+        "… and 5 more",
+        "1 entry (0 IPv4, 1 IPv6)",
+        "2001:db8::/32",
+        "127.0.0.1:9725",
+        "20 SYN/s, burst 40",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from: {text}");
+    }
     assert!(!text.contains("198.18.20.0/24"), "capped at 20: {text}");
-    assert!(text.contains("… and 5 more"), "{text}");
-    assert!(text.contains("1 entry (0 IPv4, 1 IPv6)"), "{text}");
-    assert!(text.contains("2001:db8::/32"), "{text}");
-    assert!(text.contains("127.0.0.1:9725"), "{text}");
-    assert!(text.contains("20 SYN/s, burst 40"), "{text}");
 }
 
 // ---- Errors: each names the file, the line and what to do --------------------------------------
@@ -375,63 +398,51 @@ fn error_host_bits_set() {
 
 #[test]
 fn error_bad_cidr_in_list_file() {
-    let dir = scratch("badlist");
-    let list = dir.join("partners.txt");
-    write(
-        &list,
-        "# partners\n198.18.0.0/24\n\nnot-an-address  # oops\n",
-    );
-    let config = dir.join("port25.toml");
-    write(&config, "[allow]\nfiles = [\"partners.txt\"]\n");
-    let err = Config::load(Some(&config)).unwrap_err();
-    assert_error(
-        err,
-        &list,
-        Some(4),
+    load_fails(
+        "badlist",
+        "[allow]\nfiles = [\"partners.txt\"]\n",
+        &[(
+            "partners.txt",
+            "# partners\n198.18.0.0/24\n\nnot-an-address  # oops\n",
+        )],
+        ("partners.txt", 4),
         "\"not-an-address\" is not an IPv4 or IPv6 address",
     );
 }
 
 #[test]
 fn error_host_bits_in_list_file() {
-    let dir = scratch("hostbits-list");
-    let list = dir.join("deny.txt");
-    write(&list, "198.19.0.0/16\n198.18.0.1/24\n");
-    let config = dir.join("port25.toml");
-    write(&config, "[deny]\nfiles = [\"deny.txt\"]\n");
-    let err = Config::load(Some(&config)).unwrap_err();
-    assert_error(err, &list, Some(2), "did you mean 198.18.0.0/24?");
+    load_fails(
+        "hostbits-list",
+        "[deny]\nfiles = [\"deny.txt\"]\n",
+        &[("deny.txt", "198.19.0.0/16\n198.18.0.1/24\n")],
+        ("deny.txt", 2),
+        "did you mean 198.18.0.0/24?",
+    );
 }
 
 #[test]
 fn error_missing_list_file() {
-    let dir = scratch("missing-list");
-    let config = dir.join("port25.toml");
-    write(
-        &config,
-        "ports = [25]\n[deny]\nfiles = [\n  \"nope.txt\",\n]\n",
-    );
-    let err = Config::load(Some(&config)).unwrap_err();
-    let tried = dir.join("nope.txt");
-    assert_error(
-        err,
-        &config,
-        Some(4),
-        &format!("cannot read list file {}", tried.display()),
-    );
-    let err = Config::load(Some(&config)).unwrap_err();
+    let config = "ports = [25]\n[deny]\nfiles = [\n  \"nope.txt\",\n]\n";
+    let tried = std::env::temp_dir().join(format!(
+        "port25-config-{}-missing-list/nope.txt",
+        std::process::id()
+    ));
+    let reason = format!("cannot read list file {}", tried.display());
+    let err = load_fails("missing-list", config, &[], ("port25.toml", 4), &reason);
     assert!(err.reason.contains("No such file or directory"), "{err}");
 }
 
 #[test]
 fn error_unreadable_list_file() {
     // A directory is never readable as a list, even as root (unlike a chmod 000 file).
-    let dir = scratch("unreadable-list");
-    std::fs::create_dir_all(dir.join("lists")).unwrap();
-    let config = dir.join("port25.toml");
-    write(&config, "[allow]\nfiles = [\"lists\"]\n");
-    let err = Config::load(Some(&config)).unwrap_err();
-    assert_error(err, &config, Some(2), "Is a directory");
+    load_fails(
+        "unreadable-list",
+        "[allow]\nfiles = [\"lists\"]\n",
+        &[("lists/README", "a directory, not a list\n")],
+        ("port25.toml", 2),
+        "Is a directory",
+    );
 }
 
 #[test]
@@ -459,7 +470,7 @@ fn error_unknown_interface() {
     let c = parse("interfaces = [\"lo\", \"p25nosuch0\"]").unwrap();
     let err = c.check_interfaces().unwrap_err();
     assert_error(
-        err,
+        &err,
         Path::new(ORIGIN),
         None,
         "interface \"p25nosuch0\" does not exist",
@@ -529,7 +540,7 @@ fn error_missing_config_file_names_it() {
     let dir = scratch("missing-config");
     let config = dir.join("nope.toml");
     let err = Config::load(Some(&config)).unwrap_err();
-    assert_error(err, &config, None, "cannot read config file");
+    assert_error(&err, &config, None, "cannot read config file");
 }
 
 #[test]
@@ -566,10 +577,10 @@ fn watched_directories_hold_list_files() {
     // A bad entry in a watched file names that file and line.
     write(&dir.join("feeds/e.txt"), "198.18.10.0/24\n198.18.10.1/24\n");
     let err = Config::load(Some(&config)).unwrap_err();
-    assert_error(err, &dir.join("feeds/e.txt"), Some(2), "host bits set");
+    assert_error(&err, &dir.join("feeds/e.txt"), Some(2), "host bits set");
     // A missing directory is an error at its line in the config.
     write(&config, "[deny]\ncidrs = []\ndirs = [\"nowhere\"]\n");
     let err = Config::load(Some(&config)).unwrap_err();
-    assert_error(err, &config, Some(3), "cannot read directory");
+    assert_error(&err, &config, Some(3), "cannot read directory");
     std::fs::remove_dir_all(&dir).unwrap();
 }

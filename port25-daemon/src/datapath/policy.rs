@@ -256,21 +256,16 @@ fn settings_of(config: &Config) -> Settings {
 }
 
 fn v4_key(generation: u32, net: &Ipv4Net) -> Key<V4Key> {
-    Key::new(
-        GENERATION_BITS + u32::from(net.prefix_len()),
-        V4Key {
-            generation,
-            addr: net.network().octets(),
-        },
-    )
+    let addr = net.network().octets();
+    Key::new(prefix_bits(net.prefix_len()), V4Key { generation, addr })
 }
 
 fn v6_key(generation: u32, net: &Ipv6Net) -> Key<V6Key> {
-    Key::new(
-        GENERATION_BITS + u32::from(net.prefix_len()),
-        V6Key {
-            generation,
-            addr: net.network().octets(),
-        },
-    )
+    let addr = net.network().octets();
+    Key::new(prefix_bits(net.prefix_len()), V6Key { generation, addr })
+}
+
+/// A list key's prefix length: the generation's bits, then the CIDR's (§ Generations).
+fn prefix_bits(cidr_prefix: u8) -> u32 {
+    GENERATION_BITS + u32::from(cidr_prefix)
 }

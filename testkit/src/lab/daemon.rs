@@ -221,23 +221,14 @@ impl BpfFs {
         let mount = root.join("bpf");
         fs::create_dir_all(&mount)
             .unwrap_or_else(|err| panic!("cannot create {}: {err}", mount.display()));
-        let target = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes())
-            .expect("a path without NUL");
-        // SAFETY: every pointer is a valid NUL-terminated string; data may be NULL.
-        let ret = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                target.as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if ret != 0 {
-            let err = std::io::Error::last_os_error();
+        let mounted = std::process::Command::new(tool("mount"))
+            .args(["-t", "bpf", "bpf"])
+            .arg(&mount)
+            .status();
+        if !mounted.as_ref().is_ok_and(|status| status.success()) {
             let _ = fs::remove_dir_all(&root);
             panic!(
-                "cannot mount a BPF filesystem at {}: {err}",
+                "cannot mount a BPF filesystem at {} (mount -t bpf: {mounted:?})",
                 mount.display()
             );
         }

@@ -1,6 +1,8 @@
 use super::*;
 use std::collections::HashMap;
 
+use crate::model::XdpMode;
+
 fn sock(text: &str) -> SocketAddr {
     text.parse().expect("a socket address")
 }
@@ -98,19 +100,55 @@ fn only(report: &Report, kind: Kind) -> Vec<&Finding> {
     report.findings.iter().filter(|f| f.kind == kind).collect()
 }
 
+/// The one finding about the listener on `port`.
+fn listener(report: &Report, port: u16) -> &Finding {
+    let found: Vec<&Finding> = only(report, Kind::Listener)
+        .into_iter()
+        .filter(|f| f.port == Some(port))
+        .collect();
+    let [finding] = found[..] else {
+        panic!("one listener on {port}: {report:#?}");
+    };
+    finding
+}
+
+/// The one outbound finding whose peers include `peer`.
+fn outbound_to<'a>(report: &'a Report, peer: &str) -> &'a Finding {
+    let found: Vec<&Finding> = only(report, Kind::Outbound)
+        .into_iter()
+        .filter(|f| f.peers.iter().any(|p| p == peer))
+        .collect();
+    let [finding] = found[..] else {
+        panic!("one outbound finding to {peer}: {report:#?}");
+    };
+    finding
+}
+
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+fn attached(iface: &str, mode: XdpMode) -> Attached {
+    Attached {
+        iface: iface.to_owned(),
+        xdp_mode: mode,
+    }
+}
+
 #[test]
 fn wildcard_listener_without_filter_is_not_protected_on_every_interface() {
     let host = host(vec![listen("0.0.0.0:25", 10)], &[(10, postfix())]);
     let report = judge(&host, &nothing());
-    let [finding] = only(&report, Kind::Listener)[..] else {
-        panic!("one listener: {report:#?}");
-    };
+    let finding = listener(&report, 25);
     assert_eq!(finding.level, Level::NotProtected);
     assert_eq!(finding.reachable_on, ["eth0", "eth1"]);
-    assert_eq!(finding.unfiltered_on, ["eth0", "eth1"]);
     assert_eq!(
         finding.verdict,
-        "NOT PROTECTED: no port25 filter is attached: run port25d on eth0, eth1 (interfaces = [\"eth0\", \"eth1\"]) or bind the MTA to a filtered address"
+        Advice::AttachTo {
+            missing: names(&["eth0", "eth1"]),
+            interfaces: names(&["eth0", "eth1"]),
+            none_attached: true,
+        }
     );
     assert_eq!(
         finding.what,
@@ -124,42 +162,36 @@ fn wildcard_listener_without_filter_is_not_protected_on_every_interface() {
 fn listener_on_an_unfiltered_interface_names_the_interface_to_add() {
     let host = host(vec![listen("[::]:25", 10)], &[(10, postfix())]);
     let report = judge(&host, &daemon(&[("eth0", "native")], &[25]));
-    let finding = only(&report, Kind::Listener)[0];
-    assert_eq!(finding.level, Level::NotProtected);
+    let finding = listener(&report, 25);
     assert_eq!(finding.filtered_on, ["eth0"]);
-    assert_eq!(finding.unfiltered_on, ["eth1"]);
     assert_eq!(
         finding.verdict,
-        "NOT PROTECTED: attach port25 to eth1 (interfaces = [\"eth0\", \"eth1\"]) or bind the MTA to a filtered address"
+        Advice::AttachTo {
+            missing: names(&["eth1"]),
+            interfaces: names(&["eth0", "eth1"]),
+            none_attached: false,
+        }
     );
 }
 
 #[test]
 fn listener_covered_everywhere_is_ok_and_says_how() {
     let host = host(vec![listen("0.0.0.0:25", 10)], &[(10, postfix())]);
-    let report = judge(
-        &host,
-        &daemon(&[("eth0", "native"), ("eth1", "skb")], &[25]),
-    );
-    let finding = only(&report, Kind::Listener)[0];
-    assert_eq!(finding.level, Level::Ok);
-    assert_eq!(
-        finding.verdict,
-        "ok: filtered on eth0 (native XDP), eth1 (skb XDP)"
-    );
-    assert!(!report.summary.needs_action);
+    let mut filter = daemon(&[("eth1", "skb"), ("eth0", "native")], &[25]);
+    let filtered = |monitor| Advice::Filtered {
+        on: vec![
+            attached("eth0", XdpMode::Native),
+            attached("eth1", XdpMode::Skb),
+        ],
+        monitor,
+        pinned_only: false,
+    };
+    let report = judge(&host, &filter);
+    assert_eq!(listener(&report, 25).verdict, filtered(false));
     assert_eq!(report.summary.line(), "nothing needs action: 1 ok, 0 info");
 
-    let mut monitor = daemon(&[("eth0", "native"), ("eth1", "skb")], &[25]);
-    monitor.monitor = true;
-    let report = judge(&host, &monitor);
-    let finding = only(&report, Kind::Listener)[0];
-    assert_eq!(finding.level, Level::Ok);
-    assert!(
-        finding.verdict.contains("monitor mode"),
-        "{}",
-        finding.verdict
-    );
+    filter.monitor = true;
+    assert_eq!(listener(&judge(&host, &filter), 25).verdict, filtered(true));
 }
 
 #[test]
@@ -175,16 +207,17 @@ fn listener_on_a_specific_address_needs_only_its_interface() {
     let report = judge(&host, &daemon(&[("eth1", "native")], &[25]));
     let listeners = only(&report, Kind::Listener);
     assert_eq!(listeners.len(), 2);
-    let v4 = listeners
-        .iter()
-        .find(|f| f.address == Some(sock("198.18.1.1:25")))
-        .expect("the v4 listener");
+    let at = |address: &str| {
+        let address = Some(sock(address));
+        *listeners
+            .iter()
+            .find(|f| f.address == address)
+            .expect("a listener there")
+    };
+    let v4 = at("198.18.1.1:25");
     assert_eq!(v4.level, Level::Ok);
     assert_eq!(v4.reachable_on, ["eth1"]);
-    let v6 = listeners
-        .iter()
-        .find(|f| f.address == Some(sock("[2001:db8:25::1]:25")))
-        .expect("the v6 listener");
+    let v6 = at("[2001:db8:25::1]:25");
     assert_eq!(v6.level, Level::NotProtected);
     assert_eq!(v6.unfiltered_on, ["eth0"]);
 }
@@ -196,12 +229,8 @@ fn loopback_listeners_are_local_only() {
         &[(10, postfix()), (11, postfix())],
     );
     let report = judge(&host, &nothing());
-    for finding in only(&report, Kind::Listener) {
-        assert_eq!(finding.level, Level::Ok);
-        assert_eq!(
-            finding.verdict,
-            "ok: local only (loopback), not reachable from the network"
-        );
+    for port in [25, 587] {
+        assert_eq!(listener(&report, port).verdict, Advice::LocalOnly);
     }
     assert!(!report.summary.needs_action);
 }
@@ -213,24 +242,14 @@ fn submission_ports_are_open_by_design_unless_protected() {
         &[(10, postfix()), (11, postfix())],
     );
     let report = judge(&host, &daemon(&[("eth0", "native")], &[25]));
-    for finding in only(&report, Kind::Listener) {
-        assert_eq!(finding.level, Level::Ok);
-        assert!(finding.filtered_on.is_empty(), "{finding:?}");
+    for port in [465, 587] {
+        let finding = listener(&report, port);
         assert_eq!(finding.unfiltered_on, ["eth0", "eth1"]);
-        let port = finding.port.expect("a port");
-        assert_eq!(
-            finding.verdict,
-            format!(
-                "ok if it requires AUTH (submission): port25 leaves it open by design; add {port} to `ports` to filter it"
-            )
-        );
+        assert_eq!(finding.verdict, Advice::SubmissionOpen { port });
     }
     // Protected, it is judged like 25: eth1 lacks the filter.
     let report = judge(&host, &daemon(&[("eth0", "native")], &[25, 587]));
-    let sub = only(&report, Kind::Listener)
-        .into_iter()
-        .find(|f| f.port == Some(587))
-        .expect("587");
+    let sub = listener(&report, 587);
     assert_eq!(sub.level, Level::NotProtected);
     assert_eq!(sub.unfiltered_on, ["eth1"]);
 }
@@ -238,15 +257,11 @@ fn submission_ports_are_open_by_design_unless_protected() {
 #[test]
 fn port_25_left_out_of_the_ports_is_not_protected() {
     let host = host(vec![listen("0.0.0.0:25", 10)], &[(10, postfix())]);
-    let report = judge(
-        &host,
-        &daemon(&[("eth0", "native"), ("eth1", "native")], &[2525]),
-    );
-    let finding = only(&report, Kind::Listener)[0];
-    assert_eq!(finding.level, Level::NotProtected);
+    let filter = daemon(&[("eth0", "native"), ("eth1", "native")], &[2525]);
+    let finding = judge(&host, &filter);
     assert_eq!(
-        finding.verdict,
-        "NOT PROTECTED: port25 filters port 2525, not 25: add 25 to `ports`"
+        listener(&finding, 25).verdict,
+        Advice::PortLeftOut { ports: vec![2525] }
     );
 }
 
@@ -257,7 +272,7 @@ fn unknown_owner_is_said_and_does_not_change_the_verdict() {
         &host,
         &daemon(&[("eth0", "native"), ("eth1", "native")], &[25]),
     );
-    let finding = only(&report, Kind::Listener)[0];
+    let finding = listener(&report, 25);
     assert_eq!(finding.level, Level::Ok);
     assert!(
         finding.what
@@ -319,17 +334,15 @@ fn outbound_smtp_from_a_script_is_to_check_from_the_mta_ok() {
         ],
     );
     let report = judge(&host, &nothing());
-    let outbound = only(&report, Kind::Outbound);
-    assert_eq!(outbound.len(), 3, "{outbound:#?}");
-    let perl = outbound
-        .iter()
-        .find(|f| f.level == Level::Check)
-        .expect("perl is to check");
+    assert_eq!(only(&report, Kind::Outbound).len(), 3, "{report:#?}");
+    let perl = outbound_to(&report, "192.0.2.7:25");
     assert_eq!(perl.connections, 2);
     assert_eq!(perl.peers, ["192.0.2.7:25", "192.0.2.8:25"]);
     assert_eq!(
         perl.verdict,
-        "CHECK: outbound SMTP from perl (pid 77): spam bot or a script? allow outbound 25 only to the smart host"
+        Advice::SmtpFromNonMta {
+            process: "perl (pid 77)".to_owned()
+        }
     );
     assert!(
         perl.what
@@ -337,19 +350,10 @@ fn outbound_smtp_from_a_script_is_to_check_from_the_mta_ok() {
         "{}",
         perl.what
     );
-    let mta = outbound
-        .iter()
-        .find(|f| f.peers == ["[2001:db8::99]:25"])
-        .expect("postfix's smtp");
-    assert_eq!(mta.level, Level::Ok);
-    assert_eq!(
-        mta.verdict,
-        "ok: your MTA delivering (consider a smart host)"
-    );
-    let gone = outbound
-        .iter()
-        .find(|f| f.level == Level::Info)
-        .expect("the TIME_WAIT one");
+    let mta = outbound_to(&report, "[2001:db8::99]:25");
+    assert_eq!(mta.verdict, Advice::MtaDelivering);
+    let gone = outbound_to(&report, "192.0.2.9:25");
+    assert_eq!(gone.verdict, Advice::SenderGone);
     assert!(gone.what.contains("TIME_WAIT"), "{}", gone.what);
     assert_eq!(report.summary.check, 1);
     assert!(report.summary.needs_action);
@@ -391,25 +395,15 @@ fn outbound_to_this_host_is_local_and_unknown_holders_are_to_check() {
         ],
     );
     let report = judge(&host, &nothing());
-    let outbound = only(&report, Kind::Outbound);
-    assert_eq!(outbound.len(), 2, "{outbound:#?}");
-    let local = outbound
-        .iter()
-        .find(|f| f.peers == ["127.0.0.1:25"])
-        .expect("the local one");
-    assert_eq!(local.level, Level::Ok);
-    assert_eq!(local.verdict, "ok: mail handed to this host's own server");
-    let unknown = outbound
-        .iter()
-        .find(|f| f.peers == ["192.0.2.7:25"])
-        .expect("the unknown one");
-    assert_eq!(unknown.level, Level::Check);
-    assert!(
-        unknown
-            .verdict
-            .starts_with("CHECK: outbound SMTP from an unknown process"),
-        "{}",
-        unknown.verdict
+    assert_eq!(only(&report, Kind::Outbound).len(), 2, "{report:#?}");
+    let local = outbound_to(&report, "127.0.0.1:25");
+    assert_eq!(local.verdict, Advice::LocalHandoff);
+    let unknown = outbound_to(&report, "192.0.2.7:25");
+    assert_eq!(
+        unknown.verdict,
+        Advice::SmtpFromNonMta {
+            process: "an unknown process".to_owned()
+        }
     );
     let inbound = only(&report, Kind::Inbound);
     assert_eq!(inbound.len(), 1);
@@ -480,7 +474,7 @@ fn service_address_on_loopback_is_reachable_everywhere() {
     let mut host = host(vec![listen("192.0.2.25:25", 10)], &[(10, postfix())]);
     host.interfaces[0].addrs.push(ip("192.0.2.25"));
     let report = judge(&host, &daemon(&[("eth0", "native")], &[25]));
-    let finding = only(&report, Kind::Listener)[0];
+    let finding = listener(&report, 25);
     assert_eq!(finding.reachable_on, ["eth0", "eth1"]);
     assert_eq!(finding.level, Level::NotProtected);
 }

@@ -14,17 +14,13 @@ use aya::{
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_daemon::testing::{CidrSet, Config, Datapath};
-use port25_testkit::frames::{self, EXT_DEST_OPTS, EXT_HOP_BY_HOP};
+use port25_testkit::frames::{
+    self, ALLOWED4, ALLOWED6, DENIED4, EXT_DEST_OPTS, EXT_HOP_BY_HOP, OTHER4, OTHER6,
+};
 
 use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
 
 pub(crate) use port25_testkit::reference::{XDP_DROP, XDP_PASS};
-
-const ALLOWED4: &str = "198.18.1.10";
-const DENIED4: &str = "198.18.2.66";
-const OTHER4: &str = "198.18.3.3";
-const ALLOWED6: &str = "2001:db8:1::10";
-const OTHER6: &str = "2001:db8:3::3";
 
 /// The closed-port policy, with one entry of each kind the rows need.
 const DROP_POLICY: &str = r#"
@@ -89,77 +85,52 @@ impl PerPacket {
 
 pub(crate) const ROW_DROPPED: &str = "port 25, not allowlisted (dropped)";
 
-/// One row: (path, frame, expected action, rate-limit datapath?, xdp-filter's setup).
-type Case = (&'static str, Vec<u8>, u32, bool, Option<XfSetup>);
+/// One row: a path through the datapath, the frame that takes it, the action it must end in,
+/// whether it needs the rate-limiting datapath, and which xdp-filter setup measures the same path.
+struct Case {
+    path: &'static str,
+    frame: Vec<u8>,
+    expected: u32,
+    ratelimited: bool,
+    xdp_filter: Option<XfSetup>,
+}
 
+/// A row measured on the `drop` datapath and on xdp-filter's `xdp_filter` setup.
+fn row(path: &'static str, frame: impl Into<Vec<u8>>, expected: u32, xdp_filter: XfSetup) -> Case {
+    let (frame, xdp_filter) = (frame.into(), Some(xdp_filter));
+    Case {
+        path,
+        frame,
+        expected,
+        ratelimited: false,
+        xdp_filter,
+    }
+}
+
+#[rustfmt::skip] // a table: one row a line
 fn rows() -> Vec<Case> {
     use XfSetup::{AllowList, DenyList};
+    use frames::{arp, tcp, udp};
     vec![
-        (
-            "not IPv4/IPv6 (ARP)",
-            frames::arp(),
-            XDP_PASS,
-            false,
-            Some(DenyList),
-        ),
-        (
-            "UDP",
-            frames::udp(OTHER4, 53).build(),
-            XDP_PASS,
-            false,
-            Some(DenyList),
-        ),
-        (
-            "TCP, other port (80)",
-            frames::tcp(OTHER4, 80).build(),
-            XDP_PASS,
-            false,
-            Some(DenyList),
-        ),
-        (
-            "port 25, allowlisted",
-            frames::tcp(ALLOWED4, 25).build(),
-            XDP_PASS,
-            false,
-            Some(AllowList),
-        ),
-        (
-            "port 25, denylisted",
-            frames::tcp(DENIED4, 25).build(),
-            XDP_DROP,
-            false,
-            Some(DenyList),
-        ),
-        (
-            ROW_DROPPED,
-            frames::tcp(OTHER4, 25).build(),
-            XDP_DROP,
-            false,
-            Some(AllowList),
-        ),
-        (
-            "port 25, rate-limited (policy ratelimit)",
-            frames::tcp(OTHER4, 25).build(),
-            XDP_DROP,
-            true,
-            None,
-        ),
-        (
-            "IPv6 port 25, allowlisted",
-            frames::tcp(ALLOWED6, 25).build(),
-            XDP_PASS,
-            false,
-            Some(AllowList),
-        ),
-        (
+        row("not IPv4/IPv6 (ARP)", arp(), XDP_PASS, DenyList),
+        row("UDP", udp(OTHER4, 53), XDP_PASS, DenyList),
+        row("TCP, other port (80)", tcp(OTHER4, 80), XDP_PASS, DenyList),
+        row("port 25, allowlisted", tcp(ALLOWED4, 25), XDP_PASS, AllowList),
+        row("port 25, denylisted", tcp(DENIED4, 25), XDP_DROP, DenyList),
+        row(ROW_DROPPED, tcp(OTHER4, 25), XDP_DROP, AllowList),
+        Case {
+            path: "port 25, rate-limited (policy ratelimit)",
+            frame: tcp(OTHER4, 25).build(),
+            expected: XDP_DROP,
+            ratelimited: true,
+            xdp_filter: None,
+        },
+        row("IPv6 port 25, allowlisted", tcp(ALLOWED6, 25), XDP_PASS, AllowList),
+        row(
             "IPv6 + hop-by-hop + dest-opts, port 25, dropped",
-            frames::tcp(OTHER6, 25)
-                .ext(EXT_HOP_BY_HOP)
-                .ext(EXT_DEST_OPTS)
-                .build(),
+            tcp(OTHER6, 25).ext(EXT_HOP_BY_HOP).ext(EXT_DEST_OPTS),
             XDP_DROP,
-            false,
-            Some(AllowList),
+            AllowList,
         ),
     ]
 }
@@ -222,7 +193,14 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
 
     let rows = rows();
     let mut out = Vec::new();
-    for (path, frame, expected, ratelimited, _) in &rows {
+    for Case {
+        path,
+        frame,
+        expected,
+        ratelimited,
+        ..
+    } in &rows
+    {
         let datapath = if *ratelimited {
             &ratelimit_dp
         } else {
@@ -252,8 +230,15 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
         (XfSetup::AllowList, "deny", &[ALLOWED4, ALLOWED6][..]),
     ] {
         let filter = XdpFilter::load("xf", policy, sources);
-        for ((path, frame, expected, _, xf), row) in rows.iter().zip(out.iter_mut()) {
-            if *xf != Some(setup) {
+        for (case, row) in rows.iter().zip(out.iter_mut()) {
+            let Case {
+                path,
+                frame,
+                expected,
+                xdp_filter,
+                ..
+            } = case;
+            if *xdp_filter != Some(setup) {
                 continue;
             }
             row.xdp_filter = match &filter {

@@ -12,6 +12,15 @@ pub const TCP_SYN: u8 = 0x02;
 const GATEWAY_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x25, 0, 0, 0, 0, 1);
 pub const TCP_ACK: u8 = 0x10;
 
+/// Sources of the verdict tables (tests and bench): in their policies' allow list, in their deny
+/// list, and in no list, per family.
+pub const ALLOWED4: &str = "198.18.1.10";
+pub const DENIED4: &str = "198.18.2.66";
+pub const OTHER4: &str = "198.18.3.3";
+pub const ALLOWED6: &str = "2001:db8:1::10";
+pub const DENIED6: &str = "2001:db8:2::66";
+pub const OTHER6: &str = "2001:db8:3::3";
+
 /// IPv6 extension header kinds (next-header numbers).
 pub const EXT_HOP_BY_HOP: u8 = 0;
 pub const EXT_ROUTING: u8 = 43;
@@ -73,6 +82,13 @@ pub fn arp() -> Vec<u8> {
     frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x10, 198, 18, 0, 10]);
     frame.extend_from_slice(&[0, 0, 0, 0, 0, 0, 198, 18, 0, 1]);
     frame
+}
+
+/// A frame wherever bytes are wanted: `drops("…", tcp(OTHER4, 25), …)` in the verdict tables.
+impl From<FrameBuilder> for Vec<u8> {
+    fn from(builder: FrameBuilder) -> Self {
+        builder.build()
+    }
 }
 
 impl FrameBuilder {

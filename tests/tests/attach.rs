@@ -14,6 +14,13 @@ use port25_testkit::{
 
 /// A namespace with a bridge `d0`: a device without native XDP, so the driver refuses native mode
 /// and generic (skb) XDP works.
+/// A work directory and a namespace holding a bridge, d0: an interface without native XDP.
+fn bridge_lab(tag: &str) -> (WorkDir, Netns) {
+    require_root();
+    require_tools(&["ip", "curl"]);
+    (WorkDir::new(tag), namespace_with_bridge(tag))
+}
+
 fn namespace_with_bridge(tag: &str) -> Netns {
     let ns = Netns::new(tag);
     ns.ip(&["link", "add", "d0", "type", "bridge"]);
@@ -62,10 +69,7 @@ fn native_is_refused(ns: &Netns, work: &WorkDir, args: &[&str]) -> String {
 
 #[test]
 fn refused_native_mode_says_what_to_try_and_auto_falls_back() {
-    require_root();
-    require_tools(&["ip", "curl"]);
-    let work = WorkDir::new("attach");
-    let ns = namespace_with_bridge("attach");
+    let (work, ns) = bridge_lab("attach");
     let config = write_config(&work, "drop.toml", "policy = \"drop\"\n");
     let config = config.to_str().unwrap();
 
@@ -192,10 +196,7 @@ fn kernel_log_lines_reach_the_daemon_log() {
 
 #[test]
 fn a_refused_mode_switch_puts_the_old_mode_back() {
-    require_root();
-    require_tools(&["ip", "curl"]);
-    let work = WorkDir::new("switch");
-    let ns = namespace_with_bridge("switch");
+    let (work, ns) = bridge_lab("switch");
     let bpf = BpfFs::mount("switch");
     let config = write_config(
         &work,

@@ -272,19 +272,6 @@ fn audit_finds_listeners_owners_the_filter_and_outbound_smtp() {
     );
 
     // Leave nothing attached: `port25d detach` removes the pins the killed daemon left.
-    let detach = gw
-        .command(Daemon::binary())
-        .arg("detach")
-        .arg("--pin-dir")
-        .arg(&places.pin_dir)
-        .arg("--control-socket")
-        .arg(&places.socket)
-        .output()
-        .unwrap();
-    assert!(
-        detach.status.success(),
-        "port25d detach: {}",
-        String::from_utf8_lossy(&detach.stderr)
-    );
+    Daemon::detach_pins(&places.pin_dir, &places.socket);
     println!("audit lab done in {:?}", started.elapsed());
 }

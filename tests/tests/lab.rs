@@ -13,36 +13,23 @@
 
 use std::{
     fs,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::Path,
     thread,
     time::{Duration, Instant},
 };
 
 use port25_testkit::lab::{
-    Capture, CaptureSummary, Client, Daemon, Delivery, Gateway, SMTP_LAB_TOOLS, SmtpSink, WorkDir,
-    metric, metric_sum, poll, require_tools, send_mail,
+    ALLOWED_V4, ALLOWED_V6, Capture, CaptureSummary, Daemon, Delivery, GW_A_V4, GW_A_V6, GW_B_V4,
+    GW_B_V6, Gateway, METRICS, OTHER_V4, OTHER_V6, SMTP_LAB_TOOLS, SmtpSink, WorkDir, ip, metric,
+    metric_sum, poll, require_tools, send_mail,
 };
 
 const MESSAGES: usize = 3;
 
-const GW_A_V4: &str = "198.18.0.1";
-const GW_A_V6: &str = "2001:db8:25::1";
-const ALLOWED_V4: &str = "198.18.0.10";
-const ALLOWED_V6: &str = "2001:db8:25::10";
-const GW_B_V4: &str = "198.18.1.1";
-const GW_B_V6: &str = "2001:db8:26::1";
-const OTHER_V4: &str = "198.18.1.20";
-const OTHER_V6: &str = "2001:db8:26::20";
-
-const METRICS: &str = "127.0.0.1:9725";
 const PACKETS: &str = "port25_packets_total";
 const BYTES: &str = "port25_bytes_total";
 const RELOADS: &str = "port25_config_reloads_total";
-
-fn ip(addr: &str) -> IpAddr {
-    addr.parse().expect("a valid address")
-}
 
 /// A policy-drop config protecting port 25 on both gateway links, allowing `allow`.
 fn write_config(path: &Path, allow: &[&str]) {
@@ -143,10 +130,7 @@ fn smtp_gateway_allowlist_counters_and_reload() {
 
     // ---- the lab -------------------------------------------------------------------------
     let work = WorkDir::new("lab");
-    let lab = Gateway::new(
-        "lab",
-        &[Client::new("allowed", 0, 10), Client::new("other", 1, 20)],
-    );
+    let lab = Gateway::allowed_and_other("lab", &[]);
     let (gw, allowed, other) = (&lab.gw, &lab.clients[0], &lab.clients[1]);
     let listen = |addr: &str| addr.parse::<SocketAddr>().expect("a socket address");
     let smtp_v4 = SmtpSink::start(gw, listen("0.0.0.0:25"), &work);

@@ -3,9 +3,9 @@
 //! reloads under mail traffic lose nothing; watched list directories reload by themselves.
 //!
 //! ```text
-//!   allowed  cl0 198.18.60.10/24 ── gw0 198.18.60.1/24 ┐
+//!   allowed  cl0 198.18.0.10/24 ── gw0 198.18.0.1/24 ┐
 //!                                                      gw (smtp-sink :25, port25d on gw0 and gw1)
-//!   other    cl0 198.18.61.20/24 ── gw1 198.18.61.1/24 ┘
+//!   other    cl0 198.18.1.20/24 ── gw1 198.18.1.1/24 ┘
 //! ```
 #![allow(
     clippy::unwrap_used,
@@ -15,7 +15,7 @@
 use std::{
     ffi::OsStr,
     fs,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     thread,
@@ -24,87 +24,94 @@ use std::{
 
 use port25_testkit::{
     lab::{
-        BpfFs, Client, Daemon, Gateway, Netns, SmtpSink, WorkDir, metric, metric_sum, poll,
-        require_tools, send_mail,
+        ALLOWED_V4, BpfFs, Daemon, GW_A_V4, GW_B_V4, Gateway, METRICS, Netns, OTHER_V4, SmtpSink,
+        WorkDir, ip, metric, metric_sum, poll, require_tools, send_mail,
     },
     require_root,
 };
 
-const GW_A: &str = "198.18.60.1";
-const ALLOWED: &str = "198.18.60.10";
-const GW_B: &str = "198.18.61.1";
-const OTHER: &str = "198.18.61.20";
-const METRICS: &str = "127.0.0.1:9725";
-
-fn ip(addr: &str) -> IpAddr {
-    addr.parse().unwrap()
+/// One test's lab: the gateway with its two clients, a work directory and a private bpffs for
+/// the pins, all named after the test's tag.
+struct Lab {
+    net: Gateway,
+    work: WorkDir,
+    bpf: BpfFs,
 }
-
-/// The gateway with its two clients.
-struct Lab(Gateway);
 
 impl Lab {
     fn new(tag: &str) -> Self {
         require_root();
         require_tools(&["ip", "curl", "swaks", "smtp-sink", "ss"]);
-        Self(Gateway::new(
-            tag,
-            &[Client::new("a", 60, 10), Client::new("b", 61, 20)],
-        ))
+        Self {
+            net: Gateway::allowed_and_other(tag, &[]),
+            work: WorkDir::new(&format!("ops-{tag}")),
+            bpf: BpfFs::mount(&format!("ops-{tag}")),
+        }
     }
 
     fn gw(&self) -> &Netns {
-        &self.0.gw
+        &self.net.gw
     }
 
     fn allowed(&self) -> &Netns {
-        &self.0.clients[0]
+        &self.net.clients[0]
     }
 
     fn other(&self) -> &Netns {
-        &self.0.clients[1]
+        &self.net.clients[1]
+    }
+
+    /// The MTA: an smtp-sink on the gateway's port 25.
+    fn sink(&self) -> SmtpSink<'_> {
+        SmtpSink::start(self.gw(), "0.0.0.0:25".parse().unwrap(), &self.work)
     }
 
     fn delivers_from_allowed(&self) -> bool {
-        send_mail(self.allowed(), ip(ALLOWED), ip(GW_A), 25).delivered
+        send_mail(self.allowed(), ip(ALLOWED_V4), ip(GW_A_V4), 25).delivered
     }
 
     fn delivers_from_other(&self) -> bool {
-        send_mail(self.other(), ip(OTHER), ip(GW_B), 25).delivered
+        send_mail(self.other(), ip(OTHER_V4), ip(GW_B_V4), 25).delivered
     }
-}
 
-fn config(path: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        "interfaces = [\"gw0\", \"gw1\"]\npolicy = \"drop\"\n{extra}\n[metrics]\nlisten = \"{METRICS}\"\n"
-    );
-    fs::write(path, text).unwrap();
-    path.to_path_buf()
-}
+    /// Writes `port25.toml` in the work directory: both interfaces, policy drop, and `extra`.
+    fn config(&self, extra: &str) -> PathBuf {
+        self.config_named("port25.toml", extra)
+    }
 
-fn pin_args(bpf: &BpfFs) -> Vec<std::ffi::OsString> {
-    vec!["--pin-dir".into(), bpf.pin_dir().into()]
-}
+    fn config_named(&self, name: &str, extra: &str) -> PathBuf {
+        let path = self.work.join(name);
+        let text = format!(
+            "interfaces = [\"gw0\", \"gw1\"]\npolicy = \"drop\"\n{extra}\n[metrics]\nlisten = \"{METRICS}\"\n"
+        );
+        fs::write(&path, text).unwrap();
+        path
+    }
 
-fn start<'a>(lab: &'a Lab, config: &Path, log: &Path, bpf: &BpfFs, work: &WorkDir) -> Daemon<'a> {
-    let args = pin_args(bpf);
-    let mut args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    // The same state and socket across restarts of one test.
-    let state = work.join("state");
-    let socket = work.join("control.sock");
-    args.extend([
-        OsStr::new("--state-dir"),
-        state.as_os_str(),
-        OsStr::new("--control-socket"),
-        socket.as_os_str(),
-    ]);
-    Daemon::start_with_args(
-        lab.gw(),
-        config,
-        METRICS.parse::<SocketAddr>().unwrap(),
-        log,
-        &args,
-    )
+    /// Starts port25d on `config`, logging to `log` in the work directory, with the lab's pins, and
+    /// the same state and control socket across restarts of one test.
+    fn start(&self, config: &Path, log: &str) -> Daemon<'_> {
+        let (pins, state, socket) = (
+            self.bpf.pin_dir(),
+            self.work.join("state"),
+            self.work.join("control.sock"),
+        );
+        let args: Vec<&OsStr> = vec![
+            OsStr::new("--pin-dir"),
+            pins.as_os_str(),
+            OsStr::new("--state-dir"),
+            state.as_os_str(),
+            OsStr::new("--control-socket"),
+            socket.as_os_str(),
+        ];
+        Daemon::start_with_args(
+            self.gw(),
+            config,
+            METRICS.parse::<SocketAddr>().unwrap(),
+            &self.work.join(log),
+            &args,
+        )
+    }
 }
 
 fn packets(text: &str, verdict: &str, reason: &str) -> f64 {
@@ -129,16 +136,11 @@ fn xdp_program_ids(ns: &Netns, iface: &str) -> Vec<u32> {
 
 #[test]
 fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
-    let work = WorkDir::new("ops-kill");
     let lab = Lab::new("kill");
-    let bpf = BpfFs::mount("ops-kill");
-    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
-    let cfg = config(
-        &work.join("port25.toml"),
-        &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
-    );
+    let _sink = lab.sink();
+    let cfg = lab.config(&format!("[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"));
 
-    let daemon = start(&lab, &cfg, &work.join("first.log"), &bpf, &work);
+    let daemon = lab.start(&cfg, "first.log");
     assert!(lab.delivers_from_allowed(), "allowlisted before the kill");
     assert!(!lab.delivers_from_other(), "blocked before the kill");
     let before = daemon.scrape();
@@ -159,9 +161,9 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
     let status = Daemon::binary();
     let out = std::process::Command::new(&status)
         .args(["status", "--control-socket"])
-        .arg(work.join("control.sock"))
+        .arg(lab.work.join("control.sock"))
         .arg("--pin-dir")
-        .arg(bpf.pin_dir())
+        .arg(lab.bpf.pin_dir())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -173,9 +175,9 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
     assert!(text.contains("still attached and enforcing"), "{text}");
     let out = std::process::Command::new(&status)
         .args(["status", "--json", "--control-socket"])
-        .arg(work.join("control.sock"))
+        .arg(lab.work.join("control.sock"))
         .arg("--pin-dir")
-        .arg(bpf.pin_dir())
+        .arg(lab.bpf.pin_dir())
         .output()
         .unwrap();
     let json = String::from_utf8_lossy(&out.stdout);
@@ -196,7 +198,7 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
     );
 
     // The restart adopts maps and links: one program per interface, counters keep counting.
-    let daemon = start(&lab, &cfg, &work.join("second.log"), &bpf, &work);
+    let daemon = lab.start(&cfg, "second.log");
     let log = daemon.log();
     assert!(log.contains("adopting the maps pinned"), "{log}");
     assert!(
@@ -228,7 +230,7 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
         dropped_after > dropped_before,
         "drops while the daemon was dead are counted"
     );
-    let (code, out, _) = daemon.cli(&["status", "--pin-dir", bpf.pin_dir().to_str().unwrap()]);
+    let (code, out, _) = daemon.cli(&["status", "--pin-dir", lab.bpf.pin_dir().to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("taken over from a previous daemon"), "{out}");
 
@@ -239,39 +241,38 @@ fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
         "detached on SIGTERM"
     );
     assert!(
-        !bpf.pin_dir().join("links").exists(),
+        !lab.bpf.pin_dir().join("links").exists(),
         "pins removed on SIGTERM"
     );
     assert!(lab.delivers_from_other(), "nothing filters any more");
 }
 
+/// The daemon's metric and `status` both say whether its pins outlive it.
+fn says_pins_persist(daemon: &Daemon, persistent: bool) {
+    let text = daemon.scrape();
+    let metric = metric(&text, "port25_pins_persistent", &[]);
+    assert_eq!(metric, Some(f64::from(u8::from(persistent))), "{text}");
+    let (code, out, _) = daemon.cli(&["status"]);
+    assert_eq!(code, 0);
+    let said = if persistent {
+        "on the host's bpffs, the filter outlives the daemon"
+    } else {
+        "NOT on the host's bpffs, the filter goes with the daemon"
+    };
+    assert!(out.contains(said), "{out}");
+}
+
 #[test]
 fn pins_that_die_with_the_daemon_are_said_so() {
-    let work = WorkDir::new("ops-private");
     let lab = Lab::new("private");
-    let bpf = BpfFs::mount("ops-private");
-    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
-    let cfg = config(
-        &work.join("port25.toml"),
-        &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
-    );
+    let _sink = lab.sink();
+    let cfg = lab.config(&format!("[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"));
     let warning = "the filter will NOT survive the daemon";
 
     // Pinned on a bpffs the host has (mounted under /run, seen from both sides): nothing to say.
-    let daemon = start(&lab, &cfg, &work.join("shared.log"), &bpf, &work);
+    let daemon = lab.start(&cfg, "shared.log");
     assert!(!daemon.log().contains(warning), "{}", daemon.log());
-    let text = daemon.scrape();
-    assert_eq!(
-        metric(&text, "port25_pins_persistent", &[]),
-        Some(1.0),
-        "{text}"
-    );
-    let (code, out, _) = daemon.cli(&["status"]);
-    assert_eq!(code, 0);
-    assert!(
-        out.contains("on the host's bpffs, the filter outlives the daemon"),
-        "{out}"
-    );
+    says_pins_persist(&daemon, true);
     assert!(daemon.stop().success());
 
     // The default pin dir under `ip netns exec`, which gives the daemon a /sys of its own: it
@@ -280,7 +281,7 @@ fn pins_that_die_with_the_daemon_are_said_so() {
         lab.gw(),
         &cfg,
         METRICS.parse().unwrap(),
-        &work.join("private.log"),
+        &lab.work.join("private.log"),
         &[],
     );
     let log = daemon.log();
@@ -290,18 +291,7 @@ fn pins_that_die_with_the_daemon_are_said_so() {
         log.contains("--pin-dir on a bpffs the host shares"),
         "{log}"
     );
-    let text = daemon.scrape();
-    assert_eq!(
-        metric(&text, "port25_pins_persistent", &[]),
-        Some(0.0),
-        "{text}"
-    );
-    let (code, out, _) = daemon.cli(&["status"]);
-    assert_eq!(code, 0);
-    assert!(
-        out.contains("NOT on the host's bpffs, the filter goes with the daemon"),
-        "{out}"
-    );
+    says_pins_persist(&daemon, false);
     let (_, json, _) = daemon.cli(&["status", "--json"]);
     assert!(json.contains("\"pins_persistent\": false"), "{json}");
     // One schema, running or not: `running`, `pinned_links` and `counters` always there.
@@ -328,15 +318,12 @@ fn pins_that_die_with_the_daemon_are_said_so() {
 
 #[test]
 fn on_exit_keep_and_detach() {
-    let work = WorkDir::new("ops-keep");
     let lab = Lab::new("keep");
-    let bpf = BpfFs::mount("ops-keep");
-    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
-    let cfg = config(
-        &work.join("port25.toml"),
-        &format!("on_exit = \"keep\"\n[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
-    );
-    let daemon = start(&lab, &cfg, &work.join("keep.log"), &bpf, &work);
+    let _sink = lab.sink();
+    let cfg = lab.config(&format!(
+        "on_exit = \"keep\"\n[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"
+    ));
+    let daemon = lab.start(&cfg, "keep.log");
     assert!(daemon.stop().success());
     assert!(
         !lab.delivers_from_other(),
@@ -344,18 +331,7 @@ fn on_exit_keep_and_detach() {
     );
     assert!(lab.delivers_from_allowed());
     // `port25d detach` without a daemon removes the pins, and with them the filter.
-    let out = std::process::Command::new(Daemon::binary())
-        .args(["detach", "--control-socket"])
-        .arg(work.join("control.sock"))
-        .arg("--pin-dir")
-        .arg(bpf.pin_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Daemon::detach_pins(&lab.bpf.pin_dir(), &lab.work.join("control.sock"));
     // The kernel releases a link whose last pin went a moment later (deferred file release).
     let detached = poll(Duration::from_secs(5), || {
         xdp_program_ids(lab.gw(), "gw0").is_empty().then_some(())
@@ -363,8 +339,9 @@ fn on_exit_keep_and_detach() {
     assert!(detached.is_some(), "detached");
     assert!(lab.delivers_from_other(), "nothing filters any more");
     // And a running daemon is asked to detach and stop.
-    let daemon = start(&lab, &cfg, &work.join("again.log"), &bpf, &work);
-    let (code, out, err) = daemon.cli(&["detach", "--pin-dir", bpf.pin_dir().to_str().unwrap()]);
+    let daemon = lab.start(&cfg, "again.log");
+    let (code, out, err) =
+        daemon.cli(&["detach", "--pin-dir", lab.bpf.pin_dir().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("detached; port25d stopped"), "{out}");
     // `port25d detach` returns once the daemon is done: nothing is left.
@@ -372,7 +349,7 @@ fn on_exit_keep_and_detach() {
         xdp_program_ids(lab.gw(), "gw1").is_empty(),
         "detached by request"
     );
-    assert!(!bpf.pin_dir().exists(), "pins removed");
+    assert!(!lab.bpf.pin_dir().exists(), "pins removed");
 }
 
 /// The XDP attach mode `ip link show` names for `iface`: "xdp" (native), "xdpgeneric" (skb), or
@@ -387,20 +364,18 @@ fn xdp_attach_kinds(ns: &Netns, iface: &str) -> Vec<String> {
 
 #[test]
 fn changing_xdp_mode_switches_the_pinned_link_both_ways() {
-    let work = WorkDir::new("ops-mode");
     let lab = Lab::new("mode");
-    let bpf = BpfFs::mount("ops-mode");
-    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
+    let _sink = lab.sink();
     let with_mode = |mode: &str| {
-        config(
-            &work.join(format!("{mode}.toml")),
+        lab.config_named(
+            &format!("{mode}.toml"),
             &format!(
-                "xdp_mode = \"{mode}\"\non_exit = \"keep\"\n[allow]\ncidrs = [\"{ALLOWED}/32\"]"
+                "xdp_mode = \"{mode}\"\non_exit = \"keep\"\n[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"
             ),
         )
     };
     let links = || -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(bpf.pin_dir().join("links"))
+        let mut names: Vec<String> = fs::read_dir(lab.bpf.pin_dir().join("links"))
             .map(|dir| {
                 dir.filter_map(Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -412,13 +387,7 @@ fn changing_xdp_mode_switches_the_pinned_link_both_ways() {
     };
 
     // A native link is left pinned (on_exit = keep), as after a crash or an upgrade.
-    let daemon = start(
-        &lab,
-        &with_mode("native"),
-        &work.join("native.log"),
-        &bpf,
-        &work,
-    );
+    let daemon = lab.start(&with_mode("native"), "native.log");
     assert!(daemon.stop().success());
     assert_eq!(xdp_attach_kinds(lab.gw(), "gw0"), ["xdp"]);
     assert_eq!(
@@ -434,13 +403,7 @@ fn changing_xdp_mode_switches_the_pinned_link_both_ways() {
     // native -> skb, then skb -> native: each start switches, says how long the gap was, and
     // leaves the interfaces filtered in the new mode.
     for (from, to, kind) in [("native", "skb", "xdpgeneric"), ("skb", "native", "xdp")] {
-        let daemon = start(
-            &lab,
-            &with_mode(to),
-            &work.join(format!("{to}.log")),
-            &bpf,
-            &work,
-        );
+        let daemon = lab.start(&with_mode(to), &format!("{to}.log"));
         let log = daemon.log();
         let switched = format!(
             "gw0: switched XDP mode from {from} to {to}; the interface was unfiltered for "
@@ -494,22 +457,17 @@ fn changing_xdp_mode_switches_the_pinned_link_both_ways() {
 
 #[test]
 fn runtime_lists_expire_and_survive_a_restart() {
-    let work = WorkDir::new("ops-runtime");
     let lab = Lab::new("rt");
-    let bpf = BpfFs::mount("ops-runtime");
-    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
-    let cfg = config(
-        &work.join("port25.toml"),
-        &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"),
-    );
-    let daemon = start(&lab, &cfg, &work.join("first.log"), &bpf, &work);
+    let _sink = lab.sink();
+    let cfg = lab.config(&format!("[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"));
+    let daemon = lab.start(&cfg, "first.log");
     assert!(!lab.delivers_from_other());
 
     // Allowed for 3 seconds, then blocked again by itself.
-    let (code, out, err) = daemon.cli(&["allow", "add", OTHER, "--ttl", "3s"]);
+    let (code, out, err) = daemon.cli(&["allow", "add", OTHER_V4, "--ttl", "3s"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("added 198.18.61.20/32 to the allow list (expires in 3s)"),
+        out.contains("added 198.18.1.20/32 to the allow list (expires in 3s)"),
         "{out}"
     );
     assert!(
@@ -519,24 +477,24 @@ fn runtime_lists_expire_and_survive_a_restart() {
     let expired = poll(Duration::from_secs(10), || {
         daemon
             .log()
-            .contains("runtime allow entry 198.18.61.20/32 expired")
+            .contains("runtime allow entry 198.18.1.20/32 expired")
             .then_some(())
     });
     assert!(expired.is_some(), "no expiry in the log:\n{}", daemon.log());
     assert!(!lab.delivers_from_other(), "blocked again after expiry");
 
     // A deny entry beats the config's allow entry, and survives a restart (fail2ban's ban).
-    let (code, out, err) = daemon.cli(&["deny", "add", ALLOWED, "--ttl", "-1"]);
+    let (code, out, err) = daemon.cli(&["deny", "add", ALLOWED_V4, "--ttl", "-1"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!lab.delivers_from_allowed(), "denied at once");
     let (code, out, _) = daemon.cli(&["deny", "list"]);
     assert_eq!(code, 0);
     assert!(
-        out.contains("198.18.60.10/32") && out.contains("no expiry"),
+        out.contains("198.18.0.10/32") && out.contains("no expiry"),
         "{out}"
     );
     assert!(daemon.stop().success());
-    let daemon = start(&lab, &cfg, &work.join("second.log"), &bpf, &work);
+    let daemon = lab.start(&cfg, "second.log");
     assert!(
         !lab.delivers_from_allowed(),
         "the deny entry survived the restart"
@@ -549,10 +507,10 @@ fn runtime_lists_expire_and_survive_a_restart() {
     );
 
     // Mistakes get clear answers and change nothing.
-    let (code, _, err) = daemon.cli(&["deny", "add", "198.18.60.10/24"]);
+    let (code, _, err) = daemon.cli(&["deny", "add", "198.18.0.10/24"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("host bits set in 198.18.60.10/24; did you mean 198.18.60.0/24?"),
+        err.contains("host bits set in 198.18.0.10/24; did you mean 198.18.0.0/24?"),
         "{err}"
     );
     // Removing what is not there (an entry that expired before fail2ban's unban) is no error.
@@ -562,35 +520,33 @@ fn runtime_lists_expire_and_survive_a_restart() {
         out.contains("not in the runtime deny list: nothing to remove"),
         "{out}"
     );
-    let (code, _, err) = daemon.cli(&["allow", "del", &format!("{ALLOWED}/32")]);
+    let (code, _, err) = daemon.cli(&["allow", "del", &format!("{ALLOWED_V4}/32")]);
     assert_eq!(code, 1);
     assert!(err.contains("is in the allow list of the config"), "{err}");
 
-    let (code, out, err) = daemon.cli(&["deny", "del", ALLOWED]);
+    let (code, out, err) = daemon.cli(&["deny", "del", ALLOWED_V4]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(lab.delivers_from_allowed(), "unbanned");
     let log = daemon.log();
     assert!(
-        log.contains("runtime deny del 198.18.60.10/32"),
+        log.contains("runtime deny del 198.18.0.10/32"),
         "every change is logged:\n{log}"
     );
 }
 
 #[test]
 fn a_hundred_reloads_under_mail_traffic_lose_nothing() {
-    let work = WorkDir::new("ops-reloads");
     let lab = Lab::new("reload");
-    let bpf = BpfFs::mount("ops-reloads");
-    let sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
+    let sink = lab.sink();
     // Two policies that differ in everything but the allowlisted client: other lists, ports,
     // mode of the rest.
-    let path = work.join("port25.toml");
+    let path = lab.work.join("port25.toml"); // what lab.config writes
     let a = format!(
-        "[allow]\ncidrs = [\"{ALLOWED}/32\", \"198.18.200.0/24\"]\n[deny]\ncidrs = [\"198.18.201.0/24\"]"
+        "[allow]\ncidrs = [\"{ALLOWED_V4}/32\", \"198.18.200.0/24\"]\n[deny]\ncidrs = [\"198.18.201.0/24\"]"
     );
-    let b = "ports = [25, 2525]\n[allow]\ncidrs = [\"198.18.60.0/24\", \"2001:db8:600::/48\"]\n[deny]\ncidrs = [\"198.18.202.0/24\", \"198.18.61.0/24\"]".to_owned();
-    config(&path, &a);
-    let mut daemon = start(&lab, &path, &work.join("reloads.log"), &bpf, &work);
+    let b = "ports = [25, 2525]\n[allow]\ncidrs = [\"198.18.0.0/24\", \"2001:db8:600::/48\"]\n[deny]\ncidrs = [\"198.18.202.0/24\", \"198.18.1.0/24\"]".to_owned();
+    lab.config(&a);
+    let mut daemon = lab.start(&path, "reloads.log");
 
     let sending = AtomicBool::new(true);
     let (sent, delivered) = thread::scope(|scope| {
@@ -598,7 +554,7 @@ fn a_hundred_reloads_under_mail_traffic_lose_nothing() {
             let (mut sent, mut delivered) = (0, 0);
             while sending.load(Ordering::Relaxed) {
                 sent += 1;
-                if send_mail(lab.allowed(), ip(ALLOWED), ip(GW_A), 25).delivered {
+                if send_mail(lab.allowed(), ip(ALLOWED_V4), ip(GW_A_V4), 25).delivered {
                     delivered += 1;
                 }
             }
@@ -606,7 +562,7 @@ fn a_hundred_reloads_under_mail_traffic_lose_nothing() {
         });
         let started = Instant::now();
         for i in 0..100 {
-            config(&path, if i % 2 == 0 { &b } else { &a });
+            lab.config(if i % 2 == 0 { &b } else { &a });
             daemon.hup();
             // Let each reload land before the next rewrites the file.
             let want = f64::from(i + 1);
@@ -649,7 +605,7 @@ fn a_hundred_reloads_under_mail_traffic_lose_nothing() {
         "every message sent during the reloads is delivered"
     );
     assert_eq!(
-        sink.wait_for_messages(ip(ALLOWED), sent),
+        sink.wait_for_messages(ip(ALLOWED_V4), sent),
         sent,
         "and received"
     );
@@ -669,22 +625,19 @@ fn a_hundred_reloads_under_mail_traffic_lose_nothing() {
 
 #[test]
 fn watched_directories_reload_by_themselves() {
-    let work = WorkDir::new("ops-watch");
     let lab = Lab::new("watch");
-    let bpf = BpfFs::mount("ops-watch");
-    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
-    let feeds = work.join("deny.d");
+    let _sink = lab.sink();
+    let feeds = lab.work.join("deny.d");
     fs::create_dir_all(&feeds).unwrap();
-    let cfg = config(
-        &work.join("port25.toml"),
-        &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]\n[deny]\ndirs = [\"deny.d\"]"),
-    );
-    let daemon = start(&lab, &cfg, &work.join("watch.log"), &bpf, &work);
+    let cfg = lab.config(&format!(
+        "[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]\n[deny]\ndirs = [\"deny.d\"]"
+    ));
+    let daemon = lab.start(&cfg, "watch.log");
     assert!(lab.delivers_from_allowed());
     // A blocklist feed drops a file in: the next look (every 5 s) reloads.
     fs::write(
         feeds.join("feed.txt"),
-        "# a feed\n198.18.60.0/24\n2001:db8:bad::/48\n",
+        "# a feed\n198.18.0.0/24\n2001:db8:bad::/48\n",
     )
     .unwrap();
     let reloaded = poll(Duration::from_secs(15), || {
@@ -727,24 +680,21 @@ fn watched_directories_reload_by_themselves() {
 #[test]
 fn a_million_cidrs_load_without_blocking_the_daemon() {
     const ENTRIES: usize = 1_000_000;
-    let work = WorkDir::new("ops-million");
     let lab = Lab::new("million");
-    let bpf = BpfFs::mount("ops-million");
-    let _sink = SmtpSink::start(lab.gw(), "0.0.0.0:25".parse().unwrap(), &work);
+    let _sink = lab.sink();
     // One /64 per entry inside 2001:db8::/32: list data only, never traffic.
     let mut list = String::with_capacity(ENTRIES * 28);
     for i in 0..ENTRIES {
         list.push_str(&format!("2001:db8:{:x}:{:x}::/64\n", i >> 16, i & 0xffff));
     }
-    fs::write(work.join("big.txt"), list).unwrap();
-    let path = work.join("port25.toml");
-    config(&path, &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]"));
-    let mut daemon = start(&lab, &path, &work.join("million.log"), &bpf, &work);
+    fs::write(lab.work.join("big.txt"), list).unwrap();
+    let path = lab.work.join("port25.toml"); // what lab.config writes
+    lab.config(&format!("[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"));
+    let mut daemon = lab.start(&path, "million.log");
 
-    config(
-        &path,
-        &format!("[allow]\ncidrs = [\"{ALLOWED}/32\"]\n[deny]\nfiles = [\"big.txt\"]"),
-    );
+    lab.config(&format!(
+        "[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]\n[deny]\nfiles = [\"big.txt\"]"
+    ));
     let started = Instant::now();
     daemon.hup();
     // While it loads, the daemon keeps answering scrapes.
@@ -782,7 +732,7 @@ fn a_million_cidrs_load_without_blocking_the_daemon() {
         "status",
         "--json",
         "--pin-dir",
-        bpf.pin_dir().to_str().unwrap(),
+        lab.bpf.pin_dir().to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"total\": 1000000"), "{out}");

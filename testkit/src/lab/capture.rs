@@ -4,7 +4,8 @@ use super::*;
 
 /// A `tcpdump` writing what an interface sends (egress only) to a pcap file.
 pub struct Capture<'a> {
-    ns: &'a Netns,
+    /// Borrowed so that the namespace outlives the capture.
+    _ns: &'a Netns,
     child: Option<Child>,
     file: PathBuf,
     log: PathBuf,
@@ -76,44 +77,24 @@ impl<'a> Capture<'a> {
     ) -> Self {
         let file = work.join(format!("{tag}.pcap"));
         let log = work.join(format!("tcpdump-{tag}.log"));
-        let (stdout, stderr) = output_file(&log);
-        let child = ns
-            .command(tool("tcpdump"))
-            .args(["-i", iface, "-n", "-U"])
-            .args(options)
-            .args(["-Z", "root", "-w"])
-            .arg(&file)
-            .arg(filter)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start tcpdump: {err}"));
-        let mut capture = Self {
-            ns,
+        let child = start_logged(
+            ns.command(tool("tcpdump"))
+                .args(["-i", iface, "-n", "-U"])
+                .args(options)
+                .args(["-Z", "root", "-w"])
+                .arg(&file)
+                .arg(filter),
+            &format!("tcpdump on {iface} in {}", ns.name()),
+            &log,
+            Duration::from_secs(5),
+            || read_lossy(&log).contains("listening on"),
+        );
+        Self {
+            _ns: ns,
             child: Some(child),
             file,
             log,
-        };
-        let listening = poll(Duration::from_secs(5), || {
-            if let Some(Ok(Some(status))) = capture.child.as_mut().map(Child::try_wait) {
-                panic!(
-                    "tcpdump on {iface} in {} exited ({status}): {}",
-                    capture.ns.name(),
-                    read_lossy(&capture.log)
-                );
-            }
-            read_lossy(&capture.log)
-                .contains("listening on")
-                .then_some(())
-        });
-        if listening.is_none() {
-            panic!(
-                "tcpdump on {iface} did not start within 5 s: {}",
-                read_lossy(&capture.log)
-            );
         }
-        capture
     }
 
     /// Stops tcpdump (SIGINT: it flushes its file) and counts what it captured. Panics if the kernel

@@ -60,45 +60,46 @@ impl<'a> Daemon<'a> {
             defaults.push("--state-dir".into());
             defaults.push(log.with_extension("state").into());
         }
-        let (stdout, stderr) = output_file(log);
-        let child = ns
-            .command(Self::binary())
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .arg("--metrics-listen")
-            .arg(metrics.to_string())
-            .args(extra)
-            .args(&defaults)
-            .env("NO_COLOR", "1") // a log file, not a terminal (port25d also checks)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start port25d: {err}"));
-        let mut daemon = Self {
+        let child = start_logged(
+            ns.command(Self::binary())
+                .arg("run")
+                .arg("--config")
+                .arg(config)
+                .arg("--metrics-listen")
+                .arg(metrics.to_string())
+                .args(extra)
+                .args(&defaults)
+                .env("NO_COLOR", "1"), // a log file, not a terminal (port25d also checks)
+            &format!("port25d (metrics on http://{metrics}/metrics)"),
+            log,
+            Duration::from_secs(20),
+            || scrape(ns, metrics).is_ok(),
+        );
+        Self {
             ns,
             child: Some(child),
             log: log.to_path_buf(),
             metrics,
             control_socket,
-        };
-        let ready = poll(Duration::from_secs(20), || {
-            if let Some(status) = daemon.exit_status() {
-                panic!(
-                    "port25d exited ({status}) before its metrics endpoint answered; its log:\n{}",
-                    daemon.log()
-                );
-            }
-            daemon.try_scrape().ok()
-        });
-        if ready.is_none() {
-            panic!(
-                "port25d's metrics endpoint http://{metrics}/metrics did not answer within 20 s; its log:\n{}",
-                daemon.log()
-            );
         }
-        daemon
+    }
+
+    /// `port25d detach` where no daemon runs: removes the pins in `pin_dir` (and with them the
+    /// filter they hold); panics with its stderr if it fails.
+    pub fn detach_pins(pin_dir: &Path, control_socket: &Path) {
+        let out = Command::new(Self::binary())
+            .arg("detach")
+            .arg("--pin-dir")
+            .arg(pin_dir)
+            .arg("--control-socket")
+            .arg(control_socket)
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run port25d detach: {err}"));
+        assert!(
+            out.status.success(),
+            "port25d detach: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Its control socket, for `port25d allow|deny|status --control-socket`.
@@ -164,12 +165,7 @@ impl<'a> Daemon<'a> {
 
     /// `GET /metrics` through curl in the daemon's namespace.
     pub fn try_scrape(&self) -> Result<String, String> {
-        run(self
-            .ns
-            .command(tool("curl"))
-            .args(["--silent", "--show-error", "--fail", "--max-time", "3"])
-            .args(["--noproxy", "*"])
-            .arg(format!("http://{}/metrics", self.metrics)))
+        scrape(self.ns, self.metrics)
     }
 
     /// The metrics text; panics with the daemon's log if the endpoint does not answer.
@@ -303,4 +299,13 @@ pub fn port25d_top(pin_dir: &Path, all: bool, count: usize) -> (String, Vec<TopR
         })
         .collect();
     (text, rows)
+}
+
+/// The metrics text of the endpoint at `metrics`, fetched from inside `ns`.
+fn scrape(ns: &Netns, metrics: SocketAddr) -> Result<String, String> {
+    run(ns
+        .command(tool("curl"))
+        .args(["--silent", "--show-error", "--fail", "--max-time", "3"])
+        .args(["--noproxy", "*"])
+        .arg(format!("http://{metrics}/metrics")))
 }

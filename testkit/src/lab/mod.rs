@@ -10,6 +10,7 @@
 //! Helpers panic with a diagnostic (the daemon's log, the command's stderr) instead of returning
 //! errors: they are for tests, where a panic is the failure report.
 
+mod addresses;
 mod capture;
 mod daemon;
 mod gateway;
@@ -35,8 +36,8 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use self::{
-    capture::*, daemon::*, gateway::*, netns::*, process::*, prometheus::*, smtp::*, wire::*,
-    workdir::*,
+    addresses::*, capture::*, daemon::*, gateway::*, netns::*, process::*, prometheus::*, smtp::*,
+    wire::*, workdir::*,
 };
 
 /// How often the `poll` loops look again.

@@ -107,12 +107,37 @@ pub(super) fn read_lossy(path: &Path) -> String {
         .unwrap_or_else(|err| format!("<cannot read {}: {err}>", path.display()))
 }
 
-/// A file for a child's stdout and stderr together.
-pub(super) fn output_file(path: &Path) -> (Stdio, Stdio) {
+/// Starts `command` (what it is: `what`) with stdin closed and stdout and stderr in `log`, and
+/// waits up to `limit` for `ready`. If it exits first, or is not ready in time, it is killed and the
+/// test fails with its log.
+pub(super) fn start_logged(
+    command: &mut Command,
+    what: &str,
+    log: &Path,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Child {
     let file =
-        File::create(path).unwrap_or_else(|err| panic!("cannot create {}: {err}", path.display()));
+        File::create(log).unwrap_or_else(|err| panic!("cannot create {}: {err}", log.display()));
     let err = file
         .try_clone()
-        .unwrap_or_else(|err| panic!("cannot clone the handle of {}: {err}", path.display()));
-    (Stdio::from(file), Stdio::from(err))
+        .unwrap_or_else(|err| panic!("cannot clone the handle of {}: {err}", log.display()));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
+    let outcome = poll(limit, || match child.try_wait() {
+        Ok(Some(status)) => Some(Err(format!("exited ({status})"))),
+        _ => ready().then_some(Ok(())),
+    });
+    let failure = match outcome {
+        Some(Ok(())) => return child,
+        Some(Err(exited)) => exited,
+        None => format!("was not ready within {limit:?}"),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{what} {failure}; its output:\n{}", read_lossy(log));
 }

@@ -5,11 +5,10 @@ use super::*;
 /// An `smtp-sink` listening on one address in a namespace, dumping every message it accepts to a
 /// file, so the test can count what arrived and from whom.
 pub struct SmtpSink<'a> {
-    ns: &'a Netns,
+    /// Borrowed so that the namespace outlives the server.
+    _ns: &'a Netns,
     child: Option<Child>,
-    listen: SocketAddr,
     dump: PathBuf,
-    output: PathBuf,
 }
 
 impl<'a> SmtpSink<'a> {
@@ -24,53 +23,22 @@ impl<'a> SmtpSink<'a> {
             .unwrap_or_else(|err| panic!("cannot prepare {}: {err}", dir.display()));
         let dump = dir.join(format!("{tag}.mbox"));
         let output = work.join(format!("smtp-sink-{tag}.log"));
-        let (stdout, stderr) = output_file(&output);
-        let child = ns
-            .command(tool("smtp-sink"))
-            .args(["-u", "nobody", "-c", "-D"])
-            .arg(&dump)
-            .arg(format!("inet:{listen}"))
-            .arg("100")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start smtp-sink: {err}"));
-        let mut sink = Self {
-            ns,
+        let child = start_logged(
+            ns.command(tool("smtp-sink"))
+                .args(["-u", "nobody", "-c", "-D"])
+                .arg(&dump)
+                .arg(format!("inet:{listen}"))
+                .arg("100"),
+            &format!("smtp-sink on {listen}"),
+            &output,
+            Duration::from_secs(5),
+            || listens(ns, listen),
+        );
+        Self {
+            _ns: ns,
             child: Some(child),
-            listen,
             dump,
-            output,
-        };
-        let listening = poll(Duration::from_secs(5), || {
-            if let Some(Ok(Some(status))) = sink.child.as_mut().map(Child::try_wait) {
-                panic!(
-                    "smtp-sink on {listen} exited ({status}): {}",
-                    read_lossy(&sink.output)
-                );
-            }
-            sink.is_listening().then_some(())
-        });
-        if listening.is_none() {
-            panic!(
-                "smtp-sink does not listen on {listen} after 5 s: {}",
-                read_lossy(&sink.output)
-            );
         }
-        sink
-    }
-
-    fn is_listening(&self) -> bool {
-        let Ok(out) = run(self.ns.command(tool("ss")).arg("-Hltn")) else {
-            return false;
-        };
-        out.lines().any(|line| {
-            line.split_whitespace()
-                .nth(3)
-                .and_then(|local| local.parse::<SocketAddr>().ok())
-                == Some(self.listen)
-        })
     }
 
     /// The client address of every message received so far.
@@ -145,4 +113,17 @@ pub fn send_mail(ns: &Netns, source: IpAddr, server: IpAddr, port: u16) -> Deliv
             String::from_utf8_lossy(&output.stderr)
         ),
     }
+}
+
+/// Whether a TCP socket in `ns` listens on exactly `address`.
+fn listens(ns: &Netns, address: SocketAddr) -> bool {
+    let Ok(out) = run(ns.command(tool("ss")).arg("-Hltn")) else {
+        return false;
+    };
+    out.lines().any(|line| {
+        line.split_whitespace()
+            .nth(3)
+            .and_then(|local| local.parse::<SocketAddr>().ok())
+            == Some(address)
+    })
 }

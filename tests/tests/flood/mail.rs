@@ -57,8 +57,8 @@ pub(super) fn deliver_batch(
 /// Both clients' batches at once.
 pub(super) fn deliver_both(allowed: &Netns, other: &Netns, epoch: Instant) -> Vec<Sent> {
     thread::scope(|s| {
-        let a = s.spawn(|| deliver_batch("allowed", allowed, ALLOWED, GW_A, BATCH, epoch));
-        let b = s.spawn(|| deliver_batch("other", other, OTHER, GW_B, BATCH, epoch));
+        let a = s.spawn(|| deliver_batch("allowed", allowed, ALLOWED_V4, GW_A_V4, BATCH, epoch));
+        let b = s.spawn(|| deliver_batch("other", other, OTHER_V4, GW_B_V4, BATCH, epoch));
         let mut all = a.join().expect("allowed's batch");
         all.extend(b.join().expect("other's batch"));
         all
@@ -104,13 +104,13 @@ pub(super) fn assert_all_delivered(phase: &str, sent: &[Sent], diagnostics: &dyn
 /// smtp-sink's dump holds (so far) exactly this many messages from each legitimate client.
 pub(super) fn assert_sink_holds(sink: &SmtpSink<'_>, phase: &str, allowed: usize, other: usize) {
     let got = (
-        sink.wait_for_messages(ip(ALLOWED), allowed),
-        sink.wait_for_messages(ip(OTHER), other),
+        sink.wait_for_messages(ip(ALLOWED_V4), allowed),
+        sink.wait_for_messages(ip(OTHER_V4), other),
     );
     assert_eq!(
         got,
         (allowed, other),
-        "{phase}: messages in smtp-sink's dump from {ALLOWED} and {OTHER}"
+        "{phase}: messages in smtp-sink's dump from {ALLOWED_V4} and {OTHER_V4}"
     );
 }
 

@@ -44,7 +44,7 @@ use std::{
     ffi::OsStr,
     fmt::Write as _,
     fs,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, SocketAddr},
     path::Path,
     process::{Child, Stdio},
     sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -56,9 +56,9 @@ use self::{hping::*, mail::*, spoof::*};
 use port25_testkit::{
     frames,
     lab::{
-        BpfFs, Capture, Client, Daemon, Delivery, Gateway, Netns, PacketSocket, SMTP_LAB_TOOLS,
-        SmtpSink, TopRow, WorkDir, metric_samples, metric_sum, poll, port25d_top, require_tools,
-        send_mail, tool,
+        ALLOWED_V4, BpfFs, Capture, Client, Daemon, Delivery, GW_A_V4, GW_B_V4, Gateway, METRICS,
+        Netns, OTHER_V4, PacketSocket, SMTP_LAB_TOOLS, SmtpSink, TopRow, WorkDir, ip,
+        metric_samples, metric_sum, poll, port25d_top, require_tools, send_mail, tool,
     },
     rng::Rng,
 };
@@ -78,10 +78,6 @@ const TOLERANCE_SYNS: f64 = 2.0;
 
 // ---- The lab ---------------------------------------------------------------------------------
 
-const GW_A: &str = "198.18.0.1";
-const ALLOWED: &str = "198.18.0.10";
-const GW_B: &str = "198.18.1.1";
-const OTHER: &str = "198.18.1.20";
 const GW_C: &str = "198.18.2.1";
 const ATTACKER: &str = "198.18.2.66";
 const ATTACKER_PREFIX: &str = "198.18.2.66/32";
@@ -89,7 +85,6 @@ const OTHER_PREFIX: &str = "198.18.1.20/32";
 /// Spoofed sources: inside the lab range, outside every subnet the gateway has a route to.
 const SPOOFED_NET: &str = "198.19.0.0/16";
 
-const METRICS: &str = "127.0.0.1:9725";
 const PACKETS: &str = "port25_packets_total";
 
 // ---- The traffic -----------------------------------------------------------------------------
@@ -110,10 +105,6 @@ const HPING_MAX_SECS: u32 = 12;
 const SPOOF_PER_SEC: f64 = 8_000.0;
 const SPOOF_MAX_FRAMES: u64 = 40_000;
 
-fn ip(addr: &str) -> IpAddr {
-    addr.parse().expect("a valid address")
-}
-
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -126,7 +117,7 @@ ports = [25]
 mode = "enforce"
 
 [allow]
-cidrs = ["{ALLOWED}/32"]
+cidrs = ["{ALLOWED_V4}/32"]
 
 [ratelimit]
 syn_rate = {SYN_RATE}
@@ -193,14 +184,7 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     // ---- the lab -------------------------------------------------------------------------
     let work = WorkDir::new("flood");
     let bpffs = BpfFs::mount("flood");
-    let lab = Gateway::new(
-        "flood",
-        &[
-            Client::new("allowed", 0, 10),
-            Client::new("other", 1, 20),
-            Client::new("attacker", 2, 66),
-        ],
-    );
+    let lab = Gateway::allowed_and_other("flood", &[Client::new("attacker", 2, 66)]);
     let (gw, allowed, other, attacker) =
         (&lab.gw, &lab.clients[0], &lab.clients[1], &lab.clients[2]);
     // The SYN-ACKs to spoofed sources must go nowhere: no route from the gateway to them.
@@ -276,14 +260,14 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     };
 
     // ---- 0. the well-behaved sender delivers before the floods: its prefix gets verified -----
-    let first = send_mail(other, ip(OTHER), ip(GW_B), 25);
+    let first = send_mail(other, ip(OTHER_V4), ip(GW_B_V4), 25);
     assert!(
         first.delivered,
         "other's first message (no flood yet) failed:\n{}\n{}",
         first.transcript,
         diagnostics()
     );
-    assert_eq!(sink.wait_for_messages(ip(OTHER), 1), 1);
+    assert_eq!(sink.wait_for_messages(ip(OTHER_V4), 1), 1);
     let (top, rows) = port25d_top(&pin_dir, true, 100);
     println!("[{:7.3}s] after other's first message:\n{top}", at());
     let row = top_row(&rows, OTHER_PREFIX)

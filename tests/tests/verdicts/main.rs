@@ -8,23 +8,19 @@ mod truncation;
 
 use std::path::Path;
 
-use port25_common::{Reason, Verdict};
+use port25_common::{
+    Reason::{self, *},
+    Verdict,
+};
 use port25_daemon::testing::{Config, Datapath};
 use port25_testkit::{
     frames::{
-        ETH_P_8021AD, ETH_P_8021Q, EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, TCP_ACK, arp, icmp,
-        tcp, udp,
+        ALLOWED4, ALLOWED6, DENIED4, DENIED6, ETH_P_8021AD, ETH_P_8021Q, EXT_DEST_OPTS,
+        EXT_HOP_BY_HOP, EXT_ROUTING, OTHER4, OTHER6, TCP_ACK, arp, icmp, tcp, udp,
     },
     reference::{XDP_DROP, XDP_PASS},
     require_root,
 };
-
-const ALLOWED4: &str = "198.18.1.10";
-const DENIED4: &str = "198.18.2.66";
-const OTHER4: &str = "198.18.3.3";
-const ALLOWED6: &str = "2001:db8:1::10";
-const DENIED6: &str = "2001:db8:2::66";
-const OTHER6: &str = "2001:db8:3::3";
 
 const POLICY: &str = r#"
 policy = "drop"
@@ -113,16 +109,16 @@ fn passed(reason: Reason) -> Option<(Verdict, Reason)> {
 }
 
 /// A frame that must be dropped, counted under `reason`.
-fn drops(name: &'static str, frame: Vec<u8>, reason: Reason) -> Row {
-    row(name, frame, XDP_DROP, dropped(reason))
+fn drops(name: &'static str, frame: impl Into<Vec<u8>>, reason: Reason) -> Row {
+    row(name, frame.into(), XDP_DROP, dropped(reason))
 }
 
 /// A frame that must pass, counted under `reason`.
-fn passes(name: &'static str, frame: Vec<u8>, reason: Reason) -> Row {
-    row(name, frame, XDP_PASS, passed(reason))
+fn passes(name: &'static str, frame: impl Into<Vec<u8>>, reason: Reason) -> Row {
+    row(name, frame.into(), XDP_PASS, passed(reason))
 }
 
 /// A frame that is not ours: it passes, and no counter moves.
-fn untouched(name: &'static str, frame: Vec<u8>) -> Row {
-    row(name, frame, XDP_PASS, None)
+fn untouched(name: &'static str, frame: impl Into<Vec<u8>>) -> Row {
+    row(name, frame.into(), XDP_PASS, None)
 }

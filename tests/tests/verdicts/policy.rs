@@ -25,12 +25,8 @@ fn monitor_mode_counts_would_drop_and_passes() {
             XDP_PASS,
             would(Reason::Malformed),
         ),
-        passes(
-            "allowlisted",
-            tcp(ALLOWED4, 25).build(),
-            Reason::Allowlisted,
-        ),
-        untouched("587 untouched", tcp(OTHER4, 587).build()),
+        passes("allowlisted", tcp(ALLOWED4, 25), Allowlisted),
+        untouched("587 untouched", tcp(OTHER4, 587)),
     ];
     check(&datapath, &rows);
 }
@@ -41,16 +37,8 @@ fn reload_switches_lists_and_ports_whole() {
     check(
         &datapath,
         &[
-            passes(
-                "before: allowlisted",
-                tcp(ALLOWED4, 25).build(),
-                Reason::Allowlisted,
-            ),
-            drops(
-                "before: other dropped",
-                tcp(OTHER4, 25).build(),
-                Reason::NotAllowlisted,
-            ),
+            passes("before: allowlisted", tcp(ALLOWED4, 25), Allowlisted),
+            drops("before: other dropped", tcp(OTHER4, 25), NotAllowlisted),
         ],
     );
     let swapped = r#"
@@ -66,25 +54,14 @@ cidrs = ["198.18.3.0/24"]
     check(
         &datapath,
         &[
-            drops(
-                "after: old allow gone",
-                tcp(ALLOWED4, 587).build(),
-                Reason::NotAllowlisted,
-            ),
-            passes(
-                "after: new allow",
-                tcp(OTHER4, 587).build(),
-                Reason::Allowlisted,
-            ),
+            drops("after: old allow gone", tcp(ALLOWED4, 587), NotAllowlisted),
+            passes("after: new allow", tcp(OTHER4, 587), Allowlisted),
             drops(
                 "after: old deny gone (v6)",
-                tcp(DENIED6, 587).build(),
-                Reason::NotAllowlisted,
+                tcp(DENIED6, 587),
+                NotAllowlisted,
             ),
-            untouched(
-                "after: port 25 no longer protected",
-                tcp(OTHER6, 25).build(),
-            ),
+            untouched("after: port 25 no longer protected", tcp(OTHER6, 25)),
         ],
     );
     // And back: the first generation's entries were really removed and rewritten.
@@ -95,12 +72,8 @@ cidrs = ["198.18.3.0/24"]
     check(
         &datapath,
         &[
-            passes(
-                "back: allowlisted",
-                tcp(ALLOWED4, 25).build(),
-                Reason::Allowlisted,
-            ),
-            untouched("back: 587 untouched", tcp(OTHER4, 587).build()),
+            passes("back: allowlisted", tcp(ALLOWED4, 25), Allowlisted),
+            untouched("back: 587 untouched", tcp(OTHER4, 587)),
         ],
     );
 }

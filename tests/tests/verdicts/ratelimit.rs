@@ -46,33 +46,23 @@ fn ratelimit_spends_source_and_global_tokens() {
         // Allowlisted sources never spend tokens, denylisted are dropped before any bucket.
         passes(
             "allowlisted during the flood",
-            tcp("198.18.1.9", 25).build(),
-            Reason::Allowlisted,
+            tcp("198.18.1.9", 25),
+            Allowlisted,
         ),
-        drops(
-            "denylisted",
-            tcp("198.18.2.9", 25).build(),
-            Reason::Denylisted,
-        ),
-        drops(
-            "SYN over the limit",
-            tcp("198.18.3.1", 25).build(),
-            Reason::RateLimited,
-        ),
+        drops("denylisted", tcp("198.18.2.9", 25), Denylisted),
+        drops("SYN over the limit", tcp("198.18.3.1", 25), RateLimited),
         // The rest of a connection spends no token.
         passes(
             "ACK of a connection",
-            tcp("198.18.3.1", 25).flags(TCP_ACK).build(),
-            Reason::Admitted,
+            tcp("198.18.3.1", 25).flags(TCP_ACK),
+            Admitted,
         ),
         passes(
             "SYN-ACK is not a new connection",
-            tcp("198.18.3.1", 25)
-                .flags(TCP_ACK | port25_testkit::frames::TCP_SYN)
-                .build(),
-            Reason::Admitted,
+            tcp("198.18.3.1", 25).flags(TCP_ACK | port25_testkit::frames::TCP_SYN),
+            Admitted,
         ),
-        untouched("587 untouched", tcp("198.18.3.1", 587).build()),
+        untouched("587 untouched", tcp("198.18.3.1", 587)),
     ];
     check(&datapath, &would);
 }

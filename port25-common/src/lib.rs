@@ -41,6 +41,19 @@ pub mod maps {
         /// `LruHashMap<FlowKey, u32>`: handshakes the gateway answered (SYN-ACK sent), with the
         /// acknowledgment number that proves the client saw the SYN-ACK.
         HANDSHAKES,
+        /// `Array<EgressSettings>`, one slot per generation parity: the egress guard's policy.
+        EGRESS,
+        /// `LpmTrie<V4Key, u32>` / `LpmTrie<V6Key, u32>`: the smart hosts, keyed like the lists.
+        SMART_V4,
+        SMART_V6,
+        /// `PerCpuArray<u64>`: outbound connects by [`crate::egress::counter_slot`].
+        EGRESS_COUNTERS,
+        /// `RingBuf` of [`crate::egress::Event`]: refused (or would-be refused) connects.
+        EGRESS_EVENTS,
+        /// `LruHashMap<EventKey, EventState>`: when each (process, destination) last had an event.
+        EGRESS_EVENT_LIMIT,
+        /// `PerCpuArray<u64>` of one element: events the ring buffer had no room for.
+        EGRESS_EVENTS_LOST,
     }
 }
 
@@ -65,7 +78,7 @@ macro_rules! ebpf_epilogue {
 /// Version of the map layout (names, key and value types, generation scheme). Pinned maps live in a
 /// directory named after it, so a daemon never adopts maps whose layout it does not know; bump it
 /// whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "port25";
@@ -286,6 +299,140 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// The egress guard: which outbound connects to guarded ports the cgroup hooks refuse
+/// (docs/ARCHITECTURE.md, § Egress).
+pub mod egress {
+    /// Names of the cgroup connect programs in the object file.
+    pub const CONNECT4_PROGRAM: &str = "port25_connect4";
+    pub const CONNECT6_PROGRAM: &str = "port25_connect6";
+
+    /// `EgressSettings::mode`.
+    pub const MODE_OFF: u32 = 0;
+    pub const MODE_MONITOR: u32 = 1;
+    pub const MODE_ENFORCE: u32 = 2;
+
+    /// Guarded ports, allowed uids and allowed cgroups one generation can hold.
+    pub const MAX_PORTS: usize = 16;
+    pub const MAX_USERS: usize = 16;
+    pub const MAX_CGROUPS: usize = 16;
+
+    /// Ring buffer size: room for a burst of events between two reads by the daemon.
+    pub const EVENTS_BYTES: u32 = 256 * 1024;
+    /// (process, destination) pairs whose last event time the kernel keeps.
+    pub const EVENT_LIMIT_CAPACITY: u32 = 16384;
+    /// At most one event per (process, destination) in this time; the rest are counted.
+    pub const EVENT_INTERVAL_NS: u64 = 1_000_000_000;
+
+    /// The egress policy of one generation.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EgressSettings {
+        pub mode: u32,
+        pub port_count: u32,
+        pub ports: [u16; MAX_PORTS],
+        pub user_count: u32,
+        pub users: [u32; MAX_USERS],
+        pub cgroup_count: u32,
+        /// Depth of each allowed cgroup below the cgroup2 root (the root is level 0).
+        pub cgroup_levels: [u32; MAX_CGROUPS],
+        /// Its id: the inode number of its directory.
+        pub cgroup_ids: [u64; MAX_CGROUPS],
+    }
+
+    impl EgressSettings {
+        pub const OFF: Self = Self {
+            mode: MODE_OFF,
+            port_count: 0,
+            ports: [0; MAX_PORTS],
+            user_count: 0,
+            users: [0; MAX_USERS],
+            cgroup_count: 0,
+            cgroup_levels: [0; MAX_CGROUPS],
+            cgroup_ids: [0; MAX_CGROUPS],
+        };
+    }
+
+    counted_enum! {
+        /// What the hook did with a connect.
+        Verdict {
+            Allow = 0 => "allow",
+            Deny = 1 => "deny",
+            /// Monitor mode: it would have been refused, and was let through.
+            WouldDeny = 2 => "would_deny",
+        }
+    }
+
+    counted_enum! {
+        /// Why.
+        Reason {
+            SmartHost = 0 => "smart_host",
+            AllowedUser = 1 => "allowed_user",
+            AllowedCgroup = 2 => "allowed_cgroup",
+            NotAllowed = 3 => "not_allowed",
+        }
+    }
+
+    const REASONS: u32 = Reason::ALL.len() as u32;
+
+    /// Slots of `EGRESS_COUNTERS`: every (verdict, reason) pair.
+    pub const COUNTER_SLOTS: u32 = Verdict::ALL.len() as u32 * REASONS;
+
+    pub const fn counter_slot(verdict: Verdict, reason: Reason) -> u32 {
+        verdict as u32 * REASONS + reason as u32
+    }
+
+    /// The (verdict, reason) pair of a slot; the inverse of [`counter_slot`].
+    pub const fn slot_meaning(slot: u32) -> Option<(Verdict, Reason)> {
+        if slot >= COUNTER_SLOTS {
+            return None;
+        }
+        Some((
+            Verdict::ALL[(slot / REASONS) as usize],
+            Reason::ALL[(slot % REASONS) as usize],
+        ))
+    }
+
+    /// A refused (or would-be refused) connect, as the hook saw it.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Event {
+        /// CLOCK_MONOTONIC, ns.
+        pub time_ns: u64,
+        /// `bpf_get_current_pid_tgid`: thread id in the low half, process id in the high half.
+        pub pid_tgid: u64,
+        /// `bpf_get_current_uid_gid`: uid in the low half, gid in the high half.
+        pub uid_gid: u64,
+        pub cgroup_id: u64,
+        pub comm: [u8; 16],
+        /// IPv4 addresses in the first four bytes (IPv4-mapped IPv6 too).
+        pub addr: [u8; 16],
+        /// 4 or 6.
+        pub family: u32,
+        pub port: u32,
+        pub verdict: u32,
+        /// Events of this (process, destination) the rate limit suppressed since the last one.
+        pub suppressed: u32,
+    }
+
+    /// Key of `EGRESS_EVENT_LIMIT`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EventKey {
+        pub tgid: u32,
+        pub port: u32,
+        pub addr: [u8; 16],
+    }
+
+    /// Value of `EGRESS_EVENT_LIMIT`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EventState {
+        pub last_ns: u64,
+        pub suppressed: u32,
+        pub _pad: u32,
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), Copy, and have no padding bytes.
@@ -294,6 +441,8 @@ mod pod {
     unsafe impl aya::Pod for super::V6Key {}
     unsafe impl aya::Pod for super::CounterKey {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::egress::EgressSettings {}
+    unsafe impl aya::Pod for super::egress::Event {}
     unsafe impl aya::Pod for super::SourceKey {}
     unsafe impl aya::Pod for super::SourceState {}
     unsafe impl aya::Pod for super::FlowKey {}

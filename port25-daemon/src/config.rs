@@ -12,6 +12,7 @@
 
 mod cidr;
 mod display;
+mod egress;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::model::{Mode, OnExit, Policy, XdpModeSetting};
 
 pub use cidr::{CidrSet, parse_cidr};
+pub use egress::Egress;
 pub use validate::list_dir_files;
 
 pub const DEFAULT_PATH: &str = "/etc/port25/port25.toml";
@@ -66,6 +68,8 @@ pub struct Config {
     pub on_exit: OnExit,
     /// Directories whose files are list files (blocklist feeds): watched for changes.
     pub watched_dirs: Vec<PathBuf>,
+    /// The outbound guard (`[egress]`).
+    pub egress: Egress,
 }
 
 /// Command-line overrides applied over the file.

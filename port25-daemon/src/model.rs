@@ -48,6 +48,18 @@ named! {
 }
 
 named! {
+    /// What the egress guard does with outbound connects to its ports (config `[egress] mode`).
+    pub enum EgressMode {
+        /// No guard: the hooks let everything through.
+        Off => "off",
+        /// Counted and reported, nothing refused: for the roll-out.
+        Monitor => "monitor",
+        /// Refused (EPERM) unless to a smart host or from an allowed user or cgroup.
+        Enforce => "enforce",
+    }
+}
+
+named! {
     /// How the XDP program is to be attached (config `xdp_mode`, `--xdp-mode`).
     #[derive(clap::ValueEnum)]
     pub enum XdpModeSetting {

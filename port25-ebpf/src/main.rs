@@ -1,4 +1,5 @@
-//! The port25 XDP program: decides, per packet, whether TCP traffic to a protected port may pass.
+//! The port25 programs: the XDP ingress filter decides, per packet, whether TCP traffic to a
+//! protected port may pass; the cgroup connect hooks guard outbound SMTP (`egress`).
 //! The decision table is docs/ARCHITECTURE.md, § Decision; header walking is in `parse`, policy
 //! state in `maps`.
 #![no_std]
@@ -8,6 +9,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod egress;
 mod handshake;
 mod maps;
 mod parse;
@@ -15,8 +17,8 @@ mod ratelimit;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
 use port25_common::{Reason, Settings, Verdict, policy};
@@ -142,6 +144,18 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
         handshake::record_syn_ack(&segment);
     }
     Ok(())
+}
+
+/// The egress guard on IPv4 connects (docs/ARCHITECTURE.md, § Egress).
+#[cgroup_sock_addr(connect4)]
+fn port25_connect4(ctx: SockAddrContext) -> i32 {
+    egress::judge(egress::destination4(&ctx))
+}
+
+/// The egress guard on IPv6 connects, IPv4-mapped destinations judged as IPv4.
+#[cgroup_sock_addr(connect6)]
+fn port25_connect6(ctx: SockAddrContext) -> i32 {
+    egress::judge(egress::destination6(&ctx))
 }
 
 port25_common::ebpf_epilogue!();

@@ -4,11 +4,11 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
-    maps::{Array, LpmTrie, PerCpuHashMap, lpm_trie::Key},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
 };
 use port25_common::{
     COUNTER_CAPACITY, Counter, CounterKey, GENERATION_BITS, LIST_CAPACITY, PORT_WORDS, Reason,
-    SLOTS, Settings, V4Key, V6Key, Verdict, counter_slot, port_bit,
+    SLOTS, Settings, V4Key, V6Key, Verdict, counter_slot, egress, port_bit,
 };
 
 use crate::parse::Addr;
@@ -29,6 +29,22 @@ static ALLOW_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
 static DENY_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
 #[map]
 static COUNTERS: PerCpuHashMap<CounterKey, Counter> = PerCpuHashMap::pinned(COUNTER_CAPACITY, 0);
+
+#[map]
+static EGRESS: Array<egress::EgressSettings> = Array::pinned(SLOTS, 0);
+#[map]
+static SMART_V4: LpmTrie<V4Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
+#[map]
+static SMART_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
+#[map]
+static EGRESS_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(egress::COUNTER_SLOTS, 0);
+#[map]
+pub(crate) static EGRESS_EVENTS: RingBuf = RingBuf::pinned(egress::EVENTS_BYTES, 0);
+#[map]
+pub(crate) static EGRESS_EVENT_LIMIT: LruHashMap<egress::EventKey, egress::EventState> =
+    LruHashMap::pinned(egress::EVENT_LIMIT_CAPACITY, 0);
+#[map]
+static EGRESS_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
 
 #[inline(always)]
 pub(crate) fn active_generation() -> Result<u32, ()> {
@@ -53,6 +69,8 @@ pub(crate) fn port_protected(generation: u32, port: u16) -> Result<bool, ()> {
 pub(crate) enum List {
     Allow,
     Deny,
+    /// The egress guard's smart hosts (matched on the destination).
+    SmartHost,
 }
 
 /// Longest-prefix match of the source in this generation of a list.
@@ -63,6 +81,8 @@ pub(crate) fn listed(list: List, generation: u32, source: &Addr) -> bool {
         (Addr::V4(addr), List::Deny) => holds(&DENY_V4, 32, V4Key { generation, addr }),
         (Addr::V6(addr), List::Allow) => holds(&ALLOW_V6, 128, V6Key { generation, addr }),
         (Addr::V6(addr), List::Deny) => holds(&DENY_V6, 128, V6Key { generation, addr }),
+        (Addr::V4(addr), List::SmartHost) => holds(&SMART_V4, 32, V4Key { generation, addr }),
+        (Addr::V6(addr), List::SmartHost) => holds(&SMART_V6, 128, V6Key { generation, addr }),
     }
 }
 
@@ -95,5 +115,31 @@ pub(crate) fn count(ifindex: u32, verdict: Verdict, reason: Reason, bytes: u64) 
         if COUNTERS.insert(key, first, BPF_NOEXIST as u64).is_ok() {
             return;
         }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn egress_settings(generation: u32) -> Result<&'static egress::EgressSettings, ()> {
+    // By reference: the settings are larger than the BPF stack allows to copy.
+    EGRESS.get(generation % SLOTS).ok_or(())
+}
+
+/// Counts one outbound connect (per CPU; the daemon sums).
+#[inline(always)]
+pub(crate) fn count_connect(verdict: egress::Verdict, reason: egress::Reason) {
+    add_one(&EGRESS_COUNTERS, egress::counter_slot(verdict, reason));
+}
+
+/// Counts an event the ring buffer had no room for.
+#[inline(always)]
+pub(crate) fn count_lost_event() {
+    add_one(&EGRESS_EVENTS_LOST, 0);
+}
+
+#[inline(always)]
+fn add_one(array: &PerCpuArray<u64>, index: u32) {
+    if let Some(count) = array.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
+        unsafe { *count += 1 };
     }
 }

@@ -26,6 +26,8 @@ pub(super) struct RawConfig {
     pub(super) ratelimit: RawRateLimit,
     #[serde(default, deserialize_with = "table")]
     pub(super) metrics: RawMetrics,
+    #[serde(default, deserialize_with = "table")]
+    pub(super) egress: super::egress::RawEgress,
 }
 
 /// Reads a struct from a TOML table only. Serde's derived structs also accept an array, filling

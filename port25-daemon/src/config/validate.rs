@@ -52,7 +52,7 @@ impl Config {
             source: origin.display().to_string(),
             interfaces: src.interfaces(&raw.interfaces)?,
             xdp_mode: raw.xdp_mode.unwrap_or(XdpModeSetting::Auto),
-            ports: src.ports(raw.ports)?,
+            ports: src.ports(raw.ports, "ports")?,
             mode: raw.mode.unwrap_or(Mode::Enforce),
             policy: raw.policy.unwrap_or(Policy::Ratelimit),
             allow: src.list(ListKind::Allow, &raw.allow)?,
@@ -61,6 +61,7 @@ impl Config {
             metrics_listen: src.metrics_listen(&raw.metrics.listen)?,
             on_exit: raw.on_exit.unwrap_or(OnExit::Detach),
             watched_dirs: src.dirs(&[&raw.allow, &raw.deny]),
+            egress: src.egress(&raw.egress)?,
         })
     }
 }
@@ -169,12 +170,13 @@ impl Source<'_> {
     pub(super) fn ports(
         &self,
         raw: Option<Spanned<Vec<Spanned<i64>>>>,
+        key: &str,
     ) -> Result<Vec<u16>, ConfigError> {
         let Some(raw) = raw else { return Ok(vec![25]) };
         if raw.get_ref().is_empty() {
             return Err(self.error_at(
                 raw.span(),
-                "ports is empty; list at least one protected TCP port, e.g. ports = [25]",
+                format!("{key} is empty; list at least one TCP port, e.g. {key} = [25]"),
             ));
         }
         let mut ports = Vec::with_capacity(raw.get_ref().len());

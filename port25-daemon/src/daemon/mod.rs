@@ -3,6 +3,7 @@
 //! on SIGTERM/SIGINT detach (or leave the filter enforcing, with `on_exit = "keep"`).
 
 mod changes;
+mod egress;
 mod requests;
 pub(crate) mod watch;
 
@@ -26,7 +27,7 @@ use crate::{
     control,
     datapath::Datapath,
     metrics::{Metrics, ReloadLabels, Snapshot, bind},
-    model::{ListKind, OnExit},
+    model::{EgressMode, ListKind, OnExit},
     pins::{Persistence, PinDir},
     proto,
     runtime::RuntimeLists,
@@ -52,7 +53,7 @@ pub(crate) struct RunOptions {
 pub(crate) fn effective_config(options: &RunOptions) -> anyhow::Result<Config> {
     let mut config = Config::load(options.config.as_deref())?;
     config.apply(&options.overrides);
-    if config.interfaces.is_empty() {
+    if config.interfaces.is_empty() && config.egress.mode == EgressMode::Off {
         anyhow::bail!(
             "{}: no interface to protect; pass --iface IF or set interfaces = [\"IF\"] in the config",
             config.source
@@ -116,6 +117,10 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
             "attached to {} (ifindex {}) in {} XDP mode",
             attachment.iface, attachment.ifindex, attachment.mode
         );
+    }
+    if config.egress.mode != EgressMode::Off {
+        datapath.attach_connect_hooks(&config.egress.cgroup)?;
+        egress::spawn_event_reader(datapath.take_egress_events()?);
     }
     datapath.remove_foreign_maps();
     spawn_log_forwarder(&mut datapath);

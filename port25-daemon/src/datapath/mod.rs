@@ -10,6 +10,7 @@
     reason = "public to the tests and the bench through `testing`"
 )]
 
+mod egress;
 mod links;
 mod policy;
 #[cfg(feature = "testing")]
@@ -26,6 +27,7 @@ use port25_common::{
     Counter, CounterKey, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key, V6Key, Verdict, maps,
 };
 
+pub use self::egress::parse_event;
 use self::links::HeldLink;
 pub use self::links::{Attachment, ifname, pinned_link_ids, wait_links_gone};
 use crate::{
@@ -55,6 +57,12 @@ pub enum Error {
     },
     #[error("BPF filesystem")]
     Pin(#[source] anyhow::Error),
+    #[error("cannot open cgroup {} for the egress guard", path.display())]
+    Cgroup {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no interface named {0:?} here; `ip link` lists the interfaces")]
     UnknownInterface(String),
     #[error(
@@ -348,14 +356,20 @@ fn raise_memlock_limit() {
 mod tests {
     use super::*;
 
-    /// What every port25d ships: the XDP filter and the egress watcher, and nothing else (the
-    /// bench's floors and SYN generator live in port25-bench-ebpf).
+    /// What every port25d ships: the XDP filter, the TC egress watcher and the egress guard's two
+    /// connect hooks, and nothing else (the bench's floors and SYN generator live in
+    /// port25-bench-ebpf).
     #[test]
     fn the_embedded_object_holds_only_the_production_programs() {
         let object = aya_obj::Object::parse(OBJECT).expect("the embedded object parses");
         let mut programs: Vec<&str> = object.programs.keys().map(String::as_str).collect();
         programs.sort_unstable();
-        let mut production = vec![PROGRAM_NAME, EGRESS_PROGRAM_NAME];
+        let mut production = vec![
+            PROGRAM_NAME,
+            EGRESS_PROGRAM_NAME,
+            port25_common::egress::CONNECT4_PROGRAM,
+            port25_common::egress::CONNECT6_PROGRAM,
+        ];
         production.sort_unstable();
         assert_eq!(programs, production);
     }

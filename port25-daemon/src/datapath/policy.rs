@@ -11,13 +11,16 @@ use std::time::Duration;
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_common::{
-    GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key, maps, policy, port_bit,
+    GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key,
+    egress::{self, EgressSettings},
+    maps, policy, port_bit,
 };
 
 use super::{Datapath, Error};
 use crate::{
+    config::Egress,
     config::{CidrSet, Config},
-    model::{ListKind, Mode, Policy},
+    model::{EgressMode, ListKind, Mode, Policy},
 };
 
 /// How long packets already in flight may keep reading the generation being retired. XDP programs
@@ -27,11 +30,19 @@ const RETIRE_GRACE: Duration = Duration::from_millis(20);
 /// Entries written per progress line when loading large lists.
 const PROGRESS_EVERY: usize = 200_000;
 
-/// The IPv4 and IPv6 tries of a list.
-fn tries(list: ListKind) -> (&'static str, &'static str) {
-    match list {
-        ListKind::Allow => (maps::ALLOW_V4, maps::ALLOW_V6),
-        ListKind::Deny => (maps::DENY_V4, maps::DENY_V6),
+/// A pair of generation-keyed tries: a list's, or the smart hosts'.
+#[derive(Clone, Copy)]
+enum Table {
+    List(ListKind),
+    SmartHosts,
+}
+
+/// The IPv4 and IPv6 tries of a table.
+fn tries(table: Table) -> (&'static str, &'static str) {
+    match table {
+        Table::List(ListKind::Allow) => (maps::ALLOW_V4, maps::ALLOW_V6),
+        Table::List(ListKind::Deny) => (maps::DENY_V4, maps::DENY_V6),
+        Table::SmartHosts => (maps::SMART_V4, maps::SMART_V6),
     }
 }
 
@@ -40,6 +51,7 @@ fn tries(list: ListKind) -> (&'static str, &'static str) {
 pub(super) struct LiveLists {
     pub allow: CidrSet,
     pub deny: CidrSet,
+    pub smart_hosts: CidrSet,
 }
 
 impl Datapath {
@@ -60,9 +72,11 @@ impl Datapath {
             0 => 1,
             n => n,
         };
+        let smart_hosts = &config.egress.smart_hosts;
         if let Err(err) = self.write_generation(next, config, allow, deny) {
-            self.remove_entries(next, ListKind::Allow, allow);
-            self.remove_entries(next, ListKind::Deny, deny);
+            self.remove_entries(next, Table::List(ListKind::Allow), allow);
+            self.remove_entries(next, Table::List(ListKind::Deny), deny);
+            self.remove_entries(next, Table::SmartHosts, smart_hosts);
             return Err(err);
         }
         self.array::<u32>(maps::ACTIVE)?
@@ -74,10 +88,12 @@ impl Datapath {
         match self.live.replace(LiveLists {
             allow: allow.clone(),
             deny: deny.clone(),
+            smart_hosts: smart_hosts.clone(),
         }) {
             Some(old) => {
-                self.remove_entries(retired, ListKind::Allow, &old.allow);
-                self.remove_entries(retired, ListKind::Deny, &old.deny);
+                self.remove_entries(retired, Table::List(ListKind::Allow), &old.allow);
+                self.remove_entries(retired, Table::List(ListKind::Deny), &old.deny);
+                self.remove_entries(retired, Table::SmartHosts, &old.smart_hosts);
             }
             None => self.sweep_except(next)?,
         }
@@ -86,7 +102,7 @@ impl Datapath {
 
     /// Adds one entry to the live generation of a list (runtime lists).
     pub fn insert_live(&mut self, list: ListKind, net: IpNet) -> Result<(), Error> {
-        self.insert(self.generation, list, &net)?;
+        self.insert(self.generation, Table::List(list), &net)?;
         if let Some(set) = self.live_set(list) {
             set.insert(net);
         }
@@ -95,7 +111,7 @@ impl Datapath {
 
     /// Removes one entry from the live generation of a list (runtime lists).
     pub fn remove_live(&mut self, list: ListKind, net: IpNet) -> Result<(), Error> {
-        self.remove(self.generation, list, &net)?;
+        self.remove(self.generation, Table::List(list), &net)?;
         if let Some(set) = self.live_set(list) {
             set.remove(&net);
         }
@@ -139,18 +155,24 @@ impl Datapath {
         let mut written = 0;
         for (list, set) in [(ListKind::Allow, allow), (ListKind::Deny, deny)] {
             for net in set.iter() {
-                self.insert(generation, list, &net)?;
+                self.insert(generation, Table::List(list), &net)?;
                 written += 1;
                 if written % PROGRESS_EVERY == 0 {
                     tracing::info!("writing lists into the kernel: {written} of {total} entries");
                 }
             }
         }
+        self.array::<EgressSettings>(maps::EGRESS)?
+            .set(slot, egress_settings_of(&config.egress), 0)
+            .map_err(Error::map(maps::EGRESS))?;
+        for net in config.egress.smart_hosts.iter() {
+            self.insert(generation, Table::SmartHosts, &net)?;
+        }
         Ok(())
     }
 
-    fn insert(&mut self, generation: u32, list: ListKind, net: &IpNet) -> Result<(), Error> {
-        let (v4, v6) = tries(list);
+    fn insert(&mut self, generation: u32, table: Table, net: &IpNet) -> Result<(), Error> {
+        let (v4, v6) = tries(table);
         match net {
             IpNet::V4(net) => self
                 .trie_v4(v4)?
@@ -163,8 +185,8 @@ impl Datapath {
         }
     }
 
-    fn remove(&mut self, generation: u32, list: ListKind, net: &IpNet) -> Result<(), Error> {
-        let (v4, v6) = tries(list);
+    fn remove(&mut self, generation: u32, table: Table, net: &IpNet) -> Result<(), Error> {
+        let (v4, v6) = tries(table);
         let (map, result) = match net {
             IpNet::V4(net) => (v4, self.trie_v4(v4)?.remove(&v4_key(generation, net))),
             IpNet::V6(net) => (v6, self.trie_v6(v6)?.remove(&v6_key(generation, net))),
@@ -178,9 +200,9 @@ impl Datapath {
     }
 
     /// Best effort: an entry that is already gone is fine.
-    fn remove_entries(&mut self, generation: u32, list: ListKind, set: &CidrSet) {
+    fn remove_entries(&mut self, generation: u32, table: Table, set: &CidrSet) {
         for net in set.iter() {
-            if let Err(err) = self.remove(generation, list, &net) {
+            if let Err(err) = self.remove(generation, table, &net) {
                 tracing::warn!("removing {net} of generation {generation}: {err:#}");
             }
         }
@@ -190,10 +212,10 @@ impl Datapath {
     /// is known about what a killed daemon left.
     fn sweep_except(&mut self, keep: u32) -> Result<(), Error> {
         let mut swept = 0;
-        for name in [maps::ALLOW_V4, maps::DENY_V4] {
+        for name in [maps::ALLOW_V4, maps::DENY_V4, maps::SMART_V4] {
             swept += sweep(&mut self.trie_v4(name)?, keep);
         }
-        for name in [maps::ALLOW_V6, maps::DENY_V6] {
+        for name in [maps::ALLOW_V6, maps::DENY_V6, maps::SMART_V6] {
             swept += sweep(&mut self.trie_v6(name)?, keep);
         }
         if swept > 0 {
@@ -268,4 +290,33 @@ fn v6_key(generation: u32, net: &Ipv6Net) -> Key<V6Key> {
 /// A list key's prefix length: the generation's bits, then the CIDR's (§ Generations).
 fn prefix_bits(cidr_prefix: u8) -> u32 {
     GENERATION_BITS + u32::from(cidr_prefix)
+}
+
+/// The kernel's form of `[egress]`: counts and fixed arrays (config checked the bounds).
+fn egress_settings_of(config: &Egress) -> EgressSettings {
+    let mut settings = EgressSettings::OFF;
+    settings.mode = match config.mode {
+        EgressMode::Off => egress::MODE_OFF,
+        EgressMode::Monitor => egress::MODE_MONITOR,
+        EgressMode::Enforce => egress::MODE_ENFORCE,
+    };
+    for (slot, &port) in settings.ports.iter_mut().zip(&config.ports) {
+        *slot = port;
+        settings.port_count += 1;
+    }
+    for (slot, &uid) in settings.users.iter_mut().zip(&config.allow_users) {
+        *slot = uid;
+        settings.user_count += 1;
+    }
+    for (i, cgroup) in config
+        .allow_cgroups
+        .iter()
+        .take(egress::MAX_CGROUPS)
+        .enumerate()
+    {
+        settings.cgroup_ids[i] = cgroup.id;
+        settings.cgroup_levels[i] = cgroup.level;
+        settings.cgroup_count += 1;
+    }
+    settings
 }

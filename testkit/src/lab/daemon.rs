@@ -46,6 +46,33 @@ impl<'a> Daemon<'a> {
         log: &Path,
         extra: &[&OsStr],
     ) -> Self {
+        Self::launch(ns, ns.command(Self::binary()), config, metrics, log, extra)
+    }
+
+    /// Like [`Daemon::start_with_args`], in `ns`'s network namespace only: it sees the host's
+    /// mounts (its /sys, the cgroup2 mount), as a daemon on the host does. For the egress guard.
+    pub fn start_with_host_mounts(
+        ns: &'a Netns,
+        config: &Path,
+        metrics: SocketAddr,
+        log: &Path,
+        extra: &[&OsStr],
+    ) -> Self {
+        let mut command = Command::new(tool("nsenter"));
+        command
+            .arg(format!("--net=/run/netns/{}", ns.name()))
+            .arg(Self::binary());
+        Self::launch(ns, command, config, metrics, log, extra)
+    }
+
+    fn launch(
+        ns: &'a Netns,
+        mut command: Command,
+        config: &Path,
+        metrics: SocketAddr,
+        log: &Path,
+        extra: &[&OsStr],
+    ) -> Self {
         let given = |flag: &str| extra.iter().position(|a| *a == OsStr::new(flag));
         let control_socket = match given("--control-socket") {
             Some(i) => PathBuf::from(extra[i + 1]),
@@ -61,7 +88,7 @@ impl<'a> Daemon<'a> {
             defaults.push(log.with_extension("state").into());
         }
         let child = start_logged(
-            ns.command(Self::binary())
+            command
                 .arg("run")
                 .arg("--config")
                 .arg(config)

@@ -12,6 +12,7 @@
 
 mod addresses;
 mod capture;
+mod cgroup;
 mod daemon;
 mod gateway;
 mod netns;
@@ -36,8 +37,8 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use self::{
-    addresses::*, capture::*, daemon::*, gateway::*, netns::*, process::*, prometheus::*, smtp::*,
-    wire::*, workdir::*,
+    addresses::*, capture::*, cgroup::*, daemon::*, gateway::*, netns::*, process::*,
+    prometheus::*, smtp::*, wire::*, workdir::*,
 };
 
 /// How often the `poll` loops look again.

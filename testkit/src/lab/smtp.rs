@@ -91,9 +91,34 @@ pub struct Delivery {
 /// gives up on a silent peer after 3 s (`--timeout`), and `timeout` kills it after 15 s whatever
 /// happens.
 pub fn send_mail(ns: &Netns, source: IpAddr, server: IpAddr, port: u16) -> Delivery {
+    swaks(None, ns, source, server, port)
+}
+
+/// [`send_mail`] from a process in `cgroup` (it joins before swaks starts): what the egress
+/// guard's hooks see.
+pub fn send_mail_in(
+    cgroup: &Path,
+    ns: &Netns,
+    source: IpAddr,
+    server: IpAddr,
+    port: u16,
+) -> Delivery {
+    swaks(Some(cgroup), ns, source, server, port)
+}
+
+fn swaks(cgroup: Option<&Path>, ns: &Netns, source: IpAddr, server: IpAddr, port: u16) -> Delivery {
     let started = Instant::now();
-    let output = Command::new(tool("timeout"))
-        .args(["--kill-after=2", "15"])
+    let mut command = Command::new(tool("timeout"));
+    command.args(["--kill-after=2", "15"]);
+    if let Some(cgroup) = cgroup {
+        // The shell moves itself into the cgroup, then becomes the client: every process of the
+        // client starts inside.
+        command
+            .arg(tool("sh"))
+            .args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
+            .arg(cgroup);
+    }
+    let output = command
         .arg(tool("ip"))
         .args(["netns", "exec", ns.name()])
         .arg(tool("swaks"))

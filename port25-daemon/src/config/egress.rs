@@ -1,0 +1,298 @@
+//! `[egress]`: the outbound guard's policy. Smart hosts given by name are resolved here, users by
+//! name looked up in /etc/passwd and allowed cgroups found on the cgroup2 mount, so that a name
+//! that does not resolve or a cgroup that does not exist is a config error with its line, before
+//! anything touches the kernel. docs/ARCHITECTURE.md, § Egress.
+
+use std::net::{IpAddr, ToSocketAddrs};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use port25_common::egress::{MAX_CGROUPS, MAX_PORTS, MAX_USERS};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::validate::Source;
+use super::{CidrSet, ConfigError, cidr};
+use crate::model::EgressMode;
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEgress {
+    mode: Option<EgressMode>,
+    ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    #[serde(default)]
+    smart_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_users: Vec<Spanned<UserRef>>,
+    #[serde(default)]
+    allow_cgroups: Vec<Spanned<String>>,
+    cgroup: Option<Spanned<String>>,
+    refresh: Option<Spanned<i64>>,
+}
+
+/// A user by name or by uid.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UserRef {
+    Uid(i64),
+    Name(String),
+}
+
+/// A cgroup whose processes (and those below it) may connect anywhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedCgroup {
+    /// As written, relative to the cgroup2 root.
+    pub path: String,
+    /// The inode number of its directory: what the kernel calls its id.
+    pub id: u64,
+    /// Its depth below the cgroup2 root (the root is 0).
+    pub level: u32,
+}
+
+/// A smart host given by name, with the addresses it resolved to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmartHostName {
+    pub name: String,
+    pub addrs: Vec<IpAddr>,
+}
+
+/// The validated `[egress]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Egress {
+    pub mode: EgressMode,
+    /// Sorted, deduplicated, at most [`MAX_PORTS`].
+    pub ports: Vec<u16>,
+    /// Every smart host as prefixes: CIDRs and addresses as written, names as resolved.
+    pub smart_hosts: CidrSet,
+    pub smart_host_names: Vec<SmartHostName>,
+    pub allow_users: Vec<u32>,
+    pub allow_cgroups: Vec<AllowedCgroup>,
+    /// Where the hooks attach: a cgroup v2 directory (by default the root).
+    pub cgroup: PathBuf,
+    /// Seconds between resolving smart-host names again.
+    pub refresh: u32,
+}
+
+impl Egress {
+    /// No guard.
+    pub fn off() -> Self {
+        Self {
+            mode: EgressMode::Off,
+            ports: vec![25],
+            smart_hosts: CidrSet::default(),
+            smart_host_names: Vec::new(),
+            allow_users: Vec::new(),
+            allow_cgroups: Vec::new(),
+            cgroup: PathBuf::new(),
+            refresh: 300,
+        }
+    }
+}
+
+impl Source<'_> {
+    pub(super) fn egress(&self, raw: &RawEgress) -> Result<Egress, ConfigError> {
+        let mode = raw.mode.unwrap_or(EgressMode::Off);
+        let ports = self.ports(raw.ports.clone(), "egress.ports")?;
+        if ports.len() > MAX_PORTS {
+            let span = raw.ports.as_ref().map_or(0..0, Spanned::span);
+            return Err(self.error_at(
+                span,
+                format!(
+                    "egress.ports holds {} ports; at most {MAX_PORTS}",
+                    ports.len()
+                ),
+            ));
+        }
+        let refresh = self.ranged(&raw.refresh, "egress.refresh", 300, 10..=86_400)?;
+        let mut egress = Egress {
+            mode,
+            ports,
+            refresh,
+            ..Egress::off()
+        };
+        if mode == EgressMode::Off {
+            // Nothing of the host is looked up for a guard that is off.
+            return Ok(egress);
+        }
+        self.smart_hosts(&raw.smart_hosts, &mut egress)?;
+        egress.allow_users = self.users(&raw.allow_users)?;
+        let root = cgroup2_root().map_err(|reason| self.error_at(0..0, reason))?;
+        egress.allow_cgroups = self.allowed_cgroups(&root, &raw.allow_cgroups)?;
+        egress.cgroup = match &raw.cgroup {
+            None => root,
+            Some(dir) if dir.get_ref().is_empty() => root,
+            Some(dir) => self.attach_cgroup(&root, dir)?,
+        };
+        Ok(egress)
+    }
+
+    fn smart_hosts(&self, raw: &[Spanned<String>], egress: &mut Egress) -> Result<(), ConfigError> {
+        let mut nets = Vec::new();
+        for host in raw {
+            let text = host.get_ref().trim();
+            if let Ok(addr) = text.parse::<IpAddr>() {
+                nets.push(IpNet::from(addr));
+            } else if text.contains('/') {
+                let net = cidr::parse_cidr(text)
+                    .map_err(|e| self.error_at(host.span(), format!("egress.smart_hosts: {e}")))?;
+                nets.push(net);
+            } else {
+                let addrs = resolve(text).map_err(|reason| {
+                    self.error_at(host.span(), format!("egress.smart_hosts: {reason}"))
+                })?;
+                nets.extend(addrs.iter().copied().map(IpNet::from));
+                egress.smart_host_names.push(SmartHostName {
+                    name: text.to_owned(),
+                    addrs,
+                });
+            }
+        }
+        egress.smart_hosts = CidrSet::new(nets);
+        Ok(())
+    }
+
+    fn users(&self, raw: &[Spanned<UserRef>]) -> Result<Vec<u32>, ConfigError> {
+        if raw.len() > MAX_USERS {
+            return Err(self.error_at(
+                raw[MAX_USERS].span(),
+                format!("egress.allow_users: at most {MAX_USERS} users"),
+            ));
+        }
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let mut uids = Vec::new();
+        for user in raw {
+            let uid = match user.get_ref() {
+                UserRef::Uid(uid) => u32::try_from(*uid).map_err(|_| {
+                    self.error_at(user.span(), format!("egress.allow_users: {uid} is not a uid"))
+                })?,
+                UserRef::Name(name) => uid_of(&passwd, name).ok_or_else(|| {
+                    self.error_at(
+                        user.span(),
+                        format!(
+                            "egress.allow_users: no user {name:?} in /etc/passwd; give its uid or create the user first"
+                        ),
+                    )
+                })?,
+            };
+            uids.push(uid);
+        }
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
+    }
+
+    fn allowed_cgroups(
+        &self,
+        root: &Path,
+        raw: &[Spanned<String>],
+    ) -> Result<Vec<AllowedCgroup>, ConfigError> {
+        if raw.len() > MAX_CGROUPS {
+            return Err(self.error_at(
+                raw[MAX_CGROUPS].span(),
+                format!("egress.allow_cgroups: at most {MAX_CGROUPS} cgroups"),
+            ));
+        }
+        raw.iter()
+            .map(|dir| {
+                let relative = dir.get_ref().trim_matches('/');
+                let path = root.join(relative);
+                let id = std::fs::metadata(&path)
+                    .ok()
+                    .filter(std::fs::Metadata::is_dir)
+                    .map(|meta| meta.ino())
+                    .ok_or_else(|| {
+                        self.error_at(
+                            dir.span(),
+                            format!(
+                                "egress.allow_cgroups: no cgroup {} (paths are relative to the cgroup2 root {}; `systemctl status UNIT` shows a unit's cgroup)",
+                                path.display(),
+                                root.display()
+                            ),
+                        )
+                    })?;
+                Ok(AllowedCgroup {
+                    path: relative.to_owned(),
+                    id,
+                    level: Path::new(relative).components().count() as u32,
+                })
+            })
+            .collect()
+    }
+
+    fn attach_cgroup(&self, root: &Path, dir: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+        let path = PathBuf::from(dir.get_ref());
+        if !path.starts_with(root) || !path.is_dir() {
+            return Err(self.error_at(
+                dir.span(),
+                format!(
+                    "egress.cgroup = {:?} is not a cgroup v2 directory under {}; leave it empty for the whole host",
+                    dir.get_ref(),
+                    root.display()
+                ),
+            ));
+        }
+        Ok(path)
+    }
+}
+
+/// The addresses a smart host's name resolves to (the system resolver: /etc/hosts, then DNS).
+pub fn resolve(name: &str) -> Result<Vec<IpAddr>, String> {
+    let mut addrs: Vec<IpAddr> = (name, 25)
+        .to_socket_addrs()
+        .map_err(|e| format!("{name:?} does not resolve: {e}; give its address or fix its DNS"))?
+        .map(|a| a.ip())
+        .collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(format!("{name:?} resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+/// The uid of `name` in an /etc/passwd text.
+fn uid_of(passwd: &str, name: &str) -> Option<u32> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
+}
+
+/// Where the cgroup2 hierarchy is mounted, from /proc/self/mounts (/sys/fs/cgroup on a pure v2
+/// host, /sys/fs/cgroup/unified on a hybrid one).
+pub fn cgroup2_root() -> Result<PathBuf, String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")
+        .map_err(|e| format!("cannot read /proc/self/mounts: {e}"))?;
+    mounts
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            (kind == "cgroup2").then(|| PathBuf::from(point))
+        })
+        .ok_or_else(|| {
+            "no cgroup2 file system is mounted: the egress guard needs cgroup v2 (mount -t cgroup2 none /sys/fs/cgroup)".to_owned()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_by_name() {
+        let passwd =
+            "root:x:0:0::/root:/bin/sh\npostfix:x:107:113::/var/spool/postfix:/usr/sbin/nologin\n";
+        assert_eq!(uid_of(passwd, "postfix"), Some(107));
+        assert_eq!(uid_of(passwd, "root"), Some(0));
+        assert_eq!(uid_of(passwd, "post"), None);
+    }
+
+    #[test]
+    fn the_cgroup2_root_is_found() {
+        let root = cgroup2_root().expect("cgroup2 mounted on the test machine");
+        assert!(root.join("cgroup.procs").exists(), "{}", root.display());
+    }
+}

@@ -232,6 +232,35 @@ macro_rules! counted_enum {
     };
 }
 
+/// The counter slots of every (verdict, reason) pair of two counted enums, declared where it is
+/// invoked: `COUNTER_SLOTS` (per interface, for the ingress counters), `counter_slot` and its
+/// inverse `slot_meaning`.
+macro_rules! counter_slots {
+    ($verdict:ident, $reason:ident) => {
+        /// Reasons per verdict.
+        const REASONS: u32 = $reason::ALL.len() as u32;
+
+        /// Counter slots: every (verdict, reason) pair.
+        pub const COUNTER_SLOTS: u32 = $verdict::ALL.len() as u32 * REASONS;
+
+        /// Counter slot of a (verdict, reason) pair.
+        pub const fn counter_slot(verdict: $verdict, reason: $reason) -> u32 {
+            verdict as u32 * REASONS + reason as u32
+        }
+
+        /// The (verdict, reason) pair of a counter slot; the inverse of [`counter_slot`].
+        pub const fn slot_meaning(slot: u32) -> Option<($verdict, $reason)> {
+            if slot >= COUNTER_SLOTS {
+                return None;
+            }
+            Some((
+                $verdict::ALL[(slot / REASONS) as usize],
+                $reason::ALL[(slot % REASONS) as usize],
+            ))
+        }
+    };
+}
+
 counted_enum! {
     /// Why the datapath reached its verdict. The order is the counter index.
     Reason {
@@ -261,27 +290,7 @@ counted_enum! {
     }
 }
 
-/// Reasons per verdict in the counter slots.
-const REASONS: u32 = Reason::ALL.len() as u32;
-
-/// Counter slots per interface: every (verdict, reason) pair.
-pub const COUNTER_SLOTS: u32 = Verdict::ALL.len() as u32 * REASONS;
-
-/// Counter slot of a (verdict, reason) pair.
-pub const fn counter_slot(verdict: Verdict, reason: Reason) -> u32 {
-    verdict as u32 * REASONS + reason as u32
-}
-
-/// The (verdict, reason) pair of a counter slot; the inverse of [`counter_slot`].
-pub const fn slot_meaning(slot: u32) -> Option<(Verdict, Reason)> {
-    if slot >= COUNTER_SLOTS {
-        return None;
-    }
-    Some((
-        Verdict::ALL[(slot / REASONS) as usize],
-        Reason::ALL[(slot % REASONS) as usize],
-    ))
-}
+counter_slots!(Verdict, Reason);
 
 /// Key of [`maps::COUNTERS`]: one set of counters per ingress interface.
 #[repr(C)]
@@ -372,25 +381,7 @@ pub mod egress {
         }
     }
 
-    const REASONS: u32 = Reason::ALL.len() as u32;
-
-    /// Slots of `EGRESS_COUNTERS`: every (verdict, reason) pair.
-    pub const COUNTER_SLOTS: u32 = Verdict::ALL.len() as u32 * REASONS;
-
-    pub const fn counter_slot(verdict: Verdict, reason: Reason) -> u32 {
-        verdict as u32 * REASONS + reason as u32
-    }
-
-    /// The (verdict, reason) pair of a slot; the inverse of [`counter_slot`].
-    pub const fn slot_meaning(slot: u32) -> Option<(Verdict, Reason)> {
-        if slot >= COUNTER_SLOTS {
-            return None;
-        }
-        Some((
-            Verdict::ALL[(slot / REASONS) as usize],
-            Reason::ALL[(slot % REASONS) as usize],
-        ))
-    }
+    counter_slots!(Verdict, Reason);
 
     /// A refused (or would-be refused) connect, as the hook saw it.
     #[repr(C)]

@@ -17,6 +17,7 @@ mod pins;
 mod proto;
 mod runtime;
 mod sources;
+mod users;
 
 /// What the integration tests and the bench drive directly: the datapath loaded from this build's
 /// embedded object, and the config that says what to write into it. Behind the `testing`

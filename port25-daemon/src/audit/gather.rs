@@ -16,7 +16,8 @@ use aya::maps::{Array, Map, MapData};
 use port25_common::{PORT_WORDS, SLOTS, Settings, maps, port_bit};
 
 use super::model::*;
-use super::procnet::{Socket, parse_passwd, parse_tcp_table, socket_inode};
+use super::procnet::{Socket, parse_tcp_table, socket_inode};
+use crate::users;
 use crate::{control, model::Mode, pins::PinDir};
 
 fn is_root() -> bool {
@@ -45,7 +46,7 @@ pub(super) fn read_host() -> anyhow::Result<Host> {
         .collect();
     let owners = scan_owners(Path::new("/proc"), &wanted);
     let users = std::fs::read_to_string("/etc/passwd")
-        .map(|text| parse_passwd(&text))
+        .map(|text| users::names_by_uid(&text))
         .unwrap_or_default();
     let unknown_owner_hint = if is_root() {
         "it belongs to another PID namespace (a container?)"

@@ -170,23 +170,40 @@ fn judge_listener(
     let owner = owner_of(host, sockets);
     let who = owner.as_ref().map_or_else(String::new, Owner::describe);
     let what = format!("listening on {address}: {who}");
-    let mut finding = Finding::new(Kind::Listener, what, Advice::LocalOnly);
+    let reach = reachable_on(host, exposed, address.ip());
+    // The filter only filters the ports it protects: on any other, every interface is open.
+    let protected = filter.ports.contains(&port);
+    let (filtered_on, unfiltered_on): (Vec<String>, Vec<String>) = reach
+        .iter()
+        .flatten()
+        .cloned()
+        .partition(|i| protected && filter.mode_of(i).is_some());
+    let advice = match &reach {
+        None => Advice::LocalOnly,
+        Some(reach) => listener_advice(filter, address, reach, &filtered_on, &unfiltered_on),
+    };
+    let mut finding = Finding::new(Kind::Listener, what, advice);
     finding.port = Some(port);
     finding.address = Some(address);
     finding.owner = owner;
+    finding.reachable_on = reach.unwrap_or_default();
+    finding.filtered_on = filtered_on;
+    finding.unfiltered_on = unfiltered_on;
+    finding
+}
 
-    let Some(reach) = reachable_on(host, exposed, address.ip()) else {
-        return finding;
-    };
-    finding.reachable_on.clone_from(&reach);
-    // The filter only filters the ports it protects: on any other, every interface is open.
+/// What to do about a listener reachable on `reach` (not loopback only), filtered on
+/// `filtered_on` and not on `unfiltered_on`.
+fn listener_advice(
+    filter: &FilterView,
+    address: SocketAddr,
+    reach: &[String],
+    filtered_on: &[String],
+    unfiltered_on: &[String],
+) -> Advice {
+    let port = address.port();
     let protected = filter.ports.contains(&port);
-    (finding.filtered_on, finding.unfiltered_on) = reach
-        .iter()
-        .cloned()
-        .partition(|i| protected && filter.mode_of(i).is_some());
-
-    let advice = if reach.is_empty() {
+    if reach.is_empty() {
         if address.ip().is_unspecified() {
             Advice::NoInterfaceUp
         } else {
@@ -198,10 +215,9 @@ fn judge_listener(
         }
     } else if !protected {
         Advice::SubmissionOpen { port }
-    } else if finding.unfiltered_on.is_empty() {
+    } else if unfiltered_on.is_empty() {
         Advice::Filtered {
-            on: finding
-                .filtered_on
+            on: filtered_on
                 .iter()
                 .filter_map(|iface| {
                     let xdp_mode = filter.mode_of(iface)?;
@@ -216,16 +232,13 @@ fn judge_listener(
         }
     } else {
         let mut interfaces: Vec<String> = filter.attached.iter().map(|a| a.iface.clone()).collect();
-        interfaces.extend(finding.unfiltered_on.iter().cloned());
+        interfaces.extend(unfiltered_on.iter().cloned());
         Advice::AttachTo {
-            missing: finding.unfiltered_on.clone(),
+            missing: unfiltered_on.to_vec(),
             interfaces,
             none_attached: filter.attached.is_empty(),
         }
-    };
-    finding.level = advice.level();
-    finding.verdict = advice;
-    finding
+    }
 }
 
 /// Who holds an outbound connection.

@@ -318,7 +318,7 @@ impl Serialize for Advice {
 /// One thing the audit found, with what to do about it.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Finding {
-    /// Always `verdict.level()`; kept for `--json` readers and sorting.
+    /// `verdict.level()`, set by [`Finding::new`]; a field for `--json` readers and sorting.
     pub level: Level,
     pub kind: Kind,
     pub port: Option<u16>,

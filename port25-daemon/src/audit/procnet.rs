@@ -1,14 +1,11 @@
 //! Parsers for the kernel's text tables that `audit` reads: `/proc/net/tcp` and `/proc/net/tcp6`
-//! (`Documentation/networking/proc_net_tcp.rst`), `/proc/PID/fd/*` links and `/etc/passwd`.
+//! (`Documentation/networking/proc_net_tcp.rst`) and `/proc/PID/fd/*` links.
 //!
 //! Addresses in `/proc/net/tcp*` are the raw network-order bytes printed as 32-bit words in the
 //! host's byte order (`%08X` per word: `0100007F` is 127.0.0.1 on a little-endian machine); ports
 //! are printed as numbers (`0019` is 25).
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// A TCP state as the kernel numbers it (`include/net/tcp_states.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -155,24 +152,6 @@ pub(crate) fn socket_inode(link: &str) -> Option<u64> {
         .ok()
 }
 
-/// User names by uid from an `/etc/passwd` text (`name:x:uid:gid:...`); the first name wins.
-pub(crate) fn parse_passwd(text: &str) -> HashMap<u32, String> {
-    let mut users = HashMap::new();
-    for line in text.lines() {
-        let mut fields = line.split(':');
-        let (Some(name), Some(_), Some(uid)) = (fields.next(), fields.next(), fields.next()) else {
-            continue;
-        };
-        if name.is_empty() || name.starts_with('#') {
-            continue;
-        }
-        if let Ok(uid) = uid.parse() {
-            users.entry(uid).or_insert_with(|| name.to_owned());
-        }
-    }
-    users
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,15 +253,5 @@ mod tests {
         assert_eq!(socket_inode("pipe:[20482]"), None);
         assert_eq!(socket_inode("/dev/null"), None);
         assert_eq!(socket_inode("socket:[]"), None);
-    }
-
-    #[test]
-    fn passwd_names() {
-        let users = parse_passwd(
-            "root:x:0:0:root:/root:/bin/bash\n# comment\n\npostfix:x:106:113::/var/spool/postfix:/usr/sbin/nologin\ntoor:x:0:0::/:/bin/sh\nbroken\n",
-        );
-        assert_eq!(users.get(&0).map(String::as_str), Some("root"));
-        assert_eq!(users.get(&106).map(String::as_str), Some("postfix"));
-        assert_eq!(users.len(), 2);
     }
 }

@@ -15,6 +15,7 @@ use toml::Spanned;
 use super::validate::Source;
 use super::{CidrSet, ConfigError, cidr};
 use crate::model::EgressMode;
+use crate::users;
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,7 +94,7 @@ impl Egress {
 impl Source<'_> {
     pub(super) fn egress(&self, raw: &RawEgress) -> Result<Egress, ConfigError> {
         let mode = raw.mode.unwrap_or(EgressMode::Off);
-        let ports = self.ports(raw.ports.clone(), "egress.ports")?;
+        let ports = self.ports(raw.ports.as_ref(), "egress.ports")?;
         if ports.len() > MAX_PORTS {
             let span = raw.ports.as_ref().map_or(0..0, Spanned::span);
             return Err(self.error_at(
@@ -117,7 +118,7 @@ impl Source<'_> {
         }
         self.smart_hosts(&raw.smart_hosts, &mut egress)?;
         egress.allow_users = self.users(&raw.allow_users)?;
-        let root = cgroup2_root().map_err(|reason| self.error_at(0..0, reason))?;
+        let root = cgroup2_root().map_err(|reason| self.error(reason))?;
         egress.allow_cgroups = self.allowed_cgroups(&root, &raw.allow_cgroups)?;
         egress.cgroup = match &raw.cgroup {
             None => root,
@@ -166,7 +167,7 @@ impl Source<'_> {
                 UserRef::Uid(uid) => u32::try_from(*uid).map_err(|_| {
                     self.error_at(user.span(), format!("egress.allow_users: {uid} is not a uid"))
                 })?,
-                UserRef::Name(name) => uid_of(&passwd, name).ok_or_else(|| {
+                UserRef::Name(name) => users::uid_of(&passwd, name).ok_or_else(|| {
                     self.error_at(
                         user.span(),
                         format!(
@@ -251,15 +252,6 @@ pub fn resolve(name: &str) -> Result<Vec<IpAddr>, String> {
     Ok(addrs)
 }
 
-/// The uid of `name` in an /etc/passwd text.
-fn uid_of(passwd: &str, name: &str) -> Option<u32> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == name).then_some(())?;
-        fields.nth(1)?.parse().ok()
-    })
-}
-
 /// Where the cgroup2 hierarchy is mounted, from /proc/self/mounts (/sys/fs/cgroup on a pure v2
 /// host, /sys/fs/cgroup/unified on a hybrid one).
 pub fn cgroup2_root() -> Result<PathBuf, String> {
@@ -280,15 +272,6 @@ pub fn cgroup2_root() -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uids_by_name() {
-        let passwd =
-            "root:x:0:0::/root:/bin/sh\npostfix:x:107:113::/var/spool/postfix:/usr/sbin/nologin\n";
-        assert_eq!(uid_of(passwd, "postfix"), Some(107));
-        assert_eq!(uid_of(passwd, "root"), Some(0));
-        assert_eq!(uid_of(passwd, "post"), None);
-    }
 
     #[test]
     fn the_cgroup2_root_is_found() {

@@ -52,7 +52,7 @@ impl Config {
             source: origin.display().to_string(),
             interfaces: src.interfaces(&raw.interfaces)?,
             xdp_mode: raw.xdp_mode.unwrap_or(XdpModeSetting::Auto),
-            ports: src.ports(raw.ports, "ports")?,
+            ports: src.ports(raw.ports.as_ref(), "ports")?,
             mode: raw.mode.unwrap_or(Mode::Enforce),
             policy: raw.policy.unwrap_or(Policy::Ratelimit),
             allow: src.list(ListKind::Allow, &raw.allow)?,
@@ -84,6 +84,11 @@ impl Source<'_> {
 
     pub(super) fn error_at(&self, span: Range<usize>, reason: impl Into<String>) -> ConfigError {
         ConfigError::new(self.origin, Some(self.line_of(span.start)), reason)
+    }
+
+    /// An error about the file as a whole, or about the host it is checked on: no line.
+    pub(super) fn error(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.origin, None, reason)
     }
 
     /// A TOML syntax error (the text is not TOML at all), with the column to find it quickly.
@@ -169,7 +174,7 @@ impl Source<'_> {
 
     pub(super) fn ports(
         &self,
-        raw: Option<Spanned<Vec<Spanned<i64>>>>,
+        raw: Option<&Spanned<Vec<Spanned<i64>>>>,
         key: &str,
     ) -> Result<Vec<u16>, ConfigError> {
         let Some(raw) = raw else { return Ok(vec![25]) };

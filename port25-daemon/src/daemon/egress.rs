@@ -9,8 +9,8 @@ use port25_common::egress::{Event, Verdict};
 use tokio::io::unix::AsyncFd;
 use tracing::warn;
 
-use crate::audit::procnet::parse_passwd;
 use crate::datapath::parse_event;
+use crate::users;
 
 /// Reads the ring buffer for as long as the daemon runs.
 pub(super) fn spawn_event_reader(ring: RingBuf<MapData>) {
@@ -50,7 +50,7 @@ fn describe(event: &Event) -> String {
     let comm = comm.trim_end_matches('\0');
     let user = std::fs::read_to_string("/etc/passwd")
         .ok()
-        .and_then(|text| parse_passwd(&text).remove(&uid))
+        .and_then(|text| users::names_by_uid(&text).remove(&uid))
         .map(|name| format!(" {name}"))
         .unwrap_or_default();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))

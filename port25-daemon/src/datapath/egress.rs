@@ -1,10 +1,9 @@
 //! The egress guard's side of the datapath: the cgroup connect hooks attached to one cgroup v2
-//! directory, their counters and their event ring buffer. docs/ARCHITECTURE.md, § Egress.
+//! directory, and their event ring buffer. docs/ARCHITECTURE.md, § Egress.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use port25_common::{
     egress::{self, Event},
@@ -39,40 +38,10 @@ impl Datapath {
         Ok(())
     }
 
-    /// Outbound connects by (verdict, reason), summed over CPUs.
-    pub fn egress_totals(&self) -> Result<BTreeMap<(egress::Verdict, egress::Reason), u64>, Error> {
-        let counters = self.per_cpu(maps::EGRESS_COUNTERS)?;
-        let mut totals = BTreeMap::new();
-        for slot in 0..egress::COUNTER_SLOTS {
-            let Some(meaning) = egress::slot_meaning(slot) else {
-                continue;
-            };
-            let values = counters
-                .get(&slot, 0)
-                .map_err(Error::map(maps::EGRESS_COUNTERS))?;
-            totals.insert(meaning, values.iter().sum());
-        }
-        Ok(totals)
-    }
-
-    /// Events the ring buffer had no room for.
-    pub fn egress_events_lost(&self) -> Result<u64, Error> {
-        let lost = self.per_cpu(maps::EGRESS_EVENTS_LOST)?;
-        let values = lost
-            .get(&0, 0)
-            .map_err(Error::map(maps::EGRESS_EVENTS_LOST))?;
-        Ok(values.iter().sum())
-    }
-
     /// The event ring buffer, for the one reader that follows it.
     pub fn take_egress_events(&mut self) -> Result<RingBuf<MapData>, Error> {
         let map = take_map(&mut self.ebpf, maps::EGRESS_EVENTS)?;
         RingBuf::try_from(map).map_err(Error::map(maps::EGRESS_EVENTS))
-    }
-
-    fn per_cpu(&self, name: &'static str) -> Result<PerCpuArray<&MapData, u64>, Error> {
-        let map = self.ebpf.map(name).ok_or(Error::MissingMap(name))?;
-        PerCpuArray::try_from(map).map_err(Error::map(name))
     }
 }
 

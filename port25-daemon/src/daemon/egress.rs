@@ -6,37 +6,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{MapData, RingBuf};
 use port25_common::egress::{Event, Verdict};
-use tokio::io::unix::AsyncFd;
 use tracing::warn;
 
 use crate::datapath::parse_event;
 use crate::users;
 
-/// Reads the ring buffer for as long as the daemon runs.
+/// Logs each event off the ring buffer, for as long as the daemon runs.
 pub(super) fn spawn_event_reader(ring: RingBuf<MapData>) {
-    // SAFETY: the ring buffer owns its map fd and keeps it open for as long as it lives, which is
-    // as long as the AsyncFd that owns it.
-    let registered =
-        unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
-    let mut ring = match registered {
-        Ok(fd) => fd,
-        Err(err) => {
-            warn!("egress events unavailable: {}", err.into_parts().1);
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        loop {
-            let Ok(mut guard) = ring.readable_mut().await else {
-                return;
-            };
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                if let Some(event) = parse_event(&item) {
-                    warn!("{}", describe(&event));
-                }
+    super::spawn_reader("egress events", ring, |ring| {
+        while let Some(item) = ring.next() {
+            if let Some(event) = parse_event(&item) {
+                warn!("{}", describe(&event));
             }
-            guard.clear_ready();
         }
     });
 }

@@ -372,34 +372,39 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 
 /// Forwards the XDP program's aya-log records into the daemon's log.
 fn spawn_log_forwarder(datapath: &mut Datapath) {
-    let logger = match aya_log::EbpfLogger::init(datapath.ebpf_mut()) {
-        Ok(logger) => logger,
-        Err(err) => {
-            warn!("kernel-side logging unavailable: {err}");
-            return;
-        }
-    };
-    // SAFETY: the logger owns its ring buffer's fd and keeps it open for as long as it lives,
-    // which is as long as the AsyncFd that owns the logger.
+    match aya_log::EbpfLogger::init(datapath.ebpf_mut()) {
+        Ok(logger) => spawn_reader("kernel-side logging", logger, |logger| logger.flush()),
+        Err(err) => warn!("kernel-side logging unavailable: {err}"),
+    }
+}
+
+/// Follows a kernel ring buffer (`source` owns its fd): `drain` runs each time it is readable, for
+/// as long as the daemon runs. `what` names it in the warning if it cannot be followed.
+fn spawn_reader<T>(what: &'static str, source: T, mut drain: impl FnMut(&mut T) + Send + 'static)
+where
+    T: std::os::fd::AsFd + std::os::fd::AsRawFd + Send + 'static,
+{
+    // SAFETY: `source` owns its fd (AsFd) and keeps it open for as long as it lives, which is as
+    // long as the AsyncFd that owns it.
     let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        tokio::io::unix::AsyncFd::register_with_interest(source, tokio::io::Interest::READABLE)
     };
-    let mut logger = match registered {
+    let mut source = match registered {
         Ok(fd) => fd,
         Err(err) => {
-            warn!("kernel-side logging unavailable: {}", err.into_parts().1);
+            warn!("{what} unavailable: {}", err.into_parts().1);
             return;
         }
     };
     tokio::spawn(async move {
         loop {
-            match logger.readable_mut().await {
+            match source.readable_mut().await {
                 Ok(mut guard) => {
-                    guard.get_inner_mut().flush();
+                    drain(guard.get_inner_mut());
                     guard.clear_ready();
                 }
                 Err(err) => {
-                    warn!("kernel-side logging stopped: {err}");
+                    warn!("{what} stopped: {err}");
                     return;
                 }
             }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::model::{Mode, OnExit, Policy, XdpModeSetting};
 
 pub use cidr::{CidrSet, parse_cidr};
-pub use egress::Egress;
+pub use egress::{Egress, cgroup2_root};
 pub use validate::list_dir_files;
 
 pub const DEFAULT_PATH: &str = "/etc/port25/port25.toml";

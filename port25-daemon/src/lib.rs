@@ -11,6 +11,7 @@ mod config;
 mod control;
 mod daemon;
 mod datapath;
+mod egress_log;
 mod metrics;
 mod model;
 mod pins;

@@ -49,8 +49,10 @@ named! {
 
 named! {
     /// What the egress guard does with outbound connects to its ports (config `[egress] mode`).
+    #[derive(Default)]
     pub enum EgressMode {
         /// No guard: the hooks let everything through.
+        #[default]
         Off => "off",
         /// Counted and reported, nothing refused: for the roll-out.
         Monitor => "monitor",

@@ -5,6 +5,7 @@
 //! {pin dir}/maps-v{LAYOUT_VERSION}/{MAP}     one pin per map; a restart adopts them
 //! {pin dir}/links/xdp-{mode}-{iface}         the XDP link ("native" or "skb")
 //! {pin dir}/links/tc-egress-{iface}          the TC egress link (handshake verification)
+//! {pin dir}/links/cgroup-connect4, -connect6  the egress guard's cgroup links
 //! ```
 //! A killed daemon leaves all of it in place, so the kernel keeps enforcing the last policy; the
 //! next start adopts the maps (counters keep counting) and swaps its freshly loaded program into the
@@ -137,6 +138,12 @@ impl PinDir {
 
     pub fn egress_link(&self, iface: &str) -> PathBuf {
         self.links().join(format!("tc-egress-{iface}"))
+    }
+
+    /// The link of an egress guard's connect hook (`port25_connect4` pins as `cgroup-connect4`).
+    pub fn cgroup_link(&self, program: &str) -> PathBuf {
+        let hook = program.strip_prefix("port25_").unwrap_or(program);
+        self.links().join(format!("cgroup-{hook}"))
     }
 
     /// The pinned XDP link of `iface`, whatever its mode: (mode, path).

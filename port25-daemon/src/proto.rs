@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use port25_common::{Counter, Reason, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ListKind, Mode, OnExit, Policy, RuntimeEntry, XdpMode};
+use crate::model::{EgressMode, ListKind, Mode, OnExit, Policy, RuntimeEntry, XdpMode};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -25,6 +25,10 @@ pub(crate) enum Request {
         list: ListKind,
     },
     Status,
+    /// The kept egress events numbered above `after` (0: all of them).
+    EgressLog {
+        after: u64,
+    },
     /// Detach the filter, remove its pins, and exit.
     Detach,
 }
@@ -35,6 +39,7 @@ pub(crate) enum Response {
     Ok { message: String },
     Entries(ListReply),
     Status(Box<Status>),
+    EgressLog { events: Vec<EgressEvent> },
     Error { message: String },
 }
 
@@ -69,6 +74,101 @@ pub(crate) struct Status {
     pub reloads_failed: u64,
     pub tracked_sources: usize,
     pub counters: Vec<CounterStatus>,
+    pub egress: EgressStatus,
+}
+
+/// The egress guard's part of the status.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct EgressStatus {
+    pub mode: EgressMode,
+    /// The cgroup the hooks are attached to; `None` when they are not.
+    pub cgroup: Option<String>,
+    /// Whether the hooks' pinned links were taken over from a previous daemon.
+    pub adopted: bool,
+    pub ports: Vec<u16>,
+    /// Smart hosts as the kernel holds them (CIDRs, addresses, names resolved).
+    pub smart_hosts: Vec<String>,
+    /// Smart hosts given by name, with the addresses they resolved to last.
+    pub smart_host_names: Vec<SmartHostStatus>,
+    pub allow_users: Vec<String>,
+    pub allow_cgroups: Vec<String>,
+    /// Connects to guarded ports, by verdict and reason.
+    pub connects: Vec<ConnectCount>,
+    pub events_lost: u64,
+    pub events_kept: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct SmartHostStatus {
+    pub name: String,
+    pub addrs: Vec<std::net::IpAddr>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ConnectCount {
+    pub verdict: String,
+    pub reason: String,
+    pub connects: u64,
+}
+
+/// A refused (or, in monitor mode, would-be refused) outbound connect, with what /proc still knew
+/// of the process when the daemon read the event: `egress log` shows these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EgressEvent {
+    /// Numbered from 1 in the order the daemon read them.
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub pid: u32,
+    pub uid: u32,
+    pub user: Option<String>,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub cmdline: Option<String>,
+    /// The cgroup path (so the systemd unit), or `id N` once the process has gone.
+    pub cgroup: String,
+    pub dest: std::net::IpAddr,
+    pub port: u16,
+    /// "deny" or "would_deny".
+    pub verdict: String,
+    /// Connects of this process to this destination not reported since its previous event.
+    pub suppressed: u32,
+}
+
+impl EgressEvent {
+    /// "refused outbound connect to 198.18.0.3:25: swaks (pid 42, uid 0 root, /usr/bin/perl
+    /// "swaks --to …", cgroup /system.slice/cron.service)": the log line and `egress log`.
+    pub(crate) fn describe(&self) -> String {
+        let what = if self.verdict == "deny" {
+            "refused"
+        } else {
+            "would refuse (monitor mode)"
+        };
+        let dest = std::net::SocketAddr::new(self.dest, self.port);
+        let user = self
+            .user
+            .as_ref()
+            .map(|u| format!(" {u}"))
+            .unwrap_or_default();
+        let exe = self
+            .exe
+            .as_ref()
+            .map(|e| format!(", {e}"))
+            .unwrap_or_default();
+        let cmdline = self
+            .cmdline
+            .as_ref()
+            .map(|c| format!(" {c:?}"))
+            .unwrap_or_default();
+        let suppressed = match self.suppressed {
+            0 => String::new(),
+            n => format!("; {n} more from it since the last event"),
+        };
+        format!(
+            "{what} outbound connect to {dest}: {} (pid {}, uid {}{user}{exe}{cmdline}, cgroup {}){suppressed}",
+            self.comm, self.pid, self.uid, self.cgroup
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

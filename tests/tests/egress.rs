@@ -1,5 +1,7 @@
 //! The egress guard, end to end: port25d's cgroup connect hooks on a child cgroup of the test's
-//! own, real swaks clients joining it, smtp-sink servers on a smart-host address and on another.
+//! own, real clients (swaks, and the tests' `egress-client` for TCP Fast Open, UDP, IPv4-mapped
+//! addresses, another uid and loops) joining it, smtp-sink servers on a smart-host address and on
+//! another.
 //!
 //! ```text
 //!   client ns  cl0 198.18.0.10 ── gw0 198.18.0.1 (smart host), 198.18.0.3 (not): smtp-sink :25, :587
@@ -10,12 +12,18 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::{ffi::OsStr, fs, net::SocketAddr, time::Duration};
+use std::{
+    ffi::OsStr,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use port25_testkit::{
     lab::{
-        BpfFs, Cgroup, Client, Daemon, Gateway, METRICS, SMTP_LAB_TOOLS, SmtpSink, WorkDir, ip,
-        poll, require_tools, send_mail, send_mail_in,
+        BpfFs, Cgroup, Client, Daemon, Gateway, METRICS, Netns, SMTP_LAB_TOOLS, SmtpSink, WorkDir,
+        ip, metric, metric_samples, poll, require_tools, send_mail, send_mail_in,
     },
     require_root,
 };
@@ -27,56 +35,216 @@ const SMART_V6: &str = "2001:db8:25::1";
 const OTHER_V4: &str = "198.18.0.3";
 const OTHER_V6: &str = "2001:db8:25::3";
 
+/// One test's lab: the gateway namespace with the servers' addresses, a client namespace, the
+/// test's cgroup with an allowed child (the MTA's), a work directory and a bpffs for the pins.
+struct Lab {
+    net: Gateway,
+    work: WorkDir,
+    bpf: BpfFs,
+    cgroup: Cgroup,
+    mta: PathBuf,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        require_root();
+        require_tools(SMTP_LAB_TOOLS);
+        require_tools(&["bpftool", "unshare", "nsenter"]);
+        let net = Gateway::new(&format!("eg-{tag}"), &[Client::new("cl", 0, 10)]);
+        net.gw
+            .ip(&["addr", "add", &format!("{OTHER_V4}/24"), "dev", "gw0"]);
+        net.gw.ip(&[
+            "addr",
+            "add",
+            &format!("{OTHER_V6}/64"),
+            "dev",
+            "gw0",
+            "nodad",
+        ]);
+        let cgroup = Cgroup::new(&format!("eg-{tag}"));
+        let mta = cgroup.child("mta.service");
+        Self {
+            net,
+            work: WorkDir::new(&format!("egress-{tag}")),
+            bpf: BpfFs::mount(&format!("eg-{tag}")),
+            cgroup,
+            mta,
+        }
+    }
+
+    fn client_ns(&self) -> &Netns {
+        &self.net.clients[0]
+    }
+
+    /// smtp-sink on port 25 (both families) and 587 of every gateway address.
+    fn sinks(&self) -> Vec<SmtpSink<'_>> {
+        ["0.0.0.0:25", "[::]:25", "0.0.0.0:587"]
+            .into_iter()
+            .map(|addr| SmtpSink::start(&self.net.gw, addr.parse().unwrap(), &self.work))
+            .collect()
+    }
+
+    /// Writes `port25.toml`: no XDP, the guard on the test's cgroup in `mode`, the MTA's cgroup
+    /// allowed, and `extra` lines of `[egress]`.
+    fn config(&self, mode: &str, extra: &str) -> PathBuf {
+        self.config_on("[]", mode, extra)
+    }
+
+    /// Like [`Lab::config`], with the XDP filter (in monitor mode) on `interfaces`: a config
+    /// with the guard off needs something to do.
+    fn config_on(&self, interfaces: &str, mode: &str, extra: &str) -> PathBuf {
+        let config = self.work.join("port25.toml");
+        let root = self.cgroup.path().parent().unwrap();
+        fs::write(
+            &config,
+            format!(
+                "interfaces = {interfaces}\nmode = \"monitor\"\n[metrics]\nlisten = \"{METRICS}\"\n\
+                 [egress]\nmode = \"{mode}\"\n\
+                 ports = [25]\nallow_cgroups = [\"{}\"]\ncgroup = \"{}\"\n{extra}\n",
+                self.mta.strip_prefix(root).unwrap().display(),
+                self.cgroup.path().display()
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    fn smart_config(&self, mode: &str) -> PathBuf {
+        self.config(
+            mode,
+            &format!("smart_hosts = [\"{SMART_V4}\", \"{SMART_V6}/128\"]"),
+        )
+    }
+
+    fn start(&self, config: &Path) -> Daemon<'_> {
+        self.start_with_hosts(config, None)
+    }
+
+    fn start_with_hosts(&self, config: &Path, hosts: Option<&Path>) -> Daemon<'_> {
+        let pins = self.bpf.pin_dir();
+        Daemon::start_with_host_mounts(
+            &self.net.gw,
+            hosts,
+            config,
+            METRICS.parse().unwrap(),
+            &self.work.join("port25d.log"),
+            &[OsStr::new("--pin-dir"), pins.as_os_str()],
+        )
+    }
+
+    /// `egress-client ARGS` from the test's cgroup in the client namespace.
+    fn connect(&self, args: &[&str]) -> Attempts {
+        self.connect_from(self.cgroup.path(), args)
+    }
+
+    fn connect_from(&self, cgroup: &Path, args: &[&str]) -> Attempts {
+        let out = Command::new(env!("CARGO_BIN_EXE_egress-client"))
+            .arg("--cgroup")
+            .arg(cgroup)
+            .args(["--netns", self.client_ns().name()])
+            .args(args)
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "egress-client {args:?}: {line}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .parse::<u64>()
+                .unwrap()
+        };
+        Attempts {
+            pid: field("pid"),
+            ok: field("ok"),
+            refused: field("refused"),
+            failed: field("failed"),
+            elapsed_ms: field("elapsed_ms"),
+            line: line.trim().to_owned(),
+        }
+    }
+
+    /// The ids of the hooks' pinned links.
+    fn link_ids(&self) -> Vec<String> {
+        ["cgroup-connect4", "cgroup-connect6"]
+            .into_iter()
+            .map(|name| {
+                let pin = self.bpf.pin_dir().join("links").join(name);
+                let out = bpftool(&["link", "show", "pinned", pin.to_str().unwrap()]);
+                out.split_whitespace().next().unwrap_or_default().to_owned()
+            })
+            .collect()
+    }
+
+    /// What `bpftool cgroup show` lists on the test's cgroup: one line per program.
+    fn programs_on_cgroup(&self) -> String {
+        bpftool(&["cgroup", "show", self.cgroup.path().to_str().unwrap()])
+    }
+}
+
+fn bpftool(args: &[&str]) -> String {
+    let out = Command::new("bpftool").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What one `egress-client` run did.
+#[derive(Debug)]
+struct Attempts {
+    pid: u64,
+    ok: u64,
+    refused: u64,
+    failed: u64,
+    elapsed_ms: u64,
+    line: String,
+}
+
+fn connects(text: &str, verdict: &str, reason: &str) -> f64 {
+    metric(
+        text,
+        "port25_egress_connects_total",
+        &[("verdict", verdict), ("reason", reason)],
+    )
+    .unwrap_or_else(|| panic!("no egress_connects {verdict}/{reason} in:\n{text}"))
+}
+
+/// The `egress log --json` lines of the process `pid`.
+fn events_of(daemon: &Daemon<'_>, pid: u64) -> Vec<String> {
+    let (code, out, err) = daemon.cli(&["egress", "log", "--json"]);
+    assert_eq!(code, 0, "egress log: {err}");
+    out.lines()
+        .filter(|line| line.contains(&format!("\"pid\":{pid},")))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn nobody_uid() -> String {
+    fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("nobody:x:"))
+        .and_then(|rest| rest.split(':').next())
+        .expect("a nobody user in /etc/passwd")
+        .to_owned()
+}
+
 #[test]
 fn only_smart_hosts_and_allowed_processes_get_outbound_smtp() {
-    require_root();
-    require_tools(SMTP_LAB_TOOLS);
-    let work = WorkDir::new("egress");
-    let bpf = BpfFs::mount("egress");
-    let cgroup = Cgroup::new("egress");
-    let allowed = cgroup.child("mta.service");
-    let lab = Gateway::new("egress", &[Client::new("cl", 0, 10)]);
-    let (gw, client) = (&lab.gw, &lab.clients[0]);
-    gw.ip(&["addr", "add", &format!("{OTHER_V4}/24"), "dev", "gw0"]);
-    gw.ip(&[
-        "addr",
-        "add",
-        &format!("{OTHER_V6}/64"),
-        "dev",
-        "gw0",
-        "nodad",
-    ]);
-    let listen = |addr: &str| addr.parse::<SocketAddr>().unwrap();
-    let _smtp4 = SmtpSink::start(gw, listen("0.0.0.0:25"), &work);
-    let _smtp6 = SmtpSink::start(gw, listen("[::]:25"), &work);
-    let _submission = SmtpSink::start(gw, listen("0.0.0.0:587"), &work);
-
-    let config = work.join("port25.toml");
-    let relative = allowed
-        .strip_prefix(cgroup.path().parent().unwrap())
-        .unwrap()
-        .display()
-        .to_string();
-    fs::write(
-        &config,
-        format!(
-            "interfaces = []\n[metrics]\nlisten = \"{METRICS}\"\n[egress]\nmode = \"enforce\"\n\
-             ports = [25]\nsmart_hosts = [\"{SMART_V4}\", \"{SMART_V6}/128\"]\n\
-             allow_cgroups = [\"{relative}\"]\ncgroup = \"{}\"\n",
-            cgroup.path().display()
-        ),
-    )
-    .unwrap();
-    let pins = bpf.pin_dir();
-    let daemon = Daemon::start_with_host_mounts(
-        gw,
-        &config,
-        METRICS.parse().unwrap(),
-        &work.join("port25d.log"),
-        &[OsStr::new("--pin-dir"), pins.as_os_str()],
+    let lab = Lab::new("enforce");
+    let _sinks = lab.sinks();
+    let nobody = nobody_uid();
+    let config = lab.config(
+        "enforce",
+        &format!("smart_hosts = [\"{SMART_V4}\", \"{SMART_V6}/128\"]\nallow_users = [\"nobody\"]"),
     );
-    let guarded =
-        |server: &str, port| send_mail_in(cgroup.path(), client, ip(CLIENT_V4), ip(server), port);
+    let daemon = lab.start(&config);
+    let client = lab.client_ns();
+    let guarded = |server: &str, port| {
+        send_mail_in(lab.cgroup.path(), client, ip(CLIENT_V4), ip(server), port)
+    };
 
     // From the guarded cgroup: the smart host yes, anything else on port 25 no (EPERM).
     let to_smart = guarded(SMART_V4, 25);
@@ -87,16 +255,11 @@ fn only_smart_hosts_and_allowed_processes_get_outbound_smtp() {
     );
     let to_other = guarded(OTHER_V4, 25);
     assert!(
-        !to_other.delivered,
-        "to another host: {}",
+        !to_other.delivered && to_other.transcript.contains("Operation not permitted"),
+        "to another host, refused with EPERM: {}",
         to_other.transcript
     );
-    assert!(
-        to_other.transcript.contains("Operation not permitted"),
-        "refused with EPERM: {}",
-        to_other.transcript
-    );
-    let v6 = |server: &str| send_mail_in(cgroup.path(), client, ip(CLIENT_V6), ip(server), 25);
+    let v6 = |server: &str| send_mail_in(lab.cgroup.path(), client, ip(CLIENT_V6), ip(server), 25);
     assert!(v6(SMART_V6).delivered, "IPv6 smart host");
     let refused6 = v6(OTHER_V6);
     assert!(
@@ -104,7 +267,17 @@ fn only_smart_hosts_and_allowed_processes_get_outbound_smtp() {
         "IPv6 other host: {}",
         refused6.transcript
     );
-    // Other ports are never touched; neither are processes outside the cgroup.
+
+    // IPv4-mapped IPv6 destinations count as IPv4; TCP Fast Open connects inside sendto().
+    for kind in ["mapped", "tfo"] {
+        let smart = lab.connect(&[kind, SMART_V4, "25"]);
+        assert_eq!(smart.ok, 1, "{kind} to the smart host: {}", smart.line);
+        let other = lab.connect(&[kind, OTHER_V4, "25"]);
+        assert_eq!(other.refused, 1, "{kind} to another host: {}", other.line);
+    }
+    // UDP and other ports are never touched; neither are processes outside the cgroup.
+    let udp = lab.connect(&["udp", OTHER_V4, "25"]);
+    assert_eq!(udp.ok, 1, "UDP/25: {}", udp.line);
     assert!(
         guarded(OTHER_V4, 587).delivered,
         "submission port untouched"
@@ -116,33 +289,301 @@ fn only_smart_hosts_and_allowed_processes_get_outbound_smtp() {
         outside.transcript
     );
 
-    // A process in an allowed cgroup (or below it) may connect anywhere.
-    let from_mta = send_mail_in(&allowed, client, ip(CLIENT_V4), ip(OTHER_V4), 25);
+    // An allowed user, and a process in an allowed cgroup, may connect anywhere.
+    let as_nobody = lab.connect(&["--uid", &nobody, "tcp", OTHER_V4, "25"]);
+    assert_eq!(as_nobody.ok, 1, "allowed user: {}", as_nobody.line);
+    let as_other_user = lab.connect(&["--uid", "4242", "tcp", OTHER_V4, "25"]);
+    assert_eq!(
+        as_other_user.refused, 1,
+        "another user: {}",
+        as_other_user.line
+    );
+    let from_mta = send_mail_in(&lab.mta, client, ip(CLIENT_V4), ip(OTHER_V4), 25);
     assert!(
         from_mta.delivered,
         "allowed cgroup: {}",
         from_mta.transcript
     );
 
-    // The refused client is named in the daemon's log.
-    let named = poll(Duration::from_secs(5), || {
-        let log = daemon.log();
-        log.contains(&format!(
-            "egress: refused outbound connect to {OTHER_V4}:25: swaks (pid"
-        ))
-        .then_some(log)
-    });
-    let log = named.unwrap_or_else(|| panic!("no egress event in the log:\n{}", daemon.log()));
+    // The refused process is named: in the log, in `egress log --json`, in the metrics.
+    let refused = lab.connect(&["tcp", OTHER_V4, "25"]);
+    assert_eq!(refused.refused, 1, "{}", refused.line);
+    let events = poll(Duration::from_secs(5), || {
+        let events = events_of(&daemon, refused.pid);
+        (!events.is_empty()).then_some(events)
+    })
+    .unwrap_or_else(|| panic!("no event for pid {}:\n{}", refused.pid, daemon.log()));
+    let cgroup = format!(
+        "\"cgroup\":\"/{}\"",
+        lab.cgroup.path().file_name().unwrap().to_string_lossy()
+    );
+    for field in [
+        "\"uid\":0,",
+        "\"user\":\"root\"",
+        "\"comm\":\"egress-client\"",
+        &cgroup,
+        &format!("\"dest\":\"{OTHER_V4}\""),
+        "\"port\":25,",
+        "\"verdict\":\"deny\"",
+    ] {
+        assert!(events[0].contains(field), "{field} in {}", events[0]);
+    }
+    let log = daemon.log();
     assert!(
         log.contains(&format!(
-            "cgroup /{}",
-            cgroup.path().file_name().unwrap().to_string_lossy()
+            "egress: refused outbound connect to {OTHER_V4}:25: swaks (pid"
         )),
-        "the event names the cgroup: {log}"
+        "swaks named in the log:\n{log}"
     );
     assert!(
         log.contains(&format!("refused outbound connect to [{OTHER_V6}]:25")),
         "{log}"
     );
-    drop(daemon);
+
+    let text = daemon.scrape();
+    // swaks v4 and v6, mapped, TFO, uid 4242, and the last one.
+    assert_eq!(connects(&text, "deny", "not_allowed"), 6.0, "{text}");
+    assert_eq!(connects(&text, "allow", "allowed_user"), 1.0);
+    assert_eq!(connects(&text, "allow", "allowed_cgroup"), 1.0);
+    // swaks v4 and v6, mapped and TFO.
+    assert_eq!(connects(&text, "allow", "smart_host"), 4.0);
+    assert_eq!(connects(&text, "would_deny", "not_allowed"), 0.0);
+    let top = metric_samples(&text, "port25_egress_top_denied");
+    assert!(
+        top.iter().any(|(labels, value)| {
+            labels.contains(&("rank".into(), "1".into())) && *value >= 3.0
+        }),
+        "the most refused process ranks first: {top:?}"
+    );
+    let (_, status, _) = daemon.cli(&["status"]);
+    assert!(
+        status.contains("egress guard: enforce mode, ports 25, hooks on cgroup"),
+        "{status}"
+    );
+    assert!(
+        status.contains("deny        not_allowed               6 connects"),
+        "{status}"
+    );
+}
+
+#[test]
+fn monitor_mode_lets_connects_through_and_reports_them() {
+    let lab = Lab::new("monitor");
+    let _sinks = lab.sinks();
+    let daemon = lab.start(&lab.smart_config("monitor"));
+    let attempt = lab.connect(&["tcp", OTHER_V4, "25"]);
+    assert_eq!(
+        attempt.ok, 1,
+        "monitor mode refuses nothing: {}",
+        attempt.line
+    );
+    let events = poll(Duration::from_secs(5), || {
+        let events = events_of(&daemon, attempt.pid);
+        (!events.is_empty()).then_some(events)
+    })
+    .unwrap_or_else(|| panic!("no event:\n{}", daemon.log()));
+    assert!(
+        events[0].contains("\"verdict\":\"would_deny\""),
+        "{}",
+        events[0]
+    );
+    let text = daemon.scrape();
+    assert_eq!(connects(&text, "would_deny", "not_allowed"), 1.0, "{text}");
+    assert_eq!(connects(&text, "deny", "not_allowed"), 0.0);
+    assert!(
+        daemon.log().contains(&format!(
+            "would refuse (monitor mode) outbound connect to {OTHER_V4}:25"
+        )),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_runaway_process_stays_within_the_event_rate_limit() {
+    let lab = Lab::new("flood");
+    let daemon = lab.start(&lab.smart_config("enforce"));
+    // 10,000 refused connects in a loop, then one more after the rate limit's second: its event
+    // carries the count of those the kernel did not report.
+    let run = lab.connect(&[
+        "--count",
+        "10000",
+        "--tail-after-ms",
+        "1100",
+        "tcp",
+        OTHER_V4,
+        "25",
+    ]);
+    assert_eq!((run.refused, run.failed), (10_001, 0), "{}", run.line);
+    let events = poll(Duration::from_secs(5), || {
+        let events = events_of(&daemon, run.pid);
+        events
+            .iter()
+            .any(|e| !e.contains("\"suppressed\":0"))
+            .then_some(events)
+    })
+    .unwrap_or_else(|| panic!("no event with a suppressed count:\n{}", daemon.log()));
+    // One event when it starts, at most one a second after that.
+    let bound = 2 + run.elapsed_ms / 1000;
+    assert!(
+        (events.len() as u64) <= bound,
+        "{} events in {} ms",
+        events.len(),
+        run.elapsed_ms
+    );
+    let reported: u64 = events
+        .iter()
+        .map(|e| {
+            let suppressed = e.split("\"suppressed\":").nth(1).unwrap();
+            1 + suppressed
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        reported, 10_001,
+        "events plus suppressed counts: {events:#?}"
+    );
+    let text = daemon.scrape();
+    assert_eq!(connects(&text, "deny", "not_allowed"), 10_001.0);
+    assert_eq!(
+        metric(&text, "port25_egress_events_lost_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_guard_outlives_a_killed_daemon_and_a_restart_takes_its_links_over() {
+    let lab = Lab::new("restart");
+    let smart = format!("smart_hosts = [\"{SMART_V4}\"]");
+    let config = lab.config_on("[\"gw0\"]", "enforce", &smart);
+    let refused = || lab.connect(&["tcp", OTHER_V4, "25"]).refused == 1;
+    let daemon = lab.start(&config);
+    assert!(refused());
+    let links = lab.link_ids();
+    assert!(
+        links.iter().all(|id| id.ends_with(':')),
+        "link ids: {links:?}"
+    );
+    daemon.kill();
+    assert!(refused(), "a killed daemon leaves the guard refusing");
+
+    let mut daemon = lab.start(&config);
+    assert!(
+        daemon
+            .log()
+            .contains("egress guard took over its pinned links on cgroup"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(lab.link_ids(), links, "the same links");
+    let programs = lab.programs_on_cgroup();
+    for hook in ["port25_connect4", "port25_connect6"] {
+        assert_eq!(programs.matches(hook).count(), 1, "one {hook}: {programs}");
+    }
+    assert!(refused());
+    assert_eq!(
+        connects(&daemon.scrape(), "deny", "not_allowed"),
+        3.0,
+        "counters kept across the restart"
+    );
+
+    // SIGHUP turns it off (the hooks go) and on again (they come back).
+    lab.config_on("[\"gw0\"]", "off", "");
+    daemon.hup();
+    let off = poll(Duration::from_secs(5), || (!refused()).then_some(()));
+    assert!(
+        off.is_some(),
+        "mode off lets connects through:\n{}",
+        daemon.log()
+    );
+    assert!(!lab.programs_on_cgroup().contains("port25_connect4"));
+    lab.config_on("[\"gw0\"]", "enforce", &smart);
+    daemon.hup();
+    let on = poll(Duration::from_secs(5), || refused().then_some(()));
+    assert!(on.is_some(), "enforce again:\n{}", daemon.log());
+
+    // A bad [egress] keeps the running guard.
+    lab.config_on("[\"gw0\"]", "enforce", "allow_users = [\"no-such-user\"]");
+    daemon.hup();
+    let rejected = poll(Duration::from_secs(5), || {
+        daemon.log().contains("reload rejected").then_some(())
+    });
+    assert!(rejected.is_some(), "{}", daemon.log());
+    assert!(refused(), "still refusing after a rejected reload");
+
+    // Stopping detaches (on_exit = "detach", the default): the cgroup is free again.
+    assert!(daemon.stop().success());
+    assert!(!refused(), "detached on stop");
+    assert!(!lab.programs_on_cgroup().contains("port25_connect"));
+}
+
+#[test]
+fn a_smart_host_by_name_follows_its_address() {
+    let lab = Lab::new("names");
+    let _sinks = lab.sinks();
+    let hosts = lab.work.join("hosts");
+    fs::write(
+        &hosts,
+        format!("127.0.0.1 localhost\n{SMART_V4} relay.example.test\n"),
+    )
+    .unwrap();
+    let config = lab.config(
+        "enforce",
+        "smart_hosts = [\"relay.example.test\"]\nrefresh = 5",
+    );
+    let daemon = lab.start_with_hosts(&config, Some(&hosts));
+    assert_eq!(lab.connect(&["tcp", SMART_V4, "25"]).ok, 1);
+    assert_eq!(lab.connect(&["tcp", OTHER_V4, "25"]).refused, 1);
+    let (_, status, _) = daemon.cli(&["status"]);
+    assert!(
+        status.contains(&format!("relay.example.test resolves to {SMART_V4}")),
+        "{status}"
+    );
+
+    // The name moves (written in place: the bind mount holds the inode).
+    fs::write(
+        &hosts,
+        format!("127.0.0.1 localhost\n{OTHER_V4} relay.example.test\n"),
+    )
+    .unwrap();
+    let moved = poll(Duration::from_secs(15), || {
+        (lab.connect(&["tcp", OTHER_V4, "25"]).ok == 1).then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "the new address is picked up:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        lab.connect(&["tcp", SMART_V4, "25"]).refused,
+        1,
+        "the old one is not a smart host now"
+    );
+    let logged = format!("smart host relay.example.test now resolves to [{OTHER_V4}]");
+    assert!(
+        poll(Duration::from_secs(2), || daemon
+            .log()
+            .contains(&logged)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        daemon.log()
+    );
+
+    // A name that stops resolving keeps its last addresses.
+    fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+    let warned = poll(Duration::from_secs(15), || {
+        daemon
+            .log()
+            .contains("keeping its last addresses")
+            .then_some(())
+    });
+    assert!(warned.is_some(), "{}", daemon.log());
+    assert_eq!(lab.connect(&["tcp", OTHER_V4, "25"]).ok, 1);
 }

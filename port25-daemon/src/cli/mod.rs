@@ -1,9 +1,10 @@
 //! `port25d`'s command line: the subcommands and their options (clap), and the dispatch to the
-//! file of each (`check_config.rs`, `lists.rs`, `status.rs`, `top.rs`, `detach.rs`; `run` is
+//! file of each (`check_config.rs`, `lists.rs`, `status.rs`, `top.rs`, `egress.rs`, `detach.rs`; `run` is
 //! `crate::daemon`, `audit` is `crate::audit`).
 
 mod check_config;
 mod detach;
+mod egress;
 mod lists;
 mod status;
 mod top;
@@ -116,6 +117,13 @@ enum Command {
         #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
         interval: f64,
     },
+    /// What the egress guard saw: the outbound connects it refused, with the process of each.
+    ///
+    /// Example: port25d egress log --follow
+    Egress {
+        #[command(subcommand)]
+        action: EgressAction,
+    },
     /// Check what listens on or connects to SMTP ports (25, 465, 587), by process, and whether
     /// the filter covers every interface a listener is reachable on; a verdict per finding.
     /// Exit 0 when nothing needs action, 2 when a finding says NOT PROTECTED or CHECK, 1 on error.
@@ -171,6 +179,23 @@ enum ListAction {
     },
     /// List the runtime entries, with what expires when.
     List {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum EgressAction {
+    /// Print the refused (in monitor mode, would-be refused) outbound connects the daemon kept
+    /// (the last 1,000): time, process, user, cgroup, destination.
+    Log {
+        /// One JSON object a line: time, pid, uid, user, comm, exe, cmdline, cgroup, dest, port,
+        /// verdict, suppressed, seq.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new events as they come, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -289,6 +314,14 @@ pub fn main() -> ExitCode {
             interval: Duration::from_secs_f64(interval),
         })
         .map(|()| 0),
+        Command::Egress {
+            action:
+                EgressAction::Log {
+                    json,
+                    follow,
+                    socket,
+                },
+        } => egress::log(&socket.control_socket, json, follow).map(|()| 0),
         Command::Audit { json, pins, socket } => {
             audit::audit(&socket.control_socket, &pins.pin_dir, json)
         }

@@ -8,8 +8,9 @@ use serde::Serialize;
 use crate::{
     control,
     datapath::{open_pinned_counters, read_totals},
+    model::EgressMode,
     pins::PinDir,
-    proto::{CounterStatus, Status, counter_rows},
+    proto::{CounterStatus, EgressStatus, Status, counter_rows},
 };
 
 /// Exit code of `status` when no daemon answers.
@@ -156,7 +157,55 @@ pub(super) fn render(status: &Status) -> String {
         status.reloads_ok, status.reloads_failed, status.generation, status.tracked_sources
     );
     out.push_str(&render_counters(&status.counters));
+    render_egress(&mut out, &status.egress);
     out
+}
+
+fn render_egress(out: &mut String, egress: &EgressStatus) {
+    if egress.mode == EgressMode::Off {
+        out.push_str("egress guard: off\n");
+        return;
+    }
+    let ports: Vec<String> = egress.ports.iter().map(u16::to_string).collect();
+    let _ = writeln!(
+        out,
+        "egress guard: {} mode, ports {}, {}",
+        egress.mode,
+        ports.join(", "),
+        match &egress.cgroup {
+            Some(cgroup) if egress.adopted => {
+                format!("hooks on cgroup {cgroup} (taken over from a previous daemon)")
+            }
+            Some(cgroup) => format!("hooks on cgroup {cgroup}"),
+            None => "hooks NOT attached".to_owned(),
+        }
+    );
+    let or_none = |items: &[String]| {
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let _ = writeln!(out, "  smart hosts: {}", or_none(&egress.smart_hosts));
+    for host in &egress.smart_host_names {
+        let addrs: Vec<String> = host.addrs.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "    {} resolves to {}", host.name, addrs.join(", "));
+    }
+    let _ = writeln!(out, "  allowed users: {}", or_none(&egress.allow_users));
+    let _ = writeln!(out, "  allowed cgroups: {}", or_none(&egress.allow_cgroups));
+    for count in &egress.connects {
+        let _ = writeln!(
+            out,
+            "  {:<12}{:<17}{:>10} connects",
+            count.verdict, count.reason, count.connects
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  events: {} kept (`port25d egress log`), {} lost",
+        egress.events_kept, egress.events_lost
+    );
 }
 
 fn render_counters(rows: &[CounterStatus]) -> String {

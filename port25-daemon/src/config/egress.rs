@@ -66,6 +66,8 @@ pub struct Egress {
     pub ports: Vec<u16>,
     /// Every smart host as prefixes: CIDRs and addresses as written, names as resolved.
     pub smart_hosts: CidrSet,
+    /// The smart hosts written as CIDRs or addresses.
+    pub smart_host_cidrs: Vec<IpNet>,
     pub smart_host_names: Vec<SmartHostName>,
     pub allow_users: Vec<u32>,
     pub allow_cgroups: Vec<AllowedCgroup>,
@@ -82,6 +84,7 @@ impl Egress {
             mode: EgressMode::Off,
             ports: vec![25],
             smart_hosts: CidrSet::default(),
+            smart_host_cidrs: Vec::new(),
             smart_host_names: Vec::new(),
             allow_users: Vec::new(),
             allow_cgroups: Vec::new(),
@@ -89,6 +92,34 @@ impl Egress {
             refresh: 300,
         }
     }
+
+    /// Resolves the smart hosts' names again: `Some` with the new addresses when one changed. A
+    /// name that no longer resolves keeps its last addresses, with a warning.
+    pub fn refreshed(&self) -> Option<Egress> {
+        let mut next = self.clone();
+        for host in &mut next.smart_host_names {
+            match resolve(&host.name) {
+                Ok(addrs) => host.addrs = addrs,
+                Err(reason) => tracing::warn!(
+                    "egress.smart_hosts: {reason}; keeping its last addresses {:?}",
+                    host.addrs
+                ),
+            }
+        }
+        if next.smart_host_names == self.smart_host_names {
+            return None;
+        }
+        next.smart_hosts = smart_host_set(&next.smart_host_cidrs, &next.smart_host_names);
+        Some(next)
+    }
+}
+
+/// Every smart host as a prefix: those written as such, and the addresses of those named.
+fn smart_host_set(cidrs: &[IpNet], names: &[SmartHostName]) -> CidrSet {
+    let named = names
+        .iter()
+        .flat_map(|host| host.addrs.iter().copied().map(IpNet::from));
+    CidrSet::new(cidrs.iter().copied().chain(named))
 }
 
 impl Source<'_> {
@@ -105,7 +136,7 @@ impl Source<'_> {
                 ),
             ));
         }
-        let refresh = self.ranged(&raw.refresh, "egress.refresh", 300, 10..=86_400)?;
+        let refresh = self.ranged(&raw.refresh, "egress.refresh", 300, 5..=86_400)?;
         let mut egress = Egress {
             mode,
             ports,
@@ -129,27 +160,25 @@ impl Source<'_> {
     }
 
     fn smart_hosts(&self, raw: &[Spanned<String>], egress: &mut Egress) -> Result<(), ConfigError> {
-        let mut nets = Vec::new();
         for host in raw {
             let text = host.get_ref().trim();
             if let Ok(addr) = text.parse::<IpAddr>() {
-                nets.push(IpNet::from(addr));
+                egress.smart_host_cidrs.push(IpNet::from(addr));
             } else if text.contains('/') {
                 let net = cidr::parse_cidr(text)
                     .map_err(|e| self.error_at(host.span(), format!("egress.smart_hosts: {e}")))?;
-                nets.push(net);
+                egress.smart_host_cidrs.push(net);
             } else {
                 let addrs = resolve(text).map_err(|reason| {
                     self.error_at(host.span(), format!("egress.smart_hosts: {reason}"))
                 })?;
-                nets.extend(addrs.iter().copied().map(IpNet::from));
                 egress.smart_host_names.push(SmartHostName {
                     name: text.to_owned(),
                     addrs,
                 });
             }
         }
-        egress.smart_hosts = CidrSet::new(nets);
+        egress.smart_hosts = smart_host_set(&egress.smart_host_cidrs, &egress.smart_host_names);
         Ok(())
     }
 

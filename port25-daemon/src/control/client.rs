@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::{
     model::ListKind,
-    proto::{ListReply, Request, Response, Status},
+    proto::{EgressEvent, ListReply, Request, Response, Status},
 };
 
 /// How long a client waits for the daemon (a reload of a million entries takes seconds).
@@ -31,6 +31,14 @@ pub(crate) fn entries(path: &Path, list: ListKind) -> anyhow::Result<ListReply> 
     match exchange(path, &Request::List { list })? {
         Response::Entries(reply) => Ok(reply),
         other => Err(unexpected("the list's entries", &other)),
+    }
+}
+
+/// The kept egress events numbered above `after`.
+pub(crate) fn egress_events(path: &Path, after: u64) -> anyhow::Result<Vec<EgressEvent>> {
+    match exchange(path, &Request::EgressLog { after })? {
+        Response::EgressLog { events } => Ok(events),
+        other => Err(unexpected("its egress events", &other)),
     }
 }
 

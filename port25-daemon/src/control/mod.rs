@@ -1,11 +1,11 @@
-//! The control socket: a root-only Unix socket through which `port25d allow|deny|status|detach`
+//! The control socket: a root-only Unix socket through which `port25d allow|deny|status|egress|detach`
 //! talk to the running daemon. The server side forwards each request to the daemon's event loop;
 //! the client side sends one and returns the answer it expects, typed. Wire types: `proto`.
 
 mod client;
 mod server;
 
-pub(crate) use self::client::{command, entries, is_running, status};
+pub(crate) use self::client::{command, egress_events, entries, is_running, status};
 pub(crate) use self::server::serve;
 
 /// Default path of the control socket.

@@ -34,12 +34,41 @@ pub(super) fn describe(old: &Config, new: &Config) -> Vec<String> {
         ));
     }
     for (name, before, after) in [
-        (ListKind::Allow, &old.allow, &new.allow),
-        (ListKind::Deny, &old.deny, &new.deny),
+        (ListKind::Allow.as_str(), &old.allow, &new.allow),
+        (ListKind::Deny.as_str(), &old.deny, &new.deny),
+        (
+            "smart host",
+            &old.egress.smart_hosts,
+            &new.egress.smart_hosts,
+        ),
     ] {
         if let Some(diff) = list_diff(name, before, after) {
             out.push(diff);
         }
+    }
+    let (before, after) = (&old.egress, &new.egress);
+    if before.mode != after.mode {
+        out.push(format!("egress mode {} -> {}", before.mode, after.mode));
+    }
+    if before.cgroup != after.cgroup {
+        out.push(format!(
+            "egress cgroup {} -> {}",
+            before.cgroup.display(),
+            after.cgroup.display()
+        ));
+    }
+    if (&before.ports, &before.allow_users, &before.allow_cgroups)
+        != (&after.ports, &after.allow_users, &after.allow_cgroups)
+    {
+        out.push(format!(
+            "egress ports {:?} -> {:?}, allowed uids {:?} -> {:?}, allowed cgroups {} -> {}",
+            before.ports,
+            after.ports,
+            before.allow_users,
+            after.allow_users,
+            before.allow_cgroups.len(),
+            after.allow_cgroups.len()
+        ));
     }
     out
 }
@@ -64,7 +93,7 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-fn list_diff(name: ListKind, before: &CidrSet, after: &CidrSet) -> Option<String> {
+fn list_diff(name: &str, before: &CidrSet, after: &CidrSet) -> Option<String> {
     if before == after {
         return None;
     }

@@ -23,9 +23,11 @@ use tracing::{error, info, warn};
 use self::watch::watched_fingerprint;
 
 use crate::{
+    config::Egress,
     config::{CidrSet, Config, Overrides},
     control,
-    datapath::Datapath,
+    datapath::{Datapath, EgressCounters},
+    egress_log::SharedLog,
     metrics::{Metrics, ReloadLabels, Snapshot, bind},
     model::{EgressMode, ListKind, OnExit},
     pins::{Persistence, PinDir},
@@ -70,6 +72,11 @@ struct Daemon {
     datapath: Datapath,
     runtime: RuntimeLists,
     metrics: Arc<Metrics>,
+    /// The egress guard's counters and the events it reported.
+    egress_counters: Arc<EgressCounters>,
+    egress_log: SharedLog,
+    /// When the smart hosts' names were last resolved.
+    resolved: Instant,
     /// Whether the pins outlive the daemon (see [`Persistence`]).
     pins_persist: bool,
     started: Instant,
@@ -118,31 +125,49 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
             attachment.iface, attachment.ifindex, attachment.mode
         );
     }
-    if config.egress.mode != EgressMode::Off {
-        datapath.attach_connect_hooks(&config.egress.cgroup)?;
-        egress::spawn_event_reader(datapath.take_egress_events()?);
-    }
+    sync_hooks(&mut datapath, &config.egress)?;
+    let egress_log = SharedLog::default();
+    egress::spawn_event_reader(datapath.take_egress_events()?, egress_log.clone());
+    let egress_counters = Arc::new(datapath.take_egress_counters()?);
     datapath.remove_foreign_maps();
     spawn_log_forwarder(&mut datapath);
 
     let metrics = Arc::new(Metrics::new(
         datapath.counter_map(),
         datapath.source_tables(),
+        Arc::clone(&egress_counters),
+        egress_log.clone(),
     ));
     let listener = bind(config.metrics_listen).await?;
     let server = tokio::spawn(Arc::clone(&metrics).serve(listener));
-    info!(
-        "filtering TCP ports {:?} on {}: policy {}, mode {}, {} allow and {} deny entries ({} and {} runtime); metrics at http://{}/metrics",
-        config.ports,
-        config.interfaces.join(", "),
-        config.policy,
-        config.mode,
-        allow.len(),
-        deny.len(),
-        runtime.len(ListKind::Allow),
-        runtime.len(ListKind::Deny),
-        config.metrics_listen
-    );
+    if config.interfaces.is_empty() {
+        info!("no XDP filter (interfaces = []): the egress guard only");
+    } else {
+        info!(
+            "filtering TCP ports {:?} on {}: policy {}, mode {}, {} allow and {} deny entries ({} and {} runtime)",
+            config.ports,
+            config.interfaces.join(", "),
+            config.policy,
+            config.mode,
+            allow.len(),
+            deny.len(),
+            runtime.len(ListKind::Allow),
+            runtime.len(ListKind::Deny),
+        );
+    }
+    if config.egress.mode != EgressMode::Off {
+        let egress = &config.egress;
+        info!(
+            "egress guard in {} mode on cgroup {}: TCP ports {:?} only to {} smart-host entries, or from {} allowed users and {} allowed cgroups",
+            egress.mode,
+            egress.cgroup.display(),
+            egress.ports,
+            egress.smart_hosts.len(),
+            egress.allow_users.len(),
+            egress.allow_cgroups.len()
+        );
+    }
+    info!("metrics at http://{}/metrics", config.metrics_listen);
     let watched = watched_fingerprint(&config.watched_dirs);
     let mut daemon = Daemon {
         options,
@@ -150,6 +175,9 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         datapath,
         runtime,
         metrics,
+        egress_counters,
+        egress_log,
+        resolved: Instant::now(),
         pins_persist,
         started: Instant::now(),
         reloads_ok: 0,
@@ -183,6 +211,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 daemon.expire();
+                daemon.refresh_smart_hosts();
                 if last_watch.elapsed() >= WATCH_EVERY {
                     last_watch = Instant::now();
                     daemon.check_watched();
@@ -226,9 +255,17 @@ impl Daemon {
             warn!("{warning}");
         }
         let (allow, deny) = effective_lists(&next, &self.runtime);
+        // Hooks come before the policy that uses them and go after the policy that no longer
+        // does; until their settings arrive, new hooks let everything through.
+        if next.egress.mode != EgressMode::Off {
+            sync_hooks(&mut self.datapath, &next.egress)?;
+        }
         self.datapath
             .apply_policy(&next, &allow, &deny)
             .context("writing the new policy into the kernel maps")?;
+        if next.egress.mode == EgressMode::Off {
+            sync_hooks(&mut self.datapath, &next.egress)?;
+        }
         let described = changes::describe(&self.config, &next);
         info!(
             "reloaded {} (generation {}): {}",
@@ -244,6 +281,35 @@ impl Daemon {
         self.config = next;
         self.publish();
         Ok(())
+    }
+
+    /// Resolves the smart hosts' names again every `egress.refresh` seconds; a change is a new
+    /// policy generation, as for a reload.
+    fn refresh_smart_hosts(&mut self) {
+        let egress = &self.config.egress;
+        if egress.smart_host_names.is_empty()
+            || self.resolved.elapsed() < Duration::from_secs(u64::from(egress.refresh))
+        {
+            return;
+        }
+        self.resolved = Instant::now();
+        let Some(refreshed) = tokio::task::block_in_place(|| egress.refreshed()) else {
+            return;
+        };
+        let mut next = self.config.clone();
+        next.egress = refreshed;
+        let (allow, deny) = effective_lists(&next, &self.runtime);
+        if let Err(err) = self.datapath.apply_policy(&next, &allow, &deny) {
+            error!("writing the smart hosts' new addresses into the kernel: {err:#}");
+            return;
+        }
+        for host in &next.egress.smart_host_names {
+            info!(
+                "egress: smart host {} now resolves to {:?}",
+                host.name, host.addrs
+            );
+        }
+        self.config = next;
     }
 
     /// Reloads when a file in a watched list directory appeared, went or changed.
@@ -313,6 +379,12 @@ impl Daemon {
     fn publish(&self) {
         let snapshot = Snapshot {
             attachments: self.datapath.attachments().to_vec(),
+            interfaces_configured: self.config.interfaces.len(),
+            egress_mode: self.config.egress.mode,
+            egress_cgroup: self
+                .datapath
+                .hooks()
+                .map(|hooks| hooks.cgroup.display().to_string()),
             allow_entries: self.effective_len(ListKind::Allow),
             deny_entries: self.effective_len(ListKind::Deny),
             pins_persist: self.pins_persist,
@@ -322,6 +394,28 @@ impl Daemon {
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
     }
+}
+
+/// Attaches the egress guard's hooks where `egress` says, or detaches them (those a killed daemon
+/// left too) when it is off. A failed move to another cgroup puts them back where they were.
+fn sync_hooks(datapath: &mut Datapath, egress: &Egress) -> anyhow::Result<()> {
+    if egress.mode == EgressMode::Off {
+        datapath.detach_connect_hooks();
+        return Ok(());
+    }
+    let before = datapath.hooks().map(|hooks| hooks.cgroup.clone());
+    let Err(err) = datapath.attach_connect_hooks(&egress.cgroup) else {
+        return Ok(());
+    };
+    if let Some(before) = before
+        && let Err(again) = datapath.attach_connect_hooks(&before)
+    {
+        error!(
+            "the egress guard cannot go back to cgroup {} either ({again:#}): it is NOT attached",
+            before.display()
+        );
+    }
+    Err(err.into())
 }
 
 /// Removes a file when dropped: the control socket goes on every way out of `run`, errors included.

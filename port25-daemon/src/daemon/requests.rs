@@ -7,8 +7,12 @@ use crate::{
     config::parse_cidr,
     datapath::ifname,
     model::ListKind,
-    proto::{InterfaceStatus, ListReply, ListStatus, Request, Response, Status, counter_rows},
+    proto::{
+        ConnectCount, EgressStatus, InterfaceStatus, ListReply, ListStatus, Request, Response,
+        SmartHostStatus, Status, counter_rows,
+    },
     runtime::now_unix,
+    users,
 };
 
 impl Daemon {
@@ -27,6 +31,9 @@ impl Daemon {
                 now: now_unix(),
             }),
             Request::Status => Response::Status(Box::new(self.status())),
+            Request::EgressLog { after } => Response::EgressLog {
+                events: self.egress_log.lock().since(after),
+            },
             Request::Detach => Response::Ok {
                 message: "detaching the filter and stopping port25d".into(),
             },
@@ -160,6 +167,65 @@ impl Daemon {
             reloads_failed: self.reloads_failed,
             tracked_sources: self.datapath.source_tables().read_all().len(),
             counters,
+            egress: self.egress_status(),
+        }
+    }
+
+    fn egress_status(&self) -> EgressStatus {
+        let egress = &self.config.egress;
+        let hooks = self.datapath.hooks();
+        let names = std::fs::read_to_string("/etc/passwd")
+            .map(|text| users::names_by_uid(&text))
+            .unwrap_or_default();
+        let connects = match self.egress_counters.connects() {
+            Ok(connects) => connects,
+            Err(err) => {
+                error!("reading the egress counters: {err:#}");
+                Vec::new()
+            }
+        };
+        EgressStatus {
+            mode: egress.mode,
+            cgroup: hooks.map(|hooks| hooks.cgroup.display().to_string()),
+            adopted: hooks.is_some_and(|hooks| hooks.adopted),
+            ports: egress.ports.clone(),
+            smart_hosts: egress
+                .smart_hosts
+                .iter()
+                .map(|net| net.to_string())
+                .collect(),
+            smart_host_names: egress
+                .smart_host_names
+                .iter()
+                .map(|host| SmartHostStatus {
+                    name: host.name.clone(),
+                    addrs: host.addrs.clone(),
+                })
+                .collect(),
+            allow_users: egress
+                .allow_users
+                .iter()
+                .map(|uid| match names.get(uid) {
+                    Some(name) => format!("{name} ({uid})"),
+                    None => uid.to_string(),
+                })
+                .collect(),
+            allow_cgroups: egress
+                .allow_cgroups
+                .iter()
+                .map(|c| c.path.clone())
+                .collect(),
+            connects: connects
+                .into_iter()
+                .filter(|(_, _, n)| *n > 0)
+                .map(|(verdict, reason, connects)| ConnectCount {
+                    verdict: verdict.label().to_owned(),
+                    reason: reason.label().to_owned(),
+                    connects,
+                })
+                .collect(),
+            events_lost: self.egress_counters.lost().unwrap_or(0),
+            events_kept: self.egress_log.lock().len(),
         }
     }
 }

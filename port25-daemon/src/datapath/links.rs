@@ -5,7 +5,7 @@
 //! before the new one comes, and the daemon logs how long the interface was unfiltered.
 
 use std::{
-    os::fd::{AsRawFd as _, FromRawFd as _},
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -18,7 +18,7 @@ use aya::programs::{
     xdp::XdpLink,
 };
 
-use super::{Datapath, Error, egress_mut, xdp_mut};
+use super::{Datapath, Error, bpf_cmd, egress_mut, xdp_mut};
 use crate::model::{XdpMode, XdpModeSetting};
 
 /// Where a program is attached, and how.
@@ -40,6 +40,30 @@ pub(super) struct HeldLink {
 }
 
 impl HeldLink {
+    /// Pins `link` at `path` (replacing a stale pin there) and keeps it.
+    pub(super) fn pin(link: FdLink, path: PathBuf) -> Result<Self, Error> {
+        if path.exists() {
+            // A pin of a link no longer attached (e.g. its interface was re-created).
+            let _ = std::fs::remove_file(&path);
+        }
+        let pinned = link
+            .pin(&path)
+            .map_err(|e| Error::Pin(anyhow::anyhow!("pinning {}: {e}", path.display())))?;
+        Ok(Self {
+            path,
+            link: FdLink::from(pinned),
+        })
+    }
+
+    /// Keeps the link already pinned at `path`.
+    pub(super) fn pinned(path: PathBuf) -> Result<Self, Error> {
+        let pinned = PinnedLink::from_pin(&path).map_err(|e| Error::Pin(e.into()))?;
+        Ok(Self {
+            path,
+            link: FdLink::from(pinned),
+        })
+    }
+
     /// Removes the pin and closes the link: the kernel detaches the program.
     pub(super) fn release(self) {
         if let Err(err) = std::fs::remove_file(&self.path) {
@@ -215,15 +239,7 @@ impl Datapath {
     }
 
     fn hold_fd(&mut self, link: FdLink, path: PathBuf) -> Result<(), Error> {
-        if path.exists() {
-            // A pin of a link no longer attached (e.g. its interface was re-created).
-            let _ = std::fs::remove_file(&path);
-        }
-        let pinned = link
-            .pin(&path)
-            .map_err(|e| Error::Pin(anyhow::anyhow!("pinning {}: {e}", path.display())))?;
-        let link = FdLink::from(pinned);
-        self.links.push(HeldLink { path, link });
+        self.links.push(HeldLink::pin(link, path)?);
         Ok(())
     }
 }
@@ -249,65 +265,11 @@ fn attach_new(
     Ok((mode, attach_mode(program, iface, ifindex, mode)?))
 }
 
-/// `bpf(2)` commands aya 0.14 does not wrap (numbers from the kernel's enum bpf_cmd).
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_LINK_DETACH: libc::c_long = 34;
-
-/// Detaches the program of the link pinned at `path` at once (BPF_LINK_DETACH, Linux 5.9), rather
-/// than waiting for the kernel to release the link after its pin goes.
-fn detach_pinned_link(path: &Path) -> std::io::Result<()> {
-    /// The part of `union bpf_attr` that BPF_OBJ_GET reads.
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    /// The part of `union bpf_attr` that BPF_LINK_DETACH reads.
-    #[repr(C)]
-    struct LinkDetach {
-        link_fd: u32,
-    }
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let get = ObjGet {
-        pathname: c_path.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    // SAFETY: the path `get` points to outlives the call.
-    let fd = unsafe { bpf(BPF_OBJ_GET, &get) }?;
-    let fd =
-        i32::try_from(fd).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    let detach = LinkDetach {
-        link_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
-    };
-    // SAFETY: `detach` holds no pointer; the fd is open for the call.
-    unsafe { bpf(BPF_LINK_DETACH, &detach) }?;
-    Ok(())
-}
-
-/// `bpf(cmd, attr, size_of(attr))`: the kernel reads the leading part of `union bpf_attr` that
-/// `attr` mirrors and takes the rest as zero.
-///
-/// # Safety
-/// Every pointer inside `attr` must be valid for what `cmd` does with it.
-unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live value of the size passed; the caller vouches for its pointers.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_ref(attr),
-            std::mem::size_of::<T>(),
-        )
-    };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(ret)
+/// Detaches the program of the link pinned at `path` at once, rather than waiting for the kernel
+/// to release the link after its pin goes.
+pub(super) fn detach_pinned_link(path: &Path) -> std::io::Result<()> {
+    let link = bpf_cmd::obj_get(path)?;
+    bpf_cmd::link_detach(link.as_fd())
 }
 
 fn attach_mode(

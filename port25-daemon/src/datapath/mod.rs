@@ -10,6 +10,7 @@
     reason = "public to the tests and the bench through `testing`"
 )]
 
+mod bpf_cmd;
 mod egress;
 mod links;
 mod policy;
@@ -27,7 +28,7 @@ use port25_common::{
     Counter, CounterKey, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key, V6Key, Verdict, maps,
 };
 
-pub use self::egress::parse_event;
+pub use self::egress::{EgressCounters, parse_event};
 use self::links::HeldLink;
 pub use self::links::{Attachment, ifname, pinned_link_ids, wait_links_gone};
 use crate::{
@@ -62,6 +63,18 @@ pub enum Error {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "the kernel refused to attach the egress guard to cgroup {}; if another program holds its \
+         connect hooks in exclusive mode (`bpftool cgroup show {}` lists them), detach it or set \
+         egress.cgroup to another cgroup",
+        path.display(),
+        path.display()
+    )]
+    CgroupAttach {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<ProgramError>,
     },
     #[error("no interface named {0:?} here; `ip link` lists the interfaces")]
     UnknownInterface(String),
@@ -118,6 +131,8 @@ pub struct Datapath {
     live: Option<policy::LiveLists>,
     attachments: Vec<Attachment>,
     links: Vec<HeldLink>,
+    /// The egress guard's connect hooks, when attached.
+    hooks: Option<egress::Hooks>,
 }
 
 impl Datapath {
@@ -179,6 +194,7 @@ impl Datapath {
             live: None,
             attachments: Vec::new(),
             links: Vec::new(),
+            hooks: None,
         };
         datapath.generation = datapath
             .array::<u32>(maps::ACTIVE)?
@@ -236,11 +252,25 @@ impl Datapath {
                         attachment.iface
                     );
                 }
+                if let Some(hooks) = &self.hooks {
+                    tracing::info!(
+                        "left the egress guard attached to cgroup {} (on_exit = keep); `port25d \
+                         detach` removes it",
+                        hooks.cgroup.display()
+                    );
+                }
             }
             OnExit::Detach => {
                 let ids = links::pinned_link_ids(&self.pins);
                 for link in self.links.drain(..) {
                     link.release();
+                }
+                if let Some(hooks) = self.release_hooks() {
+                    tracing::info!(
+                        "egress guard detached from cgroup {}",
+                        hooks.cgroup.display()
+                    );
+                    hooks.release();
                 }
                 if !links::wait_links_gone(&ids, std::time::Duration::from_secs(2)) {
                     tracing::warn!(

@@ -51,14 +51,30 @@ impl<'a> Daemon<'a> {
 
     /// Like [`Daemon::start_with_args`], in `ns`'s network namespace only: it sees the host's
     /// mounts (its /sys, the cgroup2 mount), as a daemon on the host does. For the egress guard.
+    /// With `hosts`, it runs in a mount namespace of its own where that file is /etc/hosts (how
+    /// a test gives a smart host a name without touching the machine's resolver).
     pub fn start_with_host_mounts(
         ns: &'a Netns,
+        hosts: Option<&Path>,
         config: &Path,
         metrics: SocketAddr,
         log: &Path,
         extra: &[&OsStr],
     ) -> Self {
-        let mut command = Command::new(tool("nsenter"));
+        let mut command = match hosts {
+            None => Command::new(tool("nsenter")),
+            Some(hosts) => {
+                // Each program execs the next: the pid is port25d's.
+                let mut command = Command::new(tool("unshare"));
+                command
+                    .args(["--mount", "--propagation", "private", "--"])
+                    .arg(tool("sh"))
+                    .args(["-c", "mount --bind \"$0\" /etc/hosts && exec \"$@\""])
+                    .arg(hosts)
+                    .arg(tool("nsenter"));
+                command
+            }
+        };
         command
             .arg(format!("--net=/run/netns/{}", ns.name()))
             .arg(Self::binary());

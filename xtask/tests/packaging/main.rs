@@ -37,6 +37,11 @@ const METRICS: &[&str] = &[
     "port25_top_source_dropped",
     "port25_tracked_sources",
     "port25_pins_persistent",
+    "port25_interfaces_configured",
+    "port25_egress_attached",
+    "port25_egress_connects_total",
+    "port25_egress_events_lost_total",
+    "port25_egress_top_denied",
 ];
 
 /// The highest `systemd-analyze security` exposure the unit may have: what was measured with

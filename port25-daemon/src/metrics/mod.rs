@@ -1,5 +1,8 @@
 //! Prometheus metrics. Datapath counters are read from the per-CPU map at scrape time and summed,
-//! so a scrape reports exactly what the kernel counted, with no polling copy in between.
+//! so a scrape reports exactly what the kernel counted, with no polling copy in between. The
+//! egress guard's are in `egress.rs`.
+
+mod egress;
 
 use std::{
     net::SocketAddr,
@@ -19,8 +22,9 @@ use prometheus_client::{
 };
 
 use crate::{
-    datapath::{Attachment, CounterMap, ifname, read_totals},
-    model::ListKind,
+    datapath::{Attachment, CounterMap, EgressCounters, ifname, read_totals},
+    egress_log::SharedLog,
+    model::{EgressMode, ListKind},
     sources::{self, SourceTables},
 };
 
@@ -32,6 +36,11 @@ pub(crate) const TOP_K: usize = 10;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Snapshot {
     pub attachments: Vec<Attachment>,
+    /// Interfaces the config names (the filter should be attached to each).
+    pub interfaces_configured: usize,
+    /// The egress guard's mode and, when its hooks are attached, where.
+    pub egress_mode: EgressMode,
+    pub egress_cgroup: Option<String>,
     pub allow_entries: usize,
     pub deny_entries: usize,
     /// Whether the pins outlive the daemon (the filter survives a crash).
@@ -50,7 +59,12 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new(counters: Arc<CounterMap>, sources: Arc<SourceTables>) -> Self {
+    pub(crate) fn new(
+        counters: Arc<CounterMap>,
+        sources: Arc<SourceTables>,
+        egress: Arc<EgressCounters>,
+        egress_log: SharedLog,
+    ) -> Self {
         let mut registry = Registry::default();
         let snapshot = Arc::new(RwLock::new(Snapshot::default()));
         let reloads = Family::<ReloadLabels, Counter>::default();
@@ -71,6 +85,11 @@ impl Metrics {
         registry.register_collector(Box::new(DatapathCollector {
             counters,
             sources,
+            snapshot: Arc::clone(&snapshot),
+        }));
+        registry.register_collector(Box::new(egress::EgressCollector {
+            counters: egress,
+            log: egress_log,
             snapshot: Arc::clone(&snapshot),
         }));
         Self {
@@ -266,6 +285,15 @@ impl Collector for DatapathCollector {
             };
             ConstGauge::new(1i64).encode(attached.encode_family(&labels)?)?;
         }
+
+        let configured = encoder.encode_descriptor(
+            "port25_interfaces_configured",
+            "Interfaces the config asks the XDP filter to protect (0: the egress guard only)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(snapshot.interfaces_configured).unwrap_or(i64::MAX))
+            .encode(configured)?;
 
         let persist = encoder.encode_descriptor(
             "port25_pins_persistent",

@@ -1,0 +1,132 @@
+//! The `bpf(2)` commands aya 0.14 does not wrap for us: open a pin as a raw fd, read a link's
+//! cgroup, detach a link at once, and swap the program of a link (numbers from the kernel's
+//! `enum bpf_cmd`; each attr struct mirrors the leading part of `union bpf_attr` that command reads).
+
+use std::{
+    os::fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    path::Path,
+};
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_LINK_DETACH: libc::c_long = 34;
+
+/// Opens the object pinned at `path` (a link, here).
+pub(super) fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let get = ObjGet {
+        pathname: c_path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: the path `get` points to outlives the call.
+    let fd = unsafe { bpf(BPF_OBJ_GET, &get) }?;
+    let fd =
+        i32::try_from(fd).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Detaches the program of a link at once (BPF_LINK_DETACH, Linux 5.9), rather than when the
+/// kernel releases the link after its last fd and pin go.
+pub(super) fn link_detach(link: BorrowedFd<'_>) -> std::io::Result<()> {
+    #[repr(C)]
+    struct LinkDetach {
+        link_fd: u32,
+    }
+    let detach = LinkDetach { link_fd: raw(link) };
+    // SAFETY: `detach` holds no pointer; the fd is open for the call.
+    unsafe { bpf(BPF_LINK_DETACH, &detach) }?;
+    Ok(())
+}
+
+/// Puts `program` in place of the link's program, atomically (BPF_LINK_UPDATE, Linux 5.7): the
+/// hook is never without one.
+pub(super) fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> std::io::Result<()> {
+    #[repr(C)]
+    struct LinkUpdate {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+    let update = LinkUpdate {
+        link_fd: raw(link),
+        new_prog_fd: raw(program),
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    // SAFETY: `update` holds no pointer; both fds are open for the call.
+    unsafe { bpf(BPF_LINK_UPDATE, &update) }?;
+    Ok(())
+}
+
+/// The cgroup a cgroup link is attached to (its id: the inode of the directory); 0 once the cgroup
+/// is gone, or for another kind of link.
+pub(super) fn link_cgroup_id(link: BorrowedFd<'_>) -> std::io::Result<u64> {
+    /// The head of `struct bpf_link_info` with its `cgroup` member: type, id, prog_id, then the
+    /// union, 8-aligned.
+    #[repr(C)]
+    #[derive(Default)]
+    struct LinkInfo {
+        kind: u32,
+        id: u32,
+        prog_id: u32,
+        _pad: u32,
+        cgroup_id: u64,
+        attach_type: u32,
+        _tail: [u32; 9],
+    }
+    #[repr(C)]
+    struct GetInfo {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_LINK_TYPE_CGROUP: u32 = 3;
+    let mut info = LinkInfo::default();
+    let get = GetInfo {
+        bpf_fd: raw(link),
+        info_len: size_of::<LinkInfo>() as u32,
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    // SAFETY: `info` is writable for `info_len` bytes and outlives the call.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &get) }?;
+    Ok(if info.kind == BPF_LINK_TYPE_CGROUP {
+        info.cgroup_id
+    } else {
+        0
+    })
+}
+
+fn raw(fd: BorrowedFd<'_>) -> u32 {
+    u32::try_from(fd.as_fd().as_raw_fd()).unwrap_or(u32::MAX)
+}
+
+/// `bpf(cmd, attr, size_of(attr))`: the kernel takes the rest of `union bpf_attr` as zero.
+///
+/// # Safety
+/// Every pointer inside `attr` must be valid for what `cmd` does with it.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live value of the size passed; the caller vouches for its pointers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_ref(attr),
+            std::mem::size_of::<T>(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ret)
+}

@@ -1,0 +1,122 @@
+//! The egress guard's metrics: connects to guarded ports by verdict and reason, read from the
+//! kernel's per-CPU counters at scrape time; ring-buffer losses; and the processes refused most.
+
+use port25_common::egress::{Reason, Verdict};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+};
+
+use std::sync::{Arc, RwLock};
+
+use super::{Snapshot, TOP_K};
+use crate::{datapath::EgressCounters, egress_log::SharedLog, model::EgressMode};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectLabels {
+    verdict: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttachedLabels {
+    mode: &'static str,
+    cgroup: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopDeniedLabels {
+    rank: String,
+    comm: String,
+    cgroup: String,
+}
+
+pub(super) struct EgressCollector {
+    pub counters: Arc<EgressCounters>,
+    pub log: SharedLog,
+    pub snapshot: Arc<RwLock<Snapshot>>,
+}
+
+impl std::fmt::Debug for EgressCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EgressCollector")
+    }
+}
+
+/// Whether the hooks can reach `verdict` for `reason`: only processes not allowed are refused.
+fn possible(verdict: Verdict, reason: Reason) -> bool {
+    (verdict == Verdict::Allow) == (reason != Reason::NotAllowed)
+}
+
+impl Collector for EgressCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (mode, cgroup) = match self.snapshot.read() {
+            Ok(guard) => (guard.egress_mode, guard.egress_cgroup.clone()),
+            Err(poisoned) => {
+                let guard = poisoned.into_inner();
+                (guard.egress_mode, guard.egress_cgroup.clone())
+            }
+        };
+        let mut attached = encoder.encode_descriptor(
+            "port25_egress_attached",
+            "1 when the egress guard's connect hooks are attached (to the cgroup labelled), 0 when \
+             its mode is on and they are not; no sample when the guard is off",
+            None,
+            MetricType::Gauge,
+        )?;
+        if mode != EgressMode::Off {
+            let labels = AttachedLabels {
+                mode: mode.as_str(),
+                cgroup: cgroup.clone().unwrap_or_default(),
+            };
+            ConstGauge::new(i64::from(cgroup.is_some()))
+                .encode(attached.encode_family(&labels)?)?;
+        }
+        let connects = self.counters.connects().unwrap_or_else(|err| {
+            tracing::warn!("reading the egress counters failed: {err:#}");
+            Vec::new()
+        });
+        let mut family = encoder.encode_descriptor(
+            "port25_egress_connects",
+            "Outbound TCP connects to guarded ports judged by the egress guard",
+            None,
+            MetricType::Counter,
+        )?;
+        for (verdict, reason, total) in connects {
+            if possible(verdict, reason) {
+                let labels = ConnectLabels {
+                    verdict: verdict.label(),
+                    reason: reason.label(),
+                };
+                ConstCounter::new(total).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let lost = encoder.encode_descriptor(
+            "port25_egress_events_lost",
+            "Egress events the kernel's ring buffer had no room for (the connects are still counted)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.counters.lost().unwrap_or(0)).encode(lost)?;
+        let mut top = encoder.encode_descriptor(
+            "port25_egress_top_denied",
+            "Outbound connects refused (or would-be refused) since the daemon started, for the \
+             processes with the most (top 10), by command name and cgroup",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (rank, (comm, cgroup, refused)) in
+            self.log.lock().top_refused(TOP_K).into_iter().enumerate()
+        {
+            let labels = TopDeniedLabels {
+                rank: (rank + 1).to_string(),
+                comm,
+                cgroup,
+            };
+            let value = i64::try_from(refused).unwrap_or(i64::MAX);
+            ConstGauge::new(value).encode(top.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

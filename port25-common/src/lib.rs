@@ -54,6 +54,8 @@ pub mod maps {
         EGRESS_EVENT_LIMIT,
         /// `PerCpuArray<u64>` of one element: events the ring buffer had no room for.
         EGRESS_EVENTS_LOST,
+        /// `PerCpuArray<u64>`: forwarded SYNs to guarded ports, by [`crate::egress::counter_slot`].
+        EGRESS_FORWARDED,
     }
 }
 
@@ -78,7 +80,7 @@ macro_rules! ebpf_epilogue {
 /// Version of the map layout (names, key and value types, generation scheme). Pinned maps live in a
 /// directory named after it, so a daemon never adopts maps whose layout it does not know; bump it
 /// whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "port25";
@@ -118,6 +120,10 @@ pub struct Settings {
     /// Source prefix lengths that share one bucket.
     pub ipv4_prefix: u32,
     pub ipv6_prefix: u32,
+    /// 1 when the egress guard judges forwarded SYNs on some interfaces
+    /// ([`egress::EgressSettings::forward_ifindexes`]); 0 spares every other packet the look.
+    pub forward_guard: u32,
+    pub _pad: u32,
     /// Per-source bucket as GCRA: nanoseconds between tokens, and how far ahead of now the
     /// theoretical arrival time may run ((burst - 1) * interval) before a SYN is refused.
     pub syn_interval_ns: u64,
@@ -320,10 +326,11 @@ pub mod egress {
     pub const MODE_MONITOR: u32 = 1;
     pub const MODE_ENFORCE: u32 = 2;
 
-    /// Guarded ports, allowed uids and allowed cgroups one generation can hold.
+    /// Guarded ports, allowed uids, allowed cgroups and forward interfaces one generation can hold.
     pub const MAX_PORTS: usize = 16;
     pub const MAX_USERS: usize = 16;
     pub const MAX_CGROUPS: usize = 16;
+    pub const MAX_FORWARD: usize = 8;
 
     /// Ring buffer size: room for a burst of events between two reads by the daemon.
     pub const EVENTS_BYTES: u32 = 256 * 1024;
@@ -346,6 +353,13 @@ pub mod egress {
         pub cgroup_levels: [u32; MAX_CGROUPS],
         /// Its id: the inode number of its directory.
         pub cgroup_ids: [u64; MAX_CGROUPS],
+        /// Interfaces (LAN side) where the XDP program drops forwarded SYNs to guarded ports
+        /// unless to a smart host.
+        pub forward_count: u32,
+        /// Bit i set: `forward_ifindexes[i]` is not an ingress-protected interface, so the XDP
+        /// program judges nothing else there.
+        pub forward_only: u32,
+        pub forward_ifindexes: [u32; MAX_FORWARD],
     }
 
     impl EgressSettings {
@@ -358,6 +372,9 @@ pub mod egress {
             cgroup_count: 0,
             cgroup_levels: [0; MAX_CGROUPS],
             cgroup_ids: [0; MAX_CGROUPS],
+            forward_count: 0,
+            forward_only: 0,
+            forward_ifindexes: [0; MAX_FORWARD],
         };
     }
 

@@ -175,7 +175,11 @@ impl Config {
     /// Every configured interface exists on this host. Separate from [`Config::parse`] because
     /// labs create their interfaces after writing the config.
     pub fn check_interfaces(&self) -> Result<(), ConfigError> {
-        for name in &self.interfaces {
+        for name in self
+            .interfaces
+            .iter()
+            .chain(&self.egress.forward_interfaces)
+        {
             // A name with a NUL cannot exist; treat it like any other missing interface.
             let index = match CString::new(name.as_str()) {
                 // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
@@ -187,7 +191,7 @@ impl Config {
                     Path::new(&self.source),
                     None,
                     format!(
-                        "interface {name:?} does not exist on this host (`ip link` lists the interfaces); fix `interfaces` in the config or the --iface option"
+                        "interface {name:?} does not exist on this host (`ip link` lists the interfaces); fix `interfaces` (or `egress.forward_interfaces`) in the config or the --iface option"
                     ),
                 ));
             }

@@ -92,8 +92,12 @@ pub(crate) struct EgressStatus {
     pub smart_host_names: Vec<SmartHostStatus>,
     pub allow_users: Vec<String>,
     pub allow_cgroups: Vec<String>,
+    /// Forwarded SYNs are judged on these interfaces too (XDP).
+    pub forward_interfaces: Vec<String>,
     /// Connects to guarded ports, by verdict and reason.
-    pub connects: Vec<ConnectCount>,
+    pub connects: Vec<EgressCount>,
+    /// Forwarded SYNs to guarded ports, by verdict and reason.
+    pub forwarded: Vec<EgressCount>,
     pub events_lost: u64,
     pub events_kept: usize,
 }
@@ -105,10 +109,10 @@ pub(crate) struct SmartHostStatus {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct ConnectCount {
+pub(crate) struct EgressCount {
     pub verdict: String,
     pub reason: String,
-    pub connects: u64,
+    pub count: u64,
 }
 
 /// A refused (or, in monitor mode, would-be refused) outbound connect, with what /proc still knew

@@ -130,8 +130,9 @@ pub(crate) fn judge(dest: Option<Destination>) -> i32 {
     }
 }
 
+/// Whether `port` is one of the guarded ones.
 #[inline(always)]
-fn guarded(settings: &EgressSettings, port: u16) -> bool {
+pub(crate) fn guarded(settings: &EgressSettings, port: u16) -> bool {
     let count = settings.port_count as usize;
     (0..MAX_PORTS).any(|i| i < count && settings.ports[i] == port)
 }

@@ -1,5 +1,6 @@
 //! The port25 programs: the XDP ingress filter decides, per packet, whether TCP traffic to a
-//! protected port may pass; the cgroup connect hooks guard outbound SMTP (`egress`).
+//! protected port may pass; the cgroup connect hooks guard outbound SMTP (`egress`), and on a
+//! router's LAN side the XDP program guards forwarded SMTP too (`forward`).
 //! The decision table is docs/ARCHITECTURE.md, § Decision; header walking is in `parse`, policy
 //! state in `maps`.
 #![no_std]
@@ -10,6 +11,7 @@
 #![allow(internal_features)]
 
 mod egress;
+mod forward;
 mod handshake;
 mod maps;
 mod parse;
@@ -42,6 +44,12 @@ fn try_port25(ctx: &XdpContext) -> Result<u32, ()> {
     // One read of the generation per packet: everything below sees one consistent policy.
     let generation = maps::active_generation()?;
     let settings = maps::settings(generation)?;
+    if settings.forward_guard != 0
+        && let Some(action) =
+            forward::judge(ctx, generation, ctx.ingress_ifindex() as u32, &parsed)?
+    {
+        return Ok(action);
+    }
     let reason = match parsed {
         Parsed::Other => return Ok(xdp_action::XDP_PASS),
         Parsed::Malformed => Reason::Malformed,

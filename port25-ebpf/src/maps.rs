@@ -45,6 +45,8 @@ pub(crate) static EGRESS_EVENT_LIMIT: LruHashMap<egress::EventKey, egress::Event
     LruHashMap::pinned(egress::EVENT_LIMIT_CAPACITY, 0);
 #[map]
 static EGRESS_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+#[map]
+static EGRESS_FORWARDED: PerCpuArray<u64> = PerCpuArray::pinned(egress::COUNTER_SLOTS, 0);
 
 #[inline(always)]
 pub(crate) fn active_generation() -> Result<u32, ()> {
@@ -128,6 +130,12 @@ pub(crate) fn egress_settings(generation: u32) -> Result<&'static egress::Egress
 #[inline(always)]
 pub(crate) fn count_connect(verdict: egress::Verdict, reason: egress::Reason) {
     add_one(&EGRESS_COUNTERS, egress::counter_slot(verdict, reason));
+}
+
+/// Counts one forwarded SYN to a guarded port.
+#[inline(always)]
+pub(crate) fn count_forwarded(verdict: egress::Verdict, reason: egress::Reason) {
+    add_one(&EGRESS_FORWARDED, egress::counter_slot(verdict, reason));
 }
 
 /// Counts an event the ring buffer had no room for.

@@ -4,7 +4,7 @@
 //! none answers, from the pins it left.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     ffi::CStr,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -13,12 +13,18 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{Array, Map, MapData};
-use port25_common::{PORT_WORDS, SLOTS, Settings, maps, port_bit};
+use port25_common::{PORT_WORDS, SLOTS, Settings, egress::CONNECT4_PROGRAM, maps, port_bit};
 
 use super::model::*;
 use super::procnet::{Socket, parse_tcp_table, socket_inode};
 use crate::users;
-use crate::{control, model::Mode, pins::PinDir};
+use crate::{
+    config::cgroup2_root,
+    control,
+    model::{EgressMode, Mode},
+    pins::PinDir,
+    proto::EgressStatus,
+};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -213,12 +219,14 @@ pub(super) fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
                 view.ports.clone_from(&status.ports);
                 view.ports_from = ViewSource::Daemon;
                 view.monitor = status.mode == Mode::Monitor;
+                view.egress = egress_of(control_socket, &status.egress, &mut view.notes);
                 return view;
             }
             Err(err) => view.notes.push(format!("{err:#}; using the pins")),
         }
     }
     let pins = PinDir::existing(pin_dir);
+    view.egress.pinned = pins.cgroup_link(CONNECT4_PROGRAM).exists();
     view.attached = pins
         .all_links()
         .iter()
@@ -241,6 +249,54 @@ pub(super) fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
     }
     view
 }
+
+/// The egress guard as the daemon reports it, with the processes of its kept events.
+fn egress_of(control_socket: &Path, status: &EgressStatus, notes: &mut Vec<String>) -> EgressView {
+    let root = cgroup2_root().ok().map(|root| root.display().to_string());
+    let mut view = EgressView {
+        mode: status.mode,
+        whole_host: status.cgroup.is_some() && status.cgroup == root,
+        cgroup: status.cgroup.clone(),
+        pinned: false,
+        refused: Vec::new(),
+    };
+    if status.mode == EgressMode::Off {
+        return view;
+    }
+    let events = match control::egress_events(control_socket, 0) {
+        Ok(events) => events,
+        Err(err) => {
+            notes.push(format!("cannot read the egress events: {err:#}"));
+            return view;
+        }
+    };
+    let mut by_process: BTreeMap<(String, String, String), Refused> = BTreeMap::new();
+    for event in events {
+        let user = event
+            .user
+            .clone()
+            .unwrap_or_else(|| format!("uid {}", event.uid));
+        let key = (event.comm.clone(), user.clone(), event.cgroup.clone());
+        let refused = by_process.entry(key).or_insert_with(|| Refused {
+            comm: event.comm.clone(),
+            user,
+            cgroup: event.cgroup.clone(),
+            connects: 0,
+            destinations: Vec::new(),
+        });
+        refused.connects += 1 + u64::from(event.suppressed);
+        let dest = std::net::SocketAddr::new(event.dest, event.port).to_string();
+        if refused.destinations.len() < MAX_DESTINATIONS && !refused.destinations.contains(&dest) {
+            refused.destinations.push(dest);
+        }
+    }
+    view.refused = by_process.into_values().collect();
+    view.refused.sort_by_key(|refused| std::cmp::Reverse(refused.connects));
+    view
+}
+
+/// Destinations named per refused process.
+const MAX_DESTINATIONS: usize = 5;
 
 /// `xdp-native-eth0` -> eth0 in native mode; other links are not XDP.
 pub(super) fn parse_link_name(name: &str) -> Option<Attached> {

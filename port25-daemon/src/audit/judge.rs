@@ -8,6 +8,7 @@ use std::{
 
 use super::model::*;
 use super::procnet::{Socket, TcpState};
+use crate::model::EgressMode;
 
 /// Peers listed per finding; the rest are counted.
 const MAX_PEERS: usize = 5;
@@ -86,6 +87,8 @@ pub(super) fn judge(host: &Host, filter: &FilterView) -> Report {
         }
     }
 
+    findings.extend(judge_egress(&filter.egress));
+
     findings.sort_by_key(|f| (f.kind, f.port, f.address, f.level));
     Report {
         smtp_ports: SMTP_PORTS.to_vec(),
@@ -94,6 +97,58 @@ pub(super) fn judge(host: &Host, filter: &FilterView) -> Report {
         summary: Summary::of(&findings),
         findings,
     }
+}
+
+/// Whether outbound SMTP is guarded, and who the guard refused.
+fn judge_egress(egress: &EgressView) -> Vec<Finding> {
+    let guard = match (egress.mode, &egress.cgroup) {
+        (EgressMode::Off, None) if !egress.pinned => Finding::new(
+            Kind::Egress,
+            "egress guard: off".to_owned(),
+            Advice::EgressOff,
+        ),
+        (mode, None) if !egress.pinned => Finding::new(
+            Kind::Egress,
+            format!("egress guard: {mode} mode, hooks not attached"),
+            Advice::EgressDetached { mode },
+        ),
+        (mode, cgroup) => {
+            let cgroup = cgroup.clone().unwrap_or_else(|| "(pinned)".to_owned());
+            Finding::new(
+                Kind::Egress,
+                format!("egress guard: {mode} mode, hooks on cgroup {cgroup}"),
+                Advice::EgressGuards {
+                    mode,
+                    cgroup,
+                    whole_host: egress.whole_host,
+                    pinned_only: egress.pinned,
+                },
+            )
+        }
+    };
+    let monitor = egress.mode == EgressMode::Monitor;
+    let refused = egress.refused.iter().map(|refused| {
+        let process = format!(
+            "{} (user {}, cgroup {})",
+            refused.comm, refused.user, refused.cgroup
+        );
+        let mut finding = Finding::new(
+            Kind::Egress,
+            format!(
+                "refused outbound SMTP from {process} to {}",
+                refused.destinations.join(", ")
+            ),
+            Advice::EgressRefused {
+                process: refused.comm.clone(),
+                connects: refused.connects,
+                monitor,
+            },
+        );
+        finding.connections = usize::try_from(refused.connects).unwrap_or(usize::MAX);
+        finding.peers.clone_from(&refused.destinations);
+        finding
+    });
+    std::iter::once(guard).chain(refused).collect()
 }
 
 fn listeners(host: &Host) -> impl Iterator<Item = &Socket> {

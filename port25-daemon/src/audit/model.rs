@@ -11,7 +11,7 @@ use std::{
 use serde::Serialize;
 
 use super::procnet::Socket;
-use crate::model::XdpMode;
+use crate::model::{EgressMode, XdpMode};
 
 /// The SMTP ports the audit looks at: relay (25), submission over TLS (465), submission (587).
 pub(crate) const SMTP_PORTS: [u16; 3] = [25, 465, 587];
@@ -133,6 +133,35 @@ pub(crate) struct FilterView {
     pub monitor: bool,
     /// What went wrong while finding out (an unreachable daemon, unreadable pins).
     pub notes: Vec<String>,
+    /// The egress guard.
+    pub egress: EgressView,
+}
+
+/// The egress guard as the audit sees it: from the running daemon, or the links it pinned.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct EgressView {
+    /// `off` also when nothing says otherwise.
+    pub mode: EgressMode,
+    /// Where its hooks are attached (`None`: nowhere, or not known from the pins).
+    pub cgroup: Option<String>,
+    /// Whether that cgroup is the cgroup2 root: every process on the host is guarded.
+    pub whole_host: bool,
+    /// No daemon runs but its hooks are pinned (still refusing).
+    pub pinned: bool,
+    /// Processes the guard refused (in monitor mode: would have), from the daemon's kept events.
+    pub refused: Vec<Refused>,
+}
+
+/// A process the egress guard refused, as its kept events tell.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Refused {
+    pub comm: String,
+    pub user: String,
+    pub cgroup: String,
+    /// Refused connects, those the kernel did not report one by one included.
+    pub connects: u64,
+    /// A few of the destinations.
+    pub destinations: Vec<String>,
 }
 
 impl FilterView {
@@ -148,6 +177,7 @@ impl FilterView {
             ports_from: ViewSource::Nothing,
             monitor: false,
             notes: Vec::new(),
+            egress: EgressView::default(),
         }
     }
 
@@ -186,6 +216,8 @@ pub(crate) enum Kind {
     Inbound,
     /// Something about the filter itself.
     Filter,
+    /// The egress guard, and what it refused.
+    Egress,
 }
 
 /// Who holds a socket.
@@ -284,14 +316,35 @@ pub(crate) enum Advice {
     InboundSessions,
     /// The filter is attached to an interface this network namespace does not have.
     AuditElsewhere,
+    /// No egress guard: any process may send SMTP anywhere.
+    EgressOff,
+    /// The egress guard is on; `whole_host`: on the cgroup2 root.
+    EgressGuards {
+        mode: EgressMode,
+        cgroup: String,
+        whole_host: bool,
+        pinned_only: bool,
+    },
+    /// The egress guard is configured but its hooks are not attached.
+    EgressDetached { mode: EgressMode },
+    /// A process the guard refused (or would have, in monitor mode).
+    EgressRefused {
+        process: String,
+        connects: u64,
+        monitor: bool,
+    },
 }
 
 impl Advice {
     /// How urgent it is.
     pub(crate) fn level(&self) -> Level {
         match self {
-            Self::PortLeftOut { .. } | Self::AttachTo { .. } => Level::NotProtected,
-            Self::SmtpFromNonMta { .. } => Level::Check,
+            Self::PortLeftOut { .. } | Self::AttachTo { .. } | Self::EgressDetached { .. } => {
+                Level::NotProtected
+            }
+            Self::SmtpFromNonMta { .. } | Self::EgressRefused { .. } => Level::Check,
+            Self::EgressGuards { .. } => Level::Ok,
+            Self::EgressOff => Level::Info,
             Self::NothingToProtect { .. }
             | Self::LocalOnly
             | Self::NoInterfaceUp

@@ -4,6 +4,7 @@
 use std::fmt::{self, Write as _};
 
 use super::model::*;
+use crate::model::EgressMode;
 
 /// The report as text: what was looked at, the filter, the findings grouped by kind, a summary.
 pub(super) fn render(report: &Report) -> String {
@@ -24,6 +25,7 @@ pub(super) fn render(report: &Report) -> String {
         (Kind::Outbound, "Outbound SMTP (this host as a client)"),
         (Kind::Inbound, "Inbound SMTP sessions"),
         (Kind::Filter, "Filter"),
+        (Kind::Egress, "Egress guard (outbound SMTP)"),
     ];
     let mut last_title = "";
     for (kind, title) in sections {
@@ -167,6 +169,56 @@ impl fmt::Display for Advice {
             Self::AuditElsewhere => f.write_str(
                 "info: run the audit where port25d runs (`ip netns exec NS port25d audit`) to check that one",
             ),
+            Self::EgressOff => f.write_str(
+                "info: outbound SMTP is not guarded, any process may send mail to any server: \
+                 [egress] mode = \"monitor\" shows who does, \"enforce\" then allows only the smart \
+                 hosts and the MTA",
+            ),
+            Self::EgressGuards {
+                mode,
+                cgroup,
+                whole_host,
+                pinned_only,
+            } => {
+                let whom = if *whole_host {
+                    "every process on the host".to_owned()
+                } else {
+                    format!("only processes in cgroup {cgroup} and below")
+                };
+                let how = match mode {
+                    EgressMode::Monitor => {
+                        " (monitor mode: nothing is refused; set mode = \"enforce\" once \
+                         `port25d egress log` shows only expected senders)"
+                    }
+                    _ => "",
+                };
+                let pinned = if *pinned_only {
+                    "; no daemon runs, the pinned hooks keep their last policy"
+                } else {
+                    ""
+                };
+                write!(f, "ok: outbound SMTP guarded for {whom}{how}{pinned}")
+            }
+            Self::EgressDetached { mode } => write!(
+                f,
+                "NOT PROTECTED: [egress] mode is {mode} but its hooks are attached nowhere: \
+                 `journalctl -u port25d` says why; restart port25d"
+            ),
+            Self::EgressRefused {
+                process,
+                connects,
+                monitor,
+            } => write!(
+                f,
+                "CHECK: {process} tried outbound SMTP to servers that are not smart hosts {connects} \
+                 time{} ({}): spam bot, compromised script? `port25d egress log` names each attempt",
+                if *connects == 1 { "" } else { "s" },
+                if *monitor {
+                    "let through: monitor mode"
+                } else {
+                    "refused"
+                }
+            ),
         }
     }
 }
@@ -255,7 +307,11 @@ Outbound SMTP (this host as a client):
   to port 25: perl (pid 77, user root), 1 connection: 198.18.9.9:25
     CHECK: outbound SMTP from perl (pid 77): spam bot or a script? allow outbound 25 only to the smart host
 
-2 findings need action (1 NOT PROTECTED, 1 CHECK); 0 ok, 0 info
+Egress guard (outbound SMTP):
+  egress guard: off
+    info: outbound SMTP is not guarded, any process may send mail to any server: [egress] mode = \"monitor\" shows who does, \"enforce\" then allows only the smart hosts and the MTA
+
+2 findings need action (1 NOT PROTECTED, 1 CHECK); 0 ok, 1 info
 ";
         assert_eq!(text, expected);
     }
@@ -344,6 +400,29 @@ Outbound SMTP (this host as a client):
             (
                 Advice::AuditElsewhere,
                 "info: run the audit where port25d runs (`ip netns exec NS port25d audit`) to check that one",
+            ),
+            (
+                Advice::EgressGuards {
+                    mode: EgressMode::Enforce,
+                    cgroup: "/sys/fs/cgroup/system.slice".to_owned(),
+                    whole_host: false,
+                    pinned_only: true,
+                },
+                "ok: outbound SMTP guarded for only processes in cgroup /sys/fs/cgroup/system.slice and below; no daemon runs, the pinned hooks keep their last policy",
+            ),
+            (
+                Advice::EgressDetached {
+                    mode: EgressMode::Monitor,
+                },
+                "NOT PROTECTED: [egress] mode is monitor but its hooks are attached nowhere: `journalctl -u port25d` says why; restart port25d",
+            ),
+            (
+                Advice::EgressRefused {
+                    process: "curl".to_owned(),
+                    connects: 1,
+                    monitor: false,
+                },
+                "CHECK: curl tried outbound SMTP to servers that are not smart hosts 1 time (refused): spam bot, compromised script? `port25d egress log` names each attempt",
             ),
         ];
         for (advice, sentence) in cases {

@@ -194,12 +194,24 @@ fn render_egress(out: &mut String, egress: &EgressStatus) {
     }
     let _ = writeln!(out, "  allowed users: {}", or_none(&egress.allow_users));
     let _ = writeln!(out, "  allowed cgroups: {}", or_none(&egress.allow_cgroups));
-    for count in &egress.connects {
+    if !egress.forward_interfaces.is_empty() {
         let _ = writeln!(
             out,
-            "  {:<12}{:<17}{:>10} connects",
-            count.verdict, count.reason, count.connects
+            "  forwarded SYNs judged on: {}",
+            egress.forward_interfaces.join(", ")
         );
+    }
+    for (counts, what) in [
+        (&egress.connects, "connects"),
+        (&egress.forwarded, "forwarded SYNs"),
+    ] {
+        for count in counts {
+            let _ = writeln!(
+                out,
+                "  {:<12}{:<17}{:>10} {what}",
+                count.verdict, count.reason, count.count
+            );
+        }
     }
     let _ = writeln!(
         out,

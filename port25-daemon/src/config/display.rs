@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use super::{CidrSet, Config};
-use crate::model::{ListKind, Mode, OnExit, Policy};
+use super::{CidrSet, Config, Egress};
+use crate::model::{EgressMode, ListKind, Mode, OnExit, Policy};
 
 /// The human summary printed by `port25d check-config`.
 impl fmt::Display for Config {
@@ -15,7 +15,9 @@ impl fmt::Display for Config {
                 .collect::<Vec<_>>()
                 .join(", ")
         }
-        let interfaces = if self.interfaces.is_empty() {
+        let interfaces = if self.interfaces.is_empty() && self.egress.mode != EgressMode::Off {
+            "(none: no XDP filter, the egress guard only)".to_string()
+        } else if self.interfaces.is_empty() {
             "(none: nothing will be attached)".to_string()
         } else {
             join(&self.interfaces)
@@ -82,12 +84,64 @@ impl fmt::Display for Config {
                 dirs.join(", ")
             )?;
         }
+        write_egress(f, &self.egress)?;
         let on_exit = match self.on_exit {
             OnExit::Detach => "detach (SIGTERM removes the filter)",
             OnExit::Keep => "keep (the filter stays after SIGTERM; `port25d detach` removes it)",
         };
         write!(f, "{:<18}{on_exit}", "on exit")
     }
+}
+
+fn write_egress(f: &mut fmt::Formatter<'_>, egress: &Egress) -> fmt::Result {
+    let mode = match egress.mode {
+        EgressMode::Off => {
+            return writeln!(f, "{:<18}off", "egress");
+        }
+        EgressMode::Monitor => "monitor (count and log, refuse nothing)",
+        EgressMode::Enforce => "enforce (refuse with EPERM)",
+    };
+    let or_none = |items: Vec<String>| {
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let ports: Vec<String> = egress.ports.iter().map(u16::to_string).collect();
+    writeln!(f, "{:<18}{mode}, TCP ports {}", "egress", ports.join(", "))?;
+    writeln!(f, "  {:<16}{}", "hooks on cgroup", egress.cgroup.display())?;
+    let hosts = egress.smart_host_cidrs.iter().map(ToString::to_string);
+    let named = egress.smart_host_names.iter().map(|host| {
+        let addrs: Vec<String> = host.addrs.iter().map(ToString::to_string).collect();
+        format!("{} ({})", host.name, addrs.join(", "))
+    });
+    writeln!(
+        f,
+        "  {:<16}{}",
+        "smart hosts",
+        or_none(hosts.chain(named).collect())
+    )?;
+    let users = egress.allow_users.iter().map(|uid| format!("uid {uid}"));
+    writeln!(f, "  {:<16}{}", "allowed users", or_none(users.collect()))?;
+    let cgroups = egress.allow_cgroups.iter().map(|c| c.path.clone());
+    writeln!(
+        f,
+        "  {:<16}{}",
+        "allowed cgroups",
+        or_none(cgroups.collect())
+    )?;
+    writeln!(
+        f,
+        "  {:<16}{}",
+        "forwarded SYNs",
+        if egress.forward_interfaces.is_empty() {
+            "not guarded (no forward_interfaces)".to_owned()
+        } else {
+            format!("guarded on {}", egress.forward_interfaces.join(", "))
+        }
+    )?;
+    writeln!(f, "  {:<16}every {} s", "names resolved", egress.refresh)
 }
 
 /// Lists at most this many entries of each list; the rest are counted.

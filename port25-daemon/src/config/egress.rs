@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use port25_common::egress::{MAX_CGROUPS, MAX_PORTS, MAX_USERS};
+use port25_common::egress::{MAX_CGROUPS, MAX_FORWARD, MAX_PORTS, MAX_USERS};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -29,6 +29,8 @@ pub(super) struct RawEgress {
     #[serde(default)]
     allow_cgroups: Vec<Spanned<String>>,
     cgroup: Option<Spanned<String>>,
+    #[serde(default)]
+    forward_interfaces: Vec<Spanned<String>>,
     refresh: Option<Spanned<i64>>,
 }
 
@@ -73,6 +75,9 @@ pub struct Egress {
     pub allow_cgroups: Vec<AllowedCgroup>,
     /// Where the hooks attach: a cgroup v2 directory (by default the root).
     pub cgroup: PathBuf,
+    /// Interfaces (a router's LAN side) where XDP drops forwarded SYNs to these ports unless to
+    /// a smart host.
+    pub forward_interfaces: Vec<String>,
     /// Seconds between resolving smart-host names again.
     pub refresh: u32,
 }
@@ -89,6 +94,7 @@ impl Egress {
             allow_users: Vec::new(),
             allow_cgroups: Vec::new(),
             cgroup: PathBuf::new(),
+            forward_interfaces: Vec::new(),
             refresh: 300,
         }
     }
@@ -146,6 +152,13 @@ impl Source<'_> {
         if mode == EgressMode::Off {
             // Nothing of the host is looked up for a guard that is off.
             return Ok(egress);
+        }
+        egress.forward_interfaces = self.interfaces(&raw.forward_interfaces)?;
+        if egress.forward_interfaces.len() > MAX_FORWARD {
+            return Err(self.error_at(
+                raw.forward_interfaces[MAX_FORWARD].span(),
+                format!("egress.forward_interfaces: at most {MAX_FORWARD} interfaces"),
+            ));
         }
         self.smart_hosts(&raw.smart_hosts, &mut egress)?;
         egress.allow_users = self.users(&raw.allow_users)?;

@@ -1,4 +1,4 @@
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -583,4 +583,75 @@ fn watched_directories_hold_list_files() {
     let err = Config::load(Some(&config)).unwrap_err();
     assert_error(&err, &config, Some(3), "cannot read directory");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn egress_is_validated_and_shown() {
+    let c = parse(
+        "interfaces = []\n[egress]\nmode = \"monitor\"\nports = [25, 2525]\n\
+         smart_hosts = [\"198.18.9.0/24\", \"2001:db8::25\", \"localhost\"]\n\
+         allow_users = [\"root\", 4242]\nforward_interfaces = [\"lo\", \"lo\"]\nrefresh = 60\n",
+    )
+    .unwrap();
+    let egress = &c.egress;
+    assert_eq!(egress.ports, vec![25, 2525]);
+    assert_eq!(egress.allow_users, vec![0, 4242]);
+    assert_eq!(
+        egress.forward_interfaces,
+        vec!["lo".to_owned()],
+        "deduplicated"
+    );
+    assert_eq!(egress.smart_host_names[0].name, "localhost");
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    assert!(egress.smart_host_names[0].addrs.contains(&loopback));
+    assert!(egress.smart_hosts.contains_net(&IpNet::from(loopback)));
+    assert_eq!(
+        egress.cgroup,
+        cgroup2_root().unwrap(),
+        "the cgroup2 root by default"
+    );
+    let text = c.to_string();
+    for needle in [
+        "(none: no XDP filter, the egress guard only)",
+        "monitor (count and log, refuse nothing), TCP ports 25, 2525",
+        "198.18.9.0/24, 2001:db8::25/128, localhost (127.0.0.1",
+        "uid 0, uid 4242",
+        "guarded on lo",
+        "every 60 s",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
+    assert!(
+        parse("[egress]\nmode = \"off\"\n")
+            .unwrap()
+            .to_string()
+            .contains("egress            off")
+    );
+}
+
+#[test]
+fn egress_mistakes_name_their_line() {
+    let base = "interfaces = []\n[egress]\nmode = \"enforce\"\n";
+    parse_error(
+        &format!("{base}allow_users = [\"no-such-user-p25\"]\n"),
+        4,
+        "no user \"no-such-user-p25\" in /etc/passwd",
+    );
+    parse_error(
+        &format!("{base}allow_cgroups = [\"no/such/cgroup\"]\n"),
+        4,
+        "no cgroup",
+    );
+    parse_error(
+        &format!("{base}smart_hosts = [\"198.18.0.0/33\"]\n"),
+        4,
+        "egress.smart_hosts",
+    );
+    let nine: Vec<String> = (0..9).map(|i| format!("\"eth{i}\"")).collect();
+    parse_error(
+        &format!("{base}forward_interfaces = [\n{}\n]\n", nine.join(",\n")),
+        13,
+        "at most 8 interfaces",
+    );
+    parse_error(&format!("{base}refresh = 1\n"), 4, "egress.refresh");
 }

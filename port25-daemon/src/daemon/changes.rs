@@ -57,6 +57,12 @@ pub(super) fn describe(old: &Config, new: &Config) -> Vec<String> {
             after.cgroup.display()
         ));
     }
+    if before.forward_interfaces != after.forward_interfaces {
+        out.push(format!(
+            "egress forward_interfaces {:?} -> {:?}",
+            before.forward_interfaces, after.forward_interfaces
+        ));
+    }
     if (&before.ports, &before.allow_users, &before.allow_cgroups)
         != (&after.ports, &after.allow_users, &after.allow_cgroups)
     {

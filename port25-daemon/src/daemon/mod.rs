@@ -118,7 +118,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     let (allow, deny) = effective_lists(&config, &runtime);
     tokio::task::block_in_place(|| datapath.apply_policy(&config, &allow, &deny))
         .context("writing the policy into the kernel maps")?;
-    for iface in &config.interfaces {
+    for iface in xdp_interfaces(&config) {
         let attachment = datapath.attach(iface, config.xdp_mode)?;
         info!(
             "attached to {} (ifindex {}) in {} XDP mode",
@@ -141,7 +141,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     let listener = bind(config.metrics_listen).await?;
     let server = tokio::spawn(Arc::clone(&metrics).serve(listener));
     if config.interfaces.is_empty() {
-        info!("no XDP filter (interfaces = []): the egress guard only");
+        info!("no XDP filter on incoming SMTP (interfaces = [])");
     } else {
         info!(
             "filtering TCP ports {:?} on {}: policy {}, mode {}, {} allow and {} deny entries ({} and {} runtime)",
@@ -166,6 +166,12 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
             egress.allow_users.len(),
             egress.allow_cgroups.len()
         );
+        if !egress.forward_interfaces.is_empty() {
+            info!(
+                "egress guard on forwarded SYNs arriving on {}",
+                egress.forward_interfaces.join(", ")
+            );
+        }
     }
     info!("metrics at http://{}/metrics", config.metrics_listen);
     let watched = watched_fingerprint(&config.watched_dirs);
@@ -255,6 +261,12 @@ impl Daemon {
             warn!("{warning}");
         }
         let (allow, deny) = effective_lists(&next, &self.runtime);
+        // Forward-only interfaces go before the policy that no longer lists them (or the ingress
+        // filter would judge them) and come after the one that does.
+        let (gone, added) = forward_changes(&self.config, &next);
+        for iface in &gone {
+            self.datapath.detach(iface);
+        }
         // Hooks come before the policy that uses them and go after the policy that no longer
         // does; until their settings arrive, new hooks let everything through.
         if next.egress.mode != EgressMode::Off {
@@ -265,6 +277,13 @@ impl Daemon {
             .context("writing the new policy into the kernel maps")?;
         if next.egress.mode == EgressMode::Off {
             sync_hooks(&mut self.datapath, &next.egress)?;
+        }
+        for iface in &added {
+            let attachment = self.datapath.attach(iface, next.xdp_mode)?;
+            info!(
+                "attached to {} (ifindex {}) in {} XDP mode for the forwarded-SMTP guard",
+                attachment.iface, attachment.ifindex, attachment.mode
+            );
         }
         let described = changes::describe(&self.config, &next);
         info!(
@@ -394,6 +413,41 @@ impl Daemon {
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
     }
+}
+
+/// Where the XDP program goes: the protected interfaces, and the egress guard's forward
+/// interfaces (judged for forwarded SYNs only, unless protected too).
+fn xdp_interfaces(config: &Config) -> impl Iterator<Item = &String> {
+    let forward = match config.egress.mode {
+        EgressMode::Off => &[][..],
+        _ => &config.egress.forward_interfaces[..],
+    };
+    let extra = forward
+        .iter()
+        .filter(|name| !config.interfaces.contains(name));
+    config.interfaces.iter().chain(extra)
+}
+
+/// The forward-only XDP interfaces a reload from `old` to `new` detaches and attaches.
+fn forward_changes(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
+    let forward_only = |config: &Config| -> Vec<String> {
+        xdp_interfaces(config)
+            .filter(|name| !config.interfaces.contains(name))
+            .cloned()
+            .collect()
+    };
+    let (before, after) = (forward_only(old), forward_only(new));
+    let gone = before
+        .iter()
+        .filter(|n| !after.contains(n))
+        .cloned()
+        .collect();
+    let added = after
+        .iter()
+        .filter(|n| !before.contains(n))
+        .cloned()
+        .collect();
+    (gone, added)
 }
 
 /// Attaches the egress guard's hooks where `egress` says, or detaches them (those a killed daemon

@@ -5,10 +5,10 @@ use tracing::{error, info};
 use super::Daemon;
 use crate::{
     config::parse_cidr,
-    datapath::ifname,
+    datapath::{EgressCounters, EgressCounts, ifname},
     model::ListKind,
     proto::{
-        ConnectCount, EgressStatus, InterfaceStatus, ListReply, ListStatus, Request, Response,
+        EgressCount, EgressStatus, InterfaceStatus, ListReply, ListStatus, Request, Response,
         SmartHostStatus, Status, counter_rows,
     },
     runtime::now_unix,
@@ -177,12 +177,20 @@ impl Daemon {
         let names = std::fs::read_to_string("/etc/passwd")
             .map(|text| users::names_by_uid(&text))
             .unwrap_or_default();
-        let connects = match self.egress_counters.connects() {
-            Ok(connects) => connects,
-            Err(err) => {
+        let counts = |read: fn(&EgressCounters) -> Result<EgressCounts, _>| {
+            let counts = read(&self.egress_counters).unwrap_or_else(|err| {
                 error!("reading the egress counters: {err:#}");
                 Vec::new()
-            }
+            });
+            counts
+                .into_iter()
+                .filter(|(_, _, n)| *n > 0)
+                .map(|(verdict, reason, count)| EgressCount {
+                    verdict: verdict.label().to_owned(),
+                    reason: reason.label().to_owned(),
+                    count,
+                })
+                .collect()
         };
         EgressStatus {
             mode: egress.mode,
@@ -215,15 +223,9 @@ impl Daemon {
                 .iter()
                 .map(|c| c.path.clone())
                 .collect(),
-            connects: connects
-                .into_iter()
-                .filter(|(_, _, n)| *n > 0)
-                .map(|(verdict, reason, connects)| ConnectCount {
-                    verdict: verdict.label().to_owned(),
-                    reason: reason.label().to_owned(),
-                    connects,
-                })
-                .collect(),
+            forward_interfaces: egress.forward_interfaces.clone(),
+            connects: counts(EgressCounters::connects),
+            forwarded: counts(EgressCounters::forwarded),
             events_lost: self.egress_counters.lost().unwrap_or(0),
             events_kept: self.egress_log.lock().len(),
         }

@@ -136,39 +136,53 @@ impl Datapath {
         RingBuf::try_from(map).map_err(Error::map(maps::EGRESS_EVENTS))
     }
 
-    /// The connect counters and the lost-event counter, for the metrics collector.
+    /// The connect counters, the forwarded-SYN counters and the lost-event counter, for the
+    /// metrics collector and the status.
     pub fn take_egress_counters(&mut self) -> Result<EgressCounters, Error> {
-        let connects = take_map(&mut self.ebpf, maps::EGRESS_COUNTERS)?;
-        let lost = take_map(&mut self.ebpf, maps::EGRESS_EVENTS_LOST)?;
+        let mut counter = |name: &'static str| {
+            let map = take_map(&mut self.ebpf, name)?;
+            PerCpuArray::try_from(map).map_err(Error::map(name))
+        };
         Ok(EgressCounters {
-            connects: PerCpuArray::try_from(connects).map_err(Error::map(maps::EGRESS_COUNTERS))?,
-            lost: PerCpuArray::try_from(lost).map_err(Error::map(maps::EGRESS_EVENTS_LOST))?,
+            connects: counter(maps::EGRESS_COUNTERS)?,
+            forwarded: counter(maps::EGRESS_FORWARDED)?,
+            lost: counter(maps::EGRESS_EVENTS_LOST)?,
         })
     }
 }
 
-/// What the connect hooks counted.
+/// What the egress guard counted.
 pub struct EgressCounters {
     connects: PerCpuArray<MapData, u64>,
+    forwarded: PerCpuArray<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
 }
 
+/// Counts by (verdict, reason), summed over CPUs; every pair, zeros too.
+pub type EgressCounts = Vec<(Verdict, Reason, u64)>;
+
 impl EgressCounters {
-    /// Connects to guarded ports by (verdict, reason), summed over CPUs; every pair, zeros too.
-    pub fn connects(&self) -> Result<Vec<(Verdict, Reason, u64)>, Error> {
-        (0..egress::COUNTER_SLOTS)
-            .filter_map(|slot| egress::slot_meaning(slot).map(|pair| (slot, pair)))
-            .map(|(slot, (verdict, reason))| {
-                let total = sum(&self.connects, slot, maps::EGRESS_COUNTERS)?;
-                Ok((verdict, reason, total))
-            })
-            .collect()
+    /// Outbound connects to guarded ports (the cgroup hooks).
+    pub fn connects(&self) -> Result<EgressCounts, Error> {
+        by_slot(&self.connects, maps::EGRESS_COUNTERS)
+    }
+
+    /// Forwarded SYNs to guarded ports (XDP on `forward_interfaces`).
+    pub fn forwarded(&self) -> Result<EgressCounts, Error> {
+        by_slot(&self.forwarded, maps::EGRESS_FORWARDED)
     }
 
     /// Events the ring buffer had no room for.
     pub fn lost(&self) -> Result<u64, Error> {
         sum(&self.lost, 0, maps::EGRESS_EVENTS_LOST)
     }
+}
+
+fn by_slot(map: &PerCpuArray<MapData, u64>, name: &'static str) -> Result<EgressCounts, Error> {
+    (0..egress::COUNTER_SLOTS)
+        .filter_map(|slot| egress::slot_meaning(slot).map(|pair| (slot, pair)))
+        .map(|(slot, (verdict, reason))| Ok((verdict, reason, sum(map, slot, name)?)))
+        .collect()
 }
 
 fn sum(map: &PerCpuArray<MapData, u64>, slot: u32, name: &'static str) -> Result<u64, Error> {

@@ -99,6 +99,26 @@ impl Datapath {
         Ok(&self.attachments[self.attachments.len() - 1])
     }
 
+    /// Detaches from `iface` (its XDP and TC links go, with their pins); nothing if not attached.
+    pub fn detach(&mut self, iface: &str) {
+        let Some(at) = self.attachments.iter().position(|a| a.iface == iface) else {
+            return;
+        };
+        let attachment = self.attachments.remove(at);
+        let paths = [
+            self.pins.xdp_link(attachment.mode, iface),
+            self.pins.egress_link(iface),
+        ];
+        let (gone, kept) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|link| paths.contains(&link.path));
+        self.links = kept;
+        for link in gone {
+            link.release();
+        }
+        tracing::info!("detached from {iface}");
+    }
+
     fn attach_xdp(
         &mut self,
         iface: &str,

@@ -28,7 +28,7 @@ use port25_common::{
     Counter, CounterKey, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key, V6Key, Verdict, maps,
 };
 
-pub use self::egress::{EgressCounters, parse_event};
+pub use self::egress::{EgressCounters, EgressCounts, parse_event};
 use self::links::HeldLink;
 pub use self::links::{Attachment, ifname, pinned_link_ids, wait_links_gone};
 use crate::{

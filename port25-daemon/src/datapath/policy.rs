@@ -18,7 +18,6 @@ use port25_common::{
 
 use super::{Datapath, Error};
 use crate::{
-    config::Egress,
     config::{CidrSet, Config},
     model::{EgressMode, ListKind, Mode, Policy},
 };
@@ -163,7 +162,7 @@ impl Datapath {
             }
         }
         self.array::<EgressSettings>(maps::EGRESS)?
-            .set(slot, egress_settings_of(&config.egress), 0)
+            .set(slot, egress_settings_of(config), 0)
             .map_err(Error::map(maps::EGRESS))?;
         for net in config.egress.smart_hosts.iter() {
             self.insert(generation, Table::SmartHosts, &net)?;
@@ -269,6 +268,10 @@ fn settings_of(config: &Config) -> Settings {
         },
         ipv4_prefix: u32::from(limits.ipv4_prefix),
         ipv6_prefix: u32::from(limits.ipv6_prefix),
+        forward_guard: u32::from(
+            config.egress.mode != EgressMode::Off && !config.egress.forward_interfaces.is_empty(),
+        ),
+        _pad: 0,
         syn_interval_ns,
         syn_tolerance_ns,
         global_interval_ns,
@@ -292,9 +295,22 @@ fn prefix_bits(cidr_prefix: u8) -> u32 {
     GENERATION_BITS + u32::from(cidr_prefix)
 }
 
-/// The kernel's form of `[egress]`: counts and fixed arrays (config checked the bounds).
-fn egress_settings_of(config: &Egress) -> EgressSettings {
+/// The kernel's form of `[egress]`: counts and fixed arrays (config checked the bounds and that
+/// the interfaces exist).
+fn egress_settings_of(full: &Config) -> EgressSettings {
+    let config = &full.egress;
     let mut settings = EgressSettings::OFF;
+    let forward = config
+        .forward_interfaces
+        .iter()
+        .filter_map(|name| super::links::ifindex(name).map(|index| (name, index)));
+    for (i, (name, index)) in forward.take(egress::MAX_FORWARD).enumerate() {
+        settings.forward_ifindexes[i] = index;
+        if !full.interfaces.contains(name) {
+            settings.forward_only |= 1 << i;
+        }
+        settings.forward_count += 1;
+    }
     settings.mode = match config.mode {
         EgressMode::Off => egress::MODE_OFF,
         EgressMode::Monitor => egress::MODE_MONITOR,

@@ -11,7 +11,11 @@ use prometheus_client::{
 use std::sync::{Arc, RwLock};
 
 use super::{Snapshot, TOP_K};
-use crate::{datapath::EgressCounters, egress_log::SharedLog, model::EgressMode};
+use crate::{
+    datapath::{EgressCounters, EgressCounts},
+    egress_log::SharedLog,
+    model::EgressMode,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConnectLabels {
@@ -44,9 +48,23 @@ impl std::fmt::Debug for EgressCollector {
     }
 }
 
+/// A counter family of the egress guard: name, help, how to read it, which pairs it can count.
+type EgressFamily = (
+    &'static str,
+    &'static str,
+    fn(&EgressCounters) -> Result<EgressCounts, crate::datapath::Error>,
+    fn(Verdict, Reason) -> bool,
+);
+
 /// Whether the hooks can reach `verdict` for `reason`: only processes not allowed are refused.
-fn possible(verdict: Verdict, reason: Reason) -> bool {
+fn possible_connect(verdict: Verdict, reason: Reason) -> bool {
     (verdict == Verdict::Allow) == (reason != Reason::NotAllowed)
+}
+
+/// Forwarded SYNs have no process, so no allowed user or cgroup.
+fn possible_forwarded(verdict: Verdict, reason: Reason) -> bool {
+    possible_connect(verdict, reason)
+        && !matches!(reason, Reason::AllowedUser | Reason::AllowedCgroup)
 }
 
 impl Collector for EgressCollector {
@@ -73,23 +91,35 @@ impl Collector for EgressCollector {
             ConstGauge::new(i64::from(cgroup.is_some()))
                 .encode(attached.encode_family(&labels)?)?;
         }
-        let connects = self.counters.connects().unwrap_or_else(|err| {
-            tracing::warn!("reading the egress counters failed: {err:#}");
-            Vec::new()
-        });
-        let mut family = encoder.encode_descriptor(
-            "port25_egress_connects",
-            "Outbound TCP connects to guarded ports judged by the egress guard",
-            None,
-            MetricType::Counter,
-        )?;
-        for (verdict, reason, total) in connects {
-            if possible(verdict, reason) {
-                let labels = ConnectLabels {
-                    verdict: verdict.label(),
-                    reason: reason.label(),
-                };
-                ConstCounter::new(total).encode(family.encode_family(&labels)?)?;
+        let families: [EgressFamily; 2] = [
+            (
+                "port25_egress_connects",
+                "Outbound TCP connects to guarded ports judged by the egress guard",
+                EgressCounters::connects,
+                possible_connect,
+            ),
+            (
+                "port25_egress_forwarded",
+                "Forwarded TCP SYNs to guarded ports judged by the egress guard's XDP side on \
+                 forward_interfaces (no process is known there)",
+                EgressCounters::forwarded,
+                possible_forwarded,
+            ),
+        ];
+        for (name, help, read, possible) in families {
+            let counts = read(&self.counters).unwrap_or_else(|err| {
+                tracing::warn!("reading the egress counters failed: {err:#}");
+                Vec::new()
+            });
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (verdict, reason, total) in counts {
+                if possible(verdict, reason) {
+                    let labels = ConnectLabels {
+                        verdict: verdict.label(),
+                        reason: reason.label(),
+                    };
+                    ConstCounter::new(total).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         let lost = encoder.encode_descriptor(

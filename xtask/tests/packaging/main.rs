@@ -40,6 +40,7 @@ const METRICS: &[&str] = &[
     "port25_interfaces_configured",
     "port25_egress_attached",
     "port25_egress_connects_total",
+    "port25_egress_forwarded_total",
     "port25_egress_events_lost_total",
     "port25_egress_top_denied",
 ];

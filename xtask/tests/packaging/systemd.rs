@@ -29,7 +29,7 @@ i=0; until metrics | grep -q '^port25_attached{iface="p25a"'; do
     i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.2; done
 systemctl is-active -q port25d.service && ok active || fail active "$(systemctl is-active port25d.service)"
 metrics | grep -q '^port25_attached{iface="p25a".* 1$' && ok attached || fail attached "no port25_attached for p25a"
-[ -e /sys/fs/bpf/port25/maps-v2/SOURCES ] && [ -e /sys/fs/bpf/port25/links/xdp-native-p25a ] && ok pinned || fail pinned "no maps or links pinned in /sys/fs/bpf/port25: $(ls -R /sys/fs/bpf/port25 2>&1)"
+[ -e /sys/fs/bpf/port25/maps-v*/SOURCES ] && [ -e /sys/fs/bpf/port25/links/xdp-native-p25a ] && ok pinned || fail pinned "no maps or links pinned in /sys/fs/bpf/port25: $(ls -R /sys/fs/bpf/port25 2>&1)"
 # The host's bpffs (bind-mounted by nspawn): the pins outlive the daemon, and it says so, though
 # the unit hides PID 1 from it (ProtectProc=invisible).
 metrics | grep -q '^port25_pins_persistent 1$' && ok persistent || fail persistent "$(metrics | grep pins_persistent)"

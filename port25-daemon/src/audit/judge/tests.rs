@@ -188,7 +188,8 @@ fn listener_covered_everywhere_is_ok_and_says_how() {
     };
     let report = judge(&host, &filter);
     assert_eq!(listener(&report, 25).verdict, filtered(false));
-    assert_eq!(report.summary.line(), "nothing needs action: 1 ok, 0 info");
+    // The info: the egress guard is off.
+    assert_eq!(report.summary.line(), "nothing needs action: 1 ok, 1 info");
 
     filter.monitor = true;
     assert_eq!(listener(&judge(&host, &filter), 25).verdict, filtered(true));
@@ -288,8 +289,8 @@ fn unknown_owner_is_said_and_does_not_change_the_verdict() {
 fn no_listener_is_said() {
     let host = host(Vec::new(), &[]);
     let report = judge(&host, &nothing());
-    assert_eq!(report.findings.len(), 1);
-    assert_eq!(report.findings[0].kind, Kind::NoListener);
+    let kinds: Vec<Kind> = report.findings.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [Kind::NoListener, Kind::Egress]);
     assert_eq!(report.findings[0].level, Level::Ok);
     assert!(!report.summary.needs_action);
 }
@@ -516,5 +517,52 @@ fn summary_lines() {
     assert_eq!(
         one.line(),
         "1 finding needs action (1 NOT PROTECTED, 0 CHECK); 0 ok, 0 info"
+    );
+}
+
+#[test]
+fn the_egress_guard_is_judged_with_what_it_refused() {
+    let levels = |egress: &EgressView| -> Vec<(Level, String)> {
+        judge_egress(egress)
+            .into_iter()
+            .map(|f| (f.level, f.verdict.to_string()))
+            .collect()
+    };
+    let off = levels(&EgressView::default());
+    assert_eq!(off.len(), 1);
+    assert_eq!(off[0].0, Level::Info, "{off:?}");
+    assert!(off[0].1.contains("not guarded"), "{off:?}");
+
+    let detached = EgressView {
+        mode: EgressMode::Enforce,
+        ..EgressView::default()
+    };
+    assert_eq!(levels(&detached)[0].0, Level::NotProtected);
+
+    let guarded = EgressView {
+        mode: EgressMode::Monitor,
+        cgroup: Some("/sys/fs/cgroup".to_owned()),
+        whole_host: true,
+        pinned: false,
+        refused: vec![Refused {
+            comm: "perl".to_owned(),
+            user: "www-data".to_owned(),
+            cgroup: "/system.slice/php-fpm.service".to_owned(),
+            connects: 12,
+            destinations: vec!["192.0.2.7:25".to_owned()],
+        }],
+    };
+    let found = levels(&guarded);
+    assert_eq!(found[0].0, Level::Ok);
+    assert!(
+        found[0]
+            .1
+            .contains("every process on the host (monitor mode"),
+        "{found:?}"
+    );
+    assert_eq!(found[1].0, Level::Check);
+    assert!(
+        found[1].1.contains("perl tried outbound SMTP to servers that are not smart hosts 12 times (let through: monitor mode)"),
+        "{found:?}"
     );
 }

@@ -7,6 +7,7 @@
 //! and fails loudly otherwise.
 
 mod daemon;
+mod egress;
 mod flood;
 mod kernel;
 mod programs;
@@ -55,6 +56,8 @@ pub struct Settings {
     /// Allow entries of the loaded daemon in section 5.
     pub daemon_entries: usize,
     pub scrapes: usize,
+    /// TCP connects per round of section 6.
+    pub connects: u32,
 }
 
 impl Settings {
@@ -69,6 +72,7 @@ impl Settings {
                 messages: 2,
                 daemon_entries: 10_000,
                 scrapes: 3,
+                connects: 2_000,
             }
         } else {
             Self {
@@ -80,6 +84,7 @@ impl Settings {
                 messages: 50,
                 daemon_entries: 1_000_000,
                 scrapes: 20,
+                connects: 20_000,
             }
         }
     }
@@ -115,6 +120,8 @@ fn run(cli: &Cli) -> Result<()> {
     let flood = flood::flood(&settings)?;
     eprintln!("bench: 5. daemon");
     let daemon = daemon::daemon(&settings)?;
+    eprintln!("bench: 6. egress guard");
+    let egress = egress::egress(&settings)?;
 
     let results = report::Results {
         machine: sys::Machine::describe(),
@@ -125,6 +132,8 @@ fn run(cli: &Cli) -> Result<()> {
         flood,
         daemon,
         scrapes: settings.scrapes,
+        egress,
+        connects: settings.connects,
     };
     let headline = report::headline(&results)?;
     let write = |name: &str, text: String| {

@@ -291,7 +291,8 @@ fn egress_of(control_socket: &Path, status: &EgressStatus, notes: &mut Vec<Strin
         }
     }
     view.refused = by_process.into_values().collect();
-    view.refused.sort_by_key(|refused| std::cmp::Reverse(refused.connects));
+    view.refused
+        .sort_by_key(|refused| std::cmp::Reverse(refused.connects));
     view
 }
 

@@ -10,15 +10,7 @@ pub struct Cgroup {
 impl Cgroup {
     /// `<cgroup2 root>/p25t-<pid>-<tag>`.
     pub fn new(tag: &str) -> Self {
-        let mounts = fs::read_to_string("/proc/self/mounts").expect("/proc/self/mounts readable");
-        let root = mounts
-            .lines()
-            .find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
-            })
-            .expect("a cgroup2 file system is mounted (the egress tests need cgroup v2)");
-        let path = root.join(unique_name(tag));
+        let path = cgroup2_root().join(unique_name(tag));
         fs::create_dir(&path)
             .unwrap_or_else(|err| panic!("cannot create cgroup {}: {err}", path.display()));
         Self { path }
@@ -53,4 +45,26 @@ impl Drop for Cgroup {
             eprintln!("lab: warning: cannot remove cgroup {}", self.path.display());
         }
     }
+}
+
+/// Where the cgroup2 hierarchy is mounted.
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = fs::read_to_string("/proc/self/mounts").expect("/proc/self/mounts readable");
+    mounts
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
+        })
+        .expect("a cgroup2 file system is mounted (the egress tests need cgroup v2)")
+}
+
+/// The cgroup directory this process is in.
+pub fn current_cgroup() -> PathBuf {
+    let text = fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup readable");
+    let relative = text
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .expect("a cgroup v2 line in /proc/self/cgroup");
+    cgroup2_root().join(relative.trim_start_matches('/'))
 }

@@ -61,10 +61,28 @@ systemctl is-active -q port25d.service && ok still-active || fail still-active "
 metrics | grep -q '^port25_config_reloads_total{result="success"} 1$' && ok no-hup || fail no-hup "$(metrics | grep reloads_total)"
 cp /tmp/good.toml /etc/port25/port25.toml
 
+# The egress guard under the unit's sandbox: hooks on a child cgroup the script makes, a process
+# there refused (EPERM, not ENETUNREACH: the container has no route out), named in the journal.
+CG=$(grep -m1 ' cgroup2 ' /proc/self/mounts | cut -d' ' -f2)
+mkdir "$CG/p25egress"
+sed -i -e '/^\[egress\]/,$ s/^mode = "off"/mode = "enforce"/' \
+    -e "s|^cgroup = \"\"|cgroup = \"$CG/p25egress\"|" /etc/port25/port25.toml
+systemctl reload port25d.service && ok egress-reload || fail egress-reload "$(tail -3 /etc/port25/port25.toml)"
+i=0; until metrics | grep -q '^port25_egress_attached{.*} 1$'; do
+    i=$((i+1)); [ $i -gt 50 ] && break; sleep 0.2; done
+metrics | grep -q '^port25_egress_attached{mode="enforce".*} 1$' && ok egress-attached || fail egress-attached "$(metrics | grep egress_attached)"
+refused=$(sh -c 'echo $$ > "$0/cgroup.procs" && exec perl -MIO::Socket::INET -e "IO::Socket::INET->new(PeerAddr => q(198.18.9.9:25), Timeout => 2) or print qq(\$!\n)"' "$CG/p25egress" 2>&1 </dev/null)
+echo "$refused" | grep -q 'not permitted' && ok egress-refused || fail egress-refused "$refused"
+i=0; until journalctl -u port25d.service --no-pager | grep -q 'refused outbound connect to 198.18.9.9:25: perl (pid'; do
+    i=$((i+1)); [ $i -gt 50 ] && break; sleep 0.2; done
+journalctl -u port25d.service --no-pager | grep -q "refused outbound connect to 198.18.9.9:25: perl (pid .*cgroup /p25egress)" && ok egress-event || fail egress-event "$(journalctl -u port25d.service --no-pager | grep egress | tail -3)"
+cp /tmp/good.toml /etc/port25/port25.toml
+
 systemctl stop port25d.service
 systemctl is-active -q port25d.service && fail stop "still active" || ok stop
 journalctl -u port25d.service --no-pager | grep -q 'detached from p25a' && ok detached || fail detached "no 'detached from p25a' in the journal"
 [ -e /sys/fs/bpf/port25 ] && fail unpinned "pins left behind: $(ls -R /sys/fs/bpf/port25 2>&1)" || ok unpinned
+rmdir "$CG/p25egress" || echo "note: cannot remove $CG/p25egress"
 echo "--- journal"
 journalctl -u port25d.service --no-pager | tail -40
 "#;
@@ -245,6 +263,10 @@ fn unit_runs_under_systemd() {
         "reload-refused",
         "still-active",
         "no-hup",
+        "egress-reload",
+        "egress-attached",
+        "egress-refused",
+        "egress-event",
         "stop",
         "detached",
         "unpinned",

@@ -15,8 +15,9 @@
 use std::{
     ffi::OsStr,
     fs,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -387,7 +388,31 @@ fn monitor_mode_lets_connects_through_and_reports_them() {
     let lab = Lab::new("monitor");
     let _sinks = lab.sinks();
     let daemon = lab.start(&lab.smart_config("monitor"));
+    // `egress log --follow` prints events as they come.
+    let mut follower = Command::new(Daemon::binary())
+        .args(["egress", "log", "--follow", "--json", "--control-socket"])
+        .arg(daemon.control_socket())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, followed) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let attempt = lab.connect(&["tcp", OTHER_V4, "25"]);
+    let line = followed.recv_timeout(Duration::from_secs(5));
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let line = line.unwrap_or_else(|_| panic!("--follow printed nothing:\n{}", daemon.log()));
+    assert!(
+        line.contains(&format!("\"pid\":{},", attempt.pid)),
+        "{line}"
+    );
     assert_eq!(
         attempt.ok, 1,
         "monitor mode refuses nothing: {}",
@@ -737,4 +762,94 @@ fn a_router_forwards_smtp_from_its_lan_only_to_the_smart_hosts() {
     });
     assert!(through.is_some(), "monitor mode:\n{}", daemon.log());
     assert!(forwarded(&daemon.scrape(), "would_deny", "not_allowed") >= 1.0);
+}
+
+#[test]
+fn a_cgroup_held_in_exclusive_mode_is_refused_clearly() {
+    let lab = Lab::new("exclusive");
+    let daemon_config = lab.smart_config("enforce");
+    let mut daemon = lab.start(&daemon_config);
+    // Another program holds a second cgroup's connect4 hook in exclusive mode (bpftool's
+    // default): port25's own program, attached the old way, without a link.
+    let held = Cgroup::new("eg-held");
+    let pin = lab.bpf.pin_dir().join("links/cgroup-connect4");
+    let link = bpftool(&["link", "show", "pinned", pin.to_str().unwrap()]);
+    let prog = link
+        .split_whitespace()
+        .skip_while(|word| *word != "prog")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no program id in {link:?}"))
+        .to_owned();
+    let _exclusive = ExclusiveAttach::new(held.path(), &prog);
+
+    let config = fs::read_to_string(&daemon_config).unwrap().replace(
+        &format!("cgroup = \"{}\"", lab.cgroup.path().display()),
+        &format!("cgroup = \"{}\"", held.path().display()),
+    );
+    fs::write(&daemon_config, config).unwrap();
+    daemon.hup();
+    let rejected = poll(Duration::from_secs(5), || {
+        let log = daemon.log();
+        log.lines()
+            .find(|line| line.contains("reload rejected"))
+            .map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("no rejected reload:\n{}", daemon.log()));
+    assert!(
+        rejected.contains(&format!(
+            "the kernel refused to attach the egress guard to cgroup {}",
+            held.path().display()
+        )) && rejected.contains("exclusive mode"),
+        "{rejected}"
+    );
+    // The guard is back where it was.
+    assert_eq!(
+        lab.connect(&["tcp", OTHER_V4, "25"]).refused,
+        1,
+        "{}",
+        daemon.log()
+    );
+}
+
+/// `bpftool cgroup attach CGROUP cgroup_inet4_connect id PROG` (exclusive), detached on drop.
+struct ExclusiveAttach {
+    cgroup: String,
+    prog: String,
+}
+
+impl ExclusiveAttach {
+    fn new(cgroup: &Path, prog: &str) -> Self {
+        let attach = Self {
+            cgroup: cgroup.to_str().unwrap().to_owned(),
+            prog: prog.to_owned(),
+        };
+        let out = Command::new("bpftool")
+            .args([
+                "cgroup",
+                "attach",
+                &attach.cgroup,
+                "cgroup_inet4_connect",
+                "id",
+                prog,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bpftool cgroup attach: {out:?}");
+        attach
+    }
+}
+
+impl Drop for ExclusiveAttach {
+    fn drop(&mut self) {
+        let _ = Command::new("bpftool")
+            .args([
+                "cgroup",
+                "detach",
+                &self.cgroup,
+                "cgroup_inet4_connect",
+                "id",
+                &self.prog,
+            ])
+            .output();
+    }
 }

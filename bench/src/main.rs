@@ -12,6 +12,7 @@ mod flood;
 mod kernel;
 mod programs;
 mod report;
+mod svg;
 mod sys;
 mod xdpfilter;
 
@@ -141,11 +142,8 @@ fn run(cli: &Cli) -> Result<()> {
         fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
     };
     write("report.md", report::markdown(&results, &headline))?;
-    write(
-        "per-packet.svg",
-        report::per_packet_svg(&results.per_packet),
-    )?;
-    write("flood.svg", report::flood_svg(&results.flood))?;
+    write("per-packet.svg", svg::per_packet_svg(&results.per_packet))?;
+    write("flood.svg", svg::flood_svg(&results.flood))?;
     report::check_complete(&results)?;
     println!(
         "bench: wrote {} in {:.0} s; port25 vs floor {:.2}x, vs xdp-filter {}, iptables CPU {:.2}x port25's, nftables {:.2}x",

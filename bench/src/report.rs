@@ -1,4 +1,4 @@
-//! The report: markdown tables and two hand-written SVG bar charts.
+//! The report: markdown tables (the SVG bar charts are in `svg.rs`).
 
 use std::fmt::Write as _;
 
@@ -132,15 +132,36 @@ pub(crate) fn check_complete(r: &Results) -> Result<()> {
     Ok(())
 }
 
-fn mail_cells(m: &Mail) -> String {
+fn mail_cells(m: &Mail) -> [String; 3] {
+    let delivered = format!("{}/{}", m.delivered, m.sent);
     if m.delivered == 0 {
-        format!("{}/{} | - | -", m.delivered, m.sent)
+        [delivered, "-".into(), "-".into()]
     } else {
-        format!(
-            "{}/{} | {:.1} | {:.1}",
-            m.delivered, m.sent, m.p50_ms, m.p99_ms
-        )
+        [
+            delivered,
+            format!("{:.1}", m.p50_ms),
+            format!("{:.1}", m.p99_ms),
+        ]
     }
+}
+
+/// A markdown table: the header, its alignment row (`l` or `r` a column), the rows, a blank line.
+fn table(
+    s: &mut String,
+    header: &[&str],
+    align: &str,
+    rows: impl IntoIterator<Item = Vec<String>>,
+) {
+    let _ = writeln!(s, "| {} |", header.join(" | "));
+    let rule: Vec<&str> = align
+        .chars()
+        .map(|a| if a == 'r' { "---:" } else { "---" })
+        .collect();
+    let _ = writeln!(s, "|{}|", rule.join("|"));
+    for row in rows {
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
+    s.push('\n');
 }
 
 pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
@@ -208,37 +229,47 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
          prefixes, no rate limiting).\n",
         pp.repeat, pp.rounds, pp.floor_pass_ns, pp.floor_drop_ns
     );
-    let _ = writeln!(
-        s,
-        "| path | action | port25 ns | port25 / floor | xdp-filter ns | xdp-filter / floor | port25 / xdp-filter |"
-    );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
-    for row in &pp.rows {
-        let floor = pp.floor_for(row.expected);
-        let (xf_ns, xf_ratio, vs) = match &row.xdp_filter {
-            Ok((ns, a)) => (
-                format!("{ns:.1} ({})", action(*a)),
-                ratio(*ns, floor),
-                ratio(row.port25_ns, *ns),
-            ),
-            Err(why) => (format!("n/a: {why}"), "n/a".into(), "n/a".into()),
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.1} | {} | {} | {} | {} |",
-            row.path,
-            action(row.expected),
-            row.port25_ns,
-            ratio(row.port25_ns, floor),
-            xf_ns,
-            xf_ratio,
-            vs
-        );
+    let mut rows: Vec<Vec<String>> = pp
+        .rows
+        .iter()
+        .map(|row| {
+            let floor = pp.floor_for(row.expected);
+            let (xf_ns, xf_ratio, vs) = match &row.xdp_filter {
+                Ok((ns, a)) => (
+                    format!("{ns:.1} ({})", action(*a)),
+                    ratio(*ns, floor),
+                    ratio(row.port25_ns, *ns),
+                ),
+                Err(why) => (format!("n/a: {why}"), "n/a".into(), "n/a".into()),
+            };
+            let port25 = [format!("{:.1}", row.port25_ns), ratio(row.port25_ns, floor)];
+            [row.path.to_owned(), action(row.expected).to_owned()]
+                .into_iter()
+                .chain(port25)
+                .chain([xf_ns, xf_ratio, vs])
+                .collect()
+        })
+        .collect();
+    for (name, verdict, ns) in [
+        ("floor: bare XDP_PASS", "pass", pp.floor_pass_ns),
+        ("floor: bare XDP_DROP", "drop", pp.floor_drop_ns),
+    ] {
+        let cells = [name, verdict, &format!("{ns:.1}"), "1.00x", "", "", ""];
+        rows.push(cells.map(str::to_owned).to_vec());
     }
-    let _ = writeln!(
-        s,
-        "| floor: bare XDP_PASS | pass | {:.1} | 1.00x | | | |\n| floor: bare XDP_DROP | drop | {:.1} | 1.00x | | | |\n",
-        pp.floor_pass_ns, pp.floor_drop_ns
+    table(
+        &mut s,
+        &[
+            "path",
+            "action",
+            "port25 ns",
+            "port25 / floor",
+            "xdp-filter ns",
+            "xdp-filter / floor",
+            "port25 / xdp-filter",
+        ],
+        "llrrrrr",
+        rows,
     );
 
     let _ = writeln!(s, "## 2. List scale\n");
@@ -249,26 +280,33 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
          into the kernel as one policy generation; memory = the four list maps' kernel memory \
          (`bpftool map show` memlock, the kernel's own accounting).\n"
     );
-    let _ = writeln!(
-        s,
-        "| prefixes per family | IPv4 allowed ns | IPv4 dropped ns | IPv6 allowed ns | IPv6 dropped ns | dropped v4 / floor | load s | kernel memory KiB |"
-    );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for row in &r.scale {
-        let _ = writeln!(
-            s,
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.1} |",
-            row.entries,
-            row.v4_allowed_ns,
-            row.v4_dropped_ns,
-            row.v6_allowed_ns,
-            row.v6_dropped_ns,
+    let rows = r.scale.iter().map(|row| {
+        vec![
+            row.entries.to_string(),
+            format!("{:.1}", row.v4_allowed_ns),
+            format!("{:.1}", row.v4_dropped_ns),
+            format!("{:.1}", row.v6_allowed_ns),
+            format!("{:.1}", row.v6_dropped_ns),
             ratio(row.v4_dropped_ns, pp.floor_drop_ns),
-            row.load_seconds,
-            row.kernel_bytes as f64 / 1024.0
-        );
-    }
-    s.push('\n');
+            format!("{:.2}", row.load_seconds),
+            format!("{:.1}", row.kernel_bytes as f64 / 1024.0),
+        ]
+    });
+    table(
+        &mut s,
+        &[
+            "prefixes per family",
+            "IPv4 allowed ns",
+            "IPv4 dropped ns",
+            "IPv6 allowed ns",
+            "IPv6 dropped ns",
+            "dropped v4 / floor",
+            "load s",
+            "kernel memory KiB",
+        ],
+        "rrrrrrrr",
+        rows,
+    );
 
     let _ = writeln!(s, "## 3. SYN flood at the receiver\n");
     let f = &r.flood;
@@ -299,12 +337,7 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
         f.batch_size, r.machine.cores
     );
     let port25 = flood_row(f, Receiver::Port25);
-    let _ = writeln!(
-        s,
-        "| receiver | offered pps | received pps | dropped pps | dropped / port25's | receiver CPU ms per million | CPU / port25's | receiver core |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for row in &f.rows {
+    let rows = f.rows.iter().map(|row| {
         let dropped = row
             .dropped_pps
             .map_or("- (nothing drops)".to_string(), |d| format!("{d:.0}"));
@@ -312,23 +345,35 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
             (Some(a), Some(b)) => ratio(a, b),
             _ => "n/a".into(),
         };
-        let _ = writeln!(
-            s,
-            "| {} | {:.0} | {:.0} | {} | {} | {:.1} | {} | {:.2} |",
-            row.receiver.label(),
-            row.offered_pps,
-            row.received_pps,
+        let cpu_ratio = port25.map_or("n/a".into(), |p| {
+            ratio(row.cpu_ms_per_million, p.cpu_ms_per_million)
+        });
+        vec![
+            row.receiver.label().to_owned(),
+            format!("{:.0}", row.offered_pps),
+            format!("{:.0}", row.received_pps),
             dropped,
             dropped_ratio,
-            row.cpu_ms_per_million,
-            port25.map_or("n/a".into(), |p| ratio(
-                row.cpu_ms_per_million,
-                p.cpu_ms_per_million
-            )),
-            row.receiver_cores
-        );
-    }
-    s.push('\n');
+            format!("{:.1}", row.cpu_ms_per_million),
+            cpu_ratio,
+            format!("{:.2}", row.receiver_cores),
+        ]
+    });
+    table(
+        &mut s,
+        &[
+            "receiver",
+            "offered pps",
+            "received pps",
+            "dropped pps",
+            "dropped / port25's",
+            "receiver CPU ms per million",
+            "CPU / port25's",
+            "receiver core",
+        ],
+        "lrrrrrrr",
+        rows,
+    );
     let _ = writeln!(s, "![receiver CPU per million packets](flood.svg)\n");
 
     let _ = writeln!(s, "## 4. Mail during the flood\n");
@@ -344,18 +389,20 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
          apart.\n",
         f.idle_mail.sent
     );
-    let _ = writeln!(s, "| receiver | delivered | median ms | p99 ms |");
-    let _ = writeln!(s, "|---|---:|---:|---:|");
-    let _ = writeln!(s, "| no flood (reference) | {} |", mail_cells(&f.idle_mail));
-    for row in &f.rows {
-        let _ = writeln!(
-            s,
-            "| {} | {} |",
-            row.receiver.label(),
-            mail_cells(&row.mail)
-        );
-    }
-    s.push('\n');
+    let reference = std::iter::once(("no flood (reference)", &f.idle_mail));
+    let rows = reference
+        .chain(f.rows.iter().map(|row| (row.receiver.label(), &row.mail)))
+        .map(|(receiver, mail)| {
+            std::iter::once(receiver.to_owned())
+                .chain(mail_cells(mail))
+                .collect()
+        });
+    table(
+        &mut s,
+        &["receiver", "delivered", "median ms", "p99 ms"],
+        "lrrr",
+        rows,
+    );
 
     let _ = writeln!(s, "## 5. The daemon\n");
     let _ = writeln!(
@@ -366,24 +413,29 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
          over loopback, {} scrapes.\n",
         r.scrapes
     );
-    let _ = writeln!(
-        s,
-        "| allow entries | RSS MiB | ready s | scrape median ms | scrape p99 ms | scrape bytes |"
+    let rows = r.daemon.iter().map(|d| {
+        vec![
+            d.entries.to_string(),
+            format!("{:.1}", d.rss_kib as f64 / 1024.0),
+            format!("{:.1}", d.ready_seconds),
+            format!("{:.2}", d.scrape_ms_p50),
+            format!("{:.2}", d.scrape_ms_p99),
+            d.scrape_bytes.to_string(),
+        ]
+    });
+    table(
+        &mut s,
+        &[
+            "allow entries",
+            "RSS MiB",
+            "ready s",
+            "scrape median ms",
+            "scrape p99 ms",
+            "scrape bytes",
+        ],
+        "rrrrrr",
+        rows,
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
-    for d in &r.daemon {
-        let _ = writeln!(
-            s,
-            "| {} | {:.1} | {:.1} | {:.2} | {:.2} | {} |",
-            d.entries,
-            d.rss_kib as f64 / 1024.0,
-            d.ready_seconds,
-            d.scrape_ms_p50,
-            d.scrape_ms_p99,
-            d.scrape_bytes
-        );
-    }
-    s.push('\n');
 
     let _ = writeln!(s, "## 6. The egress guard\n");
     let _ = writeln!(
@@ -397,136 +449,19 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
          reaches the ring buffer, the rest are counted).\n",
         r.connects, pp.rounds
     );
-    let _ = writeln!(s, "| path | connects/s | vs no hook |");
-    let _ = writeln!(s, "|---|---:|---:|");
     let off = r
         .egress
         .iter()
         .find(|row| row.path == egress::ROW_OFF)
         .map_or(f64::NAN, |row| row.per_second);
-    for row in &r.egress {
-        let _ = writeln!(
-            s,
-            "| {} | {:.0} | {} |",
-            row.path,
-            row.per_second,
-            ratio(row.per_second, off)
-        );
-    }
-    s.push('\n');
+    let rows = r.egress.iter().map(|row| {
+        vec![
+            row.path.to_owned(),
+            format!("{:.0}", row.per_second),
+            ratio(row.per_second, off),
+        ]
+    });
+    table(&mut s, &["path", "connects/s", "vs no hook"], "lrr", rows);
     let _ = writeln!(s, "![ns per packet](per-packet.svg)");
     s
-}
-
-/// A horizontal bar chart: one bar per (label, value, colour).
-fn bar_chart(title: &str, unit: &str, bars: &[(String, f64, &str)]) -> String {
-    let row_h = 22.0;
-    let label_w = 330.0;
-    let chart_w = 420.0;
-    let top = 40.0;
-    let height = top + row_h * bars.len() as f64 + 30.0;
-    let width = label_w + chart_w + 90.0;
-    let max = bars
-        .iter()
-        .map(|(_, v, _)| *v)
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max)
-        .max(f64::MIN_POSITIVE);
-    let esc = |t: &str| {
-        t.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
-         font-family=\"sans-serif\" font-size=\"12\">"
-    );
-    let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
-    let _ = writeln!(
-        s,
-        "<text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">{}</text>",
-        esc(title)
-    );
-    for (i, (label, value, colour)) in bars.iter().enumerate() {
-        let y = top + row_h * i as f64;
-        let w = if value.is_finite() {
-            value / max * chart_w
-        } else {
-            0.0
-        };
-        let _ = writeln!(
-            s,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-            label_w - 6.0,
-            y + 15.0,
-            esc(label)
-        );
-        let _ = writeln!(
-            s,
-            "<rect x=\"{label_w}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{colour}\"/>",
-            y + 3.0,
-            row_h - 6.0
-        );
-        let shown = if value.is_finite() {
-            format!("{value:.1} {unit}")
-        } else {
-            "n/a".into()
-        };
-        let _ = writeln!(
-            s,
-            "<text x=\"{:.1}\" y=\"{}\">{shown}</text>",
-            label_w + w + 4.0,
-            y + 15.0
-        );
-    }
-    let _ = writeln!(s, "</svg>");
-    s
-}
-
-const PORT25: &str = "#2b6cb0";
-const OTHER: &str = "#a0aec0";
-const FLOOR: &str = "#48bb78";
-
-pub(crate) fn per_packet_svg(pp: &PerPacket) -> String {
-    let mut bars = vec![
-        ("floor: bare XDP_PASS".to_string(), pp.floor_pass_ns, FLOOR),
-        ("floor: bare XDP_DROP".to_string(), pp.floor_drop_ns, FLOOR),
-    ];
-    for row in &pp.rows {
-        bars.push((format!("port25: {}", row.path), row.port25_ns, PORT25));
-        if let Ok((ns, _)) = &row.xdp_filter {
-            bars.push((format!("xdp-filter: {}", row.path), *ns, OTHER));
-        }
-    }
-    bar_chart(
-        "Per-packet cost in the kernel (BPF_PROG_TEST_RUN, median)",
-        "ns",
-        &bars,
-    )
-}
-
-pub(crate) fn flood_svg(flood: &Flood) -> String {
-    let bars: Vec<_> = flood
-        .rows
-        .iter()
-        .map(|row| {
-            let colour = if row.receiver == Receiver::Port25 {
-                PORT25
-            } else {
-                OTHER
-            };
-            (
-                row.receiver.label().to_string(),
-                row.cpu_ms_per_million,
-                colour,
-            )
-        })
-        .collect();
-    bar_chart(
-        "SYN flood: receiver CPU per million packets received (its NAPI thread)",
-        "ms",
-        &bars,
-    )
 }

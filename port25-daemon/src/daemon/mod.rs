@@ -4,6 +4,7 @@
 
 mod changes;
 mod egress;
+mod readers;
 mod requests;
 pub(crate) mod watch;
 
@@ -20,10 +21,11 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
+use self::egress::{forward_changes, sync_hooks, xdp_interfaces};
+use self::readers::{kernel_log_level, spawn_log_forwarder};
 use self::watch::watched_fingerprint;
 
 use crate::{
-    config::Egress,
     config::{CidrSet, Config, Overrides},
     control,
     datapath::{Datapath, EgressCounters},
@@ -302,35 +304,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// Resolves the smart hosts' names again every `egress.refresh` seconds; a change is a new
-    /// policy generation, as for a reload.
-    fn refresh_smart_hosts(&mut self) {
-        let egress = &self.config.egress;
-        if egress.smart_host_names.is_empty()
-            || self.resolved.elapsed() < Duration::from_secs(u64::from(egress.refresh))
-        {
-            return;
-        }
-        self.resolved = Instant::now();
-        let Some(refreshed) = tokio::task::block_in_place(|| egress.refreshed()) else {
-            return;
-        };
-        let mut next = self.config.clone();
-        next.egress = refreshed;
-        let (allow, deny) = effective_lists(&next, &self.runtime);
-        if let Err(err) = self.datapath.apply_policy(&next, &allow, &deny) {
-            error!("writing the smart hosts' new addresses into the kernel: {err:#}");
-            return;
-        }
-        for host in &next.egress.smart_host_names {
-            info!(
-                "egress: smart host {} now resolves to {:?}",
-                host.name, host.addrs
-            );
-        }
-        self.config = next;
-    }
-
     /// Reloads when a file in a watched list directory appeared, went or changed.
     fn check_watched(&mut self) {
         if self.config.watched_dirs.is_empty() {
@@ -415,63 +388,6 @@ impl Daemon {
     }
 }
 
-/// Where the XDP program goes: the protected interfaces, and the egress guard's forward
-/// interfaces (judged for forwarded SYNs only, unless protected too).
-fn xdp_interfaces(config: &Config) -> impl Iterator<Item = &String> {
-    let forward = match config.egress.mode {
-        EgressMode::Off => &[][..],
-        _ => &config.egress.forward_interfaces[..],
-    };
-    let extra = forward
-        .iter()
-        .filter(|name| !config.interfaces.contains(name));
-    config.interfaces.iter().chain(extra)
-}
-
-/// The forward-only XDP interfaces a reload from `old` to `new` detaches and attaches.
-fn forward_changes(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
-    let forward_only = |config: &Config| -> Vec<String> {
-        xdp_interfaces(config)
-            .filter(|name| !config.interfaces.contains(name))
-            .cloned()
-            .collect()
-    };
-    let (before, after) = (forward_only(old), forward_only(new));
-    let gone = before
-        .iter()
-        .filter(|n| !after.contains(n))
-        .cloned()
-        .collect();
-    let added = after
-        .iter()
-        .filter(|n| !before.contains(n))
-        .cloned()
-        .collect();
-    (gone, added)
-}
-
-/// Attaches the egress guard's hooks where `egress` says, or detaches them (those a killed daemon
-/// left too) when it is off. A failed move to another cgroup puts them back where they were.
-fn sync_hooks(datapath: &mut Datapath, egress: &Egress) -> anyhow::Result<()> {
-    if egress.mode == EgressMode::Off {
-        datapath.detach_connect_hooks();
-        return Ok(());
-    }
-    let before = datapath.hooks().map(|hooks| hooks.cgroup.clone());
-    let Err(err) = datapath.attach_connect_hooks(&egress.cgroup) else {
-        return Ok(());
-    };
-    if let Some(before) = before
-        && let Err(again) = datapath.attach_connect_hooks(&before)
-    {
-        error!(
-            "the egress guard cannot go back to cgroup {} either ({again:#}): it is NOT attached",
-            before.display()
-        );
-    }
-    Err(err.into())
-}
-
 /// Removes a file when dropped: the control socket goes on every way out of `run`, errors included.
 struct RemoveOnDrop(PathBuf);
 
@@ -515,60 +431,5 @@ fn prepare_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
     if let Err(err) = sd_notify::notify(state) {
         warn!("sd_notify: {err}");
-    }
-}
-
-/// Forwards the XDP program's aya-log records into the daemon's log.
-fn spawn_log_forwarder(datapath: &mut Datapath) {
-    match aya_log::EbpfLogger::init(datapath.ebpf_mut()) {
-        Ok(logger) => spawn_reader("kernel-side logging", logger, |logger| logger.flush()),
-        Err(err) => warn!("kernel-side logging unavailable: {err}"),
-    }
-}
-
-/// Follows a kernel ring buffer (`source` owns its fd): `drain` runs each time it is readable, for
-/// as long as the daemon runs. `what` names it in the warning if it cannot be followed.
-fn spawn_reader<T>(what: &'static str, source: T, mut drain: impl FnMut(&mut T) + Send + 'static)
-where
-    T: std::os::fd::AsFd + std::os::fd::AsRawFd + Send + 'static,
-{
-    // SAFETY: `source` owns its fd (AsFd) and keeps it open for as long as it lives, which is as
-    // long as the AsyncFd that owns it.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(source, tokio::io::Interest::READABLE)
-    };
-    let mut source = match registered {
-        Ok(fd) => fd,
-        Err(err) => {
-            warn!("{what} unavailable: {}", err.into_parts().1);
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        loop {
-            match source.readable_mut().await {
-                Ok(mut guard) => {
-                    drain(guard.get_inner_mut());
-                    guard.clear_ready();
-                }
-                Err(err) => {
-                    warn!("{what} stopped: {err}");
-                    return;
-                }
-            }
-        }
-    });
-}
-
-/// The most verbose level the daemon logs, in aya-log's numbering, so the kernel skips the rest.
-fn kernel_log_level() -> u8 {
-    use tracing::level_filters::LevelFilter;
-    match LevelFilter::current() {
-        LevelFilter::OFF => 0,
-        LevelFilter::ERROR => 1,
-        LevelFilter::WARN => 2,
-        LevelFilter::INFO => 3,
-        LevelFilter::DEBUG => 4,
-        _ => 5,
     }
 }

@@ -5,25 +5,14 @@ use super::*;
 #[test]
 fn ipv4_lists_ports_and_encapsulations() {
     let datapath = load(POLICY);
+    #[rustfmt::skip]
     let rows = vec![
         passes("allowlisted SYN", tcp(ALLOWED4, 25), Allowlisted),
         drops("denylisted SYN", tcp(DENIED4, 25), Denylisted),
-        drops(
-            "deny beats a shorter allow",
-            tcp("198.18.2.70", 25),
-            Denylisted,
-        ),
-        passes(
-            "allow /24 outside the deny /26",
-            tcp("198.18.2.10", 25),
-            Allowlisted,
-        ),
+        drops("deny beats a shorter allow", tcp("198.18.2.70", 25), Denylisted),
+        passes("allow /24 outside the deny /26", tcp("198.18.2.10", 25), Allowlisted),
         drops("not allowlisted SYN", tcp(OTHER4, 25), NotAllowlisted),
-        drops(
-            "not allowlisted ACK",
-            tcp(OTHER4, 25).flags(TCP_ACK),
-            NotAllowlisted,
-        ),
+        drops("not allowlisted ACK", tcp(OTHER4, 25).flags(TCP_ACK), NotAllowlisted),
         drops("second protected port", tcp(OTHER4, 2525), NotAllowlisted),
         untouched("submission 587 untouched", tcp(OTHER4, 587)),
         untouched("smtps 465 untouched", tcp(DENIED4, 465)),
@@ -31,58 +20,17 @@ fn ipv4_lists_ports_and_encapsulations() {
         untouched("UDP to 25 untouched", udp(OTHER4, 25)),
         untouched("ICMP untouched", icmp(OTHER4)),
         untouched("ARP untouched", arp()),
-        passes(
-            "802.1Q allowlisted",
-            tcp(ALLOWED4, 25).vlan(ETH_P_8021Q),
-            Allowlisted,
-        ),
-        drops(
-            "802.1Q not allowlisted",
-            tcp(OTHER4, 25).vlan(ETH_P_8021Q),
-            NotAllowlisted,
-        ),
-        drops(
-            "802.1ad+802.1Q not allowlisted",
-            tcp(OTHER4, 25).vlan(ETH_P_8021AD).vlan(ETH_P_8021Q),
-            NotAllowlisted,
-        ),
-        drops(
-            "802.1ad+802.1Q denylisted",
-            tcp(DENIED4, 25).vlan(ETH_P_8021AD).vlan(ETH_P_8021Q),
-            Denylisted,
-        ),
-        untouched(
-            "double-tagged 587 untouched",
-            tcp(OTHER4, 587).vlan(ETH_P_8021AD).vlan(ETH_P_8021Q),
-        ),
-        drops(
-            "IPv4 options 4 bytes",
-            tcp(OTHER4, 25).ipv4_options(4),
-            NotAllowlisted,
-        ),
-        drops(
-            "IPv4 options 40 bytes (IHL 15)",
-            tcp(OTHER4, 25).ipv4_options(40),
-            NotAllowlisted,
-        ),
-        passes(
-            "IPv4 options, allowlisted",
-            tcp(ALLOWED4, 25).ipv4_options(40),
-            Allowlisted,
-        ),
-        untouched(
-            "IPv4 options 40 bytes, 587",
-            tcp(OTHER4, 587).ipv4_options(40),
-        ),
-        drops(
-            "first fragment judged",
-            tcp(OTHER4, 25).fragment(0, true),
-            NotAllowlisted,
-        ),
-        untouched(
-            "non-first fragment passes",
-            tcp(OTHER4, 25).fragment(3, false),
-        ),
+        passes("802.1Q allowlisted", tcp(ALLOWED4, 25).vlan(ETH_P_8021Q), Allowlisted),
+        drops("802.1Q not allowlisted", tcp(OTHER4, 25).vlan(ETH_P_8021Q), NotAllowlisted),
+        drops("802.1ad+802.1Q not allowlisted", tcp(OTHER4, 25).vlan(ETH_P_8021AD).vlan(ETH_P_8021Q), NotAllowlisted),
+        drops("802.1ad+802.1Q denylisted", tcp(DENIED4, 25).vlan(ETH_P_8021AD).vlan(ETH_P_8021Q), Denylisted),
+        untouched("double-tagged 587 untouched", tcp(OTHER4, 587).vlan(ETH_P_8021AD).vlan(ETH_P_8021Q)),
+        drops("IPv4 options 4 bytes", tcp(OTHER4, 25).ipv4_options(4), NotAllowlisted),
+        drops("IPv4 options 40 bytes (IHL 15)", tcp(OTHER4, 25).ipv4_options(40), NotAllowlisted),
+        passes("IPv4 options, allowlisted", tcp(ALLOWED4, 25).ipv4_options(40), Allowlisted),
+        untouched("IPv4 options 40 bytes, 587", tcp(OTHER4, 587).ipv4_options(40)),
+        drops("first fragment judged", tcp(OTHER4, 25).fragment(0, true), NotAllowlisted),
+        untouched("non-first fragment passes", tcp(OTHER4, 25).fragment(3, false)),
     ];
     let n = check(&datapath, &rows);
     println!("{n} IPv4 rows checked");
@@ -91,6 +39,7 @@ fn ipv4_lists_ports_and_encapsulations() {
 #[test]
 fn ipv6_lists_and_extension_headers() {
     let datapath = load(POLICY);
+    #[rustfmt::skip]
     let rows = vec![
         passes("allowlisted SYN", tcp(ALLOWED6, 25), Allowlisted),
         drops("denylisted SYN", tcp(DENIED6, 25), Denylisted),
@@ -98,66 +47,18 @@ fn ipv6_lists_and_extension_headers() {
         untouched("587 untouched", tcp(OTHER6, 587)),
         untouched("UDP to 25 untouched", udp(OTHER6, 25)),
         untouched("ICMPv6 untouched", icmp(OTHER6)),
-        drops(
-            "802.1Q not allowlisted",
-            tcp(OTHER6, 25).vlan(ETH_P_8021Q),
-            NotAllowlisted,
-        ),
-        passes(
-            "802.1ad+802.1Q allowlisted",
-            tcp(ALLOWED6, 25).vlan(ETH_P_8021AD).vlan(ETH_P_8021Q),
-            Allowlisted,
-        ),
-        drops(
-            "hop-by-hop",
-            tcp(OTHER6, 25).ext(EXT_HOP_BY_HOP),
-            NotAllowlisted,
-        ),
+        drops("802.1Q not allowlisted", tcp(OTHER6, 25).vlan(ETH_P_8021Q), NotAllowlisted),
+        passes("802.1ad+802.1Q allowlisted", tcp(ALLOWED6, 25).vlan(ETH_P_8021AD).vlan(ETH_P_8021Q), Allowlisted),
+        drops("hop-by-hop", tcp(OTHER6, 25).ext(EXT_HOP_BY_HOP), NotAllowlisted),
         drops("routing", tcp(OTHER6, 25).ext(EXT_ROUTING), NotAllowlisted),
-        drops(
-            "destination options",
-            tcp(DENIED6, 25).ext(EXT_DEST_OPTS),
-            Denylisted,
-        ),
-        passes(
-            "hop-by-hop, routing, dest opts, allowlisted",
-            tcp(ALLOWED6, 25)
-                .ext(EXT_HOP_BY_HOP)
-                .ext(EXT_ROUTING)
-                .ext(EXT_DEST_OPTS),
-            Allowlisted,
-        ),
-        untouched(
-            "hop-by-hop, routing, dest opts, 587",
-            tcp(OTHER6, 587)
-                .ext(EXT_HOP_BY_HOP)
-                .ext(EXT_ROUTING)
-                .ext(EXT_DEST_OPTS),
-        ),
-        drops(
-            "first fragment judged",
-            tcp(OTHER6, 25).fragment(0, true),
-            NotAllowlisted,
-        ),
-        untouched(
-            "non-first fragment passes",
-            tcp(OTHER6, 25).fragment(5, true),
-        ),
-        drops(
-            "8 extension headers: judged",
-            ext_chain(OTHER6, 8),
-            NotAllowlisted,
-        ),
-        drops(
-            "9 extension headers: malformed",
-            ext_chain(OTHER6, 9),
-            Malformed,
-        ),
-        drops(
-            "9 extension headers, allowlisted: still malformed",
-            ext_chain(ALLOWED6, 9),
-            Malformed,
-        ),
+        drops("destination options", tcp(DENIED6, 25).ext(EXT_DEST_OPTS), Denylisted),
+        passes("hop-by-hop, routing, dest opts, allowlisted", tcp(ALLOWED6, 25).ext(EXT_HOP_BY_HOP).ext(EXT_ROUTING).ext(EXT_DEST_OPTS), Allowlisted),
+        untouched("hop-by-hop, routing, dest opts, 587", tcp(OTHER6, 587).ext(EXT_HOP_BY_HOP).ext(EXT_ROUTING).ext(EXT_DEST_OPTS)),
+        drops("first fragment judged", tcp(OTHER6, 25).fragment(0, true), NotAllowlisted),
+        untouched("non-first fragment passes", tcp(OTHER6, 25).fragment(5, true)),
+        drops("8 extension headers: judged", ext_chain(OTHER6, 8), NotAllowlisted),
+        drops("9 extension headers: malformed", ext_chain(OTHER6, 9), Malformed),
+        drops("9 extension headers, allowlisted: still malformed", ext_chain(ALLOWED6, 9), Malformed),
     ];
     let n = check(&datapath, &rows);
     println!("{n} IPv6 rows checked");

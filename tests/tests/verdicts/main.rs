@@ -54,10 +54,22 @@ fn load(policy: &str) -> Datapath {
     let config = Config::parse(policy, Path::new("verdicts.toml")).expect("test policy parses");
     let mut datapath =
         Datapath::load_private(config.ratelimit.tracked_sources).expect("XDP program loads");
+    apply(&mut datapath, &config);
     datapath
-        .apply_policy(&config, &config.allow, &config.deny)
+}
+
+/// Writes `policy` into the loaded program as the next generation, as a reload does.
+fn reload(datapath: &mut Datapath, policy: &str) {
+    apply(
+        datapath,
+        &Config::parse(policy, Path::new("reload.toml")).expect("parses"),
+    );
+}
+
+fn apply(datapath: &mut Datapath, config: &Config) {
+    datapath
+        .apply_policy(config, &config.allow, &config.deny)
         .expect("policy applies");
-    datapath
 }
 
 /// Runs every row and checks action and counters; returns how many rows ran.

@@ -6,25 +6,11 @@ use super::*;
 fn monitor_mode_counts_would_drop_and_passes() {
     let datapath = load(&format!("mode = \"monitor\"\n{POLICY}"));
     let would = |reason| Some((Verdict::WouldDrop, reason));
+    #[rustfmt::skip]
     let rows = vec![
-        row(
-            "not allowlisted",
-            tcp(OTHER4, 25).build(),
-            XDP_PASS,
-            would(Reason::NotAllowlisted),
-        ),
-        row(
-            "denylisted",
-            tcp(DENIED6, 25).build(),
-            XDP_PASS,
-            would(Reason::Denylisted),
-        ),
-        row(
-            "malformed",
-            tcp(OTHER4, 25).truncate(36).build(),
-            XDP_PASS,
-            would(Reason::Malformed),
-        ),
+        row("not allowlisted", tcp(OTHER4, 25).build(), XDP_PASS, would(Reason::NotAllowlisted)),
+        row("denylisted", tcp(DENIED6, 25).build(), XDP_PASS, would(Reason::Denylisted)),
+        row("malformed", tcp(OTHER4, 25).truncate(36).build(), XDP_PASS, would(Reason::Malformed)),
         passes("allowlisted", tcp(ALLOWED4, 25), Allowlisted),
         untouched("587 untouched", tcp(OTHER4, 587)),
     ];
@@ -47,10 +33,7 @@ ports = [587]
 [allow]
 cidrs = ["198.18.3.0/24"]
 "#;
-    let config = Config::parse(swapped, Path::new("swapped.toml")).expect("parses");
-    datapath
-        .apply_policy(&config, &config.allow, &config.deny)
-        .expect("reload applies");
+    reload(&mut datapath, swapped);
     check(
         &datapath,
         &[
@@ -65,10 +48,7 @@ cidrs = ["198.18.3.0/24"]
         ],
     );
     // And back: the first generation's entries were really removed and rewritten.
-    let config = Config::parse(POLICY, Path::new("verdicts.toml")).expect("parses");
-    datapath
-        .apply_policy(&config, &config.allow, &config.deny)
-        .expect("second reload applies");
+    reload(&mut datapath, POLICY);
     check(
         &datapath,
         &[

@@ -223,3 +223,25 @@ impl Drop for ExclusiveAttach {
             .output();
     }
 }
+
+#[test]
+fn on_exit_keep_leaves_the_guard_refusing_until_detach() {
+    let lab = Lab::new("keep");
+    let _sinks = lab.sinks();
+    let config = lab.smart_config("enforce");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, format!("on_exit = \"keep\"\n{text}")).unwrap();
+    let daemon = lab.start(&config);
+    let socket = daemon.control_socket().to_path_buf();
+    assert_eq!(lab.connect(&["tcp", OTHER_V4, "25"]).refused, 1);
+    assert!(daemon.stop().success());
+    assert_eq!(
+        lab.connect(&["tcp", OTHER_V4, "25"]).refused,
+        1,
+        "on_exit = keep: still refusing after SIGTERM"
+    );
+    // `port25d detach` with no daemon: the pinned hooks go.
+    Daemon::detach_pins(&lab.bpf.pin_dir(), &socket);
+    assert_eq!(lab.connect(&["tcp", OTHER_V4, "25"]).ok, 1, "detached");
+    assert!(!lab.programs_on_cgroup().contains("port25_connect"));
+}

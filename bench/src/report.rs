@@ -145,14 +145,10 @@ fn mail_cells(m: &Mail) -> [String; 3] {
     }
 }
 
-/// A markdown table: the header, its alignment row (`l` or `r` a column), the rows, a blank line.
-fn table(
-    s: &mut String,
-    header: &[&str],
-    align: &str,
-    rows: impl IntoIterator<Item = Vec<String>>,
-) {
-    let _ = writeln!(s, "| {} |", header.join(" | "));
+/// A markdown table: the header ("a | b"), its alignment row (`l` or `r` a column), the rows, a
+/// blank line.
+fn table(s: &mut String, header: &str, align: &str, rows: impl IntoIterator<Item = Vec<String>>) {
+    let _ = writeln!(s, "| {header} |");
     let rule: Vec<&str> = align
         .chars()
         .map(|a| if a == 'r' { "---:" } else { "---" })
@@ -259,15 +255,7 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     }
     table(
         &mut s,
-        &[
-            "path",
-            "action",
-            "port25 ns",
-            "port25 / floor",
-            "xdp-filter ns",
-            "xdp-filter / floor",
-            "port25 / xdp-filter",
-        ],
+        "path | action | port25 ns | port25 / floor | xdp-filter ns | xdp-filter / floor | port25 / xdp-filter",
         "llrrrrr",
         rows,
     );
@@ -294,16 +282,7 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     });
     table(
         &mut s,
-        &[
-            "prefixes per family",
-            "IPv4 allowed ns",
-            "IPv4 dropped ns",
-            "IPv6 allowed ns",
-            "IPv6 dropped ns",
-            "dropped v4 / floor",
-            "load s",
-            "kernel memory KiB",
-        ],
+        "prefixes per family | IPv4 allowed ns | IPv4 dropped ns | IPv6 allowed ns | IPv6 dropped ns | dropped v4 / floor | load s | kernel memory KiB",
         "rrrrrrrr",
         rows,
     );
@@ -361,16 +340,7 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     });
     table(
         &mut s,
-        &[
-            "receiver",
-            "offered pps",
-            "received pps",
-            "dropped pps",
-            "dropped / port25's",
-            "receiver CPU ms per million",
-            "CPU / port25's",
-            "receiver core",
-        ],
+        "receiver | offered pps | received pps | dropped pps | dropped / port25's | receiver CPU ms per million | CPU / port25's | receiver core",
         "lrrrrrrr",
         rows,
     );
@@ -399,7 +369,7 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
         });
     table(
         &mut s,
-        &["receiver", "delivered", "median ms", "p99 ms"],
+        "receiver | delivered | median ms | p99 ms",
         "lrrr",
         rows,
     );
@@ -425,14 +395,7 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     });
     table(
         &mut s,
-        &[
-            "allow entries",
-            "RSS MiB",
-            "ready s",
-            "scrape median ms",
-            "scrape p99 ms",
-            "scrape bytes",
-        ],
+        "allow entries | RSS MiB | ready s | scrape median ms | scrape p99 ms | scrape bytes",
         "rrrrrr",
         rows,
     );
@@ -461,7 +424,7 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
             ratio(row.per_second, off),
         ]
     });
-    table(&mut s, &["path", "connects/s", "vs no hook"], "lrr", rows);
+    table(&mut s, "path | connects/s | vs no hook", "lrr", rows);
     let _ = writeln!(s, "![ns per packet](per-packet.svg)");
     s
 }

@@ -72,8 +72,15 @@ fn forward_slot(settings: &EgressSettings, ifindex: u32) -> Option<usize> {
 /// delivering it here, or nowhere).
 #[inline(always)]
 fn forwarded(ctx: &XdpContext, ifindex: u32, segment: &Segment) -> bool {
+    // In a per-CPU map, not on the stack: 64 more bytes there would take the program past the
+    // 512 bytes that Linux 6.1's verifier allows for a program and its calls together.
+    let Some(params) = maps::fib_scratch() else {
+        return false;
+    };
+    // SAFETY: a per-CPU map value of this CPU, written whole here before the helper reads it.
+    let params = unsafe { &mut *params };
     // SAFETY: all-zero is a valid bpf_fib_lookup (plain integers and unions of them).
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    *params = unsafe { core::mem::zeroed() };
     params.l4_protocol = IPPROTO_TCP;
     params.sport = segment.sport.to_be();
     params.dport = segment.dport.to_be();
@@ -91,11 +98,11 @@ fn forwarded(ctx: &XdpContext, ifindex: u32, segment: &Segment) -> bool {
         }
         _ => return false,
     }
-    // SAFETY: `params` is a valid bpf_fib_lookup of the size given, on the stack.
+    // SAFETY: `params` is a valid bpf_fib_lookup of the size given, in a map value.
     let ret = unsafe {
         fib_lookup(
             ctx.ctx.cast(),
-            &mut params,
+            params,
             size_of::<bpf_fib_lookup>() as i32,
             0,
         )

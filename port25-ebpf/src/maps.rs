@@ -2,7 +2,7 @@
 //! its writer and reader: docs/ARCHITECTURE.md, § Maps.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_NOEXIST, bpf_fib_lookup},
     macros::map,
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
 };
@@ -47,6 +47,9 @@ pub(crate) static EGRESS_EVENT_LIMIT: LruHashMap<egress::EventKey, egress::Event
 static EGRESS_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
 #[map]
 static EGRESS_FORWARDED: PerCpuArray<u64> = PerCpuArray::pinned(egress::COUNTER_SLOTS, 0);
+/// The forward guard's route lookup, off the stack (`forward.rs`); scratch, so not pinned.
+#[map]
+static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub(crate) fn active_generation() -> Result<u32, ()> {
@@ -130,6 +133,12 @@ pub(crate) fn egress_settings(generation: u32) -> Result<&'static egress::Egress
 #[inline(always)]
 pub(crate) fn count_connect(verdict: egress::Verdict, reason: egress::Reason) {
     add_one(&EGRESS_COUNTERS, egress::counter_slot(verdict, reason));
+}
+
+/// This CPU's route-lookup scratch space.
+#[inline(always)]
+pub(crate) fn fib_scratch() -> Option<*mut bpf_fib_lookup> {
+    FIB_SCRATCH.get_ptr_mut(0)
 }
 
 /// Counts one forwarded SYN to a guarded port.

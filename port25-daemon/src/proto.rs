@@ -181,6 +181,8 @@ pub(crate) struct InterfaceStatus {
     pub ifindex: u32,
     pub xdp_mode: XdpMode,
     pub egress_watched: bool,
+    /// Through a pinned TCX link (Linux 6.6+), rather than a tc filter each start replaces.
+    pub egress_pinned: bool,
     pub adopted: bool,
 }
 

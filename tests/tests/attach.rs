@@ -236,3 +236,64 @@ fn a_refused_mode_switch_puts_the_old_mode_back() {
         "the skb link is pinned again, so it outlives the failed start"
     );
 }
+
+/// The TC egress watcher is a pinned TCX link from Linux 6.6, a tc filter before (which cannot be
+/// pinned): either way a killed daemon and its restarts leave exactly one on the interface, status
+/// says which kind it is, and a stop removes it.
+#[test]
+fn one_egress_watcher_however_often_the_daemon_is_killed() {
+    require_root();
+    require_tools(&["ip", "curl", "tc"]);
+    let work = WorkDir::new("watcher");
+    let bpf = BpfFs::mount("watcher");
+    let lab = Gateway::new("watcher", &[Client::new("cl", 41, 10)]);
+    let gw = &lab.gw;
+    let config = write_config(&work, "port25.toml", "interfaces = [\"gw0\"]\n");
+    let pins = bpf.pin_dir();
+    let start = || {
+        Daemon::start_with_args(
+            gw,
+            &config,
+            "127.0.0.1:9725".parse().unwrap(),
+            &work.join("port25d.log"),
+            &[std::ffi::OsStr::new("--pin-dir"), pins.as_os_str()],
+        )
+    };
+    // A TCX link is pinned (and taken over at each start); a tc filter shows in `tc filter`.
+    let watchers = || {
+        let out = gw
+            .command(tool("tc"))
+            .args(["filter", "show", "dev", "gw0", "egress"])
+            .output()
+            .unwrap();
+        let filters = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| line.contains("port25_egress"))
+            .count();
+        filters + usize::from(pins.join("links/tc-egress-gw0").exists())
+    };
+    for _ in 0..2 {
+        start().kill();
+    }
+    let daemon = start();
+    assert_eq!(
+        watchers(),
+        1,
+        "one egress watcher after two SIGKILLs and restarts"
+    );
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>());
+    let version = (numbers.next(), numbers.next());
+    let tcx = matches!(version, (Some(Ok(major)), Some(Ok(minor))) if (major, minor) >= (6, 6));
+    let (_, status, _) = daemon.cli(&["status"]);
+    let said = if tcx {
+        "egress watched (pinned TCX link)"
+    } else {
+        "egress watched (tc filter"
+    };
+    assert!(status.contains(said), "kernel {}: {status}", release.trim());
+    assert!(daemon.stop().success());
+    assert_eq!(watchers(), 0, "stopping removes it");
+}

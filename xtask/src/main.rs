@@ -10,6 +10,7 @@ mod packages;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -81,6 +82,32 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
     },
+    /// Run the kernel-facing test suites on other kernels, each in a QEMU guest booted into an
+    /// initramfs of the test binaries (Debian's 6.1 and 6.12 cloud kernels by default), and print
+    /// a table: kernel, test binaries passed and failed, time. Needs root.
+    Vm {
+        /// `6.1`, `6.12` (Debian 12's cloud kernels, fetched into target/vm), or a vmlinuz path
+        /// (with --modules). Repeatable; default: 6.1 and 6.12.
+        #[arg(long = "kernel", value_name = "KERNEL")]
+        kernels: Vec<String>,
+        /// lib/modules/RELEASE of a kernel given by path.
+        #[arg(long, value_name = "DIR")]
+        modules: Option<std::path::PathBuf>,
+        /// Comma-separated suites of port25-tests to run in the guests.
+        #[arg(long, value_name = "SUITES", default_value = vm::DEFAULT_TESTS)]
+        tests: String,
+        /// How the guest's CPU runs: auto picks KVM only where /dev/kvm opens and the CPU has
+        /// vmx or svm, TCG otherwise.
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: vm::Accel,
+        /// Make the canary test fail on kernels whose release starts with this (proves that the
+        /// matrix can fail, and names where).
+        #[arg(long, value_name = "RELEASE_PREFIX")]
+        canary: Option<String>,
+        /// Seconds each guest may take.
+        #[arg(long, value_name = "SECONDS", default_value_t = 1200)]
+        timeout: u64,
+    },
     /// Run every test, the root-only kernel and network-namespace tests included. Needs root.
     Test {
         /// Extra arguments for `cargo test --workspace`, e.g. `-- -p port25-tests -- --nocapture`.
@@ -108,6 +135,25 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Cmd::Test { args } => test::test(&args),
+        Cmd::Vm {
+            kernels,
+            modules,
+            tests,
+            accel,
+            canary,
+            timeout,
+        } => vm::vm(&vm::Options {
+            kernels: if kernels.is_empty() {
+                vec!["6.1".into(), "6.12".into()]
+            } else {
+                kernels
+            },
+            modules,
+            tests,
+            accel,
+            canary,
+            timeout: std::time::Duration::from_secs(timeout),
+        }),
         Cmd::Bench { smoke, out } => bench::bench(smoke, out),
     };
     match result {

@@ -166,6 +166,30 @@ pub(crate) const PACKAGES: &[Package] = &[
         why: "veth offloads in the bench",
         check: Check::Runs(&["ethtool", "--version"]),
     },
+    Package {
+        name: "qemu-system-x86",
+        lab: false,
+        why: "cargo xtask vm: the guests that run the tests on other kernels (replaces a preinstalled qemu-utils)",
+        check: Check::Runs(&["qemu-system-x86_64", "--version"]),
+    },
+    Package {
+        name: "busybox-static",
+        lab: false,
+        why: "cargo xtask vm: the guests' shell, mounts and insmod",
+        check: Check::Runs(&["busybox", "true"]),
+    },
+    Package {
+        name: "kmod",
+        lab: false,
+        why: "cargo xtask vm: depmod writes the unpacked kernels' modules.dep",
+        check: Check::Runs(&["depmod", "--version"]),
+    },
+    Package {
+        name: "xz-utils",
+        lab: false,
+        why: "cargo xtask vm: Debian 6.12 kernels ship their modules xz-compressed",
+        check: Check::Runs(&["xz", "--version"]),
+    },
 ];
 
 pub(crate) fn packages(scope: Scope) -> impl Iterator<Item = &'static Package> {

@@ -112,10 +112,13 @@ pub(super) fn render(status: &Status) -> String {
             "  {:<14}{} XDP{}{}",
             iface.iface,
             iface.xdp_mode,
-            if iface.egress_watched {
-                ", egress watched"
-            } else {
-                ", egress not watched"
+            match (iface.egress_watched, iface.egress_pinned) {
+                (true, true) => ", egress watched (pinned TCX link)",
+                (true, false) => {
+                    ", egress watched (tc filter: no TCX before Linux 6.6, so not pinned; each \
+                     start replaces it)"
+                }
+                (false, _) => ", egress not watched",
             },
             if iface.adopted {
                 ", taken over from a previous daemon"

@@ -152,6 +152,7 @@ impl Daemon {
                     ifindex: a.ifindex,
                     xdp_mode: a.mode,
                     egress_watched: a.watches_egress,
+                    egress_pinned: a.egress_pinned,
                     adopted: a.adopted,
                 })
                 .collect(),

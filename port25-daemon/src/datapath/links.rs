@@ -18,6 +18,8 @@ use aya::programs::{
     xdp::XdpLink,
 };
 
+use port25_common::EGRESS_PROGRAM_NAME;
+
 use super::{Datapath, Error, bpf_cmd, egress_mut, xdp_mut};
 use crate::model::{XdpMode, XdpModeSetting};
 
@@ -29,6 +31,9 @@ pub struct Attachment {
     pub mode: XdpMode,
     /// Whether the TC egress program watches the gateway's SYN-ACKs here (handshake verification).
     pub watches_egress: bool,
+    /// Whether it does through a pinned TCX link (Linux 6.6+); before that a tc filter, which
+    /// cannot be pinned: each start replaces it.
+    pub egress_pinned: bool,
     /// Whether an existing pinned link was taken over (rather than a new one made).
     pub adopted: bool,
 }
@@ -79,14 +84,14 @@ impl Datapath {
     pub fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<&Attachment, Error> {
         let ifindex = ifindex(iface).ok_or_else(|| Error::UnknownInterface(iface.to_owned()))?;
         let (mode_used, adopted) = self.attach_xdp(iface, ifindex, mode)?;
-        let watches_egress = match self.attach_egress(iface) {
-            Ok(()) => true,
+        let (watches_egress, egress_pinned) = match self.attach_egress(iface) {
+            Ok(pinned) => (true, pinned),
             Err(err) => {
                 tracing::warn!(
                     "{iface}: cannot watch egress SYN-ACKs ({err:#}); handshake verification is off \
                      there, so every new connection from it counts against the global cap"
                 );
-                false
+                (false, false)
             }
         };
         self.attachments.push(Attachment {
@@ -94,6 +99,7 @@ impl Datapath {
             ifindex,
             mode: mode_used,
             watches_egress,
+            egress_pinned,
             adopted,
         });
         Ok(&self.attachments[self.attachments.len() - 1])
@@ -105,6 +111,9 @@ impl Datapath {
             return;
         };
         let attachment = self.attachments.remove(at);
+        if attachment.watches_egress && !attachment.egress_pinned {
+            remove_tc_filter(iface);
+        }
         let paths = [
             self.pins.xdp_link(attachment.mode, iface),
             self.pins.egress_link(iface),
@@ -214,7 +223,8 @@ impl Datapath {
 
     /// Attaches the egress watcher (TCX on kernels >= 6.6, else a clsact qdisc filter), taking
     /// over a pinned one.
-    fn attach_egress(&mut self, iface: &str) -> Result<(), Error> {
+    /// over a pinned one. Returns whether the watcher is on a pinned link.
+    fn attach_egress(&mut self, iface: &str) -> Result<bool, Error> {
         let path = self.pins.egress_link(iface);
         if path.exists() {
             let pinned = PinnedLink::from_pin(&path).map_err(|e| Error::Pin(e.into()))?;
@@ -225,24 +235,27 @@ impl Datapath {
             let link = program.take_link(id).map_err(Error::program)?;
             let link = FdLink::try_from(link).map_err(|e| Error::Pin(e.into()))?;
             self.links.push(HeldLink { path, link });
-            return Ok(());
+            return Ok(true);
         }
-        // Older kernels need the clsact qdisc; it may exist already, which is fine.
+        // Older kernels need the clsact qdisc; it may exist already, which is fine. A tc filter of
+        // ours left by a daemon that was killed there goes first, or each start would add one.
         let _ = tc::qdisc_add_clsact(iface);
+        remove_tc_filter(iface);
         let program: &mut SchedClassifier = egress_mut(&mut self.ebpf)?;
         let id = program
             .attach(iface, TcAttachType::Egress)
             .map_err(Error::program)?;
         let link = program.take_link(id).map_err(Error::program)?;
         match FdLink::try_from(link) {
-            Ok(link) => self.hold_fd(link, path),
-            // Netlink-attached (kernels before 6.6): works, but cannot be pinned, so it goes with
-            // the daemon.
+            Ok(link) => self.hold_fd(link, path).map(|()| true),
+            // A tc filter (kernels before 6.6, no TCX): it works, but cannot be pinned; the next
+            // start replaces it, and detaching removes it by name.
             Err(_) => {
-                tracing::warn!(
-                    "{iface}: egress watcher attached without a link; it will not survive a restart"
+                tracing::info!(
+                    "{iface}: egress watcher attached as a tc filter (no TCX before Linux 6.6): \
+                     not pinned, replaced at each start"
                 );
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -262,6 +275,11 @@ impl Datapath {
         self.links.push(HeldLink::pin(link, path)?);
         Ok(())
     }
+}
+
+/// Removes the egress watcher's tc filter from `iface`, if there is one (kernels before 6.6).
+pub(super) fn remove_tc_filter(iface: &str) {
+    let _ = tc::qdisc_detach_program(iface, TcAttachType::Egress, EGRESS_PROGRAM_NAME);
 }
 
 /// A new XDP link in the wanted mode; `auto` tries native (driver) XDP and falls back to generic.

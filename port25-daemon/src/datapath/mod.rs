@@ -278,6 +278,9 @@ impl Datapath {
                     );
                 }
                 for attachment in &self.attachments {
+                    if attachment.watches_egress && !attachment.egress_pinned {
+                        links::remove_tc_filter(&attachment.iface);
+                    }
                     tracing::info!("detached from {}", attachment.iface);
                 }
                 for problem in self.pins.remove_all() {

@@ -134,3 +134,19 @@ fn passes(name: &'static str, frame: impl Into<Vec<u8>>, reason: Reason) -> Row 
 fn untouched(name: &'static str, frame: impl Into<Vec<u8>>) -> Row {
     row(name, frame.into(), XDP_PASS, None)
 }
+
+/// The canary of `cargo xtask vm --canary PREFIX`: fails on the kernels whose release starts with
+/// PREFIX, so that the VM matrix is seen to fail on the right kernel, naming this test. Passes
+/// everywhere else (and on the host, where the variable is not set).
+#[test]
+fn vm_canary() {
+    let Ok(prefix) = std::env::var("PORT25_VM_CANARY") else {
+        return;
+    };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("a kernel release");
+    assert!(
+        !release.starts_with(&prefix),
+        "canary: failing on kernel {} as --canary {prefix} asked",
+        release.trim()
+    );
+}

@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use port25_testkit::{
-    lab::{BpfFs, Client, Daemon, Gateway, Netns, WorkDir, metric, poll, require_tools, tool},
+    lab::{
+        BpfFs, Client, Daemon, Gateway, Netns, WorkDir, kernel_at_least, metric, poll,
+        require_tools, tool,
+    },
     require_root,
 };
 
@@ -281,19 +284,14 @@ fn one_egress_watcher_however_often_the_daemon_is_killed() {
         1,
         "one egress watcher after two SIGKILLs and restarts"
     );
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut numbers = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>());
-    let version = (numbers.next(), numbers.next());
-    let tcx = matches!(version, (Some(Ok(major)), Some(Ok(minor))) if (major, minor) >= (6, 6));
+    let tcx = kernel_at_least(6, 6);
     let (_, status, _) = daemon.cli(&["status"]);
     let said = if tcx {
         "egress watched (pinned TCX link)"
     } else {
         "egress watched (tc filter"
     };
-    assert!(status.contains(said), "kernel {}: {status}", release.trim());
+    assert!(status.contains(said), "{status}");
     assert!(daemon.stop().success());
     assert_eq!(watchers(), 0, "stopping removes it");
 }

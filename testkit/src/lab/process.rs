@@ -141,3 +141,23 @@ pub(super) fn start_logged(
     let _ = child.wait();
     panic!("{what} {failure}; its output:\n{}", read_lossy(log));
 }
+
+/// Whether the running kernel is at least `major.minor` (some attach paths depend on it: TCX, for
+/// the egress watcher's pinned link, is 6.6).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("a kernel release");
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// The egress watcher's pins on `ifaces` where the kernel pins it (a TCX link, 6.6+): before
+/// that it is a tc filter, with no pin.
+pub fn tc_egress_pins(ifaces: &[&str]) -> Vec<String> {
+    if kernel_at_least(6, 6) {
+        ifaces.iter().map(|i| format!("tc-egress-{i}")).collect()
+    } else {
+        Vec::new()
+    }
+}

@@ -146,9 +146,13 @@ fn listens(ns: &Netns, address: SocketAddr) -> bool {
         return false;
     };
     out.lines().any(|line| {
-        line.split_whitespace()
-            .nth(3)
-            .and_then(|local| local.parse::<SocketAddr>().ok())
-            == Some(address)
+        let Some(local) = line.split_whitespace().nth(3) else {
+            return false;
+        };
+        // ss writes a dual-stack wildcard listener ([::] without IPV6_V6ONLY) as "*:PORT".
+        match local.strip_prefix("*:") {
+            Some(port) => address.ip().is_unspecified() && port.parse() == Ok(address.port()),
+            None => local.parse::<SocketAddr>().ok() == Some(address),
+        }
     })
 }

@@ -87,7 +87,7 @@ const SUITES: &[Suite] = &[
 ];
 
 /// What `--tests` runs when not given.
-pub(crate) const DEFAULT_TESTS: &str = "verdicts,attach";
+pub(crate) const DEFAULT_TESTS: &str = "verdicts,attach,operations,egress";
 
 pub(crate) struct Options {
     pub(crate) kernels: Vec<String>,

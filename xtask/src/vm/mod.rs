@@ -270,7 +270,9 @@ fn build_tests(suites: &[&Suite]) -> Result<Built> {
     })
 }
 
-/// The guest's init: mounts, modules, one result line a test binary, power off.
+/// The guest's init: mounts, modules, one result line a test binary, power off. /tmp stays the
+/// initramfs's own (already a writable tmpfs): a tmpfs mounted there would hide programs the tests
+/// run from where cargo built them, as in a clone under /tmp.
 fn init_script(binaries: &[&str], canary: Option<&str>) -> String {
     let canary = canary
         .map(|c| format!("export PORT25_VM_CANARY={c}\n"))
@@ -283,7 +285,6 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
 mount -t bpf bpf /sys/fs/bpf
 mkdir -p /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup

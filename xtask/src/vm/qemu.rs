@@ -70,6 +70,7 @@ impl Accel {
 }
 
 /// What one guest run said.
+#[derive(Default)]
 pub(crate) struct Run {
     /// (test binary, exit code) in the order they ran.
     pub(crate) results: Vec<(String, i32)>,
@@ -114,14 +115,7 @@ pub(crate) fn boot(
         }
     });
     let mut file = std::fs::File::create(log)?;
-    let mut run = Run {
-        results: Vec::new(),
-        unfinished: None,
-        failed_tests: Vec::new(),
-        alarms: Vec::new(),
-        finished: false,
-        elapsed: Duration::ZERO,
-    };
+    let mut run = Run::default();
     let deadline = started + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -174,14 +168,7 @@ mod tests {
 
     #[test]
     fn the_console_tells_results_failed_tests_and_alarms() {
-        let mut run = Run {
-            results: Vec::new(),
-            unfinished: None,
-            failed_tests: Vec::new(),
-            alarms: Vec::new(),
-            finished: false,
-            elapsed: Duration::ZERO,
-        };
+        let mut run = Run::default();
         for line in [
             "P25VM-START verdicts\r",
             "test vm_canary ... FAILED",

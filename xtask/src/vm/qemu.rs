@@ -93,7 +93,18 @@ pub(crate) fn boot(
 ) -> Result<Run> {
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-nographic", "-no-reboot", "-m", "2048", "-smp", "2"])
+        // No network device: the tests make their own namespaces and veths inside the guest, and
+        // nothing of theirs can leave it (nor is a NIC option ROM loaded).
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-nic",
+            "none",
+            "-m",
+            "2048",
+            "-smp",
+            "2",
+        ])
         .args(accel.args())
         .arg("-kernel")
         .arg(kernel)

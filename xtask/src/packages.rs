@@ -169,7 +169,7 @@ pub(crate) const PACKAGES: &[Package] = &[
     Package {
         name: "qemu-system-x86",
         lab: false,
-        why: "cargo xtask vm: the guests that run the tests on other kernels (replaces a preinstalled qemu-utils)",
+        why: "cargo xtask vm: the guests that run the tests on other kernels (from backports where qemu-utils is)",
         check: Check::Runs(&["qemu-system-x86_64", "--version"]),
     },
     Package {

@@ -104,17 +104,30 @@ fn debian_packages(scope: Scope) -> Result<()> {
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         cmd
     };
+    let (plain, backports) = split_by_suite(&missing)?;
     util::run(&mut apt(&["update"]))?;
     // --no-remove: on a mail gateway, installing postfix must never replace the MTA it runs.
-    let mut install = apt(&["install", "-y", "--no-install-recommends", "--no-remove"]);
-    install.args(missing.iter().map(|p| p.name));
-    util::run(&mut install).with_context(|| {
-        format!(
-            "apt-get could not install {} (if it would have to remove packages, such as \
-             another MTA in place of postfix, install them by hand on a machine for tests)",
-            names(&missing)
-        )
-    })?;
+    let install = |suite: Option<&str>, packages: &[&Package]| {
+        let mut install = apt(&["install", "-y", "--no-install-recommends", "--no-remove"]);
+        if let Some(suite) = suite {
+            // The target release for these packages and what they pull in, in this call only.
+            install.args(["-t", suite]);
+        }
+        install.args(packages.iter().map(|p| p.name));
+        util::run(&mut install).with_context(|| {
+            format!(
+                "apt-get could not install {} (if it would have to remove packages, such as \
+                 another MTA in place of postfix, install them by hand on a machine for tests)",
+                names(packages)
+            )
+        })
+    };
+    if !plain.is_empty() {
+        install(None, &plain)?;
+    }
+    if let Some((suite, packages)) = &backports {
+        install(Some(suite), packages)?;
+    }
     let still_missing: Vec<&Package> = missing
         .into_iter()
         .filter(|p| !deb_installed(p.name))
@@ -126,6 +139,74 @@ fn debian_packages(scope: Scope) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Packages that must come from the suite an installed sibling came from: Debian's images for
+/// bookworm ship qemu-utils from bookworm-backports, whose version Breaks bookworm's own
+/// qemu-system-common, so bookworm's qemu-system-x86 could only go in by removing qemu-utils.
+const SAME_SUITE_AS: &[(&str, &str)] = &[("qemu-system-x86", "qemu-utils")];
+
+/// The missing packages apt takes from the release's own suites, and those that must come from
+/// its backports suite (with that suite's name) because their sibling in `SAME_SUITE_AS` was
+/// installed from there. The backports source is added if the machine has none; backports are
+/// NotAutomatic, so nothing else comes from it unless asked for.
+type BySuite<'a> = (Vec<&'a Package>, Option<(String, Vec<&'a Package>)>);
+
+fn split_by_suite<'a>(missing: &[&'a Package]) -> Result<BySuite<'a>> {
+    let mut plain = Vec::new();
+    let mut backports: Option<(String, Vec<&Package>)> = None;
+    for &package in missing {
+        let sibling = SAME_SUITE_AS
+            .iter()
+            .find(|(name, _)| *name == package.name)
+            .map(|(_, sibling)| *sibling);
+        let from_backports = sibling.filter(|sibling| {
+            util::output_if_ok(Command::new("dpkg-query").args(["-W", "-f=${Version}", sibling]))
+                .is_some_and(|version| version.contains("~bpo"))
+        });
+        let Some(sibling) = from_backports else {
+            plain.push(package);
+            continue;
+        };
+        let (suite, packages) = match &mut backports {
+            Some(found) => found,
+            None => backports.insert((backports_source()?, Vec::new())),
+        };
+        eprintln!(
+            "apt: {sibling} is installed from {suite}: {} comes from there too",
+            package.name
+        );
+        packages.push(package);
+    }
+    Ok((plain, backports))
+}
+
+/// The backports suite of this Debian release, with an apt source for it (added if missing).
+fn backports_source() -> Result<String> {
+    let os_release = fs::read_to_string("/etc/os-release").context("reading /etc/os-release")?;
+    let codename = os_release
+        .lines()
+        .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
+        .map(|value| value.trim_matches('"').to_owned())
+        .filter(|codename| !codename.is_empty())
+        .context("/etc/os-release names no VERSION_CODENAME: add this release's backports to apt's sources by hand")?;
+    let suite = format!("{codename}-backports");
+    let policy = util::output_if_ok(Command::new("apt-cache").arg("policy")).unwrap_or_default();
+    if policy.contains(&format!("{suite}/")) || policy.contains(&format!("a={suite},")) {
+        return Ok(suite);
+    }
+    let path = "/etc/apt/sources.list.d/port25-backports.sources";
+    eprintln!("apt: no source for {suite}: adding {path}");
+    fs::write(
+        path,
+        format!(
+            "# Added by port25's `cargo xtask setup`: QEMU to match the installed qemu-utils.\n\
+             Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite}\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        ),
+    )
+    .with_context(|| format!("writing {path}"))?;
+    Ok(suite)
 }
 
 fn names(packages: &[&Package]) -> String {

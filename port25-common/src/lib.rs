@@ -115,7 +115,7 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 pub struct Settings {
     /// 1: count would-be drops and pass everything (monitor mode); 0: enforce.
     pub monitor: u32,
-    /// One of [`policy`].
+    /// [`Settings::POLICY_DROP`] or [`Settings::POLICY_RATELIMIT`].
     pub policy: u32,
     /// Source prefix lengths that share one bucket.
     pub ipv4_prefix: u32,
@@ -137,6 +137,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// `policy`: drop every source that is not allowlisted.
+    pub const POLICY_DROP: u32 = 0;
+    /// `policy`: rate-limit new connections from sources that are not allowlisted.
+    pub const POLICY_RATELIMIT: u32 = 1;
+
     /// GCRA parameters of a bucket refilling `rate` tokens a second and holding `burst`.
     pub const fn gcra(rate: u32, burst: u32) -> (u64, u64) {
         let rate = if rate == 0 { 1 } else { rate as u64 };
@@ -181,14 +186,6 @@ pub struct FlowKey {
     pub server_port: u16,
     /// 4 or 6.
     pub family: u32,
-}
-
-/// Values of [`Settings::policy`].
-pub mod policy {
-    /// Drop every source that is not allowlisted.
-    pub const DROP: u32 = 0;
-    /// Rate-limit new connections from sources that are not allowlisted.
-    pub const RATELIMIT: u32 = 1;
 }
 
 /// Key of the IPv4 list tries: the generation is part of the prefix, so two generations of a list

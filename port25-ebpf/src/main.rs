@@ -23,7 +23,7 @@ use aya_ebpf::{
     programs::{SockAddrContext, TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
-use port25_common::{Reason, Settings, Verdict, policy};
+use port25_common::{Reason, Settings, Verdict};
 
 use crate::parse::{Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
@@ -103,7 +103,7 @@ fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Reason {
         return Reason::Allowlisted;
     }
     match settings.policy {
-        policy::RATELIMIT => {
+        Settings::POLICY_RATELIMIT => {
             let flags = segment.flags;
             // Only a new connection attempt spends a token; segments of connections already
             // admitted (and the rest of the handshake) pass.
@@ -123,7 +123,7 @@ fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Reason {
             }
             Reason::Admitted
         }
-        // policy::DROP, and any other value: an unknown policy fails closed.
+        // Settings::POLICY_DROP, and any other value: an unknown policy fails closed.
         _ => Reason::NotAllowlisted,
     }
 }
@@ -145,7 +145,7 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
     }
     let generation = maps::active_generation()?;
     let settings = maps::settings(generation)?;
-    if settings.policy == policy::RATELIMIT
+    if settings.policy == Settings::POLICY_RATELIMIT
         && settings.verified_ttl_ns != 0
         && maps::port_protected(generation, segment.sport)?
     {

@@ -13,7 +13,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_common::{
     GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key,
     egress::{self, EgressSettings},
-    maps, policy, port_bit,
+    maps, port_bit,
 };
 
 use super::{Datapath, Error};
@@ -263,8 +263,8 @@ fn settings_of(config: &Config) -> Settings {
     Settings {
         monitor: u32::from(config.mode == Mode::Monitor),
         policy: match config.policy {
-            Policy::Drop => policy::DROP,
-            Policy::Ratelimit => policy::RATELIMIT,
+            Policy::Drop => Settings::POLICY_DROP,
+            Policy::Ratelimit => Settings::POLICY_RATELIMIT,
         },
         ipv4_prefix: u32::from(limits.ipv4_prefix),
         ipv6_prefix: u32::from(limits.ipv6_prefix),

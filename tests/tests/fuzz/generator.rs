@@ -232,8 +232,15 @@ impl Gen<'_> {
         // Three tags, or a tag the datapath does not know, hide the payload: untouched.
         let hidden = tpids.len() > 2 || tpids.iter().take(2).any(|&t| t == 0x9100);
         let intent = match ethertype {
-            ETH_IPV4 => self.ipv4(&mut frame, &mut marks, &mut story),
-            ETH_IPV6 => self.ipv6(&mut frame, &mut marks, &mut story),
+            ETH_IPV4 | ETH_IPV6 => {
+                let (intent, built) = if ethertype == ETH_IPV4 {
+                    self.ipv4(&mut frame, &mut marks)
+                } else {
+                    self.ipv6(&mut frame, &mut marks)
+                };
+                story.push_str(&built);
+                intent
+            }
             _ => {
                 let len = self.rng.range(28, 60);
                 frame.extend(self.rng.bytes(len));
@@ -253,7 +260,10 @@ impl Gen<'_> {
         (frame, marks, intent, story)
     }
 
-    fn tcp_marks(marks: &mut Marks, at: usize, l4: &[u8], tcp: bool) {
+    /// Appends the layer-4 header and marks its fields.
+    fn push_l4(frame: &mut Vec<u8>, marks: &mut Marks, l4: &[u8], tcp: bool) {
+        let at = frame.len();
+        frame.extend_from_slice(l4);
         marks.l4 = Some(at);
         marks.tcp = tcp;
         marks.boundaries.extend([at + 2, at + 3, at + 4]);
@@ -268,12 +278,8 @@ impl Gen<'_> {
         }
     }
 
-    fn ipv4(
-        &mut self,
-        frame: &mut Vec<u8>,
-        marks: &mut Marks,
-        story: &mut String,
-    ) -> Option<Parsed> {
+    /// Returns what it should parse to (see `well_formed`) and how it was built.
+    fn ipv4(&mut self, frame: &mut Vec<u8>, marks: &mut Marks) -> (Option<Parsed>, String) {
         let start = frame.len();
         let options = if self.rng.chance(50) {
             0
@@ -320,15 +326,12 @@ impl Gen<'_> {
         marks
             .boundaries
             .extend([start + ihl * 4 - 1, start + ihl * 4]);
-        let at = frame.len();
-        frame.extend_from_slice(&l4);
-        Self::tcp_marks(marks, at, &l4, tcp.is_some());
-        let _ = write!(
-            story,
+        Self::push_l4(frame, marks, &l4, tcp.is_some());
+        let story = format!(
             "IPv4 from {source}, IHL {ihl}, total length {total} (true: {true_total}), fragment \
              offset {offset}, protocol {protocol}, {tcp:?}"
         );
-        match tcp {
+        let intent = match tcp {
             _ if offset != 0 => Some(Parsed::Other),
             None => Some(Parsed::Other),
             Some(_) if total != true_total => None,
@@ -337,15 +340,12 @@ impl Gen<'_> {
                 dport,
                 flags: Some(flags),
             }),
-        }
+        };
+        (intent, story)
     }
 
-    fn ipv6(
-        &mut self,
-        frame: &mut Vec<u8>,
-        marks: &mut Marks,
-        story: &mut String,
-    ) -> Option<Parsed> {
+    /// Returns what it should parse to (see `well_formed`) and how it was built.
+    fn ipv6(&mut self, frame: &mut Vec<u8>, marks: &mut Marks) -> (Option<Parsed>, String) {
         let start = frame.len();
         let count = match self.rng.below(100) {
             0..40 => 0,
@@ -427,22 +427,19 @@ impl Gen<'_> {
         marks
             .boundaries
             .extend([start + 6, start + 7, start + 39, start + 40]);
-        let at = frame.len();
-        frame.extend_from_slice(&l4);
-        Self::tcp_marks(marks, at, &l4, tcp.is_some());
-        let _ = write!(
-            story,
+        Self::push_l4(frame, marks, &l4, tcp.is_some());
+        let story = format!(
             "IPv6 from {source}, payload length {payload} (true: {true_payload}), extension \
              headers [{}], protocol {protocol}, {tcp:?}",
             ext_story.join(" ")
         );
         // A payload length that lies may cut the chain anywhere: the reference alone judges it.
         if payload != true_payload {
-            return None;
+            return (None, story);
         }
         // README: a non-first fragment among the first 8 headers passes; a 9th header is
         // malformed; otherwise TCP is judged and anything else passes.
-        Some(match (non_first_fragment_at, tcp) {
+        let intent = match (non_first_fragment_at, tcp) {
             (Some(i), _) if i < reference::MAX_IPV6_EXT_HEADERS => Parsed::Other,
             _ if count > reference::MAX_IPV6_EXT_HEADERS => Parsed::Malformed,
             (_, Some((dport, flags))) => Parsed::Tcp {
@@ -451,7 +448,8 @@ impl Gen<'_> {
                 flags: Some(flags),
             },
             (_, None) => Parsed::Other,
-        })
+        };
+        (Some(intent), story)
     }
 
     /// 1-3 mutations of a well-formed frame, each aimed at a field the datapath reads (or at

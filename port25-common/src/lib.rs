@@ -21,12 +21,15 @@ pub mod maps {
         /// `Array<u32>`: bitmap of protected destination ports, [`crate::PORT_WORDS`] words per
         /// slot.
         PORTS,
-        /// `LpmTrie<V4Key, u32>` / `LpmTrie<V6Key, u32>`: the allow and deny lists, keyed by
-        /// generation and prefix (docs/ARCHITECTURE.md § Maps).
-        ALLOW_V4,
-        DENY_V4,
-        ALLOW_V6,
-        DENY_V6,
+        /// `LpmTrie<V4Key, u32>` / `LpmTrie<V6Key, u32>`: the allow and deny lists in one trie
+        /// per family, keyed by generation and prefix; the value is the [`crate::listed`] bits of
+        /// the entry and of every shorter entry covering it, so the longest match alone answers
+        /// (docs/ARCHITECTURE.md § Lists).
+        LISTS_V4,
+        LISTS_V6,
+        /// `Array<u64>`: per slot, 4 bits for each IPv4 /16 ([`crate::prefilter`]): most packets
+        /// are answered here, without walking the trie.
+        PREFILTER_V4,
         /// `PerCpuHashMap<CounterKey, Counter>`.
         COUNTERS,
         /// `LruHashMap<SourceKey, SourceState>`: one token bucket per source prefix (policy
@@ -80,7 +83,7 @@ macro_rules! ebpf_epilogue {
 /// Version of the map layout (names, key and value types, generation scheme). Pinned maps live in a
 /// directory named after it, so a daemon never adopts maps whose layout it does not know; bump it
 /// whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "port25";
@@ -101,6 +104,8 @@ pub const fn port_bit(port: u16) -> (u32, u32) {
 /// Capacity of each CIDR list per address family. The tries are not preallocated, so only
 /// inserted entries cost memory; the bound covers two generations of a large list during a swap.
 pub const LIST_CAPACITY: u32 = 2 * 1_100_000;
+/// Capacity of [`maps::LISTS_V4`] and [`maps::LISTS_V6`]: both lists in one trie.
+pub const LISTS_CAPACITY: u32 = 2 * LIST_CAPACITY;
 /// Default capacity of [`maps::SOURCES`]; the daemon sets `tracked_sources` at load time.
 pub const DEFAULT_TRACKED_SOURCES: u32 = 65536;
 /// Interfaces times counter slots the counter map can hold.
@@ -186,6 +191,29 @@ pub struct FlowKey {
     pub server_port: u16,
     /// 4 or 6.
     pub family: u32,
+}
+
+/// The value of a [`maps::LISTS_V4`] / [`maps::LISTS_V6`] entry: which lists cover it.
+pub mod listed {
+    pub const ALLOW: u32 = 1;
+    pub const DENY: u32 = 2;
+}
+
+/// [`maps::PREFILTER_V4`]: for each IPv4 /16, the [`listed`] bits of the longest entry of /16 or
+/// shorter covering it, and whether an entry longer than /16 lies inside it (then only the trie
+/// can answer). 16 such nibbles make one u64 word.
+pub mod prefilter {
+    /// An entry longer than /16 lies inside: ask the trie.
+    pub const DEEPER: u64 = 4;
+    pub const BITS: u32 = 4;
+    pub const PER_WORD: u32 = 64 / BITS;
+    /// Words per slot: 65536 /16s.
+    pub const WORDS: u32 = 65536 / PER_WORD;
+
+    /// The word and the shift of a /16's nibble.
+    pub const fn place(top16: u32) -> (u32, u32) {
+        (top16 / PER_WORD, (top16 % PER_WORD) * BITS)
+    }
 }
 
 /// Key of the IPv4 list tries: the generation is part of the prefix, so two generations of a list

@@ -17,7 +17,7 @@ use port25_common::egress::{
 };
 
 use crate::{
-    maps::{self, EGRESS_EVENT_LIMIT, EGRESS_EVENTS, List},
+    maps::{self, EGRESS_EVENT_LIMIT, EGRESS_EVENTS},
     parse::Addr,
 };
 
@@ -104,7 +104,7 @@ pub(crate) fn judge(dest: Option<Destination>) -> i32 {
     if settings.mode == MODE_OFF || !guarded(settings, dest.port) {
         return ALLOW;
     }
-    let reason = if maps::listed(List::SmartHost, generation, &dest.addr) {
+    let reason = if maps::smart_host(generation, &dest.addr) {
         Reason::SmartHost
     } else if allowed_user(settings) {
         Reason::AllowedUser

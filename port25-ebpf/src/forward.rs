@@ -12,7 +12,7 @@ use port25_common::egress::{EgressSettings, MAX_FORWARD, MODE_ENFORCE, Reason, V
 
 use crate::{
     egress::guarded,
-    maps::{self, List},
+    maps,
     parse::{Addr, Parsed, Segment, TCP_ACK, TCP_SYN},
 };
 
@@ -49,7 +49,7 @@ pub(crate) fn judge(
     {
         return Ok(rest);
     }
-    if maps::listed(List::SmartHost, generation, &segment.addrs.dest) {
+    if maps::smart_host(generation, &segment.addrs.dest) {
         maps::count_forwarded(Verdict::Allow, Reason::SmartHost);
         return Ok(rest);
     }

@@ -23,7 +23,7 @@ use aya_ebpf::{
     programs::{SockAddrContext, TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
-use port25_common::{Reason, Settings, Verdict};
+use port25_common::{Reason, Settings, Verdict, listed};
 
 use crate::parse::{Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
@@ -96,10 +96,11 @@ fn try_port25(ctx: &XdpContext) -> Result<u32, ()> {
 #[inline(always)]
 fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Reason {
     let source = &segment.addrs.source;
-    if maps::listed(maps::List::Deny, generation, source) {
+    let lists = maps::lists_of(generation, source);
+    if lists & listed::DENY != 0 {
         return Reason::Denylisted;
     }
-    if maps::listed(maps::List::Allow, generation, source) {
+    if lists & listed::ALLOW != 0 {
         return Reason::Allowlisted;
     }
     match settings.policy {

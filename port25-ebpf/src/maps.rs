@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
 };
 use port25_common::{
-    COUNTER_CAPACITY, Counter, CounterKey, GENERATION_BITS, LIST_CAPACITY, PORT_WORDS, Reason,
-    SLOTS, Settings, V4Key, V6Key, Verdict, counter_slot, egress, port_bit,
+    COUNTER_CAPACITY, Counter, CounterKey, GENERATION_BITS, LIST_CAPACITY, LISTS_CAPACITY,
+    PORT_WORDS, Reason, SLOTS, Settings, V4Key, V6Key, Verdict, counter_slot, egress, port_bit,
+    prefilter,
 };
 
 use crate::parse::Addr;
@@ -20,13 +21,11 @@ static SETTINGS: Array<Settings> = Array::pinned(SLOTS, 0);
 #[map]
 static PORTS: Array<u32> = Array::pinned(SLOTS * PORT_WORDS, 0);
 #[map]
-static ALLOW_V4: LpmTrie<V4Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
+static LISTS_V4: LpmTrie<V4Key, u32> = LpmTrie::pinned(LISTS_CAPACITY, 0);
 #[map]
-static DENY_V4: LpmTrie<V4Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
+static LISTS_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LISTS_CAPACITY, 0);
 #[map]
-static ALLOW_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
-#[map]
-static DENY_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
+static PREFILTER_V4: Array<u64> = Array::pinned(SLOTS * prefilter::WORDS, 0);
 #[map]
 static COUNTERS: PerCpuHashMap<CounterKey, Counter> = PerCpuHashMap::pinned(COUNTER_CAPACITY, 0);
 
@@ -71,24 +70,42 @@ pub(crate) fn port_protected(generation: u32, port: u16) -> Result<bool, ()> {
     Ok(bits & mask != 0)
 }
 
-pub(crate) enum List {
-    Allow,
-    Deny,
-    /// The egress guard's smart hosts (matched on the destination).
-    SmartHost,
+/// Which lists cover the source ([`port25_common::listed`] bits): an IPv4 source is answered by
+/// its /16's prefilter nibble unless an entry longer than /16 lies inside that /16, so a flood
+/// from unlisted /16s never walks the trie (docs/ARCHITECTURE.md, § Lists).
+#[inline(always)]
+pub(crate) fn lists_of(generation: u32, source: &Addr) -> u32 {
+    match *source {
+        Addr::V4(addr) => {
+            let (word, shift) = prefilter::place(u32::from(u16::from_be_bytes([addr[0], addr[1]])));
+            // An unreadable word (never: the index is in range) asks the trie.
+            let nibble = PREFILTER_V4
+                .get((generation % SLOTS) * prefilter::WORDS + word)
+                .map_or(prefilter::DEEPER, |&bits| (bits >> shift) & 0xf);
+            if nibble & prefilter::DEEPER == 0 {
+                return nibble as u32;
+            }
+            value(&LISTS_V4, 32, V4Key { generation, addr })
+        }
+        Addr::V6(addr) => value(&LISTS_V6, 128, V6Key { generation, addr }),
+    }
 }
 
-/// Longest-prefix match of the source in this generation of a list.
+/// Whether the destination is one of the egress guard's smart hosts.
 #[inline(always)]
-pub(crate) fn listed(list: List, generation: u32, source: &Addr) -> bool {
-    match (*source, list) {
-        (Addr::V4(addr), List::Allow) => holds(&ALLOW_V4, 32, V4Key { generation, addr }),
-        (Addr::V4(addr), List::Deny) => holds(&DENY_V4, 32, V4Key { generation, addr }),
-        (Addr::V6(addr), List::Allow) => holds(&ALLOW_V6, 128, V6Key { generation, addr }),
-        (Addr::V6(addr), List::Deny) => holds(&DENY_V6, 128, V6Key { generation, addr }),
-        (Addr::V4(addr), List::SmartHost) => holds(&SMART_V4, 32, V4Key { generation, addr }),
-        (Addr::V6(addr), List::SmartHost) => holds(&SMART_V6, 128, V6Key { generation, addr }),
+pub(crate) fn smart_host(generation: u32, dest: &Addr) -> bool {
+    match *dest {
+        Addr::V4(addr) => holds(&SMART_V4, 32, V4Key { generation, addr }),
+        Addr::V6(addr) => holds(&SMART_V6, 128, V6Key { generation, addr }),
     }
+}
+
+/// The value of the longest prefix of the full-length address in `data`, 0 when none.
+#[inline(always)]
+fn value<K>(trie: &LpmTrie<K, u32>, address_bits: u32, data: K) -> u32 {
+    trie.get(&Key::new(GENERATION_BITS + address_bits, data))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Whether `trie` holds a prefix of the full-length address in `data`.

@@ -13,6 +13,7 @@
 mod bpf_cmd;
 mod egress;
 mod links;
+mod lists;
 mod policy;
 #[cfg(feature = "testing")]
 mod test_run;

@@ -13,10 +13,10 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_common::{
     GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key,
     egress::{self, EgressSettings},
-    maps, port_bit,
+    maps, port_bit, prefilter,
 };
 
-use super::{Datapath, Error};
+use super::{Datapath, Error, lists};
 use crate::{
     config::{CidrSet, Config},
     model::{EgressMode, ListKind, Mode, Policy},
@@ -29,28 +29,33 @@ const RETIRE_GRACE: Duration = Duration::from_millis(20);
 /// Entries written per progress line when loading large lists.
 const PROGRESS_EVERY: usize = 200_000;
 
-/// A pair of generation-keyed tries: a list's, or the smart hosts'.
-#[derive(Clone, Copy)]
-enum Table {
-    List(ListKind),
-    SmartHosts,
-}
-
-/// The IPv4 and IPv6 tries of a table.
-fn tries(table: Table) -> (&'static str, &'static str) {
-    match table {
-        Table::List(ListKind::Allow) => (maps::ALLOW_V4, maps::ALLOW_V6),
-        Table::List(ListKind::Deny) => (maps::DENY_V4, maps::DENY_V6),
-        Table::SmartHosts => (maps::SMART_V4, maps::SMART_V6),
-    }
-}
-
-/// The entries of the live generation.
+/// The entries of the live generation, and its prefilter slot as written.
 #[derive(Clone, Debug, Default)]
 pub(super) struct LiveLists {
     pub allow: CidrSet,
     pub deny: CidrSet,
     pub smart_hosts: CidrSet,
+    /// The live slot of `PREFILTER_V4` (empty: all zero, nothing listed).
+    pub prefilter: Vec<u64>,
+}
+
+impl LiveLists {
+    fn list_mut(&mut self, list: ListKind) -> &mut CidrSet {
+        match list {
+            ListKind::Allow => &mut self.allow,
+            ListKind::Deny => &mut self.deny,
+        }
+    }
+}
+
+/// What a runtime change of one entry writes into the live generation.
+#[derive(Default)]
+struct LiveWrites {
+    /// Trie entries with their new bits; `None`: the entry is in no list any more.
+    v4: Vec<(Ipv4Net, Option<u32>)>,
+    v6: Vec<(Ipv6Net, Option<u32>)>,
+    /// Prefilter words of the live slot that changed: (index in the slot, word).
+    prefilter: Vec<(u32, u64)>,
 }
 
 impl Datapath {
@@ -72,12 +77,14 @@ impl Datapath {
             n => n,
         };
         let smart_hosts = &config.egress.smart_hosts;
-        if let Err(err) = self.write_generation(next, config, allow, deny) {
-            self.remove_entries(next, Table::List(ListKind::Allow), allow);
-            self.remove_entries(next, Table::List(ListKind::Deny), deny);
-            self.remove_entries(next, Table::SmartHosts, smart_hosts);
-            return Err(err);
-        }
+        let prefilter = match self.write_generation(next, config, allow, deny) {
+            Ok(prefilter) => prefilter,
+            Err(err) => {
+                self.remove_lists(next, allow, deny);
+                self.remove_smart_hosts(next, smart_hosts);
+                return Err(err);
+            }
+        };
         self.array::<u32>(maps::ACTIVE)?
             .set(0, next, 0)
             .map_err(Error::map(maps::ACTIVE))?;
@@ -88,11 +95,11 @@ impl Datapath {
             allow: allow.clone(),
             deny: deny.clone(),
             smart_hosts: smart_hosts.clone(),
+            prefilter,
         }) {
             Some(old) => {
-                self.remove_entries(retired, Table::List(ListKind::Allow), &old.allow);
-                self.remove_entries(retired, Table::List(ListKind::Deny), &old.deny);
-                self.remove_entries(retired, Table::SmartHosts, &old.smart_hosts);
+                self.remove_lists(retired, &old.allow, &old.deny);
+                self.remove_smart_hosts(retired, &old.smart_hosts);
             }
             None => self.sweep_except(next)?,
         }
@@ -101,38 +108,52 @@ impl Datapath {
 
     /// Adds one entry to the live generation of a list (runtime lists).
     pub fn insert_live(&mut self, list: ListKind, net: IpNet) -> Result<(), Error> {
-        self.insert(self.generation, Table::List(list), &net)?;
-        if let Some(set) = self.live_set(list) {
-            set.insert(net);
-        }
-        Ok(())
+        let live = self.live.get_or_insert_with(LiveLists::default);
+        live.list_mut(list).insert(net);
+        self.write_live(&net)
     }
 
     /// Removes one entry from the live generation of a list (runtime lists).
     pub fn remove_live(&mut self, list: ListKind, net: IpNet) -> Result<(), Error> {
-        self.remove(self.generation, Table::List(list), &net)?;
-        if let Some(set) = self.live_set(list) {
-            set.remove(&net);
+        let live = self.live.get_or_insert_with(LiveLists::default);
+        live.list_mut(list).remove(&net);
+        self.write_live(&net)
+    }
+
+    /// After a runtime change of `net`: the new bits of it and of every entry inside it, and the
+    /// prefilter nibbles of the /16s it spans, written into the live generation.
+    fn write_live(&mut self, net: &IpNet) -> Result<(), Error> {
+        let live = self.live.get_or_insert_with(LiveLists::default);
+        let writes = live_writes(live, net);
+        let generation = self.generation;
+        let mut trie = self.trie_v4(maps::LISTS_V4)?;
+        for (net, bits) in &writes.v4 {
+            write_entry(&mut trie, &v4_key(generation, net), *bits)
+                .map_err(Error::map(maps::LISTS_V4))?;
+        }
+        let mut trie = self.trie_v6(maps::LISTS_V6)?;
+        for (net, bits) in &writes.v6 {
+            write_entry(&mut trie, &v6_key(generation, net), *bits)
+                .map_err(Error::map(maps::LISTS_V6))?;
+        }
+        let base = (generation % SLOTS) * prefilter::WORDS;
+        let mut words = self.array::<u64>(maps::PREFILTER_V4)?;
+        for &(index, word) in &writes.prefilter {
+            words
+                .set(base + index, word, 0)
+                .map_err(Error::map(maps::PREFILTER_V4))?;
         }
         Ok(())
     }
 
-    /// The live generation's entries of `list`, when known.
-    fn live_set(&mut self, list: ListKind) -> Option<&mut CidrSet> {
-        let live = self.live.as_mut()?;
-        Some(match list {
-            ListKind::Allow => &mut live.allow,
-            ListKind::Deny => &mut live.deny,
-        })
-    }
-
+    /// Writes everything of `generation` but the `ACTIVE` switch; returns its prefilter slot.
     fn write_generation(
         &mut self,
         generation: u32,
         config: &Config,
         allow: &CidrSet,
         deny: &CidrSet,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<u64>, Error> {
         let slot = generation % SLOTS;
         self.array::<Settings>(maps::SETTINGS)?
             .set(slot, settings_of(config), 0)
@@ -150,60 +171,82 @@ impl Datapath {
                 .map_err(Error::map(maps::PORTS))?;
         }
 
-        let total = allow.len() + deny.len();
-        let mut written = 0;
-        for (list, set) in [(ListKind::Allow, allow), (ListKind::Deny, deny)] {
-            for net in set.iter() {
-                self.insert(generation, Table::List(list), &net)?;
-                written += 1;
-                if written % PROGRESS_EVERY == 0 {
-                    tracing::info!("writing lists into the kernel: {written} of {total} entries");
-                }
+        let v4 = lists::merged(&allow.v4, &deny.v4);
+        let v6 = lists::merged(&allow.v6, &deny.v6);
+        let total = v4.len() + v6.len();
+        let progress = |written: usize| {
+            if written.is_multiple_of(PROGRESS_EVERY) {
+                tracing::info!("writing lists into the kernel: {written} of {total} entries");
             }
+        };
+        let mut trie = self.trie_v4(maps::LISTS_V4)?;
+        for (i, (net, bits)) in v4.iter().enumerate() {
+            trie.insert(&v4_key(generation, net), bits, 0)
+                .map_err(Error::map(maps::LISTS_V4))?;
+            progress(i + 1);
         }
+        let mut trie = self.trie_v6(maps::LISTS_V6)?;
+        for (i, (net, bits)) in v6.iter().enumerate() {
+            trie.insert(&v6_key(generation, net), bits, 0)
+                .map_err(Error::map(maps::LISTS_V6))?;
+            progress(v4.len() + i + 1);
+        }
+        let prefilter = lists::prefilter_words(&v4);
+        let mut array = self.array::<u64>(maps::PREFILTER_V4)?;
+        for (i, &word) in (0u32..).zip(&prefilter) {
+            array
+                .set(slot * prefilter::WORDS + i, word, 0)
+                .map_err(Error::map(maps::PREFILTER_V4))?;
+        }
+
         self.array::<EgressSettings>(maps::EGRESS)?
             .set(slot, egress_settings_of(config), 0)
             .map_err(Error::map(maps::EGRESS))?;
-        for net in config.egress.smart_hosts.iter() {
-            self.insert(generation, Table::SmartHosts, &net)?;
+        let mut trie = self.trie_v4(maps::SMART_V4)?;
+        for net in &config.egress.smart_hosts.v4 {
+            trie.insert(&v4_key(generation, net), 1, 0)
+                .map_err(Error::map(maps::SMART_V4))?;
         }
-        Ok(())
+        let mut trie = self.trie_v6(maps::SMART_V6)?;
+        for net in &config.egress.smart_hosts.v6 {
+            trie.insert(&v6_key(generation, net), 1, 0)
+                .map_err(Error::map(maps::SMART_V6))?;
+        }
+        Ok(prefilter)
     }
 
-    fn insert(&mut self, generation: u32, table: Table, net: &IpNet) -> Result<(), Error> {
-        let (v4, v6) = tries(table);
-        match net {
-            IpNet::V4(net) => self
-                .trie_v4(v4)?
-                .insert(&v4_key(generation, net), 1, 0)
-                .map_err(Error::map(v4)),
-            IpNet::V6(net) => self
-                .trie_v6(v6)?
-                .insert(&v6_key(generation, net), 1, 0)
-                .map_err(Error::map(v6)),
+    /// Best effort: removes the entries of both lists from one generation of the tries.
+    fn remove_lists(&mut self, generation: u32, allow: &CidrSet, deny: &CidrSet) {
+        for set in [allow, deny] {
+            self.remove_entries(generation, maps::LISTS_V4, maps::LISTS_V6, set);
         }
     }
 
-    fn remove(&mut self, generation: u32, table: Table, net: &IpNet) -> Result<(), Error> {
-        let (v4, v6) = tries(table);
-        let (map, result) = match net {
-            IpNet::V4(net) => (v4, self.trie_v4(v4)?.remove(&v4_key(generation, net))),
-            IpNet::V6(net) => (v6, self.trie_v6(v6)?.remove(&v6_key(generation, net))),
-        };
-        match result {
-            Ok(()) => Ok(()),
-            // Already gone is what was asked.
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(err) => Err(Error::map(map)(err)),
-        }
+    fn remove_smart_hosts(&mut self, generation: u32, smart_hosts: &CidrSet) {
+        self.remove_entries(generation, maps::SMART_V4, maps::SMART_V6, smart_hosts);
     }
 
     /// Best effort: an entry that is already gone is fine.
-    fn remove_entries(&mut self, generation: u32, table: Table, set: &CidrSet) {
-        for net in set.iter() {
-            if let Err(err) = self.remove(generation, table, &net) {
-                tracing::warn!("removing {net} of generation {generation}: {err:#}");
+    fn remove_entries(
+        &mut self,
+        generation: u32,
+        v4: &'static str,
+        v6: &'static str,
+        set: &CidrSet,
+    ) {
+        let result = (|| -> Result<(), Error> {
+            let mut trie = self.trie_v4(v4)?;
+            for net in &set.v4 {
+                write_entry(&mut trie, &v4_key(generation, net), None).map_err(Error::map(v4))?;
             }
+            let mut trie = self.trie_v6(v6)?;
+            for net in &set.v6 {
+                write_entry(&mut trie, &v6_key(generation, net), None).map_err(Error::map(v6))?;
+            }
+            Ok(())
+        })();
+        if let Err(err) = result {
+            tracing::warn!("removing the entries of generation {generation}: {err:#}");
         }
     }
 
@@ -211,16 +254,72 @@ impl Datapath {
     /// is known about what a killed daemon left.
     fn sweep_except(&mut self, keep: u32) -> Result<(), Error> {
         let mut swept = 0;
-        for name in [maps::ALLOW_V4, maps::DENY_V4, maps::SMART_V4] {
+        for name in [maps::LISTS_V4, maps::SMART_V4] {
             swept += sweep(&mut self.trie_v4(name)?, keep);
         }
-        for name in [maps::ALLOW_V6, maps::DENY_V6, maps::SMART_V6] {
+        for name in [maps::LISTS_V6, maps::SMART_V6] {
             swept += sweep(&mut self.trie_v6(name)?, keep);
         }
         if swept > 0 {
             tracing::info!("removed {swept} list entries of earlier generations");
         }
         Ok(())
+    }
+}
+
+/// What a runtime change of `net` (already made in `live`'s lists) writes.
+fn live_writes(live: &mut LiveLists, net: &IpNet) -> LiveWrites {
+    let mut writes = LiveWrites::default();
+    match net {
+        IpNet::V4(net) => {
+            writes.v4 = entry_writes(net, &live.allow.v4, &live.deny.v4);
+            if live.prefilter.len() != prefilter::WORDS as usize {
+                live.prefilter = vec![0; prefilter::WORDS as usize];
+            }
+            for top in lists::prefilter_span(net) {
+                let nibble = lists::prefilter_nibble(top, &live.allow.v4, &live.deny.v4);
+                let (word, shift) = prefilter::place(top as u32);
+                let old = live.prefilter[word as usize];
+                let new = (old & !(0xf << shift)) | (nibble << shift);
+                if new != old {
+                    live.prefilter[word as usize] = new;
+                    match writes.prefilter.last_mut() {
+                        Some((index, last)) if *index == word => *last = new,
+                        _ => writes.prefilter.push((word, new)),
+                    }
+                }
+            }
+        }
+        IpNet::V6(net) => writes.v6 = entry_writes(net, &live.allow.v6, &live.deny.v6),
+    }
+    writes
+}
+
+/// The trie writes after a change of `net`: it leaves the trie if in no list any more, and it and
+/// every entry inside it get their bits again.
+fn entry_writes<N: lists::Prefix>(net: &N, allow: &[N], deny: &[N]) -> Vec<(N, Option<u32>)> {
+    let mut writes = Vec::new();
+    if allow.binary_search(net).is_err() && deny.binary_search(net).is_err() {
+        writes.push((*net, None));
+    }
+    for inner in lists::inside(net, allow, deny) {
+        writes.push((inner, Some(lists::covering_bits(&inner, allow, deny))));
+    }
+    writes
+}
+
+/// Puts `bits` at `key`, or removes it (already gone is what was asked).
+fn write_entry<K: aya::Pod>(
+    trie: &mut LpmTrie<&mut MapData, K, u32>,
+    key: &Key<K>,
+    bits: Option<u32>,
+) -> Result<(), aya::maps::MapError> {
+    match bits {
+        Some(bits) => trie.insert(key, bits, 0),
+        None => match trie.remove(key) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            other => other,
+        },
     }
 }
 

@@ -2,6 +2,7 @@
 //! action the kernel returned and the one counter it must have moved (or that none moved).
 
 mod encapsulations;
+mod nesting;
 mod policy;
 mod ratelimit;
 mod truncation;
@@ -12,7 +13,7 @@ use port25_common::{
     Reason::{self, *},
     Verdict,
 };
-use port25_daemon::testing::{Config, Datapath};
+use port25_daemon::testing::{Config, Datapath, ListKind};
 use port25_testkit::{
     frames::{
         ALLOWED4, ALLOWED6, DENIED4, DENIED6, ETH_P_8021AD, ETH_P_8021Q, EXT_DEST_OPTS,

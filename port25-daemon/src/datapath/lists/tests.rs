@@ -1,0 +1,136 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+
+fn nets(text: &[&str]) -> Vec<Ipv4Net> {
+    let mut nets: Vec<Ipv4Net> = text.iter().map(|t| t.parse().expect("valid")).collect();
+    nets.sort_unstable();
+    nets
+}
+
+/// Lists drawn from three /8s so that entries nest often: every length from /8 to /32.
+fn random_lists(seed: u64) -> (Vec<Ipv4Net>, Vec<Ipv4Net>) {
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut draw = |count: usize| {
+        let mut list: Vec<Ipv4Net> = (0..count)
+            .map(|_| {
+                let r = next();
+                let addr =
+                    Ipv4Addr::from(((10 + (r % 3)) as u32) << 24 | ((r >> 8) as u32 & 0x00ff_ffff));
+                let len = match r >> 40 & 3 {
+                    0 => 8 + (r >> 42) as u8 % 9,
+                    _ => 16 + (r >> 44) as u8 % 17,
+                };
+                Ipv4Net::new(addr, len).expect("len <= 32").trunc()
+            })
+            .collect();
+        list.sort_unstable();
+        list.dedup();
+        list
+    };
+    let allow = draw(300);
+    let deny = draw(100);
+    (allow, deny)
+}
+
+#[test]
+fn merged_bits_are_those_of_every_covering_entry() {
+    for seed in 1..20 {
+        let (allow, deny) = random_lists(seed);
+        let merged = merged(&allow, &deny);
+        let mut all: Vec<Ipv4Net> = allow.iter().chain(&deny).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(merged.iter().map(|(n, _)| *n).collect::<Vec<_>>(), all);
+        for (net, bits) in &merged {
+            let expected = allow
+                .iter()
+                .filter(|a| a.contains(net))
+                .map(|_| listed::ALLOW)
+                .chain(
+                    deny.iter()
+                        .filter(|d| d.contains(net))
+                        .map(|_| listed::DENY),
+                )
+                .fold(0, |b, x| b | x);
+            assert_eq!(*bits, expected, "{net} (seed {seed})");
+            assert_eq!(covering_bits(net, &allow, &deny), expected, "{net} alone");
+        }
+    }
+}
+
+#[test]
+fn an_allow_inside_a_deny_carries_both_and_the_deny_stays_deny() {
+    let allow = nets(&["198.18.1.0/24", "198.18.1.128/25"]);
+    let deny = nets(&["198.18.0.0/16", "198.18.1.192/26"]);
+    let bits: Vec<(String, u32)> = merged(&allow, &deny)
+        .into_iter()
+        .map(|(n, b)| (n.to_string(), b))
+        .collect();
+    let both = listed::ALLOW | listed::DENY;
+    assert_eq!(
+        bits,
+        [
+            ("198.18.0.0/16".to_owned(), listed::DENY),
+            ("198.18.1.0/24".to_owned(), both),
+            ("198.18.1.128/25".to_owned(), both),
+            ("198.18.1.192/26".to_owned(), both),
+        ]
+    );
+}
+
+#[test]
+fn inside_finds_the_entries_a_change_can_touch() {
+    let allow = nets(&["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "11.0.0.0/8"]);
+    let deny = nets(&["10.1.2.3/32", "10.2.0.0/16"]);
+    let found = inside(&"10.1.0.0/16".parse().expect("valid"), &allow, &deny);
+    assert_eq!(found, nets(&["10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32"]));
+    let found = inside(&"10.0.0.0/7".parse().expect("valid"), &allow, &deny);
+    assert_eq!(found.len(), 6);
+}
+
+#[test]
+fn the_prefilter_matches_the_nibble_of_each_slash16_worked_out_alone() {
+    for seed in 1..8 {
+        let (allow, deny) = random_lists(seed);
+        let words = prefilter_words(&merged(&allow, &deny));
+        assert_eq!(words.len(), prefilter::WORDS as usize);
+        let nibbles: Vec<u64> = (0..1usize << 16)
+            .map(|top| prefilter_nibble(top, &allow, &deny))
+            .collect();
+        assert_eq!(words, pack(&nibbles), "seed {seed}");
+        // The lists touch 10/8-12/8 only, and some /16s there are answered without the trie.
+        let (word, shift) = prefilter::place(200 << 8);
+        assert_eq!(
+            words[word as usize] >> shift & 0xf,
+            0,
+            "200.0/16 is in no list"
+        );
+        assert!(
+            nibbles
+                .iter()
+                .any(|&n| n != 0 && n & prefilter::DEEPER == 0),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn a_slash16_with_a_longer_entry_asks_the_trie_and_one_covered_from_above_does_not() {
+    let allow = nets(&["198.18.1.0/24", "203.0.0.0/8"]);
+    let deny = nets(&[]);
+    let words = prefilter_words(&merged(&allow, &deny));
+    let nibble = |a: u32, b: u32| {
+        let (word, shift) = prefilter::place(a << 8 | b);
+        words[word as usize] >> shift & 0xf
+    };
+    assert_eq!(nibble(198, 18), prefilter::DEEPER);
+    assert_eq!(nibble(198, 19), 0);
+    assert_eq!(nibble(203, 113), u64::from(listed::ALLOW));
+}

@@ -8,11 +8,9 @@
 use std::{fs, path::Path, time::Instant};
 
 use anyhow::{Context, Result, bail};
-use aya::{
-    Ebpf,
-    programs::{TestRun, TestRunOptions},
-};
+use aya::programs::{TestRun, TestRunOptions};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use port25_common::maps;
 use port25_daemon::testing::{CidrSet, Config, Datapath};
 use port25_testkit::frames::{
     self, ALLOWED4, ALLOWED6, DENIED4, EXT_DEST_OPTS, EXT_HOP_BY_HOP, OTHER4, OTHER6,
@@ -53,17 +51,51 @@ pub(crate) enum XfSetup {
     AllowList,
 }
 
+/// A figure over the rounds: the median is the one quoted, min and max its spread.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub(crate) fn of(samples: &[f64]) -> Self {
+        Self {
+            min: samples.iter().copied().fold(f64::INFINITY, f64::min),
+            median: sys::median(samples),
+            max: samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+
+    /// Whether the two ranges overlap: then their ratio is within this run's noise.
+    pub(crate) fn overlaps(&self, other: &Spread) -> bool {
+        self.min <= other.max && other.min <= self.max
+    }
+
+    /// "median (min-max)".
+    pub(crate) fn cell(&self) -> String {
+        format!("{:.1} ({:.0}-{:.0})", self.median, self.min, self.max)
+    }
+}
+
 pub(crate) struct PathRow {
     pub path: &'static str,
     pub expected: u32,
+    /// The median of `port25`.
     pub port25_ns: f64,
+    pub port25: Spread,
     /// xdp-filter's figure and action, or why there is none.
-    pub xdp_filter: Result<(f64, u32), String>,
+    pub xdp_filter: Result<(Spread, u32), String>,
 }
 
 pub(crate) struct PerPacket {
     pub floor_pass_ns: f64,
     pub floor_drop_ns: f64,
+    pub floor_pass: Spread,
+    pub floor_drop: Spread,
+    /// The XDP_DROP floor measured in the rounds of each xdp-filter load (its phase).
+    pub xdp_filter_floor: Option<Spread>,
     pub rows: Vec<PathRow>,
     pub repeat: u32,
     pub rounds: usize,
@@ -84,6 +116,10 @@ impl PerPacket {
 }
 
 pub(crate) const ROW_DROPPED: &str = "port 25, not allowlisted (dropped)";
+/// A source in a /16 where no list has an entry, as most of a random-source flood: the prefilter
+/// answers without the trie.
+pub(crate) const ROW_UNLISTED: &str = "port 25, not allowlisted, /16 in no list (dropped)";
+const UNLISTED4: &str = "198.19.7.7";
 
 /// One row: a path through the datapath, the frame that takes it, the action it must end in,
 /// whether it needs the rate-limiting datapath, and which xdp-filter setup measures the same path.
@@ -118,6 +154,7 @@ fn rows() -> Vec<Case> {
         row("port 25, allowlisted", tcp(ALLOWED4, 25), XDP_PASS, AllowList),
         row("port 25, denylisted", tcp(DENIED4, 25), XDP_DROP, DenyList),
         row(ROW_DROPPED, tcp(OTHER4, 25), XDP_DROP, AllowList),
+        row(ROW_UNLISTED, tcp(UNLISTED4, 25), XDP_DROP, AllowList),
         Case {
             path: "port 25, rate-limited (policy ratelimit)",
             frame: tcp(OTHER4, 25).build(),
@@ -145,118 +182,156 @@ fn load(policy: &str) -> Result<Datapath> {
     Ok(datapath)
 }
 
-/// The median over rounds of the kernel's average ns per run; checks the action each round.
+/// One round of a measurement: the kernel's average ns per run over `repeat` runs; checks the
+/// action.
+fn once(
+    settings: &Settings,
+    expected: u32,
+    what: &str,
+    run: impl FnOnce(u32) -> Result<(u32, f64)>,
+) -> Result<f64> {
+    let (action, ns) = run(settings.repeat)?;
+    if action != expected {
+        bail!(
+            "{what}: XDP action {action}, expected {expected}: the bench measures the wrong path"
+        );
+    }
+    Ok(ns)
+}
+
+/// The median over rounds of one measurement alone (section 2).
 fn measure(
     settings: &Settings,
     expected: u32,
     what: &str,
     mut run: impl FnMut(u32) -> Result<(u32, f64)>,
 ) -> Result<f64> {
-    let mut samples = Vec::new();
-    for _ in 0..settings.rounds {
-        let (action, ns) = run(settings.repeat)?;
-        if action != expected {
-            bail!(
-                "{what}: XDP action {action}, expected {expected}: the bench measures the wrong path"
-            );
-        }
-        samples.push(ns);
-    }
+    let samples = (0..settings.rounds)
+        .map(|_| once(settings, expected, what, &mut run))
+        .collect::<Result<Vec<_>>>()?;
     Ok(sys::median(&samples))
 }
 
-fn floor(bench: &mut Ebpf, name: &str, frame: &[u8], settings: &Settings) -> Result<f64> {
-    let program = programs::xdp(bench, name)?;
-    let expected = if name == "floor_drop" {
-        XDP_DROP
-    } else {
-        XDP_PASS
-    };
-    measure(settings, expected, name, |repeat| {
-        let result = program.test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..TestRunOptions::default()
-        })?;
-        Ok((result.return_value, result.duration.as_nanos() as f64))
-    })
+fn floor_run(program: &aya::programs::Xdp, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::default()
+    })?;
+    Ok((result.return_value, result.duration.as_nanos() as f64))
 }
 
+/// Section 1. Round by round, the floors and every port25 row, then, per xdp-filter load, the
+/// XDP_DROP floor and that load's rows: a change in the machine's speed moves them alike.
 pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> {
     let drop_dp = load(DROP_POLICY)?;
     let ratelimit_dp = load(RATELIMIT_POLICY)?;
     let syn = frames::tcp(OTHER4, 25).build();
     let mut bench = programs::object()?;
-    let floor_pass_ns = floor(&mut bench, "floor_pass", &syn, settings)?;
-    let floor_drop_ns = floor(&mut bench, "floor_drop", &syn, settings)?;
-    eprintln!("bench: floor: XDP_PASS {floor_pass_ns:.1} ns, XDP_DROP {floor_drop_ns:.1} ns");
-
-    let rows = rows();
-    let mut out = Vec::new();
-    for Case {
-        path,
-        frame,
-        expected,
-        ratelimited,
-        ..
-    } in &rows
-    {
-        let datapath = if *ratelimited {
-            &ratelimit_dp
-        } else {
-            &drop_dp
-        };
-        // The rate-limited row: the first SYN spends the only token; every later one is dropped.
-        if *ratelimited {
-            datapath.test_run(frame)?;
-        }
-        let port25_ns = measure(settings, *expected, path, |repeat| {
-            let (action, duration) = datapath.test_run_timed(frame, repeat)?;
-            Ok((action, duration.as_nanos() as f64))
-        })?;
-        eprintln!("bench: {path}: port25 {port25_ns:.1} ns");
-        out.push(PathRow {
-            path,
-            expected: *expected,
-            port25_ns,
-            xdp_filter: Err("no rate limiting in xdp-filter".to_string()),
-        });
+    for name in ["floor_pass", "floor_drop"] {
+        programs::xdp(&mut bench, name)?;
     }
+    let floor = |name: &str| -> Result<&aya::programs::Xdp> {
+        let program = bench
+            .program(name)
+            .with_context(|| format!("no program {name}"))?;
+        Ok(program.try_into()?)
+    };
+    let (pass_prog, drop_prog) = (floor("floor_pass")?, floor("floor_drop")?);
+    let rows = rows();
+    // The rate-limited row: the first SYN spends the only token; every later one is dropped.
+    for case in rows.iter().filter(|case| case.ratelimited) {
+        ratelimit_dp.test_run(&case.frame)?;
+    }
+    let (mut floor_pass, mut floor_drop) = (Vec::new(), Vec::new());
+    let mut port25: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    for _ in 0..settings.rounds {
+        floor_pass.push(once(settings, XDP_PASS, "floor_pass", |r| {
+            floor_run(pass_prog, &syn, r)
+        })?);
+        floor_drop.push(once(settings, XDP_DROP, "floor_drop", |r| {
+            floor_run(drop_prog, &syn, r)
+        })?);
+        for (case, samples) in rows.iter().zip(&mut port25) {
+            let datapath = if case.ratelimited {
+                &ratelimit_dp
+            } else {
+                &drop_dp
+            };
+            samples.push(once(settings, case.expected, case.path, |repeat| {
+                let (action, duration) = datapath.test_run_timed(&case.frame, repeat)?;
+                Ok((action, duration.as_nanos() as f64))
+            })?);
+        }
+    }
+    let (floor_pass, floor_drop) = (Spread::of(&floor_pass), Spread::of(&floor_drop));
+    eprintln!(
+        "bench: floor: XDP_PASS {}, XDP_DROP {} ns",
+        floor_pass.cell(),
+        floor_drop.cell()
+    );
+    let mut out: Vec<PathRow> = rows
+        .iter()
+        .zip(&port25)
+        .map(|(case, samples)| {
+            let port25 = Spread::of(samples);
+            eprintln!("bench: {}: port25 {} ns", case.path, port25.cell());
+            PathRow {
+                path: case.path,
+                expected: case.expected,
+                port25_ns: port25.median,
+                port25,
+                xdp_filter: Err("no rate limiting in xdp-filter".to_string()),
+            }
+        })
+        .collect();
     // One xdp-filter at a time: libxdp pins by interface index, which is the same in every
     // fresh namespace, so two loads side by side would clobber each other.
-    let file = work.join("frame.bin");
+    let file = |i: usize| work.join(format!("frame-{i}.bin"));
+    for (i, case) in rows.iter().enumerate() {
+        fs::write(file(i), &case.frame)?;
+    }
+    let mut xf_floor = Vec::new();
     for (setup, policy, sources) in [
         (XfSetup::DenyList, "allow", &[DENIED4][..]),
         (XfSetup::AllowList, "deny", &[ALLOWED4, ALLOWED6][..]),
     ] {
-        let filter = XdpFilter::load("xf", policy, sources);
-        for (case, row) in rows.iter().zip(out.iter_mut()) {
-            let Case {
-                path,
-                frame,
-                expected,
-                xdp_filter,
-                ..
-            } = case;
-            if *xdp_filter != Some(setup) {
+        let mine: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].xdp_filter == Some(setup))
+            .collect();
+        let filter = match XdpFilter::load("xf", policy, sources) {
+            Ok(filter) => filter,
+            Err(e) => {
+                for &i in &mine {
+                    out[i].xdp_filter = Err(format!("xdp-filter: {e:#}"));
+                }
                 continue;
             }
-            row.xdp_filter = match &filter {
-                Err(e) => Err(format!("xdp-filter: {e:#}")),
-                Ok(filter) => {
-                    fs::write(&file, frame)?;
-                    let ns = measure(settings, *expected, &format!("xdp-filter {path}"), |r| {
-                        filter.test_run(&file, r)
-                    })?;
-                    eprintln!("bench: {path}: xdp-filter {ns:.1} ns");
-                    Ok((ns, *expected))
-                }
-            };
+        };
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); mine.len()];
+        for _ in 0..settings.rounds {
+            xf_floor.push(once(settings, XDP_DROP, "floor_drop", |r| {
+                floor_run(drop_prog, &syn, r)
+            })?);
+            for (&i, samples) in mine.iter().zip(&mut samples) {
+                let what = format!("xdp-filter {}", rows[i].path);
+                samples.push(once(settings, rows[i].expected, &what, |r| {
+                    filter.test_run(&file(i), r)
+                })?);
+            }
+        }
+        for (&i, samples) in mine.iter().zip(&samples) {
+            let spread = Spread::of(samples);
+            eprintln!("bench: {}: xdp-filter {} ns", rows[i].path, spread.cell());
+            out[i].xdp_filter = Ok((spread, rows[i].expected));
         }
     }
     Ok(PerPacket {
-        floor_pass_ns,
-        floor_drop_ns,
+        floor_pass_ns: floor_pass.median,
+        floor_drop_ns: floor_drop.median,
+        floor_pass,
+        floor_drop,
+        xdp_filter_floor: (!xf_floor.is_empty()).then(|| Spread::of(&xf_floor)),
         rows: out,
         repeat: settings.repeat,
         rounds: settings.rounds,
@@ -330,14 +405,14 @@ pub(crate) fn prefixes(count: usize) -> CidrSet {
 /// own accounting of what it allocated).
 fn list_map_bytes(datapath: &mut Datapath) -> Result<u64> {
     let mut total = 0;
-    for name in ["ALLOW_V4", "ALLOW_V6", "DENY_V4", "DENY_V6"] {
+    for name in [maps::LISTS_V4, maps::LISTS_V6, maps::PREFILTER_V4] {
         let map = datapath
             .ebpf_mut()
             .map(name)
             .with_context(|| format!("no map {name}"))?;
         let id = match map {
-            aya::maps::Map::LpmTrie(data) => data.info()?.id(),
-            _ => bail!("{name} is not an LPM trie"),
+            aya::maps::Map::LpmTrie(data) | aya::maps::Map::Array(data) => data.info()?.id(),
+            _ => bail!("{name} is not an LPM trie or an array"),
         };
         let out = sys::run(std::process::Command::new("bpftool").args([
             "map",

@@ -39,6 +39,10 @@ struct Cli {
     /// Where report.md and the plots go.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Sections 1 and 2 only (the kernel's per-packet and list-scale costs), printed as they are
+    /// measured, no report: for working on the datapath.
+    #[arg(long)]
+    kernel_only: bool,
 }
 
 /// How much of everything: full or smoke.
@@ -117,6 +121,9 @@ fn run(cli: &Cli) -> Result<()> {
     let per_packet = kernel::per_packet(&settings, work.path())?;
     eprintln!("bench: 2. list scale");
     let scale = kernel::scale(&settings)?;
+    if cli.kernel_only {
+        return Ok(());
+    }
     eprintln!("bench: 3-4. flood and mail");
     let flood = flood::flood(&settings)?;
     eprintln!("bench: 5. daemon");

@@ -70,7 +70,7 @@ pub(crate) fn headline(r: &Results) -> Result<Headline> {
             .xdp_filter
             .as_ref()
             .ok()
-            .map(|(ns, _)| dropped.port25_ns / ns),
+            .map(|(xf, _)| dropped.port25_ns / xf.median),
         iptables_cpu: cpu(Receiver::Iptables) / port25,
         nftables_cpu: cpu(Receiver::Nftables) / port25,
         xdp_filter_cpu: cpu(Receiver::XdpFilter) / port25,
@@ -85,7 +85,7 @@ fn positive(x: f64) -> bool {
 /// Fails when a row the issue asks for is missing or not a number: smoke mode's check.
 pub(crate) fn check_complete(r: &Results) -> Result<()> {
     let mut missing = Vec::new();
-    if r.per_packet.rows.len() < 9 || r.per_packet.rows.iter().any(|row| !positive(row.port25_ns)) {
+    if r.per_packet.rows.len() < 10 || r.per_packet.rows.iter().any(|row| !positive(row.port25_ns)) {
         missing.push("per-packet rows");
     }
     if !(positive(r.per_packet.floor_pass_ns) && positive(r.per_packet.floor_drop_ns)) {
@@ -213,9 +213,16 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     let _ = writeln!(s, "## 1. Per-packet cost in the kernel\n");
     let _ = writeln!(
         s,
-        "BPF_PROG_TEST_RUN, {} runs per round, median of {} rounds; the kernel's own average per \
-         run (the test-run loop's overhead included, which is why the floor is measured the same \
-         way). Ratio: to the floor of the same action (XDP_PASS {:.1} ns, XDP_DROP {:.1} ns). \
+        "BPF_PROG_TEST_RUN, {} runs per round, {} rounds: each cell is the median (min-max) of \
+         the kernel's own average per run (the test-run loop's overhead included, which is why the \
+         floor is measured the same way). The rounds are interleaved: each round measures the \
+         floors and every port25 row in turn; then, for each xdp-filter load, each round the \
+         XDP_DROP floor (its figure in the xdp-filter column) and that load's rows, so a change in \
+         the machine's speed moves a figure and its floor alike. \"ranges overlap\": the two \
+         figures' min-max ranges overlap, so this run cannot tell them apart. Ratio: to the floor \
+         of the same action (XDP_PASS {:.1} ns, XDP_DROP {:.1} ns; xdp-filter's to the floor of its \
+         own rounds). The row \"/16 in no list\" is a source like most of a random-source flood's: \
+         no list has an entry in its /16, and port25's /16 prefilter answers without the trie. \
          port25 with policy `drop` (one /24 and /48 allowlisted, a /26 and /48 denylisted); the \
          rate-limited row with policy `ratelimit` and buckets of one token. xdp-filter (xdp-tools) \
          with its closest rule, loaded on a veth and run with `bpftool prog run`: the source \
@@ -231,14 +238,18 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
         .map(|row| {
             let floor = pp.floor_for(row.expected);
             let (xf_ns, xf_ratio, vs) = match &row.xdp_filter {
-                Ok((ns, a)) => (
-                    format!("{ns:.1} ({})", action(*a)),
-                    ratio(*ns, floor),
-                    ratio(row.port25_ns, *ns),
+                Ok((xf, a)) => (
+                    format!("{} ({})", xf.cell(), action(*a)),
+                    ratio(xf.median, pp.xdp_filter_floor.map_or(floor, |f| f.median)),
+                    if row.port25.overlaps(xf) {
+                        format!("{} (ranges overlap)", ratio(row.port25_ns, xf.median))
+                    } else {
+                        ratio(row.port25_ns, xf.median)
+                    },
                 ),
                 Err(why) => (format!("n/a: {why}"), "n/a".into(), "n/a".into()),
             };
-            let port25 = [format!("{:.1}", row.port25_ns), ratio(row.port25_ns, floor)];
+            let port25 = [row.port25.cell(), ratio(row.port25_ns, floor)];
             [row.path.to_owned(), action(row.expected).to_owned()]
                 .into_iter()
                 .chain(port25)
@@ -246,11 +257,17 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
                 .collect()
         })
         .collect();
-    for (name, verdict, ns) in [
-        ("floor: bare XDP_PASS", "pass", pp.floor_pass_ns),
-        ("floor: bare XDP_DROP", "drop", pp.floor_drop_ns),
+    let xf_floor = pp.xdp_filter_floor.map(|f| f.cell()).unwrap_or_default();
+    for (name, verdict, spread, xf) in [
+        ("floor: bare XDP_PASS", "pass", pp.floor_pass, ""),
+        (
+            "floor: bare XDP_DROP",
+            "drop",
+            pp.floor_drop,
+            xf_floor.as_str(),
+        ),
     ] {
-        let cells = [name, verdict, &format!("{ns:.1}"), "1.00x", "", "", ""];
+        let cells = [name, verdict, &spread.cell(), "1.00x", xf, "", ""];
         rows.push(cells.map(str::to_owned).to_vec());
     }
     table(

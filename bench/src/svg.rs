@@ -85,8 +85,8 @@ pub(crate) fn per_packet_svg(pp: &PerPacket) -> String {
     ];
     for row in &pp.rows {
         bars.push((format!("port25: {}", row.path), row.port25_ns, PORT25));
-        if let Ok((ns, _)) = &row.xdp_filter {
-            bars.push((format!("xdp-filter: {}", row.path), *ns, OTHER));
+        if let Ok((xf, _)) = &row.xdp_filter {
+            bars.push((format!("xdp-filter: {}", row.path), xf.median, OTHER));
         }
     }
     bar_chart(

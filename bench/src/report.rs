@@ -85,7 +85,8 @@ fn positive(x: f64) -> bool {
 /// Fails when a row the issue asks for is missing or not a number: smoke mode's check.
 pub(crate) fn check_complete(r: &Results) -> Result<()> {
     let mut missing = Vec::new();
-    if r.per_packet.rows.len() < 10 || r.per_packet.rows.iter().any(|row| !positive(row.port25_ns)) {
+    if r.per_packet.rows.len() < 10 || r.per_packet.rows.iter().any(|row| !positive(row.port25_ns))
+    {
         missing.push("per-packet rows");
     }
     if !(positive(r.per_packet.floor_pass_ns) && positive(r.per_packet.floor_drop_ns)) {

@@ -171,27 +171,31 @@ impl Datapath {
                 .map_err(Error::map(maps::PORTS))?;
         }
 
-        let v4 = lists::merged(&allow.v4, &deny.v4);
-        let v6 = lists::merged(&allow.v6, &deny.v6);
-        let total = v4.len() + v6.len();
+        // One family at a time, so that only one merged list is held at once.
+        let total = allow.len() + deny.len();
         let progress = |written: usize| {
             if written.is_multiple_of(PROGRESS_EVERY) {
                 tracing::info!("writing lists into the kernel: {written} of {total} entries");
             }
         };
+        let v4 = lists::merged(&allow.v4, &deny.v4);
         let mut trie = self.trie_v4(maps::LISTS_V4)?;
         for (i, (net, bits)) in v4.iter().enumerate() {
             trie.insert(&v4_key(generation, net), bits, 0)
                 .map_err(Error::map(maps::LISTS_V4))?;
             progress(i + 1);
         }
+        let prefilter = lists::prefilter_words(&v4);
+        let written = v4.len();
+        drop(v4);
+        let v6 = lists::merged(&allow.v6, &deny.v6);
         let mut trie = self.trie_v6(maps::LISTS_V6)?;
         for (i, (net, bits)) in v6.iter().enumerate() {
             trie.insert(&v6_key(generation, net), bits, 0)
                 .map_err(Error::map(maps::LISTS_V6))?;
-            progress(v4.len() + i + 1);
+            progress(written + i + 1);
         }
-        let prefilter = lists::prefilter_words(&v4);
+        drop(v6);
         let mut array = self.array::<u64>(maps::PREFILTER_V4)?;
         for (i, &word) in (0u32..).zip(&prefilter) {
             array

@@ -15,29 +15,24 @@ pub(super) trait Prefix: Copy + Ord {
     fn widened(&self, len: u8) -> Self;
 }
 
-impl Prefix for Ipv4Net {
-    fn covers(&self, other: &Self) -> bool {
-        self.contains(other)
-    }
-    fn len(&self) -> u8 {
-        self.prefix_len()
-    }
-    fn widened(&self, len: u8) -> Self {
-        Ipv4Net::new(self.network(), len).map_or(*self, |net| net.trunc())
-    }
+/// The same for both families: ipnet gives each the same methods.
+macro_rules! prefix {
+    ($net:ty) => {
+        impl Prefix for $net {
+            fn covers(&self, other: &Self) -> bool {
+                self.contains(other)
+            }
+            fn len(&self) -> u8 {
+                self.prefix_len()
+            }
+            fn widened(&self, len: u8) -> Self {
+                <$net>::new(self.network(), len).map_or(*self, |net| net.trunc())
+            }
+        }
+    };
 }
-
-impl Prefix for Ipv6Net {
-    fn covers(&self, other: &Self) -> bool {
-        self.contains(other)
-    }
-    fn len(&self) -> u8 {
-        self.prefix_len()
-    }
-    fn widened(&self, len: u8) -> Self {
-        Ipv6Net::new(self.network(), len).map_or(*self, |net| net.trunc())
-    }
-}
+prefix!(Ipv4Net);
+prefix!(Ipv6Net);
 
 /// The `listed` bits of exactly this entry.
 fn own<N: Prefix>(net: &N, allow: &[N], deny: &[N]) -> u32 {

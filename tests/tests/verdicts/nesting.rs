@@ -51,18 +51,15 @@ fn runtime_entries_re_mark_the_entries_inside_them() {
     ];
     check(&datapath, &before);
 
-    let deny16 = "198.18.0.0/16".parse().expect("valid");
-    let deny32 = "2001:db8::/32".parse().expect("valid");
-    let allow8 = "198.0.0.0/8".parse().expect("valid");
-    datapath
-        .insert_live(ListKind::Deny, deny16)
-        .expect("deny /16 in");
-    datapath
-        .insert_live(ListKind::Deny, deny32)
-        .expect("deny /32 in");
-    datapath
-        .insert_live(ListKind::Allow, allow8)
-        .expect("allow /8 in");
+    let runtime = [
+        (ListKind::Deny, "198.18.0.0/16"),
+        (ListKind::Deny, "2001:db8::/32"),
+        (ListKind::Allow, "198.0.0.0/8"),
+    ]
+    .map(|(list, net)| (list, net.parse().expect("valid")));
+    for (list, net) in runtime {
+        datapath.insert_live(list, net).expect("runtime entry in");
+    }
     #[rustfmt::skip]
     check(&datapath, &[
         drops("the allowlisted /24 under a runtime deny /16", syn(ALLOWED4), Denylisted),
@@ -72,15 +69,9 @@ fn runtime_entries_re_mark_the_entries_inside_them() {
     ]);
 
     // The config's own entries stay; the runtime ones go, and everything is as before.
-    datapath
-        .remove_live(ListKind::Deny, deny16)
-        .expect("deny /16 out");
-    datapath
-        .remove_live(ListKind::Deny, deny32)
-        .expect("deny /32 out");
-    datapath
-        .remove_live(ListKind::Allow, allow8)
-        .expect("allow /8 out");
+    for (list, net) in runtime {
+        datapath.remove_live(list, net).expect("runtime entry out");
+    }
     check(&datapath, &before);
 
     // A runtime entry equal to a config entry of the other list, then gone again.

@@ -30,8 +30,16 @@ pub mod maps {
         /// `Array<u64>`: per slot, 4 bits for each IPv4 /16 ([`crate::prefilter`]): most packets
         /// are answered here, without walking the trie.
         PREFILTER_V4,
-        /// `PerCpuHashMap<CounterKey, Counter>`.
+        /// `PerCpuArray<Counter>` of [`crate::IF_BUCKETS`] × [`crate::COUNTER_SLOTS`]: the
+        /// counters of the interface that owns each bucket ([`COUNTER_OWNERS`]).
         COUNTERS,
+        /// `Array<u32>` of [`crate::IF_BUCKETS`]: the ifindex whose packets bucket
+        /// `ifindex % IF_BUCKETS` counts (0: none). The daemon claims the bucket of an interface
+        /// it attaches to when it is free.
+        COUNTER_OWNERS,
+        /// `PerCpuHashMap<CounterKey, Counter>`: the counters of interfaces whose bucket another
+        /// interface owns, or that own none (a test run's loopback).
+        COUNTERS_SPILL,
         /// `LruHashMap<SourceKey, SourceState>`: one token bucket per source prefix (policy
         /// ratelimit).
         SOURCES,
@@ -108,8 +116,11 @@ pub const LIST_CAPACITY: u32 = 2 * 1_100_000;
 pub const LISTS_CAPACITY: u32 = 2 * LIST_CAPACITY;
 /// Default capacity of [`maps::SOURCES`]; the daemon sets `tracked_sources` at load time.
 pub const DEFAULT_TRACKED_SOURCES: u32 = 65536;
-/// Interfaces times counter slots the counter map can hold.
+/// Interfaces times counter slots the spill counter map can hold.
 pub const COUNTER_CAPACITY: u32 = 64 * COUNTER_SLOTS;
+/// Counter buckets of [`maps::COUNTERS`]: an interface counts there, by array index, when its
+/// ifindex modulo this is a bucket no other attached interface took first.
+pub const IF_BUCKETS: u32 = 64;
 /// IPv6 extension headers walked before a packet is judged `malformed`.
 pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 
@@ -323,7 +334,7 @@ counted_enum! {
 
 counter_slots!(Verdict, Reason);
 
-/// Key of [`maps::COUNTERS`]: one set of counters per ingress interface.
+/// Key of [`maps::COUNTERS_SPILL`]: one set of counters per ingress interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CounterKey {

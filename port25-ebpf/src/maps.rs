@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
 };
 use port25_common::{
-    COUNTER_CAPACITY, Counter, CounterKey, GENERATION_BITS, LIST_CAPACITY, LISTS_CAPACITY,
-    PORT_WORDS, Reason, SLOTS, Settings, V4Key, V6Key, Verdict, counter_slot, egress, port_bit,
-    prefilter,
+    COUNTER_CAPACITY, COUNTER_SLOTS, Counter, CounterKey, GENERATION_BITS, IF_BUCKETS,
+    LIST_CAPACITY, LISTS_CAPACITY, PORT_WORDS, Reason, SLOTS, Settings, V4Key, V6Key, Verdict,
+    counter_slot, egress, port_bit, prefilter,
 };
 
 use crate::parse::Addr;
@@ -27,7 +27,12 @@ static LISTS_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LISTS_CAPACITY, 0);
 #[map]
 static PREFILTER_V4: Array<u64> = Array::pinned(SLOTS * prefilter::WORDS, 0);
 #[map]
-static COUNTERS: PerCpuHashMap<CounterKey, Counter> = PerCpuHashMap::pinned(COUNTER_CAPACITY, 0);
+static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(IF_BUCKETS * COUNTER_SLOTS, 0);
+#[map]
+static COUNTER_OWNERS: Array<u32> = Array::pinned(IF_BUCKETS, 0);
+#[map]
+static COUNTERS_SPILL: PerCpuHashMap<CounterKey, Counter> =
+    PerCpuHashMap::pinned(COUNTER_CAPACITY, 0);
 
 #[map]
 static EGRESS: Array<egress::EgressSettings> = Array::pinned(SLOTS, 0);
@@ -115,15 +120,27 @@ fn holds<K>(trie: &LpmTrie<K, u32>, address_bits: u32, data: K) -> bool {
         .is_some()
 }
 
-/// Adds one packet of `bytes` to this CPU's counter for the interface, verdict and reason.
+/// Adds one packet of `bytes` to this CPU's counter for the interface, verdict and reason: in the
+/// interface's own bucket of `COUNTERS` (two array reads), else in `COUNTERS_SPILL`.
 #[inline(always)]
 pub(crate) fn count(ifindex: u32, verdict: Verdict, reason: Reason, bytes: u64) {
-    let key = CounterKey {
-        ifindex,
-        slot: counter_slot(verdict, reason),
-    };
+    let slot = counter_slot(verdict, reason);
+    let bucket = ifindex % IF_BUCKETS;
+    if COUNTER_OWNERS
+        .get(bucket)
+        .is_some_and(|&owner| owner == ifindex)
+        && let Some(counter) = COUNTERS.get_ptr_mut(bucket * COUNTER_SLOTS + slot)
+    {
+        // SAFETY: per-CPU value of this CPU; XDP runs with preemption off.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+        }
+        return;
+    }
+    let key = CounterKey { ifindex, slot };
     for _ in 0..2 {
-        if let Some(counter) = COUNTERS.get_ptr_mut(key) {
+        if let Some(counter) = COUNTERS_SPILL.get_ptr_mut(key) {
             // SAFETY: per-CPU value of this CPU; XDP runs with preemption off.
             unsafe {
                 (*counter).packets += 1;
@@ -134,7 +151,10 @@ pub(crate) fn count(ifindex: u32, verdict: Verdict, reason: Reason, bytes: u64) 
         // First packet of this kind on this interface. If another CPU inserts the same key first,
         // the insert fails and the second pass finds this CPU's zeroed copy.
         let first = Counter { packets: 1, bytes };
-        if COUNTERS.insert(key, first, BPF_NOEXIST as u64).is_ok() {
+        if COUNTERS_SPILL
+            .insert(key, first, BPF_NOEXIST as u64)
+            .is_ok()
+        {
             return;
         }
     }

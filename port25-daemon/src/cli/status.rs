@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     control,
-    datapath::{open_pinned_counters, read_totals},
+    datapath::Counters,
     model::EgressMode,
     pins::PinDir,
     proto::{CounterStatus, EgressStatus, Status, counter_rows},
@@ -55,9 +55,9 @@ pub(super) fn status(socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Resul
         return Ok(0);
     }
     let links = pinned_links(pin_dir);
-    let counters = open_pinned_counters(&PinDir::existing(pin_dir))
+    let counters = Counters::open_pinned(&PinDir::existing(pin_dir))
         .ok()
-        .and_then(|map| read_totals(&map).ok())
+        .and_then(|counters| counters.read().ok())
         // Not the daemon's view: the interfaces may live in another network namespace, so they
         // are named by index only.
         .map(|totals| counter_rows(&totals, |ifindex| format!("ifindex {ifindex}")))

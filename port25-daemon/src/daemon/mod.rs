@@ -135,7 +135,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     spawn_log_forwarder(&mut datapath);
 
     let metrics = Arc::new(Metrics::new(
-        datapath.counter_map(),
+        datapath.counters(),
         datapath.source_tables(),
         Arc::clone(&egress_counters),
         egress_log.clone(),

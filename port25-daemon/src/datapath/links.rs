@@ -84,6 +84,8 @@ impl Datapath {
     pub fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<&Attachment, Error> {
         let ifindex = ifindex(iface).ok_or_else(|| Error::UnknownInterface(iface.to_owned()))?;
         let (mode_used, adopted) = self.attach_xdp(iface, ifindex, mode)?;
+        // Counting works without a bucket of its own: only slower.
+        let _ = self.count_in_bucket(ifindex, iface);
         let (watches_egress, egress_pinned) = match self.attach_egress(iface) {
             Ok(pinned) => (true, pinned),
             Err(err) => {

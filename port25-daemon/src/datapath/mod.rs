@@ -11,6 +11,7 @@
 )]
 
 mod bpf_cmd;
+mod counters;
 mod egress;
 mod links;
 mod lists;
@@ -22,13 +23,14 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, LpmTrie, Map, MapData, PerCpuHashMap},
+    maps::{Array, LpmTrie, Map, MapData},
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 use port25_common::{
-    Counter, CounterKey, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key, V6Key, Verdict, maps,
+    Counter, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key, V6Key, Verdict, maps,
 };
 
+pub use self::counters::Counters;
 pub use self::egress::{EgressCounters, EgressCounts, parse_event};
 use self::links::HeldLink;
 pub use self::links::{Attachment, ifname, pinned_link_ids, wait_links_gone};
@@ -59,6 +61,8 @@ pub enum Error {
     },
     #[error("BPF filesystem")]
     Pin(#[source] anyhow::Error),
+    #[error("cannot tell how many CPUs the per-CPU counters have")]
+    Cpus(#[source] std::io::Error),
     #[error("cannot open cgroup {} for the egress guard", path.display())]
     Cgroup {
         path: std::path::PathBuf,
@@ -114,16 +118,13 @@ impl Error {
     }
 }
 
-/// The counters map, shared with the metrics collector, which reads it at scrape time.
-pub type CounterMap = PerCpuHashMap<MapData, CounterKey, Counter>;
-
 /// Summed-over-CPUs counts, keyed by (ifindex, verdict, reason).
 pub type Totals = BTreeMap<(u32, Verdict, Reason), Counter>;
 
 pub struct Datapath {
     ebpf: Ebpf,
     pins: PinDir,
-    counters: Arc<CounterMap>,
+    counters: Arc<Counters>,
     sources: Arc<SourceTables>,
     /// The live policy generation (the value in `ACTIVE`).
     generation: u32,
@@ -180,8 +181,7 @@ impl Datapath {
             .map_err(|e| Error::Load(Box::new(e)))?;
         xdp_mut(&mut ebpf)?.load().map_err(Error::program)?;
         egress_mut(&mut ebpf)?.load().map_err(Error::program)?;
-        let counters = take_map(&mut ebpf, maps::COUNTERS)?;
-        let counters = CounterMap::try_from(counters).map_err(Error::map(maps::COUNTERS))?;
+        let counters = Counters::take(&mut ebpf)?;
         let sources = take_map(&mut ebpf, maps::SOURCES)?;
         let sources = SourceMap::try_from(sources).map_err(Error::map(maps::SOURCES))?;
         let verified = take_map(&mut ebpf, maps::VERIFIED)?;
@@ -212,7 +212,7 @@ impl Datapath {
         &mut self.ebpf
     }
 
-    pub fn counter_map(&self) -> Arc<CounterMap> {
+    pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
     }
 
@@ -291,9 +291,32 @@ impl Datapath {
         }
     }
 
+    /// Gives the interface's packets a counter bucket of their own when one is free (cheaper per
+    /// packet than the spill hash); counting works either way, so a failure only warns. Returns
+    /// whether the interface counts in its bucket.
+    pub fn count_in_bucket(&mut self, ifindex: u32, iface: &str) -> bool {
+        match counters::claim_bucket(&self.pins, ifindex) {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::info!(
+                    "{iface}: its counter bucket belongs to another interface; it counts in {}",
+                    maps::COUNTERS_SPILL
+                );
+                false
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "{iface}: cannot claim a counter bucket ({err:#}); it counts in {}",
+                    maps::COUNTERS_SPILL
+                );
+                false
+            }
+        }
+    }
+
     /// Counts summed over CPUs.
     pub fn totals(&self) -> Result<Totals, Error> {
-        read_totals(&self.counters)
+        self.counters.read()
     }
 
     fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {
@@ -310,29 +333,6 @@ impl Datapath {
         let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
         LpmTrie::try_from(map).map_err(Error::map(name))
     }
-}
-
-/// Reads the counters map and sums each entry over CPUs.
-pub fn read_totals(counters: &CounterMap) -> Result<Totals, Error> {
-    let mut totals = Totals::new();
-    for entry in counters.iter() {
-        let (key, per_cpu) = entry.map_err(Error::map(maps::COUNTERS))?;
-        let Some((verdict, reason)) = port25_common::slot_meaning(key.slot) else {
-            continue;
-        };
-        let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-            packets: acc.packets + c.packets,
-            bytes: acc.bytes + c.bytes,
-        });
-        totals.insert((key.ifindex, verdict, reason), sum);
-    }
-    Ok(totals)
-}
-
-/// Opens the counters map a daemon pinned (for `port25d status` when no daemon answers).
-pub fn open_pinned_counters(pins: &PinDir) -> Result<CounterMap, aya::maps::MapError> {
-    let data = MapData::from_pin(pins.map(maps::COUNTERS))?;
-    CounterMap::try_from(Map::from_map_data(data)?)
 }
 
 /// The rate limiter's tables are sized at creation; a pinned one of another size is dropped so the

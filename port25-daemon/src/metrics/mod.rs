@@ -22,7 +22,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    datapath::{Attachment, CounterMap, EgressCounters, ifname, read_totals},
+    datapath::{Attachment, Counters, EgressCounters, ifname},
     egress_log::SharedLog,
     model::{EgressMode, ListKind},
     sources::{self, SourceTables},
@@ -60,7 +60,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(
-        counters: Arc<CounterMap>,
+        counters: Arc<Counters>,
         sources: Arc<SourceTables>,
         egress: Arc<EgressCounters>,
         egress_log: SharedLog,
@@ -174,7 +174,7 @@ struct ListLabels {
 }
 
 struct DatapathCollector {
-    counters: Arc<CounterMap>,
+    counters: Arc<Counters>,
     sources: Arc<SourceTables>,
     snapshot: Arc<RwLock<Snapshot>>,
 }
@@ -207,7 +207,7 @@ impl Collector for DatapathCollector {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let totals = match read_totals(&self.counters) {
+        let totals = match self.counters.read() {
             Ok(totals) => totals,
             Err(err) => {
                 tracing::warn!("reading the counters map failed: {err:#}");

@@ -1,4 +1,4 @@
-//! Monitor mode, and reloads that switch lists and ports whole.
+//! Monitor mode, reloads that switch lists and ports whole, and where the counts land.
 
 use super::*;
 
@@ -57,3 +57,41 @@ cidrs = ["198.18.3.0/24"]
         ],
     );
 }
+
+/// The test run's interface (its namespace's loopback) counts in the spill hash until it holds a
+/// counter bucket, then in the bucket: every count lands under its ifindex either way, and the
+/// totals sum both.
+#[test]
+fn counts_land_in_the_spill_then_in_a_bucket_under_their_interface() {
+    let mut datapath = load(POLICY);
+    check(
+        &datapath,
+        &[drops("spill", tcp(OTHER4, 25), NotAllowlisted)],
+    );
+    assert!(
+        datapath.count_in_bucket(LOOPBACK, "lo"),
+        "the loopback's counter bucket is free in fresh maps"
+    );
+    assert!(
+        datapath.count_in_bucket(LOOPBACK, "lo"),
+        "and stays its own"
+    );
+    check(
+        &datapath,
+        &[
+            drops("bucket", tcp(OTHER4, 25), NotAllowlisted),
+            passes("bucket, allowlisted", tcp(ALLOWED4, 25), Allowlisted),
+        ],
+    );
+    let totals = datapath.totals().expect("counters readable");
+    let interfaces: Vec<u32> = totals.keys().map(|key| key.0).collect();
+    assert!(interfaces.iter().all(|&i| i == LOOPBACK), "{interfaces:?}");
+    let dropped = totals[&(LOOPBACK, Verdict::Drop, NotAllowlisted)];
+    assert_eq!(
+        dropped.packets, 2,
+        "one from the spill, one from the bucket"
+    );
+}
+
+/// BPF_PROG_TEST_RUN's frames arrive on the loopback of the caller's namespace.
+const LOOPBACK: u32 = 1;

@@ -30,6 +30,9 @@ pub mod maps {
         /// `Array<u64>`: per slot, 4 bits for each IPv4 /16 ([`crate::prefilter`]): most packets
         /// are answered here, without walking the trie.
         PREFILTER_V4,
+        /// `HashMap<BlockKey, [u64; 16]>`: for each /16 whose nibble says `DEEPER`, 4 bits for
+        /// each of its /24s, the same way: `DEEPER` there sends the packet to the trie.
+        BLOCKS_V4,
         /// `PerCpuArray<Counter>` of [`crate::IF_BUCKETS`] × [`crate::COUNTER_SLOTS`]: the
         /// counters of the interface that owns each bucket ([`COUNTER_OWNERS`]).
         COUNTERS,
@@ -214,17 +217,33 @@ pub mod listed {
 /// shorter covering it, and whether an entry longer than /16 lies inside it (then only the trie
 /// can answer). 16 such nibbles make one u64 word.
 pub mod prefilter {
-    /// An entry longer than /16 lies inside: ask the trie.
+    /// An entry longer than the nibble's prefix lies inside: ask the next level (a /16's block of
+    /// /24 nibbles in [`crate::maps::BLOCKS_V4`]; for a /24, the trie).
     pub const DEEPER: u64 = 4;
+    /// The [`crate::listed`] bits of a nibble.
+    pub const LISTED: u64 = 3;
     pub const BITS: u32 = 4;
     pub const PER_WORD: u32 = 64 / BITS;
     /// Words per slot: 65536 /16s.
     pub const WORDS: u32 = 65536 / PER_WORD;
+    /// Words of a block: 256 /24s.
+    pub const BLOCK_WORDS: usize = 256 / PER_WORD as usize;
+    /// Blocks [`crate::maps::BLOCKS_V4`] can hold: every /16, in two generations.
+    pub const BLOCK_CAPACITY: u32 = 2 * 65536;
 
-    /// The word and the shift of a /16's nibble.
-    pub const fn place(top16: u32) -> (u32, u32) {
-        (top16 / PER_WORD, (top16 % PER_WORD) * BITS)
+    /// The word and the shift of the nibble at `index` (a /16 in the slot, a /24 in a block).
+    pub const fn place(index: u32) -> (u32, u32) {
+        (index / PER_WORD, (index % PER_WORD) * BITS)
     }
+}
+
+/// Key of [`maps::BLOCKS_V4`]: a /16 of one generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    pub generation: u32,
+    /// The /16: the address's top 16 bits.
+    pub top16: u32,
 }
 
 /// Key of the IPv4 list tries: the generation is part of the prefix, so two generations of a list
@@ -483,6 +502,7 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::V4Key {}
     unsafe impl aya::Pod for super::V6Key {}
+    unsafe impl aya::Pod for super::BlockKey {}
     unsafe impl aya::Pod for super::CounterKey {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::egress::EgressSettings {}

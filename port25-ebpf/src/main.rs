@@ -58,7 +58,7 @@ fn try_port25(ctx: &XdpContext) -> Result<u32, ()> {
                 return Ok(xdp_action::XDP_PASS);
             }
             if segment.intact {
-                decide(generation, &settings, &segment)
+                decide(generation, settings, &segment)
             } else {
                 Reason::Malformed
             }

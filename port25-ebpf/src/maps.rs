@@ -2,12 +2,14 @@
 //! its writer and reader: docs/ARCHITECTURE.md, § Maps.
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, bpf_fib_lookup},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, bpf_fib_lookup},
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key,
+    },
 };
 use port25_common::{
-    COUNTER_CAPACITY, COUNTER_SLOTS, Counter, CounterKey, GENERATION_BITS, IF_BUCKETS,
+    BlockKey, COUNTER_CAPACITY, COUNTER_SLOTS, Counter, CounterKey, GENERATION_BITS, IF_BUCKETS,
     LIST_CAPACITY, LISTS_CAPACITY, PORT_WORDS, Reason, SLOTS, Settings, V4Key, V6Key, Verdict,
     counter_slot, egress, port_bit, prefilter,
 };
@@ -26,6 +28,10 @@ static LISTS_V4: LpmTrie<V4Key, u32> = LpmTrie::pinned(LISTS_CAPACITY, 0);
 static LISTS_V6: LpmTrie<V6Key, u32> = LpmTrie::pinned(LISTS_CAPACITY, 0);
 #[map]
 static PREFILTER_V4: Array<u64> = Array::pinned(SLOTS * prefilter::WORDS, 0);
+/// Allocated as the daemon writes blocks: memory for the /16s that need one only.
+#[map]
+static BLOCKS_V4: HashMap<BlockKey, [u64; prefilter::BLOCK_WORDS]> =
+    HashMap::pinned(prefilter::BLOCK_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(IF_BUCKETS * COUNTER_SLOTS, 0);
 #[map]
@@ -60,9 +66,11 @@ pub(crate) fn active_generation() -> Result<u32, ()> {
     ACTIVE.get(0).copied().ok_or(())
 }
 
+/// By reference, not copied: the slot of a live generation is not written while it is live, and a
+/// retired one only after the grace period (docs/ARCHITECTURE.md, § Generations).
 #[inline(always)]
-pub(crate) fn settings(generation: u32) -> Result<Settings, ()> {
-    SETTINGS.get(generation % SLOTS).copied().ok_or(())
+pub(crate) fn settings(generation: u32) -> Result<&'static Settings, ()> {
+    SETTINGS.get(generation % SLOTS).ok_or(())
 }
 
 #[inline(always)]
@@ -75,20 +83,32 @@ pub(crate) fn port_protected(generation: u32, port: u16) -> Result<bool, ()> {
     Ok(bits & mask != 0)
 }
 
-/// Which lists cover the source ([`port25_common::listed`] bits): an IPv4 source is answered by
-/// its /16's prefilter nibble unless an entry longer than /16 lies inside that /16, so a flood
-/// from unlisted /16s never walks the trie (docs/ARCHITECTURE.md, § Lists).
+/// Which lists cover the source ([`port25_common::listed`] bits). An IPv4 source is answered by
+/// its /16's nibble, else by its /24's nibble in that /16's block, and only under a /24 that holds a
+/// longer entry by the trie: a flood from random sources never walks it, whatever the lists hold
+/// (docs/ARCHITECTURE.md, § Lists).
 #[inline(always)]
 pub(crate) fn lists_of(generation: u32, source: &Addr) -> u32 {
     match *source {
         Addr::V4(addr) => {
-            let (word, shift) = prefilter::place(u32::from(u16::from_be_bytes([addr[0], addr[1]])));
-            // An unreadable word (never: the index is in range) asks the trie.
+            let top16 = u32::from(u16::from_be_bytes([addr[0], addr[1]]));
+            let (word, shift) = prefilter::place(top16);
+            // An unreadable word or block (never: the daemon writes a block before the nibble
+            // that points at it) asks the trie.
             let nibble = PREFILTER_V4
                 .get((generation % SLOTS) * prefilter::WORDS + word)
                 .map_or(prefilter::DEEPER, |&bits| (bits >> shift) & 0xf);
             if nibble & prefilter::DEEPER == 0 {
-                return nibble as u32;
+                return (nibble & prefilter::LISTED) as u32;
+            }
+            let key = BlockKey { generation, top16 };
+            let (word, shift) = prefilter::place(u32::from(addr[2]));
+            // SAFETY: a map value read while the program runs.
+            let nibble = unsafe { BLOCKS_V4.get(&key) }
+                .and_then(|block| block.get(word as usize))
+                .map_or(prefilter::DEEPER, |&bits| (bits >> shift) & 0xf);
+            if nibble & prefilter::DEEPER == 0 {
+                return (nibble & prefilter::LISTED) as u32;
             }
             value(&LISTS_V4, 32, V4Key { generation, addr })
         }

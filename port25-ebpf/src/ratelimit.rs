@@ -61,11 +61,15 @@ pub(crate) fn admit(settings: &Settings, source: &Addr) -> bool {
             (state, inserted || bucket(state))
         }
     };
-    let verified = settings.verified_ttl_ns != 0
-        // SAFETY: the value is a plain u64 read while the program runs.
-        && unsafe { VERIFIED.get(key) }.is_some_and(|&until| until > now);
+    // `VERIFIED` is read only for a SYN its own bucket admits: a flooding prefix whose bucket is
+    // empty costs one lookup, not two.
+    let verified = || {
+        settings.verified_ttl_ns != 0
+            // SAFETY: the value is a plain u64 read while the program runs.
+            && unsafe { VERIFIED.get(key) }.is_some_and(|&until| until > now)
+    };
     let admitted = own_token
-        && (verified
+        && (verified()
             || match GLOBAL.get_ptr_mut(0) {
                 // SAFETY: a pointer into the global bucket's map value.
                 Some(global) => unsafe {

@@ -3,8 +3,12 @@
 //! covering it, so that the longest match alone gives the verdict; and the IPv4 /16 prefilter,
 //! which answers without the trie wherever no entry longer than /16 lies.
 
+use std::net::Ipv4Addr;
+
 use ipnet::{Ipv4Net, Ipv6Net};
 use port25_common::{listed, prefilter};
+
+use super::Block;
 
 /// A CIDR prefix of either family, as the lists keep it: sorted by (network, length), host bits
 /// clear, so that every entry inside another comes right after it.
@@ -106,47 +110,148 @@ pub(super) fn inside<N: Prefix>(net: &N, allow: &[N], deny: &[N]) -> Vec<N> {
 }
 
 /// The /16 of an IPv4 address, as the prefilter indexes it.
-fn top16(addr: std::net::Ipv4Addr) -> usize {
+fn top16(addr: Ipv4Addr) -> usize {
     (u32::from(addr) >> 16) as usize
 }
 
-/// The /16s a change of `net` can change the prefilter nibble of.
+/// The /16s a change of `net` can change the prefilter nibble (and block) of.
 pub(super) fn prefilter_span(net: &Ipv4Net) -> std::ops::RangeInclusive<usize> {
     top16(net.network())..=top16(net.broadcast())
 }
 
-/// The prefilter of one slot from `merged`'s entries: one nibble per /16, packed.
-pub(super) fn prefilter_words(merged: &[(Ipv4Net, u32)]) -> Vec<u64> {
-    let mut nibbles = vec![0u64; 1 << 16];
-    // In sorted order an entry comes before the entries inside it, so a longer entry of /16 or
-    // shorter overwrites the bits of the one it lies in with its own (which include them).
-    for &(net, bits) in merged {
-        if net.prefix_len() <= 16 {
-            for nibble in &mut nibbles[prefilter_span(&net)] {
+/// The nibbles of the `count` prefixes of length `child_len` from `base` on: each starts as
+/// `outer` (the bits of what covers them all) and takes the bits of the innermost entry of
+/// `child_len` or shorter covering it; `DEEPER` marks those a longer entry lies inside. `entries`
+/// are sorted, with their bits from `merged`: an entry comes before the entries inside it, so a
+/// longer one overwrites the bits of the one it lies in with its own (which include them).
+fn nibbles(
+    entries: &[(Ipv4Net, u32)],
+    base: u32,
+    child_len: u8,
+    count: usize,
+    outer: u64,
+) -> Vec<u64> {
+    let shift = 32 - u32::from(child_len);
+    let index = |addr: Ipv4Addr| ((u32::from(addr) - base) >> shift) as usize;
+    let mut nibbles = vec![outer; count];
+    for &(net, bits) in entries {
+        if net.prefix_len() <= child_len {
+            for nibble in &mut nibbles[index(net.network())..=index(net.broadcast())] {
                 *nibble = (*nibble & prefilter::DEEPER) | u64::from(bits);
             }
         } else {
-            nibbles[top16(net.network())] |= prefilter::DEEPER;
+            nibbles[index(net.network())] |= prefilter::DEEPER;
         }
     }
-    pack(&nibbles)
+    nibbles
+}
+
+/// The prefilter of one slot from `merged`'s entries: one nibble per /16, packed.
+pub(super) fn prefilter_words(merged: &[(Ipv4Net, u32)]) -> Vec<u64> {
+    pack(&nibbles(merged, 0, 16, 1 << 16, 0))
+}
+
+/// A /16 as a network.
+fn slash16(top: usize) -> Ipv4Net {
+    let network = Ipv4Addr::from((top as u32) << 16);
+    Ipv4Net::new(network, 16).unwrap_or_default()
+}
+
+/// Where the entries strictly inside `region` (longer than it) stand in the sorted `entries`:
+/// one run.
+fn strictly_inside<T>(
+    entries: &[T],
+    region: &Ipv4Net,
+    net: impl Fn(&T) -> Ipv4Net,
+) -> std::ops::Range<usize> {
+    let start = entries.partition_point(|entry| net(entry) <= *region);
+    let len = entries[start..]
+        .iter()
+        .take_while(|entry| region.contains(&net(entry)))
+        .count();
+    start..start + len
+}
+
+/// The block of /24 nibbles of every /16 whose prefilter nibble says `DEEPER`, from `merged`'s
+/// entries and that slot's prefilter words.
+pub(super) fn blocks(merged: &[(Ipv4Net, u32)], prefilter: &[u64]) -> Vec<(u32, Block)> {
+    let mut out = Vec::new();
+    // The runs of the /16s follow one another: each search starts where the last one ended.
+    let mut from = 0;
+    for top in 0..1usize << 16 {
+        let nibble = nibble_at(prefilter, top);
+        if nibble & prefilter::DEEPER == 0 {
+            continue;
+        }
+        let region = slash16(top);
+        let run = strictly_inside(&merged[from..], &region, |&(net, _)| net);
+        let inside = &merged[from + run.start..from + run.end];
+        let base = u32::from(region.network());
+        out.push((
+            top as u32,
+            pack_block(&nibbles(inside, base, 24, 256, nibble & prefilter::LISTED)),
+        ));
+        from += run.end;
+    }
+    out
+}
+
+/// The nibble at `index` of packed words.
+pub(super) fn nibble_at(words: &[u64], index: usize) -> u64 {
+    let (word, shift) = prefilter::place(index as u32);
+    words.get(word as usize).map_or(0, |w| (w >> shift) & 0xf)
 }
 
 /// The nibble of one /16, worked out alone: for runtime changes.
 pub(super) fn prefilter_nibble(top: usize, allow: &[Ipv4Net], deny: &[Ipv4Net]) -> u64 {
-    let network = std::net::Ipv4Addr::from((top as u32) << 16);
-    let Ok(slash16) = Ipv4Net::new(network, 16) else {
-        return prefilter::DEEPER;
-    };
-    let deeper = [allow, deny].iter().any(|list| {
-        // The first entry after the /16 itself and the entries it lies in.
-        let start = list.partition_point(|entry| entry <= &slash16);
-        list.get(start).is_some_and(|entry| slash16.contains(entry))
-    });
-    u64::from(covering_bits(&slash16, allow, deny)) | if deeper { prefilter::DEEPER } else { 0 }
+    let region = slash16(top);
+    let deeper = [allow, deny]
+        .iter()
+        .any(|list| !strictly_inside(list, &region, |&net| net).is_empty());
+    u64::from(covering_bits(&region, allow, deny)) | if deeper { prefilter::DEEPER } else { 0 }
 }
 
-/// Nibbles (one per /16, in order) into the words the kernel reads.
+/// The block of one /16, worked out alone (`None`: its nibble needs none): for runtime changes.
+pub(super) fn block(top: usize, allow: &[Ipv4Net], deny: &[Ipv4Net]) -> Option<Block> {
+    let nibble = prefilter_nibble(top, allow, deny);
+    if nibble & prefilter::DEEPER == 0 {
+        return None;
+    }
+    let region = slash16(top);
+    let mut inside: Vec<Ipv4Net> = [allow, deny]
+        .iter()
+        .flat_map(|list| {
+            list[strictly_inside(list, &region, |&net| net)]
+                .iter()
+                .copied()
+        })
+        .collect();
+    inside.sort_unstable();
+    inside.dedup();
+    let entries: Vec<(Ipv4Net, u32)> = inside
+        .into_iter()
+        .map(|net| (net, covering_bits(&net, allow, deny)))
+        .collect();
+    let base = u32::from(region.network());
+    Some(pack_block(&nibbles(
+        &entries,
+        base,
+        24,
+        256,
+        nibble & prefilter::LISTED,
+    )))
+}
+
+/// A block's 256 nibbles into its words.
+fn pack_block(nibbles: &[u64]) -> Block {
+    let mut block = [0; prefilter::BLOCK_WORDS];
+    for (word, packed) in block.iter_mut().zip(pack(nibbles)) {
+        *word = packed;
+    }
+    block
+}
+
+/// Nibbles (in order) into the words the kernel reads.
 pub(super) fn pack(nibbles: &[u64]) -> Vec<u64> {
     nibbles
         .chunks(prefilter::PER_WORD as usize)

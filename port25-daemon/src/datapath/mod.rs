@@ -27,7 +27,7 @@ use aya::{
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 use port25_common::{
-    Counter, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key, V6Key, Verdict, maps,
+    BlockKey, Counter, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key, V6Key, Verdict, maps,
 };
 
 pub use self::counters::Counters;
@@ -117,6 +117,9 @@ impl Error {
         Error::Program(Box::new(source))
     }
 }
+
+/// A /16's block of /24 nibbles, as `BLOCKS_V4` holds it.
+type Block = [u64; port25_common::prefilter::BLOCK_WORDS];
 
 /// Summed-over-CPUs counts, keyed by (ifindex, verdict, reason).
 pub type Totals = BTreeMap<(u32, Verdict, Reason), Counter>;
@@ -322,6 +325,12 @@ impl Datapath {
     fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {
         let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
         Array::try_from(map).map_err(Error::map(name))
+    }
+
+    fn blocks_v4(&mut self) -> Result<aya::maps::HashMap<&mut MapData, BlockKey, Block>, Error> {
+        let name = maps::BLOCKS_V4;
+        let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
+        aya::maps::HashMap::try_from(map).map_err(Error::map(name))
     }
 
     fn trie_v4(&mut self, name: &'static str) -> Result<LpmTrie<&mut MapData, V4Key, u32>, Error> {

@@ -11,12 +11,12 @@ use std::time::Duration;
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_common::{
-    GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key,
+    BlockKey, GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key,
     egress::{self, EgressSettings},
     maps, port_bit, prefilter,
 };
 
-use super::{Datapath, Error, lists};
+use super::{Block, Datapath, Error, lists};
 use crate::{
     config::{CidrSet, Config},
     model::{EgressMode, ListKind, Mode, Policy},
@@ -56,6 +56,8 @@ struct LiveWrites {
     v6: Vec<(Ipv6Net, Option<u32>)>,
     /// Prefilter words of the live slot that changed: (index in the slot, word).
     prefilter: Vec<(u32, u64)>,
+    /// The blocks of the /16s the change spans: `None` where a /16 needs none any more.
+    blocks: Vec<(u32, Option<Block>)>,
 }
 
 impl Datapath {
@@ -81,6 +83,7 @@ impl Datapath {
             Ok(prefilter) => prefilter,
             Err(err) => {
                 self.remove_lists(next, allow, deny);
+                self.remove_blocks(|generation| generation == next);
                 self.remove_smart_hosts(next, smart_hosts);
                 return Err(err);
             }
@@ -99,6 +102,7 @@ impl Datapath {
         }) {
             Some(old) => {
                 self.remove_lists(retired, &old.allow, &old.deny);
+                self.remove_blocks(|generation| generation == retired);
                 self.remove_smart_hosts(retired, &old.smart_hosts);
             }
             None => self.sweep_except(next)?,
@@ -126,8 +130,12 @@ impl Datapath {
         let live = self.live.get_or_insert_with(LiveLists::default);
         let writes = live_writes(live, net);
         let generation = self.generation;
+        // What a packet is sent to must be there first: trie entries, then the blocks, then the
+        // prefilter nibbles; what nothing points at any more goes last.
+        let (puts, removals): (Vec<_>, Vec<_>) =
+            writes.v4.iter().partition(|(_, bits)| bits.is_some());
         let mut trie = self.trie_v4(maps::LISTS_V4)?;
-        for (net, bits) in &writes.v4 {
+        for (net, bits) in &puts {
             write_entry(&mut trie, &v4_key(generation, net), *bits)
                 .map_err(Error::map(maps::LISTS_V4))?;
         }
@@ -136,12 +144,39 @@ impl Datapath {
             write_entry(&mut trie, &v6_key(generation, net), *bits)
                 .map_err(Error::map(maps::LISTS_V6))?;
         }
+        let mut blocks = self.blocks_v4()?;
+        for (top16, block) in &writes.blocks {
+            if let Some(block) = block {
+                let key = BlockKey {
+                    generation,
+                    top16: *top16,
+                };
+                blocks
+                    .insert(key, block, 0)
+                    .map_err(Error::map(maps::BLOCKS_V4))?;
+            }
+        }
         let base = (generation % SLOTS) * prefilter::WORDS;
         let mut words = self.array::<u64>(maps::PREFILTER_V4)?;
         for &(index, word) in &writes.prefilter {
             words
                 .set(base + index, word, 0)
                 .map_err(Error::map(maps::PREFILTER_V4))?;
+        }
+        let mut blocks = self.blocks_v4()?;
+        for (top16, block) in &writes.blocks {
+            if block.is_none() {
+                let key = BlockKey {
+                    generation,
+                    top16: *top16,
+                };
+                already_gone_is_fine(blocks.remove(&key)).map_err(Error::map(maps::BLOCKS_V4))?;
+            }
+        }
+        let mut trie = self.trie_v4(maps::LISTS_V4)?;
+        for (net, bits) in &removals {
+            write_entry(&mut trie, &v4_key(generation, net), *bits)
+                .map_err(Error::map(maps::LISTS_V4))?;
         }
         Ok(())
     }
@@ -186,6 +221,12 @@ impl Datapath {
             progress(i + 1);
         }
         let prefilter = lists::prefilter_words(&v4);
+        let mut blocks = self.blocks_v4()?;
+        for (top16, block) in lists::blocks(&v4, &prefilter) {
+            blocks
+                .insert(BlockKey { generation, top16 }, block, 0)
+                .map_err(Error::map(maps::BLOCKS_V4))?;
+        }
         let written = v4.len();
         drop(v4);
         let v6 = lists::merged(&allow.v6, &deny.v6);
@@ -254,10 +295,27 @@ impl Datapath {
         }
     }
 
+    /// Best effort: removes the blocks of the generations `which` picks; returns how many.
+    fn remove_blocks(&mut self, which: impl Fn(u32) -> bool) -> usize {
+        let Ok(mut blocks) = self.blocks_v4() else {
+            return 0;
+        };
+        // Collected first: deleting while walking with get_next_key would restart the walk.
+        let stale: Vec<BlockKey> = blocks
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| which(key.generation))
+            .collect();
+        for key in &stale {
+            let _ = blocks.remove(key);
+        }
+        stale.len()
+    }
+
     /// Removes every list entry of any generation but `keep`: after adopting maps, nothing else
     /// is known about what a killed daemon left.
     fn sweep_except(&mut self, keep: u32) -> Result<(), Error> {
-        let mut swept = 0;
+        let mut swept = self.remove_blocks(|generation| generation != keep);
         for name in [maps::LISTS_V4, maps::SMART_V4] {
             swept += sweep(&mut self.trie_v4(name)?, keep);
         }
@@ -281,6 +339,8 @@ fn live_writes(live: &mut LiveLists, net: &IpNet) -> LiveWrites {
                 live.prefilter = vec![0; prefilter::WORDS as usize];
             }
             for top in lists::prefilter_span(net) {
+                let block = lists::block(top, &live.allow.v4, &live.deny.v4);
+                writes.blocks.push((top as u32, block));
                 let nibble = lists::prefilter_nibble(top, &live.allow.v4, &live.deny.v4);
                 let (word, shift) = prefilter::place(top as u32);
                 let old = live.prefilter[word as usize];
@@ -312,6 +372,22 @@ fn entry_writes<N: lists::Prefix>(net: &N, allow: &[N], deny: &[N]) -> Vec<(N, O
     writes
 }
 
+/// A removal of what is not there is what was asked (aya says so as `KeyNotFound` for tries and
+/// as the syscall's ENOENT for hash maps).
+fn already_gone_is_fine(
+    result: Result<(), aya::maps::MapError>,
+) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(err))
+            if err.io_error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Puts `bits` at `key`, or removes it (already gone is what was asked).
 fn write_entry<K: aya::Pod>(
     trie: &mut LpmTrie<&mut MapData, K, u32>,
@@ -320,10 +396,7 @@ fn write_entry<K: aya::Pod>(
 ) -> Result<(), aya::maps::MapError> {
     match bits {
         Some(bits) => trie.insert(key, bits, 0),
-        None => match trie.remove(key) {
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            other => other,
-        },
+        None => already_gone_is_fine(trie.remove(key)),
     }
 }
 

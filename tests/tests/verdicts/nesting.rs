@@ -25,11 +25,11 @@ fn nested_entries_of_both_lists() {
     #[rustfmt::skip]
     let rows = vec![
         passes("/8 allow, a /16 with nothing longer inside: the prefilter alone", syn("203.7.7.7"), Allowlisted),
-        drops("deny /24 inside the allow /8", syn("203.0.113.9"), Denylisted),
-        passes("the allow /8 beside the deny /24, same /16", syn("203.0.114.9"), Allowlisted),
+        drops("deny /24 inside the allow /8: its /16's block", syn("203.0.113.9"), Denylisted),
+        passes("the allow /8 beside the deny /24, same block", syn("203.0.114.9"), Allowlisted),
         drops("allow /24 inside a deny /16: the deny covers it", syn("198.18.1.10"), Denylisted),
-        drops("allow /25 inside that allow /24 and the deny /16", syn("198.18.1.200"), Denylisted),
-        drops("deny /16 alone", syn("198.18.200.1"), Denylisted),
+        drops("allow /25 inside that allow /24 and the deny /16: the trie", syn("198.18.1.200"), Denylisted),
+        drops("deny /16 alone, a /24 its block answers", syn("198.18.200.1"), Denylisted),
         drops("allow /16 inside a deny /8", syn("10.1.2.3"), Denylisted),
         drops("deny /8, a /16 the prefilter answers", syn("10.200.0.1"), Denylisted),
         drops("a /16 in no list: the prefilter alone", syn("198.19.100.1"), NotAllowlisted),
@@ -73,6 +73,25 @@ fn runtime_entries_re_mark_the_entries_inside_them() {
         datapath.remove_live(list, net).expect("runtime entry out");
     }
     check(&datapath, &before);
+
+    // A runtime /32 inside an allowlisted /24: that /24 now asks the trie, the rest of it stays
+    // allowlisted; gone again, the /24 is answered by its block as before.
+    let banned = "198.18.1.77/32".parse().expect("valid");
+    datapath
+        .insert_live(ListKind::Deny, banned)
+        .expect("ban in");
+    #[rustfmt::skip]
+    check(&datapath, &[
+        drops("a runtime /32 ban inside the allowlisted /24", syn("198.18.1.77"), Denylisted),
+        passes("its neighbour in the /24", syn(ALLOWED4), Allowlisted),
+    ]);
+    datapath
+        .remove_live(ListKind::Deny, banned)
+        .expect("ban out");
+    check(
+        &datapath,
+        &[passes("the ban lifted", syn("198.18.1.77"), Allowlisted)],
+    );
 
     // A runtime entry equal to a config entry of the other list, then gone again.
     let allowed24 = "198.18.1.0/24".parse().expect("valid");

@@ -134,3 +134,45 @@ fn a_slash16_with_a_longer_entry_asks_the_trie_and_one_covered_from_above_does_n
     assert_eq!(nibble(198, 19), 0);
     assert_eq!(nibble(203, 113), u64::from(listed::ALLOW));
 }
+
+#[test]
+fn blocks_match_each_slash16_worked_out_alone_and_answer_like_the_lists() {
+    for seed in 1..6 {
+        let (allow, deny) = random_lists(seed);
+        let merged = merged(&allow, &deny);
+        let words = prefilter_words(&merged);
+        let blocks = blocks(&merged, &words);
+        let deeper: Vec<u32> = (0..1u32 << 16)
+            .filter(|&top| nibble_at(&words, top as usize) & prefilter::DEEPER != 0)
+            .collect();
+        let tops: Vec<u32> = blocks.iter().map(|(top, _)| *top).collect();
+        assert_eq!(
+            tops, deeper,
+            "a block for each DEEPER /16 and no other (seed {seed})"
+        );
+        let mut answered = 0;
+        for (top, words) in &blocks {
+            assert_eq!(
+                Some(*words),
+                block(*top as usize, &allow, &deny),
+                "/16 {top}"
+            );
+            for third in 0..256u32 {
+                let nibble = nibble_at(words, third as usize);
+                if nibble & prefilter::DEEPER != 0 {
+                    continue;
+                }
+                let slash24 =
+                    Ipv4Net::new(Ipv4Addr::from(top << 16 | third << 8), 24).expect("/24");
+                let expected = u64::from(covering_bits(&slash24, &allow, &deny));
+                assert_eq!(
+                    nibble & prefilter::LISTED,
+                    expected,
+                    "{slash24} (seed {seed})"
+                );
+                answered += 1;
+            }
+        }
+        assert!(answered > 0, "the blocks answer some /24s (seed {seed})");
+    }
+}

@@ -52,7 +52,7 @@ pub(crate) fn egress(settings: &Settings) -> Result<Vec<EgressRow>> {
         .context("loading port25's programs")?;
     let empty = CidrSet::default();
     datapath
-        .apply_policy(&config, &empty, &empty)
+        .apply_policy(&config, empty.clone(), empty)
         .context("applying the egress policy")?;
     datapath
         .attach_connect_hooks(cgroup.path())

@@ -1,7 +1,8 @@
 //! Sections 3 and 4: a SYN flood at the receiver, and mail during it.
 //!
 //! ```text
-//!   gen: cl0 198.18.0.10/24 ── gw0 198.18.0.1/24 :gw   (smtp-sink on 198.18.0.1:25)
+//!   gen:  cl0 198.18.0.10/24 ── gw0 198.18.0.1/24 :gw   (smtp-sink on 198.18.0.1:25)
+//!   mail: cl0 198.18.1.10/24 ── gw1 198.18.1.1/24 :gw
 //! ```
 //!
 //! The generator is the bench object's `flood_tx` program, run with BPF_F_TEST_XDP_LIVE_FRAMES
@@ -9,8 +10,9 @@
 //! XDP_TX, from a random source in 198.19.0.0/16, with valid checksums. That is the fastest sender
 //! here (no socket, no skb on the sending side); veth hands the frames to gw0's NAPI, on the CPU
 //! that sent them. The receiver (gw) drops the flood with nothing, iptables + ipset, nftables,
-//! xdp-filter or port25; the allowlisted client 198.18.0.10 (the same veth) must still get mail
-//! through.
+//! xdp-filter or port25 (or, as the floor, the least XDP program that drops it); the allowlisted
+//! clients must still get mail through: 198.18.0.10 over the flood's veth, sharing its ring, and
+//! 198.18.1.10 over a veth of its own, as a NIC with several queues would give it.
 //!
 //! Both sides live on this one machine, so the receiver gets a core of its own: gw0's NAPI runs
 //! threaded (`/sys/class/net/gw0/threaded`), in a kernel thread pinned to the last CPU, and the
@@ -42,9 +44,11 @@ use port25_testkit::frames;
 use port25_testkit::lab::{BpfFs, Client, Daemon, Gateway, Netns, SmtpSink, WorkDir, metric_sum};
 
 use self::{filter::*, traffic::*};
-use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
+use crate::{Settings, kernel::Spread, programs, sys, xdpfilter::XdpFilter};
 
 const CLIENT: &str = "198.18.0.10";
+/// The client on a veth of its own (gw1), which the flood does not share.
+const MAIL_CLIENT: &str = "198.18.1.10";
 const GATEWAY: &str = "198.18.0.1";
 /// The first address the generator's template carries; `flood_tx` randomises the low 16 bits.
 const SPOOF_BASE: [u8; 4] = [198, 19, 0, 0];
@@ -60,15 +64,19 @@ pub(crate) enum Receiver {
     Nftables,
     XdpFilter,
     Port25,
+    /// The bench's `floor_flood`: what the receive path costs an XDP filter that does nothing
+    /// but drop the flood.
+    Floor,
 }
 
 impl Receiver {
-    pub(crate) const ALL: [Receiver; 5] = [
+    pub(crate) const ALL: [Receiver; 6] = [
         Receiver::Nothing,
         Receiver::Iptables,
         Receiver::Nftables,
         Receiver::XdpFilter,
         Receiver::Port25,
+        Receiver::Floor,
     ];
 
     pub(crate) fn label(self) -> &'static str {
@@ -78,8 +86,18 @@ impl Receiver {
             Receiver::Nftables => "(c) nftables set",
             Receiver::XdpFilter => "(d) xdp-filter",
             Receiver::Port25 => "(e) port25",
+            Receiver::Floor => "(f) floor: bare XDP drop",
         }
     }
+}
+
+/// Which client sends a mail batch.
+#[derive(Clone, Copy)]
+pub(super) enum MailPath {
+    /// 198.18.0.10, over the flood's veth: its segments queue in the ring the flood overflows.
+    Shared,
+    /// 198.18.1.10, over a veth of its own.
+    Own,
 }
 
 pub(crate) struct Mail {
@@ -91,6 +109,8 @@ pub(crate) struct Mail {
 
 pub(crate) struct FloodRow {
     pub receiver: Receiver,
+    /// Rounds measured; the figures are the median round's, `cpu` their spread.
+    pub rounds: usize,
     pub seconds: f64,
     /// Frames the generator sent per second.
     pub offered_pps: f64,
@@ -102,13 +122,19 @@ pub(crate) struct FloodRow {
     pub cpu_ms_per_million: f64,
     /// The receiver thread's share of its core over the window (1.0: saturated).
     pub receiver_cores: f64,
+    /// `cpu_ms_per_million` over the rounds.
+    pub cpu: Spread,
+    /// Mail over the flood's veth and over the mail client's own, every round's together.
     pub mail: Mail,
+    pub mail_own: Mail,
 }
 
 pub(crate) struct Flood {
     pub rows: Vec<FloodRow>,
-    /// Mail latency without a flood (nothing on the receiver): the reference for section 4.
+    /// Mail latency without a flood (nothing on the receiver): the reference for section 4, on
+    /// each path.
     pub idle_mail: Mail,
+    pub idle_mail_own: Mail,
     pub batch_size: u32,
 }
 
@@ -121,8 +147,13 @@ struct Lab {
 impl Lab {
     fn new() -> Result<Self> {
         let work = WorkDir::new("bench-flood");
-        let net = Gateway::new("bflood", &[Client::new("gen", 0, 10)]);
+        let net = Gateway::new(
+            "bflood",
+            &[Client::new("gen", 0, 10), Client::new("mail", 1, 10)],
+        );
         let (gen_ns, gw) = (&net.clients[0], &net.gw);
+        // The mail client reaches smtp-sink on 198.18.0.1 through gw1, never through gw0.
+        net.clients[1].ip(&["route", "add", "198.18.0.0/24", "via", "198.18.1.1"]);
         // Static neighbours: xdp-filter's allowlist (policy deny) would drop ARP, and the flood
         // must not wait on neighbour resolution in any scenario.
         let (cl_mac, gw_mac) = (mac_text(gen_ns.mac("cl0")), mac_text(gw.mac("gw0")));
@@ -216,7 +247,7 @@ fn napi_threads() -> Result<Vec<u32>> {
 fn scenario(
     receiver: Receiver,
     settings: &Settings,
-    idle: Option<&mut Option<Mail>>,
+    idle: Option<&mut Option<(Mail, Mail)>>,
 ) -> Result<FloodRow> {
     let lab = Lab::new()?;
     let sink = SmtpSink::start(&lab.net.gw, format!("{GATEWAY}:25").parse()?, &lab.work);
@@ -230,14 +261,15 @@ fn scenario(
         sys::pin_to_cpu(pid, last_cpu)?;
     }
     let mail_timeout = Duration::from_secs(10);
+    let mail_of = |path| mail_batch(&lab, &sink, path, settings.messages, mail_timeout);
     if let Some(idle) = idle {
-        *idle = Some(mail_batch(&lab, &sink, settings.messages, mail_timeout)?);
+        *idle = Some((mail_of(MailPath::Shared)?, mail_of(MailPath::Own)?));
     }
     let frame = template(lab.net.gw.mac("gw0"), lab.net.clients[0].mac("cl0"));
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let batch = settings.live_batch;
-    let (first, second, mail) = thread::scope(|scope| -> Result<(Counters, Counters, Mail)> {
+    let (first, second, (mail, mail_own)) = thread::scope(|scope| -> Result<_> {
         let generator = lab.net.clients[0].spawn_inside(scope, {
             let (stop, sent, frame) = (Arc::clone(&stop), Arc::clone(&sent), frame.clone());
             move || generate(&frame, batch, &stop, &sent)
@@ -250,7 +282,7 @@ fn scenario(
             let second = snapshot(&lab, &filter, &sent)?;
             // Phase 2: mail while the flood goes on (outside the CPU window: the client's and
             // server's own CPU would blur the receiver's).
-            let mail = mail_batch(&lab, &sink, settings.messages, mail_timeout)?;
+            let mail = (mail_of(MailPath::Shared)?, mail_of(MailPath::Own)?);
             Ok((first, second, mail))
         })();
         stop.store(true, Ordering::Relaxed);
@@ -264,6 +296,7 @@ fn scenario(
     let received = second.received - first.received;
     let row = FloodRow {
         receiver,
+        rounds: 1,
         seconds,
         offered_pps: (second.sent - first.sent) as f64 / seconds,
         received_pps: received as f64 / seconds,
@@ -279,7 +312,9 @@ fn scenario(
             (second.receiver_ns - first.receiver_ns) as f64 / 1e6 / (received as f64 / 1e6)
         },
         receiver_cores: (second.receiver_ns - first.receiver_ns) as f64 / 1e9 / seconds,
+        cpu: Spread::default(),
         mail,
+        mail_own,
     };
     eprintln!(
         "bench: flood {}: offered {:.0} pps, received {:.0} pps, dropped {}, receiver CPU {:.1} ms per million, mail {}/{} p50 {:.1} ms",
@@ -298,18 +333,55 @@ fn scenario(
     Ok(row)
 }
 
+/// Every receiver, round by round (so that a change in the machine's speed moves them alike);
+/// each receiver's row is its median round, with the spread of its CPU figure and the mail of all
+/// its rounds.
 pub(crate) fn flood(settings: &Settings) -> Result<Flood> {
-    let mut rows = Vec::new();
+    let mut rounds: Vec<Vec<FloodRow>> = Receiver::ALL.iter().map(|_| Vec::new()).collect();
     let mut idle = None;
-    for receiver in Receiver::ALL {
-        let want_idle = (receiver == Receiver::Nothing).then_some(&mut idle);
-        rows.push(scenario(receiver, settings, want_idle)?);
+    for round in 0..settings.flood_rounds {
+        for (receiver, rows) in Receiver::ALL.into_iter().zip(&mut rounds) {
+            let want_idle = (round == 0 && receiver == Receiver::Nothing).then_some(&mut idle);
+            rows.push(scenario(receiver, settings, want_idle)?);
+        }
     }
+    let (idle_mail, idle_mail_own) = idle.context("no idle mail batch")?;
     Ok(Flood {
-        rows,
-        idle_mail: idle.context("no idle mail batch")?,
+        rows: rounds
+            .into_iter()
+            .map(median_round)
+            .collect::<Result<_>>()?,
+        idle_mail,
+        idle_mail_own,
         batch_size: settings.live_batch,
     })
+}
+
+/// One receiver's rounds as one row: the median round by CPU per million, the spread of that
+/// figure, and the mail of every round (sent and delivered summed, the worst round's p99).
+fn median_round(mut rows: Vec<FloodRow>) -> Result<FloodRow> {
+    let cpu = Spread::of(
+        &rows
+            .iter()
+            .map(|r| r.cpu_ms_per_million)
+            .collect::<Vec<_>>(),
+    );
+    let merge = |mails: Vec<&Mail>| Mail {
+        sent: mails.iter().map(|m| m.sent).sum(),
+        delivered: mails.iter().map(|m| m.delivered).sum(),
+        p50_ms: sys::median(&mails.iter().map(|m| m.p50_ms).collect::<Vec<_>>()),
+        p99_ms: mails.iter().map(|m| m.p99_ms).fold(0.0, f64::max),
+    };
+    let mail = merge(rows.iter().map(|r| &r.mail).collect());
+    let mail_own = merge(rows.iter().map(|r| &r.mail_own).collect());
+    let count = rows.len();
+    rows.sort_by(|a, b| a.cpu_ms_per_million.total_cmp(&b.cpu_ms_per_million));
+    let mut row = rows.into_iter().nth(count / 2).context("no rounds")?;
+    row.rounds = count;
+    row.cpu = cpu;
+    row.mail = mail;
+    row.mail_own = mail_own;
+    Ok(row)
 }
 
 /// `iptables-legacy` must exist; (b) is meaningless without it.

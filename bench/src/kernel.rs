@@ -177,7 +177,7 @@ fn load(policy: &str) -> Result<Datapath> {
     let mut datapath = Datapath::load_private(config.ratelimit.tracked_sources)
         .context("loading port25's XDP program")?;
     datapath
-        .apply_policy(&config, &config.allow, &config.deny)
+        .apply_policy(&config, config.allow.clone(), config.deny.clone())
         .context("applying the bench policy")?;
     counts_in_bucket(&mut datapath)?;
     Ok(datapath)
@@ -450,7 +450,7 @@ pub(crate) fn scale(settings: &Settings) -> Result<Vec<ScaleRow>> {
         let mut datapath = Datapath::load_private(config.ratelimit.tracked_sources)?;
         counts_in_bucket(&mut datapath)?;
         let started = Instant::now();
-        datapath.apply_policy(&config, &allow, &deny)?;
+        datapath.apply_policy(&config, allow, deny.clone())?;
         let load_seconds = started.elapsed().as_secs_f64();
         let kernel_bytes = list_map_bytes(&mut datapath)?;
         let cost = |frame: Vec<u8>, expected: u32| {

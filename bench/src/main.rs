@@ -52,8 +52,9 @@ pub struct Settings {
     pub rounds: usize,
     /// Allowlist sizes of section 2 (prefixes per family).
     pub scale_sizes: Vec<usize>,
-    /// Flood measurement window per receiver.
+    /// Flood measurement window per receiver and round, and the rounds.
     pub flood: Duration,
+    pub flood_rounds: usize,
     /// Live-frames batch size (frames per XDP_TX flush).
     pub live_batch: u32,
     /// Messages per mail batch.
@@ -73,6 +74,7 @@ impl Settings {
                 rounds: 3,
                 scale_sizes: vec![10, 10_000],
                 flood: Duration::from_secs(1),
+                flood_rounds: 1,
                 live_batch: 64,
                 messages: 2,
                 daemon_entries: 10_000,
@@ -84,7 +86,8 @@ impl Settings {
                 repeat: 1_000_000,
                 rounds: 7,
                 scale_sizes: vec![10, 10_000, 1_000_000],
-                flood: Duration::from_secs(10),
+                flood: Duration::from_secs(5),
+                flood_rounds: 3,
                 live_batch: 64,
                 messages: 50,
                 daemon_entries: 1_000_000,

@@ -113,6 +113,7 @@ pub(crate) fn check_complete(r: &Results) -> Result<()> {
             !(positive(f.offered_pps) && positive(f.received_pps) && positive(f.cpu_ms_per_million))
                 || (f.receiver != Receiver::Nothing && f.dropped_pps.is_none_or(|d| !positive(d)))
                 || f.mail.sent == 0
+                || f.mail_own.sent == 0
         })
     {
         missing.push("flood rows");
@@ -308,13 +309,17 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     let _ = writeln!(s, "## 3. SYN flood at the receiver\n");
     let f = &r.flood;
     let seconds = f.rows.first().map_or(0.0, |row| row.seconds);
+    let rounds = f.rows.first().map_or(0, |row| row.rounds);
     let _ = writeln!(
         s,
-        "Two namespaces joined by a veth pair. The generator is the bench's own `flood_tx` XDP program \
+        "Two namespaces joined by a veth pair (and a third, the mail client's, on a veth of its own: \
+         section 4). The generator is the bench's own `flood_tx` XDP program \
          run with BPF_F_TEST_XDP_LIVE_FRAMES (batch {}) on the sending veth: SYNs to port 25 with \
          valid checksums from random sources in 198.19.0.0/16, sent with XDP_TX (faster here than \
          trafgen or hping3: no socket, no skb on the sending side). Window: {seconds:.1} s per \
-         receiver, after 0.5 s of warm-up. The generator is pinned to the first core; the receiver's \
+         receiver and round, after 0.5 s of warm-up; {rounds} rounds, each measuring every receiver \
+         in turn; each row is the receiver's median round, and its CPU cell the median (min-max) \
+         over the rounds. The generator is pinned to the first core; the receiver's \
          veth runs its NAPI threaded, in a kernel thread pinned to the last core, which does the \
          whole receive path (veth, XDP, netfilter, TCP and its replies): **receiver CPU** is that \
          thread's run time (`/proc/PID/schedstat`, exact) per million packets received, and \
@@ -329,8 +334,12 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
          (b) is iptables-legacy (`-t raw -A PREROUTING -p tcp --dport 25 -m set ! --match-set \
          allow src -j DROP`); Debian's default iptables-nft would be nftables with an x_tables \
          match. (c) `tcp dport 25 ip saddr != @allow4 counter drop` in a prerouting chain at raw \
-         priority. (d) xdp-filter `-p deny` with the client as the only allowed source. (e) \
-         port25d, policy `drop`, the client allowlisted, native XDP.\n",
+         priority. (d) xdp-filter `-p deny` with the clients as the only allowed sources. (e) \
+         port25d, policy `drop`, the clients allowlisted, native XDP. (f) the floor: the bench's \
+         `floor_flood`, native XDP, which drops IPv4 TCP from 198.19.0.0/16 and counts it, and \
+         does nothing else: what every receiver pays before its filter does anything (veth, the \
+         NAPI thread, XDP itself), so a filter's own cost per million packets is its CPU less \
+         this row's.\n",
         f.batch_size, r.machine.cores
     );
     let port25 = flood_row(f, Receiver::Port25);
@@ -351,7 +360,7 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
             format!("{:.0}", row.received_pps),
             dropped,
             dropped_ratio,
-            format!("{:.1}", row.cpu_ms_per_million),
+            row.cpu.cell(),
             cpu_ratio,
             format!("{:.2}", row.receiver_cores),
         ]
@@ -367,28 +376,35 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     let _ = writeln!(s, "## 4. Mail during the flood\n");
     let _ = writeln!(
         s,
-        "Right after each window, with the flood still on: {} messages, one after another, from \
-         the allowlisted client 198.18.0.10 over the same veth, each a whole SMTP transaction \
-         (connect, EHLO, MAIL, RCPT, DATA, QUIT; 10 s timeouts) to smtp-sink. Delivered = in \
-         smtp-sink's dump. Latency = the whole transaction, ms. The client's packets share \
-         veth's ring with the flood, which overflows (section 3): a lost segment costs a TCP \
-         retransmission, so a single slow message (the p99 of a small batch is nearly its \
-         maximum) may be the ring's doing rather than the filter's; the run does not tell them \
-         apart.\n",
+        "Right after each window, with the flood still on, {} messages one after another from each \
+         of two allowlisted clients, each a whole SMTP transaction (connect, EHLO, MAIL, RCPT, \
+         DATA, QUIT; 10 s timeouts) to smtp-sink: 198.18.0.10 over the flood's veth, whose ring \
+         the flood overflows (section 3), so that a lost segment costs it a TCP retransmission; \
+         and 198.18.1.10 over a veth of its own (gw1), as a NIC with several queues would give \
+         it, so that what remains is the receiver's load, not the ring. No XDP program is on \
+         gw1; netfilter's rules and sets, the namespace's own, see it too and allow it. Delivered \
+         = in smtp-sink's dump, over every round; median = the rounds' median; p99 = the worst \
+         round's (of a batch this small, nearly its slowest message). Latency = the whole \
+         transaction, ms.\n",
         f.idle_mail.sent
     );
-    let reference = std::iter::once(("no flood (reference)", &f.idle_mail));
+    let reference = std::iter::once(("no flood (reference)", &f.idle_mail, &f.idle_mail_own));
     let rows = reference
-        .chain(f.rows.iter().map(|row| (row.receiver.label(), &row.mail)))
-        .map(|(receiver, mail)| {
+        .chain(
+            f.rows
+                .iter()
+                .map(|row| (row.receiver.label(), &row.mail, &row.mail_own)),
+        )
+        .map(|(receiver, shared, own)| {
             std::iter::once(receiver.to_owned())
-                .chain(mail_cells(mail))
+                .chain(mail_cells(shared))
+                .chain(mail_cells(own))
                 .collect()
         });
     table(
         &mut s,
-        "receiver | delivered | median ms | p99 ms",
-        "lrrr",
+        "receiver | flood's veth: delivered | median ms | p99 ms | own veth: delivered | median ms | p99 ms",
+        "lrrrrrr",
         rows,
     );
 

@@ -101,10 +101,10 @@ pub(crate) fn flood_svg(flood: &Flood) -> String {
         .rows
         .iter()
         .map(|row| {
-            let colour = if row.receiver == Receiver::Port25 {
-                PORT25
-            } else {
-                OTHER
+            let colour = match row.receiver {
+                Receiver::Port25 => PORT25,
+                Receiver::Floor => FLOOR,
+                _ => OTHER,
             };
             (
                 row.receiver.label().to_string(),

@@ -3,7 +3,9 @@
 //! the object `port25d` embeds.
 //!
 //! `floor_pass` and `floor_drop` do nothing but return their action: what BPF_PROG_TEST_RUN costs
-//! per packet before any filtering, the floor every filter is compared with. `flood_tx` is the SYN
+//! per packet before any filtering, the floor every filter is compared with. `floor_flood` is the
+//! least a filter can do under the flood: it drops IPv4 TCP from the flood's spoofed /16 and counts
+//! it, so that the receive path's own cost shows apart from any filter's. `flood_tx` is the SYN
 //! flood generator: run with BPF_F_TEST_XDP_LIVE_FRAMES on a veth, it sends its frame out again
 //! (XDP_TX), each time from another spoofed source, so that a per-source allowlist or hash is
 //! exercised as a real spoofed flood would.
@@ -12,7 +14,11 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_get_prandom_u32, macros::xdp, programs::XdpContext,
+    bindings::xdp_action,
+    helpers::bpf_get_prandom_u32,
+    macros::{map, xdp},
+    maps::PerCpuArray,
+    programs::XdpContext,
 };
 
 #[xdp]
@@ -29,6 +35,34 @@ fn floor_drop(_ctx: XdpContext) -> u32 {
 const IP_OFF: usize = 14;
 const TCP_OFF: usize = IP_OFF + 20;
 const FRAME_MIN: usize = TCP_OFF + 20;
+
+/// Frames `floor_flood` dropped, per CPU.
+#[map]
+static FLOOR_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[xdp]
+fn floor_flood(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + TCP_OFF > end {
+        return xdp_action::XDP_PASS;
+    }
+    let frame = data as *const u8;
+    // SAFETY: every offset below is inside [data, data + TCP_OFF), checked above.
+    let spoofed = unsafe {
+        read16(frame.add(12)) == 0x0800
+            && *frame.add(IP_OFF + 9) == 6
+            && *frame.add(IP_OFF + 12) == 198
+            && *frame.add(IP_OFF + 13) == 19
+    };
+    if !spoofed {
+        return xdp_action::XDP_PASS;
+    }
+    if let Some(count) = FLOOR_DROPS.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, written only by this CPU while the program runs.
+        unsafe { *count += 1 };
+    }
+    xdp_action::XDP_DROP
+}
 
 #[xdp]
 fn flood_tx(ctx: XdpContext) -> u32 {

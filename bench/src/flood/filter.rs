@@ -1,6 +1,8 @@
 //! The receiver's filter in each scenario: set up (nothing, iptables + ipset, nftables,
 //! xdp-filter, port25d), its own drop counter read, and removed.
 
+use aya::{Ebpf, maps::PerCpuArray, programs::XdpMode};
+
 use super::*;
 
 /// What drops the flood in the receiver, and reads its own drop counter.
@@ -11,6 +13,8 @@ pub(super) enum Filter<'a> {
         nft: bool,
     },
     XdpFilter(XdpFilter),
+    /// The bench's `floor_flood`, attached to gw0 while this object lives.
+    Floor(Ebpf),
     /// The daemon, and the BPF filesystem it pins in (kept until the daemon is gone).
     Port25 {
         daemon: Daemon<'a>,
@@ -25,7 +29,9 @@ impl<'a> Filter<'a> {
             Receiver::Nothing => Filter::Nothing,
             Receiver::Iptables => {
                 sys::run(gw.command("ipset").args(["create", "p25allow", "hash:net"]))?;
-                sys::run(gw.command("ipset").args(["add", "p25allow", CLIENT]))?;
+                for client in [CLIENT, MAIL_CLIENT] {
+                    sys::run(gw.command("ipset").args(["add", "p25allow", client]))?;
+                }
                 sys::run(gw.command(IPTABLES).args([
                     "-t",
                     "raw",
@@ -52,7 +58,7 @@ impl<'a> Filter<'a> {
                     &rules,
                     format!(
                         "table inet p25 {{\n  set allow4 {{ type ipv4_addr; flags interval; \
-                         elements = {{ {CLIENT} }} }}\n  chain pre {{ type filter hook \
+                         elements = {{ {CLIENT}, {MAIL_CLIENT} }} }}\n  chain pre {{ type filter hook \
                          prerouting priority raw; policy accept;\n    tcp dport 25 ip saddr != \
                          @allow4 counter drop\n  }}\n}}\n"
                     ),
@@ -63,7 +69,28 @@ impl<'a> Filter<'a> {
             Receiver::XdpFilter => {
                 // Policy deny + the client as the only allowed source: xdp-filter's closest
                 // rule, and stricter than port25's (every port is closed, not only 25).
-                Filter::XdpFilter(XdpFilter::attach_to(gw, "gw0", "deny", &[CLIENT])?)
+                Filter::XdpFilter(XdpFilter::attach_to(
+                    gw,
+                    "gw0",
+                    "deny",
+                    &[CLIENT, MAIL_CLIENT],
+                )?)
+            }
+            Receiver::Floor => {
+                // Attached from inside the lab's namespace, where gw0's name means gw0; the link
+                // lasts as long as the object.
+                let attached = thread::scope(|scope| {
+                    gw.spawn_inside(scope, || -> Result<Ebpf> {
+                        let mut object = programs::object()?;
+                        programs::xdp(&mut object, "floor_flood")?
+                            .attach("gw0", XdpMode::Driver)
+                            .context("attaching floor_flood to gw0 (native)")?;
+                        Ok(object)
+                    })
+                    .join()
+                })
+                .map_err(|_| anyhow::anyhow!("the attaching thread panicked"))?;
+                Filter::Floor(attached?)
             }
             Receiver::Port25 => {
                 let bpffs = BpfFs::mount("bench");
@@ -72,7 +99,8 @@ impl<'a> Filter<'a> {
                     &config,
                     format!(
                         "interfaces = [\"gw0\"]\nxdp_mode = \"native\"\npolicy = \"drop\"\n\
-                         ports = [25]\n[allow]\ncidrs = [\"{CLIENT}/32\"]\n[metrics]\n\
+                         ports = [25]\n[allow]\ncidrs = [\"{CLIENT}/32\", \"{MAIL_CLIENT}/32\"]\n\
+                         [metrics]\n\
                          listen = \"{METRICS}\"\n"
                     ),
                 )?;
@@ -124,6 +152,11 @@ impl<'a> Filter<'a> {
                 Some(pkts)
             }
             Filter::XdpFilter(filter) => Some(filter.dropped()?),
+            Filter::Floor(object) => {
+                let map = object.map("FLOOR_DROPS").context("no map FLOOR_DROPS")?;
+                let drops: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+                Some(drops.get(&0, 0)?.iter().sum())
+            }
             Filter::Port25 { daemon, .. } => {
                 let text = daemon.try_scrape().map_err(anyhow::Error::msg)?;
                 Some(metric_sum(&text, "port25_packets_total", &[("verdict", "drop")]) as u64)

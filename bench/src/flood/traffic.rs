@@ -101,17 +101,21 @@ pub(super) fn send_one(timeout: Duration, n: usize) -> (bool, Duration) {
 pub(super) fn mail_batch(
     lab: &Lab,
     sink: &SmtpSink<'_>,
+    path: MailPath,
     count: usize,
     timeout: Duration,
 ) -> Result<Mail> {
-    let client: std::net::IpAddr = CLIENT.parse()?;
+    let (ns, address) = match path {
+        MailPath::Shared => (&lab.net.clients[0], CLIENT),
+        MailPath::Own => (&lab.net.clients[1], MAIL_CLIENT),
+    };
+    let client: std::net::IpAddr = address.parse()?;
     let before = sink.messages_from(client);
     let results = thread::scope(|scope| {
-        lab.net.clients[0]
-            .spawn_inside(scope, || {
-                (0..count).map(|n| send_one(timeout, n)).collect::<Vec<_>>()
-            })
-            .join()
+        ns.spawn_inside(scope, || {
+            (0..count).map(|n| send_one(timeout, n)).collect::<Vec<_>>()
+        })
+        .join()
     })
     .map_err(|_| anyhow::anyhow!("the mail thread panicked"))?;
     let ok = results.iter().filter(|(ok, _)| *ok).count();

@@ -171,7 +171,7 @@ impl super::Daemon {
         let mut next = self.config.clone();
         next.egress = refreshed;
         let (allow, deny) = effective_lists(&next, &self.runtime);
-        if let Err(err) = self.datapath.apply_policy(&next, &allow, &deny) {
+        if let Err(err) = self.datapath.apply_policy(&next, allow, deny) {
             error!("writing the smart hosts' new addresses into the kernel: {err:#}");
             return;
         }

@@ -118,7 +118,8 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     let mut datapath = Datapath::load(config.ratelimit.tracked_sources, kernel_log_level(), pins)?;
     let (allow, deny) = effective_lists(&config, &runtime);
-    tokio::task::block_in_place(|| datapath.apply_policy(&config, &allow, &deny))
+    let entries = (allow.len(), deny.len());
+    tokio::task::block_in_place(|| datapath.apply_policy(&config, allow, deny))
         .context("writing the policy into the kernel maps")?;
     for iface in xdp_interfaces(&config) {
         let attachment = datapath.attach(iface, config.xdp_mode)?;
@@ -151,8 +152,8 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
             config.interfaces.join(", "),
             config.policy,
             config.mode,
-            allow.len(),
-            deny.len(),
+            entries.0,
+            entries.1,
             runtime.len(ListKind::Allow),
             runtime.len(ListKind::Deny),
         );
@@ -275,7 +276,7 @@ impl Daemon {
             sync_hooks(&mut self.datapath, &next.egress)?;
         }
         self.datapath
-            .apply_policy(&next, &allow, &deny)
+            .apply_policy(&next, allow, deny)
             .context("writing the new policy into the kernel maps")?;
         if next.egress.mode == EgressMode::Off {
             sync_hooks(&mut self.datapath, &next.egress)?;

@@ -67,8 +67,8 @@ impl Datapath {
     pub fn apply_policy(
         &mut self,
         config: &Config,
-        allow: &CidrSet,
-        deny: &CidrSet,
+        allow: CidrSet,
+        deny: CidrSet,
     ) -> Result<(), Error> {
         if self.live.is_none() {
             // Adopted maps: whatever a killed daemon left half-written is swept first.
@@ -79,10 +79,10 @@ impl Datapath {
             n => n,
         };
         let smart_hosts = &config.egress.smart_hosts;
-        let prefilter = match self.write_generation(next, config, allow, deny) {
+        let prefilter = match self.write_generation(next, config, &allow, &deny) {
             Ok(prefilter) => prefilter,
             Err(err) => {
-                self.remove_lists(next, allow, deny);
+                self.remove_lists(next, &allow, &deny);
                 self.remove_blocks(|generation| generation == next);
                 self.remove_smart_hosts(next, smart_hosts);
                 return Err(err);
@@ -94,9 +94,10 @@ impl Datapath {
         let retired = self.generation;
         self.generation = next;
         std::thread::sleep(RETIRE_GRACE);
+        // The live lists are these very sets, not copies: a million entries are tens of MiB.
         match self.live.replace(LiveLists {
-            allow: allow.clone(),
-            deny: deny.clone(),
+            allow,
+            deny,
             smart_hosts: smart_hosts.clone(),
             prefilter,
         }) {
@@ -107,6 +108,7 @@ impl Datapath {
             }
             None => self.sweep_except(next)?,
         }
+        return_freed_memory();
         Ok(())
     }
 
@@ -511,4 +513,15 @@ fn egress_settings_of(full: &Config) -> EgressSettings {
         settings.cgroup_count += 1;
     }
     settings
+}
+
+/// Hands the heap memory that writing a generation used and freed (the merged lists of a million
+/// entries are tens of MiB) back to the system: glibc keeps it otherwise, and the daemon's RSS
+/// would stay at its peak.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

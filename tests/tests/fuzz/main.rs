@@ -212,7 +212,7 @@ fn kernel_matches_reference_on_random_and_mutated_frames() {
     'phases: for (p, phase) in phases.iter().enumerate() {
         let config = config_of(&phase.policy);
         datapath
-            .apply_policy(&config, &config.allow, &config.deny)
+            .apply_policy(&config, config.allow.clone(), config.deny.clone())
             .expect("policy applies");
         let quota = if p + 1 == phases.len() {
             frames - tally.frames

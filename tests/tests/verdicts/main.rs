@@ -69,7 +69,7 @@ fn reload(datapath: &mut Datapath, policy: &str) {
 
 fn apply(datapath: &mut Datapath, config: &Config) {
     datapath
-        .apply_policy(config, &config.allow, &config.deny)
+        .apply_policy(config, config.allow.clone(), config.deny.clone())
         .expect("policy applies");
 }
 

@@ -16,6 +16,7 @@ mod egress;
 mod links;
 mod lists;
 mod policy;
+mod settings;
 #[cfg(feature = "testing")]
 mod test_run;
 

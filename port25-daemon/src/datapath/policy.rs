@@ -3,23 +3,26 @@
 //! A new generation's settings, ports and list entries are written beside the live ones, then one
 //! write to `ACTIVE` switches every CPU over, and only then is the old generation removed. A packet
 //! reads `ACTIVE` once, so it sees the old policy or the new, never a mix. Single runtime entries
-//! (`port25d deny add`) go straight into the live generation: one entry appears or goes, atomically.
-//! docs/ARCHITECTURE.md, § Generations.
+//! (`port25d deny add`) go straight into the live generation, with the entries, nibbles and blocks
+//! they change, in an order where each source sees its old verdict or its new one.
+//! docs/ARCHITECTURE.md, § Generations and § Lists; the kernel's form of a config is `settings`.
 
 use std::time::Duration;
 
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_common::{
-    BlockKey, GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key,
-    egress::{self, EgressSettings},
+    BlockKey, GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key, egress::EgressSettings,
     maps, port_bit, prefilter,
 };
 
-use super::{Block, Datapath, Error, lists};
+use super::{
+    Block, Datapath, Error, lists,
+    settings::{egress_settings_of, settings_of},
+};
 use crate::{
     config::{CidrSet, Config},
-    model::{EgressMode, ListKind, Mode, Policy},
+    model::ListKind,
 };
 
 /// How long packets already in flight may keep reading the generation being retired. XDP programs
@@ -433,31 +436,6 @@ fn sweep<K: Generational>(trie: &mut LpmTrie<&mut MapData, K, u32>, keep: u32) -
     stale.len()
 }
 
-fn settings_of(config: &Config) -> Settings {
-    let limits = &config.ratelimit;
-    let (syn_interval_ns, syn_tolerance_ns) = Settings::gcra(limits.syn_rate, limits.syn_burst);
-    let (global_interval_ns, global_tolerance_ns) =
-        Settings::gcra(limits.global_syn_rate, limits.global_syn_burst);
-    Settings {
-        monitor: u32::from(config.mode == Mode::Monitor),
-        policy: match config.policy {
-            Policy::Drop => Settings::POLICY_DROP,
-            Policy::Ratelimit => Settings::POLICY_RATELIMIT,
-        },
-        ipv4_prefix: u32::from(limits.ipv4_prefix),
-        ipv6_prefix: u32::from(limits.ipv6_prefix),
-        forward_guard: u32::from(
-            config.egress.mode != EgressMode::Off && !config.egress.forward_interfaces.is_empty(),
-        ),
-        _pad: 0,
-        syn_interval_ns,
-        syn_tolerance_ns,
-        global_interval_ns,
-        global_tolerance_ns,
-        verified_ttl_ns: u64::from(limits.verified_ttl) * 1_000_000_000,
-    }
-}
-
 fn v4_key(generation: u32, net: &Ipv4Net) -> Key<V4Key> {
     let addr = net.network().octets();
     Key::new(prefix_bits(net.prefix_len()), V4Key { generation, addr })
@@ -471,48 +449,6 @@ fn v6_key(generation: u32, net: &Ipv6Net) -> Key<V6Key> {
 /// A list key's prefix length: the generation's bits, then the CIDR's (§ Generations).
 fn prefix_bits(cidr_prefix: u8) -> u32 {
     GENERATION_BITS + u32::from(cidr_prefix)
-}
-
-/// The kernel's form of `[egress]`: counts and fixed arrays (config checked the bounds and that
-/// the interfaces exist).
-fn egress_settings_of(full: &Config) -> EgressSettings {
-    let config = &full.egress;
-    let mut settings = EgressSettings::OFF;
-    let forward = config
-        .forward_interfaces
-        .iter()
-        .filter_map(|name| super::links::ifindex(name).map(|index| (name, index)));
-    for (i, (name, index)) in forward.take(egress::MAX_FORWARD).enumerate() {
-        settings.forward_ifindexes[i] = index;
-        if !full.interfaces.contains(name) {
-            settings.forward_only |= 1 << i;
-        }
-        settings.forward_count += 1;
-    }
-    settings.mode = match config.mode {
-        EgressMode::Off => egress::MODE_OFF,
-        EgressMode::Monitor => egress::MODE_MONITOR,
-        EgressMode::Enforce => egress::MODE_ENFORCE,
-    };
-    for (slot, &port) in settings.ports.iter_mut().zip(&config.ports) {
-        *slot = port;
-        settings.port_count += 1;
-    }
-    for (slot, &uid) in settings.users.iter_mut().zip(&config.allow_users) {
-        *slot = uid;
-        settings.user_count += 1;
-    }
-    for (i, cgroup) in config
-        .allow_cgroups
-        .iter()
-        .take(egress::MAX_CGROUPS)
-        .enumerate()
-    {
-        settings.cgroup_ids[i] = cgroup.id;
-        settings.cgroup_levels[i] = cgroup.level;
-        settings.cgroup_count += 1;
-    }
-    settings
 }
 
 /// Hands the heap memory that writing a generation used and freed (the merged lists of a million

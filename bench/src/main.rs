@@ -14,6 +14,7 @@ mod programs;
 mod report;
 mod svg;
 mod sys;
+mod targets;
 mod xdpfilter;
 
 use std::{

@@ -159,7 +159,12 @@ fn mail_cells(m: &Mail) -> [String; 3] {
 
 /// A markdown table: the header ("a | b"), its alignment row (`l` or `r` a column), the rows, a
 /// blank line.
-fn table(s: &mut String, header: &str, align: &str, rows: impl IntoIterator<Item = Vec<String>>) {
+pub(crate) fn table(
+    s: &mut String,
+    header: &str,
+    align: &str,
+    rows: impl IntoIterator<Item = Vec<String>>,
+) {
     let _ = writeln!(s, "| {header} |");
     let rule: Vec<&str> = align
         .chars()
@@ -233,6 +238,8 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
         nft / own
     );
 
+    s.push_str(&crate::targets::section(r));
+
     let _ = writeln!(s, "## 1. Per-packet cost in the kernel\n");
     let _ = writeln!(
         s,
@@ -304,9 +311,11 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     let _ = writeln!(
         s,
         "The same cost with N allowlisted prefixes per family (N IPv4 /16-/32 and N IPv6 /48-/64, \
-         spread over the address space), policy `drop`; load = wall time of writing both lists \
-         into the kernel as one policy generation; memory = the four list maps' kernel memory \
-         (`bpftool map show` memlock, the kernel's own accounting).\n"
+         spread over the address space), policy `drop`; every size is loaded first, then each \
+         round measures every size's four frames in turn, and each cell is the median of the \
+         rounds. Load = wall time of writing both lists into the kernel as one policy generation; \
+         memory = the kernel memory of the list maps (`LISTS_V4`, `LISTS_V6`, `PREFILTER_V4`, \
+         `BLOCKS_V4`: `bpftool map show` memlock, the kernel's own accounting).\n"
     );
     let rows = r.scale.iter().map(|row| {
         vec![

@@ -1,0 +1,219 @@
+//! The report's "Targets" section: each performance target with this run's figure, whether the
+//! run meets it, and for a missed one what bounds it, from another figure of the same run.
+
+use std::fmt::Write as _;
+
+use crate::{
+    flood::{FloodRow, Mail, Receiver},
+    kernel::{self, PerPacket},
+    report::Results,
+};
+
+/// One target: what it asks, the figure, whether it is met, and the bound when it is not.
+struct Target {
+    asks: &'static str,
+    measured: String,
+    met: bool,
+    bound: String,
+}
+
+fn ns(pp: &PerPacket, path: &str) -> f64 {
+    pp.row(path).map_or(f64::NAN, |row| row.port25_ns)
+}
+
+fn xdp_filter_ns(pp: &PerPacket, path: &str) -> f64 {
+    pp.row(path)
+        .and_then(|row| row.xdp_filter.as_ref().ok())
+        .map_or(f64::NAN, |(xf, _)| xf.median)
+}
+
+fn flood(r: &Results, receiver: Receiver) -> Option<&FloodRow> {
+    r.flood.rows.iter().find(|row| row.receiver == receiver)
+}
+
+fn cpu(r: &Results, receiver: Receiver) -> f64 {
+    flood(r, receiver).map_or(f64::NAN, |row| row.cpu_ms_per_million)
+}
+
+fn all_delivered(mail: &Mail) -> bool {
+    mail.sent > 0 && mail.delivered == mail.sent
+}
+
+fn targets(r: &Results) -> Vec<Target> {
+    let pp = &r.per_packet;
+    let floor = pp.floor_drop_ns;
+    let base = ns(pp, kernel::ROW_OTHER_PORT) / pp.floor_pass_ns;
+    let base_bound = format!(
+        "what every verdict reads before any list: a TCP segment to another port, parsed to its \
+         ports and passed after the generation, settings and port-bitmap reads, costs {base:.2}x \
+         the floor (row \"{}\")",
+        kernel::ROW_OTHER_PORT
+    );
+    let unlisted = ns(pp, kernel::ROW_UNLISTED);
+    let allowed = ns(pp, kernel::ROW_ALLOWED);
+    let limited = ns(pp, kernel::ROW_RATELIMITED);
+    let vs_xf = unlisted / xdp_filter_ns(pp, kernel::ROW_UNLISTED);
+    let mut out = vec![
+        Target {
+            asks: "dropped SYN from a source in no list <= 2.0x the floor",
+            measured: format!("{:.2}x ({unlisted:.0} ns)", unlisted / floor),
+            met: unlisted / floor <= 2.0,
+            bound: base_bound.clone(),
+        },
+        Target {
+            asks: "the same packet <= 0.7x xdp-filter's time",
+            measured: format!("{vs_xf:.2}x"),
+            met: vs_xf <= 0.7,
+            bound: String::new(),
+        },
+        Target {
+            asks: "allowlisted pass <= 2.5x the floor",
+            measured: format!("{:.2}x ({allowed:.0} ns)", allowed / pp.floor_pass_ns),
+            met: allowed / pp.floor_pass_ns <= 2.5,
+            bound: base_bound,
+        },
+        Target {
+            asks: "rate-limited drop <= 3x the floor",
+            measured: format!("{:.2}x ({limited:.0} ns)", limited / floor),
+            met: limited / floor <= 3.0,
+            bound: format!(
+                "the source's token bucket alone (an LRU hash lookup, a clock read, a \
+                 compare-and-swap): the rate-limited row less the same source's drop without \
+                 rate limiting is {:.0} ns, {:.2}x the floor by itself",
+                limited - unlisted,
+                (limited - unlisted) / floor
+            ),
+        },
+    ];
+    if let (Some(small), Some(large)) = (r.scale.first(), r.scale.last()) {
+        let v4 = large.v4_dropped_ns / small.v4_dropped_ns;
+        let v6 = large.v6_dropped_ns / small.v6_dropped_ns;
+        out.push(Target {
+            asks: "dropped-packet cost at the largest list <= 1.3x at the smallest, IPv4 and IPv6",
+            measured: format!(
+                "IPv4 {v4:.2}x, IPv6 {v6:.2}x ({} vs {} prefixes)",
+                large.entries, small.entries
+            ),
+            met: v4 <= 1.3 && v6 <= 1.3,
+            bound: "IPv6 walks its LPM trie, whose depth grows with the list; IPv4, which the \
+                    /16 and /24 nibbles answer without the trie, stays flat in the same run"
+                .to_owned(),
+        });
+    }
+    let (port25, xf, floor_rx) = (
+        cpu(r, Receiver::Port25),
+        cpu(r, Receiver::XdpFilter),
+        cpu(r, Receiver::Floor),
+    );
+    let floor_bound = format!(
+        "the receive path itself: the floor receiver (f), which only drops, spends {floor_rx:.0} \
+         ms per million packets; over it port25 adds {:.0} and xdp-filter {:.0}",
+        port25 - floor_rx,
+        xf - floor_rx
+    );
+    out.push(Target {
+        asks: "flood: receiver CPU per million <= 0.7x xdp-filter's",
+        measured: format!("{:.2}x", port25 / xf),
+        met: port25 / xf <= 0.7,
+        bound: floor_bound,
+    });
+    for (receiver, name) in [
+        (Receiver::Iptables, "iptables + ipset"),
+        (Receiver::Nftables, "nftables"),
+    ] {
+        let other = cpu(r, receiver);
+        out.push(Target {
+            asks: if receiver == Receiver::Iptables {
+                "flood: >= 5x less receiver CPU than iptables + ipset"
+            } else {
+                "flood: >= 5x less receiver CPU than nftables"
+            },
+            measured: format!("{:.2}x", other / port25),
+            met: other / port25 >= 5.0,
+            bound: format!(
+                "the receive path: even a receiver that costs only the floor's {floor_rx:.0} ms \
+                 would be {:.2}x less than {name}; what each filter adds over it, {name} {:.0} \
+                 and port25 {:.0}, differs {:.2}x",
+                other / floor_rx,
+                other - floor_rx,
+                port25 - floor_rx,
+                (other - floor_rx) / (port25 - floor_rx)
+            ),
+        });
+    }
+    let delivered = r
+        .flood
+        .rows
+        .iter()
+        .all(|row| all_delivered(&row.mail) && all_delivered(&row.mail_own));
+    out.push(Target {
+        asks: "mail during the flood: 100% delivered",
+        measured: if delivered {
+            "every message, every receiver, both paths".to_owned()
+        } else {
+            "some lost (section 4)".to_owned()
+        },
+        met: delivered,
+        bound: String::new(),
+    });
+    if let (Some(p), Some(f)) = (flood(r, Receiver::Port25), flood(r, Receiver::Floor)) {
+        let (idle, idle_own) = (&r.flood.idle_mail, &r.flood.idle_mail_own);
+        let shared = p.mail.p99_ms / idle.p99_ms;
+        let own = p.mail_own.p99_ms / idle_own.p99_ms;
+        out.push(Target {
+            asks: "mail p99 during the flood within 2x of the no-flood reference",
+            measured: format!(
+                "{shared:.1}x on the flood's veth, {own:.1}x on its own ({:.1} and {:.1} ms)",
+                p.mail.p99_ms, p.mail_own.p99_ms
+            ),
+            met: shared <= 2.0 && own <= 2.0,
+            bound: format!(
+                "the receiver's load on this machine: the floor receiver (f), which filters \
+                 nothing, gives {:.1}x and {:.1}x ({:.1} and {:.1} ms)",
+                f.mail.p99_ms / idle.p99_ms,
+                f.mail_own.p99_ms / idle_own.p99_ms,
+                f.mail.p99_ms,
+                f.mail_own.p99_ms
+            ),
+        });
+    }
+    if let Some(large) = r.daemon.iter().max_by_key(|d| d.entries) {
+        let mib = large.rss_kib as f64 / 1024.0;
+        out.push(Target {
+            asks: "daemon: a million-entry load <= 2 s, RSS <= 40 MiB, scrape median <= 1 ms",
+            measured: format!(
+                "{:.1} s, {mib:.1} MiB, {:.2} ms ({} entries)",
+                large.ready_seconds, large.scrape_ms_p50, large.entries
+            ),
+            met: large.ready_seconds <= 2.0 && mib <= 40.0 && large.scrape_ms_p50 <= 1.0,
+            bound: String::new(),
+        });
+    }
+    out
+}
+
+/// The section, in markdown.
+pub(crate) fn section(r: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "## Targets\n");
+    let _ = writeln!(
+        s,
+        "The performance targets, each with this run's figure (ratios of medians, from the sections \
+         below) and, where the run misses it, what bounds it: another figure of the same run.\n"
+    );
+    let rows = targets(r).into_iter().map(|t| {
+        vec![
+            t.asks.to_owned(),
+            t.measured,
+            if t.met { "met" } else { "missed" }.to_owned(),
+            if t.met { String::new() } else { t.bound },
+        ]
+    });
+    crate::report::table(
+        &mut s,
+        "target | this run | met | what bounds it",
+        "lrll",
+        rows,
+    );
+    s
+}

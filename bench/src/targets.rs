@@ -168,8 +168,8 @@ fn targets(r: &Results) -> Vec<Target> {
             ),
             met: shared <= 2.0 && own <= 2.0,
             bound: format!(
-                "the receiver's load on this machine: the floor receiver (f), which filters \
-                 nothing, gives {:.1}x and {:.1}x ({:.1} and {:.1} ms)",
+                "the receiver's load on this machine: the floor receiver (f), which only \
+                 drops the flood, gives {:.1}x and {:.1}x ({:.1} and {:.1} ms)",
                 f.mail.p99_ms / idle.p99_ms,
                 f.mail_own.p99_ms / idle_own.p99_ms,
                 f.mail.p99_ms,

@@ -14,7 +14,11 @@ use std::{
 use anyhow::{Context, Result, bail};
 use port25_testkit::lab::{BpfFs, Client, Daemon, Gateway, WorkDir, metric, poll};
 
-use crate::{Settings, kernel, sys};
+use crate::{
+    Settings,
+    kernel::{self, Spread},
+    sys,
+};
 
 const METRICS: &str = "127.0.0.1:9725";
 
@@ -27,6 +31,10 @@ pub(crate) struct DaemonRow {
     pub scrape_ms_p50: f64,
     pub scrape_ms_p99: f64,
     pub scrape_bytes: usize,
+    /// RSS (KiB) and ready time over the rounds; the fields above are the median round's.
+    pub rss: Spread,
+    pub ready: Spread,
+    pub rounds: usize,
 }
 
 /// One plain HTTP/1.0 GET, timed without process start-up (curl's would dwarf it).
@@ -112,6 +120,9 @@ fn one(entries: usize, settings: &Settings) -> Result<DaemonRow> {
         scrape_ms_p50: sys::median(&ms),
         scrape_ms_p99: sys::percentile(&ms, 99.0),
         scrape_bytes,
+        rss: Spread::default(),
+        ready: Spread::default(),
+        rounds: 1,
     };
     eprintln!(
         "bench: port25d with {} allow entries: RSS {} MiB, ready in {:.1} s, scrape {:.2} ms",
@@ -124,9 +135,29 @@ fn one(entries: usize, settings: &Settings) -> Result<DaemonRow> {
     Ok(row)
 }
 
+/// Each list size, round by round; a size's row is its median round by RSS, with the spread of
+/// RSS and ready time.
 pub(crate) fn daemon(settings: &Settings) -> Result<Vec<DaemonRow>> {
-    [0, settings.daemon_entries]
+    let sizes = [0, settings.daemon_entries];
+    let mut rounds: Vec<Vec<DaemonRow>> = sizes.iter().map(|_| Vec::new()).collect();
+    for _ in 0..settings.rounds.min(3) {
+        for (&entries, rows) in sizes.iter().zip(&mut rounds) {
+            rows.push(one(entries, settings)?);
+        }
+    }
+    rounds
         .into_iter()
-        .map(|entries| one(entries, settings))
+        .map(|mut rows| {
+            let count = rows.len();
+            let rss = Spread::of(&rows.iter().map(|r| r.rss_kib as f64).collect::<Vec<_>>());
+            let ready = Spread::of(&rows.iter().map(|r| r.ready_seconds).collect::<Vec<_>>());
+            rows.sort_by_key(|r| r.rss_kib);
+            let middle = rows.len() / 2;
+            let mut row = rows.into_iter().nth(middle).context("no rounds")?;
+            row.rss = rss;
+            row.ready = ready;
+            row.rounds = count;
+            Ok(row)
+        })
         .collect()
 }

@@ -20,12 +20,14 @@ use anyhow::{Context, Result, bail};
 use port25_daemon::testing::{CidrSet, Config, Datapath};
 use port25_testkit::lab::{Cgroup, Netns, current_cgroup};
 
-use crate::{Settings, sys};
+use crate::{Settings, kernel::Spread};
 
 /// One measured path.
 pub(crate) struct EgressRow {
     pub path: &'static str,
+    /// The median of `spread`.
     pub per_second: f64,
+    pub spread: Spread,
 }
 
 pub(crate) const ROW_OFF: &str = "connect() to a smart host, outside the guarded cgroup (no hook)";
@@ -94,9 +96,13 @@ pub(crate) fn egress(settings: &Settings) -> Result<Vec<EgressRow>> {
     Ok([ROW_OFF, ROW_ALLOWED, ROW_REFUSED]
         .into_iter()
         .zip(samples)
-        .map(|(path, samples)| EgressRow {
-            path,
-            per_second: sys::median(&samples),
+        .map(|(path, samples)| {
+            let spread = Spread::of(&samples);
+            EgressRow {
+                path,
+                per_second: spread.median,
+                spread,
+            }
         })
         .collect())
 }

@@ -345,14 +345,15 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
 pub(crate) struct ScaleRow {
     /// Prefixes per family (the run loads this many IPv4 and this many IPv6 prefixes).
     pub entries: usize,
-    pub v4_allowed_ns: f64,
+    /// The medians of `spreads[1]` and `spreads[3]`.
     pub v4_dropped_ns: f64,
-    pub v6_allowed_ns: f64,
     pub v6_dropped_ns: f64,
     /// Wall time of writing both lists into the kernel (one policy generation).
     pub load_seconds: f64,
-    /// Kernel memory of the four list maps after the load (the kernel's own accounting).
+    /// Kernel memory of the list maps after the load (the kernel's own accounting).
     pub kernel_bytes: u64,
+    /// IPv4 allowed, IPv4 dropped, IPv6 allowed, IPv6 dropped, over the rounds.
+    pub spreads: [Spread; 4],
 }
 
 /// `count` distinct prefixes per family, deterministic, never covering the rows' sources except
@@ -473,16 +474,15 @@ pub(crate) fn scale(settings: &Settings) -> Result<Vec<ScaleRow>> {
     }
     let mut out = Vec::new();
     for ((entries, _, load_seconds, kernel_bytes), samples) in loaded.into_iter().zip(&samples) {
-        let [v4_allowed_ns, v4_dropped_ns, v6_allowed_ns, v6_dropped_ns] =
-            [0, 1, 2, 3].map(|i| sys::median(&samples[i]));
+        let spreads = [0, 1, 2, 3].map(|i| Spread::of(&samples[i]));
+        let (v4_dropped_ns, v6_dropped_ns) = (spreads[1].median, spreads[3].median);
         let row = ScaleRow {
             entries,
-            v4_allowed_ns,
             v4_dropped_ns,
-            v6_allowed_ns,
             v6_dropped_ns,
             load_seconds,
             kernel_bytes,
+            spreads,
         };
         eprintln!(
             "bench: {entries} prefixes per family: load {:.2} s, {} MiB, v4 drop {:.1} ns, v6 drop \

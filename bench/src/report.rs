@@ -312,18 +312,18 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
         s,
         "The same cost with N allowlisted prefixes per family (N IPv4 /16-/32 and N IPv6 /48-/64, \
          spread over the address space), policy `drop`; every size is loaded first, then each \
-         round measures every size's four frames in turn, and each cell is the median of the \
-         rounds. Load = wall time of writing both lists into the kernel as one policy generation; \
+         round measures every size's four frames in turn; each cell is the median (min-max) of \
+         the rounds. Load = wall time of writing both lists into the kernel as one policy generation; \
          memory = the kernel memory of the list maps (`LISTS_V4`, `LISTS_V6`, `PREFILTER_V4`, \
          `BLOCKS_V4`: `bpftool map show` memlock, the kernel's own accounting).\n"
     );
     let rows = r.scale.iter().map(|row| {
         vec![
             row.entries.to_string(),
-            format!("{:.1}", row.v4_allowed_ns),
-            format!("{:.1}", row.v4_dropped_ns),
-            format!("{:.1}", row.v6_allowed_ns),
-            format!("{:.1}", row.v6_dropped_ns),
+            row.spreads[0].cell(),
+            row.spreads[1].cell(),
+            row.spreads[2].cell(),
+            row.spreads[3].cell(),
             ratio(row.v4_dropped_ns, pp.floor_drop_ns),
             format!("{:.2}", row.load_seconds),
             format!("{:.1}", row.kernel_bytes as f64 / 1024.0),
@@ -442,16 +442,26 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     let _ = writeln!(
         s,
         "port25d (policy `drop`, attached to a veth) idle and with an allow list file of a million \
-         prefixes (half IPv4, half IPv6). RSS: VmRSS 2 s after the list was loaded; ready: from \
-         start until `port25_list_entries` showed every entry; scrape: one HTTP GET of /metrics \
-         over loopback, {} scrapes.\n",
+         prefixes (half IPv4, half IPv6), started afresh in each of {} rounds (both sizes each \
+         round). RSS: VmRSS 2 s after the list was loaded; ready: from start until \
+         `port25_list_entries` showed every entry; both the median round's (min-max over the \
+         rounds). Scrape: one HTTP GET of /metrics over loopback, {} scrapes in the median round.\n",
+        r.daemon.first().map_or(0, |d| d.rounds),
         r.scrapes
     );
     let rows = r.daemon.iter().map(|d| {
         vec![
             d.entries.to_string(),
-            format!("{:.1}", d.rss_kib as f64 / 1024.0),
-            format!("{:.1}", d.ready_seconds),
+            format!(
+                "{:.1} ({:.1}-{:.1})",
+                d.rss_kib as f64 / 1024.0,
+                d.rss.min / 1024.0,
+                d.rss.max / 1024.0
+            ),
+            format!(
+                "{:.1} ({:.1}-{:.1})",
+                d.ready_seconds, d.ready.min, d.ready.max
+            ),
             format!("{:.2}", d.scrape_ms_p50),
             format!("{:.2}", d.scrape_ms_p99),
             d.scrape_bytes.to_string(),
@@ -469,8 +479,8 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
         s,
         "What the cgroup connect hooks cost a process: {} TCP connects per round to 127.0.0.1:25 \
          in the bench's own network namespace, where nothing listens (the SYN goes out, the \
-         kernel's reset comes back: ECONNREFUSED; no accept queue in the way), median of {} \
-         rounds, from the bench process outside the guarded cgroup (no hook runs: the baseline) \
+         kernel's reset comes back: ECONNREFUSED; no accept queue in the way), median (min-max) \
+         of {} rounds, from the bench process outside the guarded cgroup (no hook runs: the baseline) \
          and inside it (the connect4 hook allows the smart host 127.0.0.1); and connects to \
          127.0.0.2:25, which the hook refuses with EPERM (no packet leaves; one event a second \
          reaches the ring buffer, the rest are counted).\n",
@@ -484,7 +494,7 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     let rows = r.egress.iter().map(|row| {
         vec![
             row.path.to_owned(),
-            format!("{:.0}", row.per_second),
+            row.spread.cell(),
             ratio(row.per_second, off),
         ]
     });

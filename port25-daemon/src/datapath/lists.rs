@@ -1,7 +1,8 @@
 //! The allow and deny lists in the form the kernel reads them (docs/ARCHITECTURE.md, § Lists): one
 //! trie per family whose every entry carries the `listed` bits of itself and of each shorter entry
-//! covering it, so that the longest match alone gives the verdict; and the IPv4 /16 prefilter,
-//! which answers without the trie wherever no entry longer than /16 lies.
+//! covering it, so that the longest match alone gives the verdict; and the IPv4 prefilter, a
+//! nibble per /16 and, under a /16 that holds longer entries, a block of a nibble per /24, which
+//! answer without the trie wherever no longer entry lies.
 
 use std::net::Ipv4Addr;
 

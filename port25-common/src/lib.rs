@@ -214,8 +214,8 @@ pub mod listed {
 }
 
 /// [`maps::PREFILTER_V4`]: for each IPv4 /16, the [`listed`] bits of the longest entry of /16 or
-/// shorter covering it, and whether an entry longer than /16 lies inside it (then only the trie
-/// can answer). 16 such nibbles make one u64 word.
+/// shorter covering it, and whether an entry longer than /16 lies inside it (then its block in
+/// [`maps::BLOCKS_V4`] answers, a nibble per /24 the same way). 16 nibbles make one u64 word.
 pub mod prefilter {
     /// An entry longer than the nibble's prefix lies inside: ask the next level (a /16's block of
     /// /24 nibbles in [`crate::maps::BLOCKS_V4`]; for a /24, the trie).

@@ -15,9 +15,8 @@ use anyhow::{Context, Result, bail};
 use port25_testkit::lab::{BpfFs, Client, Daemon, Gateway, WorkDir, metric, poll};
 
 use crate::{
-    Settings,
-    kernel::{self, Spread},
-    sys,
+    Settings, kernel,
+    sys::{self, Spread},
 };
 
 const METRICS: &str = "127.0.0.1:9725";

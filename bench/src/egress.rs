@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use port25_daemon::testing::{CidrSet, Config, Datapath};
 use port25_testkit::lab::{Cgroup, Netns, current_cgroup};
 
-use crate::{Settings, kernel::Spread};
+use crate::{Settings, sys::Spread};
 
 /// One measured path.
 pub(crate) struct EgressRow {

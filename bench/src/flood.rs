@@ -44,7 +44,11 @@ use port25_testkit::frames;
 use port25_testkit::lab::{BpfFs, Client, Daemon, Gateway, Netns, SmtpSink, WorkDir, metric_sum};
 
 use self::{filter::*, traffic::*};
-use crate::{Settings, kernel::Spread, programs, sys, xdpfilter::XdpFilter};
+use crate::{
+    Settings, programs,
+    sys::{self, Spread},
+    xdpfilter::XdpFilter,
+};
 
 const CLIENT: &str = "198.18.0.10";
 /// The client on a veth of its own (gw1), which the flood does not share.

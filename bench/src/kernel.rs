@@ -16,7 +16,11 @@ use port25_testkit::frames::{
     self, ALLOWED4, ALLOWED6, DENIED4, EXT_DEST_OPTS, EXT_HOP_BY_HOP, OTHER4, OTHER6,
 };
 
-use crate::{Settings, programs, sys, xdpfilter::XdpFilter};
+use crate::{
+    Settings, programs,
+    sys::{self, Spread},
+    xdpfilter::XdpFilter,
+};
 
 pub(crate) use port25_testkit::reference::{XDP_DROP, XDP_PASS};
 
@@ -49,34 +53,6 @@ pub(crate) enum XfSetup {
     /// `xdp-filter load -p deny` + `xdp-filter ip ALLOWED -m src`: a source allowlist; xdp-filter
     /// cannot say "port 25 AND not this source", so everything else on the interface is dropped.
     AllowList,
-}
-
-/// A figure over the rounds: the median is the one quoted, min and max its spread.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Spread {
-    pub min: f64,
-    pub median: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    pub(crate) fn of(samples: &[f64]) -> Self {
-        Self {
-            min: samples.iter().copied().fold(f64::INFINITY, f64::min),
-            median: sys::median(samples),
-            max: samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        }
-    }
-
-    /// Whether the two ranges overlap: then their ratio is within this run's noise.
-    pub(crate) fn overlaps(&self, other: &Spread) -> bool {
-        self.min <= other.max && other.min <= self.max
-    }
-
-    /// "median (min-max)".
-    pub(crate) fn cell(&self) -> String {
-        format!("{:.1} ({:.0}-{:.0})", self.median, self.min, self.max)
-    }
 }
 
 pub(crate) struct PathRow {

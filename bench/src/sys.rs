@@ -147,3 +147,31 @@ mod tests {
         assert_eq!(median(&[]), 0.0);
     }
 }
+
+/// A figure over the rounds: the median is the one quoted, min and max its spread.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub(crate) fn of(samples: &[f64]) -> Self {
+        Self {
+            min: samples.iter().copied().fold(f64::INFINITY, f64::min),
+            median: median(samples),
+            max: samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+
+    /// Whether the two ranges overlap: then their ratio is within this run's noise.
+    pub(crate) fn overlaps(&self, other: &Spread) -> bool {
+        self.min <= other.max && other.min <= self.max
+    }
+
+    /// "median (min-max)".
+    pub(crate) fn cell(&self) -> String {
+        format!("{:.1} ({:.0}-{:.0})", self.median, self.min, self.max)
+    }
+}

@@ -55,7 +55,12 @@ pub(crate) struct Headline {
     pub own_cpu: [f64; 4],
 }
 
-fn flood_row(flood: &Flood, receiver: Receiver) -> Option<&FloodRow> {
+/// A receiver's CPU per million flood packets; NaN when it was not measured.
+pub(crate) fn flood_cpu(flood: &Flood, receiver: Receiver) -> f64 {
+    flood_row(flood, receiver).map_or(f64::NAN, |row| row.cpu_ms_per_million)
+}
+
+pub(crate) fn flood_row(flood: &Flood, receiver: Receiver) -> Option<&FloodRow> {
     flood.rows.iter().find(|r| r.receiver == receiver)
 }
 
@@ -63,9 +68,7 @@ pub(crate) fn headline(r: &Results) -> Result<Headline> {
     let Some(dropped) = r.per_packet.row(kernel::ROW_DROPPED) else {
         bail!("no row {}", kernel::ROW_DROPPED);
     };
-    let cpu = |receiver| {
-        flood_row(&r.flood, receiver).map_or(f64::NAN, |row: &FloodRow| row.cpu_ms_per_million)
-    };
+    let cpu = |receiver| flood_cpu(&r.flood, receiver);
     let port25 = cpu(Receiver::Port25);
     Ok(Headline {
         vs_floor: dropped.port25_ns / r.per_packet.floor_drop_ns,

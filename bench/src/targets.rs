@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 
 use crate::{
-    flood::{FloodRow, Mail, Receiver},
+    flood::{Mail, Receiver},
     kernel::{self, PerPacket},
-    report::Results,
+    report::{Results, flood_cpu, flood_row},
 };
 
 /// One target: what it asks, the figure, whether it is met, and the bound when it is not.
@@ -25,14 +25,6 @@ fn xdp_filter_ns(pp: &PerPacket, path: &str) -> f64 {
     pp.row(path)
         .and_then(|row| row.xdp_filter.as_ref().ok())
         .map_or(f64::NAN, |(xf, _)| xf.median)
-}
-
-fn flood(r: &Results, receiver: Receiver) -> Option<&FloodRow> {
-    r.flood.rows.iter().find(|row| row.receiver == receiver)
-}
-
-fn cpu(r: &Results, receiver: Receiver) -> f64 {
-    flood(r, receiver).map_or(f64::NAN, |row| row.cpu_ms_per_million)
 }
 
 fn all_delivered(mail: &Mail) -> bool {
@@ -101,9 +93,9 @@ fn targets(r: &Results) -> Vec<Target> {
         });
     }
     let (port25, xf, floor_rx) = (
-        cpu(r, Receiver::Port25),
-        cpu(r, Receiver::XdpFilter),
-        cpu(r, Receiver::Floor),
+        flood_cpu(&r.flood, Receiver::Port25),
+        flood_cpu(&r.flood, Receiver::XdpFilter),
+        flood_cpu(&r.flood, Receiver::Floor),
     );
     let floor_bound = format!(
         "the receive path itself: the floor receiver (f), which only drops, spends {floor_rx:.0} \
@@ -121,7 +113,7 @@ fn targets(r: &Results) -> Vec<Target> {
         (Receiver::Iptables, "iptables + ipset"),
         (Receiver::Nftables, "nftables"),
     ] {
-        let other = cpu(r, receiver);
+        let other = flood_cpu(&r.flood, receiver);
         out.push(Target {
             asks: if receiver == Receiver::Iptables {
                 "flood: >= 5x less receiver CPU than iptables + ipset"
@@ -156,7 +148,10 @@ fn targets(r: &Results) -> Vec<Target> {
         met: delivered,
         bound: String::new(),
     });
-    if let (Some(p), Some(f)) = (flood(r, Receiver::Port25), flood(r, Receiver::Floor)) {
+    if let (Some(p), Some(f)) = (
+        flood_row(&r.flood, Receiver::Port25),
+        flood_row(&r.flood, Receiver::Floor),
+    ) {
         let (idle, idle_own) = (&r.flood.idle_mail, &r.flood.idle_mail_own);
         let shared = p.mail.p99_ms / idle.p99_ms;
         let own = p.mail_own.p99_ms / idle_own.p99_ms;

@@ -120,24 +120,18 @@ pub(crate) fn lists_of(generation: u32, source: &Addr) -> u32 {
 #[inline(always)]
 pub(crate) fn smart_host(generation: u32, dest: &Addr) -> bool {
     match *dest {
-        Addr::V4(addr) => holds(&SMART_V4, 32, V4Key { generation, addr }),
-        Addr::V6(addr) => holds(&SMART_V6, 128, V6Key { generation, addr }),
+        Addr::V4(addr) => value(&SMART_V4, 32, V4Key { generation, addr }) != 0,
+        Addr::V6(addr) => value(&SMART_V6, 128, V6Key { generation, addr }) != 0,
     }
 }
 
-/// The value of the longest prefix of the full-length address in `data`, 0 when none.
+/// The value of the longest prefix of the full-length address in `data`, 0 when none (the daemon
+/// writes no 0: a list entry has a list's bit, a smart host 1).
 #[inline(always)]
 fn value<K>(trie: &LpmTrie<K, u32>, address_bits: u32, data: K) -> u32 {
     trie.get(&Key::new(GENERATION_BITS + address_bits, data))
         .copied()
         .unwrap_or(0)
-}
-
-/// Whether `trie` holds a prefix of the full-length address in `data`.
-#[inline(always)]
-fn holds<K>(trie: &LpmTrie<K, u32>, address_bits: u32, data: K) -> bool {
-    trie.get(&Key::new(GENERATION_BITS + address_bits, data))
-        .is_some()
 }
 
 /// Adds one packet of `bytes` to this CPU's counter for the interface, verdict and reason: in the

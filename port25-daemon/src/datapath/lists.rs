@@ -40,7 +40,7 @@ prefix!(Ipv4Net);
 prefix!(Ipv6Net);
 
 /// The `listed` bits of exactly this entry.
-fn own<N: Prefix>(net: &N, allow: &[N], deny: &[N]) -> u32 {
+pub(super) fn own<N: Prefix>(net: &N, allow: &[N], deny: &[N]) -> u32 {
     let mut bits = 0;
     if allow.binary_search(net).is_ok() {
         bits |= listed::ALLOW;
@@ -204,7 +204,7 @@ pub(super) fn nibble_at(words: &[u64], index: usize) -> u64 {
 }
 
 /// The nibble of one /16, worked out alone: for runtime changes.
-pub(super) fn prefilter_nibble(top: usize, allow: &[Ipv4Net], deny: &[Ipv4Net]) -> u64 {
+fn prefilter_nibble(top: usize, allow: &[Ipv4Net], deny: &[Ipv4Net]) -> u64 {
     let region = slash16(top);
     let deeper = [allow, deny]
         .iter()
@@ -212,35 +212,26 @@ pub(super) fn prefilter_nibble(top: usize, allow: &[Ipv4Net], deny: &[Ipv4Net]) 
     u64::from(covering_bits(&region, allow, deny)) | if deeper { prefilter::DEEPER } else { 0 }
 }
 
-/// The block of one /16, worked out alone (`None`: its nibble needs none): for runtime changes.
-pub(super) fn block(top: usize, allow: &[Ipv4Net], deny: &[Ipv4Net]) -> Option<Block> {
+/// The nibble of one /16 and, where it says `DEEPER`, its block, worked out alone: for runtime
+/// changes.
+pub(super) fn nibble_and_block(
+    top: usize,
+    allow: &[Ipv4Net],
+    deny: &[Ipv4Net],
+) -> (u64, Option<Block>) {
     let nibble = prefilter_nibble(top, allow, deny);
     if nibble & prefilter::DEEPER == 0 {
-        return None;
+        return (nibble, None);
     }
     let region = slash16(top);
-    let mut inside: Vec<Ipv4Net> = [allow, deny]
-        .iter()
-        .flat_map(|list| {
-            list[strictly_inside(list, &region, |&net| net)]
-                .iter()
-                .copied()
-        })
-        .collect();
-    inside.sort_unstable();
-    inside.dedup();
-    let entries: Vec<(Ipv4Net, u32)> = inside
+    let entries: Vec<(Ipv4Net, u32)> = inside(&region, allow, deny)
         .into_iter()
+        .filter(|net| net.prefix_len() > 16)
         .map(|net| (net, covering_bits(&net, allow, deny)))
         .collect();
     let base = u32::from(region.network());
-    Some(pack_block(&nibbles(
-        &entries,
-        base,
-        24,
-        256,
-        nibble & prefilter::LISTED,
-    )))
+    let block = nibbles(&entries, base, 24, 256, nibble & prefilter::LISTED);
+    (nibble, Some(pack_block(&block)))
 }
 
 /// A block's 256 nibbles into its words.

@@ -344,9 +344,8 @@ fn live_writes(live: &mut LiveLists, net: &IpNet) -> LiveWrites {
                 live.prefilter = vec![0; prefilter::WORDS as usize];
             }
             for top in lists::prefilter_span(net) {
-                let block = lists::block(top, &live.allow.v4, &live.deny.v4);
+                let (nibble, block) = lists::nibble_and_block(top, &live.allow.v4, &live.deny.v4);
                 writes.blocks.push((top as u32, block));
-                let nibble = lists::prefilter_nibble(top, &live.allow.v4, &live.deny.v4);
                 let (word, shift) = prefilter::place(top as u32);
                 let old = live.prefilter[word as usize];
                 let new = (old & !(0xf << shift)) | (nibble << shift);
@@ -368,7 +367,7 @@ fn live_writes(live: &mut LiveLists, net: &IpNet) -> LiveWrites {
 /// every entry inside it get their bits again.
 fn entry_writes<N: lists::Prefix>(net: &N, allow: &[N], deny: &[N]) -> Vec<(N, Option<u32>)> {
     let mut writes = Vec::new();
-    if allow.binary_search(net).is_err() && deny.binary_search(net).is_err() {
+    if lists::own(net, allow, deny) == 0 {
         writes.push((*net, None));
     }
     for inner in lists::inside(net, allow, deny) {

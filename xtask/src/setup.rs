@@ -146,12 +146,13 @@ fn debian_packages(scope: Scope) -> Result<()> {
 /// qemu-system-common, so bookworm's qemu-system-x86 could only go in by removing qemu-utils.
 const SAME_SUITE_AS: &[(&str, &str)] = &[("qemu-system-x86", "qemu-utils")];
 
+/// Packages from the release's own suites, and those from its backports suite (named).
+type BySuite<'a> = (Vec<&'a Package>, Option<(String, Vec<&'a Package>)>);
+
 /// The missing packages apt takes from the release's own suites, and those that must come from
 /// its backports suite (with that suite's name) because their sibling in `SAME_SUITE_AS` was
 /// installed from there. The backports source is added if the machine has none; backports are
 /// NotAutomatic, so nothing else comes from it unless asked for.
-type BySuite<'a> = (Vec<&'a Package>, Option<(String, Vec<&'a Package>)>);
-
 fn split_by_suite<'a>(missing: &[&'a Package]) -> Result<BySuite<'a>> {
     let mut plain = Vec::new();
     let mut backports: Option<(String, Vec<&Package>)> = None;

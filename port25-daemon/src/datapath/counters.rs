@@ -86,13 +86,12 @@ impl Counters {
 /// goes back; an interface whose bucket is taken counts in `COUNTERS_SPILL`. Returns whether the
 /// interface has its bucket.
 pub(super) fn claim_bucket(pins: &PinDir, ifindex: u32) -> Result<bool, Error> {
-    let open = |name: &'static str| {
-        MapData::from_pin(pins.map(name))
-            .and_then(Map::from_map_data)
-            .map_err(Error::map(name))
-    };
-    let mut owners: Array<MapData, u32> =
-        Array::try_from(open(maps::COUNTER_OWNERS)?).map_err(Error::map(maps::COUNTER_OWNERS))?;
+    // Handles of its own: the shared `Counters` only read.
+    let Counters {
+        mut owners,
+        mut buckets,
+        ..
+    } = Counters::open_pinned(pins).map_err(Error::map(maps::COUNTER_OWNERS))?;
     let bucket = ifindex % IF_BUCKETS;
     let owner = owners
         .get(&bucket, 0)
@@ -100,8 +99,6 @@ pub(super) fn claim_bucket(pins: &PinDir, ifindex: u32) -> Result<bool, Error> {
     if owner != 0 {
         return Ok(owner == ifindex);
     }
-    let mut buckets: PerCpuArray<MapData, Counter> =
-        PerCpuArray::try_from(open(maps::COUNTERS)?).map_err(Error::map(maps::COUNTERS))?;
     let cpus = aya::util::nr_cpus().map_err(|(_, err)| Error::Cpus(err))?;
     for slot in 0..COUNTER_SLOTS {
         let zero = PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(Error::Cpus)?;

@@ -11,6 +11,7 @@
 )]
 
 mod cidr;
+mod crowdsec;
 mod display;
 mod egress;
 mod raw;
@@ -27,6 +28,9 @@ use std::path::{Path, PathBuf};
 use crate::model::{Mode, OnExit, Policy, XdpModeSetting};
 
 pub use cidr::{CidrSet, parse_cidr};
+#[cfg(test)]
+pub use crowdsec::Secret;
+pub use crowdsec::{Crowdsec, Reporter};
 pub use egress::{Egress, cgroup2_root};
 pub use validate::list_dir_files;
 
@@ -70,6 +74,8 @@ pub struct Config {
     pub watched_dirs: Vec<PathBuf>,
     /// The outbound guard (`[egress]`).
     pub egress: Egress,
+    /// The CrowdSec bouncer and reporter (`[crowdsec]`); `None`: off.
+    pub crowdsec: Option<Crowdsec>,
 }
 
 /// Command-line overrides applied over the file.

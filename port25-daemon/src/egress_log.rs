@@ -2,10 +2,7 @@
 //! log`) and a tally of refused connects per process name and cgroup (for the top-denied gauge),
 //! both bounded whatever a runaway process does. docs/ARCHITECTURE.md, § Egress.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
-};
+use std::collections::{HashMap, VecDeque};
 
 use crate::proto::EgressEvent;
 
@@ -22,17 +19,7 @@ pub(crate) struct EgressLog {
 }
 
 /// The log shared by the event reader, the control socket and the metrics.
-#[derive(Clone, Default)]
-pub(crate) struct SharedLog(Arc<Mutex<EgressLog>>);
-
-impl SharedLog {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, EgressLog> {
-        // A panic elsewhere cannot leave the log half-written: every change is one push.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
+pub(crate) type SharedLog = crate::shared::Shared<EgressLog>;
 
 impl EgressLog {
     /// Numbers and keeps `event`; it counts for its process as 1 plus what the kernel suppressed.

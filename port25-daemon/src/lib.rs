@@ -9,6 +9,7 @@ pub mod cli;
 // says so with an inner `allow(unreachable_pub)`.
 mod config;
 mod control;
+mod crowdsec;
 mod daemon;
 mod datapath;
 mod egress_log;
@@ -17,7 +18,9 @@ mod model;
 mod pins;
 mod proto;
 mod runtime;
+mod shared;
 mod sources;
+mod state_file;
 mod users;
 
 /// What the integration tests and the bench drive directly: the datapath loaded from this build's

@@ -49,6 +49,9 @@ pub(crate) struct ListReply {
     pub list: ListKind,
     pub runtime: Vec<RuntimeEntry>,
     pub from_config: usize,
+    /// The deny list's decisions from CrowdSec (empty for the allow list).
+    #[serde(default)]
+    pub crowdsec: Vec<CrowdsecEntry>,
     pub now: u64,
 }
 
@@ -75,6 +78,50 @@ pub(crate) struct Status {
     pub tracked_sources: usize,
     pub counters: Vec<CounterStatus>,
     pub egress: EgressStatus,
+    /// The CrowdSec bouncer; `None` when `[crowdsec]` is off.
+    pub crowdsec: Option<CrowdsecStatus>,
+}
+
+/// Where the CrowdSec bouncer (and reporter) stand: the status, and what the metrics export.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct CrowdsecStatus {
+    pub lapi_url: String,
+    /// Unix seconds of the last poll, whatever its result, and of the last that succeeded.
+    pub last_poll: Option<u64>,
+    pub last_success: Option<u64>,
+    /// Why the last poll failed, while the LAPI is unreachable; `None` once it answers.
+    pub last_error: Option<String>,
+    pub failures_in_a_row: u32,
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+    /// Decisions held, by origin and family.
+    pub decisions: Vec<CrowdsecCount>,
+    /// Prefixes they ban.
+    pub prefixes: usize,
+    /// Decisions of the stream not taken, by why (type, scope, origin, value).
+    pub skipped: BTreeMap<String, u64>,
+    /// The watcher name alerts are pushed as; `None`: no reporter.
+    pub reporter: Option<String>,
+    pub alerts_ok: u64,
+    pub alerts_failed: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct CrowdsecCount {
+    pub origin: String,
+    pub family: String,
+    pub count: usize,
+}
+
+/// A CrowdSec decision as `deny list` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct CrowdsecEntry {
+    pub id: i64,
+    pub cidr: ipnet::IpNet,
+    pub origin: String,
+    pub scenario: String,
+    /// Unix seconds.
+    pub expires: u64,
 }
 
 /// The egress guard's part of the status.
@@ -191,6 +238,9 @@ pub(crate) struct ListStatus {
     pub list: String,
     pub from_config: usize,
     pub runtime: usize,
+    /// Prefixes banned by CrowdSec decisions (deny only).
+    #[serde(default)]
+    pub crowdsec: usize,
     pub total: usize,
 }
 

@@ -1,21 +1,20 @@
-//! Runtime list entries: what `port25d allow|deny add` (fail2ban, CrowdSec, an operator) adds to
+//! Runtime list entries: what `port25d allow|deny add` (fail2ban, an operator) adds to
 //! the live policy without editing the config, each with an optional expiry. They are kept in the
 //! state directory, so a restart keeps them.
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::Context as _;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     config::CidrSet,
     model::{ListKind, RuntimeEntry},
+    state_file,
 };
 
 /// The file in the state directory.
@@ -50,17 +49,12 @@ impl RuntimeLists {
         let Some(path) = path else {
             return Ok(lists);
         };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(lists),
-            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
-        };
-        let state: StateFile = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not a runtime list file port25d wrote; move it away to start without runtime entries",
-                path.display()
-            )
-        })?;
+        let state: StateFile = state_file::read(
+            &path,
+            "runtime list file",
+            "to start without runtime entries",
+        )?
+        .unwrap_or_default();
         let now = now_unix();
         for entry in state.entries {
             if entry.expires.is_some_and(|at| at <= now) {
@@ -133,8 +127,7 @@ impl RuntimeLists {
         self.entries(list).count()
     }
 
-    /// Writes the entries atomically (temporary file, fsync, rename): a crash leaves the old
-    /// file or the new one, never half of one.
+    /// Writes the entries atomically.
     fn save(&self) -> anyhow::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -143,13 +136,7 @@ impl RuntimeLists {
             entries: self.entries.values().cloned().collect(),
         };
         let text = serde_json::to_string_pretty(&state)?;
-        let tmp = path.with_extension("json.tmp");
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-        Ok(())
+        state_file::write_atomically(path, text.as_bytes())
     }
 }
 

@@ -13,9 +13,7 @@
 )]
 
 use std::{
-    ffi::OsStr,
     fs,
-    net::SocketAddr,
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     thread,
@@ -26,6 +24,7 @@ use port25_testkit::{
     lab::{
         ALLOWED_V4, BpfFs, Daemon, GW_A_V4, GW_B_V4, Gateway, METRICS, Netns, OTHER_V4, SmtpSink,
         WorkDir, ip, metric, metric_sum, poll, require_tools, send_mail, tc_egress_pins,
+        xdp_program_ids,
     },
     require_root,
 };
@@ -91,26 +90,8 @@ impl Lab {
     /// Starts port25d on `config`, logging to `log` in the work directory, with the lab's pins, and
     /// the same state and control socket across restarts of one test.
     fn start(&self, config: &Path, log: &str) -> Daemon<'_> {
-        let (pins, state, socket) = (
-            self.bpf.pin_dir(),
-            self.work.join("state"),
-            self.work.join("control.sock"),
-        );
-        let args: Vec<&OsStr> = vec![
-            OsStr::new("--pin-dir"),
-            pins.as_os_str(),
-            OsStr::new("--state-dir"),
-            state.as_os_str(),
-            OsStr::new("--control-socket"),
-            socket.as_os_str(),
-        ];
-        Daemon::start_with_args(
-            self.gw(),
-            config,
-            METRICS.parse::<SocketAddr>().unwrap(),
-            &self.work.join(log),
-            &args,
-        )
+        let pins = self.bpf.pin_dir();
+        Daemon::start_in(self.gw(), config, &self.work, log, Some(&pins))
     }
 }
 
@@ -120,18 +101,6 @@ fn packets(text: &str, verdict: &str, reason: &str) -> f64 {
         "port25_packets_total",
         &[("verdict", verdict), ("reason", reason)],
     )
-}
-
-/// The XDP program ids attached to `iface` in `ns` (bpftool's view of the kernel).
-fn xdp_program_ids(ns: &Netns, iface: &str) -> Vec<u32> {
-    // `ip link show` prints "prog/xdp id N" per program, whatever its mode.
-    let out = ns.ip(&["link", "show", iface]);
-    out.split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(3)
-        .filter(|w| w[0].starts_with("prog/xdp") && w[1] == "id")
-        .filter_map(|w| w[2].parse().ok())
-        .collect()
 }
 
 #[test]

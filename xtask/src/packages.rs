@@ -190,6 +190,12 @@ pub(crate) const PACKAGES: &[Package] = &[
         why: "cargo xtask vm: Debian 6.12 kernels ship their modules xz-compressed",
         check: Check::Runs(&["xz", "--version"]),
     },
+    Package {
+        name: "crowdsec",
+        lab: false,
+        why: "crowdsec and cscli: the Local API the bouncer and reporter tests talk to (installed offline, see setup::crowdsec_offline)",
+        check: Check::Runs(&["cscli", "version"]),
+    },
 ];
 
 pub(crate) fn packages(scope: Scope) -> impl Iterator<Item = &'static Package> {

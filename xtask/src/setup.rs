@@ -104,6 +104,9 @@ fn debian_packages(scope: Scope) -> Result<()> {
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         cmd
     };
+    if missing.iter().any(|p| p.name == "crowdsec") {
+        crowdsec_offline()?;
+    }
     let (plain, backports) = split_by_suite(&missing)?;
     util::run(&mut apt(&["update"]))?;
     // --no-remove: on a mail gateway, installing postfix must never replace the MTA it runs.
@@ -139,6 +142,23 @@ fn debian_packages(scope: Scope) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Debian's crowdsec registers with CrowdSec's online API on installation unless
+/// `/etc/crowdsec/online_api_credentials.yaml` already holds a comment line (its README.Debian):
+/// the tests run a Local API of their own, offline, and this machine reaches no such service.
+fn crowdsec_offline() -> Result<()> {
+    let path = Path::new("/etc/crowdsec/online_api_credentials.yaml");
+    if path.exists() {
+        return Ok(());
+    }
+    eprintln!("apt: crowdsec installs offline: writing {}", path.display());
+    std::fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
+    std::fs::write(
+        path,
+        "# port25's tests run a CrowdSec Local API of their own, offline (README.Debian)\n",
+    )
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Packages that must come from the suite an installed sibling came from: Debian's images for

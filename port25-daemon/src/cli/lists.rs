@@ -37,6 +37,20 @@ pub(super) fn list_action(list: ListKind, action: ListAction) -> anyhow::Result<
                 );
                 println!("{:<44} {expiry}", entry.cidr.to_string());
             }
+            if !reply.crowdsec.is_empty() {
+                println!("{} decisions from CrowdSec:", reply.crowdsec.len());
+                for held in reply.crowdsec {
+                    let left = Duration::from_secs(held.expires.saturating_sub(reply.now));
+                    println!(
+                        "{:<44} crowdsec {} (decision {}, {}) expires in {}",
+                        held.cidr.to_string(),
+                        held.origin,
+                        held.id,
+                        held.scenario,
+                        humantime::format_duration(left)
+                    );
+                }
+            }
             return Ok(());
         }
     };

@@ -10,7 +10,7 @@ use crate::{
     datapath::Counters,
     model::EgressMode,
     pins::PinDir,
-    proto::{CounterStatus, EgressStatus, Status, counter_rows},
+    proto::{CounterStatus, CrowdsecStatus, EgressStatus, Status, counter_rows},
 };
 
 /// Exit code of `status` when no daemon answers.
@@ -148,9 +148,14 @@ pub(super) fn render(status: &Status) -> String {
         }
     );
     for list in &status.lists {
+        let crowdsec = if list.crowdsec > 0 {
+            format!(", {} from CrowdSec", list.crowdsec)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "{} list: {} entries ({} from the config, {} runtime)",
+            "{} list: {} entries ({} from the config, {} runtime{crowdsec})",
             list.list, list.total, list.from_config, list.runtime
         );
     }
@@ -161,7 +166,76 @@ pub(super) fn render(status: &Status) -> String {
     );
     out.push_str(&render_counters(&status.counters));
     render_egress(&mut out, &status.egress);
+    render_crowdsec(&mut out, status.crowdsec.as_ref());
     out
+}
+
+fn render_crowdsec(out: &mut String, crowdsec: Option<&CrowdsecStatus>) {
+    let Some(cs) = crowdsec else {
+        out.push_str("crowdsec: off\n");
+        return;
+    };
+    let now = crate::runtime::now_unix();
+    let ago = |at: Option<u64>| {
+        at.map_or_else(
+            || "never".to_owned(),
+            |at| format!("{} s ago", now.saturating_sub(at)),
+        )
+    };
+    let state = match (&cs.last_error, cs.last_success) {
+        (None, Some(_)) => "reachable".to_owned(),
+        (None, None) => "not polled yet".to_owned(),
+        (Some(err), _) => format!(
+            "UNREACHABLE for {} polls, the bans held stay enforced: {err}",
+            cs.failures_in_a_row
+        ),
+    };
+    let _ = writeln!(out, "crowdsec: LAPI {} {state}", cs.lapi_url);
+    let _ = writeln!(
+        out,
+        "  last poll {}, last success {}; {} polls ok, {} failed",
+        ago(cs.last_poll),
+        ago(cs.last_success),
+        cs.polls_ok,
+        cs.polls_failed
+    );
+    let held: usize = cs.decisions.iter().map(|d| d.count).sum();
+    let by: Vec<String> = cs
+        .decisions
+        .iter()
+        .map(|d| format!("{} {} {}", d.count, d.origin, d.family))
+        .collect();
+    let skipped: Vec<String> = cs
+        .skipped
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(why, n)| format!("{n} by {why}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  decisions held: {held} on {} prefixes{}; skipped: {}",
+        cs.prefixes,
+        if by.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by.join(", "))
+        },
+        if skipped.is_empty() {
+            "none".to_owned()
+        } else {
+            skipped.join(", ")
+        }
+    );
+    match &cs.reporter {
+        Some(machine) => {
+            let _ = writeln!(
+                out,
+                "  reporter: as machine {machine}, {} alerts pushed, {} failed",
+                cs.alerts_ok, cs.alerts_failed
+            );
+        }
+        None => out.push_str("  reporter: off\n"),
+    }
 }
 
 fn render_egress(out: &mut String, egress: &EgressStatus) {

@@ -45,6 +45,29 @@ impl CidrSet {
         }
     }
 
+    /// Whether an entry covers `n` or lies inside it: some address of `n` is in the set.
+    pub fn overlaps(&self, n: &IpNet) -> bool {
+        let covered = (0..=n.prefix_len())
+            .any(|len| IpNet::new(n.addr(), len).is_ok_and(|c| self.contains_net(&c.trunc())));
+        // Entries sort by address: one inside `n` is the first at or after its network address,
+        // if that one is not past its last address.
+        let inside = match n {
+            IpNet::V4(n) => {
+                let at = self.v4.partition_point(|e| e.network() < n.network());
+                self.v4
+                    .get(at)
+                    .is_some_and(|e| e.network() <= n.broadcast())
+            }
+            IpNet::V6(n) => {
+                let at = self.v6.partition_point(|e| e.network() < n.network());
+                self.v6
+                    .get(at)
+                    .is_some_and(|e| e.network() <= n.broadcast())
+            }
+        };
+        covered || inside
+    }
+
     /// Adds one entry, keeping the order; false if it was there already.
     pub fn insert(&mut self, n: IpNet) -> bool {
         fn put<T: Ord>(v: &mut Vec<T>, n: T) -> bool {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{CidrSet, Config, Egress};
+use super::{CidrSet, Config, Crowdsec, Egress};
 use crate::model::{EgressMode, ListKind, Mode, OnExit, Policy};
 
 /// The human summary printed by `port25d check-config`.
@@ -85,6 +85,7 @@ impl fmt::Display for Config {
             )?;
         }
         write_egress(f, &self.egress)?;
+        write_crowdsec(f, self.crowdsec.as_ref())?;
         let on_exit = match self.on_exit {
             OnExit::Detach => "detach (SIGTERM removes the filter)",
             OnExit::Keep => "keep (the filter stays after SIGTERM; `port25d detach` removes it)",
@@ -142,6 +143,37 @@ fn write_egress(f: &mut fmt::Formatter<'_>, egress: &Egress) -> fmt::Result {
         }
     )?;
     writeln!(f, "  {:<16}every {} s", "names resolved", egress.refresh)
+}
+
+fn write_crowdsec(f: &mut fmt::Formatter<'_>, crowdsec: Option<&Crowdsec>) -> fmt::Result {
+    let Some(cs) = crowdsec else {
+        return writeln!(f, "{:<18}off", "crowdsec");
+    };
+    writeln!(
+        f,
+        "{:<18}bouncer of {} every {} s (key read)",
+        "crowdsec", cs.lapi_url, cs.update_frequency
+    )?;
+    let origins = if cs.origins.is_empty() {
+        "all".to_owned()
+    } else {
+        cs.origins.join(", ")
+    };
+    writeln!(
+        f,
+        "  {:<16}types {}; scopes {}; origins {origins}",
+        "decisions",
+        cs.decision_types.join(", "),
+        cs.scopes.join(", ")
+    )?;
+    match &cs.reporter {
+        None => writeln!(f, "  {:<16}off", "reporter"),
+        Some(r) => writeln!(
+            f,
+            "  {:<16}as machine {}: a prefix with {} rate-limited SYNs in {} s gets a {} ban",
+            "reporter", r.machine_id, r.report_after, r.report_window, r.report_ban
+        ),
+    }
 }
 
 /// Lists at most this many entries of each list; the rest are counted.

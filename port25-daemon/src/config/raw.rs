@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     pub(super) metrics: RawMetrics,
     #[serde(default, deserialize_with = "table")]
     pub(super) egress: super::egress::RawEgress,
+    #[serde(default, deserialize_with = "table")]
+    pub(super) crowdsec: super::crowdsec::RawCrowdsec,
 }
 
 /// Reads a struct from a TOML table only. Serde's derived structs also accept an array, filling

@@ -655,3 +655,132 @@ fn egress_mistakes_name_their_line() {
     );
     parse_error(&format!("{base}refresh = 1\n"), 4, "egress.refresh");
 }
+
+#[test]
+fn crowdsec_is_validated_shown_and_keeps_its_secrets() {
+    let dir = scratch("crowdsec");
+    write(&dir.join("bouncer.key"), "0123abcd\n");
+    write(&dir.join("machine.pw"), "s3cret\n");
+    write(
+        &dir.join("port25.toml"),
+        "[crowdsec]\nlapi_url = \"http://127.0.0.1:8080/\"\nbouncer_key_file = \"bouncer.key\"\n\
+         update_frequency = 5\ndecision_types = [\"Ban\"]\norigins = [\"CAPI\", \"crowdsec\"]\n\
+         machine_id = \"gw-a\"\nmachine_password_file = \"machine.pw\"\nreport_after = 500\n\
+         report_window = 30\nreport_ban = \"1h30m\"\n",
+    );
+    let c = Config::load(Some(&dir.join("port25.toml"))).unwrap();
+    let cs = c.crowdsec.clone().expect("on");
+    assert_eq!(cs.lapi_url, "http://127.0.0.1:8080");
+    assert_eq!(cs.bouncer_key.0, "0123abcd");
+    assert_eq!(cs.decision_types, ["ban"]);
+    assert_eq!(cs.scopes, ["ip", "range"]);
+    assert_eq!(cs.origins, ["capi", "crowdsec"]);
+    let reporter = cs.reporter.clone().expect("reporter");
+    assert_eq!((reporter.report_after, reporter.report_window), (500, 30));
+    let shown = format!("{c}\n{c:?}");
+    assert!(
+        !shown.contains("0123abcd") && !shown.contains("s3cret"),
+        "{shown}"
+    );
+    for needle in [
+        "bouncer of http://127.0.0.1:8080 every 5 s",
+        "origins capi, crowdsec",
+        "as machine gw-a: a prefix with 500 rate-limited SYNs in 30 s gets a 1h30m ban",
+    ] {
+        assert!(shown.contains(needle), "{needle:?} in:\n{shown}");
+    }
+    assert!(
+        parse("[crowdsec]\nlapi_url = \"\"\n")
+            .unwrap()
+            .crowdsec
+            .is_none()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn crowdsec_mistakes_name_their_line() {
+    let base = "[crowdsec]\nlapi_url = \"http://127.0.0.1:8080\"\n";
+    parse_error(
+        "[crowdsec]\nlapi_url = \"127.0.0.1:8080\"\n",
+        2,
+        "is not an http:// or https:// URL",
+    );
+    let err = parse(base).expect_err("no key");
+    assert!(
+        err.reason.contains("crowdsec.bouncer_key_file is empty"),
+        "{err}"
+    );
+    parse_error(
+        &format!("{base}bouncer_key_file = \"/nonexistent/p25.key\"\n"),
+        3,
+        "cannot read /nonexistent/p25.key",
+    );
+    let dir = scratch("crowdsec-errors");
+    write(&dir.join("key"), "k\n");
+    write(&dir.join("empty"), "\n");
+    let with_key = format!("{base}bouncer_key_file = \"key\"\n");
+    load_fails(
+        "crowdsec-empty",
+        &format!(
+            "{base}bouncer_key_file = \"{}\"\n",
+            dir.join("empty").display()
+        ),
+        &[],
+        ("port25.toml", 3),
+        "is empty",
+    );
+    let cases = [
+        (
+            "scopes = [\"ip\", \"country\"]\n",
+            "cannot become a list of addresses",
+        ),
+        (
+            "update_frequency = 0\n",
+            "crowdsec.update_frequency = 0 is out of range",
+        ),
+        ("machine_password_file = \"key\"\n", "machine_id is not"),
+        (
+            "machine_id = \"gw\"\nmachine_password_file = \"key\"\nreport_ban = \"4 days\"\n",
+            "crowdsec.report_ban",
+        ),
+        (
+            "machine_id = \"gw\"\nmachine_password_file = \"key\"\nreport_after = 0\n",
+            "crowdsec.report_after",
+        ),
+    ];
+    for (extra, fragment) in cases {
+        let text = format!("{with_key}{extra}");
+        let line = text.lines().count();
+        load_fails(
+            "crowdsec-case",
+            &text,
+            &[("key", "k\n")],
+            ("port25.toml", line),
+            fragment,
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cidr_set_overlaps_what_covers_or_lies_inside() {
+    let set = CidrSet::new([
+        net("198.18.0.0/16"),
+        net("203.0.113.64/26"),
+        net("2001:db8:1::/48"),
+    ]);
+    for (query, expected) in [
+        ("198.18.7.7/32", true),
+        ("198.0.0.0/8", true),
+        ("203.0.113.0/24", true),
+        ("203.0.113.70/32", true),
+        ("203.0.113.0/26", false),
+        ("198.19.0.0/16", false),
+        ("2001:db8:1:2::/64", true),
+        ("2001:db8::/32", true),
+        ("2001:db8:2::/48", false),
+    ] {
+        assert_eq!(set.overlaps(&net(query)), expected, "{query}");
+    }
+}

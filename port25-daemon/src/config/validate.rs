@@ -62,6 +62,7 @@ impl Config {
             on_exit: raw.on_exit.unwrap_or(OnExit::Detach),
             watched_dirs: src.dirs(&[&raw.allow, &raw.deny]),
             egress: src.egress(&raw.egress)?,
+            crowdsec: src.crowdsec(&raw.crowdsec)?,
         })
     }
 }

@@ -15,7 +15,6 @@ use aya::maps::{MapData, RingBuf};
 use port25_common::egress::{Event, Verdict};
 use tracing::{error, info, warn};
 
-use super::effective_lists;
 use crate::{
     config::{Config, Egress, cgroup2_root},
     datapath::{Datapath, parse_event},
@@ -170,7 +169,7 @@ impl super::Daemon {
         };
         let mut next = self.config.clone();
         next.egress = refreshed;
-        let (allow, deny) = effective_lists(&next, &self.runtime);
+        let (allow, deny) = self.effective_lists(&next);
         if let Err(err) = self.datapath.apply_policy(&next, allow, deny) {
             error!("writing the smart hosts' new addresses into the kernel: {err:#}");
             return;

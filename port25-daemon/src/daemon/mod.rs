@@ -3,6 +3,7 @@
 //! on SIGTERM/SIGINT detach (or leave the filter enforcing, with `on_exit = "keep"`).
 
 mod changes;
+mod crowdsec;
 mod egress;
 mod readers;
 mod requests;
@@ -28,6 +29,9 @@ use self::watch::watched_fingerprint;
 use crate::{
     config::{CidrSet, Config, Overrides},
     control,
+    crowdsec::{
+        self as bouncer, Bouncer, SharedStatus, decisions::CrowdsecList, reporter::Reporter,
+    },
     datapath::{Datapath, EgressCounters},
     egress_log::SharedLog,
     metrics::{Metrics, ReloadLabels, Snapshot, bind},
@@ -73,6 +77,14 @@ struct Daemon {
     config: Config,
     datapath: Datapath,
     runtime: RuntimeLists,
+    /// The CrowdSec decisions held, the task that polls the LAPI, where it stands.
+    crowdsec: CrowdsecList,
+    bouncer: Option<Bouncer>,
+    crowdsec_status: SharedStatus,
+    reporter: Reporter,
+    last_report_look: Instant,
+    /// The CrowdSec list changed and the kernel's lists have not caught up yet.
+    crowdsec_dirty: bool,
     metrics: Arc<Metrics>,
     /// The egress guard's counters and the events it reported.
     egress_counters: Arc<EgressCounters>,
@@ -98,6 +110,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     let config = tokio::task::block_in_place(|| effective_config(&options))?;
     prepare_state_dir(&options.state_dir)?;
     let runtime = RuntimeLists::load(Some(&options.state_dir))?;
+    let crowdsec = CrowdsecList::load(Some(&options.state_dir), crate::runtime::now_unix())?;
     // The control socket comes before anything touches the kernel: it is also how a second
     // daemon on the same host finds out that one already runs.
     let (requests_tx, mut requests) = mpsc::channel(64);
@@ -117,7 +130,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         );
     }
     let mut datapath = Datapath::load(config.ratelimit.tracked_sources, kernel_log_level(), pins)?;
-    let (allow, deny) = effective_lists(&config, &runtime);
+    let (allow, deny) = effective_lists(&config, &runtime, &crowdsec);
     let entries = (allow.len(), deny.len());
     tokio::task::block_in_place(|| datapath.apply_policy(&config, allow, deny))
         .context("writing the policy into the kernel maps")?;
@@ -135,11 +148,13 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     datapath.remove_foreign_maps();
     spawn_log_forwarder(&mut datapath);
 
+    let crowdsec_status = SharedStatus::default();
     let metrics = Arc::new(Metrics::new(
         datapath.counters(),
         datapath.source_tables(),
         Arc::clone(&egress_counters),
         egress_log.clone(),
+        crowdsec_status.clone(),
     ));
     let listener = bind(config.metrics_listen).await?;
     let server = tokio::spawn(Arc::clone(&metrics).serve(listener));
@@ -183,6 +198,12 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         config,
         datapath,
         runtime,
+        crowdsec,
+        bouncer: None,
+        crowdsec_status,
+        reporter: Reporter::default(),
+        last_report_look: Instant::now(),
+        crowdsec_dirty: false,
         metrics,
         egress_counters,
         egress_log,
@@ -193,6 +214,13 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         reloads_failed: 0,
         watched,
     };
+    if daemon.crowdsec.len() > 0 && daemon.config.crowdsec.is_some() {
+        info!(
+            "{} CrowdSec decisions kept from the last run are enforced until the LAPI answers",
+            daemon.crowdsec.len()
+        );
+    }
+    daemon.sync_bouncer()?;
     daemon.publish();
     notify(&[sd_notify::NotifyState::Ready]);
 
@@ -218,8 +246,10 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
                     break;
                 }
             }
+            Some(poll) = bouncer::next_poll(&mut daemon.bouncer) => daemon.on_poll(poll),
             _ = tick.tick() => {
                 daemon.expire();
+                daemon.crowdsec_tick();
                 daemon.refresh_smart_hosts();
                 if last_watch.elapsed() >= WATCH_EVERY {
                     last_watch = Instant::now();
@@ -263,7 +293,7 @@ impl Daemon {
         for warning in changes::needs_restart(&self.config, &next) {
             warn!("{warning}");
         }
-        let (allow, deny) = effective_lists(&next, &self.runtime);
+        let (allow, deny) = self.effective_lists(&next);
         // Forward-only interfaces go before the policy that no longer lists them (or the ingress
         // filter would judge them) and come after the one that does.
         let (gone, added) = forward_changes(&self.config, &next);
@@ -301,6 +331,9 @@ impl Daemon {
         );
         self.watched = watched_fingerprint(&next.watched_dirs);
         self.config = next;
+        if let Err(err) = self.sync_bouncer() {
+            error!("starting the CrowdSec bouncer: {err:#}");
+        }
         self.publish();
         Ok(())
     }
@@ -331,8 +364,9 @@ impl Daemon {
             return;
         }
         for entry in due {
-            let in_config = self.config_list(entry.list).contains_net(&entry.cidr);
-            if !in_config && let Err(err) = self.datapath.remove_live(entry.list, entry.cidr) {
+            if !self.held_otherwise(entry.list, &entry.cidr)
+                && let Err(err) = self.datapath.remove_live(entry.list, entry.cidr)
+            {
                 error!(
                     "removing expired {} entry {}: {err:#}",
                     entry.list.as_str(),
@@ -356,16 +390,32 @@ impl Daemon {
         }
     }
 
-    /// How many entries a list has in the kernel: the config's, plus runtime entries the config
-    /// does not have. Counted, not built: the config's lists may hold a million entries.
+    /// Whether the config or CrowdSec holds this entry, so that it stays in the kernel when its
+    /// runtime entry goes.
+    fn held_otherwise(&self, list: ListKind, net: &ipnet::IpNet) -> bool {
+        self.config_list(list).contains_net(net)
+            || (list == ListKind::Deny
+                && self.config.crowdsec.is_some()
+                && self.crowdsec.held().any(|held| held.cidr == *net))
+    }
+
+    /// How many entries a list has in the kernel: the config's, plus runtime entries and CrowdSec
+    /// prefixes the config does not have. Counted, not built: the config's lists may hold a
+    /// million entries.
     fn effective_len(&self, list: ListKind) -> usize {
         let config = self.config_list(list);
-        let extra = self
-            .runtime
-            .entries(list)
-            .filter(|entry| !config.contains_net(&entry.cidr))
-            .count();
-        config.len() + extra
+        let mut extra = self.runtime.set(list);
+        if list == ListKind::Deny && self.config.crowdsec.is_some() {
+            for net in self.crowdsec.prefixes().iter() {
+                extra.insert(net);
+            }
+        }
+        config.len() + extra.iter().filter(|net| !config.contains_net(net)).count()
+    }
+
+    /// The lists to load for `config`, with the runtime entries and CrowdSec's bans.
+    fn effective_lists(&self, config: &Config) -> (CidrSet, CidrSet) {
+        effective_lists(config, &self.runtime, &self.crowdsec)
     }
 
     /// Publishes what the gauges show: attachments and list sizes.
@@ -386,6 +436,7 @@ impl Daemon {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
+        self.publish_crowdsec();
     }
 }
 
@@ -398,19 +449,29 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// The lists to load: the config's (files and watched directories included) and the runtime ones.
-fn effective_lists(config: &Config, runtime: &RuntimeLists) -> (CidrSet, CidrSet) {
-    let merge = |base: &CidrSet, list| {
-        let extra = runtime.set(list);
+/// The lists to load: the config's (files and watched directories included), the runtime ones,
+/// and, while the bouncer is on, the prefixes CrowdSec bans.
+fn effective_lists(
+    config: &Config,
+    runtime: &RuntimeLists,
+    crowdsec: &CrowdsecList,
+) -> (CidrSet, CidrSet) {
+    let merge = |base: &CidrSet, extra: CidrSet| {
         if extra.is_empty() {
             base.clone()
         } else {
             CidrSet::new(base.iter().chain(extra.iter()))
         }
     };
+    let mut deny_extra = runtime.set(ListKind::Deny);
+    if config.crowdsec.is_some() {
+        for net in crowdsec.prefixes().iter() {
+            deny_extra.insert(net);
+        }
+    }
     (
-        merge(&config.allow, ListKind::Allow),
-        merge(&config.deny, ListKind::Deny),
+        merge(&config.allow, runtime.set(ListKind::Allow)),
+        merge(&config.deny, deny_extra),
     )
 }
 

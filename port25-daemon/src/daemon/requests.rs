@@ -28,6 +28,10 @@ impl Daemon {
                 list,
                 runtime: self.runtime.entries(list).cloned().collect(),
                 from_config: self.config_list(list).len(),
+                crowdsec: match list {
+                    ListKind::Deny => self.crowdsec_entries(),
+                    ListKind::Allow => Vec::new(),
+                },
                 now: now_unix(),
             }),
             Request::Status => Response::Status(Box::new(self.status())),
@@ -75,6 +79,7 @@ impl Daemon {
             Err(reason) => return error(reason.to_string()),
         };
         let in_config = self.config_list(list).contains_net(&net);
+        let held_otherwise = self.held_otherwise(list, &net);
         let was_runtime = match self.runtime.remove(list, net) {
             Ok(was) => was,
             Err(err) => return error(format!("saving the runtime lists: {err:#}")),
@@ -96,16 +101,15 @@ impl Daemon {
                 ),
             };
         }
-        if in_config {
-            info!(
-                "runtime {} del {net}: it stays, the config lists it",
-                list.as_str()
-            );
+        if held_otherwise {
+            let by = if in_config {
+                format!("the config's {} list has it", list.as_str())
+            } else {
+                "a CrowdSec decision bans it".to_owned()
+            };
+            info!("runtime {} del {net}: it stays, {by}", list.as_str());
             return Response::Ok {
-                message: format!(
-                    "removed the runtime entry {net}; it stays in force: the config's {} list has it",
-                    list.as_str()
-                ),
+                message: format!("removed the runtime entry {net}; it stays in force: {by}"),
             };
         }
         if let Err(err) = self.datapath.remove_live(list, net) {
@@ -126,6 +130,12 @@ impl Daemon {
                 list: list.as_str().to_owned(),
                 from_config: self.config_list(list).len(),
                 runtime: self.runtime.len(list),
+                crowdsec: match list {
+                    ListKind::Deny if self.config.crowdsec.is_some() => {
+                        self.crowdsec.prefixes().len()
+                    }
+                    _ => 0,
+                },
                 total: self.effective_len(list),
             })
             .collect();
@@ -169,6 +179,11 @@ impl Daemon {
             tracked_sources: self.datapath.source_tables().read_all().len(),
             counters,
             egress: self.egress_status(),
+            crowdsec: self
+                .config
+                .crowdsec
+                .is_some()
+                .then(|| self.crowdsec_status.lock().clone()),
         }
     }
 

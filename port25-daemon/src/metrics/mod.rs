@@ -2,6 +2,7 @@
 //! so a scrape reports exactly what the kernel counted, with no polling copy in between. The
 //! egress guard's are in `egress.rs`.
 
+mod crowdsec;
 mod egress;
 
 use std::{
@@ -64,6 +65,7 @@ impl Metrics {
         sources: Arc<SourceTables>,
         egress: Arc<EgressCounters>,
         egress_log: SharedLog,
+        crowdsec: crate::crowdsec::SharedStatus,
     ) -> Self {
         let mut registry = Registry::default();
         let snapshot = Arc::new(RwLock::new(Snapshot::default()));
@@ -92,6 +94,7 @@ impl Metrics {
             log: egress_log,
             snapshot: Arc::clone(&snapshot),
         }));
+        registry.register_collector(Box::new(crowdsec::CrowdsecCollector { status: crowdsec }));
         Self {
             registry,
             reloads,

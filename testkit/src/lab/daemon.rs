@@ -49,6 +49,32 @@ impl<'a> Daemon<'a> {
         Self::launch(ns, ns.command(Self::binary()), config, metrics, log, extra)
     }
 
+    /// Like [`Daemon::start`] on [`METRICS`], with its log `log` in `work` and its state directory
+    /// and control socket there too (`state`, `control.sock`), so that a restart under another log
+    /// name finds them; pins in `pin_dir` when given.
+    pub fn start_in(
+        ns: &'a Netns,
+        config: &Path,
+        work: &WorkDir,
+        log: &str,
+        pin_dir: Option<&Path>,
+    ) -> Self {
+        let (state, socket) = (work.join("state"), work.join("control.sock"));
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("--state-dir"),
+            state.as_os_str(),
+            OsStr::new("--control-socket"),
+            socket.as_os_str(),
+        ];
+        if let Some(pins) = pin_dir {
+            args.extend([OsStr::new("--pin-dir"), pins.as_os_str()]);
+        }
+        let metrics = METRICS
+            .parse()
+            .unwrap_or_else(|err| panic!("{METRICS}: {err}"));
+        Self::start_with_args(ns, config, metrics, &work.join(log), &args)
+    }
+
     /// Like [`Daemon::start_with_args`], in `ns`'s network namespace only: it sees the host's
     /// mounts (its /sys, the cgroup2 mount), as a daemon on the host does. For the egress guard.
     /// With `hosts`, it runs in a mount namespace of its own where that file is /etc/hosts (how
@@ -351,4 +377,36 @@ fn scrape(ns: &Netns, metrics: SocketAddr) -> Result<String, String> {
         .args(["--silent", "--show-error", "--fail", "--max-time", "3"])
         .args(["--noproxy", "*"])
         .arg(format!("http://{metrics}/metrics")))
+}
+
+/// The XDP program ids attached to `iface` in `ns` (the kernel's view, whatever the mode).
+pub fn xdp_program_ids(ns: &Netns, iface: &str) -> Vec<u32> {
+    // `ip link show` prints "prog/xdp id N" per program.
+    let out = ns.ip(&["link", "show", iface]);
+    out.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(3)
+        .filter(|w| w[0].starts_with("prog/xdp") && w[1] == "id")
+        .filter_map(|w| w[2].parse().ok())
+        .collect()
+}
+
+/// The verdict (XDP action) the program attached to `iface` gives `frame`: BPF_PROG_TEST_RUN on
+/// the live program, with the live maps (`bpftool prog run`).
+pub fn live_xdp_verdict(ns: &Netns, iface: &str, frame: &[u8], work: &WorkDir) -> u32 {
+    let ids = xdp_program_ids(ns, iface);
+    let [id] = ids[..] else {
+        panic!("expected one XDP program on {iface}, found {ids:?}");
+    };
+    let input = work.join(format!("frame-{iface}.bin"));
+    fs::write(&input, frame).unwrap_or_else(|err| panic!("writing {}: {err}", input.display()));
+    let out = run(Command::new(tool("bpftool"))
+        .args(["prog", "run", "id", &id.to_string(), "data_in"])
+        .arg(&input))
+    .unwrap_or_else(|err| panic!("bpftool prog run: {err}"));
+    out.lines()
+        // "Return value: 2, duration: 8653ns"
+        .find_map(|line| line.trim().strip_prefix("Return value: "))
+        .and_then(|rest| rest.split(',').next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("bpftool prog run printed no return value: {out}"))
 }

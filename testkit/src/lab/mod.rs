@@ -13,6 +13,7 @@
 mod addresses;
 mod capture;
 mod cgroup;
+mod crowdsec;
 mod daemon;
 mod gateway;
 mod netns;
@@ -37,7 +38,7 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use self::{
-    addresses::*, capture::*, cgroup::*, daemon::*, gateway::*, netns::*, process::*,
+    addresses::*, capture::*, cgroup::*, crowdsec::*, daemon::*, gateway::*, netns::*, process::*,
     prometheus::*, smtp::*, wire::*, workdir::*,
 };
 

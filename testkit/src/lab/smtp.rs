@@ -141,7 +141,7 @@ fn swaks(cgroup: Option<&Path>, ns: &Netns, source: IpAddr, server: IpAddr, port
 }
 
 /// Whether a TCP socket in `ns` listens on exactly `address`.
-fn listens(ns: &Netns, address: SocketAddr) -> bool {
+pub(super) fn listens(ns: &Netns, address: SocketAddr) -> bool {
     let Ok(out) = run(ns.command(tool("ss")).arg("-Hltn")) else {
         return false;
     };

@@ -43,6 +43,12 @@ const METRICS: &[&str] = &[
     "port25_egress_forwarded_total",
     "port25_egress_events_lost_total",
     "port25_egress_top_denied",
+    "port25_crowdsec_decisions",
+    "port25_crowdsec_decisions_skipped_total",
+    "port25_crowdsec_polls_total",
+    "port25_crowdsec_alerts_total",
+    "port25_crowdsec_last_success_timestamp_seconds",
+    "port25_crowdsec_failed_polls_in_a_row",
 ];
 
 /// The highest `systemd-analyze security` exposure the unit may have: what was measured with

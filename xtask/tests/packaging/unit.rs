@@ -330,11 +330,23 @@ fn unit_capabilities_and_syscall_filter_fit_the_daemon() {
     let config = dir.join("port25.toml");
     let shipped = fs::read_to_string(built.path("/etc/port25/port25.toml")).unwrap();
     assert!(shipped.contains("\ninterfaces = []\n"));
-    fs::write(
-        &config,
-        shipped.replace("\ninterfaces = []\n", "\ninterfaces = [\"p25a\"]\n"),
-    )
-    .unwrap();
+    // With the CrowdSec bouncer on, polling a LAPI that refuses connections: its HTTP client
+    // runs under the filter too, and its metrics are exported.
+    let key = dir.join("bouncer.key");
+    fs::write(&key, "a-key-no-lapi-knows\n").unwrap();
+    let edited = shipped
+        .replace("\ninterfaces = []\n", "\ninterfaces = [\"p25a\"]\n")
+        .replace(
+            "\nlapi_url = \"\"\n",
+            "\nlapi_url = \"http://127.0.0.1:9\"\n",
+        )
+        .replace(
+            "\nbouncer_key_file = \"\"\n",
+            &format!("\nbouncer_key_file = \"{}\"\n", key.display()),
+        )
+        .replace("\nupdate_frequency = 10\n", "\nupdate_frequency = 1\n");
+    assert!(edited.contains("127.0.0.1:9") && edited.contains("bouncer.key"));
+    fs::write(&config, edited).unwrap();
     let ns = netns_with_veth();
 
     let trace = dir.join("strace.txt");

@@ -163,6 +163,19 @@ impl Lab {
     fn programs_on_cgroup(&self) -> String {
         bpftool(&["cgroup", "show", self.cgroup.path().to_str().unwrap()])
     }
+
+    /// Asserts that the hooks leave the test's cgroup within 5 s: the kernel frees a released
+    /// link from a workqueue, so on a busy machine bpftool may still list it for a moment.
+    fn assert_hooks_gone(&self) {
+        let gone = poll(Duration::from_secs(5), || {
+            (!self.programs_on_cgroup().contains("port25_connect")).then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "the hooks are still attached:\n{}",
+            self.programs_on_cgroup()
+        );
+    }
 }
 
 fn bpftool(args: &[&str]) -> String {

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 
 use ipnet::IpNet;
 
-use crate::config::{CidrSet, Reporter as Settings};
+use crate::config::Reporter as Settings;
 use crate::sources::TrackedSource;
 
 /// A prefix to report, with what its bucket dropped within the window.
@@ -34,7 +34,7 @@ impl Reporter {
         &mut self,
         now: u64,
         sources: &[TrackedSource],
-        allowed: &CidrSet,
+        allowed: impl Fn(&IpNet) -> bool,
         settings: &Settings,
     ) -> Vec<Report> {
         let window = u64::from(settings.report_window);
@@ -74,7 +74,7 @@ impl Reporter {
             if dropped >= u64::from(settings.report_after)
                 && !recently_reported
                 && !source.verified
-                && !allowed.overlaps(&source.source)
+                && !allowed(&source.source)
             {
                 self.reported.insert(source.source, now);
                 reports.push(Report {
@@ -94,7 +94,7 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{CidrSet, Secret};
 
     fn settings() -> Settings {
         Settings {
@@ -118,20 +118,34 @@ mod tests {
     #[test]
     fn a_prefix_is_reported_once_its_drops_within_the_window_reach_the_threshold() {
         let mut reporter = Reporter::default();
-        let none = CidrSet::default();
         let s = settings();
         // Already there at the first look: what it dropped before is not counted.
         assert!(
             reporter
-                .observe(0, &[source("198.18.0.66/32", 500, false)], &none, &s)
+                .observe(
+                    0,
+                    &[source("198.18.0.66/32", 500, false)],
+                    |_: &IpNet| false,
+                    &s
+                )
                 .is_empty()
         );
         assert!(
             reporter
-                .observe(2, &[source("198.18.0.66/32", 550, false)], &none, &s)
+                .observe(
+                    2,
+                    &[source("198.18.0.66/32", 550, false)],
+                    |_: &IpNet| false,
+                    &s
+                )
                 .is_empty()
         );
-        let reports = reporter.observe(4, &[source("198.18.0.66/32", 600, false)], &none, &s);
+        let reports = reporter.observe(
+            4,
+            &[source("198.18.0.66/32", 600, false)],
+            |_: &IpNet| false,
+            &s,
+        );
         assert_eq!(
             reports,
             vec![Report {
@@ -142,12 +156,22 @@ mod tests {
         // Once per window.
         assert!(
             reporter
-                .observe(6, &[source("198.18.0.66/32", 900, false)], &none, &s)
+                .observe(
+                    6,
+                    &[source("198.18.0.66/32", 900, false)],
+                    |_: &IpNet| false,
+                    &s
+                )
                 .is_empty()
         );
         assert_eq!(
             reporter
-                .observe(65, &[source("198.18.0.66/32", 1200, false)], &none, &s)
+                .observe(
+                    65,
+                    &[source("198.18.0.66/32", 1200, false)],
+                    |_: &IpNet| false,
+                    &s
+                )
                 .len(),
             1
         );
@@ -156,13 +180,17 @@ mod tests {
     #[test]
     fn a_new_prefix_counts_from_zero_and_slow_drops_never_reach_it() {
         let mut reporter = Reporter::default();
-        let none = CidrSet::default();
         let s = settings();
-        assert!(reporter.observe(0, &[], &none, &s).is_empty());
+        assert!(reporter.observe(0, &[], |_: &IpNet| false, &s).is_empty());
         // Appeared since the last look with 150 drops: all within the window.
         assert_eq!(
             reporter
-                .observe(2, &[source("198.18.7.0/24", 150, false)], &none, &s)
+                .observe(
+                    2,
+                    &[source("198.18.7.0/24", 150, false)],
+                    |_: &IpNet| false,
+                    &s
+                )
                 .len(),
             1
         );
@@ -170,8 +198,12 @@ mod tests {
         let mut reporter = Reporter::default();
         for step in 0..30 {
             let now = step * 10;
-            let found =
-                reporter.observe(now, &[source("198.18.8.8/32", step * 10, false)], &none, &s);
+            let found = reporter.observe(
+                now,
+                &[source("198.18.8.8/32", step * 10, false)],
+                |_: &IpNet| false,
+                &s,
+            );
             assert!(found.is_empty(), "at {now}");
         }
     }
@@ -181,13 +213,13 @@ mod tests {
         let mut reporter = Reporter::default();
         let allowed = CidrSet::new(["198.18.0.0/16".parse().unwrap()]);
         let s = settings();
-        reporter.observe(0, &[], &allowed, &s);
+        reporter.observe(0, &[], |p: &IpNet| allowed.overlaps(p), &s);
         let sources = [
             source("198.18.0.66/32", 5000, false),
             source("2001:db8::/64", 5000, true),
             source("203.0.113.0/24", 5000, false),
         ];
-        let reports = reporter.observe(2, &sources, &allowed, &s);
+        let reports = reporter.observe(2, &sources, |p: &IpNet| allowed.overlaps(p), &s);
         let prefixes: Vec<String> = reports.iter().map(|r| r.prefix.to_string()).collect();
         assert_eq!(prefixes, ["203.0.113.0/24"]);
     }

@@ -4,13 +4,14 @@
 
 use std::time::Instant;
 
+use ipnet::IpNet;
 use tracing::{error, info};
 
 use super::Daemon;
 use crate::{
     crowdsec::{Bouncer, Poll, decisions::Skip},
     model::ListKind,
-    proto::{CrowdsecCount, CrowdsecEntry},
+    proto::{CrowdsecCount, CrowdsecEntry, CrowdsecStatus},
     runtime::now_unix,
 };
 
@@ -39,7 +40,11 @@ impl Daemon {
                 );
                 self.bouncer = Some(Bouncer::spawn(settings, self.crowdsec_status.clone())?);
             }
-            None => info!("CrowdSec bouncer off"),
+            None => {
+                // Its metrics go with it.
+                *self.crowdsec_status.lock() = CrowdsecStatus::default();
+                info!("CrowdSec bouncer off");
+            }
         }
         Ok(())
     }
@@ -113,15 +118,13 @@ impl Daemon {
             return;
         }
         self.last_report_look = Instant::now();
-        let allowed = self.config.allow.clone();
-        let mut allowed = allowed;
-        for entry in self.runtime.entries(ListKind::Allow) {
-            allowed.insert(entry.cidr);
-        }
+        let runtime_allow = self.runtime.set(ListKind::Allow);
+        let allowed =
+            |prefix: &IpNet| self.config.allow.overlaps(prefix) || runtime_allow.overlaps(prefix);
         let tracked = self.datapath.source_tables().read_all();
         let reports = self
             .reporter
-            .observe(now_unix(), &tracked, &allowed, settings);
+            .observe(now_unix(), &tracked, allowed, settings);
         bouncer.report(reports, &self.crowdsec_status);
     }
 

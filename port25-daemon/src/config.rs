@@ -70,6 +70,8 @@ pub struct Config {
     pub ratelimit: RateLimit,
     pub metrics_listen: SocketAddr,
     pub on_exit: OnExit,
+    /// Attach again where someone took port25's link away, once the interface is free.
+    pub reattach: bool,
     /// Directories whose files are list files (blocklist feeds): watched for changes.
     pub watched_dirs: Vec<PathBuf>,
     /// The outbound guard (`[egress]`).

@@ -80,6 +80,25 @@ pub(crate) struct Status {
     pub egress: EgressStatus,
     /// The CrowdSec bouncer; `None` when `[crowdsec]` is off.
     pub crowdsec: Option<CrowdsecStatus>,
+    /// Hooks someone took away that are not attached again (yet).
+    #[serde(default)]
+    pub lost: Vec<LostStatus>,
+    /// Whether port25d attaches again where a hook was taken away (config `reattach`).
+    #[serde(default)]
+    pub reattach: bool,
+}
+
+/// A hook of port25 that someone else detached.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct LostStatus {
+    /// "xdp" or "egress_guard".
+    pub hook: String,
+    /// The interface of an XDP hook.
+    pub iface: Option<String>,
+    /// Unix seconds.
+    pub since: u64,
+    /// What holds the interface now, when something does.
+    pub held_by: Option<String>,
 }
 
 /// Where the CrowdSec bouncer (and reporter) stand: the status, and what the metrics export.

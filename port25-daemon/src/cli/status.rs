@@ -127,6 +127,26 @@ pub(super) fn render(status: &Status) -> String {
             }
         );
     }
+    let now = crate::runtime::now_unix();
+    for lost in &status.lost {
+        let what = match &lost.iface {
+            Some(iface) => format!("{iface}: XDP filter"),
+            None => "egress guard".to_owned(),
+        };
+        let next = if status.reattach {
+            match &lost.held_by {
+                Some(held) => format!("{held} holds it; port25 attaches again once it is gone"),
+                None => "attaching again".to_owned(),
+            }
+        } else {
+            "reattach = false: it stays so until port25d restarts".to_owned()
+        };
+        let _ = writeln!(
+            out,
+            "  DETACHED {what} taken away {} s ago, NOT filtering: {next}",
+            now.saturating_sub(lost.since)
+        );
+    }
     let ports: Vec<String> = status.ports.iter().map(u16::to_string).collect();
     let _ = writeln!(
         out,

@@ -90,6 +90,16 @@ impl fmt::Display for Config {
             OnExit::Detach => "detach (SIGTERM removes the filter)",
             OnExit::Keep => "keep (the filter stays after SIGTERM; `port25d detach` removes it)",
         };
+        writeln!(
+            f,
+            "{:<18}{}",
+            "taken away",
+            if self.reattach {
+                "reattach (as soon as nothing else holds the interface)"
+            } else {
+                "stays detached until a restart (reattach = false)"
+            }
+        )?;
         write!(f, "{:<18}{on_exit}", "on exit")
     }
 }

@@ -18,6 +18,7 @@ pub(super) struct RawConfig {
     pub(super) mode: Option<Mode>,
     pub(super) policy: Option<Policy>,
     pub(super) on_exit: Option<OnExit>,
+    pub(super) reattach: Option<bool>,
     #[serde(default, deserialize_with = "table")]
     pub(super) allow: RawList,
     #[serde(default, deserialize_with = "table")]

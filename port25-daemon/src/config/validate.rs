@@ -60,6 +60,7 @@ impl Config {
             ratelimit,
             metrics_listen: src.metrics_listen(&raw.metrics.listen)?,
             on_exit: raw.on_exit.unwrap_or(OnExit::Detach),
+            reattach: raw.reattach.unwrap_or(true),
             watched_dirs: src.dirs(&[&raw.allow, &raw.deny]),
             egress: src.egress(&raw.egress)?,
             crowdsec: src.crowdsec(&raw.crowdsec)?,

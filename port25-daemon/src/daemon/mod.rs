@@ -8,6 +8,7 @@ mod egress;
 mod readers;
 mod requests;
 pub(crate) mod watch;
+mod watchdog;
 
 use std::{
     path::PathBuf,
@@ -44,7 +45,7 @@ use crate::{
 /// Default state directory (runtime list entries).
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/port25";
 
-/// How often watched list directories are looked at.
+/// How often watched list directories, and port25's hooks (`watchdog`), are looked at.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 
 pub(crate) struct RunOptions {
@@ -85,6 +86,8 @@ struct Daemon {
     last_report_look: Instant,
     /// The CrowdSec list changed and the kernel's lists have not caught up yet.
     crowdsec_dirty: bool,
+    /// Hooks someone took away that are not attached again (yet).
+    lost: Vec<watchdog::Lost>,
     metrics: Arc<Metrics>,
     /// The egress guard's counters and the events it reported.
     egress_counters: Arc<EgressCounters>,
@@ -204,6 +207,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         reporter: Reporter::default(),
         last_report_look: Instant::now(),
         crowdsec_dirty: false,
+        lost: Vec::new(),
         metrics,
         egress_counters,
         egress_log,
@@ -214,6 +218,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         reloads_failed: 0,
         watched,
     };
+    daemon.count_no_loss_yet();
     if daemon.crowdsec.len() > 0 && daemon.config.crowdsec.is_some() {
         info!(
             "{} CrowdSec decisions kept from the last run are enforced until the LAPI answers",
@@ -254,6 +259,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
                 if last_watch.elapsed() >= WATCH_EVERY {
                     last_watch = Instant::now();
                     daemon.check_watched();
+                    daemon.check_hooks();
                 }
             }
         }
@@ -431,6 +437,11 @@ impl Daemon {
             allow_entries: self.effective_len(ListKind::Allow),
             deny_entries: self.effective_len(ListKind::Deny),
             pins_persist: self.pins_persist,
+            lost: self
+                .lost
+                .iter()
+                .filter_map(|lost| Some((lost.status.iface.clone()?, lost.mode?)))
+                .collect(),
         };
         match self.metrics.snapshot.write() {
             Ok(mut guard) => *guard = snapshot,

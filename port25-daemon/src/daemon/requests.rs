@@ -184,6 +184,8 @@ impl Daemon {
                 .crowdsec
                 .is_some()
                 .then(|| self.crowdsec_status.lock().clone()),
+            lost: self.lost.iter().map(|lost| lost.status.clone()).collect(),
+            reattach: self.config.reattach,
         }
     }
 

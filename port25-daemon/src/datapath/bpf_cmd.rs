@@ -1,5 +1,5 @@
-//! The `bpf(2)` commands aya 0.14 does not wrap for us: open a pin as a raw fd, read a link's
-//! cgroup, detach a link at once, and swap the program of a link (numbers from the kernel's
+//! The `bpf(2)` commands aya 0.14 does not wrap for us: open a pin as a raw fd, read what a link
+//! is attached to, detach a link at once, and swap the program of a link (numbers from the kernel's
 //! `enum bpf_cmd`; each attr struct mirrors the leading part of `union bpf_attr` that command reads).
 
 use std::{
@@ -69,11 +69,35 @@ pub(super) fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> std:
     Ok(())
 }
 
-/// The cgroup a cgroup link is attached to (its id: the inode of the directory); 0 once the cgroup
-/// is gone, or for another kind of link.
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
+const BPF_LINK_TYPE_XDP: u32 = 6;
+
+/// The cgroup a cgroup link is attached to (its id: the inode of the directory); 0 once the link
+/// was detached or the cgroup is gone, or for another kind of link.
 pub(super) fn link_cgroup_id(link: BorrowedFd<'_>) -> std::io::Result<u64> {
-    /// The head of `struct bpf_link_info` with its `cgroup` member: type, id, prog_id, then the
-    /// union, 8-aligned.
+    let (kind, target) = link_target(link)?;
+    Ok(if kind == BPF_LINK_TYPE_CGROUP {
+        target
+    } else {
+        0
+    })
+}
+
+/// The interface an XDP link is attached to; 0 once the link was detached (`bpftool link
+/// detach`) or the interface is gone, or for another kind of link.
+pub(super) fn link_xdp_ifindex(link: BorrowedFd<'_>) -> std::io::Result<u32> {
+    let (kind, target) = link_target(link)?;
+    Ok(if kind == BPF_LINK_TYPE_XDP {
+        u32::try_from(target).unwrap_or(0)
+    } else {
+        0
+    })
+}
+
+/// A link's type and the first member of its `struct bpf_link_info` union: a cgroup link's
+/// `cgroup_id` (u64), an XDP link's `ifindex` (u32, the rest zeroed by the kernel).
+fn link_target(link: BorrowedFd<'_>) -> std::io::Result<(u32, u64)> {
+    /// The head of `struct bpf_link_info`: type, id, prog_id, then the union, 8-aligned.
     #[repr(C)]
     #[derive(Default)]
     struct LinkInfo {
@@ -81,7 +105,7 @@ pub(super) fn link_cgroup_id(link: BorrowedFd<'_>) -> std::io::Result<u64> {
         id: u32,
         prog_id: u32,
         _pad: u32,
-        cgroup_id: u64,
+        target: u64,
         attach_type: u32,
         _tail: [u32; 9],
     }
@@ -91,7 +115,6 @@ pub(super) fn link_cgroup_id(link: BorrowedFd<'_>) -> std::io::Result<u64> {
         info_len: u32,
         info: u64,
     }
-    const BPF_LINK_TYPE_CGROUP: u32 = 3;
     let mut info = LinkInfo::default();
     let get = GetInfo {
         bpf_fd: raw(link),
@@ -100,11 +123,7 @@ pub(super) fn link_cgroup_id(link: BorrowedFd<'_>) -> std::io::Result<u64> {
     };
     // SAFETY: `info` is writable for `info_len` bytes and outlives the call.
     unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &get) }?;
-    Ok(if info.kind == BPF_LINK_TYPE_CGROUP {
-        info.cgroup_id
-    } else {
-        0
-    })
+    Ok((info.kind, info.target))
 }
 
 fn raw(fd: BorrowedFd<'_>) -> u32 {

@@ -27,6 +27,11 @@ pub struct Hooks {
 }
 
 impl Hooks {
+    /// Whether a hook's link was detached by someone else (or its cgroup removed).
+    pub(super) fn lost(&self) -> bool {
+        self.links.iter().any(|link| !link.still_attached())
+    }
+
     pub(super) fn release(self) {
         for link in self.links {
             link.release();

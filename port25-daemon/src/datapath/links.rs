@@ -20,7 +20,13 @@ use aya::programs::{
 
 use port25_common::EGRESS_PROGRAM_NAME;
 
-use super::{Datapath, Error, bpf_cmd, egress_mut, xdp_mut};
+use super::{
+    Datapath, Error, bpf_cmd,
+    egress::Hooks,
+    egress_mut,
+    occupant::{Occupant, xdp_occupant},
+    xdp_mut,
+};
 use crate::model::{XdpMode, XdpModeSetting};
 
 /// Where a program is attached, and how.
@@ -69,6 +75,21 @@ impl HeldLink {
         })
     }
 
+    /// Whether the link is still attached (to an interface or a cgroup): someone may have
+    /// detached it (`bpftool link detach`), or its interface or cgroup gone. A link the kernel
+    /// cannot describe counts as attached: no alarm on a failed look.
+    pub(super) fn still_attached(&self) -> bool {
+        // aya's FdLink lends no fd: the pin (which the daemon keeps) opens the same link.
+        let Ok(link) = bpf_cmd::obj_get(&self.path) else {
+            return true;
+        };
+        let fd = link.as_fd();
+        match (bpf_cmd::link_xdp_ifindex(fd), bpf_cmd::link_cgroup_id(fd)) {
+            (Ok(ifindex), Ok(cgroup)) => ifindex != 0 || cgroup != 0,
+            _ => true,
+        }
+    }
+
     /// Removes the pin and closes the link: the kernel detaches the program.
     pub(super) fn release(self) {
         if let Err(err) = std::fs::remove_file(&self.path) {
@@ -78,7 +99,43 @@ impl HeldLink {
     }
 }
 
+/// A hook of port25's that is no longer attached though the daemon holds its link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LostHook {
+    /// The XDP filter of an interface, and what holds the interface now, if anything.
+    Xdp {
+        iface: String,
+        occupant: Option<Occupant>,
+    },
+    /// The egress guard's connect hooks.
+    EgressGuard,
+}
+
 impl Datapath {
+    /// The hooks someone took away from under the daemon (`bpftool link detach`, an interface
+    /// deleted and re-created): port 25 is open there. docs/ARCHITECTURE.md, § Beside other XDP
+    /// programs.
+    pub fn lost_hooks(&self) -> Vec<LostHook> {
+        let mut lost: Vec<LostHook> = self
+            .attachments
+            .iter()
+            .filter(|a| {
+                let path = self.pins.xdp_link(a.mode, &a.iface);
+                self.links
+                    .iter()
+                    .any(|link| link.path == path && !link.still_attached())
+            })
+            .map(|a| LostHook::Xdp {
+                iface: a.iface.clone(),
+                occupant: ifindex(&a.iface).and_then(|index| xdp_occupant(index).ok().flatten()),
+            })
+            .collect();
+        if self.hooks().is_some_and(Hooks::lost) {
+            lost.push(LostHook::EgressGuard);
+        }
+        lost
+    }
+
     /// Attaches to `iface`, or takes over the link a previous daemon pinned there. `auto` tries
     /// native (driver) XDP and falls back to generic (skb) XDP.
     pub fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<&Attachment, Error> {
@@ -150,6 +207,14 @@ impl Datapath {
                     path.display()
                 ),
             }
+        }
+        // Another program on the interface: the kernel would refuse with a bare EBUSY or EEXIST
+        // (and `auto` would try both modes); say which program it is instead.
+        if let Ok(Some(occupant)) = xdp_occupant(ifindex) {
+            return Err(Error::Occupied {
+                iface: iface.to_owned(),
+                occupant,
+            });
         }
         let (mode, link) = attach_new(xdp_mut(&mut self.ebpf)?, iface, ifindex, wanted)?;
         self.hold(link, self.pins.xdp_link(mode, iface))?;
@@ -224,7 +289,6 @@ impl Datapath {
     }
 
     /// Attaches the egress watcher (TCX on kernels >= 6.6, else a clsact qdisc filter), taking
-    /// over a pinned one.
     /// over a pinned one. Returns whether the watcher is on a pinned link.
     fn attach_egress(&mut self, iface: &str) -> Result<bool, Error> {
         let path = self.pins.egress_link(iface);

@@ -15,6 +15,7 @@ mod counters;
 mod egress;
 mod links;
 mod lists;
+mod occupant;
 mod policy;
 mod settings;
 #[cfg(feature = "testing")]
@@ -34,7 +35,8 @@ use port25_common::{
 pub use self::counters::Counters;
 pub use self::egress::{EgressCounters, EgressCounts, parse_event};
 use self::links::HeldLink;
-pub use self::links::{Attachment, ifname, pinned_link_ids, wait_links_gone};
+pub use self::links::{Attachment, LostHook, ifname, pinned_link_ids, wait_links_gone};
+pub use self::occupant::Occupant;
 use crate::{
     model::{OnExit, XdpMode},
     pins::PinDir,
@@ -104,6 +106,13 @@ pub enum Error {
         #[source]
         source: Box<ProgramError>,
     },
+    #[error(
+        "{iface}: another XDP program holds the interface: {occupant}. port25 does not replace \
+         it. Unload it (`xdp-loader status {iface}` lists libxdp's programs, `xdp-loader unload \
+         {iface} --all` removes them; `ip link set dev {iface} xdp off` removes one attached with \
+         ip), or leave {iface} out of `interfaces`"
+    )]
+    Occupied { iface: String, occupant: Occupant },
 }
 
 impl Error {

@@ -46,6 +46,8 @@ pub(crate) struct Snapshot {
     pub deny_entries: usize,
     /// Whether the pins outlive the daemon (the filter survives a crash).
     pub pins_persist: bool,
+    /// Interfaces whose XDP link someone took away, with the mode it had: exported as 0.
+    pub lost: Vec<(String, crate::model::XdpMode)>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,9 +55,17 @@ pub(crate) struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// A hook someone took away: `hook` "xdp" (with its interface) or "egress_guard".
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DetachedLabels {
+    pub hook: &'static str,
+    pub iface: String,
+}
+
 pub(crate) struct Metrics {
     registry: Registry,
     pub reloads: Family<ReloadLabels, Counter>,
+    pub detached: Family<DetachedLabels, Counter>,
     pub snapshot: Arc<RwLock<Snapshot>>,
 }
 
@@ -79,6 +89,13 @@ impl Metrics {
             "Configuration reloads (SIGHUP), by result",
             reloads.clone(),
         );
+        let detached = Family::<DetachedLabels, Counter>::default();
+        registry.register(
+            "port25_detached",
+            "Times a hook of port25 was found detached by someone else (bpftool link detach, an \
+             interface re-created): hook xdp (by interface) or egress_guard",
+            detached.clone(),
+        );
         registry.register(
             "port25_build",
             "Build information",
@@ -98,6 +115,7 @@ impl Metrics {
         Self {
             registry,
             reloads,
+            detached,
             snapshot,
         }
     }
@@ -277,7 +295,7 @@ impl Collector for DatapathCollector {
 
         let mut attached = encoder.encode_descriptor(
             "port25_attached",
-            "1 for each interface the XDP filter is attached to, with its XDP mode",
+            "1 for each interface the XDP filter is attached to, with its XDP mode; 0 for one whose link someone took away",
             None,
             MetricType::Gauge,
         )?;
@@ -287,6 +305,13 @@ impl Collector for DatapathCollector {
                 xdp_mode: attachment.mode.as_str(),
             };
             ConstGauge::new(1i64).encode(attached.encode_family(&labels)?)?;
+        }
+        for (iface, mode) in &snapshot.lost {
+            let labels = AttachLabels {
+                iface: iface.clone(),
+                xdp_mode: mode.as_str(),
+            };
+            ConstGauge::new(0i64).encode(attached.encode_family(&labels)?)?;
         }
 
         let configured = encoder.encode_descriptor(

@@ -245,3 +245,42 @@ fn on_exit_keep_leaves_the_guard_refusing_until_detach() {
     assert_eq!(lab.connect(&["tcp", OTHER_V4, "25"]).ok, 1, "detached");
     lab.assert_hooks_gone();
 }
+
+#[test]
+fn hooks_taken_away_are_reported_and_attached_again() {
+    let lab = Lab::new("taken");
+    let smart = format!("smart_hosts = [\"{SMART_V4}\"]");
+    let config = lab.config_on("[\"gw0\"]", "enforce", &smart);
+    let refused = || lab.connect(&["tcp", OTHER_V4, "25"]).refused == 1;
+    let daemon = lab.start(&config);
+    assert!(refused());
+    let lost = |daemon: &Daemon| {
+        metric(
+            &daemon.scrape(),
+            "port25_detached_total",
+            &[("hook", "egress_guard"), ("iface", "")],
+        )
+    };
+    assert_eq!(lost(&daemon), Some(0.0), "exported from the start");
+    // What another tool can do to the guard: detach its connect4 link.
+    let connect4 = lab.link_ids()[0].trim_end_matches(':').to_owned();
+    bpftool(&["link", "detach", "id", &connect4]);
+    let back = poll(Duration::from_secs(15), || {
+        (lost(&daemon) == Some(1.0) && refused()).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "reported and attached again:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("the egress guard's cgroup hooks were detached by someone else"),
+        "{log}"
+    );
+    assert!(log.contains("egress guard attached again"), "{log}");
+    let programs = lab.programs_on_cgroup();
+    for hook in ["port25_connect4", "port25_connect6"] {
+        assert_eq!(programs.matches(hook).count(), 1, "one {hook}: {programs}");
+    }
+}

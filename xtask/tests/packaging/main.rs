@@ -43,6 +43,7 @@ const METRICS: &[&str] = &[
     "port25_egress_forwarded_total",
     "port25_egress_events_lost_total",
     "port25_egress_top_denied",
+    "port25_detached_total",
     "port25_crowdsec_decisions",
     "port25_crowdsec_decisions_skipped_total",
     "port25_crowdsec_polls_total",

@@ -100,6 +100,8 @@ pub const LAYOUT_VERSION: u32 = 4;
 pub const PROGRAM_NAME: &str = "port25";
 /// Name of the TC egress program that watches the gateway's SYN-ACKs.
 pub const EGRESS_PROGRAM_NAME: &str = "port25_egress";
+/// The same filter as a libxdp dispatcher's component (an extension of one of its slots).
+pub const COMPONENT_PROGRAM_NAME: &str = "port25_component";
 /// Handshakes awaiting their final ACK that the kernel side tracks.
 pub const HANDSHAKE_CAPACITY: u32 = 65536;
 

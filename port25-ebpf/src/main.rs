@@ -29,17 +29,53 @@ use crate::parse::{Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 #[xdp]
 fn port25(ctx: XdpContext) -> u32 {
-    match try_port25(&ctx) {
-        Ok(action) => action,
-        // Only a missing map slot gets here, which the daemon never leaves: fail safe and visible.
-        Err(()) => xdp_action::XDP_ABORTED,
-    }
+    filter!(ctx)
 }
 
-fn try_port25(ctx: &XdpContext) -> Result<u32, ()> {
+/// The same filter as a component of libxdp's dispatcher: an extension program
+/// (BPF_PROG_TYPE_EXT) that replaces one of the dispatcher's `progN` slots, so that port25 runs
+/// beside other XDP programs on one interface. docs/ARCHITECTURE.md, § Beside other XDP programs.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "freplace/prog0")]
+pub fn port25_component(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    filter!(ctx)
+}
+
+/// Both entry points' whole body, inlined into each (a program cannot call into another section).
+/// A macro, so that each gets aya-log's closure of its own: one closure shared by two programs
+/// would stay a subprogram, and Linux 6.1 refuses the call chain that adds to the 472-byte frame
+/// (docs/ARCHITECTURE.md, § Kernels).
+macro_rules! filter {
+    ($ctx:expr) => {
+        match try_port25(&$ctx) {
+            Ok((action, dropped)) => {
+                if let Some((reason, ifindex)) = dropped {
+                    debug!(
+                        &$ctx,
+                        "{} port 25 packet on ifindex {}",
+                        reason.label(),
+                        ifindex
+                    );
+                }
+                action
+            }
+            // Only a missing map slot gets here, which the daemon never leaves: fail safe and
+            // visible.
+            Err(()) => xdp_action::XDP_ABORTED,
+        }
+    };
+}
+use filter;
+
+// Inlined into each entry point: as a subprogram of its own its 472-byte frame plus the entry's
+// exceeds the 512 bytes Linux 6.1 allows for a call chain (docs/ARCHITECTURE.md, § Kernels).
+#[inline(always)]
+/// The XDP action, and the reason and interface of a packet dropped (for the debug log).
+fn try_port25(ctx: &XdpContext) -> Result<(u32, Option<(Reason, u32)>), ()> {
     let parsed = parse::parse(ctx.data(), ctx.data_end());
     if let Parsed::Other = parsed {
-        return Ok(xdp_action::XDP_PASS);
+        return Ok((xdp_action::XDP_PASS, None));
     }
     // One read of the generation per packet: everything below sees one consistent policy.
     let generation = maps::active_generation()?;
@@ -48,14 +84,14 @@ fn try_port25(ctx: &XdpContext) -> Result<u32, ()> {
         && let Some(action) =
             forward::judge(ctx, generation, ctx.ingress_ifindex() as u32, &parsed)?
     {
-        return Ok(action);
+        return Ok((action, None));
     }
     let reason = match parsed {
-        Parsed::Other => return Ok(xdp_action::XDP_PASS),
+        Parsed::Other => return Ok((xdp_action::XDP_PASS, None)),
         Parsed::Malformed => Reason::Malformed,
         Parsed::Tcp(segment) => {
             if !maps::port_protected(generation, segment.dport)? {
-                return Ok(xdp_action::XDP_PASS);
+                return Ok((xdp_action::XDP_PASS, None));
             }
             if segment.intact {
                 decide(generation, settings, &segment)
@@ -78,18 +114,11 @@ fn try_port25(ctx: &XdpContext) -> Result<u32, ()> {
         reason,
         (ctx.data_end() - ctx.data()) as u64,
     );
-    if reason.drops() {
-        debug!(
-            ctx,
-            "{} port 25 packet on ifindex {}",
-            reason.label(),
-            ifindex
-        );
-    }
-    Ok(match verdict {
+    let action = match verdict {
         Verdict::Drop => xdp_action::XDP_DROP,
         Verdict::Pass | Verdict::WouldDrop => xdp_action::XDP_PASS,
-    })
+    };
+    Ok((action, reason.drops().then_some((reason, ifindex))))
 }
 
 /// Steps 2-4 of the decision table for a readable TCP segment to a protected port.

@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
+use port25_daemon::testing::{Config, Datapath};
+
 use port25_testkit::{
+    frames,
     lab::{
         BpfFs, Client, Daemon, Gateway, Netns, WorkDir, kernel_at_least, metric, poll,
         require_tools, tool,
@@ -15,9 +18,8 @@ use port25_testkit::{
     require_root,
 };
 
-/// A namespace with a bridge `d0`: a device without native XDP, so the driver refuses native mode
-/// and generic (skb) XDP works.
-/// A work directory and a namespace holding a bridge, d0: an interface without native XDP.
+/// A work directory and a namespace holding a bridge, `d0`: a device without native XDP, so the
+/// driver refuses native mode and generic (skb) XDP works.
 fn bridge_lab(tag: &str) -> (WorkDir, Netns) {
     require_root();
     require_tools(&["ip", "curl"]);
@@ -294,4 +296,113 @@ fn one_egress_watcher_however_often_the_daemon_is_killed() {
     assert!(status.contains(said), "{status}");
     assert!(daemon.stop().success());
     assert_eq!(watchers(), 0, "stopping removes it");
+}
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+/// Debian's libxdp dispatcher (libxdp1, with xdp-tools): the object xdp-loader builds its
+/// dispatchers from. `cargo xtask vm` copies it into its guests.
+const LIBXDP_DISPATCHER: &str = "/usr/lib/x86_64-linux-gnu/bpf/xdp-dispatcher.o";
+
+/// The dispatcher's `conf` (libxdp 1.3's `struct xdp_dispatcher_config`, version 2) for one
+/// program in slot 0, chain-calling on XDP_PASS, as xdp-loader writes it before loading.
+fn dispatcher_config() -> Vec<u8> {
+    const SLOTS: usize = 10;
+    let (magic, version, enabled, frags) = (236u8, 2u8, 1u8, 0u8);
+    let mut conf = vec![magic, version, enabled, frags];
+    // chain_call_actions: XDP_PASS, and the dispatcher's own "no program" return value (bit 31).
+    let words: [[u32; SLOTS]; 3] = [
+        [(1 << 2) | (1 << 31), 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [50, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [0; SLOTS],
+    ];
+    for word in words.iter().flatten() {
+        conf.extend(word.to_le_bytes());
+    }
+    conf
+}
+
+/// Joining a libxdp dispatcher, first steps: the filter, loaded as an extension
+/// (BPF_PROG_TYPE_EXT) of the dispatcher's first slot and attached there, passes the verifier and
+/// judges packets that go through the dispatcher. On Debian's kernels (`cargo xtask vm`) it must.
+/// A kernel that refuses extension programs as such (EPERM before any verification, as the CI
+/// host's 6.18 does; libxdp's own compatibility check fails there the same way and falls back to
+/// one program without a dispatcher) must at least not reject port25's code: a verifier rejection
+/// (a log, EACCES or EINVAL) fails here everywhere.
+#[test]
+fn the_filter_joins_a_libxdp_dispatcher() {
+    require_root();
+    let object = std::fs::read(LIBXDP_DISPATCHER)
+        .unwrap_or_else(|err| panic!("{LIBXDP_DISPATCHER}: {err} (libxdp1, via xdp-tools)"));
+    let conf = dispatcher_config();
+    let mut dispatcher = aya::EbpfLoader::new()
+        .override_global("conf", conf.as_slice(), true)
+        .load(&object)
+        .expect("the dispatcher object loads");
+    let program: &mut aya::programs::Xdp = dispatcher
+        .program_mut("xdp_dispatcher")
+        .expect("the dispatcher program")
+        .try_into()
+        .unwrap();
+    program.load().expect("the verifier accepts the dispatcher");
+    let dispatcher_fd = program.fd().unwrap().try_clone().unwrap();
+    let config = Config::parse(
+        "policy = \"drop\"\n[allow]\ncidrs = [\"198.18.1.0/24\"]\n",
+        std::path::Path::new("component.toml"),
+    )
+    .unwrap();
+    let mut datapath = Datapath::load_private(1024).unwrap();
+    datapath
+        .apply_policy(&config, config.allow.clone(), config.deny.clone())
+        .unwrap();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    match datapath.join_dispatcher(dispatcher_fd, "prog0") {
+        Ok(()) => {
+            // Through the dispatcher: port25 decides, and the dispatcher returns its verdict.
+            let run = |frame: &[u8]| {
+                let result = aya::programs::TestRun::test_run(
+                    &*program,
+                    aya::programs::TestRunOptions {
+                        data_in: Some(frame),
+                        ..Default::default()
+                    },
+                )
+                .expect("BPF_PROG_TEST_RUN on the dispatcher");
+                result.return_value
+            };
+            assert_eq!(
+                run(&frames::tcp("198.18.1.7", 25).build()),
+                XDP_PASS,
+                "allowlisted"
+            );
+            assert_eq!(
+                run(&frames::tcp("198.18.9.9", 25).build()),
+                XDP_DROP,
+                "not allowlisted"
+            );
+            assert_eq!(
+                run(&frames::udp("198.18.9.9", 25).build()),
+                XDP_PASS,
+                "not TCP"
+            );
+            println!("kernel {release}: port25 filters as the dispatcher's prog0");
+        }
+        Err(err) => {
+            let text = format!("{err:?}");
+            let debian = release.contains("-cloud-") || release.contains("+deb");
+            assert!(
+                !debian,
+                "Debian's kernel {release} must take the component: {text}"
+            );
+            assert!(
+                text.contains("Operation not permitted") && text.contains("verifier_log:  }"),
+                "refused by the verifier, not as an extension program as such: {text}"
+            );
+            println!(
+                "kernel {release}: extension programs refused before verification (EPERM); not port25's code"
+            );
+        }
+    }
 }

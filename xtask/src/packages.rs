@@ -139,7 +139,7 @@ pub(crate) const PACKAGES: &[Package] = &[
     Package {
         name: "xdp-tools",
         lab: false,
-        why: "xdp-filter, which the bench measures against",
+        why: "xdp-filter (the bench's rival, the coexistence tests' other program) and, through libxdp1, the dispatcher object the component test loads",
         check: Check::Installed("xdp-filter"),
     },
     Package {

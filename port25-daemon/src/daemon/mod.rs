@@ -337,6 +337,7 @@ impl Daemon {
         );
         self.watched = watched_fingerprint(&next.watched_dirs);
         self.config = next;
+        self.forget_unconfigured_losses();
         if let Err(err) = self.sync_bouncer() {
             error!("starting the CrowdSec bouncer: {err:#}");
         }

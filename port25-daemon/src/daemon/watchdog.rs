@@ -108,6 +108,18 @@ impl Daemon {
             .inc();
     }
 
+    /// After a reload: losses of what the config no longer asks for are no longer losses.
+    pub(super) fn forget_unconfigured_losses(&mut self) {
+        let config = &self.config;
+        self.lost.retain(|lost| match &lost.status.iface {
+            Some(iface) => {
+                config.interfaces.contains(iface)
+                    || config.egress.forward_interfaces.contains(iface)
+            }
+            None => config.egress.mode != crate::model::EgressMode::Off,
+        });
+    }
+
     /// Attaches again what was lost, where nothing else holds it now.
     fn reattach(&mut self) {
         let lost = std::mem::take(&mut self.lost);

@@ -449,3 +449,27 @@ pub fn wait_links_gone(ids: &[u32], limit: std::time::Duration) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+// Only the tests load the component so far: port25d does not join libxdp dispatchers yet
+// (docs/ARCHITECTURE.md, § Beside other XDP programs).
+#[cfg(feature = "testing")]
+impl Datapath {
+    /// Puts the filter into a libxdp dispatcher's slot `slot` ("prog0" … "prog9"): loaded as an
+    /// extension program of `dispatcher`, sharing this datapath's maps, and attached there
+    /// (a freplace link the datapath keeps).
+    pub fn join_dispatcher(
+        &mut self,
+        dispatcher: aya::programs::ProgramFd,
+        slot: &str,
+    ) -> Result<(), Error> {
+        let program: &mut aya::programs::Extension = self
+            .ebpf
+            .program_mut(port25_common::COMPONENT_PROGRAM_NAME)
+            .ok_or(Error::MissingMap(port25_common::COMPONENT_PROGRAM_NAME))?
+            .try_into()
+            .map_err(Error::program)?;
+        program.load(dispatcher, slot).map_err(Error::program)?;
+        program.attach().map_err(Error::program)?;
+        Ok(())
+    }
+}

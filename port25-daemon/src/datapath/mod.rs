@@ -409,8 +409,8 @@ fn raise_memlock_limit() {
 mod tests {
     use super::*;
 
-    /// What every port25d ships: the XDP filter, the TC egress watcher and the egress guard's two
-    /// connect hooks, and nothing else (the bench's floors and SYN generator live in
+    /// What every port25d ships: the XDP filter (also as a libxdp dispatcher's component), the TC
+    /// egress watcher and the egress guard's two connect hooks, and nothing else (the bench's floors and SYN generator live in
     /// port25-bench-ebpf).
     #[test]
     fn the_embedded_object_holds_only_the_production_programs() {
@@ -420,6 +420,7 @@ mod tests {
         let mut production = vec![
             PROGRAM_NAME,
             EGRESS_PROGRAM_NAME,
+            port25_common::COMPONENT_PROGRAM_NAME,
             port25_common::egress::CONNECT4_PROGRAM,
             port25_common::egress::CONNECT6_PROGRAM,
         ];

@@ -26,6 +26,8 @@ use crate::util;
 struct Suite {
     name: &'static str,
     tools: &'static [&'static str],
+    /// Files of the host the suite reads, copied to the same path in the guest.
+    files: &'static [&'static str],
     smtp: bool,
     modules: &'static [&'static str],
 }
@@ -63,24 +65,29 @@ const SUITES: &[Suite] = &[
     Suite {
         name: "verdicts",
         tools: &[],
+        files: &[],
         smtp: false,
         modules: &[],
     },
     Suite {
         name: "attach",
         tools: &["ip", "curl", "tc"],
+        // libxdp's dispatcher, which the component test loads.
+        files: &["/usr/lib/x86_64-linux-gnu/bpf/xdp-dispatcher.o"],
         smtp: false,
         modules: LAB_MODULES,
     },
     Suite {
         name: "operations",
         tools: &[],
+        files: &[],
         smtp: true,
         modules: LAB_MODULES,
     },
     Suite {
         name: "egress",
         tools: &["bpftool", "unshare", "nsenter", "sysctl", "mount"],
+        files: &[],
         smtp: true,
         modules: LAB_MODULES,
     },
@@ -160,6 +167,9 @@ pub(crate) fn vm(options: &Options) -> Result<ExitCode> {
             }
             for path in smtp_files {
                 image.add_tree(Path::new(path), &scratch)?;
+            }
+            for path in suite.files {
+                image.add_file(path, Path::new(path))?;
             }
         }
         for (name, binary) in &binaries {

@@ -411,12 +411,7 @@ impl Daemon {
     /// million entries.
     fn effective_len(&self, list: ListKind) -> usize {
         let config = self.config_list(list);
-        let mut extra = self.runtime.set(list);
-        if list == ListKind::Deny && self.config.crowdsec.is_some() {
-            for net in self.crowdsec.prefixes().iter() {
-                extra.insert(net);
-            }
-        }
+        let extra = extra_entries(&self.config, list, &self.runtime, &self.crowdsec);
         config.len() + extra.iter().filter(|net| !config.contains_net(net)).count()
     }
 
@@ -475,16 +470,27 @@ fn effective_lists(
             CidrSet::new(base.iter().chain(extra.iter()))
         }
     };
-    let mut deny_extra = runtime.set(ListKind::Deny);
-    if config.crowdsec.is_some() {
-        for net in crowdsec.prefixes().iter() {
-            deny_extra.insert(net);
-        }
-    }
+    let extra = |list| extra_entries(config, list, runtime, crowdsec);
     (
-        merge(&config.allow, runtime.set(ListKind::Allow)),
-        merge(&config.deny, deny_extra),
+        merge(&config.allow, extra(ListKind::Allow)),
+        merge(&config.deny, extra(ListKind::Deny)),
     )
+}
+
+/// What a list holds beyond the config's: its runtime entries and, for the deny list while the
+/// bouncer is on, the prefixes CrowdSec bans.
+fn extra_entries(
+    config: &Config,
+    list: ListKind,
+    runtime: &RuntimeLists,
+    crowdsec: &CrowdsecList,
+) -> CidrSet {
+    let extra = runtime.set(list);
+    if list == ListKind::Deny && config.crowdsec.is_some() {
+        CidrSet::new(extra.iter().chain(crowdsec.prefixes().iter()))
+    } else {
+        extra
+    }
 }
 
 fn prepare_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -124,38 +124,33 @@ impl Daemon {
     fn reattach(&mut self) {
         let lost = std::mem::take(&mut self.lost);
         for mut entry in lost {
+            // Only what the config asks for is here: a reload forgets the rest
+            // (`forget_unconfigured_losses`).
             let result = match entry.status.iface.clone() {
-                Some(iface)
-                    if self.config.interfaces.contains(&iface)
-                        || self.config.egress.forward_interfaces.contains(&iface) =>
-                {
-                    match self.datapath.attach(&iface, self.config.xdp_mode) {
-                        Ok(attachment) => {
-                            info!(
-                                "{iface}: XDP filter attached again in {} mode after it was taken away",
-                                attachment.mode
-                            );
-                            Ok(())
-                        }
-                        Err(DatapathError::Occupied { occupant, .. }) => {
-                            let held = occupant.to_string();
-                            if entry.status.held_by.as_ref() != Some(&held) {
-                                warn!(
-                                    "{iface}: {held} holds the interface now; port25 attaches \
-                                     again once it is gone"
-                                );
-                                entry.status.held_by = Some(held);
-                            }
-                            Err(entry)
-                        }
-                        Err(err) => {
-                            warn!("{iface}: attaching again failed ({err:#}); trying again");
-                            Err(entry)
-                        }
+                Some(iface) => match self.datapath.attach(&iface, self.config.xdp_mode) {
+                    Ok(attachment) => {
+                        info!(
+                            "{iface}: XDP filter attached again in {} mode after it was taken away",
+                            attachment.mode
+                        );
+                        Ok(())
                     }
-                }
-                // No longer in the config: nothing to attach again.
-                Some(_) => Ok(()),
+                    Err(DatapathError::Occupied { occupant, .. }) => {
+                        let held = occupant.to_string();
+                        if entry.status.held_by.as_ref() != Some(&held) {
+                            warn!(
+                                "{iface}: {held} holds the interface now; port25 attaches \
+                                     again once it is gone"
+                            );
+                            entry.status.held_by = Some(held);
+                        }
+                        Err(entry)
+                    }
+                    Err(err) => {
+                        warn!("{iface}: attaching again failed ({err:#}); trying again");
+                        Err(entry)
+                    }
+                },
                 None => match sync_hooks(&mut self.datapath, &self.config.egress) {
                     Ok(()) => {
                         info!("egress guard attached again after it was taken away");

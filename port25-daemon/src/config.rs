@@ -25,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::model::{Mode, OnExit, Policy, XdpModeSetting};
+use crate::model::{Mode, OnExit, Policy, XdpCoexist, XdpModeSetting};
 
 pub use cidr::{CidrSet, parse_cidr};
 #[cfg(test)]
@@ -61,6 +61,8 @@ pub struct Config {
     pub source: String,
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpModeSetting,
+    /// Alone on the interface, or in libxdp's dispatcher beside other programs.
+    pub xdp_coexist: XdpCoexist,
     /// Sorted, deduplicated, never empty, never 0.
     pub ports: Vec<u16>,
     pub mode: Mode,

@@ -29,8 +29,8 @@ mod users;
 #[cfg(feature = "testing")]
 pub mod testing {
     pub use crate::config::{CidrSet, Config};
-    pub use crate::datapath::Datapath;
-    pub use crate::model::{ListKind, Mode, OnExit, Policy, XdpMode, XdpModeSetting};
+    pub use crate::datapath::{Datapath, DispatcherConfig, SlotConfig};
+    pub use crate::model::{ListKind, Mode, OnExit, Policy, XdpCoexist, XdpMode, XdpModeSetting};
     pub use crate::pins::PinDir;
     pub use crate::sources::SourceTables;
 }

@@ -75,6 +75,18 @@ named! {
 }
 
 named! {
+    /// How the filter shares an interface with other XDP programs (config `xdp_coexist`).
+    #[derive(Default)]
+    pub enum XdpCoexist {
+        /// port25's own bpf_link: no other XDP program on the interface.
+        #[default]
+        Exclusive => "exclusive",
+        /// A component of libxdp's dispatcher, beside xdp-loader's and xdp-filter's programs.
+        Libxdp => "libxdp",
+    }
+}
+
+named! {
     /// How an XDP program is attached: what [`XdpModeSetting::Auto`] resolves to.
     pub enum XdpMode {
         Native => "native",

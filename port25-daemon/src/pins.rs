@@ -252,7 +252,7 @@ fn is_bpffs_mount(line: &str, dev: &str) -> bool {
     device == Some(dev) && fstype == Some("bpf")
 }
 
-fn is_bpffs(path: &Path) -> bool {
+pub(crate) fn is_bpffs(path: &Path) -> bool {
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
     };

@@ -250,6 +250,9 @@ pub(crate) struct InterfaceStatus {
     /// Through a pinned TCX link (Linux 6.6+), rather than a tc filter each start replaces.
     pub egress_pinned: bool,
     pub adopted: bool,
+    /// A component of libxdp's dispatcher there (`xdp_coexist = "libxdp"`).
+    #[serde(default)]
+    pub in_dispatcher: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

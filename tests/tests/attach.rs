@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use port25_daemon::testing::{Config, Datapath};
+use port25_daemon::testing::{Config, Datapath, DispatcherConfig, SlotConfig};
 
 use port25_testkit::{
     frames,
@@ -305,24 +305,6 @@ const XDP_PASS: u32 = 2;
 /// dispatchers from. `cargo xtask vm` copies it into its guests.
 const LIBXDP_DISPATCHER: &str = "/usr/lib/x86_64-linux-gnu/bpf/xdp-dispatcher.o";
 
-/// The dispatcher's `conf` (libxdp 1.3's `struct xdp_dispatcher_config`, version 2) for one
-/// program in slot 0, chain-calling on XDP_PASS, as xdp-loader writes it before loading.
-fn dispatcher_config() -> Vec<u8> {
-    const SLOTS: usize = 10;
-    let (magic, version, enabled, frags) = (236u8, 2u8, 1u8, 0u8);
-    let mut conf = vec![magic, version, enabled, frags];
-    // chain_call_actions: XDP_PASS, and the dispatcher's own "no program" return value (bit 31).
-    let words: [[u32; SLOTS]; 3] = [
-        [(1 << 2) | (1 << 31), 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        [50, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        [0; SLOTS],
-    ];
-    for word in words.iter().flatten() {
-        conf.extend(word.to_le_bytes());
-    }
-    conf
-}
-
 /// Joining a libxdp dispatcher, first steps: the filter, loaded as an extension
 /// (BPF_PROG_TYPE_EXT) of the dispatcher's first slot and attached there, passes the verifier and
 /// judges packets that go through the dispatcher. On Debian's kernels (`cargo xtask vm`) it must.
@@ -335,9 +317,14 @@ fn the_filter_joins_a_libxdp_dispatcher() {
     require_root();
     let object = std::fs::read(LIBXDP_DISPATCHER)
         .unwrap_or_else(|err| panic!("{LIBXDP_DISPATCHER}: {err} (libxdp1, via xdp-tools)"));
-    let conf = dispatcher_config();
+    // One program in slot 0, chain-calling on XDP_PASS, as xdp-loader writes it before loading.
+    let conf = DispatcherConfig::new(&[SlotConfig {
+        run_prio: 50,
+        chain_call_actions: 1 << XDP_PASS,
+        program_flags: 0,
+    }]);
     let mut dispatcher = aya::EbpfLoader::new()
-        .override_global("conf", conf.as_slice(), true)
+        .override_global("conf", &conf, true)
         .load(&object)
         .expect("the dispatcher object loads");
     let program: &mut aya::programs::Xdp = dispatcher
@@ -358,7 +345,7 @@ fn the_filter_joins_a_libxdp_dispatcher() {
         .unwrap();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let release = release.trim();
-    match datapath.join_dispatcher(dispatcher_fd, "prog0") {
+    match datapath.put_in_slot(dispatcher_fd, "prog0") {
         Ok(()) => {
             // Through the dispatcher: port25 decides, and the dispatcher returns its verdict.
             let run = |frame: &[u8]| {

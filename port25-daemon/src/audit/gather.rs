@@ -232,6 +232,12 @@ pub(super) fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
         .iter()
         .filter_map(|(name, _)| parse_link_name(name))
         .collect();
+    // xdp_coexist = "libxdp": the filter's pins are libxdp's.
+    view.attached.extend(
+        crate::datapath::in_dispatchers()
+            .into_iter()
+            .map(|(iface, xdp_mode)| Attached { iface, xdp_mode }),
+    );
     if view.attached.is_empty() {
         return view;
     }

@@ -19,10 +19,23 @@ pub(super) fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> any
         println!("detached; port25d stopped");
         return Ok(());
     }
+    // A daemon that ran with xdp_coexist = "libxdp" left its component in libxdp's dispatchers.
+    let (left, problems) = datapath::leave_dispatchers();
+    for line in &left {
+        println!("{line}");
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "could not take port25 out of libxdp's dispatchers:\n{}",
+            problems.join("\n")
+        );
+    }
     let pins = PinDir::existing(pin_dir);
     let links = pins.all_links();
     if links.is_empty() && !pin_dir.exists() {
-        println!("nothing to detach: no pins in {}", pin_dir.display());
+        if left.is_empty() {
+            println!("nothing to detach: no pins in {}", pin_dir.display());
+        }
         return Ok(());
     }
     for (name, _) in &links {

@@ -109,9 +109,17 @@ pub(super) fn render(status: &Status) -> String {
     for iface in &status.interfaces {
         let _ = writeln!(
             out,
-            "  {:<14}{} XDP{}{}",
+            "  {:<14}{} XDP{}{}{}",
             iface.iface,
             iface.xdp_mode,
+            if iface.in_dispatcher {
+                format!(
+                    " in libxdp's dispatcher (run priority {})",
+                    crate::datapath::LIBXDP_RUN_PRIO
+                )
+            } else {
+                String::new()
+            },
             match (iface.egress_watched, iface.egress_pinned) {
                 (true, true) => ", egress watched (pinned TCX link)",
                 (true, false) => {

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::{CidrSet, Config, Crowdsec, Egress};
-use crate::model::{EgressMode, ListKind, Mode, OnExit, Policy};
+use crate::model::{EgressMode, ListKind, Mode, OnExit, Policy, XdpCoexist};
 
 /// The human summary printed by `port25d check-config`.
 impl fmt::Display for Config {
@@ -33,6 +33,14 @@ impl fmt::Display for Config {
         writeln!(f, "{:<18}{}", "config", self.source)?;
         writeln!(f, "{:<18}{interfaces}", "interfaces")?;
         writeln!(f, "{:<18}{}", "xdp mode", self.xdp_mode)?;
+        let coexist = match self.xdp_coexist {
+            XdpCoexist::Exclusive => "exclusive (no other XDP program on the interfaces)".into(),
+            XdpCoexist::Libxdp => format!(
+                "libxdp (a component of libxdp's dispatcher, run priority {})",
+                crate::datapath::LIBXDP_RUN_PRIO
+            ),
+        };
+        writeln!(f, "{:<18}{coexist}", "xdp coexist")?;
         writeln!(f, "{:<18}{}", "ports", join(&self.ports))?;
         writeln!(f, "{:<18}{mode}", "mode")?;
         writeln!(f, "{:<18}{policy}", "policy")?;

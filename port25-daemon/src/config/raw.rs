@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::model::{Mode, OnExit, Policy, XdpModeSetting};
+use crate::model::{Mode, OnExit, Policy, XdpCoexist, XdpModeSetting};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,6 +14,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) interfaces: Vec<Spanned<String>>,
     pub(super) xdp_mode: Option<XdpModeSetting>,
+    pub(super) xdp_coexist: Option<XdpCoexist>,
     pub(super) ports: Option<Spanned<Vec<Spanned<i64>>>>,
     pub(super) mode: Option<Mode>,
     pub(super) policy: Option<Policy>,

@@ -76,6 +76,7 @@ fn embedded_default_parses_to_the_documented_defaults() {
     assert_eq!(c.policy, Policy::Ratelimit);
     assert_eq!(c.mode, Mode::Enforce);
     assert_eq!(c.xdp_mode, XdpModeSetting::Auto);
+    assert_eq!(c.xdp_coexist, XdpCoexist::Exclusive);
     assert!(c.interfaces.is_empty());
     assert!(c.allow.is_empty() && c.deny.is_empty());
     assert_eq!(
@@ -131,6 +132,7 @@ fn full_config_with_files_parses() {
         r#"
 interfaces = ["eth0", "eth1", "eth0"]
 xdp_mode = "native"
+xdp_coexist = "libxdp"
 ports = [587, 25, 465, 25]
 mode = "monitor"
 policy = "drop"
@@ -156,6 +158,11 @@ listen = "[::1]:9100"
     assert_eq!(c.source, config.display().to_string());
     assert_eq!(c.interfaces, vec!["eth0", "eth1"]);
     assert_eq!(c.xdp_mode, XdpModeSetting::Native);
+    assert_eq!(c.xdp_coexist, XdpCoexist::Libxdp);
+    assert!(
+        c.to_string()
+            .contains("xdp coexist       libxdp (a component of libxdp's dispatcher")
+    );
     assert_eq!(c.ports, vec![25, 465, 587]);
     assert_eq!(c.mode, Mode::Monitor);
     assert_eq!(c.policy, Policy::Drop);
@@ -360,6 +367,7 @@ fn error_wrong_type() {
 fn error_bad_enum_value() {
     parse_error("ports = [25]\npolicy = \"reject\"\n", 2, "`reject`");
     parse_error("xdp_mode = \"hw\"\n", 1, "`hw`");
+    parse_error("xdp_coexist = \"shared\"\n", 1, "`shared`");
 }
 
 #[test]

@@ -52,6 +52,7 @@ impl Config {
             source: origin.display().to_string(),
             interfaces: src.interfaces(&raw.interfaces)?,
             xdp_mode: raw.xdp_mode.unwrap_or(XdpModeSetting::Auto),
+            xdp_coexist: raw.xdp_coexist.unwrap_or_default(),
             ports: src.ports(raw.ports.as_ref(), "ports")?,
             mode: raw.mode.unwrap_or(Mode::Enforce),
             policy: raw.policy.unwrap_or(Policy::Ratelimit),

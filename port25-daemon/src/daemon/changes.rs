@@ -82,9 +82,12 @@ pub(super) fn describe(old: &Config, new: &Config) -> Vec<String> {
 /// Settings a reload cannot apply: they need a restart.
 pub(super) fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if old.interfaces != new.interfaces || old.xdp_mode != new.xdp_mode {
+    if old.interfaces != new.interfaces
+        || old.xdp_mode != new.xdp_mode
+        || old.xdp_coexist != new.xdp_coexist
+    {
         out.push(format!(
-            "interfaces or xdp_mode changed in {}: restart port25d to apply them (with on_exit = \"keep\" the restart leaves no gap); the rest is reloaded now",
+            "interfaces, xdp_mode or xdp_coexist changed in {}: restart port25d to apply them (with on_exit = \"keep\" the restart leaves no gap); the rest is reloaded now",
             new.source
         ));
     }

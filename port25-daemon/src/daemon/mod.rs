@@ -138,7 +138,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     tokio::task::block_in_place(|| datapath.apply_policy(&config, allow, deny))
         .context("writing the policy into the kernel maps")?;
     for iface in xdp_interfaces(&config) {
-        let attachment = datapath.attach(iface, config.xdp_mode)?;
+        let attachment = datapath.attach(iface, config.xdp_mode, config.xdp_coexist)?;
         info!(
             "attached to {} (ifindex {}) in {} XDP mode",
             attachment.iface, attachment.ifindex, attachment.mode
@@ -318,7 +318,9 @@ impl Daemon {
             sync_hooks(&mut self.datapath, &next.egress)?;
         }
         for iface in &added {
-            let attachment = self.datapath.attach(iface, next.xdp_mode)?;
+            let attachment = self
+                .datapath
+                .attach(iface, next.xdp_mode, next.xdp_coexist)?;
             info!(
                 "attached to {} (ifindex {}) in {} XDP mode for the forwarded-SMTP guard",
                 attachment.iface, attachment.ifindex, attachment.mode

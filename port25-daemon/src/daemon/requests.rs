@@ -164,6 +164,7 @@ impl Daemon {
                     egress_watched: a.watches_egress,
                     egress_pinned: a.egress_pinned,
                     adopted: a.adopted,
+                    in_dispatcher: a.in_dispatcher,
                 })
                 .collect(),
             policy: self.config.policy,

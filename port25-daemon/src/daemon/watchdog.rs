@@ -127,7 +127,11 @@ impl Daemon {
             // Only what the config asks for is here: a reload forgets the rest
             // (`forget_unconfigured_losses`).
             let result = match entry.status.iface.clone() {
-                Some(iface) => match self.datapath.attach(&iface, self.config.xdp_mode) {
+                Some(iface) => match self.datapath.attach(
+                    &iface,
+                    self.config.xdp_mode,
+                    self.config.xdp_coexist,
+                ) {
                     Ok(attachment) => {
                         info!(
                             "{iface}: XDP filter attached again in {} mode after it was taken away",

@@ -21,13 +21,14 @@ use aya::programs::{
 use port25_common::EGRESS_PROGRAM_NAME;
 
 use super::{
-    Datapath, Error, bpf_cmd,
+    Datapath, Error, bpf_cmd, component_mut,
     egress::Hooks,
     egress_mut,
+    libxdp::{self, Refusal},
     occupant::{Occupant, xdp_occupant},
     xdp_mut,
 };
-use crate::model::{XdpMode, XdpModeSetting};
+use crate::model::{XdpCoexist, XdpMode, XdpModeSetting};
 
 /// Where a program is attached, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +41,12 @@ pub struct Attachment {
     /// Whether it does through a pinned TCX link (Linux 6.6+); before that a tc filter, which
     /// cannot be pinned: each start replaces it.
     pub egress_pinned: bool,
-    /// Whether an existing pinned link was taken over (rather than a new one made).
+    /// Whether an existing pinned link was taken over (rather than a new one made); in a
+    /// dispatcher, whether a previous daemon's component was replaced.
     pub adopted: bool,
+    /// Whether the filter is a component of libxdp's dispatcher there (`xdp_coexist =
+    /// "libxdp"`), rather than on a link of its own.
+    pub in_dispatcher: bool,
 }
 
 /// A link this daemon holds, with its pin.
@@ -116,10 +121,14 @@ impl Datapath {
     /// deleted and re-created): port 25 is open there. docs/ARCHITECTURE.md, § Beside other XDP
     /// programs.
     pub fn lost_hooks(&self) -> Vec<LostHook> {
+        let component = self.component_id();
         let mut lost: Vec<LostHook> = self
             .attachments
             .iter()
             .filter(|a| {
+                if a.in_dispatcher {
+                    return component.is_some_and(|id| !libxdp::holds(a.ifindex, id));
+                }
                 let path = self.pins.xdp_link(a.mode, &a.iface);
                 self.links
                     .iter()
@@ -136,11 +145,20 @@ impl Datapath {
         lost
     }
 
-    /// Attaches to `iface`, or takes over the link a previous daemon pinned there. `auto` tries
-    /// native (driver) XDP and falls back to generic (skb) XDP.
-    pub fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<&Attachment, Error> {
+    /// Attaches to `iface`, or takes over the link a previous daemon pinned there; with
+    /// [`XdpCoexist::Libxdp`], joins the interface's libxdp dispatcher instead (or makes one).
+    /// `auto` tries native (driver) XDP and falls back to generic (skb) XDP.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: XdpModeSetting,
+        coexist: XdpCoexist,
+    ) -> Result<&Attachment, Error> {
         let ifindex = ifindex(iface).ok_or_else(|| Error::UnknownInterface(iface.to_owned()))?;
-        let (mode_used, adopted) = self.attach_xdp(iface, ifindex, mode)?;
+        let (mode_used, adopted) = match coexist {
+            XdpCoexist::Exclusive => self.attach_xdp(iface, ifindex, mode)?,
+            XdpCoexist::Libxdp => self.join_dispatcher(iface, ifindex, mode)?,
+        };
         // Counting works without a bucket of its own: only slower.
         let _ = self.count_in_bucket(ifindex, iface);
         let (watches_egress, egress_pinned) = match self.attach_egress(iface) {
@@ -160,6 +178,7 @@ impl Datapath {
             watches_egress,
             egress_pinned,
             adopted,
+            in_dispatcher: coexist == XdpCoexist::Libxdp,
         });
         Ok(&self.attachments[self.attachments.len() - 1])
     }
@@ -170,6 +189,9 @@ impl Datapath {
             return;
         };
         let attachment = self.attachments.remove(at);
+        if attachment.in_dispatcher {
+            leave_dispatcher(iface, attachment.ifindex);
+        }
         if attachment.watches_egress && !attachment.egress_pinned {
             remove_tc_filter(iface);
         }
@@ -219,6 +241,97 @@ impl Datapath {
         let (mode, link) = attach_new(xdp_mut(&mut self.ebpf)?, iface, ifindex, wanted)?;
         self.hold(link, self.pins.xdp_link(mode, iface))?;
         Ok((mode, false))
+    }
+
+    /// Puts the filter into the interface's libxdp dispatcher, in place of a previous daemon's
+    /// component; a link of port25's own from a start in exclusive mode goes first (the kernel
+    /// runs one program on the interface: the gap until the dispatcher is there is logged).
+    fn join_dispatcher(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        wanted: XdpModeSetting,
+    ) -> Result<(XdpMode, bool), Error> {
+        let exclusive = self.pins.find_xdp_link(iface);
+        let unfiltered_since = match &exclusive {
+            Some((old_mode, path)) => {
+                detach_pinned_link(path).map_err(|source| Error::ModeSwitch {
+                    iface: iface.to_owned(),
+                    old_mode: *old_mode,
+                    path: path.clone(),
+                    source,
+                })?;
+                let _ = std::fs::remove_file(path);
+                Some(Instant::now())
+            }
+            None => None,
+        };
+        let joined = libxdp::join(ifindex, wanted, component_mut(&mut self.ebpf)?);
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(refusal) => {
+                if let Some((old_mode, path)) = exclusive {
+                    // Back on a link of its own, as before: filtered, and the error said.
+                    match attach_mode(xdp_mut(&mut self.ebpf)?, iface, ifindex, old_mode) {
+                        Ok(link) => self.hold(link, path)?,
+                        Err(err) => tracing::error!(
+                            "{iface}: cannot re-attach in {old_mode} mode either ({err}); the \
+                             interface is NOT filtered"
+                        ),
+                    }
+                }
+                return Err(match refusal {
+                    Refusal::Occupied(occupant) => Error::Occupied {
+                        iface: iface.to_owned(),
+                        occupant,
+                    },
+                    Refusal::Failed(reason) => Error::Dispatcher {
+                        iface: iface.to_owned(),
+                        reason,
+                    },
+                });
+            }
+        };
+        let beside = if joined.beside.is_empty() {
+            "alone so far".to_owned()
+        } else {
+            format!("beside {}", joined.beside.join(", "))
+        };
+        tracing::info!(
+            "{iface}: in libxdp's dispatcher in {} mode (run priority {}), {beside}{}",
+            joined.mode,
+            libxdp::RUN_PRIO,
+            if joined.replaced {
+                "; the previous daemon's component was replaced atomically"
+            } else {
+                ""
+            }
+        );
+        if let Some(since) = unfiltered_since {
+            tracing::warn!(
+                "{iface}: moved from port25's own link into libxdp's dispatcher; the interface was \
+                 unfiltered for {:?} in between",
+                since.elapsed()
+            );
+        }
+        Ok((joined.mode, joined.replaced))
+    }
+
+    /// The kernel id of the filter's component program, once loaded into a dispatcher.
+    fn component_id(&self) -> Option<u32> {
+        let program: &aya::programs::Extension = self
+            .ebpf
+            .program(port25_common::COMPONENT_PROGRAM_NAME)?
+            .try_into()
+            .ok()?;
+        program.info().ok().map(|info| info.id())
+    }
+
+    /// Takes the filter out of the dispatchers it is in (`on_exit = "detach"`).
+    pub(super) fn leave_dispatchers_attached(&self) {
+        for attachment in self.attachments.iter().filter(|a| a.in_dispatcher) {
+            leave_dispatcher(&attachment.iface, attachment.ifindex);
+        }
     }
 
     /// The configured XDP mode differs from that of the link a previous daemon pinned. The kernel
@@ -450,24 +563,61 @@ pub fn wait_links_gone(ids: &[u32], limit: std::time::Duration) -> bool {
     }
 }
 
-// Only the tests load the component so far: port25d does not join libxdp dispatchers yet
-// (docs/ARCHITECTURE.md, § Beside other XDP programs).
+/// Takes port25's component out of the libxdp dispatcher on `ifindex`, saying so.
+fn leave_dispatcher(iface: &str, ifindex: u32) {
+    match libxdp::leave(ifindex) {
+        Ok(()) => tracing::info!("{iface}: port25 left libxdp's dispatcher"),
+        Err(Refusal::Occupied(occupant)) => {
+            tracing::info!("{iface}: runs {occupant} now; port25 is not in it")
+        }
+        Err(Refusal::Failed(reason)) => {
+            tracing::warn!("{iface}: cannot take port25 out of libxdp's dispatcher: {reason}")
+        }
+    }
+}
+
+/// The interfaces whose libxdp dispatcher pins hold port25's component, with the dispatcher's
+/// mode: where the filter runs in `xdp_coexist = "libxdp"` when no daemon says so (`audit`).
+pub fn in_dispatchers() -> Vec<(String, XdpMode)> {
+    libxdp::interfaces_with_port25()
+        .into_iter()
+        .filter_map(|ifindex| {
+            let occupant = xdp_occupant(ifindex).ok().flatten()?;
+            Some((ifname(ifindex)?, XdpMode::named(occupant.mode)?))
+        })
+        .collect()
+}
+
+/// Takes port25's component out of every libxdp dispatcher pinned in this network namespace's
+/// view of the BPF filesystem (`port25d detach` without a running daemon). Returns what was done,
+/// a line each, and the problems.
+pub fn leave_dispatchers() -> (Vec<String>, Vec<String>) {
+    let (mut done, mut problems) = (Vec::new(), Vec::new());
+    for ifindex in libxdp::interfaces_with_port25() {
+        let name = ifname(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"));
+        match libxdp::leave(ifindex) {
+            Ok(()) => done.push(format!("took port25 out of libxdp's dispatcher on {name}")),
+            Err(Refusal::Occupied(occupant)) => {
+                done.push(format!("{name} runs {occupant}; port25 is not in it"));
+            }
+            Err(Refusal::Failed(reason)) => problems.push(format!("{name}: {reason}")),
+        }
+    }
+    (done, problems)
+}
+
 #[cfg(feature = "testing")]
 impl Datapath {
-    /// Puts the filter into a libxdp dispatcher's slot `slot` ("prog0" … "prog9"): loaded as an
-    /// extension program of `dispatcher`, sharing this datapath's maps, and attached there
-    /// (a freplace link the datapath keeps).
-    pub fn join_dispatcher(
+    /// Puts the filter into slot `slot` ("prog0" … "prog9") of a dispatcher the caller loaded:
+    /// loaded as an extension program of `dispatcher`, sharing this datapath's maps, and attached
+    /// there (a freplace link the datapath keeps). For tests of the component itself; the daemon
+    /// goes through libxdp's protocol (`attach` with [`XdpCoexist::Libxdp`]).
+    pub fn put_in_slot(
         &mut self,
         dispatcher: aya::programs::ProgramFd,
         slot: &str,
     ) -> Result<(), Error> {
-        let program: &mut aya::programs::Extension = self
-            .ebpf
-            .program_mut(port25_common::COMPONENT_PROGRAM_NAME)
-            .ok_or(Error::MissingMap(port25_common::COMPONENT_PROGRAM_NAME))?
-            .try_into()
-            .map_err(Error::program)?;
+        let program = component_mut(&mut self.ebpf)?;
         program.load(dispatcher, slot).map_err(Error::program)?;
         program.attach().map_err(Error::program)?;
         Ok(())

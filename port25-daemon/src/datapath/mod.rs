@@ -13,6 +13,7 @@
 mod bpf_cmd;
 mod counters;
 mod egress;
+mod libxdp;
 mod links;
 mod lists;
 mod occupant;
@@ -26,16 +27,23 @@ use std::{collections::BTreeMap, sync::Arc};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, LpmTrie, Map, MapData},
-    programs::{ProgramError, SchedClassifier, Xdp},
+    programs::{Extension, ProgramError, SchedClassifier, Xdp},
 };
 use port25_common::{
-    BlockKey, Counter, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key, V6Key, Verdict, maps,
+    BlockKey, COMPONENT_PROGRAM_NAME, Counter, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key,
+    V6Key, Verdict, maps,
 };
 
 pub use self::counters::Counters;
 pub use self::egress::{EgressCounters, EgressCounts, parse_event};
+pub use self::libxdp::RUN_PRIO as LIBXDP_RUN_PRIO;
+#[cfg(feature = "testing")]
+pub use self::libxdp::{DispatcherConfig, SlotConfig};
 use self::links::HeldLink;
-pub use self::links::{Attachment, LostHook, ifname, pinned_link_ids, wait_links_gone};
+pub use self::links::{
+    Attachment, LostHook, ifname, in_dispatchers, leave_dispatchers, pinned_link_ids,
+    wait_links_gone,
+};
 pub use self::occupant::Occupant;
 use crate::{
     model::{OnExit, XdpMode},
@@ -110,9 +118,12 @@ pub enum Error {
         "{iface}: another XDP program holds the interface: {occupant}. port25 does not replace \
          it. Unload it (`xdp-loader status {iface}` lists libxdp's programs, `xdp-loader unload \
          {iface} --all` removes them; `ip link set dev {iface} xdp off` removes one attached with \
-         ip), or leave {iface} out of `interfaces`"
+         ip), leave {iface} out of `interfaces`, or, for a libxdp dispatcher, set xdp_coexist = \
+         \"libxdp\" to run beside its programs"
     )]
     Occupied { iface: String, occupant: Occupant },
+    #[error("{iface}: cannot join libxdp's dispatcher (xdp_coexist = \"libxdp\"): {reason}")]
+    Dispatcher { iface: String, reason: String },
 }
 
 impl Error {
@@ -276,6 +287,7 @@ impl Datapath {
             }
             OnExit::Detach => {
                 let ids = links::pinned_link_ids(&self.pins);
+                self.leave_dispatchers_attached();
                 for link in self.links.drain(..) {
                     link.release();
                 }
@@ -381,6 +393,14 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, Error> {
 fn egress_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
     ebpf.program_mut(EGRESS_PROGRAM_NAME)
         .ok_or(Error::MissingMap(EGRESS_PROGRAM_NAME))?
+        .try_into()
+        .map_err(Error::program)
+}
+
+/// The filter as an extension program, for a libxdp dispatcher's slot.
+fn component_mut(ebpf: &mut Ebpf) -> Result<&mut Extension, Error> {
+    ebpf.program_mut(COMPONENT_PROGRAM_NAME)
+        .ok_or(Error::MissingMap(COMPONENT_PROGRAM_NAME))?
         .try_into()
         .map_err(Error::program)
 }

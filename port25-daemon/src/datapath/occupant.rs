@@ -1,14 +1,19 @@
 //! Which XDP program an interface runs, from the kernel (RTM_GETLINK, IFLA_XDP): to name the
 //! program that holds an interface port25 cannot attach to, and to tell whether an interface
-//! whose port25 link was taken away is free again. docs/ARCHITECTURE.md, § Beside other XDP
+//! whose port25 link was taken away is free again; and swapping it (RTM_SETLINK), as libxdp's
+//! dispatchers are attached. docs/ARCHITECTURE.md, § Beside other XDP
 //! programs.
 
-use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use std::os::fd::{AsRawFd as _, BorrowedFd};
+
+use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     RouteNetlinkMessage,
     link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::model::XdpMode;
 
 /// The program libxdp's dispatcher is called: the root of xdp-loader's and xdp-filter's programs.
 const LIBXDP_DISPATCHER: &str = "xdp_dispatcher";
@@ -46,25 +51,10 @@ impl std::fmt::Display for Occupant {
 
 /// The XDP program on interface `ifindex` in this network namespace, if any.
 pub fn xdp_occupant(ifindex: u32) -> std::io::Result<Option<Occupant>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
     let mut link = LinkMessage::default();
     link.header.index = ifindex;
-    let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetLink(link));
-    request.header.flags = NLM_F_REQUEST;
-    request.header.sequence_number = 1;
-    request.finalize();
-    let mut buffer = vec![0; request.header.length as usize];
-    request.serialize(&mut buffer);
-    socket.send(&buffer, 0)?;
-    let (reply, _) = socket.recv_from_full()?;
-    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-    let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply)
-        .map_err(|e| invalid(format!("RTM_GETLINK answer: {e}")))?;
-    let link = match message.payload {
+    let link = match route_request(RouteNetlinkMessage::GetLink(link), NLM_F_REQUEST)? {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => link,
-        NetlinkPayload::Error(err) => return Err(err.to_io()),
         other => return Err(invalid(format!("RTM_GETLINK answered {other:?}"))),
     };
     let mut program_id = 0;
@@ -97,6 +87,76 @@ pub fn xdp_occupant(ifindex: u32) -> std::io::Result<Option<Occupant>> {
         mode,
         name: program_name(program_id),
     }))
+}
+
+const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1;
+const XDP_FLAGS_SKB_MODE: u32 = 2;
+const XDP_FLAGS_DRV_MODE: u32 = 4;
+const XDP_FLAGS_REPLACE: u32 = 16;
+
+/// Puts `program` on interface `ifindex` through netlink (RTM_SETLINK, IFLA_XDP), the way libxdp
+/// attaches its dispatcher (a bpf_link would lock xdp-loader out): in place of `expected`
+/// atomically (XDP_FLAGS_REPLACE; the kernel refuses with EEXIST if another program is there
+/// now), or only if the interface runs none. `program` None detaches `expected`.
+pub(super) fn swap_xdp(
+    ifindex: u32,
+    mode: XdpMode,
+    program: Option<BorrowedFd<'_>>,
+    expected: Option<BorrowedFd<'_>>,
+) -> std::io::Result<()> {
+    let mut flags = match mode {
+        XdpMode::Native => XDP_FLAGS_DRV_MODE,
+        XdpMode::Skb => XDP_FLAGS_SKB_MODE,
+    };
+    let mut xdp = vec![LinkXdp::Fd(program.map_or(-1, |fd| fd.as_raw_fd()))];
+    match expected {
+        Some(old) => {
+            flags |= XDP_FLAGS_REPLACE;
+            xdp.push(LinkXdp::ExpectedFd(
+                u32::try_from(old.as_raw_fd()).unwrap_or(0),
+            ));
+        }
+        None => flags |= XDP_FLAGS_UPDATE_IF_NOEXIST,
+    }
+    xdp.push(LinkXdp::Flags(flags));
+    let mut link = LinkMessage::default();
+    link.header.index = ifindex;
+    link.attributes.push(LinkAttribute::Xdp(xdp));
+    match route_request(
+        RouteNetlinkMessage::SetLink(link),
+        NLM_F_REQUEST | NLM_F_ACK,
+    )? {
+        NetlinkPayload::Error(err) if err.code.is_none() => Ok(()),
+        other => Err(invalid(format!("RTM_SETLINK answered {other:?}"))),
+    }
+}
+
+/// Sends one rtnetlink request and returns the kernel's answer (an error answer as `Err`).
+fn route_request(
+    message: RouteNetlinkMessage,
+    flags: u16,
+) -> std::io::Result<NetlinkPayload<RouteNetlinkMessage>> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut request = NetlinkMessage::from(message);
+    request.header.flags = flags;
+    request.header.sequence_number = 1;
+    request.finalize();
+    let mut buffer = vec![0; request.header.length as usize];
+    request.serialize(&mut buffer);
+    socket.send(&buffer, 0)?;
+    let (reply, _) = socket.recv_from_full()?;
+    let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply)
+        .map_err(|e| invalid(format!("rtnetlink answer: {e}")))?;
+    match message.payload {
+        NetlinkPayload::Error(err) if err.code.is_some() => Err(err.to_io()),
+        payload => Ok(payload),
+    }
+}
+
+fn invalid(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
 }
 
 /// The name of loaded program `id`.

@@ -75,6 +75,29 @@ impl<'a> Daemon<'a> {
         Self::start_with_args(ns, config, metrics, &work.join(log), &args)
     }
 
+    /// Like [`Daemon::start_in`], in `bpffs`'s mount namespace: its pins (and libxdp's) are
+    /// shared with the programs the test runs there, and outlive the daemon.
+    pub fn start_in_bpffs(
+        ns: &'a Netns,
+        bpffs: &SharedBpffs,
+        config: &Path,
+        work: &WorkDir,
+        log: &str,
+    ) -> Self {
+        let (state, socket) = (work.join("state"), work.join("control.sock"));
+        let args = [
+            OsStr::new("--state-dir"),
+            state.as_os_str(),
+            OsStr::new("--control-socket"),
+            socket.as_os_str(),
+        ];
+        let metrics = METRICS
+            .parse()
+            .unwrap_or_else(|err| panic!("{METRICS}: {err}"));
+        let command = bpffs.command(ns, Self::binary());
+        Self::launch(ns, command, config, metrics, &work.join(log), &args)
+    }
+
     /// Like [`Daemon::start_with_args`], in `ns`'s network namespace only: it sees the host's
     /// mounts (its /sys, the cgroup2 mount), as a daemon on the host does. For the egress guard.
     /// With `hosts`, it runs in a mount namespace of its own where that file is /etc/hosts (how

@@ -11,6 +11,7 @@
 //! errors: they are for tests, where a panic is the failure report.
 
 mod addresses;
+mod bpffs;
 mod capture;
 mod cgroup;
 mod crowdsec;
@@ -38,8 +39,8 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use self::{
-    addresses::*, capture::*, cgroup::*, crowdsec::*, daemon::*, gateway::*, netns::*, process::*,
-    prometheus::*, smtp::*, wire::*, workdir::*,
+    addresses::*, bpffs::*, capture::*, cgroup::*, crowdsec::*, daemon::*, gateway::*, netns::*,
+    process::*, prometheus::*, smtp::*, wire::*, workdir::*,
 };
 
 /// How often the `poll` loops look again.

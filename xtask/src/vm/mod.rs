@@ -26,7 +26,7 @@ use crate::util;
 struct Suite {
     name: &'static str,
     tools: &'static [&'static str],
-    /// Files of the host the suite reads, copied to the same path in the guest.
+    /// Files and directories of the host the suite reads, copied to the same path in the guest.
     files: &'static [&'static str],
     smtp: bool,
     modules: &'static [&'static str],
@@ -78,6 +78,24 @@ const SUITES: &[Suite] = &[
         modules: LAB_MODULES,
     },
     Suite {
+        name: "coexist",
+        tools: &[
+            "ip",
+            "curl",
+            "bpftool",
+            "xdp-filter",
+            "xdp-loader",
+            "unshare",
+            "nsenter",
+            "timeout",
+            "mount",
+        ],
+        // libxdp's dispatcher and xdp-filter's programs, which xdp-loader and port25d load.
+        files: &["/usr/lib/x86_64-linux-gnu/bpf"],
+        smtp: false,
+        modules: LAB_MODULES,
+    },
+    Suite {
         name: "operations",
         tools: &[],
         files: &[],
@@ -94,7 +112,7 @@ const SUITES: &[Suite] = &[
 ];
 
 /// What `--tests` runs when not given.
-pub(crate) const DEFAULT_TESTS: &str = "verdicts,attach,operations,egress";
+pub(crate) const DEFAULT_TESTS: &str = "verdicts,attach,coexist,operations,egress";
 
 pub(crate) struct Options {
     pub(crate) kernels: Vec<String>,
@@ -169,7 +187,7 @@ pub(crate) fn vm(options: &Options) -> Result<ExitCode> {
                 image.add_tree(Path::new(path), &scratch)?;
             }
             for path in suite.files {
-                image.add_file(path, Path::new(path))?;
+                image.add_tree(Path::new(path), &scratch)?;
             }
         }
         for (name, binary) in &binaries {

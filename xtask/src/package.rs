@@ -67,6 +67,8 @@ const FILES: &[(&str, &str, u32)] = &[
 /// Where the binary goes (the unit's ExecStart= names it).
 const BINARY: &str = "usr/sbin/port25d";
 const MANPAGE: &str = "usr/share/man/man8/port25d.8.gz";
+/// The Debian changelog; a native package ships it as /usr/share/doc/port25/changelog.gz.
+const CHANGELOG: &str = "packaging/debian/changelog";
 /// Shell completions at the places Debian's shells look for them: (shell, destination).
 const COMPLETIONS: &[(&str, &str)] = &[
     ("bash", "usr/share/bash-completion/completions/port25d"),
@@ -113,6 +115,15 @@ pub(crate) fn package(debug: bool, out_dir: Option<&Path>) -> Result<PathBuf> {
         None => target_dir().join("debian"),
     };
     let version = binary_version(&bin)?;
+    let changelog = fs::read_to_string(util::workspace_root().join(CHANGELOG))
+        .with_context(|| format!("cannot read {CHANGELOG}"))?;
+    if changelog_version(&changelog) != Some(version.as_str()) {
+        bail!(
+            "{CHANGELOG} starts with version {:?}, port25d is {version}: add an entry for {version} \
+             at its top (`dch -v {version}`)",
+            changelog_version(&changelog).unwrap_or("none")
+        );
+    }
     let arch = output(Command::new("dpkg").arg("--print-architecture"))?;
     let name = format!("{PACKAGE}_{version}_{arch}");
 
@@ -234,26 +245,37 @@ fn stage(bin: &Path, root: &Path) -> Result<()> {
     )?;
 
     let manpage = output(Command::new(&binary).arg("manpage"))?;
-    let manpage_path = root.join(MANPAGE);
-    write_file(
-        &manpage_path.with_extension(""),
-        format!("{manpage}\n"),
-        0o644,
-    )?;
-    // -n: no name or timestamp in the header, so the same page gives the same bytes.
-    util::run(
-        Command::new("gzip")
-            .args(["-9", "-n", "-f"])
-            .arg(manpage_path.with_extension("")),
-    )?;
-    fs::set_permissions(&manpage_path, fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("cannot chmod {}", manpage_path.display()))?;
+    write_gzipped(&root.join(MANPAGE), format!("{manpage}\n"))?;
+    let changelog = workspace.join(CHANGELOG);
+    let changelog =
+        fs::read(&changelog).with_context(|| format!("cannot read {}", changelog.display()))?;
+    write_gzipped(&root.join("usr/share/doc/port25/changelog.gz"), changelog)?;
 
     for (shell, dest) in COMPLETIONS {
         let script = output(Command::new(&binary).args(["completions", shell]))?;
         write_file(&root.join(dest), format!("{script}\n"), 0o644)?;
     }
     Ok(())
+}
+
+/// Writes `path` (ending in .gz) compressed as Debian ships documentation: `gzip -9n`, no name or
+/// timestamp in the header, so the same text gives the same bytes.
+fn write_gzipped(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    let plain = path.with_extension("");
+    write_file(&plain, contents, 0o644)?;
+    util::run(Command::new("gzip").args(["-9", "-n", "-f"]).arg(&plain))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("cannot chmod {}", path.display()))
+}
+
+/// The version of the newest entry of a Debian changelog: `port25 (0.1.0) unstable; …`.
+fn changelog_version(changelog: &str) -> Option<&str> {
+    let first = changelog.lines().next()?;
+    let rest = first
+        .strip_prefix(PACKAGE)?
+        .trim_start()
+        .strip_prefix('(')?;
+    rest.split_once(')').map(|(version, _)| version)
 }
 
 /// `Depends` for the shared libraries the binary links (libc6, libgcc-s1), with the versions
@@ -382,6 +404,17 @@ mod tests {
         );
         assert_eq!(parse_shlibs("shlibs:Depends=\n"), None);
         assert_eq!(parse_shlibs(""), None);
+    }
+
+    #[test]
+    fn the_changelog_names_this_version() {
+        let text = std::fs::read_to_string(util::workspace_root().join(CHANGELOG)).unwrap();
+        assert_eq!(changelog_version(&text), Some(env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            changelog_version("port25 (1.2.3-1) unstable;"),
+            Some("1.2.3-1")
+        );
+        assert_eq!(changelog_version("other (1.0) unstable;"), None);
     }
 
     #[test]

@@ -95,6 +95,12 @@ pub(crate) const PACKAGES: &[Package] = &[
         check: Check::Runs(&["systemd-analyze", "--version"]),
     },
     Package {
+        name: "lintian",
+        lab: false,
+        why: "the Debian archive's checker, on the built .deb",
+        check: Check::Runs(&["lintian", "--version"]),
+    },
+    Package {
         name: "man-db",
         lab: false,
         why: "man, which systemd-analyze verify uses for Documentation=",

@@ -4,6 +4,7 @@
 
 mod crowdsec;
 mod egress;
+mod text_format;
 
 use std::{
     net::SocketAddr,
@@ -120,7 +121,7 @@ impl Metrics {
         }
     }
 
-    /// The metrics in Prometheus/OpenMetrics text format.
+    /// The metrics in OpenMetrics text format.
     pub(crate) fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
@@ -150,16 +151,25 @@ pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpList
     })
 }
 
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT_0_0_4: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics to a scraper whose Accept header asks for it (Prometheus does), the text format
+/// 0.0.4 to any other (promtool, curl, many agents), as the Go and Python clients negotiate.
 async fn scrape(
     axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
     match metrics.render() {
+        Ok(body) if openmetrics => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
         Ok(body) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
+            [(header::CONTENT_TYPE, TEXT_0_0_4)],
+            text_format::from_openmetrics(&body),
         )
             .into_response(),
         Err(_) => (

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// How long a start may take: the verifier takes seconds per program in a TCG guest, and a
+/// start in libxdp mode verifies the filter twice (as XDP and as a dispatcher's component).
+const START_LIMIT: Duration = Duration::from_secs(60);
+
 /// A running `port25d run` inside a namespace, with its log in a file. Dropping it stops it
 /// (SIGTERM, bounded wait, SIGKILL) and, when the test is failing, prints its log.
 pub struct Daemon<'a> {
@@ -30,7 +34,7 @@ impl<'a> Daemon<'a> {
 
     /// Starts `port25d run --config CONFIG --metrics-listen METRICS` in `ns`, and returns once its
     /// metrics endpoint answers (so the filter is attached). Panics with the daemon's log if it exits
-    /// or does not answer within 20 s.
+    /// or does not answer within [`START_LIMIT`].
     pub fn start(ns: &'a Netns, config: &Path, metrics: SocketAddr, log: &Path) -> Self {
         Self::start_with_args(ns, config, metrics, log, &[])
     }
@@ -164,7 +168,7 @@ impl<'a> Daemon<'a> {
                 .env("NO_COLOR", "1"), // a log file, not a terminal (port25d also checks)
             &format!("port25d (metrics on http://{metrics}/metrics)"),
             log,
-            Duration::from_secs(20),
+            START_LIMIT,
             || scrape(ns, metrics).is_ok(),
         );
         Self {

@@ -87,3 +87,70 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .map(|(_, _, value)| value)
         .sum()
 }
+
+/// A real Prometheus server inside a namespace, scraping `target` every second, its TSDB and log
+/// in the work directory. Dropping it stops it.
+pub struct PrometheusServer<'a> {
+    ns: &'a super::Netns,
+    child: Option<std::process::Child>,
+    web: &'static str,
+}
+
+impl<'a> PrometheusServer<'a> {
+    /// Starts it and returns once its query API answers (30 s at most).
+    pub fn start(ns: &'a super::Netns, target: &str, work: &super::WorkDir) -> Self {
+        use super::tool;
+        let web = "127.0.0.1:9098";
+        let config = work.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: port25\n    \
+                 static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap_or_else(|err| panic!("writing {}: {err}", config.display()));
+        let mut command = ns.command(tool("prometheus"));
+        command
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                work.join("prometheus").display()
+            ))
+            .arg(format!("--web.listen-address={web}"));
+        let mut server = Self {
+            ns,
+            child: None,
+            web,
+        };
+        server.child = Some(super::start_logged(
+            &mut command,
+            "prometheus",
+            &work.join("prometheus.log"),
+            std::time::Duration::from_secs(30),
+            || server.query("up").contains("\"status\":\"success\""),
+        ));
+        server
+    }
+
+    /// The JSON answer of an instant query of `expr` (empty if Prometheus does not answer).
+    pub fn query(&self, expr: &str) -> String {
+        let out = self
+            .ns
+            .command(super::tool("curl"))
+            .args(["--silent", "--max-time", "3", "--noproxy", "*"])
+            .arg(format!("http://{}/api/v1/query", self.web))
+            .args(["--data-urlencode", &format!("query={expr}")])
+            .output();
+        out.map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for PrometheusServer<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = super::stop_child(&mut child, libc::SIGTERM);
+        }
+    }
+}

@@ -141,12 +141,17 @@ fn deb_has_the_files_modes_and_conffiles() {
             if line.starts_with('#') || line.starts_with("echo") {
                 continue;
             }
-            for call in line.split("systemctl ").skip(1) {
-                let verb = call.split_whitespace().next().unwrap_or_default();
-                assert!(
-                    ["daemon-reload", "is-active", "try-restart", "stop"].contains(&verb),
-                    "DEBIAN/{script} runs `systemctl {verb}`: {line}"
-                );
+            for tool in ["systemctl ", "deb-systemd-invoke "] {
+                for call in line.split(tool).skip(1) {
+                    let verb = call
+                        .split_whitespace()
+                        .find(|word| !word.starts_with("--"))
+                        .unwrap_or_default();
+                    assert!(
+                        ["daemon-reload", "try-restart", "stop"].contains(&verb),
+                        "DEBIAN/{script} runs `{tool}{verb}`: {line}"
+                    );
+                }
             }
         }
         // systemctl only where systemd runs (not in chroots, containers, image builds).
@@ -191,4 +196,20 @@ fn deb_has_the_files_modes_and_conffiles() {
         size < 40 << 20,
         "/usr/sbin/port25d is {size} bytes: not stripped?"
     );
+}
+
+/// lintian, the Debian archive's own checker, finds no error and no warning in the package
+/// (informational tags are printed, not judged).
+#[test]
+fn lintian_reports_no_error_and_no_warning() {
+    let out = run(Command::new(tool("lintian", "lintian"))
+        .args(["--info", "--no-tag-display-limit"])
+        .arg(&built().deb));
+    let report = stdout(&out);
+    eprintln!("lintian:\n{report}");
+    let faults: Vec<&str> = report
+        .lines()
+        .filter(|line| line.starts_with("E: ") || line.starts_with("W: "))
+        .collect();
+    assert!(faults.is_empty(), "lintian:\n{}", faults.join("\n"));
 }

@@ -66,7 +66,6 @@ const FILES: &[(&str, &str, u32)] = &[
 
 /// Where the binary goes (the unit's ExecStart= names it).
 const BINARY: &str = "usr/sbin/port25d";
-const MANPAGE: &str = "usr/share/man/man8/port25d.8.gz";
 /// The Debian changelog; a native package ships it as /usr/share/doc/port25/changelog.gz.
 const CHANGELOG: &str = "packaging/debian/changelog";
 /// Shell completions at the places Debian's shells look for them: (shell, destination).
@@ -244,8 +243,27 @@ fn stage(bin: &Path, root: &Path) -> Result<()> {
             .arg(&binary),
     )?;
 
-    let manpage = output(Command::new(&binary).arg("manpage"))?;
-    write_gzipped(&root.join(MANPAGE), format!("{manpage}\n"))?;
+    // port25d(8), a page per subcommand, port25.toml(5): into man8 and man5 by their suffix.
+    let pages = root.join("man.tmp");
+    let listed = output(
+        Command::new(&binary)
+            .arg("manpage")
+            .arg("--dir")
+            .arg(&pages),
+    )?;
+    for page in listed.lines().map(Path::new) {
+        let name = page
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("port25d manpage printed {}", page.display()))?;
+        let section = name.rsplit('.').next().unwrap_or("8");
+        let text = fs::read(page).with_context(|| format!("cannot read {}", page.display()))?;
+        write_gzipped(
+            &root.join(format!("usr/share/man/man{section}/{name}.gz")),
+            text,
+        )?;
+    }
+    fs::remove_dir_all(&pages).with_context(|| format!("cannot remove {}", pages.display()))?;
     let changelog = workspace.join(CHANGELOG);
     let changelog =
         fs::read(&changelog).with_context(|| format!("cannot read {}", changelog.display()))?;

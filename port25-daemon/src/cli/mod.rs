@@ -6,6 +6,7 @@ mod check_config;
 mod detach;
 mod egress;
 mod lists;
+mod manpages;
 mod status;
 mod top;
 
@@ -148,9 +149,13 @@ enum Command {
         #[command(flatten)]
         pins: PinArgs,
     },
-    /// Write the man page (roff) to standard output, for packaging.
+    /// Write the man page port25d(8) (roff) to standard output, or with --dir every man page
+    /// (one per subcommand too) into a directory, for packaging.
     #[command(hide = true)]
-    Manpage,
+    Manpage {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Write shell completions to standard output, for packaging.
     #[command(hide = true)]
     Completions {
@@ -328,11 +333,13 @@ pub fn main() -> ExitCode {
         Command::Detach { socket, pins } => {
             detach::detach(&socket.control_socket, &pins.pin_dir).map(|()| 0)
         }
-        Command::Manpage => clap_mangen::Man::new(Cli::command())
-            .section("8")
-            .render(&mut std::io::stdout())
-            .map_err(anyhow::Error::from)
-            .map(|()| 0),
+        Command::Manpage { dir: None } => manpages::print_main().map(|()| 0),
+        Command::Manpage { dir: Some(dir) } => manpages::write_all(&dir).map(|pages| {
+            for page in pages {
+                println!("{}", page.display());
+            }
+            0
+        }),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -255,3 +255,47 @@ fn lintian_reports_no_error_and_no_warning() {
         .collect();
     assert!(faults.is_empty(), "lintian:\n{}", faults.join("\n"));
 }
+
+/// The packaged bash completion, as bash runs it on Tab: `port25d <Tab>` offers the subcommands,
+/// `port25d allow <Tab>` the list commands.
+#[test]
+fn bash_completion_offers_the_subcommands() {
+    let script = built().path("/usr/share/bash-completion/completions/port25d");
+    let complete = |words: &[&str]| -> Vec<String> {
+        let line = words.join(" ");
+        let program = format!(
+            "source \"$0\"; COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE='{line}'; \
+             COMP_POINT={point}; _port25d port25d '' '{previous}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            words = words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            cword = words.len() - 1,
+            point = line.len(),
+            previous = words[words.len() - 2],
+        );
+        let out = run(Command::new(tool("bash", "bash"))
+            .args(["-c", &program])
+            .arg(&script));
+        stdout(&out).lines().map(str::to_owned).collect()
+    };
+    let offered = complete(&["port25d", ""]);
+    for sub in [
+        "run",
+        "check-config",
+        "status",
+        "top",
+        "allow",
+        "deny",
+        "egress",
+        "audit",
+        "detach",
+    ] {
+        assert!(offered.iter().any(|o| o == sub), "{sub} in {offered:?}");
+    }
+    let offered = complete(&["port25d", "allow", ""]);
+    for sub in ["add", "del", "list"] {
+        assert!(offered.iter().any(|o| o == sub), "{sub} in {offered:?}");
+    }
+}

@@ -203,6 +203,8 @@ fn deb_has_the_files_modes_and_conffiles() {
             .args(["--warnings", "-l"])
             .arg(&path)
             .env("MANWIDTH", "80")
+            // As on a host without a UTF-8 locale (CI's): every page must render there too.
+            .env("LC_ALL", "C")
             .output()
             .unwrap();
         let warnings = String::from_utf8_lossy(&rendered.stderr);

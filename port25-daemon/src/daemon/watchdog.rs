@@ -25,6 +25,9 @@ pub(super) struct Lost {
 
 impl Daemon {
     pub(super) fn check_hooks(&mut self) {
+        // Counted once `publish` has shown the loss (port25_attached 0): a scrape that sees the
+        // count sees the rest too.
+        let mut losses: Vec<(&'static str, String)> = Vec::new();
         for hook in self.datapath.lost_hooks() {
             match hook {
                 LostHook::Xdp { iface, occupant } => {
@@ -43,7 +46,7 @@ impl Daemon {
                             .as_ref()
                             .map_or_else(String::new, |h| format!("; {iface} now runs {h}"))
                     );
-                    self.count_detached("xdp", &iface);
+                    losses.push(("xdp", iface.clone()));
                     // The link is defunct: its pin goes, so that a new one can take the name.
                     self.datapath.detach(&iface);
                     self.lost.push(Lost {
@@ -61,7 +64,7 @@ impl Daemon {
                         "the egress guard's cgroup hooks were detached by someone else: outbound \
                          SMTP is NOT guarded"
                     );
-                    self.count_detached("egress_guard", "");
+                    losses.push(("egress_guard", String::new()));
                     self.datapath.detach_connect_hooks();
                     self.lost.push(Lost {
                         status: LostStatus {
@@ -79,6 +82,9 @@ impl Daemon {
             self.reattach();
         }
         self.publish();
+        for (hook, iface) in losses {
+            self.count_detached(hook, &iface);
+        }
     }
 
     /// Exports every hook's loss counter from the start, so that an alert sees a zero, not a gap.

@@ -565,14 +565,22 @@ pub fn wait_links_gone(ids: &[u32], limit: std::time::Duration) -> bool {
 
 /// Takes port25's component out of the libxdp dispatcher on `ifindex`, saying so.
 fn leave_dispatcher(iface: &str, ifindex: u32) {
+    match leave_said(iface, ifindex) {
+        Ok(done) => tracing::info!("{done}"),
+        Err(problem) => tracing::warn!("{problem}"),
+    }
+}
+
+/// [`libxdp::leave`], in words: what was done, or what went wrong.
+fn leave_said(name: &str, ifindex: u32) -> Result<String, String> {
     match libxdp::leave(ifindex) {
-        Ok(()) => tracing::info!("{iface}: port25 left libxdp's dispatcher"),
+        Ok(()) => Ok(format!("took port25 out of libxdp's dispatcher on {name}")),
         Err(Refusal::Occupied(occupant)) => {
-            tracing::info!("{iface}: runs {occupant} now; port25 is not in it")
+            Ok(format!("{name} runs {occupant}; port25 is not in it"))
         }
-        Err(Refusal::Failed(reason)) => {
-            tracing::warn!("{iface}: cannot take port25 out of libxdp's dispatcher: {reason}")
-        }
+        Err(Refusal::Failed(reason)) => Err(format!(
+            "{name}: cannot take port25 out of libxdp's dispatcher: {reason}"
+        )),
     }
 }
 
@@ -595,12 +603,9 @@ pub fn leave_dispatchers() -> (Vec<String>, Vec<String>) {
     let (mut done, mut problems) = (Vec::new(), Vec::new());
     for ifindex in libxdp::interfaces_with_port25() {
         let name = ifname(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"));
-        match libxdp::leave(ifindex) {
-            Ok(()) => done.push(format!("took port25 out of libxdp's dispatcher on {name}")),
-            Err(Refusal::Occupied(occupant)) => {
-                done.push(format!("{name} runs {occupant}; port25 is not in it"));
-            }
-            Err(Refusal::Failed(reason)) => problems.push(format!("{name}: {reason}")),
+        match leave_said(&name, ifindex) {
+            Ok(line) => done.push(line),
+            Err(problem) => problems.push(problem),
         }
     }
     (done, problems)

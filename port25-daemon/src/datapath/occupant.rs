@@ -161,8 +161,12 @@ fn invalid(what: String) -> std::io::Error {
 
 /// The name of loaded program `id`.
 fn program_name(id: u32) -> Option<String> {
+    loaded_program(id).and_then(|info| info.name_as_str().map(str::to_owned))
+}
+
+/// What the kernel says of loaded program `id`, if it is still loaded.
+pub(super) fn loaded_program(id: u32) -> Option<aya::programs::ProgramInfo> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .find(|info| info.id() == id)
-        .and_then(|info| info.name_as_str().map(str::to_owned))
 }

@@ -22,7 +22,7 @@ use port25_common::COMPONENT_PROGRAM_NAME;
 pub use self::dispatcher::{DispatcherConfig, SlotConfig};
 use super::{
     bpf_cmd,
-    occupant::{Occupant, swap_xdp, xdp_occupant},
+    occupant::{Occupant, loaded_program, swap_xdp, xdp_occupant},
 };
 use crate::model::{XdpMode, XdpModeSetting};
 
@@ -133,9 +133,7 @@ fn running(lock: &Lock, ifindex: u32) -> Result<Option<Running>, Refusal> {
             occupant.mode
         )
     })?;
-    let info = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|info| info.id() == occupant.program_id)
+    let info = loaded_program(occupant.program_id)
         .ok_or_else(|| format!("program {} is gone", occupant.program_id))?;
     let config = DispatcherConfig::of_running(&info)
         .map_err(|e| format!("the dispatcher (program {}): {e}", occupant.program_id))?;

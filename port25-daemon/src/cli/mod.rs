@@ -139,8 +139,9 @@ enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Remove the filter: detach the programs and remove every pin. A running daemon is asked to
-    /// detach and stop; otherwise the pins a stopped or killed daemon left are removed.
+    /// Remove the filter: detach the programs and remove every pin (and take port25 out of
+    /// libxdp's dispatchers). A running daemon is asked to detach and stop; otherwise the pins a
+    /// stopped or killed daemon left are removed.
     ///
     /// Example: port25d detach
     Detach {

@@ -6,6 +6,8 @@
 
 use std::{path::PathBuf, process::Command};
 
+use port25_testkit::assert_mentions;
+
 fn port25d(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_port25d"))
         .args(args)
@@ -49,9 +51,7 @@ impl Drop for TempConfig {
 fn succeeds(args: &[&str], says: &[&str]) {
     let (code, stdout, stderr) = port25d(args);
     assert_eq!(code, 0, "port25d {args:?}: stderr: {stderr}");
-    for needle in says {
-        assert!(stdout.contains(needle), "{needle:?} missing from: {stdout}");
-    }
+    assert_mentions(&stdout, says);
 }
 
 /// Runs `port25d args`, asserts it exits 1, without a panic, and says each of `says` on stderr.
@@ -59,9 +59,7 @@ fn fails(args: &[&str], says: &[&str]) {
     let (code, stdout, stderr) = port25d(args);
     assert_eq!(code, 1, "port25d {args:?}: stdout: {stdout}");
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
-    for needle in says {
-        assert!(stderr.contains(needle), "{needle:?} missing from: {stderr}");
-    }
+    assert_mentions(&stderr, says);
 }
 
 #[test]

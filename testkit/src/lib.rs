@@ -7,6 +7,14 @@ pub mod lab;
 pub mod reference;
 pub mod rng;
 
+/// Fails, showing `text`, unless it contains every one of `needles`.
+#[track_caller]
+pub fn assert_mentions(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+}
+
 /// Fails the test (never skips it) when not root: these tests load XDP programs and build netns labs.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

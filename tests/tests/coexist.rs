@@ -17,6 +17,7 @@ use std::{
 };
 
 use port25_testkit::{
+    assert_mentions,
     lab::{
         Client, Daemon, Gateway, METRICS, SharedBpffs, WorkDir, metric, poll, require_tools, tool,
         xdp_program_ids,
@@ -102,9 +103,10 @@ fn another_xdp_program_on_the_interface_is_named_and_left_alone() {
         "gw0: another XDP program holds the interface: program {}",
         before[0]
     );
-    for needle in [named.as_str(), "in skb mode", "xdp-loader unload gw0 --all"] {
-        assert!(stderr.contains(needle), "{needle:?} in:\n{stderr}");
-    }
+    assert_mentions(
+        &stderr,
+        &[named.as_str(), "in skb mode", "xdp-loader unload gw0 --all"],
+    );
     // libxdp puts its programs in a dispatcher where the kernel allows extension programs
     // (Debian's), and attaches xdp-filter's program alone where it does not (the CI host's).
     assert!(
@@ -168,11 +170,7 @@ fn a_link_taken_away_is_reported_and_attached_again() {
         "the loss is counted within the check interval:\n{}",
         daemon.log()
     );
-    assert!(
-        daemon
-            .log()
-            .contains("gw0: port25's XDP filter was detached by someone else")
-    );
+    daemon.assert_logged("gw0: port25's XDP filter was detached by someone else");
     assert_eq!(attached(&daemon), Some(0.0));
     let (_, status, _) = daemon.cli(&["status"]);
     assert!(
@@ -205,7 +203,7 @@ fn a_link_taken_away_is_reported_and_attached_again() {
             .then_some(())
     });
     assert!(again.is_some(), "{}", daemon.log());
-    assert!(daemon.log().contains("gw0: XDP filter attached again"));
+    daemon.assert_logged("gw0: XDP filter attached again");
 }
 
 /// How a TCP connection from the client to the gateway's `port` ends: `true` when the gateway's
@@ -251,6 +249,22 @@ fn libxdp_status(bpffs: &SharedBpffs, net: &Gateway) -> String {
     run_in(bpffs, net, &tool("xdp-loader"), &["status", "gw0"])
 }
 
+/// After port25 left the dispatcher (`how`): port 25 reaches the stack, xdp-filter still drops
+/// 2525, and libxdp lists xdp-filter's programs only.
+#[track_caller]
+fn assert_only_xdp_filter_left(bpffs: &SharedBpffs, net: &Gateway, how: &str) {
+    assert!(reaches_stack(net, 25), "port25 still filters after {how}");
+    assert!(
+        !reaches_stack(net, 2525),
+        "xdp-filter went with port25 ({how})"
+    );
+    let status = libxdp_status(bpffs, net);
+    assert!(
+        !status.contains("port25_componen") && status.contains("xdpfilt_"),
+        "after {how}: {status}"
+    );
+}
+
 /// xdp_coexist = "libxdp": port25 and xdp-filter in one libxdp dispatcher on one interface, each
 /// doing its own job, each surviving what the other does (xdp-filter unloaded and loaded again,
 /// port25d restarted, SIGKILLed, detached) and libxdp listing both. On a kernel that refuses
@@ -284,14 +298,15 @@ fn port25_and_xdp_filter_share_a_libxdp_dispatcher() {
         let probe = in_work(&mut run, &work).output().unwrap();
         let stderr = String::from_utf8_lossy(&probe.stderr);
         if probe.status.code() != Some(137) {
-            for needle in [
-                "gw0: cannot join libxdp's dispatcher (xdp_coexist = \"libxdp\")",
-                "Operation not permitted",
-                "This kernel refuses extension programs",
-                "xdp_coexist = \"exclusive\"",
-            ] {
-                assert!(stderr.contains(needle), "{needle:?} in:\n{stderr}");
-            }
+            assert_mentions(
+                &stderr,
+                &[
+                    "gw0: cannot join libxdp's dispatcher (xdp_coexist = \"libxdp\")",
+                    "Operation not permitted",
+                    "This kernel refuses extension programs",
+                    "xdp_coexist = \"exclusive\"",
+                ],
+            );
             assert!(
                 xdp_program_ids(&net.gw, "gw0").is_empty(),
                 "a refused join leaves the interface as it was"
@@ -375,13 +390,7 @@ fn port25_and_xdp_filter_share_a_libxdp_dispatcher() {
         "the component stays while port25d is down"
     );
     let daemon = Daemon::start_in_bpffs(&net.gw, &bpffs, &config, &work, "second.log");
-    assert!(
-        daemon
-            .log()
-            .contains("the previous daemon's component was replaced atomically"),
-        "{}",
-        daemon.log()
-    );
+    daemon.assert_logged("the previous daemon's component was replaced atomically");
     let status = libxdp_status(&bpffs, &net);
     assert_eq!(status.matches("port25_componen").count(), 1, "{status}");
     assert!(
@@ -397,18 +406,8 @@ fn port25_and_xdp_filter_share_a_libxdp_dispatcher() {
         &tool("xdp-loader"),
         &["unload", "gw0", "--all"],
     );
-    let back = poll(Duration::from_secs(15), || {
-        daemon
-            .log()
-            .contains("gw0: XDP filter attached again")
-            .then_some(())
-    });
-    assert!(back.is_some(), "{}", daemon.log());
-    assert!(
-        daemon
-            .log()
-            .contains("port25's XDP filter was detached by someone else")
-    );
+    daemon.wait_for_log("gw0: XDP filter attached again", Duration::from_secs(15));
+    daemon.assert_logged("port25's XDP filter was detached by someone else");
     let detached = metric(
         &daemon.scrape(),
         "port25_detached_total",
@@ -456,13 +455,7 @@ fn port25_and_xdp_filter_share_a_libxdp_dispatcher() {
         out.contains("took port25 out of libxdp's dispatcher on gw0"),
         "{out}"
     );
-    assert!(reaches_stack(&net, 25), "port25 is gone");
-    assert!(!reaches_stack(&net, 2525), "xdp-filter stays");
-    let status = libxdp_status(&bpffs, &net);
-    assert!(
-        !status.contains("port25_componen") && status.contains("xdpfilt_"),
-        "{status}"
-    );
+    assert_only_xdp_filter_left(&bpffs, &net, "port25d detach");
 
     // on_exit = "detach": SIGTERM takes port25 out, and only port25.
     let text = std::fs::read_to_string(&config).unwrap();
@@ -474,11 +467,5 @@ fn port25_and_xdp_filter_share_a_libxdp_dispatcher() {
     let daemon = Daemon::start_in_bpffs(&net.gw, &bpffs, &config, &work, "third.log");
     assert!(!reaches_stack(&net, 25));
     drop(daemon);
-    assert!(reaches_stack(&net, 25), "port25 left the dispatcher");
-    assert!(!reaches_stack(&net, 2525), "xdp-filter stays");
-    let status = libxdp_status(&bpffs, &net);
-    assert!(
-        !status.contains("port25_componen") && status.contains("xdpfilt_"),
-        "{status}"
-    );
+    assert_only_xdp_filter_left(&bpffs, &net, "SIGTERM with on_exit = \"detach\"");
 }

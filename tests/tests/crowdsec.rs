@@ -24,7 +24,7 @@ use std::{
 };
 
 use port25_testkit::{
-    frames,
+    assert_mentions, frames,
     lab::{
         ALLOWED_V4, Client, Daemon, GW_A_V4, GW_B_V4, Gateway, Lapi, METRICS, Netns, OTHER_V4,
         OTHER_V6, SmtpSink, VethEnd, WorkDir, ip, live_xdp_verdict, metric, metric_sum, poll,
@@ -182,14 +182,15 @@ fn bans_arrive_within_a_poll_and_leave_when_no_decision_holds_them() {
     assert_eq!(held(&daemon, "cscli", "ipv6"), 1.0);
     let (code, out, err) = daemon.cli(&["deny", "list"]);
     assert_eq!(code, 0, "{err}");
-    for needle in [
-        "3 decisions from CrowdSec",
-        "198.18.7.0/24",
-        "crowdsec cscli",
-        "expires in 59m",
-    ] {
-        assert!(out.contains(needle), "{needle:?} in `deny list`:\n{out}");
-    }
+    assert_mentions(
+        &out,
+        &[
+            "3 decisions from CrowdSec",
+            "198.18.7.0/24",
+            "crowdsec cscli",
+            "expires in 59m",
+        ],
+    );
 
     // A captcha is not a ban: skipped and counted, the address still passes.
     lapi.cscli(&["decisions", "add", "--ip", ALLOWED_V4, "--type", "captcha"]);
@@ -347,11 +348,7 @@ fn bans_stay_while_the_lapi_is_down_and_across_a_restart() {
         XDP_DROP,
         "the ban survived the restart"
     );
-    assert!(
-        daemon.log().contains("kept from the last run are enforced"),
-        "{}",
-        daemon.log()
-    );
+    daemon.assert_logged("kept from the last run are enforced");
 
     // The LAPI back: deltas resume.
     lapi.resume();

@@ -78,6 +78,11 @@ impl Lab {
         self.config_named("port25.toml", extra)
     }
 
+    /// The usual policy: drop, but for the allowlisted client.
+    fn allowing_one(&self) -> PathBuf {
+        self.config(&format!("[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"))
+    }
+
     fn config_named(&self, name: &str, extra: &str) -> PathBuf {
         let path = self.work.join(name);
         let text = format!(
@@ -107,7 +112,7 @@ fn packets(text: &str, verdict: &str, reason: &str) -> f64 {
 fn a_killed_daemon_leaves_the_filter_enforcing_and_a_restart_takes_it_over() {
     let lab = Lab::new("kill");
     let _sink = lab.sink();
-    let cfg = lab.config(&format!("[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"));
+    let cfg = lab.allowing_one();
 
     let daemon = lab.start(&cfg, "first.log");
     assert!(lab.delivers_from_allowed(), "allowlisted before the kill");
@@ -235,7 +240,7 @@ fn says_pins_persist(daemon: &Daemon, persistent: bool) {
 fn pins_that_die_with_the_daemon_are_said_so() {
     let lab = Lab::new("private");
     let _sink = lab.sink();
-    let cfg = lab.config(&format!("[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"));
+    let cfg = lab.allowing_one();
     let warning = "the filter will NOT survive the daemon";
 
     // Pinned on a bpffs the host has (mounted under /run, seen from both sides): nothing to say.
@@ -423,7 +428,7 @@ fn changing_xdp_mode_switches_the_pinned_link_both_ways() {
 fn runtime_lists_expire_and_survive_a_restart() {
     let lab = Lab::new("rt");
     let _sink = lab.sink();
-    let cfg = lab.config(&format!("[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"));
+    let cfg = lab.allowing_one();
     let daemon = lab.start(&cfg, "first.log");
     assert!(!lab.delivers_from_other());
 
@@ -438,13 +443,10 @@ fn runtime_lists_expire_and_survive_a_restart() {
         lab.delivers_from_other(),
         "runtime allow takes effect at once"
     );
-    let expired = poll(Duration::from_secs(10), || {
-        daemon
-            .log()
-            .contains("runtime allow entry 198.18.1.20/32 expired")
-            .then_some(())
-    });
-    assert!(expired.is_some(), "no expiry in the log:\n{}", daemon.log());
+    daemon.wait_for_log(
+        "runtime allow entry 198.18.1.20/32 expired",
+        Duration::from_secs(10),
+    );
     assert!(!lab.delivers_from_other(), "blocked again after expiry");
 
     // A deny entry beats the config's allow entry, and survives a restart (fail2ban's ban).
@@ -619,14 +621,7 @@ fn watched_directories_reload_by_themselves() {
     );
     // A broken feed is rejected and the policy stays.
     fs::write(feeds.join("broken.txt"), "198.18.0.1/8\n").unwrap();
-    let rejected = poll(Duration::from_secs(15), || {
-        daemon.log().contains("broken.txt:1").then_some(())
-    });
-    assert!(
-        rejected.is_some(),
-        "no rejection naming the file:\n{}",
-        daemon.log()
-    );
+    daemon.wait_for_log("broken.txt:1", Duration::from_secs(15));
     assert_eq!(
         metric(&daemon.scrape(), "port25_list_entries", &[("list", "deny")]),
         Some(2.0)
@@ -653,7 +648,7 @@ fn a_million_cidrs_load_without_blocking_the_daemon() {
     }
     fs::write(lab.work.join("big.txt"), list).unwrap();
     let path = lab.work.join("port25.toml"); // what lab.config writes
-    lab.config(&format!("[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]"));
+    lab.allowing_one();
     let mut daemon = lab.start(&path, "million.log");
 
     lab.config(&format!(

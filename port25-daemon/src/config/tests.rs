@@ -2,6 +2,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use port25_testkit::assert_mentions;
 
 use super::*;
 use crate::daemon::watch::watched_fingerprint;
@@ -294,19 +295,20 @@ fn display_lists_entries_and_caps_long_lists() {
     ))
     .unwrap();
     let text = c.to_string();
-    for needle in [
-        ORIGIN,
-        "eth0",
-        "25 entries (25 IPv4, 0 IPv6)",
-        "198.18.19.0/24",
-        "… and 5 more",
-        "1 entry (0 IPv4, 1 IPv6)",
-        "2001:db8::/32",
-        "127.0.0.1:9725",
-        "20 SYN/s, burst 40",
-    ] {
-        assert!(text.contains(needle), "{needle:?} missing from: {text}");
-    }
+    assert_mentions(
+        &text,
+        &[
+            ORIGIN,
+            "eth0",
+            "25 entries (25 IPv4, 0 IPv6)",
+            "198.18.19.0/24",
+            "… and 5 more",
+            "1 entry (0 IPv4, 1 IPv6)",
+            "2001:db8::/32",
+            "127.0.0.1:9725",
+            "20 SYN/s, burst 40",
+        ],
+    );
     assert!(!text.contains("198.18.20.0/24"), "capped at 20: {text}");
 }
 
@@ -619,16 +621,17 @@ fn egress_is_validated_and_shown() {
         "the cgroup2 root by default"
     );
     let text = c.to_string();
-    for needle in [
-        "(none: no XDP filter, the egress guard only)",
-        "monitor (count and log, refuse nothing), TCP ports 25, 2525",
-        "198.18.9.0/24, 2001:db8::25/128, localhost (127.0.0.1",
-        "uid 0, uid 4242",
-        "guarded on lo",
-        "every 60 s",
-    ] {
-        assert!(text.contains(needle), "{needle:?} in:\n{text}");
-    }
+    assert_mentions(
+        &text,
+        &[
+            "(none: no XDP filter, the egress guard only)",
+            "monitor (count and log, refuse nothing), TCP ports 25, 2525",
+            "198.18.9.0/24, 2001:db8::25/128, localhost (127.0.0.1",
+            "uid 0, uid 4242",
+            "guarded on lo",
+            "every 60 s",
+        ],
+    );
     assert!(
         parse("[egress]\nmode = \"off\"\n")
             .unwrap()
@@ -690,13 +693,14 @@ fn crowdsec_is_validated_shown_and_keeps_its_secrets() {
         !shown.contains("0123abcd") && !shown.contains("s3cret"),
         "{shown}"
     );
-    for needle in [
-        "bouncer of http://127.0.0.1:8080 every 5 s",
-        "origins capi, crowdsec",
-        "as machine gw-a: a prefix with 500 rate-limited SYNs in 30 s gets a 1h30m ban",
-    ] {
-        assert!(shown.contains(needle), "{needle:?} in:\n{shown}");
-    }
+    assert_mentions(
+        &shown,
+        &[
+            "bouncer of http://127.0.0.1:8080 every 5 s",
+            "origins capi, crowdsec",
+            "as machine gw-a: a prefix with 500 rate-limited SYNs in 30 s gets a 1h30m ban",
+        ],
+    );
     assert!(
         parse("[crowdsec]\nlapi_url = \"\"\n")
             .unwrap()

@@ -115,96 +115,49 @@ mod tests {
         }
     }
 
+    /// What `reporter` reports when it sees `prefix` (not allowlisted, not verified) at `now`
+    /// with `dropped` SYNs dropped so far.
+    fn look(reporter: &mut Reporter, now: u64, prefix: &str, dropped: u64) -> Vec<Report> {
+        let sources = [source(prefix, dropped, false)];
+        reporter.observe(now, &sources, |_: &IpNet| false, &settings())
+    }
+
     #[test]
     fn a_prefix_is_reported_once_its_drops_within_the_window_reach_the_threshold() {
         let mut reporter = Reporter::default();
-        let s = settings();
         // Already there at the first look: what it dropped before is not counted.
-        assert!(
-            reporter
-                .observe(
-                    0,
-                    &[source("198.18.0.66/32", 500, false)],
-                    |_: &IpNet| false,
-                    &s
-                )
-                .is_empty()
-        );
-        assert!(
-            reporter
-                .observe(
-                    2,
-                    &[source("198.18.0.66/32", 550, false)],
-                    |_: &IpNet| false,
-                    &s
-                )
-                .is_empty()
-        );
-        let reports = reporter.observe(
-            4,
-            &[source("198.18.0.66/32", 600, false)],
-            |_: &IpNet| false,
-            &s,
-        );
+        assert!(look(&mut reporter, 0, "198.18.0.66/32", 500).is_empty());
+        assert!(look(&mut reporter, 2, "198.18.0.66/32", 550).is_empty());
         assert_eq!(
-            reports,
+            look(&mut reporter, 4, "198.18.0.66/32", 600),
             vec![Report {
                 prefix: "198.18.0.66/32".parse().unwrap(),
                 dropped: 100
             }]
         );
         // Once per window.
-        assert!(
-            reporter
-                .observe(
-                    6,
-                    &[source("198.18.0.66/32", 900, false)],
-                    |_: &IpNet| false,
-                    &s
-                )
-                .is_empty()
-        );
-        assert_eq!(
-            reporter
-                .observe(
-                    65,
-                    &[source("198.18.0.66/32", 1200, false)],
-                    |_: &IpNet| false,
-                    &s
-                )
-                .len(),
-            1
-        );
+        assert!(look(&mut reporter, 6, "198.18.0.66/32", 900).is_empty());
+        assert_eq!(look(&mut reporter, 65, "198.18.0.66/32", 1200).len(), 1);
     }
 
     #[test]
     fn a_new_prefix_counts_from_zero_and_slow_drops_never_reach_it() {
         let mut reporter = Reporter::default();
-        let s = settings();
-        assert!(reporter.observe(0, &[], |_: &IpNet| false, &s).is_empty());
-        // Appeared since the last look with 150 drops: all within the window.
-        assert_eq!(
+        assert!(
             reporter
-                .observe(
-                    2,
-                    &[source("198.18.7.0/24", 150, false)],
-                    |_: &IpNet| false,
-                    &s
-                )
-                .len(),
-            1
+                .observe(0, &[], |_: &IpNet| false, &settings())
+                .is_empty()
         );
+        // Appeared since the last look with 150 drops: all within the window.
+        assert_eq!(look(&mut reporter, 2, "198.18.7.0/24", 150).len(), 1);
         // 10 drops every 10 s: never 100 within 60 s.
         let mut reporter = Reporter::default();
         for step in 0..30 {
             let now = step * 10;
-            let found = reporter.observe(
-                now,
-                &[source("198.18.8.8/32", step * 10, false)],
-                |_: &IpNet| false,
-                &s,
+            assert!(
+                look(&mut reporter, now, "198.18.8.8/32", step * 10).is_empty(),
+                "at {now}"
             );
-            assert!(found.is_empty(), "at {now}");
         }
     }
 

@@ -61,38 +61,29 @@ fn unescape_quotes(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Each row: one family as prometheus-client writes it, and as text format 0.0.4 has it.
     #[test]
     fn families_are_named_as_their_samples_and_openmetrics_only_lines_go() {
-        let openmetrics = "\
-# HELP port25_packets Packets judged, by \\\"verdict\\\" and a \\\\ and a \\n.
-# TYPE port25_packets counter
-port25_packets_total{iface=\"gw0\",verdict=\"drop\"} 3
-# HELP port25_build Build.
-# TYPE port25_build info
-port25_build_info{version=\"0.1.0\"} 1
-# HELP port25_attached Attached.
-# TYPE port25_attached gauge
-# UNIT port25_attached bytes
-port25_attached{iface=\"gw0\"} 1
-# TYPE port25_odd unknown
-port25_odd 2
-# EOF
-";
-        assert_eq!(
-            from_openmetrics(openmetrics),
-            "\
-# HELP port25_packets_total Packets judged, by \"verdict\" and a \\\\ and a \\n.
-# TYPE port25_packets_total counter
-port25_packets_total{iface=\"gw0\",verdict=\"drop\"} 3
-# HELP port25_build_info Build.
-# TYPE port25_build_info gauge
-port25_build_info{version=\"0.1.0\"} 1
-# HELP port25_attached Attached.
-# TYPE port25_attached gauge
-port25_attached{iface=\"gw0\"} 1
-# TYPE port25_odd untyped
-port25_odd 2
-"
-        );
+        for (openmetrics, text) in [
+            (
+                "# HELP p Packets.\n# TYPE p counter\np_total{iface=\"gw0\"} 3\n",
+                "# HELP p_total Packets.\n# TYPE p_total counter\np_total{iface=\"gw0\"} 3\n",
+            ),
+            (
+                "# HELP b Build.\n# TYPE b info\nb_info{version=\"0.1.0\"} 1\n",
+                "# HELP b_info Build.\n# TYPE b_info gauge\nb_info{version=\"0.1.0\"} 1\n",
+            ),
+            (
+                "# HELP a Attached.\n# TYPE a gauge\n# UNIT a bytes\na 1\n",
+                "# HELP a Attached.\n# TYPE a gauge\na 1\n",
+            ),
+            ("# TYPE o unknown\no 2\n# EOF\n", "# TYPE o untyped\no 2\n"),
+            (
+                "# HELP q By \\\"verdict\\\", a \\\\ and a \\n.\n# TYPE q gauge\n",
+                "# HELP q By \"verdict\", a \\\\ and a \\n.\n# TYPE q gauge\n",
+            ),
+        ] {
+            assert_eq!(from_openmetrics(openmetrics), text, "from:\n{openmetrics}");
+        }
     }
 }

@@ -249,6 +249,27 @@ impl<'a> Daemon<'a> {
         read_lossy(&self.log)
     }
 
+    /// Fails, showing the log, unless it has logged `needle`.
+    #[track_caller]
+    pub fn assert_logged(&self, needle: &str) {
+        let log = self.log();
+        assert!(
+            log.contains(needle),
+            "{needle:?} missing from port25d's log:\n{log}"
+        );
+    }
+
+    /// Waits up to `limit` for the log to show `needle`; fails, showing the log, if it does not.
+    #[track_caller]
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        if poll(limit, || self.log().contains(needle).then_some(())).is_none() {
+            panic!(
+                "{needle:?} not in port25d's log within {limit:?}:\n{}",
+                self.log()
+            );
+        }
+    }
+
     /// Asks it to reload its config.
     pub fn hup(&mut self) {
         assert!(

@@ -6,11 +6,10 @@ use super::*;
 #[test]
 fn the_guard_outlives_a_killed_daemon_and_a_restart_takes_its_links_over() {
     let lab = Lab::new("restart");
-    let smart = format!("smart_hosts = [\"{SMART_V4}\"]");
-    let config = lab.config_on("[\"gw0\"]", "enforce", &smart);
+    let config = lab.enforcing_beside_xdp();
     let refused = || lab.connect(&["tcp", OTHER_V4, "25"]).refused == 1;
     let daemon = lab.start(&config);
-    assert!(refused());
+    assert!(refused(), "a connect to a host that is not a smart host");
     let links = lab.link_ids();
     assert!(
         links.iter().all(|id| id.ends_with(':')),
@@ -20,13 +19,7 @@ fn the_guard_outlives_a_killed_daemon_and_a_restart_takes_its_links_over() {
     assert!(refused(), "a killed daemon leaves the guard refusing");
 
     let mut daemon = lab.start(&config);
-    assert!(
-        daemon
-            .log()
-            .contains("egress guard took over its pinned links on cgroup"),
-        "{}",
-        daemon.log()
-    );
+    daemon.assert_logged("egress guard took over its pinned links on cgroup");
     assert_eq!(lab.link_ids(), links, "the same links");
     let programs = lab.programs_on_cgroup();
     for hook in ["port25_connect4", "port25_connect6"] {
@@ -49,7 +42,7 @@ fn the_guard_outlives_a_killed_daemon_and_a_restart_takes_its_links_over() {
         daemon.log()
     );
     lab.assert_hooks_gone();
-    lab.config_on("[\"gw0\"]", "enforce", &smart);
+    lab.enforcing_beside_xdp();
     daemon.hup();
     let on = poll(Duration::from_secs(5), || refused().then_some(()));
     assert!(on.is_some(), "enforce again:\n{}", daemon.log());
@@ -124,13 +117,7 @@ fn a_smart_host_by_name_follows_its_address() {
 
     // A name that stops resolving keeps its last addresses.
     fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
-    let warned = poll(Duration::from_secs(15), || {
-        daemon
-            .log()
-            .contains("keeping its last addresses")
-            .then_some(())
-    });
-    assert!(warned.is_some(), "{}", daemon.log());
+    daemon.wait_for_log("keeping its last addresses", Duration::from_secs(15));
     assert_eq!(lab.connect(&["tcp", OTHER_V4, "25"]).ok, 1);
 }
 
@@ -249,11 +236,10 @@ fn on_exit_keep_leaves_the_guard_refusing_until_detach() {
 #[test]
 fn hooks_taken_away_are_reported_and_attached_again() {
     let lab = Lab::new("taken");
-    let smart = format!("smart_hosts = [\"{SMART_V4}\"]");
-    let config = lab.config_on("[\"gw0\"]", "enforce", &smart);
+    let config = lab.enforcing_beside_xdp();
     let refused = || lab.connect(&["tcp", OTHER_V4, "25"]).refused == 1;
     let daemon = lab.start(&config);
-    assert!(refused());
+    assert!(refused(), "a connect to a host that is not a smart host");
     let lost = |daemon: &Daemon| {
         metric(
             &daemon.scrape(),

@@ -25,6 +25,7 @@ use std::{
 };
 
 use port25_testkit::{
+    assert_mentions,
     lab::{
         BpfFs, Cgroup, Client, Daemon, Gateway, METRICS, Netns, SMTP_LAB_TOOLS, SmtpSink, VethEnd,
         WorkDir, ip, metric, metric_samples, poll, require_tools, send_mail, send_mail_in, veth,
@@ -117,6 +118,15 @@ impl Lab {
         self.config(
             mode,
             &format!("smart_hosts = [\"{SMART_V4}\", \"{SMART_V6}/128\"]"),
+        )
+    }
+
+    /// The guard enforcing with one smart host, beside the XDP filter on gw0 (in monitor mode).
+    fn enforcing_beside_xdp(&self) -> PathBuf {
+        self.config_on(
+            "[\"gw0\"]",
+            "enforce",
+            &format!("smart_hosts = [\"{SMART_V4}\"]"),
         )
     }
 
@@ -385,14 +395,15 @@ fn only_smart_hosts_and_allowed_processes_get_outbound_smtp() {
     let pins = lab.bpf.pin_dir();
     let (code, audit, err) = daemon.cli(&["audit", "--pin-dir", pins.to_str().unwrap()]);
     assert_eq!(code, 2, "a CHECK finding: {audit}{err}");
-    for needle in [
-        "Egress guard (outbound SMTP):",
-        "ok: outbound SMTP guarded for only processes in cgroup",
-        "CHECK: egress-client tried outbound SMTP to servers that are not smart hosts 3 times (refused)",
-        "CHECK: swaks tried outbound SMTP",
-    ] {
-        assert!(audit.contains(needle), "{needle:?} in:\n{audit}");
-    }
+    assert_mentions(
+        &audit,
+        &[
+            "Egress guard (outbound SMTP):",
+            "ok: outbound SMTP guarded for only processes in cgroup",
+            "CHECK: egress-client tried outbound SMTP to servers that are not smart hosts 3 times (refused)",
+            "CHECK: swaks tried outbound SMTP",
+        ],
+    );
     assert!(
         status.contains("deny        not_allowed               6 connects"),
         "{status}"

@@ -35,10 +35,16 @@ fn prefixes(list: &CrowdsecList) -> Vec<String> {
 
 const NOW: u64 = 1_800_000_000;
 
+/// An empty list after the startup answer `fixture`, and what that answer changed.
+fn started_from(fixture: &str) -> (CrowdsecList, Applied) {
+    let mut list = CrowdsecList::load(None, NOW).unwrap();
+    let applied = list.apply(&stream(fixture), true, &settings(), NOW);
+    (list, applied)
+}
+
 #[test]
 fn debian_12s_lapi_startup_then_deltas() {
-    let mut list = CrowdsecList::load(None, NOW).unwrap();
-    let applied = list.apply(&stream("1.4.6-startup"), true, &settings(), NOW);
+    let (mut list, applied) = started_from("1.4.6-startup");
     assert_eq!(applied.added, 2);
     assert_eq!(
         applied.skipped,
@@ -66,8 +72,7 @@ fn debian_12s_lapi_startup_then_deltas() {
 
 #[test]
 fn current_lapi_shapes_and_what_is_skipped() {
-    let mut list = CrowdsecList::load(None, NOW).unwrap();
-    let applied = list.apply(&stream("current-startup"), true, &settings(), NOW);
+    let (mut list, applied) = started_from("current-startup");
     assert_eq!(applied.added, 4);
     assert_eq!(
         applied.skipped,
@@ -90,8 +95,7 @@ fn current_lapi_shapes_and_what_is_skipped() {
 
     // The LAPI streams a deletion once no decision bans the value: every decision held on it
     // goes, whichever id the deletion names. A deletion of a decision never held is fine.
-    let mut list = CrowdsecList::load(None, NOW).unwrap();
-    list.apply(&stream("current-startup"), true, &settings(), NOW);
+    let (mut list, _) = started_from("current-startup");
     let applied = list.apply(&stream("current-delta"), false, &settings(), NOW);
     assert_eq!((applied.added, applied.removed), (0, 2));
     assert!(applied.prefixes_changed);

@@ -181,7 +181,17 @@ impl PinDir {
     /// released, which detaches their program. Best effort: reports what it could not remove.
     pub fn remove_all(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        remove_tree(&self.root, &mut problems);
+        for (_, child) in list_dir(&self.root) {
+            remove_tree(&child, &mut problems);
+        }
+        // EBUSY or EROFS (a read-only parent is checked first): a mount point, as the systemd
+        // unit binds the pin directory into the service; it stays, empty.
+        if let Err(err) = std::fs::remove_dir(&self.root)
+            && !matches!(err.raw_os_error(), Some(libc::EBUSY | libc::EROFS))
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            problems.push(format!("removing {}: {err}", self.root.display()));
+        }
         problems
     }
 

@@ -342,13 +342,17 @@ pub fn main() -> ExitCode {
             0
         }),
         Command::Completions { shell } => {
+            // Into memory first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
             clap_complete::generate(
                 shell,
-                &mut Cli::command(),
+                &mut without_hidden_subcommands(Cli::command()),
                 "port25d",
-                &mut std::io::stdout(),
+                &mut script,
             );
-            Ok(0)
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .map_err(|err| anyhow::anyhow!("writing the completion script: {err}"))
+                .map(|()| 0)
         }
     };
     match result {
@@ -358,6 +362,19 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line as operators' shells complete it: clap's generators list hidden
+/// subcommands too (`manpage`, `completions` are for packaging).
+fn without_hidden_subcommands(command: clap::Command) -> clap::Command {
+    let visible: Vec<clap::Command> = command
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    clap::Command::new("port25d")
+        .args(command.get_arguments().cloned())
+        .subcommands(visible)
 }
 
 fn init_logging() {

@@ -296,6 +296,12 @@ fn bash_completion_offers_the_subcommands() {
     ] {
         assert!(offered.iter().any(|o| o == sub), "{sub} in {offered:?}");
     }
+    for hidden in ["manpage", "completions"] {
+        assert!(
+            !offered.iter().any(|o| o == hidden),
+            "the packaging-only {hidden} in {offered:?}"
+        );
+    }
     let offered = complete(&["port25d", "allow", ""]);
     for sub in ["add", "del", "list"] {
         assert!(offered.iter().any(|o| o == sub), "{sub} in {offered:?}");

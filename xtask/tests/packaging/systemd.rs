@@ -11,7 +11,7 @@ struct HostMounts {
 impl Drop for HostMounts {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.usr).output();
-        // port25d leaves its (empty) pin directory behind.
+        // The unit leaves the (empty) pin directory and libxdp's behind.
         let _ = fs::remove_dir_all(&self.pin_dir);
     }
 }
@@ -38,7 +38,9 @@ PID=$(systemctl show -p MainPID --value port25d.service)
 mounts=$(cut -d' ' -f5,6 /proc/$PID/mountinfo)
 echo "$mounts" | grep -q '^/ ro' && ok root-ro || fail root-ro "$mounts"
 echo "$mounts" | grep -q '^/sys ro' && ok sys-ro || fail sys-ro "$mounts"
-echo "$mounts" | grep -q '^/sys/fs/bpf rw' && ok bpffs-rw || fail bpffs-rw "$mounts"
+echo "$mounts" | grep -q '^/sys/fs/bpf ro' && ok bpffs-ro || fail bpffs-ro "$mounts"
+echo "$mounts" | grep -q '^/sys/fs/bpf/port25 rw' && ok pins-rw || fail pins-rw "$mounts"
+echo "$mounts" | grep -q '^/sys/fs/bpf/xdp rw' && ok libxdp-rw || fail libxdp-rw "$mounts"
 echo "$mounts" | grep -q '^/var/lib/port25 rw' && ok state-rw || fail state-rw "$mounts"
 echo "$mounts" | grep -q '^/run/port25 rw' && ok runtime-rw || fail runtime-rw "$mounts"
 [ "$(stat -c %a /run/port25)" = 700 ] && ok runtime-0700 || fail runtime-0700 "$(stat -c %a /run/port25)"
@@ -81,7 +83,9 @@ cp /tmp/good.toml /etc/port25/port25.toml
 systemctl stop port25d.service
 systemctl is-active -q port25d.service && fail stop "still active" || ok stop
 journalctl -u port25d.service --no-pager | grep -q 'detached from p25a' && ok detached || fail detached "no 'detached from p25a' in the journal"
-[ -e /sys/fs/bpf/port25 ] && fail unpinned "pins left behind: $(ls -R /sys/fs/bpf/port25 2>&1)" || ok unpinned
+# The pin directory stays (the unit's bind mount point), empty.
+[ -z "$(ls -A /sys/fs/bpf/port25)" ] && ok unpinned || fail unpinned "pins left behind: $(ls -R /sys/fs/bpf/port25 2>&1)"
+journalctl -u port25d.service --no-pager | grep -q 'removing /sys/fs/bpf/port25' && fail quiet-stop "$(journalctl -u port25d.service --no-pager | grep removing)" || ok quiet-stop
 rmdir "$CG/p25egress" || echo "note: cannot remove $CG/p25egress"
 echo "--- journal"
 journalctl -u port25d.service --no-pager | tail -40
@@ -250,7 +254,9 @@ fn unit_runs_under_systemd() {
         "persistent",
         "root-ro",
         "sys-ro",
-        "bpffs-rw",
+        "bpffs-ro",
+        "pins-rw",
+        "libxdp-rw",
         "state-rw",
         "runtime-rw",
         "runtime-0700",
@@ -270,6 +276,7 @@ fn unit_runs_under_systemd() {
         "stop",
         "detached",
         "unpinned",
+        "quiet-stop",
     ] {
         assert!(
             result.lines().any(|l| l == format!("OK {check}")),

@@ -122,8 +122,11 @@ pub enum Error {
          \"libxdp\" to run beside its programs"
     )]
     Occupied { iface: String, occupant: Occupant },
-    #[error("{iface}: cannot join libxdp's dispatcher (xdp_coexist = \"libxdp\"): {reason}")]
-    Dispatcher { iface: String, reason: String },
+    #[error("{iface}: cannot join libxdp's dispatcher (xdp_coexist = \"libxdp\"): {reason:#}")]
+    Dispatcher {
+        iface: String,
+        reason: anyhow::Error,
+    },
 }
 
 impl Error {

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
     maps::{Array, Map, MapData},
@@ -80,29 +81,28 @@ impl DispatcherConfig {
     /// Reads the configuration of the running dispatcher `program` from its one map (the frozen
     /// `.rodata`); refuses any other layout or version than 2, which libxdp's protocol asks
     /// every implementation to do.
-    pub fn of_running(program: &ProgramInfo) -> Result<Self, String> {
+    pub fn of_running(program: &ProgramInfo) -> anyhow::Result<Self> {
         let ids = program
             .map_ids()
-            .map_err(|e| format!("reading its maps: {e}"))?
+            .context("reading its maps")?
             .unwrap_or_default();
         let [id] = ids[..] else {
-            return Err(format!("it has {} maps, a dispatcher has one", ids.len()));
+            bail!("it has {} maps, a dispatcher has one", ids.len());
         };
-        let map = MapData::from_id(id).map_err(|e| format!("opening its map {id}: {e}"))?;
+        let map = MapData::from_id(id).with_context(|| format!("opening its map {id}"))?;
         let array = Array::<MapData, Self>::try_from(Map::Array(map)).map_err(|e| {
-            format!(
+            anyhow!(
                 "its configuration is not that of dispatcher version {VERSION} ({e}); port25 \
                  joins only version {VERSION}"
             )
         })?;
-        let config = array
-            .get(&0, 0)
-            .map_err(|e| format!("reading its configuration: {e}"))?;
+        let config = array.get(&0, 0).context("reading its configuration")?;
         if config.magic != MAGIC || config.dispatcher_version != VERSION {
-            return Err(format!(
+            bail!(
                 "it is dispatcher version {} (magic {}); port25 joins only version {VERSION}",
-                config.dispatcher_version, config.magic
-            ));
+                config.dispatcher_version,
+                config.magic
+            );
         }
         Ok(config)
     }
@@ -119,14 +119,14 @@ fn object_dirs() -> Vec<PathBuf> {
 }
 
 /// The host's `xdp-dispatcher.o`: the one xdp-loader uses, so that both speak one version.
-pub fn object_file() -> Result<PathBuf, String> {
+pub fn object_file() -> anyhow::Result<PathBuf> {
     let dirs = object_dirs();
     dirs.iter()
         .map(|dir| dir.join(OBJECT_FILE))
         .find(|path| path.is_file())
         .ok_or_else(|| {
             let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-            format!(
+            anyhow!(
                 "libxdp's {OBJECT_FILE} is in none of {}: install libxdp (Debian: `apt install \
                  libxdp1`) or name its directory in LIBXDP_OBJECT_PATH",
                 looked.join(", ")
@@ -140,59 +140,54 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn load(config: &DispatcherConfig) -> Result<Self, String> {
+    pub fn load(config: &DispatcherConfig) -> anyhow::Result<Self> {
         let path = object_file()?;
-        let object =
-            std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let object = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut ebpf = EbpfLoader::new()
             .override_global("conf", config, true)
             .load(&object)
             .map_err(|e| {
-                format!(
+                anyhow!(
                     "{} is not a dispatcher of version {VERSION} port25 can load ({e})",
                     path.display()
                 )
             })?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
-            .ok_or_else(|| format!("{} has no program {PROGRAM}", path.display()))?
+            .ok_or_else(|| anyhow!("{} has no program {PROGRAM}", path.display()))?
             .try_into()
-            .map_err(|e| format!("{PROGRAM} in {}: {e}", path.display()))?;
+            .with_context(|| format!("{PROGRAM} in {}", path.display()))?;
         program
             .load()
-            .map_err(|e| format!("the kernel refused {}: {e}", path.display()))?;
+            .with_context(|| format!("the kernel refused {}", path.display()))?;
         Ok(Self { ebpf })
     }
 
-    fn program(&self) -> Result<&Xdp, String> {
+    fn program(&self) -> anyhow::Result<&Xdp> {
         self.ebpf
             .program(PROGRAM)
-            .ok_or_else(|| format!("no program {PROGRAM}"))?
+            .ok_or_else(|| anyhow!("no program {PROGRAM}"))?
             .try_into()
-            .map_err(|e| format!("{PROGRAM}: {e}"))
+            .context(PROGRAM)
     }
 
-    pub fn fd(&self) -> Result<&ProgramFd, String> {
-        self.program()?.fd().map_err(|e| format!("{PROGRAM}: {e}"))
+    pub fn fd(&self) -> anyhow::Result<&ProgramFd> {
+        self.program()?.fd().context(PROGRAM)
     }
 
-    pub fn info(&self) -> Result<ProgramInfo, String> {
-        self.program()?
-            .info()
-            .map_err(|e| format!("{PROGRAM}: {e}"))
+    pub fn info(&self) -> anyhow::Result<ProgramInfo> {
+        self.program()?.info().context(PROGRAM)
     }
 }
 
 /// The BTF id of the stub function `slot` ("prog3") of the loaded dispatcher `program`: where an
 /// extension program attaches.
-pub fn slot_btf_id(program: &ProgramInfo, slot: &str) -> Result<u32, String> {
-    let btf_id = program
-        .btf_id()
-        .ok_or_else(|| "the dispatcher has no BTF".to_owned())?;
-    let data = bpf_cmd::btf_data(btf_id).map_err(|e| format!("reading its BTF: {e}"))?;
-    let btf = Btf::parse(&data, Endianness::default()).map_err(|e| format!("its BTF: {e}"))?;
+pub fn slot_btf_id(program: &ProgramInfo, slot: &str) -> anyhow::Result<u32> {
+    let btf_id = program.btf_id().context("the dispatcher has no BTF")?;
+    let data = bpf_cmd::btf_data(btf_id).context("reading its BTF")?;
+    let btf = Btf::parse(&data, Endianness::default()).context("its BTF")?;
     btf.id_by_type_name_kind(slot, BtfKind::Func)
-        .map_err(|e| format!("its BTF has no function {slot}: {e}"))
+        .with_context(|| format!("its BTF has no function {slot}"))
 }
 
 #[cfg(test)]

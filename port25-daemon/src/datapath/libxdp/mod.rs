@@ -16,6 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use anyhow::{Context as _, anyhow, bail};
 use aya::programs::{Extension, ProgramFd, ProgramInfo};
 use port25_common::COMPONENT_PROGRAM_NAME;
 
@@ -39,12 +40,12 @@ const ATTEMPTS: usize = 5;
 pub enum Refusal {
     /// A program that is not libxdp's dispatcher holds the interface.
     Occupied(Occupant),
-    /// The rest: what went wrong, for the operator.
-    Failed(String),
+    /// The rest: what went wrong, for the operator (shown with `{:#}`: each step and its cause).
+    Failed(anyhow::Error),
 }
 
-impl From<String> for Refusal {
-    fn from(reason: String) -> Self {
+impl From<anyhow::Error> for Refusal {
+    fn from(reason: anyhow::Error) -> Self {
         Refusal::Failed(reason)
     }
 }
@@ -71,27 +72,27 @@ struct Lock {
 }
 
 impl Lock {
-    fn take() -> Result<Self, String> {
+    fn take() -> anyhow::Result<Self> {
         let dir = state_dir();
         let bpffs = dir.parent().unwrap_or(Path::new("/"));
         if !crate::pins::is_bpffs(bpffs) {
-            return Err(format!(
+            bail!(
                 "{} is not a BPF filesystem: libxdp keeps its dispatchers' pins there (`mount -t \
                  bpf bpf {}`)",
                 bpffs.display(),
                 bpffs.display()
-            ));
+            );
         }
         if let Err(err) = std::fs::create_dir(&dir)
             && err.kind() != std::io::ErrorKind::AlreadyExists
         {
-            return Err(format!("making {}: {err}", dir.display()));
+            bail!("making {}: {err}", dir.display());
         }
-        let file = File::open(&dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        let file = File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
         // SAFETY: flock on an fd this function owns.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             let err = std::io::Error::last_os_error();
-            return Err(format!("locking {}: {err}", dir.display()));
+            bail!("locking {}: {err}", dir.display());
         }
         Ok(Self { dir, _file: file })
     }
@@ -120,7 +121,7 @@ struct Running {
 
 /// What the interface runs: nothing, or a dispatcher; another program is a refusal.
 fn running(lock: &Lock, ifindex: u32) -> Result<Option<Running>, Refusal> {
-    let occupant = xdp_occupant(ifindex).map_err(|e| format!("asking the kernel: {e}"))?;
+    let occupant = xdp_occupant(ifindex).context("asking the kernel")?;
     let Some(occupant) = occupant else {
         return Ok(None);
     };
@@ -128,34 +129,34 @@ fn running(lock: &Lock, ifindex: u32) -> Result<Option<Running>, Refusal> {
         return Err(Refusal::Occupied(occupant));
     }
     let mode = XdpMode::named(occupant.mode).ok_or_else(|| {
-        format!(
+        anyhow!(
             "its dispatcher runs in {} mode; port25 joins one in native or skb mode",
             occupant.mode
         )
     })?;
     let info = loaded_program(occupant.program_id)
-        .ok_or_else(|| format!("program {} is gone", occupant.program_id))?;
+        .ok_or_else(|| anyhow!("program {} is gone", occupant.program_id))?;
     let config = DispatcherConfig::of_running(&info)
-        .map_err(|e| format!("the dispatcher (program {}): {e}", occupant.program_id))?;
+        .with_context(|| format!("the dispatcher (program {})", occupant.program_id))?;
     let dir = lock.dispatcher_dir(ifindex, occupant.program_id);
     let mut components = Vec::new();
     for (i, slot) in config.slots().into_iter().enumerate() {
         let pin = dir.join(format!("prog{i}-prog"));
-        let info = ProgramInfo::from_pin(&pin).map_err(|e| {
+        let info = ProgramInfo::from_pin(&pin).with_context(|| {
             format!(
-                "{}: {e} (the dispatcher's components are not pinned where libxdp pins them)",
+                "{} (the dispatcher's components are not pinned where libxdp pins them)",
                 pin.display()
             )
         })?;
         components.push(Component {
             name: info.name_as_str().unwrap_or_default().to_owned(),
             id: info.id(),
-            fd: info.fd().map_err(|e| format!("{}: {e}", pin.display()))?,
+            fd: info.fd().with_context(|| pin.display().to_string())?,
             slot,
         });
     }
     Ok(Some(Running {
-        fd: info.fd().map_err(|e| format!("the dispatcher: {e}"))?,
+        fd: info.fd().context("the dispatcher")?,
         mode,
         dir,
         components,
@@ -183,10 +184,11 @@ pub fn join(ifindex: u32, wanted: XdpModeSetting, ours: &mut Extension) -> Resul
             (Some(running), XdpModeSetting::Auto) => running.mode,
             (Some(running), wanted) if running.mode.fits(wanted) => running.mode,
             (Some(running), wanted) => {
-                return Err(Attempt::Final(Refusal::Failed(format!(
+                return Err(Attempt::Final(Refusal::Failed(anyhow!(
                     "its dispatcher runs in {} mode and xdp_mode = \"{wanted}\": one interface has \
                      one mode; set xdp_mode = \"{}\" or \"auto\"",
-                    running.mode, running.mode
+                    running.mode,
+                    running.mode
                 ))));
             }
             (None, XdpModeSetting::Skb) => XdpMode::Skb,
@@ -218,7 +220,7 @@ pub fn join(ifindex: u32, wanted: XdpModeSetting, ours: &mut Extension) -> Resul
         match (swapped, running.is_none(), wanted) {
             // `auto` on an interface without native XDP: skb, as in exclusive mode.
             (Err(Attempt::ModeRefused(err)), true, XdpModeSetting::Auto) => {
-                tracing::warn!("{err}; falling back to skb (generic) XDP");
+                tracing::warn!("{err:#}; falling back to skb (generic) XDP");
                 let plan = vec![Planned::Ours(ours)];
                 swap(&lock, ifindex, None, plan, XdpMode::Skb)?;
                 Ok(Joined {
@@ -336,7 +338,7 @@ fn sort(plan: &mut [Planned<'_>]) {
 /// meanwhile.
 enum Attempt {
     Final(Refusal),
-    ModeRefused(String),
+    ModeRefused(anyhow::Error),
     Raced,
 }
 
@@ -346,8 +348,8 @@ impl From<Refusal> for Attempt {
     }
 }
 
-impl From<String> for Attempt {
-    fn from(reason: String) -> Self {
+impl From<anyhow::Error> for Attempt {
+    fn from(reason: anyhow::Error) -> Self {
         Attempt::Final(Refusal::Failed(reason))
     }
 }
@@ -365,7 +367,7 @@ fn retry<T>(mut attempt: impl FnMut() -> Result<T, Attempt>) -> Result<T, Refusa
     attempt().map_err(|attempt| match attempt {
         Attempt::Final(refusal) => refusal,
         Attempt::ModeRefused(reason) => Refusal::Failed(reason),
-        Attempt::Raced => Refusal::Failed(format!(
+        Attempt::Raced => Refusal::Failed(anyhow!(
             "the interface changed under each of {ATTEMPTS} attempts (another tool is loading \
              programs there)"
         )),
@@ -382,7 +384,7 @@ fn swap(
     mode: XdpMode,
 ) -> Result<(), Attempt> {
     if plan.len() > dispatcher::SLOTS {
-        return Err(format!(
+        return Err(anyhow!(
             "its dispatcher is full ({} programs already)",
             dispatcher::SLOTS
         )
@@ -419,7 +421,7 @@ fn attach_components(
     dir: &Path,
     plan: Vec<Planned<'_>>,
 ) -> Result<(), Attempt> {
-    std::fs::create_dir(dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
+    std::fs::create_dir(dir).with_context(|| format!("making {}", dir.display()))?;
     let target = new.fd()?;
     for (i, planned) in plan.into_iter().enumerate() {
         let slot = format!("prog{i}");
@@ -427,30 +429,26 @@ fn attach_components(
             Planned::Theirs(component) => component.fd.as_fd(),
             Planned::Ours(ours) => {
                 if ours.fd().is_err() {
-                    let target = target
-                        .try_clone()
-                        .map_err(|e| format!("the new dispatcher's fd: {e}"))?;
+                    let target = target.try_clone().context("the new dispatcher's fd")?;
                     ours.load(target, &slot).map_err(refused_extension)?;
                 }
-                ours.fd()
-                    .map_err(|e| format!("port25's component: {e}"))?
-                    .as_fd()
+                ours.fd().context("port25's component")?.as_fd()
             }
         };
         let btf_id = dispatcher::slot_btf_id(info, &slot)?;
         let link = bpf_cmd::link_create_freplace(program, target.as_fd(), btf_id)
-            .map_err(|e| format!("attaching a component to {slot} of the new dispatcher: {e}"))?;
+            .with_context(|| format!("attaching a component to {slot} of the new dispatcher"))?;
         for (suffix, object) in [("link", link.as_fd()), ("prog", program)] {
             let path = dir.join(format!("{slot}-{suffix}"));
             bpf_cmd::obj_pin(object, &path)
-                .map_err(|e| format!("pinning {}: {e}", path.display()))?;
+                .with_context(|| format!("pinning {}", path.display()))?;
         }
     }
     Ok(())
 }
 
 /// Why the kernel refused port25's component, and what to do about it.
-fn refused_extension(err: aya::programs::ProgramError) -> String {
+fn refused_extension(err: aya::programs::ProgramError) -> anyhow::Error {
     let not_permitted = matches!(
         &err,
         aya::programs::ProgramError::LoadError { io_error, .. }
@@ -463,7 +461,7 @@ fn refused_extension(err: aya::programs::ProgramError) -> String {
     } else {
         ""
     };
-    format!("the kernel refused port25's component as an extension program: {err:#}{hint}")
+    anyhow!("the kernel refused port25's component as an extension program: {err:#}{hint}")
 }
 
 /// A replace that found another program than the expected one raced with another tool (the
@@ -471,7 +469,7 @@ fn refused_extension(err: aya::programs::ProgramError) -> String {
 fn raced_or(mode: XdpMode) -> impl Fn(std::io::Error) -> Attempt {
     move |err| match err.raw_os_error() {
         Some(libc::EEXIST | libc::EBUSY) => Attempt::Raced,
-        _ => Attempt::ModeRefused(format!(
+        _ => Attempt::ModeRefused(anyhow!(
             "the kernel refused the dispatcher in {mode} mode: {err}"
         )),
     }

@@ -122,7 +122,7 @@ fn leave_said(name: &str, ifindex: u32) -> Result<String, String> {
             Ok(format!("{name} runs {occupant}; port25 is not in it"))
         }
         Err(Refusal::Failed(reason)) => Err(format!(
-            "{name}: cannot take port25 out of libxdp's dispatcher: {reason}"
+            "{name}: cannot take port25 out of libxdp's dispatcher: {reason:#}"
         )),
     }
 }

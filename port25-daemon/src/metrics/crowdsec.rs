@@ -4,10 +4,10 @@
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    encoding::{DescriptorEncoder, EncodeLabelSet},
 };
 
+use super::families::{counters, gauge, gauge_if_known, gauges, level};
 use crate::crowdsec::SharedStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,21 +45,19 @@ impl Collector for CrowdsecCollector {
         if status.lapi_url.is_empty() {
             return Ok(());
         }
-        let mut decisions = encoder.encode_descriptor(
+        gauges(
+            &mut encoder,
             "port25_crowdsec_decisions",
             "CrowdSec ban decisions held in the deny list, by origin and address family",
-            None,
-            MetricType::Gauge,
+            status.decisions.iter().map(|count| {
+                let labels = DecisionLabels {
+                    origin: count.origin.clone(),
+                    family: count.family.clone(),
+                };
+                (labels, level(count.count))
+            }),
         )?;
-        for count in &status.decisions {
-            let labels = DecisionLabels {
-                origin: count.origin.clone(),
-                family: count.family.clone(),
-            };
-            let value = i64::try_from(count.count).unwrap_or(i64::MAX);
-            ConstGauge::new(value).encode(decisions.encode_family(&labels)?)?;
-        }
-        let counters: [ResultFamily; 2] = [
+        let by_result: [ResultFamily; 2] = [
             (
                 "port25_crowdsec_polls",
                 "Polls of the CrowdSec Local API's decision stream, by result",
@@ -77,41 +75,33 @@ impl Collector for CrowdsecCollector {
                 ],
             ),
         ];
-        for (name, help, rows) in counters {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (result, value) in rows {
-                ConstCounter::new(value).encode(family.encode_family(&ResultLabels { result })?)?;
-            }
+        for (name, help, rows) in by_result {
+            let samples = rows.map(|(result, total)| (ResultLabels { result }, total));
+            counters(&mut encoder, name, help, samples)?;
         }
-        let mut skipped = encoder.encode_descriptor(
+        counters(
+            &mut encoder,
             "port25_crowdsec_decisions_skipped",
             "Decisions of the stream not enforced: another type (captcha…), scope or origin, or a value that is no address",
-            None,
-            MetricType::Counter,
+            status.skipped.iter().map(|(reason, total)| {
+                let labels = SkipLabels {
+                    reason: reason.clone(),
+                };
+                (labels, *total)
+            }),
         )?;
-        for (reason, value) in &status.skipped {
-            let labels = SkipLabels {
-                reason: reason.clone(),
-            };
-            ConstCounter::new(*value).encode(skipped.encode_family(&labels)?)?;
-        }
         // No sample until the LAPI first answers: a made-up time would be a lie.
-        let last_success = encoder.encode_descriptor(
+        gauge_if_known(
+            &mut encoder,
             "port25_crowdsec_last_success_timestamp_seconds",
             "When the CrowdSec Local API last answered a poll (Unix time; no sample before the first answer)",
-            None,
-            MetricType::Gauge,
+            status.last_success.map(level),
         )?;
-        if let Some(at) = status.last_success {
-            ConstGauge::new(i64::try_from(at).unwrap_or(i64::MAX)).encode(last_success)?;
-        }
-        let failing = encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "port25_crowdsec_failed_polls_in_a_row",
             "Polls of the CrowdSec Local API that failed since it last answered (0: it answers)",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(i64::from(status.failures_in_a_row)).encode(failing)?;
-        Ok(())
+            i64::from(status.failures_in_a_row),
+        )
     }
 }

@@ -4,13 +4,15 @@
 use port25_common::egress::{Reason, Verdict};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    encoding::{DescriptorEncoder, EncodeLabelSet},
 };
 
 use std::sync::{Arc, RwLock};
 
-use super::{Snapshot, TOP_K};
+use super::{
+    Snapshot, TOP_K,
+    families::{counter, counters, gauges, level},
+};
 use crate::{
     datapath::{EgressCounters, EgressCounts},
     egress_log::SharedLog,
@@ -76,21 +78,20 @@ impl Collector for EgressCollector {
                 (guard.egress_mode, guard.egress_cgroup.clone())
             }
         };
-        let mut attached = encoder.encode_descriptor(
-            "port25_egress_attached",
-            "1 when the egress guard's connect hooks are attached (to the cgroup labelled), 0 when \
-             its mode is on and they are not; no sample when the guard is off",
-            None,
-            MetricType::Gauge,
-        )?;
-        if mode != EgressMode::Off {
+        let attached = (mode != EgressMode::Off).then(|| {
             let labels = AttachedLabels {
                 mode: mode.as_str(),
                 cgroup: cgroup.clone().unwrap_or_default(),
             };
-            ConstGauge::new(i64::from(cgroup.is_some()))
-                .encode(attached.encode_family(&labels)?)?;
-        }
+            (labels, i64::from(cgroup.is_some()))
+        });
+        gauges(
+            &mut encoder,
+            "port25_egress_attached",
+            "1 when the egress guard's connect hooks are attached (to the cgroup labelled), 0 when \
+             its mode is on and they are not; no sample when the guard is off",
+            attached,
+        )?;
         let families: [EgressFamily; 2] = [
             (
                 "port25_egress_connects",
@@ -111,42 +112,40 @@ impl Collector for EgressCollector {
                 tracing::warn!("reading the egress counters failed: {err:#}");
                 Vec::new()
             });
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (verdict, reason, total) in counts {
-                if possible(verdict, reason) {
+            let samples = counts
+                .into_iter()
+                .filter(|&(verdict, reason, _)| possible(verdict, reason))
+                .map(|(verdict, reason, total)| {
                     let labels = ConnectLabels {
                         verdict: verdict.label(),
                         reason: reason.label(),
                     };
-                    ConstCounter::new(total).encode(family.encode_family(&labels)?)?;
-                }
-            }
+                    (labels, total)
+                });
+            counters(&mut encoder, name, help, samples)?;
         }
-        let lost = encoder.encode_descriptor(
+        counter(
+            &mut encoder,
             "port25_egress_events_lost",
             "Egress events the kernel's ring buffer had no room for (the connects are still counted)",
-            None,
-            MetricType::Counter,
+            self.counters.lost().unwrap_or(0),
         )?;
-        ConstCounter::new(self.counters.lost().unwrap_or(0)).encode(lost)?;
-        let mut top = encoder.encode_descriptor(
+        let top = self.log.lock().top_refused(TOP_K);
+        gauges(
+            &mut encoder,
             "port25_egress_top_denied",
             "Outbound connects refused (or would-be refused) since the daemon started, for the \
              processes with the most (top 10), by command name and cgroup",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (rank, (comm, cgroup, refused)) in
-            self.log.lock().top_refused(TOP_K).into_iter().enumerate()
-        {
-            let labels = TopDeniedLabels {
-                rank: (rank + 1).to_string(),
-                comm,
-                cgroup,
-            };
-            let value = i64::try_from(refused).unwrap_or(i64::MAX);
-            ConstGauge::new(value).encode(top.encode_family(&labels)?)?;
-        }
-        Ok(())
+            top.into_iter()
+                .enumerate()
+                .map(|(rank, (comm, cgroup, refused))| {
+                    let labels = TopDeniedLabels {
+                        rank: (rank + 1).to_string(),
+                        comm,
+                        cgroup,
+                    };
+                    (labels, level(refused))
+                }),
+        )
     }
 }

@@ -4,6 +4,7 @@
 
 mod crowdsec;
 mod egress;
+mod families;
 mod text_format;
 
 use std::{
@@ -15,14 +16,12 @@ use axum::{Router, http::header, response::IntoResponse, routing::get};
 use port25_common::{Counter as KernelCounter, Reason, Verdict};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
-    metrics::{
-        MetricType, counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge,
-        info::Info,
-    },
+    encoding::{DescriptorEncoder, EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, info::Info},
     registry::Registry,
 };
 
+use self::families::{counters, gauge, gauges, level};
 use crate::{
     datapath::{Attachment, Counters, EgressCounters, ifname},
     egress_log::SharedLog,
@@ -277,93 +276,82 @@ impl Collector for DatapathCollector {
             ),
         ];
         for (name, help, value) in families {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for ((ifindex, verdict, reason), counter) in &rows {
+            let samples = rows.iter().map(|((ifindex, verdict, reason), counter)| {
                 let labels = PacketLabels {
                     iface: name_of(*ifindex),
                     verdict: verdict.label(),
                     reason: reason.label(),
                 };
-                ConstCounter::new(value(counter)).encode(family.encode_family(&labels)?)?;
-            }
+                (labels, value(counter))
+            });
+            counters(&mut encoder, name, help, samples)?;
         }
 
-        let mut lists = encoder.encode_descriptor(
+        gauges(
+            &mut encoder,
             "port25_list_entries",
             "CIDR entries in the live allow and deny lists",
-            None,
-            MetricType::Gauge,
+            [
+                (ListKind::Allow, snapshot.allow_entries),
+                (ListKind::Deny, snapshot.deny_entries),
+            ]
+            .map(|(list, entries)| {
+                let list = list.as_str();
+                (ListLabels { list }, level(entries))
+            }),
         )?;
-        for (list, entries) in [
-            (ListKind::Allow, snapshot.allow_entries),
-            (ListKind::Deny, snapshot.deny_entries),
-        ] {
-            let gauge = ConstGauge::new(i64::try_from(entries).unwrap_or(i64::MAX));
-            let list = list.as_str();
-            gauge.encode(lists.encode_family(&ListLabels { list })?)?;
-        }
 
-        let mut attached = encoder.encode_descriptor(
+        // The lost ones stay, at 0, until attached again.
+        let attached = snapshot.attachments.iter().map(|a| (&a.iface, a.mode, 1));
+        let lost = snapshot.lost.iter().map(|(iface, mode)| (iface, *mode, 0));
+        gauges(
+            &mut encoder,
             "port25_attached",
             "1 for each interface the XDP filter is attached to, with its XDP mode; 0 for one whose link someone took away",
-            None,
-            MetricType::Gauge,
+            attached.chain(lost).map(|(iface, mode, value)| {
+                let labels = AttachLabels {
+                    iface: iface.clone(),
+                    xdp_mode: mode.as_str(),
+                };
+                (labels, value)
+            }),
         )?;
-        for attachment in &snapshot.attachments {
-            let labels = AttachLabels {
-                iface: attachment.iface.clone(),
-                xdp_mode: attachment.mode.as_str(),
-            };
-            ConstGauge::new(1i64).encode(attached.encode_family(&labels)?)?;
-        }
-        for (iface, mode) in &snapshot.lost {
-            let labels = AttachLabels {
-                iface: iface.clone(),
-                xdp_mode: mode.as_str(),
-            };
-            ConstGauge::new(0i64).encode(attached.encode_family(&labels)?)?;
-        }
 
-        let configured = encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "port25_interfaces_configured",
             "Interfaces the config asks the XDP filter to protect (0: the egress guard only)",
-            None,
-            MetricType::Gauge,
+            level(snapshot.interfaces_configured),
         )?;
-        ConstGauge::new(i64::try_from(snapshot.interfaces_configured).unwrap_or(i64::MAX))
-            .encode(configured)?;
-
-        let persist = encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "port25_pins_persistent",
             "1 when the pinned filter outlives the daemon (a crash leaves it enforcing), 0 when its \
              bpffs is private to the daemon's mount namespace",
-            None,
-            MetricType::Gauge,
+            i64::from(snapshot.pins_persist),
         )?;
-        ConstGauge::new(i64::from(snapshot.pins_persist)).encode(persist)?;
 
         let tracked = self.sources.read_all();
-        let gauge = encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "port25_tracked_sources",
             "Source prefixes in the rate limiter's table (bounded by ratelimit.tracked_sources)",
-            None,
-            MetricType::Gauge,
+            level(tracked.len()),
         )?;
-        ConstGauge::new(i64::try_from(tracked.len()).unwrap_or(i64::MAX)).encode(gauge)?;
-        let mut top = encoder.encode_descriptor(
+        gauges(
+            &mut encoder,
             "port25_top_source_dropped",
             "New connections refused by the rate limiter, for the source prefixes with the most (top 10)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (rank, source) in sources::top(tracked, TOP_K).into_iter().enumerate() {
-            let labels = TopSourceLabels {
-                rank: (rank + 1).to_string(),
-                source: source.source.to_string(),
-            };
-            let value = i64::try_from(source.dropped).unwrap_or(i64::MAX);
-            ConstGauge::new(value).encode(top.encode_family(&labels)?)?;
-        }
-        Ok(())
+            sources::top(tracked, TOP_K)
+                .into_iter()
+                .enumerate()
+                .map(|(rank, source)| {
+                    let labels = TopSourceLabels {
+                        rank: (rank + 1).to_string(),
+                        source: source.source.to_string(),
+                    };
+                    (labels, level(source.dropped))
+                }),
+        )
     }
 }

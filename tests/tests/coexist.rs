@@ -19,8 +19,8 @@ use std::{
 use port25_testkit::{
     assert_mentions,
     lab::{
-        Client, Daemon, Gateway, METRICS, SharedBpffs, WorkDir, metric, poll, require_tools, tool,
-        xdp_program_ids,
+        Client, Daemon, Gateway, METRICS, SharedBpffs, WorkDir, metric, poll, require_tools,
+        run_ok, tool, xdp_program_ids,
     },
     require_root,
 };
@@ -65,32 +65,17 @@ fn xdp_link_of(program: u32) -> u32 {
 
 /// What another tool can do to port25: `bpftool link detach id LINK`.
 fn detach_link(link: u32) {
-    let detach = Command::new(tool("bpftool"))
-        .args(["link", "detach", "id", &link.to_string()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&detach.stderr);
-    assert!(detach.status.success(), "bpftool link detach: {stderr}");
+    run_ok(Command::new(tool("bpftool")).args(["link", "detach", "id", &link.to_string()]));
 }
 
 #[test]
 fn another_xdp_program_on_the_interface_is_named_and_left_alone() {
     let (work, net) = lab("cx-held");
     // xdp-filter (libxdp) wants a bpffs for its pins: one in the command's own mount namespace.
-    let loaded = net
-        .gw
-        .command(tool("sh"))
-        .args([
-            "-c",
-            "mount -t bpf bpf /sys/fs/bpf && exec xdp-filter load gw0 --mode skb",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        loaded.status.success(),
-        "xdp-filter load: {}",
-        String::from_utf8_lossy(&loaded.stderr)
-    );
+    run_ok(net.gw.command(tool("sh")).args([
+        "-c",
+        "mount -t bpf bpf /sys/fs/bpf && exec xdp-filter load gw0 --mode skb",
+    ]));
     let before = xdp_program_ids(&net.gw, "gw0");
     assert_eq!(before.len(), 1, "xdp-filter's program is attached");
 

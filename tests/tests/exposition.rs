@@ -17,7 +17,10 @@ use std::{
 };
 
 use port25_testkit::{
-    lab::{Client, Daemon, Gateway, METRICS, PrometheusServer, WorkDir, poll, require_tools, tool},
+    lab::{
+        Client, Daemon, Gateway, METRICS, PrometheusServer, WorkDir, poll, require_tools, run_ok,
+        tool,
+    },
     require_root,
 };
 
@@ -30,16 +33,7 @@ fn fetch(net: &Gateway, accept: Option<&str>) -> (String, String) {
     if let Some(accept) = accept {
         curl.args(["--header", &format!("Accept: {accept}")]);
     }
-    let out = curl
-        .arg(format!("http://{METRICS}/metrics"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = run_ok(curl.arg(format!("http://{METRICS}/metrics")));
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let content_type = head
         .lines()

@@ -57,6 +57,13 @@ pub fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
+/// Runs a command to completion and returns its stdout; fails the test, naming the command, its
+/// exit status and stderr, if it does not succeed.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> String {
+    run(cmd).unwrap_or_else(|failure| panic!("{failure}"))
+}
+
 /// Runs a command to completion; its stdout, or a description of the failure.
 pub(super) fn run(cmd: &mut Command) -> Result<String, String> {
     let described = format!("{cmd:?}");

@@ -180,18 +180,14 @@ impl ExclusiveAttach {
             cgroup: cgroup.to_str().unwrap().to_owned(),
             prog: prog.to_owned(),
         };
-        let out = Command::new("bpftool")
-            .args([
-                "cgroup",
-                "attach",
-                &attach.cgroup,
-                "cgroup_inet4_connect",
-                "id",
-                prog,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "bpftool cgroup attach: {out:?}");
+        run_ok(Command::new(tool("bpftool")).args([
+            "cgroup",
+            "attach",
+            &attach.cgroup,
+            "cgroup_inet4_connect",
+            "id",
+            prog,
+        ]));
         attach
     }
 }

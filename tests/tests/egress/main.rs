@@ -28,7 +28,8 @@ use port25_testkit::{
     assert_mentions,
     lab::{
         BpfFs, Cgroup, Client, Daemon, Gateway, METRICS, Netns, SMTP_LAB_TOOLS, SmtpSink, VethEnd,
-        WorkDir, ip, metric, metric_samples, poll, require_tools, send_mail, send_mail_in, veth,
+        WorkDir, ip, metric, metric_samples, poll, require_tools, run_ok, send_mail, send_mail_in,
+        tool, veth,
     },
     require_root,
 };

@@ -138,3 +138,22 @@ fn run_refuses_a_bad_config_before_touching_the_kernel() {
         &[":1: port must be 1-65535 (got 0)"],
     );
 }
+
+/// The systemd unit leaves the pin directory behind, empty (its bind mount point inside the
+/// service): `port25d detach` finds nothing to detach there, says so, and removes it.
+#[test]
+fn detach_takes_an_empty_pin_directory_for_nothing_to_detach() {
+    let work = TempConfig::new("detach-empty", "");
+    let pins = work.dir.join("pins");
+    std::fs::create_dir(&pins).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_port25d"))
+        .args(["detach", "--pin-dir", pins.to_str().unwrap()])
+        // libxdp's pins: none, in a directory of the test's own.
+        .env("LIBXDP_BPFFS", &work.dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_mentions(&stdout, &["nothing to detach: no pins in"]);
+    assert!(!pins.exists(), "the empty directory goes");
+}

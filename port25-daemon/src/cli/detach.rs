@@ -32,7 +32,10 @@ pub(super) fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> any
     }
     let pins = PinDir::existing(pin_dir);
     let links = pins.all_links();
-    if links.is_empty() && !pin_dir.exists() {
+    // Empty: what the systemd unit leaves after a stop (its bind mount point).
+    let empty = std::fs::read_dir(pin_dir).map_or(true, |mut entries| entries.next().is_none());
+    if links.is_empty() && empty {
+        let _ = std::fs::remove_dir(pin_dir);
         if left.is_empty() {
             println!("nothing to detach: no pins in {}", pin_dir.display());
         }

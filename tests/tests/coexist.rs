@@ -172,11 +172,17 @@ fn a_link_taken_away_is_reported_and_attached_again() {
     // reattach = true: attached again at the next look.
     write(true);
     daemon.hup();
+    // The kernel holds the new link a moment before the daemon publishes it: wait for both.
     let back = poll(Duration::from_secs(15), || {
-        (!xdp_program_ids(&net.gw, "gw0").is_empty()).then_some(())
+        (!xdp_program_ids(&net.gw, "gw0").is_empty() && attached(&daemon) == Some(1.0))
+            .then_some(())
     });
-    assert!(back.is_some(), "attached again:\n{}", daemon.log());
-    assert_eq!(attached(&daemon), Some(1.0));
+    assert!(
+        back.is_some(),
+        "attached again, and exported so (port25_attached {:?}):\n{}",
+        attached(&daemon),
+        daemon.log()
+    );
     let (_, status, _) = daemon.cli(&["status"]);
     assert!(!status.contains("DETACHED"), "{status}");
 

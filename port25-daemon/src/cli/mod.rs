@@ -213,23 +213,34 @@ enum Ttl {
     Never,
 }
 
-fn parse_ttl(text: &str) -> Result<Ttl, String> {
+fn parse_ttl(text: &str) -> Result<Ttl, BadValue> {
     if let Ok(secs) = text.parse::<i64>() {
-        return Ok(match u64::try_from(secs) {
-            Ok(0) => {
-                return Err(
-                    "a TTL of 0 would expire at once; leave --ttl out for no expiry".into(),
-                );
-            }
-            Ok(secs) => Ttl::Seconds(secs),
-            Err(_) => Ttl::Never,
-        });
+        return match u64::try_from(secs) {
+            Ok(0) => Err(BadValue::ZeroTtl),
+            Ok(secs) => Ok(Ttl::Seconds(secs)),
+            Err(_) => Ok(Ttl::Never),
+        };
     }
     humantime::parse_duration(text)
         .map(|d| Ttl::Seconds(d.as_secs().max(1)))
-        .map_err(|err| {
-            format!("{text:?} is not a duration ({err}); write e.g. 600, 90s, 10m, 1h or 7d")
+        .map_err(|reason| BadValue::Ttl {
+            text: text.to_owned(),
+            reason,
         })
+}
+
+/// A command-line value clap cannot take, in the words clap shows after the option's name.
+#[derive(Debug, thiserror::Error)]
+enum BadValue {
+    #[error("a TTL of 0 would expire at once; leave --ttl out for no expiry")]
+    ZeroTtl,
+    #[error("{text:?} is not a duration ({reason}); write e.g. 600, 90s, 10m, 1h or 7d")]
+    Ttl {
+        text: String,
+        reason: humantime::DurationError,
+    },
+    #[error("{0:?} is not a number of seconds from 0.1 to 3600")]
+    Interval(String),
 }
 
 #[derive(clap::Args)]
@@ -246,12 +257,10 @@ struct SocketArgs {
     control_socket: PathBuf,
 }
 
-fn parse_interval(text: &str) -> Result<f64, String> {
+fn parse_interval(text: &str) -> Result<f64, BadValue> {
     match text.parse::<f64>() {
         Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(secs),
-        _ => Err(format!(
-            "{text:?} is not a number of seconds from 0.1 to 3600"
-        )),
+        _ => Err(BadValue::Interval(text.to_owned())),
     }
 }
 

@@ -162,7 +162,7 @@ impl Source<'_> {
         }
         self.smart_hosts(&raw.smart_hosts, &mut egress)?;
         egress.allow_users = self.users(&raw.allow_users)?;
-        let root = cgroup2_root().map_err(|reason| self.error(reason))?;
+        let root = cgroup2_root().map_err(|reason| self.error(reason.to_string()))?;
         egress.allow_cgroups = self.allowed_cgroups(&root, &raw.allow_cgroups)?;
         egress.cgroup = match &raw.cgroup {
             None => root,
@@ -280,25 +280,39 @@ impl Source<'_> {
 }
 
 /// The addresses a smart host's name resolves to (the system resolver: /etc/hosts, then DNS).
-pub fn resolve(name: &str) -> Result<Vec<IpAddr>, String> {
+pub fn resolve(name: &str) -> Result<Vec<IpAddr>, Unresolved> {
     let mut addrs: Vec<IpAddr> = (name, 25)
         .to_socket_addrs()
-        .map_err(|e| format!("{name:?} does not resolve: {e}; give its address or fix its DNS"))?
+        .map_err(|source| Unresolved::Failed {
+            name: name.to_owned(),
+            source,
+        })?
         .map(|a| a.ip())
         .collect();
     addrs.sort_unstable();
     addrs.dedup();
     if addrs.is_empty() {
-        return Err(format!("{name:?} resolves to no address"));
+        return Err(Unresolved::NoAddress(name.to_owned()));
     }
     Ok(addrs)
 }
 
+/// Why a smart host's name gives no address.
+#[derive(Debug, thiserror::Error)]
+pub enum Unresolved {
+    #[error("{name:?} does not resolve: {source}; give its address or fix its DNS")]
+    Failed {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("{0:?} resolves to no address")]
+    NoAddress(String),
+}
+
 /// Where the cgroup2 hierarchy is mounted, from /proc/self/mounts (/sys/fs/cgroup on a pure v2
 /// host, /sys/fs/cgroup/unified on a hybrid one).
-pub fn cgroup2_root() -> Result<PathBuf, String> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts")
-        .map_err(|e| format!("cannot read /proc/self/mounts: {e}"))?;
+pub fn cgroup2_root() -> Result<PathBuf, NoCgroup2> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(NoCgroup2::Mounts)?;
     mounts
         .lines()
         .find_map(|line| {
@@ -306,9 +320,18 @@ pub fn cgroup2_root() -> Result<PathBuf, String> {
             let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
             (kind == "cgroup2").then(|| PathBuf::from(point))
         })
-        .ok_or_else(|| {
-            "no cgroup2 file system is mounted: the egress guard needs cgroup v2 (mount -t cgroup2 none /sys/fs/cgroup)".to_owned()
-        })
+        .ok_or(NoCgroup2::NotMounted)
+}
+
+/// Why the cgroup2 hierarchy cannot be found.
+#[derive(Debug, thiserror::Error)]
+pub enum NoCgroup2 {
+    #[error("cannot read /proc/self/mounts: {0}")]
+    Mounts(std::io::Error),
+    #[error(
+        "no cgroup2 file system is mounted: the egress guard needs cgroup v2 (mount -t cgroup2 none /sys/fs/cgroup)"
+    )]
+    NotMounted,
 }
 
 #[cfg(test)]

@@ -2,9 +2,14 @@
 //! ("3h59m59.571536521s", "-17.418095ms" for one that just ended) and as `report_ban` is written
 //! ("4h", "90m").
 
+/// Text that is no Go duration.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a duration such as \"4h\", \"90m\" or \"1h30m\"")]
+pub(crate) struct NotADuration(String);
+
 /// Nanoseconds, signed: a decision deleted or just expired has a negative remaining time.
-pub(crate) fn parse_nanos(text: &str) -> Result<i128, String> {
-    let bad = || format!("{text:?} is not a duration such as \"4h\", \"90m\" or \"1h30m\"");
+pub(crate) fn parse_nanos(text: &str) -> Result<i128, NotADuration> {
+    let bad = || NotADuration(text.to_owned());
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -61,7 +66,7 @@ pub(crate) fn parse_nanos(text: &str) -> Result<i128, String> {
 }
 
 /// Whole seconds, rounded down; negative durations are 0 (the decision is over).
-pub(crate) fn parse_secs(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_secs(text: &str) -> Result<u64, NotADuration> {
     let nanos = parse_nanos(text)?;
     Ok(u64::try_from(nanos / 1_000_000_000).unwrap_or(0))
 }
@@ -101,7 +106,7 @@ mod tests {
             "4 h",
             "99999999999999999999999999999999999999h",
         ] {
-            let err = parse_nanos(text).expect_err(text);
+            let err = parse_nanos(text).expect_err(text).to_string();
             assert!(err.contains("is not a duration"), "{text}: {err}");
         }
     }

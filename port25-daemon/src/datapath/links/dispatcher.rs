@@ -110,20 +110,20 @@ impl Datapath {
 pub(super) fn leave_dispatcher(iface: &str, ifindex: u32) {
     match leave_said(iface, ifindex) {
         Ok(done) => tracing::info!("{done}"),
-        Err(problem) => tracing::warn!("{problem}"),
+        Err(problem) => tracing::warn!("{problem:#}"),
     }
 }
 
-/// [`libxdp::leave`], in words: what was done, or what went wrong.
-fn leave_said(name: &str, ifindex: u32) -> Result<String, String> {
+/// [`libxdp::leave`]: what was done, in words, or what went wrong.
+fn leave_said(name: &str, ifindex: u32) -> anyhow::Result<String> {
     match libxdp::leave(ifindex) {
         Ok(()) => Ok(format!("took port25 out of libxdp's dispatcher on {name}")),
         Err(Refusal::Occupied(occupant)) => {
             Ok(format!("{name} runs {occupant}; port25 is not in it"))
         }
-        Err(Refusal::Failed(reason)) => Err(format!(
-            "{name}: cannot take port25 out of libxdp's dispatcher: {reason:#}"
-        )),
+        Err(Refusal::Failed(reason)) => Err(reason.context(format!(
+            "{name}: cannot take port25 out of libxdp's dispatcher"
+        ))),
     }
 }
 
@@ -148,7 +148,7 @@ pub fn leave_dispatchers() -> (Vec<String>, Vec<String>) {
         let name = ifname(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"));
         match leave_said(&name, ifindex) {
             Ok(line) => done.push(line),
-            Err(problem) => problems.push(problem),
+            Err(problem) => problems.push(format!("{problem:#}")),
         }
     }
     (done, problems)

@@ -65,13 +65,15 @@ impl Gen<'_> {
         }
     }
 
+    /// The policy's list entries of one address family.
+    fn listed<N>(&self, family: fn(&IpNet) -> Option<N>) -> Vec<N> {
+        (self.policy.allow.iter().chain(&self.policy.deny))
+            .filter_map(family)
+            .collect()
+    }
+
     fn v4_source(&mut self) -> Ipv4Addr {
-        let listed: Vec<_> = (self.policy.allow.iter().chain(&self.policy.deny))
-            .filter_map(|n| match n {
-                IpNet::V4(n) => Some(*n),
-                IpNet::V6(_) => None,
-            })
-            .collect();
+        let listed = self.listed(|n| if let IpNet::V4(n) = n { Some(*n) } else { None });
         let bits = match self.rng.below(100) {
             0..40 => {
                 let net = self.rng.pick(&listed);
@@ -90,12 +92,7 @@ impl Gen<'_> {
     }
 
     fn v6_source(&mut self) -> Ipv6Addr {
-        let listed: Vec<_> = (self.policy.allow.iter().chain(&self.policy.deny))
-            .filter_map(|n| match n {
-                IpNet::V6(n) => Some(*n),
-                IpNet::V4(_) => None,
-            })
-            .collect();
+        let listed = self.listed(|n| if let IpNet::V6(n) = n { Some(*n) } else { None });
         let random = u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64());
         let bits = match self.rng.below(100) {
             0..40 => {

@@ -433,8 +433,8 @@ mod tests {
     use super::*;
 
     /// What every port25d ships: the XDP filter (also as a libxdp dispatcher's component), the TC
-    /// egress watcher and the egress guard's two connect hooks, and nothing else (the bench's floors and SYN generator live in
-    /// port25-bench-ebpf).
+    /// egress watcher and the egress guard's two connect hooks, and nothing else (the bench's
+    /// floors and SYN generator live in port25-bench-ebpf).
     #[test]
     fn the_embedded_object_holds_only_the_production_programs() {
         let object = aya_obj::Object::parse(OBJECT).expect("the embedded object parses");

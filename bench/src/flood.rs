@@ -216,7 +216,7 @@ fn template(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
     frame.extend_from_slice(&0x0102_0304u32.to_be_bytes());
     frame.extend_from_slice(&0u32.to_be_bytes());
     frame.extend_from_slice(&[0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0]);
-    frames::fix_ipv4_tcp_checksums(&mut frame);
+    frames::fix_tcp_checksums(&mut frame);
     frame
 }
 

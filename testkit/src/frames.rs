@@ -54,6 +54,10 @@ pub struct FrameBuilder {
     /// Bytes appended after the packet: Ethernet padding or a trailer, which no IP length covers.
     padding: usize,
     truncate_to: Option<usize>,
+    /// TCP options (padded to a multiple of 4 with End-of-list).
+    tcp_options: Vec<u8>,
+    /// Real IPv4 and TCP checksums rather than zeros (an untagged frame without IP options).
+    checksummed: bool,
 }
 
 /// A TCP SYN from `src` to destination port `dport`.
@@ -107,6 +111,8 @@ impl FrameBuilder {
             ip_length: None,
             padding: 0,
             truncate_to: None,
+            tcp_options: Vec::new(),
+            checksummed: false,
         }
     }
 
@@ -125,6 +131,19 @@ impl FrameBuilder {
     pub fn seq_ack(mut self, seq: u32, ack: u32) -> Self {
         self.seq = seq;
         self.ack = ack;
+        self
+    }
+
+    /// TCP options, as on the wire (padded to a multiple of 4 bytes).
+    pub fn tcp_options(mut self, options: &[u8]) -> Self {
+        self.tcp_options = options.to_vec();
+        self.tcp_options.resize(options.len().div_ceil(4) * 4, 0);
+        self
+    }
+
+    /// With correct IPv4 header and TCP checksums, as a receiving stack wants them.
+    pub fn checksummed(mut self) -> Self {
+        self.checksummed = true;
         self
     }
 
@@ -262,6 +281,9 @@ impl FrameBuilder {
             }
         };
         frame.extend_from_slice(&l4);
+        if self.checksummed {
+            fix_tcp_checksums(&mut frame);
+        }
         frame.resize(frame.len() + self.padding, 0);
         if let Some(len) = self.truncate_to {
             frame.truncate(len);
@@ -306,7 +328,9 @@ impl FrameBuilder {
                 tcp.extend_from_slice(&dport.to_be_bytes());
                 tcp.extend_from_slice(&self.seq.to_be_bytes());
                 tcp.extend_from_slice(&self.ack.to_be_bytes());
-                tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+                let offset = ((20 + self.tcp_options.len()) / 4) as u8;
+                tcp.extend_from_slice(&[offset << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+                tcp.extend_from_slice(&self.tcp_options);
                 tcp
             }
             L4::Udp { dport } => {
@@ -346,20 +370,65 @@ pub fn checksum(chunks: &[&[u8]]) -> u16 {
 /// Offsets in an untagged Ethernet + IPv4 (no options) + TCP frame.
 pub const IPV4_AT: usize = 14;
 pub const TCP_AFTER_IPV4_AT: usize = IPV4_AT + 20;
+/// Where TCP starts in an untagged Ethernet + IPv6 frame without extension headers.
+pub const TCP_AFTER_IPV6_AT: usize = IPV4_AT + 40;
 
-/// Sets the IPv4 header checksum and the TCP checksum (over its pseudo-header) of an untagged
-/// Ethernet + IPv4 (no options) + TCP frame, so that a receiving stack takes it for real.
-pub fn fix_ipv4_tcp_checksums(frame: &mut [u8]) {
-    let (ip, tcp) = (IPV4_AT, TCP_AFTER_IPV4_AT);
-    frame[ip + 10..ip + 12].fill(0);
-    let ip_sum = checksum(&[&frame[ip..tcp]]);
-    frame[ip + 10..ip + 12].copy_from_slice(&ip_sum.to_be_bytes());
+/// Sets the IPv4 header checksum (for IPv4) and the TCP checksum (over its pseudo-header) of an
+/// untagged Ethernet + IPv4 (no options) or IPv6 (no extension headers) + TCP frame, so that a
+/// receiving stack takes it for real.
+pub fn fix_tcp_checksums(frame: &mut [u8]) {
+    let ip = IPV4_AT;
+    let v6 = frame[12..14] == [0x86, 0xdd];
+    let tcp = if v6 {
+        TCP_AFTER_IPV6_AT
+    } else {
+        TCP_AFTER_IPV4_AT
+    };
+    if !v6 {
+        frame[ip + 10..ip + 12].fill(0);
+        let ip_sum = checksum(&[&frame[ip..tcp]]);
+        frame[ip + 10..ip + 12].copy_from_slice(&ip_sum.to_be_bytes());
+    }
     frame[tcp + 16..tcp + 18].fill(0);
-    let tcp_len = u16::try_from(frame.len() - tcp).expect("a segment shorter than 64 KiB");
-    let mut pseudo = [0u8; 12];
-    pseudo[..8].copy_from_slice(&frame[ip + 12..ip + 20]);
-    pseudo[9] = 6;
-    pseudo[10..].copy_from_slice(&tcp_len.to_be_bytes());
-    let tcp_sum = checksum(&[&pseudo, &frame[tcp..]]);
+    let tcp_sum = checksum(&[&pseudo_header(frame), &frame[tcp..]]);
     frame[tcp + 16..tcp + 18].copy_from_slice(&tcp_sum.to_be_bytes());
+}
+
+/// The TCP pseudo-header (RFC 9293 § 3.1, RFC 8200 § 8.1) of a frame as [`fix_tcp_checksums`]
+/// takes it: with its checksum, the one's complement sum of it and the segment is zero.
+pub fn pseudo_header(frame: &[u8]) -> Vec<u8> {
+    let ip = IPV4_AT;
+    if frame[12..14] == [0x86, 0xdd] {
+        let length = (frame.len() - TCP_AFTER_IPV6_AT) as u32;
+        let mut pseudo = frame[ip + 8..ip + 40].to_vec();
+        pseudo.extend_from_slice(&length.to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 6]);
+        pseudo
+    } else {
+        let length = u16::try_from(frame.len() - TCP_AFTER_IPV4_AT).expect("a short segment");
+        let mut pseudo = frame[ip + 12..ip + 20].to_vec();
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&length.to_be_bytes());
+        pseudo
+    }
+}
+
+/// Rewrites an untagged IPv4 SYN frame's MACs, source address, source port and sequence number,
+/// and fixes both checksums: one more connection attempt of a spoofed flood, which the gateway's
+/// stack takes for real.
+pub fn respoof_syn(
+    frame: &mut [u8],
+    (dst_mac, src_mac): ([u8; 6], [u8; 6]),
+    src: std::net::Ipv4Addr,
+    rng: &mut crate::rng::Rng,
+) {
+    let (ip, tcp) = (IPV4_AT, TCP_AFTER_IPV4_AT);
+    frame[..6].copy_from_slice(&dst_mac);
+    frame[6..12].copy_from_slice(&src_mac);
+    frame[ip + 12..ip + 16].copy_from_slice(&src.octets());
+    let r = rng.next_u64();
+    let sport = 1024 + (r % 64_000) as u16;
+    frame[tcp..tcp + 2].copy_from_slice(&sport.to_be_bytes());
+    frame[tcp + 4..tcp + 8].copy_from_slice(&((r >> 32) as u32).to_be_bytes());
+    fix_tcp_checksums(frame);
 }

@@ -25,6 +25,8 @@ use port25_common::{Reason, Verdict};
 /// XDP actions, as BPF_PROG_TEST_RUN returns them.
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+/// The frame, rewritten, goes back out of the interface it came in on (policy synproxy's SYN-ACK).
+pub const XDP_TX: u32 = 3;
 
 /// README: "IPv6 with up to 8 extension headers"; a 9th is `malformed`.
 pub const MAX_IPV6_EXT_HEADERS: usize = 8;

@@ -23,6 +23,7 @@ mod prometheus;
 mod smtp;
 mod wire;
 mod workdir;
+mod xdp_pass;
 
 use std::{
     env,
@@ -40,7 +41,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use self::{
     addresses::*, bpffs::*, capture::*, cgroup::*, crowdsec::*, daemon::*, gateway::*, netns::*,
-    process::*, prometheus::*, smtp::*, wire::*, workdir::*,
+    process::*, prometheus::*, smtp::*, wire::*, workdir::*, xdp_pass::*,
 };
 
 /// How often the `poll` loops look again.

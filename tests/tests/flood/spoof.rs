@@ -2,29 +2,6 @@
 
 use super::*;
 
-/// Offsets in an untagged Ethernet + IPv4 (no options) + TCP frame.
-pub(super) const IP: usize = frames::IPV4_AT;
-pub(super) const TCP: usize = frames::TCP_AFTER_IPV4_AT;
-
-/// Rewrites a SYN frame's MACs, source address, source port and sequence number, and fixes both
-/// checksums, so the gateway's stack takes it for a real connection attempt.
-pub(super) fn spoof(
-    frame: &mut [u8],
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    src: Ipv4Addr,
-    rng: &mut Rng,
-) {
-    frame[..6].copy_from_slice(&dst_mac);
-    frame[6..12].copy_from_slice(&src_mac);
-    frame[IP + 12..IP + 16].copy_from_slice(&src.octets());
-    let r = rng.next_u64();
-    let sport = 1024 + (r % 64_000) as u16;
-    frame[TCP..TCP + 2].copy_from_slice(&sport.to_be_bytes());
-    frame[TCP + 4..TCP + 8].copy_from_slice(&((r >> 32) as u32).to_be_bytes());
-    frames::fix_ipv4_tcp_checksums(frame);
-}
-
 /// What the spoofing sender did.
 pub(super) struct SpoofReport {
     pub(super) sent: u64,
@@ -80,7 +57,7 @@ pub(super) fn spoof_flood(
             let host = (rng.next_u64() & 0xffff) as u16;
             let [hi, lo] = host.to_be_bytes();
             let src = Ipv4Addr::new(198, 19, hi, lo);
-            spoof(&mut frame, dst_mac, src_mac, src, &mut rng);
+            frames::respoof_syn(&mut frame, (dst_mac, src_mac), src, &mut rng);
             attempts += 1;
             let now = epoch.elapsed();
             match socket.send(&frame) {

@@ -70,6 +70,19 @@ pub mod maps {
         EGRESS_EVENTS_LOST,
         /// `PerCpuArray<u64>`: forwarded SYNs to guarded ports, by [`crate::egress::counter_slot`].
         EGRESS_FORWARDED,
+        /// `Array<u64>` of one element: the SYN-ACK budget's theoretical arrival time (policy
+        /// synproxy), a bucket like [`GLOBAL`].
+        SYNACK_BUDGET,
+        /// `LruHashMap<FlowKey, u64>`: connections whose ACK carried a valid SYN cookie (policy
+        /// synproxy), with when the cookie was checked (ns, CLOCK_MONOTONIC): their later
+        /// segments pass without a check.
+        COOKIE_FLOWS,
+        /// `ProgramArray` of one slot: the program that answers SYNs with a cookie, tail-called by
+        /// the filter (docs/ARCHITECTURE.md, § SYN cookies).
+        SYNPROXY_PROGRAM,
+        /// `PerCpuArray` of one scratch value: the SYN's header offsets, from the filter to the
+        /// synproxy program it tail-calls, and the client's options that program reads.
+        HANDOVER,
     }
 }
 
@@ -94,7 +107,7 @@ macro_rules! ebpf_epilogue {
 /// Version of the map layout (names, key and value types, generation scheme). Pinned maps live in a
 /// directory named after it, so a daemon never adopts maps whose layout it does not know; bump it
 /// whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "port25";
@@ -102,6 +115,8 @@ pub const PROGRAM_NAME: &str = "port25";
 pub const EGRESS_PROGRAM_NAME: &str = "port25_egress";
 /// The same filter as a libxdp dispatcher's component (an extension of one of its slots).
 pub const COMPONENT_PROGRAM_NAME: &str = "port25_component";
+/// The program that answers a SYN with a SYN cookie (policy synproxy), tail-called by the filter.
+pub const SYNPROXY_PROGRAM_NAME: &str = "port25_synproxy";
 /// Handshakes awaiting their final ACK that the kernel side tracks.
 pub const HANDSHAKE_CAPACITY: u32 = 65536;
 
@@ -136,7 +151,7 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 pub struct Settings {
     /// 1: count would-be drops and pass everything (monitor mode); 0: enforce.
     pub monitor: u32,
-    /// [`Settings::POLICY_DROP`] or [`Settings::POLICY_RATELIMIT`].
+    /// [`Settings::POLICY_DROP`], [`Settings::POLICY_RATELIMIT`] or [`Settings::POLICY_SYNPROXY`].
     pub policy: u32,
     /// Source prefix lengths that share one bucket.
     pub ipv4_prefix: u32,
@@ -155,6 +170,20 @@ pub struct Settings {
     /// How long a source prefix that completed a handshake (so its address is not spoofed) skips
     /// the global bucket; 0 turns that off.
     pub verified_ttl_ns: u64,
+    /// Policy synproxy: the SYN-ACK budget as GCRA, like the buckets above.
+    pub synack_interval_ns: u64,
+    pub synack_tolerance_ns: u64,
+    /// Policy synproxy: the MSS the SYN-ACK offers per family, its window scale and the IP TTL
+    /// (hop limit) it is sent with. The MSS and window scale match netfilter SYNPROXY's.
+    pub synproxy_mss4: u32,
+    pub synproxy_mss6: u32,
+    pub synproxy_wscale: u32,
+    pub synproxy_ttl: u32,
+    /// Policy synproxy: 1 when IPv6 SYNs are answered too; 0: IPv6 is judged as under
+    /// [`Settings::POLICY_RATELIMIT`].
+    pub synproxy_ipv6: u32,
+    /// Keeps the struct a multiple of 8 bytes, as the kernel side reads it.
+    pub _padding: u32,
 }
 
 impl Settings {
@@ -162,6 +191,9 @@ impl Settings {
     pub const POLICY_DROP: u32 = 0;
     /// `policy`: rate-limit new connections from sources that are not allowlisted.
     pub const POLICY_RATELIMIT: u32 = 1;
+    /// `policy`: answer new connections from other sources with a SYN cookie, admit those whose
+    /// ACK carries a valid one.
+    pub const POLICY_SYNPROXY: u32 = 2;
 
     /// GCRA parameters of a bucket refilling `rate` tokens a second and holding `burst`.
     pub const fn gcra(rate: u32, burst: u32) -> (u64, u64) {
@@ -333,13 +365,24 @@ counted_enum! {
         RateLimited = 3 => "rate_limited",
         Admitted = 4 => "admitted",
         Malformed = 5 => "malformed",
+        /// Policy synproxy: a SYN answered (or, in monitor mode, to be answered) with a cookie.
+        SynCookie = 6 => "syn_cookie",
+        /// Policy synproxy: an ACK whose cookie the kernel's check accepted.
+        CookieValid = 7 => "cookie_valid",
+        /// Policy synproxy: a segment of no known flow without a valid cookie.
+        CookieInvalid = 8 => "cookie_invalid",
+        /// Policy synproxy: a SYN not answered because the SYN-ACK budget was spent.
+        SynackBudget = 9 => "synack_budget",
     }
 }
 
 impl Reason {
     /// Whether an enforcing datapath drops packets for this reason.
     pub const fn drops(self) -> bool {
-        !matches!(self, Reason::Allowlisted | Reason::Admitted)
+        !matches!(
+            self,
+            Reason::Allowlisted | Reason::Admitted | Reason::SynCookie | Reason::CookieValid
+        )
     }
 }
 
@@ -350,6 +393,8 @@ counted_enum! {
         Drop = 1 => "drop",
         /// Monitor mode: it would have been dropped, and was passed.
         WouldDrop = 2 => "would_drop",
+        /// Policy synproxy: answered from XDP (a SYN-ACK sent back, XDP_TX).
+        Answered = 3 => "answered",
     }
 }
 

@@ -15,6 +15,7 @@ mod crowdsec;
 mod display;
 mod egress;
 mod raw;
+mod synproxy;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -32,6 +33,7 @@ pub use cidr::{CidrSet, parse_cidr};
 pub use crowdsec::Secret;
 pub use crowdsec::{Crowdsec, Reporter};
 pub use egress::{Egress, cgroup2_root};
+pub use synproxy::Synproxy;
 pub use validate::list_dir_files;
 
 pub const DEFAULT_PATH: &str = "/etc/port25/port25.toml";
@@ -70,6 +72,8 @@ pub struct Config {
     pub allow: CidrSet,
     pub deny: CidrSet,
     pub ratelimit: RateLimit,
+    /// The SYN cookies of policy synproxy (`[synproxy]`).
+    pub synproxy: Synproxy,
     pub metrics_listen: SocketAddr,
     pub on_exit: OnExit,
     /// Attach again where someone took port25's link away, once the interface is free.

@@ -15,6 +15,7 @@ mod datapath;
 mod egress_log;
 mod metrics;
 mod model;
+mod netfilter;
 mod pins;
 mod proto;
 mod runtime;

@@ -137,6 +137,10 @@ named! {
         Drop => "drop",
         /// Open MX: new connections from non-allowlisted sources are admitted by token buckets.
         Ratelimit => "ratelimit",
+        /// Open MX under spoofed floods: new connections are answered with SYN cookies in XDP,
+        /// and admitted once the client's ACK proves the cookie (netfilter's SYNPROXY hands them
+        /// over to the MTA).
+        Synproxy => "synproxy",
     }
 }
 

@@ -45,8 +45,14 @@ pub(crate) fn completes_handshake(segment: &Segment) -> bool {
     true
 }
 
+/// The key of one connection, from the client's side.
 #[inline(always)]
-fn flow_key(client: &Addr, server: &Addr, client_port: u16, server_port: u16) -> FlowKey {
+pub(crate) fn flow_key(
+    client: &Addr,
+    server: &Addr,
+    client_port: u16,
+    server_port: u16,
+) -> FlowKey {
     let mut key = FlowKey {
         client: [0; 16],
         server: [0; 16],

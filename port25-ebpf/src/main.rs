@@ -16,6 +16,7 @@ mod handshake;
 mod maps;
 mod parse;
 mod ratelimit;
+mod synproxy;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
@@ -25,11 +26,15 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use port25_common::{Reason, Settings, Verdict, listed};
 
-use crate::parse::{Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::{
+    parse::{Addr, Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    ratelimit::Buckets,
+    synproxy::Answer,
+};
 
 #[xdp]
 fn port25(ctx: XdpContext) -> u32 {
-    filter!(ctx)
+    filter!(ctx, Entry::Exclusive)
 }
 
 /// The same filter as a component of libxdp's dispatcher: an extension program
@@ -39,7 +44,16 @@ fn port25(ctx: XdpContext) -> u32 {
 #[unsafe(link_section = "freplace/prog0")]
 pub fn port25_component(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
     let ctx = XdpContext::new(ctx);
-    filter!(ctx)
+    filter!(ctx, Entry::Component)
+}
+
+/// Which of the two entry points runs the filter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// Attached to the interface alone.
+    Exclusive,
+    /// In a slot of libxdp's dispatcher.
+    Component,
 }
 
 /// Both entry points' whole body, inlined into each (a program cannot call into another section).
@@ -47,8 +61,8 @@ pub fn port25_component(ctx: *mut aya_ebpf::bindings::xdp_md) -> u32 {
 /// would stay a subprogram, and Linux 6.1 refuses the call chain that adds to the 472-byte frame
 /// (docs/ARCHITECTURE.md, § Kernels).
 macro_rules! filter {
-    ($ctx:expr) => {
-        match try_port25(&$ctx) {
+    ($ctx:expr, $entry:expr) => {
+        match try_port25(&$ctx, $entry) {
             Ok((action, dropped)) => {
                 if let Some((reason, ifindex)) = dropped {
                     debug!(
@@ -72,7 +86,7 @@ use filter;
 // exceeds the 512 bytes Linux 6.1 allows for a call chain (docs/ARCHITECTURE.md, § Kernels).
 #[inline(always)]
 /// The XDP action, and the reason and interface of a packet dropped (for the debug log).
-fn try_port25(ctx: &XdpContext) -> Result<(u32, Option<(Reason, u32)>), ()> {
+fn try_port25(ctx: &XdpContext, entry: Entry) -> Result<(u32, Option<(Reason, u32)>), ()> {
     let parsed = parse::parse(ctx.data(), ctx.data_end());
     if let Parsed::Other = parsed {
         return Ok((xdp_action::XDP_PASS, None));
@@ -94,7 +108,7 @@ fn try_port25(ctx: &XdpContext) -> Result<(u32, Option<(Reason, u32)>), ()> {
                 return Ok((xdp_action::XDP_PASS, None));
             }
             if segment.intact {
-                decide(generation, settings, &segment)
+                decide(ctx, entry, generation, settings, &segment)
             } else {
                 Reason::Malformed
             }
@@ -116,14 +130,22 @@ fn try_port25(ctx: &XdpContext) -> Result<(u32, Option<(Reason, u32)>), ()> {
     );
     let action = match verdict {
         Verdict::Drop => xdp_action::XDP_DROP,
-        Verdict::Pass | Verdict::WouldDrop => xdp_action::XDP_PASS,
+        Verdict::Pass | Verdict::WouldDrop | Verdict::Answered => xdp_action::XDP_PASS,
     };
     Ok((action, reason.drops().then_some((reason, ifindex))))
 }
 
-/// Steps 2-4 of the decision table for a readable TCP segment to a protected port.
+/// Steps 2-4 of the decision table for a readable TCP segment to a protected port. Under policy
+/// synproxy an enforced segment does not come back from here when the synproxy program takes it
+/// (a tail call).
 #[inline(always)]
-fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Reason {
+fn decide(
+    ctx: &XdpContext,
+    entry: Entry,
+    generation: u32,
+    settings: &Settings,
+    segment: &Segment,
+) -> Reason {
     let source = &segment.addrs.source;
     let lists = maps::lists_of(generation, source);
     if lists & listed::DENY != 0 {
@@ -132,13 +154,20 @@ fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Reason {
     if lists & listed::ALLOW != 0 {
         return Reason::Allowlisted;
     }
-    match settings.policy {
+    // IPv6 is answered with cookies only where the operator turned it on (synproxy.ipv6).
+    let policy = match (settings.policy, source) {
+        (Settings::POLICY_SYNPROXY, Addr::V6(_)) if settings.synproxy_ipv6 == 0 => {
+            Settings::POLICY_RATELIMIT
+        }
+        (policy, _) => policy,
+    };
+    match policy {
         Settings::POLICY_RATELIMIT => {
             let flags = segment.flags;
             // Only a new connection attempt spends a token; segments of connections already
             // admitted (and the rest of the handshake) pass.
             if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-                return if ratelimit::admit(settings, source) {
+                return if ratelimit::admit(settings, source, Buckets::PrefixAndGlobal) {
                     Reason::Admitted
                 } else {
                     Reason::RateLimited
@@ -153,9 +182,47 @@ fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Reason {
             }
             Reason::Admitted
         }
+        Settings::POLICY_SYNPROXY => {
+            let syn = segment.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+            if syn && !ratelimit::admit(settings, source, Buckets::PrefixOnly) {
+                return Reason::RateLimited;
+            }
+            // In monitor mode the stack answers SYNs itself, without cookies: nothing to check.
+            if settings.monitor != 0 {
+                return if syn {
+                    Reason::SynCookie
+                } else {
+                    Reason::Admitted
+                };
+            }
+            // libxdp's dispatcher is refused with this policy (extension programs and tail calls
+            // do not mix); netfilter's SYNPROXY alone would still answer.
+            if entry == Entry::Exclusive {
+                synproxy::hand_over(ctx, segment);
+            }
+            // Not handed over: netfilter's SYNPROXY answers the SYN or checks the cookie.
+            Reason::Admitted
+        }
         // Settings::POLICY_DROP, and any other value: an unknown policy fails closed.
         _ => Reason::NotAllowlisted,
     }
+}
+
+/// Policy synproxy: answers the SYN the filter hands over by a tail call (`synproxy::hand_over`)
+/// with a SYN cookie, checks the cookie of the ACK that follows, and counts what it did.
+#[xdp]
+fn port25_synproxy(ctx: XdpContext) -> u32 {
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let Ok(settings) = maps::active_generation().and_then(maps::settings) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let (action, verdict, reason) = match synproxy::answer(&ctx, settings) {
+        Answer::Sent => (xdp_action::XDP_TX, Verdict::Answered, Reason::SynCookie),
+        Answer::Dropped(reason) => (xdp_action::XDP_DROP, Verdict::Drop, reason),
+        Answer::Passed(reason) => (xdp_action::XDP_PASS, Verdict::Pass, reason),
+    };
+    maps::count(ctx.ingress_ifindex() as u32, verdict, reason, bytes);
+    action
 }
 
 /// TC egress: notes the gateway's SYN-ACKs from protected ports, for the handshake proof.
@@ -175,8 +242,10 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
     }
     let generation = maps::active_generation()?;
     let settings = maps::settings(generation)?;
-    if settings.policy == Settings::POLICY_RATELIMIT
-        && settings.verified_ttl_ns != 0
+    if matches!(
+        settings.policy,
+        Settings::POLICY_RATELIMIT | Settings::POLICY_SYNPROXY
+    ) && settings.verified_ttl_ns != 0
         && maps::port_protected(generation, segment.sport)?
     {
         handshake::record_syn_ack(&segment);

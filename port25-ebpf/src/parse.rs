@@ -61,6 +61,14 @@ pub(crate) struct Segment {
     /// 20 bytes, or when the IP header declares more bytes than the frame holds: fatal only if
     /// the port turns out to be protected.
     pub intact: bool,
+    /// Where the IP header starts in the frame (policy synproxy rewrites it in place). Only
+    /// stored for the synproxy program, never branched on: a constant of each parse path that the
+    /// verifier had to tell apart would multiply the states it checks.
+    pub ip_offset: usize,
+    /// Whether TCP follows the fixed IP header directly: no IPv4 options, IPv6 extension headers
+    /// or AH. Only such segments are answered or checked in XDP by policy synproxy; the others
+    /// are left to netfilter's SYNPROXY.
+    pub plain: bool,
 }
 
 /// What the parser made of a frame.
@@ -125,7 +133,7 @@ impl Frame {
 /// `offset + N <= limit` check enough and drop the check against `end`, which the verifier needs
 /// to see (it refuses the program without it).
 #[inline(always)]
-fn opaque(value: usize) -> usize {
+pub(crate) fn opaque(value: usize) -> usize {
     let slot = value;
     // SAFETY: a volatile read of a local, initialised value.
     unsafe { core::ptr::read_volatile(&slot) }
@@ -190,6 +198,7 @@ fn parse_ipv4(frame: &mut Frame, offset: usize) -> Parsed {
         source: Addr::V4([header[12], header[13], header[14], header[15]]),
         dest: Addr::V4([header[16], header[17], header[18], header[19]]),
     };
+    let ip_offset = offset;
     let mut offset = offset + ihl;
     if protocol == IPPROTO_AH {
         // IPsec transport mode: one authentication header, then (perhaps) TCP.
@@ -201,7 +210,8 @@ fn parse_ipv4(frame: &mut Frame, offset: usize) -> Parsed {
         }
         offset += (ah[1] as usize + 2) * 4;
     }
-    parse_tcp(frame, offset, addrs, whole)
+    let plain = ihl == 20 && protocol == IPPROTO_TCP;
+    parse_tcp(frame, offset, (ip_offset, plain), addrs, whole)
 }
 
 #[inline(always)]
@@ -236,6 +246,8 @@ fn parse_ipv6(frame: &mut Frame, offset: usize) -> Parsed {
         dest: Addr::V6(dest),
     };
     let mut next = header[6];
+    let ip_offset = offset;
+    let plain = next == IPPROTO_TCP;
     let mut offset = offset + IPV6_HLEN;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         let len = match next {
@@ -263,14 +275,14 @@ fn parse_ipv6(frame: &mut Frame, offset: usize) -> Parsed {
                 next = ext[0];
                 8
             }
-            IPPROTO_TCP => return parse_tcp(frame, offset, addrs, whole),
+            IPPROTO_TCP => return parse_tcp(frame, offset, (ip_offset, plain), addrs, whole),
             _ => return Parsed::Other,
         };
         offset += len;
     }
     // Still TCP after the last header we walk? Then judge it; a longer chain is malformed.
     if next == IPPROTO_TCP {
-        return parse_tcp(frame, offset, addrs, whole);
+        return parse_tcp(frame, offset, (ip_offset, plain), addrs, whole);
     }
     if is_walked_ext(next) {
         Parsed::Malformed
@@ -288,10 +300,16 @@ fn is_walked_ext(next: u8) -> bool {
     )
 }
 
-/// The TCP segment at `offset`; `whole` is false when the IP header declared more bytes than the
-/// frame holds.
+/// The TCP segment at `offset`, in the IP packet at `ip_offset` (`plain`: right after its fixed
+/// header); `whole` is false when the IP header declared more bytes than the frame holds.
 #[inline(always)]
-fn parse_tcp(frame: &Frame, offset: usize, addrs: Addrs, whole: bool) -> Parsed {
+fn parse_tcp(
+    frame: &Frame,
+    offset: usize,
+    (ip_offset, plain): (usize, bool),
+    addrs: Addrs,
+    whole: bool,
+) -> Parsed {
     let Some(ports) = frame.bytes::<4>(offset) else {
         return Parsed::Malformed;
     };
@@ -306,6 +324,8 @@ fn parse_tcp(frame: &Frame, offset: usize, addrs: Addrs, whole: bool) -> Parsed 
             seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
             ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
             intact: whole && tcp[12] >> 4 >= 5,
+            ip_offset,
+            plain,
         },
         None => Segment {
             addrs,
@@ -315,6 +335,8 @@ fn parse_tcp(frame: &Frame, offset: usize, addrs: Addrs, whole: bool) -> Parsed 
             seq: 0,
             ack: 0,
             intact: false,
+            ip_offset,
+            plain,
         },
     };
     Parsed::Tcp(segment)

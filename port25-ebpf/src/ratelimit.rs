@@ -1,4 +1,4 @@
-//! Token buckets for policy `ratelimit`, as GCRA (the "virtual scheduling" form of a token bucket):
+//! Token buckets for policies `ratelimit` and `synproxy`, as GCRA (the "virtual scheduling" form of a token bucket):
 //! each bucket is one u64, its theoretical arrival time (TAT), updated with compare-and-swap so that
 //! several CPUs admitting SYNs of one source never spend the same token twice.
 
@@ -20,16 +20,29 @@ static SOURCES: LruHashMap<SourceKey, SourceState> = LruHashMap::pinned(DEFAULT_
 static GLOBAL: Array<u64> = Array::pinned(1, 0);
 #[map]
 static VERIFIED: LruHashMap<SourceKey, u64> = LruHashMap::pinned(DEFAULT_TRACKED_SOURCES, 0);
+#[map]
+static SYNACK_BUDGET: Array<u64> = Array::pinned(1, 0);
+
+/// Which buckets a new connection spends a token of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Buckets {
+    /// Policy ratelimit: its prefix's, then the global one (unless the prefix is verified).
+    PrefixAndGlobal,
+    /// Policy synproxy: its prefix's only. The SYN is answered, not passed, so the bucket only
+    /// limits the SYN-ACKs one prefix can draw (backscatter).
+    PrefixOnly,
+}
 
 /// Compare-and-swap attempts before a contended bucket counts as empty: only a flood from one
 /// prefix on every CPU at once gets there.
 const CAS_ATTEMPTS: usize = 4;
 
-/// Spends a token of the source's prefix bucket, then one of the global bucket. The source bucket
-/// comes first so that one flooding prefix exhausts only its own bucket, not everyone's; a prefix
-/// verified by a completed handshake skips the global bucket, which a spoofed flood drains.
+/// Spends a token of the source's prefix bucket, then (`Buckets::PrefixAndGlobal`) one of the
+/// global bucket. The source bucket comes first so that one flooding prefix exhausts only its own
+/// bucket, not everyone's; a prefix verified by a completed handshake skips the global bucket,
+/// which a spoofed flood drains.
 #[inline(always)]
-pub(crate) fn admit(settings: &Settings, source: &Addr) -> bool {
+pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let key = source_key(settings, source);
@@ -69,7 +82,8 @@ pub(crate) fn admit(settings: &Settings, source: &Addr) -> bool {
             && unsafe { VERIFIED.get(key) }.is_some_and(|&until| until > now)
     };
     let admitted = own_token
-        && (verified()
+        && (buckets == Buckets::PrefixOnly
+            || verified()
             || match GLOBAL.get_ptr_mut(0) {
                 // SAFETY: a pointer into the global bucket's map value.
                 Some(global) => unsafe {
@@ -103,6 +117,25 @@ pub(crate) fn mark_verified(settings: &Settings, source: &Addr) {
     // SAFETY: a helper without arguments.
     let until = unsafe { bpf_ktime_get_ns() } + settings.verified_ttl_ns;
     let _ = VERIFIED.insert(source_key(settings, source), until, 0);
+}
+
+/// Spends a token of the SYN-ACK budget (policy synproxy): false when the budget is spent.
+#[inline(always)]
+pub(crate) fn synack_token(settings: &Settings) -> bool {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match SYNACK_BUDGET.get_ptr_mut(0) {
+        // SAFETY: a pointer into the budget's map value.
+        Some(tat) => unsafe {
+            gcra(
+                tat,
+                now,
+                settings.synack_interval_ns,
+                settings.synack_tolerance_ns,
+            )
+        },
+        None => false,
+    }
 }
 
 /// One GCRA step: admit if the TAT is at most `tolerance` ahead of now, and push it one interval.

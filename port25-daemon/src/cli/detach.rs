@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::{control, datapath, pins::PinDir, proto::Request};
+use crate::{control, datapath, netfilter, pins::PinDir, proto::Request};
 
 pub(super) fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> anyhow::Result<()> {
     if control::is_running(socket) {
@@ -19,6 +19,8 @@ pub(super) fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> any
         println!("detached; port25d stopped");
         return Ok(());
     }
+    // A daemon that ran policy synproxy left its nftables table.
+    netfilter::remove()?;
     // A daemon that ran with xdp_coexist = "libxdp" left its component in libxdp's dispatchers.
     let (left, problems) = datapath::leave_dispatchers();
     for line in &left {

@@ -29,6 +29,10 @@ impl fmt::Display for Config {
         let policy = match self.policy {
             Policy::Drop => "drop (only allowlisted sources may connect)",
             Policy::Ratelimit => "ratelimit (new connections from other sources are rate limited)",
+            Policy::Synproxy => {
+                "synproxy (new connections from other sources are answered with SYN cookies in \
+                 XDP, admitted when the client's ACK proves one)"
+            }
         };
         writeln!(f, "{:<18}{}", "config", self.source)?;
         writeln!(f, "{:<18}{interfaces}", "interfaces")?;
@@ -77,6 +81,31 @@ impl fmt::Display for Config {
                 "  {:<16}{} s after a completed handshake (skips the global cap)",
                 "verified", r.verified_ttl
             )?;
+        }
+        if self.policy == Policy::Synproxy {
+            writeln!(f, "synproxy")?;
+            write!(f, "{}", self.synproxy)?;
+            match crate::netfilter::ruleset(self) {
+                Some(rules) => {
+                    writeln!(
+                        f,
+                        "  {:<16}port25d installs (and removes on detach):",
+                        "netfilter"
+                    )?;
+                    for line in rules.lines() {
+                        writeln!(f, "    {line}")?;
+                    }
+                    writeln!(
+                        f,
+                        "    and sets net.netfilter.nf_conntrack_tcp_loose = 0 (restored on detach)"
+                    )?;
+                }
+                None => writeln!(
+                    f,
+                    "  {:<16}none installed (monitor mode, or no interfaces)",
+                    "netfilter"
+                )?,
+            }
         }
         writeln!(f, "{:<18}http://{}/metrics", "metrics", self.metrics_listen)?;
         if !self.watched_dirs.is_empty() {

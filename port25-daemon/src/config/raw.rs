@@ -27,6 +27,8 @@ pub(super) struct RawConfig {
     #[serde(default, deserialize_with = "table")]
     pub(super) ratelimit: RawRateLimit,
     #[serde(default, deserialize_with = "table")]
+    pub(super) synproxy: super::synproxy::RawSynproxy,
+    #[serde(default, deserialize_with = "table")]
     pub(super) metrics: RawMetrics,
     #[serde(default, deserialize_with = "table")]
     pub(super) egress: super::egress::RawEgress,

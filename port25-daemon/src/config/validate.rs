@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::raw::{RawConfig, RawList};
 use super::{CidrSet, Config, ConfigError, RateLimit, cidr};
-use crate::model::{ListKind, Mode, OnExit, Policy, XdpModeSetting};
+use crate::model::{ListKind, Mode, OnExit, Policy, XdpCoexist, XdpModeSetting};
 
 impl Config {
     /// Parses text; `origin` names it in errors and anchors relative list-file paths.
@@ -48,17 +48,28 @@ impl Config {
             )?,
             verified_ttl: src.ranged(&r.verified_ttl, "ratelimit.verified_ttl", 600, 0..=86_400)?,
         };
+        let policy = raw.policy.unwrap_or(Policy::Ratelimit);
+        let xdp_coexist = raw.xdp_coexist.unwrap_or_default();
+        if policy == Policy::Synproxy && xdp_coexist == XdpCoexist::Libxdp {
+            return Err(src.error(
+                "policy = \"synproxy\" needs xdp_coexist = \"exclusive\": the SYN cookies are \
+                 answered by a second XDP program that port25 calls from its own, which a libxdp \
+                 dispatcher's component cannot do; set xdp_coexist = \"exclusive\" or another \
+                 policy",
+            ));
+        }
         Ok(Config {
             source: origin.display().to_string(),
             interfaces: src.interfaces(&raw.interfaces)?,
             xdp_mode: raw.xdp_mode.unwrap_or(XdpModeSetting::Auto),
-            xdp_coexist: raw.xdp_coexist.unwrap_or_default(),
+            xdp_coexist,
             ports: src.ports(raw.ports.as_ref(), "ports")?,
             mode: raw.mode.unwrap_or(Mode::Enforce),
-            policy: raw.policy.unwrap_or(Policy::Ratelimit),
+            policy,
             allow: src.list(ListKind::Allow, &raw.allow)?,
             deny: src.list(ListKind::Deny, &raw.deny)?,
             ratelimit,
+            synproxy: src.synproxy(&raw.synproxy)?,
             metrics_listen: src.metrics_listen(&raw.metrics.listen)?,
             on_exit: raw.on_exit.unwrap_or(OnExit::Detach),
             reattach: raw.reattach.unwrap_or(true),

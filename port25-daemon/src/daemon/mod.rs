@@ -37,6 +37,7 @@ use crate::{
     egress_log::SharedLog,
     metrics::{Metrics, ReloadLabels, Snapshot, bind},
     model::{EgressMode, ListKind, OnExit},
+    netfilter,
     pins::{Persistence, PinDir},
     proto,
     runtime::RuntimeLists,
@@ -135,6 +136,8 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut datapath = Datapath::load(config.ratelimit.tracked_sources, kernel_log_level(), pins)?;
     let (allow, deny) = effective_lists(&config, &runtime, &crowdsec);
     let entries = (allow.len(), deny.len());
+    // Before the policy: an ACK with a valid cookie must find SYNPROXY in the stack.
+    sync_netfilter(&config).context("policy synproxy: installing its nftables table")?;
     tokio::task::block_in_place(|| datapath.apply_policy(&config, allow, deny))
         .context("writing the policy into the kernel maps")?;
     for iface in xdp_interfaces(&config) {
@@ -268,6 +271,27 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     server.abort();
     control.abort();
     daemon.datapath.release(on_exit);
+    // With on_exit = keep the filter goes on answering SYNs with cookies: the table stays too.
+    if on_exit == OnExit::Detach
+        && let Err(err) = netfilter::remove()
+    {
+        error!("policy synproxy: removing its nftables table: {err}");
+    }
+    Ok(())
+}
+
+/// Installs, replaces or removes policy synproxy's nftables table (docs/ARCHITECTURE.md, § SYN
+/// cookies) as `config` needs, saying what it did.
+fn sync_netfilter(config: &Config) -> Result<(), netfilter::NetfilterError> {
+    netfilter::apply(config)?;
+    if netfilter::ruleset(config).is_some() {
+        info!(
+            "policy synproxy: nftables table inet port25 installed (SYNPROXY on ports {:?} of {}), \
+             net.netfilter.nf_conntrack_tcp_loose = 0",
+            config.ports,
+            config.interfaces.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -311,9 +335,20 @@ impl Daemon {
         if next.egress.mode != EgressMode::Off {
             sync_hooks(&mut self.datapath, &next.egress)?;
         }
+        // Likewise SYNPROXY's table: in place before a policy that answers SYNs with cookies,
+        // removed after the policy that no longer does.
+        let synproxy = netfilter::ruleset(&next).is_some();
+        if synproxy {
+            sync_netfilter(&next).context("policy synproxy: installing its nftables table")?;
+        }
         self.datapath
             .apply_policy(&next, allow, deny)
             .context("writing the new policy into the kernel maps")?;
+        if !synproxy && let Err(err) = netfilter::remove() {
+            error!(
+                "policy synproxy no longer applies, but removing its nftables table failed: {err}"
+            );
+        }
         if next.egress.mode == EgressMode::Off {
             sync_hooks(&mut self.datapath, &next.egress)?;
         }

@@ -26,12 +26,12 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, LpmTrie, Map, MapData},
+    maps::{Array, LpmTrie, Map, MapData, ProgramArray},
     programs::{Extension, ProgramError, SchedClassifier, Xdp},
 };
 use port25_common::{
-    BlockKey, COMPONENT_PROGRAM_NAME, Counter, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason, V4Key,
-    V6Key, Verdict, maps,
+    BlockKey, COMPONENT_PROGRAM_NAME, Counter, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason,
+    SYNPROXY_PROGRAM_NAME, V4Key, V6Key, Verdict, maps,
 };
 
 pub use self::counters::Counters;
@@ -207,6 +207,7 @@ impl Datapath {
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)))?;
         xdp_mut(&mut ebpf)?.load().map_err(Error::program)?;
+        load_synproxy(&mut ebpf)?;
         egress_mut(&mut ebpf)?.load().map_err(Error::program)?;
         let counters = Counters::take(&mut ebpf)?;
         let sources = take_map(&mut ebpf, maps::SOURCES)?;
@@ -408,6 +409,29 @@ fn component_mut(ebpf: &mut Ebpf) -> Result<&mut Extension, Error> {
         .map_err(Error::program)
 }
 
+/// Loads the program that answers SYNs with a cookie (policy synproxy) and puts it in the slot the
+/// filter tail-calls (docs/ARCHITECTURE.md, § SYN cookies). Loaded under every policy: the slot
+/// is pinned, so a reload to synproxy needs no new program.
+fn load_synproxy(ebpf: &mut Ebpf) -> Result<(), Error> {
+    let program: &mut Xdp = ebpf
+        .program_mut(SYNPROXY_PROGRAM_NAME)
+        .ok_or(Error::MissingMap(SYNPROXY_PROGRAM_NAME))?
+        .try_into()
+        .map_err(Error::program)?;
+    program.load().map_err(Error::program)?;
+    let fd = program
+        .fd()
+        .map_err(Error::program)?
+        .try_clone()
+        .map_err(|e| Error::program(ProgramError::from(e)))?;
+    let map = ebpf
+        .map_mut(maps::SYNPROXY_PROGRAM)
+        .ok_or(Error::MissingMap(maps::SYNPROXY_PROGRAM))?;
+    let mut slot = ProgramArray::try_from(map).map_err(Error::map(maps::SYNPROXY_PROGRAM))?;
+    slot.set(0, &fd, 0)
+        .map_err(Error::map(maps::SYNPROXY_PROGRAM))
+}
+
 fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
     ebpf.program_mut(PROGRAM_NAME)
         .ok_or(Error::MissingMap(PROGRAM_NAME))?
@@ -444,6 +468,7 @@ mod tests {
             PROGRAM_NAME,
             EGRESS_PROGRAM_NAME,
             port25_common::COMPONENT_PROGRAM_NAME,
+            port25_common::SYNPROXY_PROGRAM_NAME,
             port25_common::egress::CONNECT4_PROGRAM,
             port25_common::egress::CONNECT6_PROGRAM,
         ];

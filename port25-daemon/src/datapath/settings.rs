@@ -17,11 +17,15 @@ pub(super) fn settings_of(config: &Config) -> Settings {
     let (syn_interval_ns, syn_tolerance_ns) = Settings::gcra(limits.syn_rate, limits.syn_burst);
     let (global_interval_ns, global_tolerance_ns) =
         Settings::gcra(limits.global_syn_rate, limits.global_syn_burst);
+    let synproxy = &config.synproxy;
+    let (synack_interval_ns, synack_tolerance_ns) =
+        Settings::gcra(synproxy.synack_rate, synproxy.synack_burst);
     Settings {
         monitor: u32::from(config.mode == Mode::Monitor),
         policy: match config.policy {
             Policy::Drop => Settings::POLICY_DROP,
             Policy::Ratelimit => Settings::POLICY_RATELIMIT,
+            Policy::Synproxy => Settings::POLICY_SYNPROXY,
         },
         ipv4_prefix: u32::from(limits.ipv4_prefix),
         ipv6_prefix: u32::from(limits.ipv6_prefix),
@@ -34,6 +38,14 @@ pub(super) fn settings_of(config: &Config) -> Settings {
         global_interval_ns,
         global_tolerance_ns,
         verified_ttl_ns: u64::from(limits.verified_ttl) * 1_000_000_000,
+        synack_interval_ns,
+        synack_tolerance_ns,
+        synproxy_mss4: u32::from(synproxy.mss4),
+        synproxy_mss6: u32::from(synproxy.mss6),
+        synproxy_wscale: u32::from(synproxy.wscale),
+        synproxy_ttl: u32::from(synproxy.ttl),
+        synproxy_ipv6: u32::from(synproxy.ipv6),
+        _padding: 0,
     }
 }
 

@@ -31,6 +31,23 @@ impl Datapath {
         run(program, frame, repeat)
     }
 
+    /// Runs the XDP program on one frame; returns the XDP action and the frame as the program left
+    /// it (rewritten and resized when it answers with XDP_TX).
+    pub fn test_run_output(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), Error> {
+        let program: &Xdp = self.program(PROGRAM_NAME)?;
+        // A page: the most an XDP test run's linear frame can grow to.
+        let mut out = vec![0u8; 4096];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .map_err(Error::program)?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+
     /// Runs the egress (TC) program on one outgoing frame; returns the TC action.
     pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, Error> {
         let program: &SchedClassifier = self.program(EGRESS_PROGRAM_NAME)?;

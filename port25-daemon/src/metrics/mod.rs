@@ -225,6 +225,8 @@ fn possible_pairs() -> impl Iterator<Item = (Verdict, Reason)> {
             let possible = match verdict {
                 Verdict::Pass => !reason.drops(),
                 Verdict::Drop | Verdict::WouldDrop => reason.drops(),
+                // Only the synproxy program sends packets back, and only SYN-ACKs.
+                Verdict::Answered => reason == Reason::SynCookie,
             };
             possible.then_some((verdict, reason))
         })

@@ -5,6 +5,7 @@ mod encapsulations;
 mod nesting;
 mod policy;
 mod ratelimit;
+mod synproxy;
 mod truncation;
 
 use std::path::Path;

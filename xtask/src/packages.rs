@@ -77,6 +77,18 @@ pub(crate) const PACKAGES: &[Package] = &[
         check: Check::Runs(&["hping3", "--version"]),
     },
     Package {
+        name: "nftables",
+        lab: false,
+        why: "nft: policy synproxy's netfilter table, in the synproxy lab",
+        check: Check::Runs(&["nft", "--version"]),
+    },
+    Package {
+        name: "ethtool",
+        lab: false,
+        why: "the synproxy lab's veth offloads (checksums in software, NAPI for XDP_TX)",
+        check: Check::Runs(&["ethtool", "--version"]),
+    },
+    Package {
         name: "dpkg-dev",
         lab: false,
         why: "dpkg-shlibdeps for `cargo xtask package`",

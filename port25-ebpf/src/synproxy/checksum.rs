@@ -1,0 +1,72 @@
+//! The Internet checksums of the SYN and the SYN-ACK, with `bpf_csum_diff`.
+
+use aya_ebpf::helpers::bpf_csum_diff;
+
+use super::{IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, SYNACK_TCP_LEN};
+
+/// Fills in the SYN-ACK's IPv4 header checksum and its TCP checksum.
+///
+/// # Safety
+/// `[iph, iph + IP_LEN + SYNACK_TCP_LEN)` lies inside the frame.
+#[inline(always)]
+pub(super) unsafe fn write_checksums<const IP_LEN: usize>(iph: usize) {
+    let th = iph + IP_LEN;
+    // SAFETY: the caller's promise.
+    unsafe {
+        if IP_LEN == IPV4_HLEN {
+            let sum = bpf_csum_diff(core::ptr::null_mut(), 0, iph as *mut u32, 20, 0);
+            *((iph + 10) as *mut u16) = !fold(sum);
+        }
+        let pseudo = pseudo_header_sum::<IP_LEN>(iph, SYNACK_TCP_LEN);
+        let sum = bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            th as *mut u32,
+            SYNACK_TCP_LEN as u32,
+            pseudo,
+        );
+        *((th + 16) as *mut u16) = !fold(sum);
+    }
+}
+
+/// The ones' complement sum of the TCP pseudo-header (RFC 9293 § 3.1, RFC 8200 § 8.1), unfolded.
+///
+/// # Safety
+/// The IP header at `iph` lies inside the frame.
+#[inline(always)]
+pub(super) unsafe fn pseudo_header_sum<const IP_LEN: usize>(iph: usize, tcp_len: usize) -> u32 {
+    // Words, so that the helper reads them aligned; filled byte by byte in network order.
+    let mut words = [0u32; 10];
+    let bytes = words.as_mut_ptr() as *mut u8;
+    let size = if IP_LEN == IPV6_HLEN {
+        // SAFETY: 32 address bytes at iph + 8 (the caller's promise) into 40 bytes of `words`.
+        unsafe {
+            core::ptr::copy_nonoverlapping((iph + 8) as *const u8, bytes, 32);
+            let length = (tcp_len as u32).to_be_bytes();
+            core::ptr::copy_nonoverlapping(length.as_ptr(), bytes.add(32), 4);
+            *bytes.add(39) = IPPROTO_TCP;
+        }
+        40
+    } else {
+        // SAFETY: 8 address bytes at iph + 12 into 12 bytes of `words`.
+        unsafe {
+            core::ptr::copy_nonoverlapping((iph + 12) as *const u8, bytes, 8);
+            *bytes.add(9) = IPPROTO_TCP;
+            let length = (tcp_len as u16).to_be_bytes();
+            core::ptr::copy_nonoverlapping(length.as_ptr(), bytes.add(10), 2);
+        }
+        12
+    };
+    // SAFETY: `size` bytes of `words`, on this program's stack.
+    unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, words.as_mut_ptr(), size, 0) as u32 }
+}
+
+/// Folds a 32-bit ones' complement sum (as `bpf_csum_diff` returns it) to 16 bits, in the byte
+/// order the words were read in.
+#[inline(always)]
+pub(super) fn fold(sum: i64) -> u16 {
+    let mut sum = sum as u64 & 0xffff_ffff;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}

@@ -195,8 +195,8 @@ fn decide(
                     Reason::Admitted
                 };
             }
-            // libxdp's dispatcher is refused with this policy (extension programs and tail calls
-            // do not mix); netfilter's SYNPROXY alone would still answer.
+            // The config refuses this policy with libxdp's dispatcher, so its component carries
+            // no tail call; were it reached, netfilter's SYNPROXY would answer alone.
             if entry == Entry::Exclusive {
                 synproxy::hand_over(ctx, segment);
             }

@@ -1,6 +1,7 @@
-//! Token buckets for policies `ratelimit` and `synproxy`, as GCRA (the "virtual scheduling" form of a token bucket):
-//! each bucket is one u64, its theoretical arrival time (TAT), updated with compare-and-swap so that
-//! several CPUs admitting SYNs of one source never spend the same token twice.
+//! Token buckets for policies `ratelimit` and `synproxy`, as GCRA (the "virtual scheduling" form
+//! of a token bucket): each bucket is one u64, its theoretical arrival time (TAT), updated with
+//! compare-and-swap so that several CPUs admitting SYNs of one source never spend the same token
+//! twice.
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 
@@ -84,18 +85,12 @@ pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> boo
     let admitted = own_token
         && (buckets == Buckets::PrefixOnly
             || verified()
-            || match GLOBAL.get_ptr_mut(0) {
-                // SAFETY: a pointer into the global bucket's map value.
-                Some(global) => unsafe {
-                    gcra(
-                        global,
-                        now,
-                        settings.global_interval_ns,
-                        settings.global_tolerance_ns,
-                    )
-                },
-                None => false,
-            });
+            || spend_shared(
+                &GLOBAL,
+                now,
+                settings.global_interval_ns,
+                settings.global_tolerance_ns,
+            ));
     // SAFETY: as above; these counters are only ever updated atomically.
     unsafe {
         let counter = if admitted {
@@ -124,16 +119,21 @@ pub(crate) fn mark_verified(settings: &Settings, source: &Addr) {
 pub(crate) fn synack_token(settings: &Settings) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    match SYNACK_BUDGET.get_ptr_mut(0) {
-        // SAFETY: a pointer into the budget's map value.
-        Some(tat) => unsafe {
-            gcra(
-                tat,
-                now,
-                settings.synack_interval_ns,
-                settings.synack_tolerance_ns,
-            )
-        },
+    spend_shared(
+        &SYNACK_BUDGET,
+        now,
+        settings.synack_interval_ns,
+        settings.synack_tolerance_ns,
+    )
+}
+
+/// A GCRA step on a bucket all CPUs share, the one value of `bucket` (the global cap, the SYN-ACK
+/// budget): false when it is empty.
+#[inline(always)]
+fn spend_shared(bucket: &Array<u64>, now: u64, interval: u64, tolerance: u64) -> bool {
+    match bucket.get_ptr_mut(0) {
+        // SAFETY: a pointer into the bucket's map value.
+        Some(tat) => unsafe { gcra(tat, now, interval, tolerance) },
         None => false,
     }
 }

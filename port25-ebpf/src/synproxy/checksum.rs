@@ -4,29 +4,60 @@ use aya_ebpf::helpers::bpf_csum_diff;
 
 use super::{IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, SYNACK_TCP_LEN};
 
-/// Fills in the SYN-ACK's IPv4 header checksum and its TCP checksum.
+/// Fills in the SYN-ACK's IPv4 header checksum and its TCP checksum (both fields zero).
 ///
 /// # Safety
 /// `[iph, iph + IP_LEN + SYNACK_TCP_LEN)` lies inside the frame.
 #[inline(always)]
 pub(super) unsafe fn write_checksums<const IP_LEN: usize>(iph: usize) {
-    let th = iph + IP_LEN;
     // SAFETY: the caller's promise.
     unsafe {
         if IP_LEN == IPV4_HLEN {
-            let sum = bpf_csum_diff(core::ptr::null_mut(), 0, iph as *mut u32, 20, 0);
-            *((iph + 10) as *mut u16) = !fold(sum);
+            *((iph + 10) as *mut u16) = !ipv4_header_sum(iph);
         }
-        let pseudo = pseudo_header_sum::<IP_LEN>(iph, SYNACK_TCP_LEN);
-        let sum = bpf_csum_diff(
+        *((iph + IP_LEN + 16) as *mut u16) = !tcp_sum::<IP_LEN, SYNACK_TCP_LEN>(iph);
+    }
+}
+
+/// The folded ones' complement sum of the IPv4 header at `iph`: 0xffff when its checksum is right.
+///
+/// # Safety
+/// The 20 bytes at `iph` lie inside the frame.
+#[inline(always)]
+pub(super) unsafe fn ipv4_header_sum(iph: usize) -> u16 {
+    // SAFETY: the caller's promise.
+    let sum = unsafe {
+        bpf_csum_diff(
             core::ptr::null_mut(),
             0,
-            th as *mut u32,
-            SYNACK_TCP_LEN as u32,
+            iph as *mut u32,
+            IPV4_HLEN as u32,
+            0,
+        )
+    };
+    fold(sum)
+}
+
+/// The folded ones' complement sum of the `TCP_LEN`-byte TCP segment after the IP header at `iph`
+/// and of its pseudo-header: 0xffff when its checksum is right. The length is a constant, as the
+/// helper wants it.
+///
+/// # Safety
+/// `[iph, iph + IP_LEN + TCP_LEN)` lies inside the frame.
+#[inline(always)]
+pub(super) unsafe fn tcp_sum<const IP_LEN: usize, const TCP_LEN: usize>(iph: usize) -> u16 {
+    // SAFETY: the caller's promise.
+    let sum = unsafe {
+        let pseudo = pseudo_header_sum::<IP_LEN>(iph, TCP_LEN);
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            (iph + IP_LEN) as *mut u32,
+            TCP_LEN as u32,
             pseudo,
-        );
-        *((th + 16) as *mut u16) = !fold(sum);
-    }
+        )
+    };
+    fold(sum)
 }
 
 /// The ones' complement sum of the TCP pseudo-header (RFC 9293 § 3.1, RFC 8200 § 8.1), unfolded.
@@ -34,7 +65,7 @@ pub(super) unsafe fn write_checksums<const IP_LEN: usize>(iph: usize) {
 /// # Safety
 /// The IP header at `iph` lies inside the frame.
 #[inline(always)]
-pub(super) unsafe fn pseudo_header_sum<const IP_LEN: usize>(iph: usize, tcp_len: usize) -> u32 {
+unsafe fn pseudo_header_sum<const IP_LEN: usize>(iph: usize, tcp_len: usize) -> u32 {
     // Words, so that the helper reads them aligned; filled byte by byte in network order.
     let mut words = [0u32; 10];
     let bytes = words.as_mut_ptr() as *mut u8;
@@ -64,7 +95,7 @@ pub(super) unsafe fn pseudo_header_sum<const IP_LEN: usize>(iph: usize, tcp_len:
 /// Folds a 32-bit ones' complement sum (as `bpf_csum_diff` returns it) to 16 bits, in the byte
 /// order the words were read in.
 #[inline(always)]
-pub(super) fn fold(sum: i64) -> u16 {
+fn fold(sum: i64) -> u16 {
     let mut sum = sum as u64 & 0xffff_ffff;
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);

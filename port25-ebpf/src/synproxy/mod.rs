@@ -13,9 +13,9 @@
 use aya_ebpf::{
     bindings::{iphdr, ipv6hdr, tcphdr},
     helpers::{
-        bpf_csum_diff, bpf_ktime_get_ns, bpf_tcp_raw_check_syncookie_ipv4,
-        bpf_tcp_raw_check_syncookie_ipv6, bpf_tcp_raw_gen_syncookie_ipv4,
-        bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_ktime_get_ns, bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
+        bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail,
     },
     macros::map,
     maps::{LruHashMap, PerCpuArray, ProgramArray},
@@ -27,7 +27,7 @@ mod checksum;
 mod synack;
 
 use self::{
-    checksum::{fold, pseudo_header_sum, write_checksums},
+    checksum::{ipv4_header_sum, tcp_sum, write_checksums},
     synack::{read_client_options, write_synack},
 };
 use crate::{
@@ -283,26 +283,9 @@ fn check_syn<const IP_LEN: usize, const TCP_LEN: usize>(
     }
     // SAFETY: [iph, th + TCP_LEN) was just checked to lie inside the frame.
     unsafe {
-        if IP_LEN == IPV4_HLEN
-            && fold(bpf_csum_diff(
-                core::ptr::null_mut(),
-                0,
-                iph as *mut u32,
-                IPV4_HLEN as u32,
-                0,
-            )) != 0xffff
+        if (IP_LEN == IPV4_HLEN && ipv4_header_sum(iph) != 0xffff)
+            || tcp_sum::<IP_LEN, TCP_LEN>(iph) != 0xffff
         {
-            return Err(Answer::Dropped(Reason::Malformed));
-        }
-        let pseudo = pseudo_header_sum::<IP_LEN>(iph, TCP_LEN);
-        let sum = bpf_csum_diff(
-            core::ptr::null_mut(),
-            0,
-            th as *mut u32,
-            TCP_LEN as u32,
-            pseudo,
-        );
-        if fold(sum) != 0xffff {
             return Err(Answer::Dropped(Reason::Malformed));
         }
         let cookie = if IP_LEN == IPV6_HLEN {

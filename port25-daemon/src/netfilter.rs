@@ -101,11 +101,12 @@ pub(crate) fn ruleset(config: &Config) -> Option<String> {
     Some(rules)
 }
 
-/// Installs (or replaces) the table for `config` and sets `nf_conntrack_tcp_loose` to 0; removes
-/// the table when `config` needs none. Nothing is changed when nft refuses the table.
-pub(crate) fn apply(config: &Config) -> Result<(), NetfilterError> {
+/// Installs (or replaces) the table for `config` and sets `nf_conntrack_tcp_loose` to 0: true; or
+/// removes the table when `config` needs none: false. Nothing is changed when nft refuses the
+/// table.
+pub(crate) fn apply(config: &Config) -> Result<bool, NetfilterError> {
     let Some(rules) = ruleset(config) else {
-        return remove();
+        return remove().map(|()| false);
     };
     // The earlier value: from the table port25 installed before, else from the host now.
     let was = installed_comment()
@@ -135,7 +136,7 @@ pub(crate) fn apply(config: &Config) -> Result<(), NetfilterError> {
         }
         return Err(NetfilterError::Loose { source });
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Removes port25's table, if there is one, and restores `nf_conntrack_tcp_loose`.

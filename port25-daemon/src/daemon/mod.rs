@@ -283,8 +283,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
 /// Installs, replaces or removes policy synproxy's nftables table (docs/ARCHITECTURE.md, § SYN
 /// cookies) as `config` needs, saying what it did.
 fn sync_netfilter(config: &Config) -> Result<(), netfilter::NetfilterError> {
-    netfilter::apply(config)?;
-    if netfilter::ruleset(config).is_some() {
+    if netfilter::apply(config)? {
         info!(
             "policy synproxy: nftables table inet port25 installed (SYNPROXY on ports {:?} of {}), \
              net.netfilter.nf_conntrack_tcp_loose = 0",

@@ -8,7 +8,7 @@ use super::{
     Handover, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, MAX_WSCALE, NO_WSCALE, OPTION_STEPS,
     SYNACK_TCP_LEN, TCP_HLEN, TS_OPTION_BITS, TS_SACK,
 };
-use crate::parse::{TCP_ACK, TCP_SYN};
+use crate::parse::{TCP_ACK, TCP_SYN, opaque};
 
 /// Walks the SYN's options into `handover`: window scale, SACK permitted, timestamp (the MSS is
 /// the cookie helper's to read). The position and the results live in the map value, not in
@@ -38,7 +38,9 @@ pub(super) unsafe fn read_client_options(
             return;
         }
         // The mask bounds the position for the verifier; the walk stops at tcp_len <= 60 anyway.
-        let option = th + (at & 63);
+        // Opaque, or the compiler drops the mask as implied by `at < tcp_len`, which verifiers
+        // before Linux 6.18 cannot use (two variables compared).
+        let option = th + (opaque(at) & 63);
         if option + 2 > end {
             return;
         }

@@ -83,7 +83,9 @@ pub(crate) struct Run {
     pub(crate) elapsed: Duration,
 }
 
-/// Boots `kernel` with `initrd`, copies the console to `log`, and waits at most `limit`.
+/// Boots `kernel` with `initrd`, copies the console to `log`, and gives the boot and then each test
+/// binary at most `limit`: a bound per binary, not per guest, so that adding a suite or a slower
+/// emulator does not make a healthy run time out while a hung test is still caught.
 pub(crate) fn boot(
     kernel: &Path,
     initrd: &Path,
@@ -127,18 +129,20 @@ pub(crate) fn boot(
     });
     let mut file = std::fs::File::create(log)?;
     let mut run = Run::default();
-    let deadline = started + limit;
+    let mut deadline = started + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => {
                 let _ = writeln!(file, "{line}");
-                observe(&mut run, &line);
+                if observe(&mut run, &line) == Seen::Start {
+                    deadline = Instant::now() + limit;
+                }
             }
             // The console closed: qemu is exiting.
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = writeln!(file, "xtask: timed out after {limit:?}");
+                let _ = writeln!(file, "xtask: a test binary took more than {limit:?}");
                 let _ = child.kill();
                 break;
             }
@@ -149,10 +153,18 @@ pub(crate) fn boot(
     Ok(run)
 }
 
-fn observe(run: &mut Run, line: &str) {
+/// Whether a console line started a test binary.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Start,
+    Other,
+}
+
+fn observe(run: &mut Run, line: &str) -> Seen {
     let line = line.trim_end_matches('\r');
     if let Some(name) = line.strip_prefix(START) {
         run.unfinished = Some(name.to_owned());
+        return Seen::Start;
     } else if let Some(rest) = line.strip_prefix(RESULT) {
         let mut words = rest.split_whitespace();
         if let (Some(name), Some(code)) = (words.next(), words.next()) {
@@ -171,6 +183,7 @@ fn observe(run: &mut Run, line: &str) {
     } else if ALARMS.iter().any(|alarm| line.contains(alarm)) {
         run.alarms.push(line.to_owned());
     }
+    Seen::Other
 }
 
 #[cfg(test)]
@@ -188,7 +201,8 @@ mod tests {
             "P25VM-START attach",
             "[   12.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s!",
         ] {
-            observe(&mut run, line);
+            let seen = observe(&mut run, line);
+            assert_eq!(seen == Seen::Start, line.starts_with(START), "{line}");
         }
         assert_eq!(run.results, vec![("verdicts".to_owned(), 101)]);
         assert_eq!(

@@ -413,19 +413,28 @@ pub fn pseudo_header(frame: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Rewrites an untagged IPv4 SYN frame's MACs, source address, source port and sequence number,
-/// and fixes both checksums: one more connection attempt of a spoofed flood, which the gateway's
-/// stack takes for real.
+/// Rewrites an untagged SYN frame's MACs, source address (of the frame's family), source port and
+/// sequence number, and fixes the checksums: one more connection attempt of a spoofed flood, which
+/// the gateway's stack takes for real.
 pub fn respoof_syn(
     frame: &mut [u8],
     (dst_mac, src_mac): ([u8; 6], [u8; 6]),
-    src: std::net::Ipv4Addr,
+    src: impl Into<std::net::IpAddr>,
     rng: &mut crate::rng::Rng,
 ) {
-    let (ip, tcp) = (IPV4_AT, TCP_AFTER_IPV4_AT);
+    let ip = IPV4_AT;
     frame[..6].copy_from_slice(&dst_mac);
     frame[6..12].copy_from_slice(&src_mac);
-    frame[ip + 12..ip + 16].copy_from_slice(&src.octets());
+    let tcp = match src.into() {
+        std::net::IpAddr::V4(src) => {
+            frame[ip + 12..ip + 16].copy_from_slice(&src.octets());
+            TCP_AFTER_IPV4_AT
+        }
+        std::net::IpAddr::V6(src) => {
+            frame[ip + 8..ip + 24].copy_from_slice(&src.octets());
+            TCP_AFTER_IPV6_AT
+        }
+    };
     let r = rng.next_u64();
     let sport = 1024 + (r % 64_000) as u16;
     frame[tcp..tcp + 2].copy_from_slice(&sport.to_be_bytes());

@@ -2,25 +2,25 @@
 //! deliver their mail, where policy ratelimit's global cap turns most of them away.
 //!
 //! ```text
-//!   senders   cl0 198.18.4.2/24 + 198.18.4.100-.199                  ── gw0 ┐ gw: port25d,
-//!   attacker  cl0 198.18.5.66/24 (spoofing 198.19.0.0/16)               ── gw1 ┘ smtp-sink :25
+//!   senders   cl0 198.18.4.2/24 + 198.18.4.100-.169                  ── gw0 ┐ gw: port25d,
+//!             2001:db8:29::2/64 + 2001:db8:29::100-::149                      │ smtp-sink :25
+//!   attacker  cl0 198.18.5.66/24 2001:db8:30::66/64                     ── gw1 ┘ (v4 and v6)
+//!             (spoofing 198.19.0.0/16 and 2001:db8:ffff::/48)
 //! ```
 //!
-//! The flood is [`FLOOD_PER_SEC`] SYNs a second from random sources in 198.19.0.0/16, ten times
-//! ratelimit's global cap ([`GLOBAL_SYN_RATE`]). Under ratelimit, [`RATELIMIT_SENDERS`] new senders
+//! The flood is [`FLOOD_PER_SEC`] SYNs a second from random sources, ten times ratelimit's global
+//! cap ([`GLOBAL_SYN_RATE`]): from 198.19.0.0/16 under ratelimit, from there and from
+//! 2001:db8:ffff::/48 in turn under synproxy. Under ratelimit, [`RATELIMIT_SENDERS`] new senders
 //! each try one message: they compete with the flood for the global bucket, and most cannot
-//! connect within swaks' 3 s. Under synproxy, [`SYNPROXY_SENDERS`] other new IPv4 senders each
-//! deliver one: XDP answers every SYN with a cookie (the SYN-ACK budget, 20,000 a
-//! second by default, is above the flood: it stands for the uplink), only the real senders' ACKs
-//! come back, and netfilter's SYNPROXY hands their connections to smtp-sink. Asserted: all of them
-//! delivered, smtp-sink saw their own addresses, the gateway's listen queue never overflowed and
-//! its stack sent no SYN cookie of its own (nstat), SYNPROXY validated at least their cookies
-//! (/proc/net/stat/synproxy), conntrack stayed small (the flood is never tracked), and port25d
-//! installed its nftables table and removed it when it stopped.
-//!
-//! IPv6 is not in this lab: with `synproxy.ipv6 = true` XDP answers and verifies IPv6 as well
-//! (the verdict tests), but the kernel's nftables SYNPROXY then drops the ACK here, checking an
-//! IPv6 segment's checksum as IPv4 unless a NIC has verified it (veth does not).
+//! connect within swaks' 3 s. Under synproxy, [`SYNPROXY_SENDERS`] other new IPv4 senders and as
+//! many IPv6 ones each deliver one: XDP answers every SYN with a cookie (the SYN-ACK budget,
+//! 20,000 a second by default, is above the flood: it stands for the uplink), only the real
+//! senders' ACKs come back, and netfilter's SYNPROXY (nftables' for IPv4, ip6tables' for IPv6)
+//! hands their connections to smtp-sink. Asserted: all of them delivered, smtp-sink saw their own
+//! addresses, the gateway's listen queue never overflowed and its stack sent no SYN cookie of its
+//! own (nstat), SYNPROXY validated at least their cookies (/proc/net/stat/synproxy), conntrack
+//! stayed small (the flood is never tracked), and port25d installed its nftables table and
+//! ip6tables chain and removed both when it stopped.
 //!
 //! On veth the clients' end computes checksums in software (`ethtool -K cl0 tx off`: the program
 //! verifies the SYN's checksum, which a partial offload leaves unfinished) and runs an XDP program
@@ -30,7 +30,7 @@
 use std::{
     ffi::OsStr,
     fs,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
     thread,
@@ -56,8 +56,8 @@ const SYNPROXY_SENDERS: u8 = 50;
 /// swaks runs at once.
 const WORKERS: usize = 5;
 
-const GW_SENDERS_V4: &str = "198.18.4.1";
 const GW_ATTACKER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 1);
+const GW_ATTACKER_V6: &str = "2001:db8:30::1";
 
 fn write_config(path: &Path, policy: &str) {
     let text = format!(
@@ -85,6 +85,11 @@ fn sender(n: u8) -> IpAddr {
     Gateway::v4(4, 100 + n).into()
 }
 
+/// The `n`-th IPv6 sender address: 2001:db8:29::{100+n}.
+fn sender_v6(n: u8) -> IpAddr {
+    Gateway::v6(4, 100 + n).into()
+}
+
 /// One message from each of `sources`, [`WORKERS`] at a time.
 fn deliver_from(ns: &Netns, sources: &[IpAddr]) -> Vec<(IpAddr, Delivery)> {
     let chunks: Vec<&[IpAddr]> = sources.chunks(sources.len().div_ceil(WORKERS)).collect();
@@ -96,7 +101,10 @@ fn deliver_from(ns: &Netns, sources: &[IpAddr]) -> Vec<(IpAddr, Delivery)> {
                     chunk
                         .iter()
                         .map(|&source| {
-                            let server = GW_SENDERS_V4.parse().unwrap();
+                            let server: IpAddr = match source {
+                                IpAddr::V4(_) => Gateway::v4(4, 1).into(),
+                                IpAddr::V6(_) => Gateway::v6(4, 1).into(),
+                            };
                             (source, send_mail(ns, source, server, 25))
                         })
                         .collect::<Vec<_>>()
@@ -110,9 +118,13 @@ fn deliver_from(ns: &Netns, sources: &[IpAddr]) -> Vec<(IpAddr, Delivery)> {
     })
 }
 
-/// A spoofed flood from the attacker's namespace for as long as `deliver` runs; returns what
-/// `deliver` returned and the frames sent.
-fn during_flood<T: Send>(lab: &Gateway, deliver: impl FnOnce() -> T + Send) -> (T, u64) {
+/// A spoofed flood from the attacker's namespace for as long as `deliver` runs, IPv4 only or
+/// both families in turn (`with_v6`); returns what `deliver` returned and the frames sent.
+fn during_flood<T: Send>(
+    lab: &Gateway,
+    with_v6: bool,
+    deliver: impl FnOnce() -> T + Send,
+) -> (T, u64) {
     let (gw, attacker) = (&lab.gw, &lab.clients[1]);
     let macs = (gw.mac("gw1"), attacker.mac("cl0"));
     let stop = AtomicBool::new(false);
@@ -121,18 +133,32 @@ fn during_flood<T: Send>(lab: &Gateway, deliver: impl FnOnce() -> T + Send) -> (
         let flood = attacker.spawn_inside(scope, || {
             let socket = PacketSocket::bind("cl0").expect("a packet socket on cl0");
             let mut rng = Rng(0x5eed_0025);
-            let mut frame = frames::tcp("198.19.0.1", 25)
+            let mut frame_v4 = frames::tcp("198.19.0.1", 25)
                 .to(&GW_ATTACKER_V4.to_string())
+                .build();
+            let mut frame_v6 = frames::tcp("2001:db8:ffff::1", 25)
+                .to(GW_ATTACKER_V6)
                 .build();
             let started = Instant::now();
             let mut count = 0u64;
             while !stop.load(Ordering::Relaxed) && count < FLOOD_MAX_FRAMES {
                 let due = (started.elapsed().as_secs_f64() * FLOOD_PER_SEC) as u64;
                 while count < due.min(FLOOD_MAX_FRAMES) {
-                    let [hi, lo] = ((rng.next_u64() & 0xffff) as u16).to_be_bytes();
-                    let source = Ipv4Addr::new(198, 19, hi, lo);
-                    frames::respoof_syn(&mut frame, macs, source, &mut rng);
-                    if socket.send(&frame).is_ok() {
+                    let random = rng.next_u64();
+                    let frame = if with_v6 && count % 2 == 1 {
+                        let [a, b, c, d, e, f, g, h] = random.to_be_bytes();
+                        let source = Ipv6Addr::from([
+                            0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, a, b, c, d, e, f, g, h, 0, 1,
+                        ]);
+                        frames::respoof_syn(&mut frame_v6, macs, source, &mut rng);
+                        &frame_v6
+                    } else {
+                        let [hi, lo] = ((random & 0xffff) as u16).to_be_bytes();
+                        let source = Ipv4Addr::new(198, 19, hi, lo);
+                        frames::respoof_syn(&mut frame_v4, macs, source, &mut rng);
+                        &frame_v4
+                    };
+                    if socket.send(frame).is_ok() {
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
                     count += 1;
@@ -213,6 +239,18 @@ fn has_table(ns: &Netns) -> bool {
         .success()
 }
 
+/// Whether port25d's ip6tables chain is in the namespace.
+fn has_chain(ns: &Netns) -> bool {
+    let output = ns
+        .command(tool("ip6tables-legacy-save"))
+        .args(["-t", "mangle"])
+        .output()
+        .expect("running ip6tables-legacy-save");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .any(|line| line.starts_with(":PORT25 "))
+}
+
 fn start_daemon<'a>(gw: &'a Netns, work: &WorkDir, bpffs: &BpfFs, policy: &str) -> Daemon<'a> {
     let config = work.join(format!("{policy}.toml"));
     write_config(&config, policy);
@@ -226,9 +264,9 @@ fn start_daemon<'a>(gw: &'a Netns, work: &WorkDir, bpffs: &BpfFs, policy: &str) 
     )
 }
 
-fn latencies(deliveries: &[(IpAddr, Delivery)]) -> String {
+fn latencies<'a>(deliveries: impl IntoIterator<Item = &'a (IpAddr, Delivery)>) -> String {
     let mut times: Vec<Duration> = deliveries
-        .iter()
+        .into_iter()
         .filter(|(_, delivery)| delivery.delivered)
         .map(|(_, delivery)| delivery.elapsed)
         .collect();
@@ -245,7 +283,7 @@ fn latencies(deliveries: &[(IpAddr, Delivery)]) -> String {
 fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
     port25_testkit::require_root();
     require_tools(SMTP_LAB_TOOLS);
-    require_tools(&["nft", "ethtool", "cat"]);
+    require_tools(&["nft", "ip6tables-legacy-save", "ethtool", "cat"]);
     Daemon::binary();
 
     let work = WorkDir::new("synproxy");
@@ -257,6 +295,10 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
     let (gw, senders) = (&lab.gw, &lab.clients[0]);
     for n in 0..SYNPROXY_SENDERS + RATELIMIT_SENDERS {
         senders.ip(&["addr", "add", &format!("{}/24", sender(n)), "dev", "cl0"]);
+    }
+    for n in 0..SYNPROXY_SENDERS {
+        let address = format!("{}/64", sender_v6(n));
+        senders.ip(&["addr", "add", &address, "dev", "cl0", "nodad"]);
     }
     let mut _passes = Vec::new();
     for client in &lab.clients {
@@ -273,13 +315,14 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         _passes.push(XdpPass::attach(client, "cl0"));
     }
     let sink = SmtpSink::start(gw, "0.0.0.0:25".parse::<SocketAddr>().unwrap(), &work);
+    let sink_v6 = SmtpSink::start(gw, "[::]:25".parse::<SocketAddr>().unwrap(), &work);
 
     // ---- ratelimit: new senders compete with the flood for the global bucket ----------------
     let daemon = start_daemon(gw, &work, &bpffs, "ratelimit");
     let sources: Vec<IpAddr> = (0..RATELIMIT_SENDERS)
         .map(|n| sender(SYNPROXY_SENDERS + n))
         .collect();
-    let (deliveries, flood) = during_flood(&lab, || deliver_from(senders, &sources));
+    let (deliveries, flood) = during_flood(&lab, false, || deliver_from(senders, &sources));
     let delivered = deliveries.iter().filter(|(_, d)| d.delivered).count();
     let metrics = daemon.scrape();
     let limited = metric_sum(
@@ -305,16 +348,18 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
     // ---- synproxy: every new sender gets in --------------------------------------------------
     let daemon = start_daemon(gw, &work, &bpffs, "synproxy");
     assert!(
-        has_table(gw),
-        "port25d installs its nftables table:\n{}",
+        has_table(gw) && has_chain(gw),
+        "port25d installs its nftables table and its ip6tables chain:\n{}",
         daemon.log()
     );
     let loose = read_in(gw, "/proc/sys/net/netfilter/nf_conntrack_tcp_loose");
     assert_eq!(loose.trim(), "0", "nf_conntrack_tcp_loose");
     let stack_before = tcp_ext(gw, &["ListenOverflows", "SyncookiesSent"]);
     let cookies_before = synproxy_cookies_valid(gw);
-    let sources: Vec<IpAddr> = (0..SYNPROXY_SENDERS).map(sender).collect();
-    let (deliveries, flood) = during_flood(&lab, || deliver_from(senders, &sources));
+    let sources: Vec<IpAddr> = (0..SYNPROXY_SENDERS)
+        .flat_map(|n| [sender(n), sender_v6(n)])
+        .collect();
+    let (deliveries, flood) = during_flood(&lab, true, || deliver_from(senders, &sources));
     let metrics = daemon.scrape();
     let packets = |verdict: &str, reason: &str| {
         metric_sum(
@@ -335,14 +380,22 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         .trim()
         .parse()
         .unwrap_or(u64::MAX);
-    let delivered = deliveries.iter().filter(|(_, d)| d.delivered).count();
+    for (name, v6) in [("IPv4", false), ("IPv6", true)] {
+        let of_family: Vec<&(IpAddr, Delivery)> = deliveries
+            .iter()
+            .filter(|(source, _)| source.is_ipv6() == v6)
+            .collect();
+        let delivered = of_family.iter().filter(|(_, d)| d.delivered).count();
+        println!(
+            "synproxy: {delivered} of {SYNPROXY_SENDERS} new {name} senders delivered; latency {}",
+            latencies(of_family.iter().copied())
+        );
+    }
     println!(
-        "synproxy: {delivered} of {SYNPROXY_SENDERS} new senders delivered during a flood of \
-         {flood} spoofed SYNs; latency {}; SYN-ACKs with cookies {answered}, cookies valid \
-         {valid}, invalid {invalid}, budget hits {budget}; SYNPROXY cookies valid {cookies}; \
-         conntrack entries {tracked}; ListenOverflows/SyncookiesSent {stack_before:?} -> \
-         {stack_after:?}",
-        latencies(&deliveries)
+        "synproxy: during a flood of {flood} spoofed SYNs (IPv4 and IPv6 in turn): SYN-ACKs with \
+         cookies {answered}, cookies valid {valid}, invalid {invalid}, budget hits {budget}; \
+         SYNPROXY cookies valid {cookies}; conntrack entries {tracked}; \
+         ListenOverflows/SyncookiesSent {stack_before:?} -> {stack_after:?}"
     );
     let failed: Vec<String> = deliveries
         .iter()
@@ -356,6 +409,7 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         daemon.log()
     );
     for (source, _) in &deliveries {
+        let sink = if source.is_ipv6() { &sink_v6 } else { &sink };
         assert_eq!(
             sink.wait_for_messages(*source, 1),
             1,
@@ -367,11 +421,11 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         "nearly every flood SYN is answered from XDP: {answered} of {flood}"
     );
     assert!(
-        valid >= f64::from(SYNPROXY_SENDERS),
+        valid >= f64::from(2 * u32::from(SYNPROXY_SENDERS)),
         "cookies valid: {valid}"
     );
     assert!(
-        cookies >= u64::from(SYNPROXY_SENDERS),
+        cookies >= 2 * u64::from(SYNPROXY_SENDERS),
         "SYNPROXY validated {cookies} cookies"
     );
     assert_eq!(
@@ -383,5 +437,8 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         "conntrack holds {tracked} entries: the flood must stay untracked"
     );
     daemon.stop();
-    assert!(!has_table(gw), "port25d removes its table when it detaches");
+    assert!(
+        !has_table(gw) && !has_chain(gw),
+        "port25d removes its table and its chain when it detaches"
+    );
 }

@@ -89,6 +89,12 @@ pub(crate) const PACKAGES: &[Package] = &[
         check: Check::Runs(&["ethtool", "--version"]),
     },
     Package {
+        name: "iptables",
+        lab: false,
+        why: "ip6tables-legacy-restore: policy synproxy's IPv6 SYNPROXY, in the synproxy lab",
+        check: Check::Runs(&["ip6tables-legacy-restore", "--version"]),
+    },
+    Package {
         name: "dpkg-dev",
         lab: false,
         why: "dpkg-shlibdeps for `cargo xtask package`",

@@ -19,10 +19,10 @@ pub(super) fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> any
         println!("detached; port25d stopped");
         return Ok(());
     }
-    // A daemon that ran policy synproxy left its nftables table. Not a reason to leave the filter
+    // A daemon that ran policy synproxy left its nftables table (and ip6tables chain). Not a reason to leave the filter
     // attached: said, and the pins go all the same.
     if let Err(err) = netfilter::remove() {
-        eprintln!("port25d detach: removing policy synproxy's nftables table: {err}");
+        eprintln!("port25d detach: removing policy synproxy's netfilter rules: {err}");
     }
     // A daemon that ran with xdp_coexist = "libxdp" left its component in libxdp's dispatchers.
     let (left, problems) = datapath::leave_dispatchers();

@@ -89,11 +89,21 @@ impl fmt::Display for Config {
                 Some(rules) => {
                     writeln!(
                         f,
-                        "  {:<16}port25d installs (and removes on detach):",
+                        "  {:<16}port25d installs (and removes on detach), with nft -f:",
                         "netfilter"
                     )?;
-                    for line in rules.lines() {
+                    for line in rules.nft.lines() {
                         writeln!(f, "    {line}")?;
+                    }
+                    if let Some(chain) = &rules.ip6tables {
+                        writeln!(
+                            f,
+                            "    with ip6tables-legacy-restore, chain PORT25 of table mangle, \
+                             jumped to first from INPUT:"
+                        )?;
+                        for line in chain.lines() {
+                            writeln!(f, "    {line}")?;
+                        }
                     }
                     writeln!(
                         f,

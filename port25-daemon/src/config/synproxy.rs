@@ -33,10 +33,9 @@ pub struct Synproxy {
     pub wscale: u8,
     /// TTL (IPv6: hop limit) of the SYN-ACKs.
     pub ttl: u8,
-    /// Whether IPv6 SYNs are answered with cookies too; off, IPv6 is rate-limited as under policy
-    /// ratelimit. Off by default: the kernel's nftables SYNPROXY checks an IPv6 segment's
-    /// checksum as IPv4 (nft_synproxy_do_eval calls nf_ip_checksum for both families) and drops
-    /// it unless the NIC has verified the checksum itself (CHECKSUM_UNNECESSARY).
+    /// Whether IPv6 SYNs are answered with cookies too (on by default); off, IPv6 is rate-limited
+    /// as under policy ratelimit, and the host needs no ip6tables (docs/ARCHITECTURE.md, § SYN
+    /// cookies: IPv6's SYNPROXY is ip6tables' legacy one).
     pub ipv6: bool,
 }
 
@@ -59,7 +58,7 @@ impl Source<'_> {
             mss6: self.ranged(&raw.mss6, "synproxy.mss6", 1440, 1220..=9000)? as u16,
             wscale: self.ranged(&raw.wscale, "synproxy.wscale", 7, 0..=14)? as u8,
             ttl: self.ranged(&raw.ttl, "synproxy.ttl", 64, 1..=255)? as u8,
-            ipv6: raw.ipv6.unwrap_or(false),
+            ipv6: raw.ipv6.unwrap_or(true),
         })
     }
 }
@@ -115,7 +114,7 @@ mod tests {
                 s.ttl,
                 s.ipv6
             ),
-            (20_000, 5_000, 1460, 1440, 7, 64, false)
+            (20_000, 5_000, 1460, 1440, 7, 64, true)
         );
         let err = parse("[synproxy]\nwscale = 15\n").expect_err("out of range");
         assert_eq!(err.location.line, Some(2));

@@ -137,7 +137,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     let (allow, deny) = effective_lists(&config, &runtime, &crowdsec);
     let entries = (allow.len(), deny.len());
     // Before the policy: an ACK with a valid cookie must find SYNPROXY in the stack.
-    sync_netfilter(&config).context("policy synproxy: installing its nftables table")?;
+    sync_netfilter(&config).context("policy synproxy: installing its netfilter rules")?;
     tokio::task::block_in_place(|| datapath.apply_policy(&config, allow, deny))
         .context("writing the policy into the kernel maps")?;
     for iface in xdp_interfaces(&config) {
@@ -275,7 +275,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     if on_exit == OnExit::Detach
         && let Err(err) = netfilter::remove()
     {
-        error!("policy synproxy: removing its nftables table: {err}");
+        error!("policy synproxy: removing its netfilter rules: {err}");
     }
     Ok(())
 }
@@ -285,8 +285,13 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
 fn sync_netfilter(config: &Config) -> Result<(), netfilter::NetfilterError> {
     if netfilter::apply(config)? {
         info!(
-            "policy synproxy: nftables table inet port25 installed (SYNPROXY on ports {:?} of {}), \
-             net.netfilter.nf_conntrack_tcp_loose = 0",
+            "policy synproxy: nftables table inet port25{} installed (SYNPROXY on ports {:?} of \
+             {}), net.netfilter.nf_conntrack_tcp_loose = 0",
+            if config.synproxy.ipv6 {
+                " and ip6tables chain PORT25 (IPv6)"
+            } else {
+                ""
+            },
             config.ports,
             config.interfaces.join(", ")
         );
@@ -338,14 +343,14 @@ impl Daemon {
         // removed after the policy that no longer does.
         let synproxy = netfilter::ruleset(&next).is_some();
         if synproxy {
-            sync_netfilter(&next).context("policy synproxy: installing its nftables table")?;
+            sync_netfilter(&next).context("policy synproxy: installing its netfilter rules")?;
         }
         self.datapath
             .apply_policy(&next, allow, deny)
             .context("writing the new policy into the kernel maps")?;
         if !synproxy && let Err(err) = netfilter::remove() {
             error!(
-                "policy synproxy no longer applies, but removing its nftables table failed: {err}"
+                "policy synproxy no longer applies, but removing its netfilter rules failed: {err}"
             );
         }
         if next.egress.mode == EgressMode::Off {

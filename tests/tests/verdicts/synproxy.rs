@@ -279,7 +279,7 @@ fn the_synack_budget_caps_what_is_sent() {
 
 #[test]
 fn ipv6_is_rate_limited_unless_synproxy_ipv6_is_on() {
-    let datapath = load(&SYNPROXY.replace("ipv6 = true", ""));
+    let datapath = load(&SYNPROXY.replace("ipv6 = true", "ipv6 = false"));
     check(
         &datapath,
         &[

@@ -53,9 +53,9 @@ const METRICS: &[&str] = &[
 ];
 
 /// The highest `systemd-analyze security` exposure the unit may have: what was measured with
-/// systemd 252 (1.9, "OK"). Most single hardening lines are worth 0.1-0.2 on this scale; the few
+/// systemd 252 (2.0, "OK", since policy synproxy's IPv6 needs CAP_NET_RAW and /proc/sys). Most single hardening lines are worth 0.1-0.2 on this scale; the few
 /// that do not move the rounded score are caught by [`ACCEPTED_EXPOSURES`].
-const MAX_EXPOSURE: f64 = 1.9;
+const MAX_EXPOSURE: f64 = 2.0;
 
 /// The checks `systemd-analyze security` may fail for port25d.service, each for a reason. Any
 /// other failed check is a regression of the unit's hardening.
@@ -77,6 +77,14 @@ const ACCEPTED_EXPOSURES: &[(&str, &str)] = &[
     (
         "CapabilityBoundingSet=~CAP_NET_ADMIN",
         "attaches XDP and TC",
+    ),
+    (
+        "ProcSubset=",
+        "policy synproxy reads net.netfilter.nf_conntrack_tcp_loose in /proc/sys",
+    ),
+    (
+        "CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RAW)",
+        "CAP_NET_RAW: ip6tables-legacy-restore's raw socket (policy synproxy, IPv6)",
     ),
     ("SystemCallFilter=~@privileged", "bpf() is in @privileged"),
     (

@@ -45,7 +45,7 @@ echo "$mounts" | grep -q '^/var/lib/port25 rw' && ok state-rw || fail state-rw "
 echo "$mounts" | grep -q '^/run/port25 rw' && ok runtime-rw || fail runtime-rw "$mounts"
 [ "$(stat -c %a /run/port25)" = 700 ] && ok runtime-0700 || fail runtime-0700 "$(stat -c %a /run/port25)"
 [ "$(stat -c %a /var/lib/port25)" = 700 ] && ok state-0700 || fail state-0700 "$(stat -c %a /var/lib/port25)"
-grep -q '^CapEff:	000000c000001000$' /proc/$PID/status && ok caps || fail caps "$(grep ^Cap /proc/$PID/status)"
+grep -q '^CapEff:	000000c000003000$' /proc/$PID/status && ok caps || fail caps "$(grep ^Cap /proc/$PID/status)"
 grep -q '^NoNewPrivs:	1$' /proc/$PID/status && ok nnp || fail nnp "$(grep NoNewPrivs /proc/$PID/status)"
 grep -q '^Seccomp:	2$' /proc/$PID/status && ok seccomp || fail seccomp "$(grep Seccomp /proc/$PID/status)"
 
@@ -80,12 +80,26 @@ i=0; until journalctl -u port25d.service --no-pager | grep -q 'refused outbound 
 journalctl -u port25d.service --no-pager | grep -q "refused outbound connect to 198.18.9.9:25: perl (pid .*cgroup /p25egress)" && ok egress-event || fail egress-event "$(journalctl -u port25d.service --no-pager | grep egress | tail -3)"
 cp /tmp/good.toml /etc/port25/port25.toml
 
+# Policy synproxy under the sandbox: nft and ip6tables-legacy-restore run as the daemon's children.
+# The unit keeps /proc/sys read-only, so the sysctl is set first, as the README says (a throw-away
+# table's ct expression loads nf_conntrack, which holds it).
+nft 'add table inet p25probe; add chain inet p25probe c { type filter hook input priority 0; }; add rule inet p25probe c ct state invalid counter; delete table inet p25probe'
+sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0 || fail sysctl "cannot set nf_conntrack_tcp_loose: $(ls /proc/sys/net/netfilter 2>&1 | head -3)"
+sed -i 's/^policy = "ratelimit"/policy = "synproxy"/' /etc/port25/port25.toml
+systemctl reload port25d.service && ok synproxy-reload || fail synproxy-reload "systemctl reload failed"
+i=0; until ip6tables-legacy-save -t mangle 2>/dev/null | grep -q '^:PORT25 '; do
+    i=$((i+1)); [ $i -gt 50 ] && break; sleep 0.2; done
+nft list table inet port25 > /dev/null 2>&1 && ok synproxy-nft || fail synproxy-nft "no table inet port25: $(journalctl -u port25d.service --no-pager | tail -3)"
+ip6tables-legacy-save -t mangle 2>/dev/null | grep -q '^-A INPUT -j PORT25$' && ok synproxy-ip6tables || fail synproxy-ip6tables "no chain PORT25: $(journalctl -u port25d.service --no-pager | tail -3)"
+
 systemctl stop port25d.service
 systemctl is-active -q port25d.service && fail stop "still active" || ok stop
 journalctl -u port25d.service --no-pager | grep -q 'detached from p25a' && ok detached || fail detached "no 'detached from p25a' in the journal"
 # The pin directory stays (the unit's bind mount point), empty.
 [ -z "$(ls -A /sys/fs/bpf/port25)" ] && ok unpinned || fail unpinned "pins left behind: $(ls -R /sys/fs/bpf/port25 2>&1)"
 journalctl -u port25d.service --no-pager | grep -q 'removing /sys/fs/bpf/port25' && fail quiet-stop "$(journalctl -u port25d.service --no-pager | grep removing)" || ok quiet-stop
+nft list table inet port25 > /dev/null 2>&1 && fail synproxy-removed "table inet port25 left" || ok synproxy-removed
+ip6tables-legacy-save -t mangle 2>/dev/null | grep -q '^:PORT25 ' && fail synproxy-chain-removed "chain PORT25 left" || ok synproxy-chain-removed
 rmdir "$CG/p25egress" || echo "note: cannot remove $CG/p25egress"
 echo "--- journal"
 journalctl -u port25d.service --no-pager | tail -40
@@ -93,7 +107,7 @@ journalctl -u port25d.service --no-pager | tail -40
 
 /// The packaged unit, unchanged but for the binary's path, started by systemd 252 as PID 1 of a
 /// container (systemd-nspawn booting this machine's /usr): the sandbox lets port25d pin, attach,
-/// reload and stop; the mounts, capabilities, no_new_privs and seccomp are as the unit says; a
+/// reload, switch to policy synproxy (nft and ip6tables-legacy-restore under it) and stop; the mounts, capabilities, no_new_privs and seccomp are as the unit says; a
 /// reload of a broken config fails without disturbing the running daemon.
 #[test]
 fn unit_runs_under_systemd() {
@@ -273,10 +287,15 @@ fn unit_runs_under_systemd() {
         "egress-attached",
         "egress-refused",
         "egress-event",
+        "synproxy-reload",
+        "synproxy-nft",
+        "synproxy-ip6tables",
         "stop",
         "detached",
         "unpinned",
         "quiet-stop",
+        "synproxy-removed",
+        "synproxy-chain-removed",
     ] {
         assert!(
             result.lines().any(|l| l == format!("OK {check}")),

@@ -301,9 +301,10 @@ fn wait_metrics(
     }
 }
 
-/// The unit's privileges and system-call filter, tried on the real daemon: with exactly
-/// CapabilityBoundingSet= it loads, attaches, serves metrics, reloads and stops cleanly, making
-/// only system calls SystemCallFilter= allows; without any one of those capabilities it fails.
+/// The unit's privileges and system-call filter, tried on the real daemon under policy synproxy
+/// (IPv6 on): with exactly CapabilityBoundingSet= it loads, attaches, installs its netfilter rules,
+/// serves metrics, reloads and stops cleanly, it and its children making only system calls
+/// SystemCallFilter= allows; without any one of those capabilities it fails.
 #[test]
 fn unit_capabilities_and_syscall_filter_fit_the_daemon() {
     assert!(
@@ -344,8 +345,12 @@ fn unit_capabilities_and_syscall_filter_fit_the_daemon() {
             "\nbouncer_key_file = \"\"\n",
             &format!("\nbouncer_key_file = \"{}\"\n", key.display()),
         )
-        .replace("\nupdate_frequency = 10\n", "\nupdate_frequency = 1\n");
+        .replace("\nupdate_frequency = 10\n", "\nupdate_frequency = 1\n")
+        // The policy that needs the most: nft and ip6tables-legacy-restore run as its children,
+        // with its capabilities, under its system-call filter.
+        .replace("\npolicy = \"ratelimit\"\n", "\npolicy = \"synproxy\"\n");
     assert!(edited.contains("127.0.0.1:9") && edited.contains("bouncer.key"));
+    assert!(edited.contains("\npolicy = \"synproxy\"\n"));
     fs::write(&config, edited).unwrap();
     let ns = netns_with_veth();
 
@@ -366,6 +371,20 @@ fn unit_capabilities_and_syscall_filter_fit_the_daemon() {
             "port25d does not export {metric}:\n{metrics}"
         );
     }
+    let installed = |what: &str, args: &[&str]| {
+        let out = ns.command(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success() && stdout(&out).contains(what),
+            "policy synproxy's {what} is not installed:\n{}\n{}",
+            stdout(&out),
+            daemon.log()
+        );
+    };
+    installed(
+        "table inet port25",
+        &["nft", "list", "table", "inet", "port25"],
+    );
+    installed(":PORT25 ", &["ip6tables-legacy-save", "-t", "mangle"]);
     let pid = daemon.pid(true);
     daemon.signal(pid, "HUP");
     wait_metrics(&ns, &mut daemon, "a successful reload", |m| {

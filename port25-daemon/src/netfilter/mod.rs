@@ -1,0 +1,264 @@
+//! What policy synproxy needs of the host's netfilter (docs/ARCHITECTURE.md, § SYN cookies): the
+//! ACK that proves a cookie port25's XDP program sent reaches the stack, where netfilter's
+//! SYNPROXY (the same cookies) opens the connection to the MTA and splices the two. port25d
+//! installs, and removes on detach:
+//! - an nftables table of its own, `inet port25` ([`nft`]): in raw prerouting, SYNs to the
+//!   protected ports on the filtered interfaces are not tracked (a SYN that reaches the stack is
+//!   answered by SYNPROXY itself, not by the listener); in input, untracked and invalid IPv4
+//!   segments to those ports go to SYNPROXY, the remaining invalid ones are dropped;
+//! - with `synproxy.ipv6`, the same for IPv6 in a chain of ip6tables' legacy table mangle
+//!   ([`ip6tables`]: the one SYNPROXY that checks IPv6 checksums right);
+//!
+//! and sets `net.netfilter.nf_conntrack_tcp_loose` to 0 (an ACK of no known connection is invalid,
+//! not picked up), recording the earlier value in the table's comment to restore it on removal.
+
+mod ip6tables;
+mod nft;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use crate::config::{Config, Synproxy};
+use crate::model::{Mode, Policy};
+
+const LOOSE: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_loose";
+/// How the table's comment records the earlier `nf_conntrack_tcp_loose`.
+const LOOSE_WAS: &str = "nf_conntrack_tcp_loose was ";
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NetfilterError {
+    #[error("cannot run nft ({0}): policy synproxy needs nftables (Debian: apt install nftables)")]
+    NoNft(#[source] std::io::Error),
+    #[error("nft refused port25's table: {0}")]
+    Refused(String),
+    #[error(
+        "cannot run ip6tables-legacy-restore ({0}): IPv6 under policy synproxy needs iptables' \
+         legacy tools (Debian: apt install iptables), or set [synproxy] ipv6 = false"
+    )]
+    NoIp6tables(#[source] std::io::Error),
+    #[error(
+        "ip6tables-legacy-restore refused port25's chain: {0} (the kernel needs ip6_tables and \
+         ip6t_SYNPROXY; or set [synproxy] ipv6 = false)"
+    )]
+    Ip6tablesRefused(String),
+    #[error(
+        "cannot set {LOOSE} to 0 ({source}); set net.netfilter.nf_conntrack_tcp_loose = 0 in \
+         /etc/sysctl.d/ (after nf_conntrack is loaded) or run port25d where /proc/sys is writable"
+    )]
+    Loose {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the rules are made of.
+struct Handoff<'a> {
+    interfaces: &'a [String],
+    ports: &'a [u16],
+    synproxy: &'a Synproxy,
+}
+
+/// The rules policy synproxy needs, as their tools read them.
+#[derive(Debug)]
+pub(crate) struct Rules {
+    /// The nftables table, for `nft -f`.
+    pub(crate) nft: String,
+    /// With `synproxy.ipv6`: the rules of ip6tables' chain `PORT25` in table mangle, for
+    /// `ip6tables-legacy-restore`.
+    pub(crate) ip6tables: Option<String>,
+}
+
+/// The rules policy synproxy needs for `config`; `None` when it needs none (another policy,
+/// monitor mode, or no interfaces).
+pub(crate) fn ruleset(config: &Config) -> Option<Rules> {
+    if config.policy != Policy::Synproxy || config.mode != Mode::Enforce {
+        return None;
+    }
+    if config.interfaces.is_empty() {
+        return None;
+    }
+    let handoff = Handoff {
+        interfaces: &config.interfaces,
+        ports: &config.ports,
+        synproxy: &config.synproxy,
+    };
+    Some(Rules {
+        nft: nft::table(&handoff),
+        ip6tables: config.synproxy.ipv6.then(|| ip6tables::chain(&handoff)),
+    })
+}
+
+/// Installs (or replaces) the rules for `config` and sets `nf_conntrack_tcp_loose` to 0: true; or
+/// removes them when `config` needs none: false. Nothing is left changed when a part is refused.
+pub(crate) fn apply(config: &Config) -> Result<bool, NetfilterError> {
+    let Some(rules) = ruleset(config) else {
+        return remove().map(|()| false);
+    };
+    // The earlier value: from the table port25 installed before, else from the host now.
+    let was = nft::installed_comment()
+        .and_then(|comment| loose_recorded(&comment))
+        .or_else(read_loose);
+    let comment = match was {
+        Some(value) => format!("port25d: {LOOSE_WAS}{value}"),
+        None => "port25d".to_owned(),
+    };
+    nft::install(&rules.nft, &comment)?;
+    // Half a set-up is none: on a refusal the table goes again, and the caller refuses the policy.
+    let rest = match &rules.ip6tables {
+        Some(chain) => ip6tables::install(chain),
+        None => ip6tables::remove().map(|_| ()),
+    }
+    .and_then(|()| {
+        // nf_conntrack is loaded now (the table's ct expressions need it), so the sysctl exists.
+        if read_loose() == Some(0) {
+            return Ok(());
+        }
+        std::fs::write(LOOSE, "0").map_err(|source| NetfilterError::Loose { source })
+    });
+    if let Err(err) = rest {
+        if rules.ip6tables.is_some()
+            && let Err(undo) = ip6tables::remove()
+        {
+            tracing::warn!("removing the ip6tables chain again: {undo}");
+        }
+        if let Err(undo) = nft::delete() {
+            tracing::warn!("removing the table again: {undo}");
+        }
+        return Err(err);
+    }
+    Ok(true)
+}
+
+/// Removes port25's table and chain, if they are there, and restores `nf_conntrack_tcp_loose`.
+pub(crate) fn remove() -> Result<(), NetfilterError> {
+    let chain = ip6tables::remove();
+    if let Ok(true) = chain {
+        tracing::info!("removed the ip6tables chain PORT25 of table mangle");
+    }
+    let Some(comment) = nft::installed_comment() else {
+        return chain.map(|_| ());
+    };
+    nft::delete()?;
+    if let Some(value) = loose_recorded(&comment)
+        && value != 0
+        && let Err(err) = std::fs::write(LOOSE, value.to_string())
+    {
+        tracing::warn!("cannot restore {LOOSE} to {value}: {err}");
+    }
+    tracing::info!("removed the nftables table inet port25");
+    chain.map(|_| ())
+}
+
+fn loose_recorded(comment: &str) -> Option<u32> {
+    let (_, value) = comment.split_once(LOOSE_WAS)?;
+    value.trim().parse().ok()
+}
+
+fn read_loose() -> Option<u32> {
+    std::fs::read_to_string(LOOSE).ok()?.trim().parse().ok()
+}
+
+/// Runs `command` with `script` on its standard input: `Err` when it cannot run, `Ok(Err)` with
+/// what it said when it refused the script.
+fn feed(command: &mut Command, script: &str) -> std::io::Result<Result<(), String>> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        return Ok(Err(String::from_utf8_lossy(&output.stderr)
+            .trim()
+            .to_owned()));
+    }
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, std::path::Path::new("t.toml")).expect("the test config parses")
+    }
+
+    #[test]
+    fn only_an_enforcing_synproxy_policy_on_interfaces_needs_rules() {
+        let base = "interfaces = [\"gw0\"]\nports = [25, 2525]\n";
+        assert!(ruleset(&config(&format!("{base}policy = \"ratelimit\"\n"))).is_none());
+        assert!(
+            ruleset(&config(&format!(
+                "{base}policy = \"synproxy\"\nmode = \"monitor\"\n"
+            )))
+            .is_none()
+        );
+        assert!(ruleset(&config("policy = \"synproxy\"\n")).is_none());
+        let v4 = ruleset(&config(&format!(
+            "{base}policy = \"synproxy\"\n[synproxy]\nipv6 = false\nmss4 = 1400\nwscale = 9\n"
+        )))
+        .expect("rules");
+        assert!(v4.nft.contains(
+            "meta nfproto ipv4 iifname { \"gw0\" } tcp dport { 25, 2525 } tcp flags syn / \
+             fin,syn,rst,ack notrack"
+        ));
+        assert!(
+            v4.nft
+                .contains("synproxy mss 1400 wscale 9 timestamp sack-perm")
+        );
+        assert!(
+            !v4.nft.contains("nfproto ipv6"),
+            "IPv6 is left alone without synproxy.ipv6:\n{}",
+            v4.nft
+        );
+        assert!(v4.nft.contains(
+            "meta nfproto ipv4 iifname { \"gw0\" } tcp dport { 25, 2525 } ct state invalid drop"
+        ));
+        assert!(v4.ip6tables.is_none());
+        let both = ruleset(&config(&format!("{base}policy = \"synproxy\"\n"))).expect("rules");
+        assert!(
+            both.nft
+                .contains("    iifname { \"gw0\" } tcp dport { 25, 2525 } tcp flags syn")
+        );
+        assert_eq!(
+            both.nft.matches("synproxy mss").count(),
+            1,
+            "nftables' SYNPROXY for IPv4 only:\n{}",
+            both.nft
+        );
+        assert_eq!(
+            both.ip6tables.as_deref(),
+            Some(
+                "-A PORT25 -i gw0 -p tcp -m multiport --dports 25,2525 -m conntrack --ctstate \
+                 INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale 7 --mss 1440\n\
+                 -A PORT25 -i gw0 -p tcp -m multiport --dports 25,2525 -m conntrack --ctstate \
+                 INVALID -j DROP\n"
+            )
+        );
+    }
+
+    #[test]
+    fn multiport_takes_fifteen_ports_a_rule() {
+        let ports: Vec<String> = (1..=16).map(|p| (p + 2000).to_string()).collect();
+        let rules = ruleset(&config(&format!(
+            "interfaces = [\"gw0\", \"gw1\"]\nports = [{}]\npolicy = \"synproxy\"\n",
+            ports.join(", ")
+        )))
+        .expect("rules");
+        let chain = rules.ip6tables.expect("IPv6 is on by default");
+        assert_eq!(chain.lines().count(), 2 * 2 * 2, "{chain}");
+        assert!(chain.contains("-i gw1 -p tcp -m multiport --dports 2016 -m conntrack"));
+    }
+
+    #[test]
+    fn the_comment_records_the_earlier_loose_setting() {
+        assert_eq!(
+            loose_recorded("port25d: nf_conntrack_tcp_loose was 1"),
+            Some(1)
+        );
+        assert_eq!(loose_recorded("port25d"), None);
+    }
+}

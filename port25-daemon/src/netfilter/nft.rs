@@ -1,0 +1,108 @@
+//! The nftables table `inet port25`, through the `nft` command: SYNs not tracked (both families),
+//! IPv4's SYNPROXY and the drop of what stays invalid. One transaction replaces it whole.
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+
+use super::{Handoff, NetfilterError};
+
+const TABLE: &str = "port25";
+
+/// The table as nft reads it.
+pub(super) fn table(handoff: &Handoff) -> String {
+    let Handoff {
+        interfaces,
+        ports,
+        synproxy: s,
+    } = handoff;
+    let interfaces = interfaces
+        .iter()
+        .map(|name| format!("\"{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ports = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Without synproxy.ipv6, IPv6 is left to the host as under policy ratelimit.
+    let only = if s.ipv6 { "" } else { "meta nfproto ipv4 " };
+    let mut rules = String::new();
+    let _ = writeln!(rules, "table inet {TABLE} {{");
+    let _ = writeln!(rules, "  chain prerouting {{");
+    let _ = writeln!(
+        rules,
+        "    type filter hook prerouting priority raw; policy accept;"
+    );
+    let _ = writeln!(
+        rules,
+        "    {only}iifname {{ {interfaces} }} tcp dport {{ {ports} }} tcp flags syn / fin,syn,rst,ack \
+         notrack"
+    );
+    let _ = writeln!(rules, "  }}");
+    let _ = writeln!(rules, "  chain input {{");
+    // Before the host's own filter chains, which may drop invalid packets first. IPv6's
+    // SYNPROXY is ip6tables' (see ip6tables.rs): nftables' checks IPv6 checksums as IPv4.
+    let _ = writeln!(
+        rules,
+        "    type filter hook input priority filter - 1; policy accept;"
+    );
+    let _ = writeln!(
+        rules,
+        "    meta nfproto ipv4 iifname {{ {interfaces} }} tcp dport {{ {ports} }} ct state \
+         invalid,untracked synproxy mss {} wscale {} timestamp sack-perm",
+        s.mss4, s.wscale
+    );
+    let _ = writeln!(
+        rules,
+        "    meta nfproto ipv4 iifname {{ {interfaces} }} tcp dport {{ {ports} }} ct state invalid \
+         drop"
+    );
+    let _ = writeln!(rules, "  }}");
+    let _ = writeln!(rules, "}}");
+    rules
+}
+
+/// Installs (or replaces) `table` with `comment`.
+pub(super) fn install(table: &str, comment: &str) -> Result<(), NetfilterError> {
+    let table = table.replacen(
+        &format!("table inet {TABLE} {{\n"),
+        &format!("table inet {TABLE} {{\n  comment \"{comment}\"\n"),
+        1,
+    );
+    // `add` then `delete` then the table: one transaction that replaces it whole, whether or
+    // not it was there.
+    run(&format!(
+        "add table inet {TABLE}\ndelete table inet {TABLE}\n{table}"
+    ))
+}
+
+pub(super) fn delete() -> Result<(), NetfilterError> {
+    run(&format!("delete table inet {TABLE}\n"))
+}
+
+/// The comment of the installed table, `None` when there is no such table (or no nft).
+pub(super) fn installed_comment() -> Option<String> {
+    let output = Command::new("nft")
+        .args(["list", "table", "inet", TABLE])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let comment = listing
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("comment \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or("");
+    Some(comment.to_owned())
+}
+
+/// Runs `nft -f -` on `script`.
+fn run(script: &str) -> Result<(), NetfilterError> {
+    super::feed(Command::new("nft").args(["-f", "-"]), script)
+        .map_err(NetfilterError::NoNft)?
+        .map_err(NetfilterError::Refused)
+}

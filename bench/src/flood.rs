@@ -71,16 +71,23 @@ pub(crate) enum Receiver {
     /// The bench's `floor_flood`: what the receive path costs an XDP filter that does nothing
     /// but drop the flood.
     Floor,
+    /// port25d for an open MX: policy ratelimit (the flood beyond the global cap dropped, the
+    /// rest passed to the stack, which answers it) and policy synproxy (every SYN answered from
+    /// XDP with a cookie).
+    Ratelimit,
+    Synproxy,
 }
 
 impl Receiver {
-    pub(crate) const ALL: [Receiver; 6] = [
+    pub(crate) const ALL: [Receiver; 8] = [
         Receiver::Nothing,
         Receiver::Iptables,
         Receiver::Nftables,
         Receiver::XdpFilter,
         Receiver::Port25,
         Receiver::Floor,
+        Receiver::Ratelimit,
+        Receiver::Synproxy,
     ];
 
     pub(crate) fn label(self) -> &'static str {
@@ -91,6 +98,8 @@ impl Receiver {
             Receiver::XdpFilter => "(d) xdp-filter",
             Receiver::Port25 => "(e) port25",
             Receiver::Floor => "(f) floor: bare XDP drop",
+            Receiver::Ratelimit => "(g) port25, policy ratelimit",
+            Receiver::Synproxy => "(h) port25, policy synproxy",
         }
     }
 }

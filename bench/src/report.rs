@@ -348,7 +348,9 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
         "Two namespaces joined by a veth pair (and a third, the mail client's, on a veth of its own: \
          section 4). The generator is the bench's own `flood_tx` XDP program \
          run with BPF_F_TEST_XDP_LIVE_FRAMES (batch {}) on the sending veth: SYNs to port 25 with \
-         valid checksums from random sources in 198.19.0.0/16, sent with XDP_TX (faster here than \
+         valid checksums from random sources in 198.19.0.0/16, each written afresh from its \
+         template (live frames come back to the run as the receiver left them), sent with XDP_TX \
+         (faster here than \
          trafgen or hping3: no socket, no skb on the sending side). Window: {seconds:.1} s per \
          receiver and round, after 0.5 s of warm-up; {rounds} rounds, each measuring every receiver \
          in turn; each row is the receiver's median round, and its CPU cell the median (min-max) \
@@ -372,8 +374,28 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
          `floor_flood`, native XDP, which drops IPv4 TCP from 198.19.0.0/16 and counts it, and \
          does nothing else: what every receiver pays before its filter does anything (veth, the \
          NAPI thread, XDP itself), so a filter's own cost per million packets is its CPU less \
-         this row's.\n",
-        f.batch_size, r.machine.cores
+         this row's. (g) and (h) are port25d for an open MX, no source verified yet: (g) policy \
+         `ratelimit` with its default caps (the flood beyond the global cap of 2,000 SYN/s \
+         dropped, the rest passed to the stack, which answers it), (h) policy `synproxy` with a \
+         SYN-ACK budget above the flood, so that every SYN is answered from XDP with a cookie \
+         (checksums verified, a SYN-ACK written, XDP_TX; the generator's veth has no receive \
+         queue, so veth drops the SYN-ACKs where a NIC would send them); their dropped column \
+         counts drops and answers.{}\n",
+        f.batch_size,
+        r.machine.cores,
+        match (
+            flood_row(f, Receiver::Synproxy),
+            flood_row(f, Receiver::Ratelimit),
+        ) {
+            (Some(synproxy), Some(ratelimit)) => format!(
+                " Per million flood packets, synproxy's receiver spends {} ratelimit's \
+                 ({:.0} vs {:.0} ms).",
+                ratio(synproxy.cpu_ms_per_million, ratelimit.cpu_ms_per_million),
+                synproxy.cpu_ms_per_million,
+                ratelimit.cpu_ms_per_million
+            ),
+            _ => String::new(),
+        }
     );
     let port25 = flood_row(f, Receiver::Port25);
     let rows = f.rows.iter().map(|row| {

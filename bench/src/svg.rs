@@ -102,7 +102,7 @@ pub(crate) fn flood_svg(flood: &Flood) -> String {
         .iter()
         .map(|row| {
             let colour = match row.receiver {
-                Receiver::Port25 => PORT25,
+                Receiver::Port25 | Receiver::Ratelimit | Receiver::Synproxy => PORT25,
                 Receiver::Floor => FLOOR,
                 _ => OTHER,
             };

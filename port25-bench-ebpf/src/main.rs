@@ -17,7 +17,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_get_prandom_u32,
     macros::{map, xdp},
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 
@@ -64,6 +64,12 @@ fn floor_flood(ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
+/// The generator's frame, which the bench writes before the run: `flood_tx` starts every frame
+/// from it, since live frames come back to the run as the receiver left them (a receiver that
+/// answers rewrites them into its SYN-ACK).
+#[map]
+static FLOOD_TEMPLATE: Array<[u8; FRAME_MIN]> = Array::with_max_entries(1, 0);
+
 #[xdp]
 fn flood_tx(ctx: XdpContext) -> u32 {
     let (data, end) = (ctx.data(), ctx.data_end());
@@ -71,6 +77,12 @@ fn flood_tx(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     let frame = data as *mut u8;
+    let Some(template) = FLOOD_TEMPLATE.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: [data, data + FRAME_MIN) is inside the frame (checked above); the template is the
+    // map's value, as long.
+    unsafe { *(frame as *mut [u8; FRAME_MIN]) = *template };
     // The low 16 bits of the source address become random; the IP and TCP checksums (the TCP
     // one covers the addresses through its pseudo-header) are updated incrementally (RFC 1624),
     // so that the receiver's stack accepts the SYN as it would a real one.

@@ -92,35 +92,45 @@ impl<'a> Filter<'a> {
                 .map_err(|_| anyhow::anyhow!("the attaching thread panicked"))?;
                 Filter::Floor(attached?)
             }
-            Receiver::Port25 => {
-                let bpffs = BpfFs::mount("bench");
-                let config = lab.work.join("port25.toml");
-                fs::write(
-                    &config,
-                    format!(
-                        "interfaces = [\"gw0\"]\nxdp_mode = \"native\"\npolicy = \"drop\"\n\
-                         ports = [25]\n[allow]\ncidrs = [\"{CLIENT}/32\", \"{MAIL_CLIENT}/32\"]\n\
-                         [metrics]\n\
-                         listen = \"{METRICS}\"\n"
-                    ),
-                )?;
-                let pin_dir = bpffs.pin_dir();
-                let daemon = Daemon::start_with_args(
-                    gw,
-                    &config,
-                    METRICS.parse()?,
-                    &lab.work.join("port25d.log"),
-                    &[OsStr::new("--pin-dir"), pin_dir.as_os_str()],
-                );
-                Filter::Port25 {
-                    daemon,
-                    _bpffs: bpffs,
-                }
-            }
+            Receiver::Port25 => Filter::port25(lab, "drop", "")?,
+            // The open MX's policies: every source may connect, the flood is random sources.
+            Receiver::Ratelimit => Filter::port25(lab, "ratelimit", "")?,
+            // A budget above any flood here, so that every SYN is answered: the cost measured
+            // is the answer's, not the budget's drop.
+            Receiver::Synproxy => Filter::port25(
+                lab,
+                "synproxy",
+                "[synproxy]\nsynack_rate = 10000000\nsynack_burst = 10000000\n",
+            )?,
         })
     }
 
-    /// Packets the filter counted as dropped so far (None: nothing filters).
+    /// port25d on gw0 with `policy`, the clients allowlisted; `tables` goes at the end.
+    fn port25(lab: &'a Lab, policy: &str, tables: &str) -> Result<Self> {
+        let bpffs = BpfFs::mount("bench");
+        let config = lab.work.join("port25.toml");
+        fs::write(
+            &config,
+            format!(
+                "interfaces = [\"gw0\"]\nxdp_mode = \"native\"\npolicy = \"{policy}\"\n\
+                 ports = [25]\n[allow]\ncidrs = [\"{CLIENT}/32\", \"{MAIL_CLIENT}/32\"]\n\
+                 [metrics]\nlisten = \"{METRICS}\"\n{tables}"
+            ),
+        )?;
+        Ok(Filter::Port25 {
+            daemon: Daemon::start_with_args(
+                &lab.net.gw,
+                &config,
+                METRICS.parse()?,
+                &lab.work.join("port25d.log"),
+                &[OsStr::new("--pin-dir"), bpffs.pin_dir().as_os_str()],
+            ),
+            _bpffs: bpffs,
+        })
+    }
+
+    /// Packets the filter counted as dropped (port25 under synproxy: or answered) so far (None:
+    /// nothing filters).
     pub(super) fn dropped(&self) -> Result<Option<u64>> {
         Ok(match self {
             Filter::Nothing => None,
@@ -159,7 +169,10 @@ impl<'a> Filter<'a> {
             }
             Filter::Port25 { daemon, .. } => {
                 let text = daemon.try_scrape().map_err(anyhow::Error::msg)?;
-                Some(metric_sum(&text, "port25_packets_total", &[("verdict", "drop")]) as u64)
+                let count = |verdict| {
+                    metric_sum(&text, "port25_packets_total", &[("verdict", verdict)]) as u64
+                };
+                Some(count("drop") + count("answered"))
             }
         })
     }

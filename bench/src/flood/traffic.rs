@@ -14,6 +14,16 @@ pub(super) fn generate(
 ) -> Result<()> {
     sys::pin_to_cpu(0, 0)?;
     let mut object = programs::object()?;
+    let template: [u8; 54] = frame
+        .try_into()
+        .context("the generator's frame is not 54 bytes")?;
+    aya::maps::Array::<_, [u8; 54]>::try_from(
+        object
+            .map_mut("FLOOD_TEMPLATE")
+            .context("no map FLOOD_TEMPLATE in the bench object")?,
+    )?
+    .set(0, template, 0)
+    .context("writing the generator's frame into FLOOD_TEMPLATE")?;
     let program = programs::xdp(&mut object, "flood_tx")?;
     let name = std::ffi::CString::new("cl0")?;
     // SAFETY: a valid NUL-terminated name.

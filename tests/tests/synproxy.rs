@@ -177,27 +177,40 @@ fn during_flood<T: Send>(
 
 /// The TcpExt counters of the namespace (`/proc/net/netstat`) named in `names`.
 fn tcp_ext(ns: &Netns, names: &[&str]) -> Vec<u64> {
+    let counters = tcp_ext_all(ns);
+    names
+        .iter()
+        .map(|name| {
+            counters
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| *value)
+                .unwrap_or_else(|| panic!("no TcpExt {name} in {counters:?}"))
+        })
+        .collect()
+}
+
+/// Every TcpExt counter of the namespace, by name.
+fn tcp_ext_all(ns: &Netns) -> Vec<(String, u64)> {
     let text = read_in(ns, "/proc/net/netstat");
     let mut lines = text.lines().filter(|line| line.starts_with("TcpExt:"));
     let (Some(header), Some(values)) = (lines.next(), lines.next()) else {
         panic!("no TcpExt in /proc/net/netstat:\n{text}");
     };
-    let pairs: Vec<(&str, u64)> = header
+    header
         .split_whitespace()
         .zip(values.split_whitespace())
         .skip(1)
-        .map(|(name, value)| (name, value.parse().unwrap_or(0)))
-        .collect();
-    names
-        .iter()
-        .map(|name| {
-            pairs
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| *value)
-                .unwrap_or_else(|| panic!("no TcpExt {name} in:\n{text}"))
-        })
+        .map(|(name, value)| (name.to_owned(), value.parse().unwrap_or(0)))
         .collect()
+}
+
+/// `TSEcrRejected`, on kernels that count it: ACKs whose timestamp echo the listener refused
+/// in the handshake, which is what delays SYNPROXY's connections there (README).
+fn tsecr_rejected(ns: &Netns) -> Option<u64> {
+    tcp_ext_all(ns)
+        .into_iter()
+        .find_map(|(name, value)| (name == "TSEcrRejected").then_some(value))
 }
 
 /// SYNPROXY's `cookie_valid`, summed over the CPUs (`/proc/net/stat/synproxy`, hexadecimal).
@@ -355,6 +368,7 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
     let loose = read_in(gw, "/proc/sys/net/netfilter/nf_conntrack_tcp_loose");
     assert_eq!(loose.trim(), "0", "nf_conntrack_tcp_loose");
     let stack_before = tcp_ext(gw, &["ListenOverflows", "SyncookiesSent"]);
+    let tsecr_before = tsecr_rejected(gw);
     let cookies_before = synproxy_cookies_valid(gw);
     let sources: Vec<IpAddr> = (0..SYNPROXY_SENDERS)
         .flat_map(|n| [sender(n), sender_v6(n)])
@@ -375,6 +389,10 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         packets("drop", "synack_budget"),
     );
     let stack_after = tcp_ext(gw, &["ListenOverflows", "SyncookiesSent"]);
+    let tsecr = match (tsecr_before, tsecr_rejected(gw)) {
+        (Some(before), Some(after)) => format!("{}", after - before),
+        _ => "not counted by this kernel".to_owned(),
+    };
     let cookies = synproxy_cookies_valid(gw) - cookies_before;
     let tracked: u64 = read_in(gw, "/proc/sys/net/netfilter/nf_conntrack_count")
         .trim()
@@ -395,7 +413,8 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         "synproxy: during a flood of {flood} spoofed SYNs (IPv4 and IPv6 in turn): SYN-ACKs with \
          cookies {answered}, cookies valid {valid}, invalid {invalid}, budget hits {budget}; \
          SYNPROXY cookies valid {cookies}; conntrack entries {tracked}; \
-         ListenOverflows/SyncookiesSent {stack_before:?} -> {stack_after:?}"
+         ListenOverflows/SyncookiesSent {stack_before:?} -> {stack_after:?}; SYNPROXY's ACKs \
+         the listener refused for their timestamp echo (TSEcrRejected, the latency): {tsecr}"
     );
     let failed: Vec<String> = deliveries
         .iter()

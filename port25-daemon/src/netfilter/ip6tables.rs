@@ -50,7 +50,7 @@ pub(super) fn chain(handoff: &Handoff) -> String {
 
 /// Puts `chain` in place of what the chain held, and the jump to it if there is none.
 pub(super) fn install(chain: &str) -> Result<(), NetfilterError> {
-    let jumps = installed().map_or(0, |jumps| jumps);
+    let jumps = installed().unwrap_or(0);
     let mut script = format!("*mangle\n:{CHAIN} - [0:0]\n{chain}");
     if jumps == 0 {
         let _ = writeln!(script, "-I INPUT 1 -j {CHAIN}");
@@ -96,10 +96,11 @@ fn parse_listing(listing: &str) -> Option<usize> {
     Some(listing.lines().filter(|line| line.trim() == JUMP).count())
 }
 
-/// Runs `ip6tables-legacy-restore --noflush` on `script`.
+/// Runs `ip6tables-legacy-restore --noflush` on `script`, waiting up to 5 s for iptables' lock
+/// while another iptables command holds it.
 fn restore(script: &str) -> Result<(), NetfilterError> {
     super::feed(
-        Command::new("ip6tables-legacy-restore").arg("--noflush"),
+        Command::new("ip6tables-legacy-restore").args(["--wait", "5", "--noflush"]),
         script,
     )
     .map_err(NetfilterError::NoIp6tables)?

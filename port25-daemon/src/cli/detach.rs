@@ -19,8 +19,8 @@ pub(super) fn detach(socket: &std::path::Path, pin_dir: &std::path::Path) -> any
         println!("detached; port25d stopped");
         return Ok(());
     }
-    // A daemon that ran policy synproxy left its nftables table (and ip6tables chain). Not a reason to leave the filter
-    // attached: said, and the pins go all the same.
+    // A daemon that ran policy synproxy left its nftables table (and ip6tables chain). Not a
+    // reason to leave the filter attached: said, and the pins go all the same.
     if let Err(err) = netfilter::remove() {
         eprintln!("port25d detach: removing policy synproxy's netfilter rules: {err}");
     }

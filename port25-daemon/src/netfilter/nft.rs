@@ -1,7 +1,6 @@
 //! The nftables table `inet port25`, through the `nft` command: SYNs not tracked (both families),
 //! IPv4's SYNPROXY and the drop of what stays invalid. One transaction replaces it whole.
 
-use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 
 use super::{Handoff, NetfilterError};
@@ -25,42 +24,29 @@ pub(super) fn table(handoff: &Handoff) -> String {
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    // Without synproxy.ipv6, IPv6 is left to the host as under policy ratelimit.
-    let only = if s.ipv6 { "" } else { "meta nfproto ipv4 " };
-    let mut rules = String::new();
-    let _ = writeln!(rules, "table inet {TABLE} {{");
-    let _ = writeln!(rules, "  chain prerouting {{");
-    let _ = writeln!(
-        rules,
-        "    type filter hook prerouting priority raw; policy accept;"
-    );
-    let _ = writeln!(
-        rules,
-        "    {only}iifname {{ {interfaces} }} tcp dport {{ {ports} }} tcp flags syn / fin,syn,rst,ack \
-         notrack"
-    );
-    let _ = writeln!(rules, "  }}");
-    let _ = writeln!(rules, "  chain input {{");
-    // Before the host's own filter chains, which may drop invalid packets first. IPv6's
+    // Without synproxy.ipv6, IPv6 is left to the host as under policy ratelimit. The input chain
+    // comes before the host's own filter chains, which may drop invalid packets first. IPv6's
     // SYNPROXY is ip6tables' (see ip6tables.rs): nftables' checks IPv6 checksums as IPv4.
-    let _ = writeln!(
-        rules,
-        "    type filter hook input priority filter - 1; policy accept;"
-    );
-    let _ = writeln!(
-        rules,
-        "    meta nfproto ipv4 iifname {{ {interfaces} }} tcp dport {{ {ports} }} ct state \
-         invalid,untracked synproxy mss {} wscale {} timestamp sack-perm",
+    let only = if s.ipv6 { "" } else { "meta nfproto ipv4 " };
+    let on = format!("iifname {{ {interfaces} }} tcp dport {{ {ports} }}");
+    let synproxy = format!(
+        "synproxy mss {} wscale {} timestamp sack-perm",
         s.mss4, s.wscale
     );
-    let _ = writeln!(
-        rules,
-        "    meta nfproto ipv4 iifname {{ {interfaces} }} tcp dport {{ {ports} }} ct state invalid \
-         drop"
-    );
-    let _ = writeln!(rules, "  }}");
-    let _ = writeln!(rules, "}}");
-    rules
+    format!(
+        r#"table inet {TABLE} {{
+  chain prerouting {{
+    type filter hook prerouting priority raw; policy accept;
+    {only}{on} tcp flags syn / fin,syn,rst,ack notrack
+  }}
+  chain input {{
+    type filter hook input priority filter - 1; policy accept;
+    meta nfproto ipv4 {on} ct state invalid,untracked {synproxy}
+    meta nfproto ipv4 {on} ct state invalid drop
+  }}
+}}
+"#
+    )
 }
 
 /// Installs (or replaces) `table` with `comment`.

@@ -20,7 +20,10 @@
 //! addresses, the gateway's listen queue never overflowed and its stack sent no SYN cookie of its
 //! own (nstat), SYNPROXY validated at least their cookies (/proc/net/stat/synproxy), conntrack
 //! stayed small (the flood is never tracked), and port25d installed its nftables table and
-//! ip6tables chain and removed both when it stopped.
+//! ip6tables chain and removed both when it stopped. Then, flood still on, [`ALLOWLISTED`]
+//! senders (in the config's allow list, and one added at runtime) deliver without SYNPROXY: the
+//! table's allow sets hold them, its counters saw their SYNs, and SYNPROXY validated no cookie
+//! for them.
 //!
 //! On veth the clients' end computes checksums in software (`ethtool -K cl0 tx off`: the program
 //! verifies the SYN's checksum, which a partial offload leaves unfinished) and runs an XDP program
@@ -52,6 +55,9 @@ const FLOOD_PER_SEC: f64 = 2_000.0;
 /// The flood's hard bound: 40 s at that pace.
 const FLOOD_MAX_FRAMES: u64 = 80_000;
 const RATELIMIT_SENDERS: u8 = 20;
+/// Allowlisted senders, `n` of [`sender`] and [`sender_v6`] outside the new senders' range:
+/// two in the config's allow list, the third added at runtime.
+const ALLOWLISTED: [(u8, bool); 3] = [(190, false), (190, true), (193, false)];
 const SYNPROXY_SENDERS: u8 = 50;
 /// swaks runs at once.
 const WORKERS: usize = 5;
@@ -73,9 +79,14 @@ ipv6_prefix = 128
 global_syn_rate = {GLOBAL_SYN_RATE}
 global_syn_burst = {GLOBAL_SYN_RATE}
 
+[allow]
+cidrs = ["{}", "{}"]
+
 [metrics]
 listen = "{METRICS}"
-"#
+"#,
+        allowlisted(0),
+        allowlisted(1)
     );
     fs::write(path, text).expect("writing the config");
 }
@@ -88,6 +99,14 @@ fn sender(n: u8) -> IpAddr {
 /// The `n`-th IPv6 sender address: 2001:db8:29::{100+n}.
 fn sender_v6(n: u8) -> IpAddr {
     Gateway::v6(4, 100 + n).into()
+}
+
+/// The `i`-th of [`ALLOWLISTED`].
+fn allowlisted(i: usize) -> IpAddr {
+    match ALLOWLISTED[i] {
+        (n, false) => Gateway::v4(4, n).into(),
+        (n, true) => Gateway::v6(4, n).into(),
+    }
 }
 
 /// One message from each of `sources`, [`WORKERS`] at a time.
@@ -252,6 +271,36 @@ fn has_table(ns: &Netns) -> bool {
         .success()
 }
 
+/// The packets counted by the table's rules that let allowlisted SYNs through, IPv4's and IPv6's.
+fn exempted(ns: &Netns) -> (u64, u64) {
+    let output = ns
+        .command(tool("nft"))
+        .args(["list", "chain", "inet", "port25", "prerouting"])
+        .output()
+        .expect("running nft");
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let count = |set: &str| {
+        listing
+            .lines()
+            .find(|line| line.contains(set))
+            .and_then(|line| line.split("counter packets ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|packets| packets.parse().ok())
+            .unwrap_or_else(|| panic!("no counter on the rule of {set}:\n{listing}"))
+    };
+    (count("@allow4"), count("@allow6"))
+}
+
+/// What `nft` lists of the table's set `set`.
+fn set_listing(ns: &Netns, set: &str) -> String {
+    let output = ns
+        .command(tool("nft"))
+        .args(["list", "set", "inet", "port25", set])
+        .output()
+        .expect("running nft");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Whether port25d's ip6tables chain is in the namespace.
 fn has_chain(ns: &Netns) -> bool {
     let output = ns
@@ -313,6 +362,13 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         let address = format!("{}/64", sender_v6(n));
         senders.ip(&["addr", "add", &address, "dev", "cl0", "nodad"]);
     }
+    for i in 0..ALLOWLISTED.len() {
+        let address = match allowlisted(i) {
+            IpAddr::V4(address) => format!("{address}/24"),
+            IpAddr::V6(address) => format!("{address}/64"),
+        };
+        senders.ip(&["addr", "add", &address, "dev", "cl0", "nodad"]);
+    }
     let mut _passes = Vec::new();
     for client in &lab.clients {
         let output = client
@@ -367,13 +423,30 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
     );
     let loose = read_in(gw, "/proc/sys/net/netfilter/nf_conntrack_tcp_loose");
     assert_eq!(loose.trim(), "0", "nf_conntrack_tcp_loose");
+    let runtime = allowlisted(2).to_string();
+    let (code, _, stderr) = daemon.cli(&["allow", "add", &runtime]);
+    assert_eq!(code, 0, "port25d allow add {runtime}: {stderr}");
+    let allow4 = set_listing(gw, "allow4");
+    assert!(
+        allow4.contains(&allowlisted(0).to_string()) && allow4.contains(&runtime),
+        "the allow set holds the config's entry and the runtime one:\n{allow4}"
+    );
     let stack_before = tcp_ext(gw, &["ListenOverflows", "SyncookiesSent"]);
     let tsecr_before = tsecr_rejected(gw);
     let cookies_before = synproxy_cookies_valid(gw);
     let sources: Vec<IpAddr> = (0..SYNPROXY_SENDERS)
         .flat_map(|n| [sender(n), sender_v6(n)])
         .collect();
-    let (deliveries, flood) = during_flood(&lab, true, || deliver_from(senders, &sources));
+    let peers: Vec<IpAddr> = (0..ALLOWLISTED.len()).map(allowlisted).collect();
+    let ((deliveries, peer_deliveries, peer_cookies), flood) = during_flood(&lab, true, || {
+        let deliveries = deliver_from(senders, &sources);
+        // The new senders are done: SYNPROXY validates no more cookies unless a peer's
+        // connection goes through it.
+        let cookies = synproxy_cookies_valid(gw);
+        let peer_deliveries = deliver_from(senders, &peers);
+        let peer_cookies = synproxy_cookies_valid(gw) - cookies;
+        (deliveries, peer_deliveries, peer_cookies)
+    });
     let metrics = daemon.scrape();
     let packets = |verdict: &str, reason: &str| {
         metric_sum(
@@ -393,7 +466,8 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         (Some(before), Some(after)) => format!("{}", after - before),
         _ => "not counted by this kernel".to_owned(),
     };
-    let cookies = synproxy_cookies_valid(gw) - cookies_before;
+    let cookies = synproxy_cookies_valid(gw) - cookies_before - peer_cookies;
+    let (exempt4, exempt6) = exempted(gw);
     let tracked: u64 = read_in(gw, "/proc/sys/net/netfilter/nf_conntrack_count")
         .trim()
         .parse()
@@ -416,8 +490,17 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
          ListenOverflows/SyncookiesSent {stack_before:?} -> {stack_after:?}; SYNPROXY's ACKs \
          the listener refused for their timestamp echo (TSEcrRejected, the latency): {tsecr}"
     );
+    println!(
+        "synproxy: {} of {} allowlisted senders delivered without SYNPROXY (the table let \
+         {exempt4} IPv4 and {exempt6} IPv6 SYNs of theirs through tracked; SYNPROXY cookies \
+         valid meanwhile {peer_cookies}); latency {}",
+        peer_deliveries.iter().filter(|(_, d)| d.delivered).count(),
+        ALLOWLISTED.len(),
+        latencies(&peer_deliveries)
+    );
     let failed: Vec<String> = deliveries
         .iter()
+        .chain(&peer_deliveries)
         .filter(|(_, d)| !d.delivered)
         .map(|(source, d)| format!("{source}:\n{}", d.transcript))
         .collect();
@@ -427,7 +510,7 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         failed.join("\n"),
         daemon.log()
     );
-    for (source, _) in &deliveries {
+    for (source, _) in deliveries.iter().chain(&peer_deliveries) {
         let sink = if source.is_ipv6() { &sink_v6 } else { &sink };
         assert_eq!(
             sink.wait_for_messages(*source, 1),
@@ -454,6 +537,21 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
     assert!(
         tracked < 1_000,
         "conntrack holds {tracked} entries: the flood must stay untracked"
+    );
+    assert_eq!(
+        peer_cookies, 0,
+        "allowlisted senders' connections do not go through SYNPROXY"
+    );
+    assert!(
+        exempt4 >= 2 && exempt6 >= 1,
+        "the table's allow rules saw the allowlisted SYNs: {exempt4} IPv4, {exempt6} IPv6"
+    );
+    let (code, _, stderr) = daemon.cli(&["allow", "del", &runtime]);
+    assert_eq!(code, 0, "port25d allow del {runtime}: {stderr}");
+    let allow4 = set_listing(gw, "allow4");
+    assert!(
+        allow4.contains(&allowlisted(0).to_string()) && !allow4.contains(&runtime),
+        "the runtime entry left the allow set, the config's stays:\n{allow4}"
     );
     daemon.stop();
     assert!(

@@ -105,6 +105,13 @@ impl fmt::Display for Config {
                             writeln!(f, "    {line}")?;
                         }
                     }
+                    let exempt = crate::netfilter::Exempt::of(&self.allow, self.synproxy.ipv6);
+                    writeln!(
+                        f,
+                        "    fills sets allow4 and allow6 with the allow list, runtime entries \
+                         too, aggregated (here {}),",
+                        exempt.describe()
+                    )?;
                     writeln!(
                         f,
                         "    and sets net.netfilter.nf_conntrack_tcp_loose = 0 (restored on detach)"

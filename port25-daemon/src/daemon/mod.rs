@@ -137,7 +137,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     let (allow, deny) = effective_lists(&config, &runtime, &crowdsec);
     let entries = (allow.len(), deny.len());
     // Before the policy: an ACK with a valid cookie must find SYNPROXY in the stack.
-    sync_netfilter(&config).context("policy synproxy: installing its netfilter rules")?;
+    sync_netfilter(&config, &allow).context("policy synproxy: installing its netfilter rules")?;
     tokio::task::block_in_place(|| datapath.apply_policy(&config, allow, deny))
         .context("writing the policy into the kernel maps")?;
     for iface in xdp_interfaces(&config) {
@@ -281,22 +281,30 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Installs, replaces or removes policy synproxy's nftables table (docs/ARCHITECTURE.md, § SYN
-/// cookies) as `config` needs, saying what it did.
-fn sync_netfilter(config: &Config) -> Result<(), netfilter::NetfilterError> {
-    if netfilter::apply(config)? {
+/// cookies) as `config` needs, its allowlisted sources from `allow`, saying what it did.
+fn sync_netfilter(config: &Config, allow: &CidrSet) -> Result<(), netfilter::NetfilterError> {
+    if let Some(exempt) = netfilter::apply(config, allow)? {
         info!(
             "policy synproxy: nftables table inet port25{} installed (SYNPROXY on ports {:?} of \
-             {}), net.netfilter.nf_conntrack_tcp_loose = 0",
+             {}; {}), net.netfilter.nf_conntrack_tcp_loose = 0",
             if config.synproxy.ipv6 {
                 " and ip6tables chain PORT25 (IPv6)"
             } else {
                 ""
             },
             config.ports,
-            config.interfaces.join(", ")
+            config.interfaces.join(", "),
+            exempt.describe()
         );
+        warn_too_many(&exempt);
     }
     Ok(())
+}
+
+fn warn_too_many(exempt: &netfilter::Exempt) {
+    if !exempt.too_many.is_empty() {
+        warn!("policy synproxy: {}", exempt.describe());
+    }
 }
 
 impl Daemon {
@@ -343,7 +351,8 @@ impl Daemon {
         // removed after the policy that no longer does.
         let synproxy = netfilter::ruleset(&next).is_some();
         if synproxy {
-            sync_netfilter(&next).context("policy synproxy: installing its netfilter rules")?;
+            sync_netfilter(&next, &allow)
+                .context("policy synproxy: installing its netfilter rules")?;
         }
         self.datapath
             .apply_policy(&next, allow, deny)
@@ -411,6 +420,7 @@ impl Daemon {
         if due.is_empty() {
             return;
         }
+        let mut allow_changed = false;
         for entry in due {
             if !self.held_otherwise(entry.list, &entry.cidr)
                 && let Err(err) = self.datapath.remove_live(entry.list, entry.cidr)
@@ -427,8 +437,33 @@ impl Daemon {
                 entry.list.as_str(),
                 entry.cidr
             );
+            allow_changed |= entry.list == ListKind::Allow;
+        }
+        if allow_changed {
+            self.refill_netfilter();
         }
         self.publish();
+    }
+
+    /// After a runtime change of the allow list: policy synproxy's table exempts what it holds
+    /// now. A failure leaves the filter as it is, and those peers meet SYNPROXY.
+    fn refill_netfilter(&self) {
+        if netfilter::ruleset(&self.config).is_none() {
+            return;
+        }
+        let runtime = self.runtime.set(ListKind::Allow);
+        let allow = CidrSet::new(self.config.allow.iter().chain(runtime.iter()));
+        match netfilter::refill(&self.config, &allow) {
+            Ok(Some(exempt)) => {
+                info!("policy synproxy: {}", exempt.describe());
+                warn_too_many(&exempt);
+            }
+            Ok(None) => {}
+            Err(err) => error!(
+                "policy synproxy: the nftables sets of allowlisted sources keep their earlier \
+                 entries: {err}"
+            ),
+        }
     }
 
     fn config_list(&self, list: ListKind) -> &CidrSet {

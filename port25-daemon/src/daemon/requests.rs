@@ -67,6 +67,9 @@ impl Daemon {
             },
         );
         info!("runtime {} add {net} ({expiry})", list.as_str());
+        if list == ListKind::Allow {
+            self.refill_netfilter();
+        }
         self.publish();
         Response::Ok {
             message: format!("added {net} to the {} list ({expiry})", list.as_str()),
@@ -117,6 +120,9 @@ impl Daemon {
             return error(format!("removing {net} from the kernel: {err:#}"));
         }
         info!("runtime {} del {net}", list.as_str());
+        if list == ListKind::Allow {
+            self.refill_netfilter();
+        }
         self.publish();
         Response::Ok {
             message: format!("removed {net} from the {} list", list.as_str()),

@@ -439,16 +439,19 @@ impl Daemon {
             );
             allow_changed |= entry.list == ListKind::Allow;
         }
-        if allow_changed {
-            self.refill_netfilter();
-        }
-        self.publish();
+        self.list_changed(if allow_changed {
+            ListKind::Allow
+        } else {
+            ListKind::Deny
+        });
     }
 
-    /// After a runtime change of the allow list: policy synproxy's table exempts what it holds
-    /// now. A failure leaves the filter as it is, and those peers meet SYNPROXY.
-    fn refill_netfilter(&self) {
-        if netfilter::ruleset(&self.config).is_none() {
+    /// After a runtime change of `list`: the gauges show it, and for the allow list policy
+    /// synproxy's table exempts what it holds now. A failure of the latter leaves the filter as
+    /// it is, and those peers meet SYNPROXY.
+    fn list_changed(&self, list: ListKind) {
+        self.publish();
+        if list != ListKind::Allow || netfilter::ruleset(&self.config).is_none() {
             return;
         }
         let runtime = self.runtime.set(ListKind::Allow);

@@ -67,10 +67,7 @@ impl Daemon {
             },
         );
         info!("runtime {} add {net} ({expiry})", list.as_str());
-        if list == ListKind::Allow {
-            self.refill_netfilter();
-        }
-        self.publish();
+        self.list_changed(list);
         Response::Ok {
             message: format!("added {net} to the {} list ({expiry})", list.as_str()),
         }
@@ -120,10 +117,7 @@ impl Daemon {
             return error(format!("removing {net} from the kernel: {err:#}"));
         }
         info!("runtime {} del {net}", list.as_str());
-        if list == ListKind::Allow {
-            self.refill_netfilter();
-        }
-        self.publish();
+        self.list_changed(list);
         Response::Ok {
             message: format!("removed {net} from the {} list", list.as_str()),
         }

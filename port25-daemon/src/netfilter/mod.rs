@@ -102,7 +102,8 @@ impl Exempt {
         );
         for (family, count) in &self.too_many {
             text.push_str(&format!(
-                "; the allow list's {count} {family} prefixes (aggregated) are more than the                  {EXEMPT_MAX} the table takes: its {family} peers go through SYNPROXY"
+                "; the allow list's {count} {family} prefixes (aggregated) are more than the \
+                 {EXEMPT_MAX} the table takes: its {family} peers go through SYNPROXY"
             ));
         }
         text
@@ -372,7 +373,10 @@ mod tests {
         assert!(exempt.v4.is_empty());
         assert_eq!(exempt.too_many, vec![("IPv4", EXEMPT_MAX + 1)]);
         assert!(
-            exempt.describe().contains("65537 IPv4 prefixes"),
+            exempt.describe().contains(
+                "the allow list's 65537 IPv4 prefixes (aggregated) are more than the 65536 the \
+                 table takes: its IPv4 peers go through SYNPROXY"
+            ),
             "{}",
             exempt.describe()
         );

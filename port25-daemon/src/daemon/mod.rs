@@ -5,6 +5,7 @@
 mod changes;
 mod crowdsec;
 mod egress;
+mod lists;
 mod readers;
 mod requests;
 pub(crate) mod watch;
@@ -24,6 +25,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use self::egress::{forward_changes, sync_hooks, xdp_interfaces};
+use self::lists::effective_lists;
 use self::readers::{kernel_log_level, spawn_log_forwarder};
 use self::watch::watched_fingerprint;
 
@@ -408,97 +410,6 @@ impl Daemon {
         }
     }
 
-    /// Removes runtime entries whose time has come.
-    fn expire(&mut self) {
-        let due = match self.runtime.expire(crate::runtime::now_unix()) {
-            Ok(due) => due,
-            Err(err) => {
-                error!("saving the runtime lists: {err:#}");
-                return;
-            }
-        };
-        if due.is_empty() {
-            return;
-        }
-        let mut allow_changed = false;
-        for entry in due {
-            if !self.held_otherwise(entry.list, &entry.cidr)
-                && let Err(err) = self.datapath.remove_live(entry.list, entry.cidr)
-            {
-                error!(
-                    "removing expired {} entry {}: {err:#}",
-                    entry.list.as_str(),
-                    entry.cidr
-                );
-                continue;
-            }
-            info!(
-                "runtime {} entry {} expired",
-                entry.list.as_str(),
-                entry.cidr
-            );
-            allow_changed |= entry.list == ListKind::Allow;
-        }
-        self.list_changed(if allow_changed {
-            ListKind::Allow
-        } else {
-            ListKind::Deny
-        });
-    }
-
-    /// After a runtime change of `list`: the gauges show it, and for the allow list policy
-    /// synproxy's table exempts what it holds now. A failure of the latter leaves the filter as
-    /// it is, and those peers meet SYNPROXY.
-    fn list_changed(&self, list: ListKind) {
-        self.publish();
-        if list != ListKind::Allow || netfilter::ruleset(&self.config).is_none() {
-            return;
-        }
-        let runtime = self.runtime.set(ListKind::Allow);
-        let allow = CidrSet::new(self.config.allow.iter().chain(runtime.iter()));
-        match netfilter::refill(&self.config, &allow) {
-            Ok(Some(exempt)) => {
-                info!("policy synproxy: {}", exempt.describe());
-                warn_too_many(&exempt);
-            }
-            Ok(None) => {}
-            Err(err) => error!(
-                "policy synproxy: the nftables sets of allowlisted sources keep their earlier \
-                 entries: {err}"
-            ),
-        }
-    }
-
-    fn config_list(&self, list: ListKind) -> &CidrSet {
-        match list {
-            ListKind::Allow => &self.config.allow,
-            ListKind::Deny => &self.config.deny,
-        }
-    }
-
-    /// Whether the config or CrowdSec holds this entry, so that it stays in the kernel when its
-    /// runtime entry goes.
-    fn held_otherwise(&self, list: ListKind, net: &ipnet::IpNet) -> bool {
-        self.config_list(list).contains_net(net)
-            || (list == ListKind::Deny
-                && self.config.crowdsec.is_some()
-                && self.crowdsec.held().any(|held| held.cidr == *net))
-    }
-
-    /// How many entries a list has in the kernel: the config's, plus runtime entries and CrowdSec
-    /// prefixes the config does not have. Counted, not built: the config's lists may hold a
-    /// million entries.
-    fn effective_len(&self, list: ListKind) -> usize {
-        let config = self.config_list(list);
-        let extra = extra_entries(&self.config, list, &self.runtime, &self.crowdsec);
-        config.len() + extra.iter().filter(|net| !config.contains_net(net)).count()
-    }
-
-    /// The lists to load for `config`, with the runtime entries and CrowdSec's bans.
-    fn effective_lists(&self, config: &Config) -> (CidrSet, CidrSet) {
-        effective_lists(config, &self.runtime, &self.crowdsec)
-    }
-
     /// Publishes what the gauges show: attachments and list sizes.
     fn publish(&self) {
         let snapshot = Snapshot {
@@ -532,43 +443,6 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The lists to load: the config's (files and watched directories included), the runtime ones,
-/// and, while the bouncer is on, the prefixes CrowdSec bans.
-fn effective_lists(
-    config: &Config,
-    runtime: &RuntimeLists,
-    crowdsec: &CrowdsecList,
-) -> (CidrSet, CidrSet) {
-    let merge = |base: &CidrSet, extra: CidrSet| {
-        if extra.is_empty() {
-            base.clone()
-        } else {
-            CidrSet::new(base.iter().chain(extra.iter()))
-        }
-    };
-    let extra = |list| extra_entries(config, list, runtime, crowdsec);
-    (
-        merge(&config.allow, extra(ListKind::Allow)),
-        merge(&config.deny, extra(ListKind::Deny)),
-    )
-}
-
-/// What a list holds beyond the config's: its runtime entries and, for the deny list while the
-/// bouncer is on, the prefixes CrowdSec bans.
-fn extra_entries(
-    config: &Config,
-    list: ListKind,
-    runtime: &RuntimeLists,
-    crowdsec: &CrowdsecList,
-) -> CidrSet {
-    let extra = runtime.set(list);
-    if list == ListKind::Deny && config.crowdsec.is_some() {
-        CidrSet::new(extra.iter().chain(crowdsec.prefixes().iter()))
-    } else {
-        extra
     }
 }
 

@@ -1,0 +1,143 @@
+//! The lists the kernel holds: the config's, the runtime entries and, while the bouncer is on,
+//! CrowdSec's bans; their expiry, and what follows a runtime change.
+
+use tracing::{error, info};
+
+use super::{Daemon, warn_too_many};
+use crate::{
+    config::{CidrSet, Config},
+    crowdsec::decisions::CrowdsecList,
+    model::ListKind,
+    netfilter,
+    runtime::RuntimeLists,
+};
+
+impl Daemon {
+    /// Removes runtime entries whose time has come.
+    pub(super) fn expire(&mut self) {
+        let due = match self.runtime.expire(crate::runtime::now_unix()) {
+            Ok(due) => due,
+            Err(err) => {
+                error!("saving the runtime lists: {err:#}");
+                return;
+            }
+        };
+        if due.is_empty() {
+            return;
+        }
+        let mut allow_changed = false;
+        for entry in due {
+            if !self.held_otherwise(entry.list, &entry.cidr)
+                && let Err(err) = self.datapath.remove_live(entry.list, entry.cidr)
+            {
+                error!(
+                    "removing expired {} entry {}: {err:#}",
+                    entry.list.as_str(),
+                    entry.cidr
+                );
+                continue;
+            }
+            info!(
+                "runtime {} entry {} expired",
+                entry.list.as_str(),
+                entry.cidr
+            );
+            allow_changed |= entry.list == ListKind::Allow;
+        }
+        self.list_changed(if allow_changed {
+            ListKind::Allow
+        } else {
+            ListKind::Deny
+        });
+    }
+
+    /// After a runtime change of `list`: the gauges show it, and for the allow list policy
+    /// synproxy's table exempts what it holds now. A failure of the latter leaves the filter as
+    /// it is, and those peers meet SYNPROXY.
+    pub(super) fn list_changed(&self, list: ListKind) {
+        self.publish();
+        if list != ListKind::Allow || netfilter::ruleset(&self.config).is_none() {
+            return;
+        }
+        let runtime = self.runtime.set(ListKind::Allow);
+        let allow = CidrSet::new(self.config.allow.iter().chain(runtime.iter()));
+        match netfilter::refill(&self.config, &allow) {
+            Ok(Some(exempt)) => {
+                info!("policy synproxy: {}", exempt.describe());
+                warn_too_many(&exempt);
+            }
+            Ok(None) => {}
+            Err(err) => error!(
+                "policy synproxy: the nftables sets of allowlisted sources keep their earlier \
+                 entries: {err}"
+            ),
+        }
+    }
+
+    pub(super) fn config_list(&self, list: ListKind) -> &CidrSet {
+        match list {
+            ListKind::Allow => &self.config.allow,
+            ListKind::Deny => &self.config.deny,
+        }
+    }
+
+    /// Whether the config or CrowdSec holds this entry, so that it stays in the kernel when its
+    /// runtime entry goes.
+    pub(super) fn held_otherwise(&self, list: ListKind, net: &ipnet::IpNet) -> bool {
+        self.config_list(list).contains_net(net)
+            || (list == ListKind::Deny
+                && self.config.crowdsec.is_some()
+                && self.crowdsec.held().any(|held| held.cidr == *net))
+    }
+
+    /// How many entries a list has in the kernel: the config's, plus runtime entries and CrowdSec
+    /// prefixes the config does not have. Counted, not built: the config's lists may hold a
+    /// million entries.
+    pub(super) fn effective_len(&self, list: ListKind) -> usize {
+        let config = self.config_list(list);
+        let extra = extra_entries(&self.config, list, &self.runtime, &self.crowdsec);
+        config.len() + extra.iter().filter(|net| !config.contains_net(net)).count()
+    }
+
+    /// The lists to load for `config`, with the runtime entries and CrowdSec's bans.
+    pub(super) fn effective_lists(&self, config: &Config) -> (CidrSet, CidrSet) {
+        effective_lists(config, &self.runtime, &self.crowdsec)
+    }
+}
+
+/// The lists to load: the config's (files and watched directories included), the runtime ones,
+/// and, while the bouncer is on, the prefixes CrowdSec bans.
+pub(super) fn effective_lists(
+    config: &Config,
+    runtime: &RuntimeLists,
+    crowdsec: &CrowdsecList,
+) -> (CidrSet, CidrSet) {
+    let merge = |base: &CidrSet, extra: CidrSet| {
+        if extra.is_empty() {
+            base.clone()
+        } else {
+            CidrSet::new(base.iter().chain(extra.iter()))
+        }
+    };
+    let extra = |list| extra_entries(config, list, runtime, crowdsec);
+    (
+        merge(&config.allow, extra(ListKind::Allow)),
+        merge(&config.deny, extra(ListKind::Deny)),
+    )
+}
+
+/// What a list holds beyond the config's: its runtime entries and, for the deny list while the
+/// bouncer is on, the prefixes CrowdSec bans.
+fn extra_entries(
+    config: &Config,
+    list: ListKind,
+    runtime: &RuntimeLists,
+    crowdsec: &CrowdsecList,
+) -> CidrSet {
+    let extra = runtime.set(list);
+    if list == ListKind::Deny && config.crowdsec.is_some() {
+        CidrSet::new(extra.iter().chain(crowdsec.prefixes().iter()))
+    } else {
+        extra
+    }
+}

@@ -56,17 +56,15 @@ impl Daemon {
     /// it is, and those peers meet SYNPROXY.
     pub(super) fn list_changed(&self, list: ListKind) {
         self.publish();
-        if list != ListKind::Allow || netfilter::ruleset(&self.config).is_none() {
+        if list != ListKind::Allow || !netfilter::needed(&self.config) {
             return;
         }
-        let runtime = self.runtime.set(ListKind::Allow);
-        let allow = CidrSet::new(self.config.allow.iter().chain(runtime.iter()));
+        let allow = effective_list(&self.config, list, &self.runtime, &self.crowdsec);
         match netfilter::refill(&self.config, &allow) {
-            Ok(Some(exempt)) => {
+            Ok(exempt) => {
                 info!("policy synproxy: {}", exempt.describe());
                 warn_too_many(&exempt);
             }
-            Ok(None) => {}
             Err(err) => error!(
                 "policy synproxy: the nftables sets of allowlisted sources keep their earlier \
                  entries: {err}"
@@ -75,10 +73,7 @@ impl Daemon {
     }
 
     pub(super) fn config_list(&self, list: ListKind) -> &CidrSet {
-        match list {
-            ListKind::Allow => &self.config.allow,
-            ListKind::Deny => &self.config.deny,
-        }
+        config_list(&self.config, list)
     }
 
     /// Whether the config or CrowdSec holds this entry, so that it stays in the kernel when its
@@ -112,18 +107,33 @@ pub(super) fn effective_lists(
     runtime: &RuntimeLists,
     crowdsec: &CrowdsecList,
 ) -> (CidrSet, CidrSet) {
-    let merge = |base: &CidrSet, extra: CidrSet| {
-        if extra.is_empty() {
-            base.clone()
-        } else {
-            CidrSet::new(base.iter().chain(extra.iter()))
-        }
-    };
-    let extra = |list| extra_entries(config, list, runtime, crowdsec);
     (
-        merge(&config.allow, extra(ListKind::Allow)),
-        merge(&config.deny, extra(ListKind::Deny)),
+        effective_list(config, ListKind::Allow, runtime, crowdsec),
+        effective_list(config, ListKind::Deny, runtime, crowdsec),
     )
+}
+
+/// One of [`effective_lists`].
+fn effective_list(
+    config: &Config,
+    list: ListKind,
+    runtime: &RuntimeLists,
+    crowdsec: &CrowdsecList,
+) -> CidrSet {
+    let base = config_list(config, list);
+    let extra = extra_entries(config, list, runtime, crowdsec);
+    if extra.is_empty() {
+        base.clone()
+    } else {
+        CidrSet::new(base.iter().chain(extra.iter()))
+    }
+}
+
+fn config_list(config: &Config, list: ListKind) -> &CidrSet {
+    match list {
+        ListKind::Allow => &config.allow,
+        ListKind::Deny => &config.deny,
+    }
 }
 
 /// What a list holds beyond the config's: its runtime entries and, for the deny list while the

@@ -351,7 +351,7 @@ impl Daemon {
         }
         // Likewise SYNPROXY's table: in place before a policy that answers SYNs with cookies,
         // removed after the policy that no longer does.
-        let synproxy = netfilter::ruleset(&next).is_some();
+        let synproxy = netfilter::needed(&next);
         if synproxy {
             sync_netfilter(&next, &allow)
                 .context("policy synproxy: installing its netfilter rules")?;

@@ -127,13 +127,17 @@ pub(crate) struct Rules {
     pub(crate) ip6tables: Option<String>,
 }
 
+/// Whether `config` needs netfilter's rules: an enforcing policy synproxy on some interface.
+pub(crate) fn needed(config: &Config) -> bool {
+    config.policy == Policy::Synproxy
+        && config.mode == Mode::Enforce
+        && !config.interfaces.is_empty()
+}
+
 /// The rules policy synproxy needs for `config`; `None` when it needs none (another policy,
 /// monitor mode, or no interfaces).
 pub(crate) fn ruleset(config: &Config) -> Option<Rules> {
-    if config.policy != Policy::Synproxy || config.mode != Mode::Enforce {
-        return None;
-    }
-    if config.interfaces.is_empty() {
+    if !needed(config) {
         return None;
     }
     let handoff = Handoff {
@@ -190,14 +194,12 @@ pub(crate) fn apply(config: &Config, allow: &CidrSet) -> Result<Option<Exempt>, 
     Ok(Some(exempt))
 }
 
-/// After a change of the allow list: the table's sets take `allow`, when `config` has the table.
-pub(crate) fn refill(config: &Config, allow: &CidrSet) -> Result<Option<Exempt>, NetfilterError> {
-    if ruleset(config).is_none() {
-        return Ok(None);
-    }
+/// After a change of the allow list, where `config` has the table ([`needed`]): its sets take
+/// `allow`.
+pub(crate) fn refill(config: &Config, allow: &CidrSet) -> Result<Exempt, NetfilterError> {
     let exempt = Exempt::of(allow, config.synproxy.ipv6);
     nft::refill(&exempt)?;
-    Ok(Some(exempt))
+    Ok(exempt)
 }
 
 /// Removes port25's table and chain, if they are there, and restores `nf_conntrack_tcp_loose`.

@@ -261,24 +261,29 @@ fn read_in(ns: &Netns, path: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Whether port25d's nftables table is in the namespace.
-fn has_table(ns: &Netns) -> bool {
-    ns.command(tool("nft"))
-        .args(["list", "table", "inet", "port25"])
+/// What `nft list KIND inet port25 [NAME]` prints, `None` when nft refuses (no such table,
+/// chain or set).
+fn nft_list(ns: &Netns, kind: &str, name: Option<&str>) -> Option<String> {
+    let output = ns
+        .command(tool("nft"))
+        .args(["list", kind, "inet", "port25"])
+        .args(name)
         .output()
-        .expect("running nft")
+        .expect("running nft");
+    output
         .status
         .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Whether port25d's nftables table is in the namespace.
+fn has_table(ns: &Netns) -> bool {
+    nft_list(ns, "table", None).is_some()
 }
 
 /// The packets counted by the table's rules that let allowlisted SYNs through, IPv4's and IPv6's.
 fn exempted(ns: &Netns) -> (u64, u64) {
-    let output = ns
-        .command(tool("nft"))
-        .args(["list", "chain", "inet", "port25", "prerouting"])
-        .output()
-        .expect("running nft");
-    let listing = String::from_utf8_lossy(&output.stdout);
+    let listing = nft_list(ns, "chain", Some("prerouting")).unwrap_or_default();
     let count = |set: &str| {
         listing
             .lines()
@@ -291,14 +296,9 @@ fn exempted(ns: &Netns) -> (u64, u64) {
     (count("@allow4"), count("@allow6"))
 }
 
-/// What `nft` lists of the table's set `set`.
+/// What `nft` lists of the table's set `set` (empty when there is none).
 fn set_listing(ns: &Netns, set: &str) -> String {
-    let output = ns
-        .command(tool("nft"))
-        .args(["list", "set", "inet", "port25", set])
-        .output()
-        .expect("running nft");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    nft_list(ns, "set", Some(set)).unwrap_or_default()
 }
 
 /// Whether port25d's ip6tables chain is in the namespace.

@@ -4,87 +4,7 @@
 //! `Copy`, and laid out without implicit padding (the verifier and `aya::Pod` both need that).
 #![no_std]
 
-/// Declares each map name as a constant spelled like the map, so the two cannot drift apart.
-macro_rules! map_names {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        $($(#[$doc])* pub const $name: &str = stringify!($name);)*
-    };
-}
-
-/// Names of the BPF maps, so the daemon and tests never spell them twice.
-pub mod maps {
-    map_names! {
-        /// `Array<u32>` of one element: the live policy generation (see [`crate::Settings`]).
-        ACTIVE,
-        /// `Array<Settings>` with one slot per generation parity.
-        SETTINGS,
-        /// `Array<u32>`: bitmap of protected destination ports, [`crate::PORT_WORDS`] words per
-        /// slot.
-        PORTS,
-        /// `LpmTrie<V4Key, u32>` / `LpmTrie<V6Key, u32>`: the allow and deny lists in one trie
-        /// per family, keyed by generation and prefix; the value is the [`crate::listed`] bits of
-        /// the entry and of every shorter entry covering it, so the longest match alone answers
-        /// (docs/ARCHITECTURE.md § Lists).
-        LISTS_V4,
-        LISTS_V6,
-        /// `Array<u64>`: per slot, 4 bits for each IPv4 /16 ([`crate::prefilter`]): most packets
-        /// are answered here, without walking the trie.
-        PREFILTER_V4,
-        /// `HashMap<BlockKey, [u64; 16]>`: for each /16 whose nibble says `DEEPER`, 4 bits for
-        /// each of its /24s, the same way: `DEEPER` there sends the packet to the trie.
-        BLOCKS_V4,
-        /// `PerCpuArray<Counter>` of [`crate::IF_BUCKETS`] × [`crate::COUNTER_SLOTS`]: the
-        /// counters of the interface that owns each bucket ([`COUNTER_OWNERS`]).
-        COUNTERS,
-        /// `Array<u32>` of [`crate::IF_BUCKETS`]: the ifindex whose packets bucket
-        /// `ifindex % IF_BUCKETS` counts (0: none). The daemon claims the bucket of an interface
-        /// it attaches to when it is free.
-        COUNTER_OWNERS,
-        /// `PerCpuHashMap<CounterKey, Counter>`: the counters of interfaces whose bucket another
-        /// interface owns, or that own none (a test run's loopback).
-        COUNTERS_SPILL,
-        /// `LruHashMap<SourceKey, SourceState>`: one token bucket per source prefix (policy
-        /// ratelimit).
-        SOURCES,
-        /// `LruHashMap<SourceKey, u64>`: source prefixes proven real by a completed handshake,
-        /// with until when (ns, CLOCK_MONOTONIC). Apart from `SOURCES`, so a spoofed flood
-        /// churning that table cannot evict them: only a completed handshake writes here.
-        VERIFIED,
-        /// `Array<u64>` of one element: the global bucket's theoretical arrival time.
-        GLOBAL,
-        /// `LruHashMap<FlowKey, u32>`: handshakes the gateway answered (SYN-ACK sent), with the
-        /// acknowledgment number that proves the client saw the SYN-ACK.
-        HANDSHAKES,
-        /// `Array<EgressSettings>`, one slot per generation parity: the egress guard's policy.
-        EGRESS,
-        /// `LpmTrie<V4Key, u32>` / `LpmTrie<V6Key, u32>`: the smart hosts, keyed like the lists.
-        SMART_V4,
-        SMART_V6,
-        /// `PerCpuArray<u64>`: outbound connects by [`crate::egress::counter_slot`].
-        EGRESS_COUNTERS,
-        /// `RingBuf` of [`crate::egress::Event`]: refused (or would-be refused) connects.
-        EGRESS_EVENTS,
-        /// `LruHashMap<EventKey, EventState>`: when each (process, destination) last had an event.
-        EGRESS_EVENT_LIMIT,
-        /// `PerCpuArray<u64>` of one element: events the ring buffer had no room for.
-        EGRESS_EVENTS_LOST,
-        /// `PerCpuArray<u64>`: forwarded SYNs to guarded ports, by [`crate::egress::counter_slot`].
-        EGRESS_FORWARDED,
-        /// `Array<u64>` of one element: the SYN-ACK budget's theoretical arrival time (policy
-        /// synproxy), a bucket like [`GLOBAL`].
-        SYNACK_BUDGET,
-        /// `LruHashMap<FlowKey, u64>`: connections whose ACK carried a valid SYN cookie (policy
-        /// synproxy), with when the cookie was checked (ns, CLOCK_MONOTONIC): their later
-        /// segments pass without a check.
-        COOKIE_FLOWS,
-        /// `ProgramArray` of one slot: the program that answers SYNs with a cookie, tail-called by
-        /// the filter (docs/ARCHITECTURE.md, § SYN cookies).
-        SYNPROXY_PROGRAM,
-        /// `PerCpuArray` of one scratch value: the SYN's header offsets, from the filter to the
-        /// synproxy program it tail-calls, and the client's options that program reads.
-        HANDOVER,
-    }
-}
+pub mod maps;
 
 /// What every port25 eBPF object carries at its root: the panic handler (`no_std`, and the
 /// verifier rejects any path that could reach it) and the licence, "Dual MIT/GPL", which the
@@ -301,21 +221,22 @@ pub struct V6Key {
 /// Bits of the generation field in an LPM prefix length.
 pub const GENERATION_BITS: u32 = 32;
 
-/// A `#[repr(u32)]` enum whose discriminants index the counters: `ALL` in that order, and the
-/// label of each variant in metrics and status.
+/// A `#[repr(u32)]` enum whose discriminants index the counters: the variants are numbered from 0
+/// in the order written (no number is written, so none can break `ALL[v as usize] == v`), `ALL`
+/// lists them in that order, and `label` names each in metrics and status.
 macro_rules! counted_enum {
     ($(#[$meta:meta])* $name:ident {
-        $($(#[$vmeta:meta])* $variant:ident = $value:literal => $label:literal,)*
+        $($(#[$vmeta:meta])* $variant:ident => $label:literal,)*
     }) => {
         $(#[$meta])*
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name {
-            $($(#[$vmeta])* $variant = $value,)*
+            $($(#[$vmeta])* $variant,)*
         }
 
         impl $name {
-            pub const ALL: [$name; [$($value),*].len()] = [$($name::$variant),*];
+            pub const ALL: [$name; [$($label),*].len()] = [$($name::$variant),*];
 
             /// Label value in metrics.
             pub const fn label(self) -> &'static str {
@@ -359,20 +280,20 @@ macro_rules! counter_slots {
 counted_enum! {
     /// Why the datapath reached its verdict. The order is the counter index.
     Reason {
-        Allowlisted = 0 => "allowlisted",
-        Denylisted = 1 => "denylisted",
-        NotAllowlisted = 2 => "not_allowlisted",
-        RateLimited = 3 => "rate_limited",
-        Admitted = 4 => "admitted",
-        Malformed = 5 => "malformed",
+        Allowlisted => "allowlisted",
+        Denylisted => "denylisted",
+        NotAllowlisted => "not_allowlisted",
+        RateLimited => "rate_limited",
+        Admitted => "admitted",
+        Malformed => "malformed",
         /// Policy synproxy: a SYN answered (or, in monitor mode, to be answered) with a cookie.
-        SynCookie = 6 => "syn_cookie",
+        SynCookie => "syn_cookie",
         /// Policy synproxy: an ACK whose cookie the kernel's check accepted.
-        CookieValid = 7 => "cookie_valid",
+        CookieValid => "cookie_valid",
         /// Policy synproxy: a segment of no known flow without a valid cookie.
-        CookieInvalid = 8 => "cookie_invalid",
+        CookieInvalid => "cookie_invalid",
         /// Policy synproxy: a SYN not answered because the SYN-ACK budget was spent.
-        SynackBudget = 9 => "synack_budget",
+        SynackBudget => "synack_budget",
     }
 }
 
@@ -389,12 +310,12 @@ impl Reason {
 counted_enum! {
     /// What happened to a packet.
     Verdict {
-        Pass = 0 => "pass",
-        Drop = 1 => "drop",
+        Pass => "pass",
+        Drop => "drop",
         /// Monitor mode: it would have been dropped, and was passed.
-        WouldDrop = 2 => "would_drop",
+        WouldDrop => "would_drop",
         /// Policy synproxy: answered from XDP (a SYN-ACK sent back, XDP_TX).
-        Answered = 3 => "answered",
+        Answered => "answered",
     }
 }
 
@@ -416,132 +337,7 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// The egress guard: which outbound connects to guarded ports the cgroup hooks refuse
-/// (docs/ARCHITECTURE.md, § Egress).
-pub mod egress {
-    /// Names of the cgroup connect programs in the object file.
-    pub const CONNECT4_PROGRAM: &str = "port25_connect4";
-    pub const CONNECT6_PROGRAM: &str = "port25_connect6";
-
-    /// `EgressSettings::mode`.
-    pub const MODE_OFF: u32 = 0;
-    pub const MODE_MONITOR: u32 = 1;
-    pub const MODE_ENFORCE: u32 = 2;
-
-    /// Guarded ports, allowed uids, allowed cgroups and forward interfaces one generation can hold.
-    pub const MAX_PORTS: usize = 16;
-    pub const MAX_USERS: usize = 16;
-    pub const MAX_CGROUPS: usize = 16;
-    pub const MAX_FORWARD: usize = 8;
-
-    /// Ring buffer size: room for a burst of events between two reads by the daemon.
-    pub const EVENTS_BYTES: u32 = 256 * 1024;
-    /// (process, destination) pairs whose last event time the kernel keeps.
-    pub const EVENT_LIMIT_CAPACITY: u32 = 16384;
-    /// At most one event per (process, destination) in this time; the rest are counted.
-    pub const EVENT_INTERVAL_NS: u64 = 1_000_000_000;
-
-    /// The egress policy of one generation.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct EgressSettings {
-        pub mode: u32,
-        pub port_count: u32,
-        pub ports: [u16; MAX_PORTS],
-        pub user_count: u32,
-        pub users: [u32; MAX_USERS],
-        pub cgroup_count: u32,
-        /// Depth of each allowed cgroup below the cgroup2 root (the root is level 0).
-        pub cgroup_levels: [u32; MAX_CGROUPS],
-        /// Its id: the inode number of its directory.
-        pub cgroup_ids: [u64; MAX_CGROUPS],
-        /// Interfaces (LAN side) where the XDP program drops forwarded SYNs to guarded ports
-        /// unless to a smart host.
-        pub forward_count: u32,
-        /// Bit i set: `forward_ifindexes[i]` is not an ingress-protected interface, so the XDP
-        /// program judges nothing else there.
-        pub forward_only: u32,
-        pub forward_ifindexes: [u32; MAX_FORWARD],
-    }
-
-    impl EgressSettings {
-        pub const OFF: Self = Self {
-            mode: MODE_OFF,
-            port_count: 0,
-            ports: [0; MAX_PORTS],
-            user_count: 0,
-            users: [0; MAX_USERS],
-            cgroup_count: 0,
-            cgroup_levels: [0; MAX_CGROUPS],
-            cgroup_ids: [0; MAX_CGROUPS],
-            forward_count: 0,
-            forward_only: 0,
-            forward_ifindexes: [0; MAX_FORWARD],
-        };
-    }
-
-    counted_enum! {
-        /// What the hook did with a connect.
-        Verdict {
-            Allow = 0 => "allow",
-            Deny = 1 => "deny",
-            /// Monitor mode: it would have been refused, and was let through.
-            WouldDeny = 2 => "would_deny",
-        }
-    }
-
-    counted_enum! {
-        /// Why.
-        Reason {
-            SmartHost = 0 => "smart_host",
-            AllowedUser = 1 => "allowed_user",
-            AllowedCgroup = 2 => "allowed_cgroup",
-            NotAllowed = 3 => "not_allowed",
-        }
-    }
-
-    counter_slots!(Verdict, Reason);
-
-    /// A refused (or would-be refused) connect, as the hook saw it.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct Event {
-        /// CLOCK_MONOTONIC, ns.
-        pub time_ns: u64,
-        /// `bpf_get_current_pid_tgid`: thread id in the low half, process id in the high half.
-        pub pid_tgid: u64,
-        /// `bpf_get_current_uid_gid`: uid in the low half, gid in the high half.
-        pub uid_gid: u64,
-        pub cgroup_id: u64,
-        pub comm: [u8; 16],
-        /// IPv4 addresses in the first four bytes (IPv4-mapped IPv6 too).
-        pub addr: [u8; 16],
-        /// 4 or 6.
-        pub family: u32,
-        pub port: u32,
-        pub verdict: u32,
-        /// Events of this (process, destination) the rate limit suppressed since the last one.
-        pub suppressed: u32,
-    }
-
-    /// Key of `EGRESS_EVENT_LIMIT`.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct EventKey {
-        pub tgid: u32,
-        pub port: u32,
-        pub addr: [u8; 16],
-    }
-
-    /// Value of `EGRESS_EVENT_LIMIT`.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct EventState {
-        pub last_ns: u64,
-        pub suppressed: u32,
-        pub _pad: u32,
-    }
-}
+pub mod egress;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -557,4 +353,32 @@ mod pod {
     unsafe impl aya::Pod for super::SourceKey {}
     unsafe impl aya::Pod for super::SourceState {}
     unsafe impl aya::Pod for super::FlowKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counter slot of a (verdict, reason) pair and `slot_meaning` undo each other, for the
+    /// ingress and the egress counters alike; each variant's discriminant is its place in `ALL`.
+    #[test]
+    fn counter_slots_round_trip() {
+        for (i, v) in Verdict::ALL.into_iter().enumerate() {
+            assert_eq!(v as usize, i);
+            for r in Reason::ALL {
+                assert_eq!(slot_meaning(counter_slot(v, r)), Some((v, r)));
+            }
+        }
+        assert_eq!(slot_meaning(COUNTER_SLOTS), None);
+        for (i, v) in egress::Verdict::ALL.into_iter().enumerate() {
+            assert_eq!(v as usize, i);
+            for r in egress::Reason::ALL {
+                assert_eq!(
+                    egress::slot_meaning(egress::counter_slot(v, r)),
+                    Some((v, r))
+                );
+            }
+        }
+        assert_eq!(Reason::ALL.map(|r| r as usize), core::array::from_fn(|i| i));
+    }
 }

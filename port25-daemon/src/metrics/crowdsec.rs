@@ -7,7 +7,7 @@ use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeLabelSet},
 };
 
-use super::families::{counters, gauge, gauge_if_known, gauges, level};
+use super::families::{family, gauge, gauge_if_known, level};
 use crate::crowdsec::SharedStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,7 +45,7 @@ impl Collector for CrowdsecCollector {
         if status.lapi_url.is_empty() {
             return Ok(());
         }
-        gauges(
+        family(
             &mut encoder,
             "port25_crowdsec_decisions",
             "CrowdSec ban decisions held in the deny list, by origin and address family",
@@ -77,9 +77,9 @@ impl Collector for CrowdsecCollector {
         ];
         for (name, help, rows) in by_result {
             let samples = rows.map(|(result, total)| (ResultLabels { result }, total));
-            counters(&mut encoder, name, help, samples)?;
+            family(&mut encoder, name, help, samples)?;
         }
-        counters(
+        family(
             &mut encoder,
             "port25_crowdsec_decisions_skipped",
             "Decisions of the stream not enforced: another type (captcha…), scope or origin, or a value that is no address",

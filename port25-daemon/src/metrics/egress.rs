@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use super::{
     Snapshot, TOP_K,
-    families::{counter, counters, gauges, level},
+    families::{counter, family, level},
 };
 use crate::{
     datapath::{EgressCounters, EgressCounts},
@@ -85,7 +85,7 @@ impl Collector for EgressCollector {
             };
             (labels, i64::from(cgroup.is_some()))
         });
-        gauges(
+        family(
             &mut encoder,
             "port25_egress_attached",
             "1 when the egress guard's connect hooks are attached (to the cgroup labelled), 0 when \
@@ -122,7 +122,7 @@ impl Collector for EgressCollector {
                     };
                     (labels, total)
                 });
-            counters(&mut encoder, name, help, samples)?;
+            family(&mut encoder, name, help, samples)?;
         }
         counter(
             &mut encoder,
@@ -131,7 +131,7 @@ impl Collector for EgressCollector {
             self.counters.lost().unwrap_or(0),
         )?;
         let top = self.log.lock().top_refused(TOP_K);
-        gauges(
+        family(
             &mut encoder,
             "port25_egress_top_denied",
             "Outbound connects refused (or would-be refused) since the daemon started, for the \

@@ -3,46 +3,45 @@
 
 use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    metrics::{MetricType, TypedMetric, counter::ConstCounter, gauge::ConstGauge},
 };
 
 type Written = Result<(), std::fmt::Error>;
 
-/// A family of `kind`, one sample per `(labels, metric)`; no sample at all is a valid family.
-fn family<L: EncodeLabelSet, M: EncodeMetric>(
+/// What one sample of a family holds: a gauge's level (i64) or a counter's total (u64), the
+/// values prometheus-client's `ConstGauge` and `ConstCounter` take; the family's type follows.
+pub(super) trait Sample {
+    type Metric: EncodeMetric + TypedMetric;
+    fn metric(self) -> Self::Metric;
+}
+
+impl Sample for i64 {
+    type Metric = ConstGauge;
+    fn metric(self) -> ConstGauge {
+        ConstGauge::new(self)
+    }
+}
+
+impl Sample for u64 {
+    type Metric = ConstCounter;
+    fn metric(self) -> ConstCounter {
+        ConstCounter::new(self)
+    }
+}
+
+/// A family of gauges (i64 samples) or counters (u64 samples), one sample per `(labels, value)`;
+/// no sample at all is a valid family.
+pub(super) fn family<L: EncodeLabelSet, V: Sample>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    kind: MetricType,
-    samples: impl IntoIterator<Item = (L, M)>,
+    samples: impl IntoIterator<Item = (L, V)>,
 ) -> Written {
-    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, metric) in samples {
-        metric.encode(family.encode_family(&labels)?)?;
+    let mut family = encoder.encode_descriptor(name, help, None, V::Metric::TYPE)?;
+    for (labels, value) in samples {
+        value.metric().encode(family.encode_family(&labels)?)?;
     }
     Ok(())
-}
-
-/// A gauge family, one sample per `(labels, value)`.
-pub(super) fn gauges<L: EncodeLabelSet>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (L, i64)>,
-) -> Written {
-    let samples = samples.into_iter().map(|(l, v)| (l, ConstGauge::new(v)));
-    family(encoder, name, help, MetricType::Gauge, samples)
-}
-
-/// A counter family, one sample per `(labels, total)`.
-pub(super) fn counters<L: EncodeLabelSet>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (L, u64)>,
-) -> Written {
-    let samples = samples.into_iter().map(|(l, t)| (l, ConstCounter::new(t)));
-    family(encoder, name, help, MetricType::Counter, samples)
 }
 
 /// A gauge without labels.

@@ -21,7 +21,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use self::families::{counters, gauge, gauges, level};
+use self::families::{family, gauge, level};
 use crate::{
     datapath::{Attachment, Counters, EgressCounters, ifname},
     egress_log::SharedLog,
@@ -286,10 +286,10 @@ impl Collector for DatapathCollector {
                 };
                 (labels, value(counter))
             });
-            counters(&mut encoder, name, help, samples)?;
+            family(&mut encoder, name, help, samples)?;
         }
 
-        gauges(
+        family(
             &mut encoder,
             "port25_list_entries",
             "CIDR entries in the live allow and deny lists",
@@ -304,9 +304,15 @@ impl Collector for DatapathCollector {
         )?;
 
         // The lost ones stay, at 0, until attached again.
-        let attached = snapshot.attachments.iter().map(|a| (&a.iface, a.mode, 1));
-        let lost = snapshot.lost.iter().map(|(iface, mode)| (iface, *mode, 0));
-        gauges(
+        let attached = snapshot
+            .attachments
+            .iter()
+            .map(|a| (&a.iface, a.mode, 1_i64));
+        let lost = snapshot
+            .lost
+            .iter()
+            .map(|(iface, mode)| (iface, *mode, 0_i64));
+        family(
             &mut encoder,
             "port25_attached",
             "1 for each interface the XDP filter is attached to, with its XDP mode; 0 for one whose link someone took away",
@@ -340,7 +346,7 @@ impl Collector for DatapathCollector {
             "Source prefixes in the rate limiter's table (bounded by ratelimit.tracked_sources)",
             level(tracked.len()),
         )?;
-        gauges(
+        family(
             &mut encoder,
             "port25_top_source_dropped",
             "New connections refused by the rate limiter, for the source prefixes with the most (top 10)",

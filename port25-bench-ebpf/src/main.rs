@@ -42,12 +42,10 @@ static FLOOR_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 fn floor_flood(ctx: XdpContext) -> u32 {
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + TCP_OFF > end {
+    let Some(frame) = frame_of(&ctx, TCP_OFF) else {
         return xdp_action::XDP_PASS;
-    }
-    let frame = data as *const u8;
-    // SAFETY: every offset below is inside [data, data + TCP_OFF), checked above.
+    };
+    // SAFETY: every offset below is inside the first TCP_OFF bytes, which frame_of checked.
     let spoofed = unsafe {
         read16(frame.add(12)) == 0x0800
             && *frame.add(IP_OFF + 9) == 6
@@ -72,23 +70,21 @@ static FLOOD_TEMPLATE: Array<[u8; FRAME_MIN]> = Array::with_max_entries(1, 0);
 
 #[xdp]
 fn flood_tx(ctx: XdpContext) -> u32 {
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + FRAME_MIN > end {
+    let Some(frame) = frame_of(&ctx, FRAME_MIN) else {
         return xdp_action::XDP_ABORTED;
-    }
-    let frame = data as *mut u8;
+    };
     let Some(template) = FLOOD_TEMPLATE.get(0) else {
         return xdp_action::XDP_ABORTED;
     };
-    // SAFETY: [data, data + FRAME_MIN) is inside the frame (checked above); the template is the
-    // map's value, as long.
+    // SAFETY: the first FRAME_MIN bytes are in the frame (frame_of checked them); the template is
+    // the map's value, as long.
     unsafe { *(frame as *mut [u8; FRAME_MIN]) = *template };
     // The low 16 bits of the source address become random; the IP and TCP checksums (the TCP
     // one covers the addresses through its pseudo-header) are updated incrementally (RFC 1624),
     // so that the receiver's stack accepts the SYN as it would a real one.
     // SAFETY: a helper without arguments.
     let new = unsafe { bpf_get_prandom_u32() } as u16;
-    // SAFETY: every offset below is inside [data, data + FRAME_MIN), checked above.
+    // SAFETY: every offset below is inside the first FRAME_MIN bytes, which frame_of checked.
     unsafe {
         let old = read16(frame.add(IP_OFF + 14));
         write16(frame.add(IP_OFF + 14), new);
@@ -98,6 +94,13 @@ fn flood_tx(ctx: XdpContext) -> u32 {
         write16(frame.add(TCP_OFF + 16), csum_replace(tcp_sum, old, new));
     }
     xdp_action::XDP_TX
+}
+
+/// The frame's first byte, when it holds at least `len` bytes.
+#[inline(always)]
+fn frame_of(ctx: &XdpContext, len: usize) -> Option<*mut u8> {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    (data + len <= end).then_some(data as *mut u8)
 }
 
 /// A big-endian 16-bit word at `p`.

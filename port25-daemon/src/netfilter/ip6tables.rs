@@ -102,9 +102,9 @@ fn restore(script: &str) -> Result<(), NetfilterError> {
     super::feed(
         Command::new("ip6tables-legacy-restore").args(["--wait", "5", "--noflush"]),
         script,
+        NetfilterError::NoIp6tables,
+        NetfilterError::Ip6tablesRefused,
     )
-    .map_err(NetfilterError::NoIp6tables)?
-    .map_err(NetfilterError::Ip6tablesRefused)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ mod ip6tables;
 mod nft;
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -231,9 +231,25 @@ fn read_loose() -> Option<u32> {
     std::fs::read_to_string(LOOSE).ok()?.trim().parse().ok()
 }
 
-/// Runs `command` with `script` on its standard input: `Err` when it cannot run, `Ok(Err)` with
-/// what it said when it refused the script.
-fn feed(command: &mut Command, script: &str) -> std::io::Result<Result<(), String>> {
+/// Runs `command` with `script` on its standard input; `cannot_run` names the error when it
+/// cannot be run, `refused` when it refuses the script (with what it said).
+fn feed(
+    command: &mut Command,
+    script: &str,
+    cannot_run: fn(std::io::Error) -> NetfilterError,
+    refused: fn(String) -> NetfilterError,
+) -> Result<(), NetfilterError> {
+    let output = output_with_input(command, script).map_err(cannot_run)?;
+    if !output.status.success() {
+        return Err(refused(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// What `command` printed and how it exited, with `script` on its standard input.
+fn output_with_input(command: &mut Command, script: &str) -> std::io::Result<Output> {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -242,13 +258,7 @@ fn feed(command: &mut Command, script: &str) -> std::io::Result<Result<(), Strin
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes())?;
     }
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        return Ok(Err(String::from_utf8_lossy(&output.stderr)
-            .trim()
-            .to_owned()));
-    }
-    Ok(Ok(()))
+    child.wait_with_output()
 }
 
 #[cfg(test)]

@@ -143,7 +143,10 @@ pub(super) fn installed_comment() -> Option<String> {
 
 /// Runs `nft -f -` on `script`.
 fn run(script: &str) -> Result<(), NetfilterError> {
-    super::feed(Command::new("nft").args(["-f", "-"]), script)
-        .map_err(NetfilterError::NoNft)?
-        .map_err(NetfilterError::Refused)
+    super::feed(
+        Command::new("nft").args(["-f", "-"]),
+        script,
+        NetfilterError::NoNft,
+        NetfilterError::Refused,
+    )
 }

@@ -155,6 +155,17 @@ named! {
     }
 }
 
+named! {
+    /// A hook of port25's that someone else can take away (status `lost`, metric
+    /// `port25_detached_total`).
+    pub enum Hook {
+        /// The XDP filter of an interface.
+        Xdp => "xdp",
+        /// The egress guard's cgroup connect hooks.
+        EgressGuard => "egress_guard",
+    }
+}
+
 /// An entry of a runtime list (`port25d allow|deny add`), as the state file keeps it and the
 /// control socket lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +193,9 @@ mod tests {
             assert_eq!(serde_json::to_string(&mode).unwrap(), format!("\"{mode}\""));
         }
         assert_eq!(Policy::Ratelimit.as_str(), "ratelimit");
+        // The status JSON's `lost[].hook` and the metric's `hook` label, as before the enum.
+        assert_eq!(serde_json::to_string(&Hook::EgressGuard).unwrap(), "\"egress_guard\"");
+        assert_eq!(Hook::Xdp.as_str(), "xdp");
         assert_eq!(
             toml::from_str::<std::collections::BTreeMap<String, XdpModeSetting>>("m = \"skb\"")
                 .unwrap()["m"],

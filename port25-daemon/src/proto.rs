@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use port25_common::{Counter, Reason, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{EgressMode, ListKind, Mode, OnExit, Policy, RuntimeEntry, XdpMode};
+use crate::model::{EgressMode, Hook, ListKind, Mode, OnExit, Policy, RuntimeEntry, XdpMode};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -91,8 +91,7 @@ pub(crate) struct Status {
 /// A hook of port25 that someone else detached.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct LostStatus {
-    /// "xdp" or "egress_guard".
-    pub hook: String,
+    pub hook: Hook,
     /// The interface of an XDP hook.
     pub iface: Option<String>,
     /// Unix seconds.

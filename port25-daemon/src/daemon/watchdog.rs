@@ -11,7 +11,7 @@ use super::{Daemon, egress::sync_hooks};
 use crate::{
     datapath::{Error as DatapathError, LostHook},
     metrics::DetachedLabels,
-    model::XdpMode,
+    model::{Hook, XdpMode},
     proto::LostStatus,
     runtime::now_unix,
 };
@@ -27,7 +27,7 @@ impl Daemon {
     pub(super) fn check_hooks(&mut self) {
         // Counted once `publish` has shown the loss (port25_attached 0): a scrape that sees the
         // count sees the rest too.
-        let mut losses: Vec<(&'static str, String)> = Vec::new();
+        let mut losses: Vec<(Hook, String)> = Vec::new();
         for hook in self.datapath.lost_hooks() {
             match hook {
                 LostHook::Xdp { iface, occupant } => {
@@ -46,12 +46,12 @@ impl Daemon {
                             .as_ref()
                             .map_or_else(String::new, |h| format!("; {iface} now runs {h}"))
                     );
-                    losses.push(("xdp", iface.clone()));
+                    losses.push((Hook::Xdp, iface.clone()));
                     // The link is defunct: its pin goes, so that a new one can take the name.
                     self.datapath.detach(&iface);
                     self.lost.push(Lost {
                         status: LostStatus {
-                            hook: "xdp".into(),
+                            hook: Hook::Xdp,
                             iface: Some(iface),
                             since: now_unix(),
                             held_by,
@@ -64,11 +64,11 @@ impl Daemon {
                         "the egress guard's cgroup hooks were detached by someone else: outbound \
                          SMTP is NOT guarded"
                     );
-                    losses.push(("egress_guard", String::new()));
+                    losses.push((Hook::EgressGuard, String::new()));
                     self.datapath.detach_connect_hooks();
                     self.lost.push(Lost {
                         status: LostStatus {
-                            hook: "egress_guard".into(),
+                            hook: Hook::EgressGuard,
                             iface: None,
                             since: now_unix(),
                             held_by: None,
@@ -92,23 +92,23 @@ impl Daemon {
         let detached = &self.metrics.detached;
         for attachment in self.datapath.attachments() {
             let _ = detached.get_or_create(&DetachedLabels {
-                hook: "xdp",
+                hook: Hook::Xdp.as_str(),
                 iface: attachment.iface.clone(),
             });
         }
         if self.datapath.hooks().is_some() {
             let _ = detached.get_or_create(&DetachedLabels {
-                hook: "egress_guard",
+                hook: Hook::EgressGuard.as_str(),
                 iface: String::new(),
             });
         }
     }
 
-    fn count_detached(&self, hook: &'static str, iface: &str) {
+    fn count_detached(&self, hook: Hook, iface: &str) {
         self.metrics
             .detached
             .get_or_create(&DetachedLabels {
-                hook,
+                hook: hook.as_str(),
                 iface: iface.to_owned(),
             })
             .inc();

@@ -55,7 +55,8 @@ pub(crate) struct ReloadLabels {
     pub result: &'static str,
 }
 
-/// A hook someone took away: `hook` "xdp" (with its interface) or "egress_guard".
+/// A hook someone took away: `hook` as [`crate::model::Hook`] spells it, with the interface of
+/// an XDP hook.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DetachedLabels {
     pub hook: &'static str,

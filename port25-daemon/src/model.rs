@@ -194,7 +194,10 @@ mod tests {
         }
         assert_eq!(Policy::Ratelimit.as_str(), "ratelimit");
         // The status JSON's `lost[].hook` and the metric's `hook` label, as before the enum.
-        assert_eq!(serde_json::to_string(&Hook::EgressGuard).unwrap(), "\"egress_guard\"");
+        assert_eq!(
+            serde_json::to_string(&Hook::EgressGuard).unwrap(),
+            "\"egress_guard\""
+        );
         assert_eq!(Hook::Xdp.as_str(), "xdp");
         assert_eq!(
             toml::from_str::<std::collections::BTreeMap<String, XdpModeSetting>>("m = \"skb\"")

@@ -9,7 +9,8 @@
 //! on cl0 (in the generator's namespace): every run sends the template SYN out of cl0 with
 //! XDP_TX, from a random source in 198.19.0.0/16, with valid checksums. That is the fastest sender
 //! here (no socket, no skb on the sending side); veth hands the frames to gw0's NAPI, on the CPU
-//! that sent them. The receiver (gw) drops the flood with nothing, iptables + ipset, nftables,
+//! that sent them. Some kernels refuse live frames (EPERM): then the same SYNs come from an
+//! AF_PACKET socket on cl0 ([`Generator`]), slower, and the report says which one ran. The receiver (gw) drops the flood with nothing, iptables + ipset, nftables,
 //! xdp-filter or port25 (or, as the floor, the least XDP program that drops it); the allowlisted
 //! clients must still get mail through: 198.18.0.10 over the flood's veth, sharing its ring, and
 //! 198.18.1.10 over a veth of its own, as a NIC with several queues would give it.
@@ -40,8 +41,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
-use port25_testkit::frames;
-use port25_testkit::lab::{BpfFs, Client, Daemon, Gateway, Netns, SmtpSink, WorkDir, metric_sum};
+use port25_testkit::lab::{
+    BpfFs, Client, Daemon, Gateway, Netns, PacketSocket, SmtpSink, WorkDir, metric_sum,
+};
+use port25_testkit::{frames, rng::Rng};
 
 use self::{filter::*, traffic::*};
 use crate::{
@@ -60,6 +63,12 @@ const SPOOF_BASE: [u8; 4] = [198, 19, 0, 0];
 /// be nftables again with an x_tables match inside.
 const IPTABLES: &str = "iptables-legacy";
 const METRICS: &str = "127.0.0.1:9725";
+/// Frames a `sendmmsg` call of the packet-socket generator sends.
+pub(crate) const SOCKET_BATCH: usize = 64;
+/// The packet-socket generator's veth pair, in its namespace: the socket sends on SOCKET_OUT,
+/// and `flood_relay` on RELAY_IN passes the frames on to cl0.
+const SOCKET_OUT: &str = "sp0";
+const RELAY_IN: &str = "sp1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Receiver {
@@ -102,6 +111,17 @@ impl Receiver {
             Receiver::Synproxy => "(h) port25, policy synproxy",
         }
     }
+}
+
+/// What sends the flood out of cl0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Generator {
+    /// The bench object's `flood_tx`, run with BPF_F_TEST_XDP_LIVE_FRAMES: XDP_TX, no socket and
+    /// no skb on the sending side.
+    LiveFrames,
+    /// An AF_PACKET socket, the same SYNs prebuilt and sent with `sendmmsg`: for kernels that
+    /// refuse live frames.
+    PacketSocket,
 }
 
 /// Which client sends a mail batch.
@@ -148,6 +168,9 @@ pub(crate) struct Flood {
     /// each path.
     pub idle_mail: Mail,
     pub idle_mail_own: Mail,
+    pub generator: Generator,
+    /// Why the kernel refused live frames, when the run fell back to the packet socket.
+    pub live_frames_refused: Option<String>,
     pub batch_size: u32,
 }
 
@@ -158,7 +181,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Result<Self> {
+    fn new(generator: Generator) -> Result<Self> {
         let work = WorkDir::new("bench-flood");
         let net = Gateway::new(
             "bflood",
@@ -199,6 +222,14 @@ impl Lab {
             gw.command("sh")
                 .args(["-c", "echo 1 > /sys/class/net/gw0/threaded"]),
         )?;
+        if generator == Generator::PacketSocket {
+            gen_ns.ip(&[
+                "link", "add", SOCKET_OUT, "type", "veth", "peer", "name", RELAY_IN,
+            ]);
+            for link in [SOCKET_OUT, RELAY_IN] {
+                gen_ns.ip(&["link", "set", link, "up"]);
+            }
+        }
         Ok(Self { work, net })
     }
 }
@@ -259,10 +290,11 @@ fn napi_threads() -> Result<Vec<u32>> {
 
 fn scenario(
     receiver: Receiver,
+    generator: Generator,
     settings: &Settings,
     idle: Option<&mut Option<(Mail, Mail)>>,
 ) -> Result<FloodRow> {
-    let lab = Lab::new()?;
+    let lab = Lab::new(generator)?;
     let sink = SmtpSink::start(&lab.net.gw, format!("{GATEWAY}:25").parse()?, &lab.work);
     let filter = Filter::install(receiver, &lab)?;
     let threads = napi_threads()?;
@@ -285,7 +317,7 @@ fn scenario(
     let (first, second, (mail, mail_own)) = thread::scope(|scope| -> Result<_> {
         let generator = lab.net.clients[0].spawn_inside(scope, {
             let (stop, sent, frame) = (Arc::clone(&stop), Arc::clone(&sent), frame.clone());
-            move || generate(&frame, batch, &stop, &sent)
+            move || generate(generator, &frame, batch, &stop, &sent)
         });
         let measured = (|| -> Result<_> {
             // Let the flood reach its steady rate before the window opens.
@@ -349,13 +381,26 @@ fn scenario(
 /// Every receiver, round by round (so that a change in the machine's speed moves them alike);
 /// each receiver's row is its median round, with the spread of its CPU figure and the mail of all
 /// its rounds.
-pub(crate) fn flood(settings: &Settings) -> Result<Flood> {
+/// `generator` None: live frames, or the packet socket if the kernel refuses them.
+pub(crate) fn flood(settings: &Settings, generator: Option<Generator>) -> Result<Flood> {
+    let (generator, live_frames_refused) = match generator {
+        Some(generator) => (generator, None),
+        None => match probe_live_frames(settings.live_batch)? {
+            None => (Generator::LiveFrames, None),
+            Some(why) => {
+                eprintln!(
+                    "bench: this kernel refuses live frames ({why}): the flood comes from a packet socket"
+                );
+                (Generator::PacketSocket, Some(why))
+            }
+        },
+    };
     let mut rounds: Vec<Vec<FloodRow>> = Receiver::ALL.iter().map(|_| Vec::new()).collect();
     let mut idle = None;
     for round in 0..settings.flood_rounds {
         for (receiver, rows) in Receiver::ALL.into_iter().zip(&mut rounds) {
             let want_idle = (round == 0 && receiver == Receiver::Nothing).then_some(&mut idle);
-            rows.push(scenario(receiver, settings, want_idle)?);
+            rows.push(scenario(receiver, generator, settings, want_idle)?);
         }
     }
     let (idle_mail, idle_mail_own) = idle.context("no idle mail batch")?;
@@ -366,8 +411,23 @@ pub(crate) fn flood(settings: &Settings) -> Result<Flood> {
             .collect::<Result<_>>()?,
         idle_mail,
         idle_mail_own,
+        generator,
+        live_frames_refused,
         batch_size: settings.live_batch,
     })
+}
+
+/// Why the kernel refuses `flood_tx` with live frames (None: it runs them), asked with one SYN
+/// in a lab of its own.
+fn probe_live_frames(batch: u32) -> Result<Option<String>> {
+    let lab = Lab::new(Generator::LiveFrames)?;
+    let frame = template(lab.net.gw.mac("gw0"), lab.net.clients[0].mac("cl0"));
+    thread::scope(|scope| {
+        lab.net.clients[0]
+            .spawn_inside(scope, || live_frames_refused(&frame, batch))
+            .join()
+    })
+    .map_err(|_| anyhow::anyhow!("the live-frames probe panicked"))?
 }
 
 /// One receiver's rounds as one row: the median round by CPU per million, the spread of that

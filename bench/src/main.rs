@@ -44,6 +44,10 @@ struct Cli {
     /// measured, no report: for working on the datapath.
     #[arg(long)]
     kernel_only: bool,
+    /// What sends section 3's flood; by default live frames, or the packet socket where the
+    /// kernel refuses those.
+    #[arg(long, value_enum)]
+    generator: Option<flood::Generator>,
 }
 
 /// How much of everything: full or smoke.
@@ -129,7 +133,7 @@ fn run(cli: &Cli) -> Result<()> {
         return Ok(());
     }
     eprintln!("bench: 3-4. flood and mail");
-    let flood = flood::flood(&settings)?;
+    let flood = flood::flood(&settings, cli.generator)?;
     eprintln!("bench: 5. daemon");
     let daemon = daemon::daemon(&settings)?;
     eprintln!("bench: 6. egress guard");

@@ -1,14 +1,15 @@
 //! The bench's own XDP programs (port25-bench-ebpf, built by port25-daemon/build.rs): `floor_pass` and
 //! `floor_drop`, the bare floor every filter is compared with, `floor_flood`, the least a filter
-//! can do under the flood, and `flood_tx`, the SYN generator.
+//! can do under the flood, `flood_tx`, the SYN generator, and `flood_relay`, which stands in for
+//! it where the kernel refuses live frames.
 
 use anyhow::{Context, Result};
 use aya::{Ebpf, programs::Xdp};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port25-bench"));
 
-/// The bench object, loaded (its one map counts `floor_flood`'s drops); its programs are loaded by
-/// [`xdp`].
+/// The bench object, loaded with its maps (`floor_flood`'s drops, the generators' template and
+/// relay); its programs are loaded by [`xdp`].
 pub(crate) fn object() -> Result<Ebpf> {
     Ebpf::load(OBJECT).context("loading the bench's XDP object (port25-bench-ebpf)")
 }

@@ -8,7 +8,8 @@
 //! it, so that the receive path's own cost shows apart from any filter's. `flood_tx` is the SYN
 //! flood generator: run with BPF_F_TEST_XDP_LIVE_FRAMES on a veth, it sends its frame out again
 //! (XDP_TX), each time from another spoofed source, so that a per-source allowlist or hash is
-//! exercised as a real spoofed flood would.
+//! exercised as a real spoofed flood would. `flood_relay` stands in for it where the kernel
+//! refuses live frames: it passes a packet socket's frames on to the same veth with a redirect.
 
 #![no_std]
 #![no_main]
@@ -17,7 +18,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_get_prandom_u32,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, DevMap, PerCpuArray},
     programs::XdpContext,
 };
 
@@ -101,6 +102,19 @@ fn flood_tx(ctx: XdpContext) -> u32 {
 fn frame_of(ctx: &XdpContext, len: usize) -> Option<*mut u8> {
     let (data, end) = (ctx.data(), ctx.data_end());
     (data + len <= end).then_some(data as *mut u8)
+}
+
+/// Where `flood_relay` sends frames: slot 0 holds the generator's veth toward the receiver.
+#[map]
+static RELAY_TO: DevMap = DevMap::with_max_entries(1, 0);
+
+/// The packet-socket generator's relay, for kernels that refuse live frames: attached to the far
+/// end of the socket's own veth, it redirects every frame to the veth toward the receiver, so
+/// that the receiver gets XDP frames in its ring, as from `flood_tx`, not the socket's skbs.
+#[xdp]
+fn flood_relay(_ctx: XdpContext) -> u32 {
+    // With flags 0, a slot without a device gives XDP_ABORTED.
+    RELAY_TO.redirect(0, 0).unwrap_or_else(|action| action)
 }
 
 /// A big-endian 16-bit word at `p`.

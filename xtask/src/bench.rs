@@ -12,7 +12,11 @@ use anyhow::{Result, bail};
 use crate::setup::{self, Scope};
 use crate::util;
 
-pub(crate) fn bench(smoke: bool, out: Option<PathBuf>) -> Result<ExitCode> {
+pub(crate) fn bench(
+    smoke: bool,
+    out: Option<PathBuf>,
+    generator: Option<&str>,
+) -> Result<ExitCode> {
     if !util::is_root() {
         bail!(
             "cargo xtask bench needs root: it loads XDP programs, builds network namespaces and \
@@ -43,6 +47,9 @@ pub(crate) fn bench(smoke: bool, out: Option<PathBuf>) -> Result<ExitCode> {
     cmd.env("PORT25D", &port25d).arg("--out").arg(&out);
     if smoke {
         cmd.arg("--smoke");
+    }
+    if let Some(generator) = generator {
+        cmd.args(["--generator", generator]);
     }
     let status = util::status(&mut cmd)?;
     println!(

@@ -81,6 +81,10 @@ enum Cmd {
         /// Directory for report.md and the plots instead of bench/ (or the temporary one).
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
+        /// What sends the flood: live frames (`flood_tx`), or a packet socket; by default live
+        /// frames, or the packet socket where the kernel refuses those.
+        #[arg(long, value_parser = ["live-frames", "packet-socket"])]
+        generator: Option<String>,
     },
     /// Run the kernel-facing test suites on other kernels, each in a QEMU guest booted into an
     /// initramfs of the test binaries (Debian's 6.1 and 6.12 cloud kernels by default), and print
@@ -155,7 +159,11 @@ fn main() -> ExitCode {
             canary,
             timeout: std::time::Duration::from_secs(timeout),
         }),
-        Cmd::Bench { smoke, out } => bench::bench(smoke, out),
+        Cmd::Bench {
+            smoke,
+            out,
+            generator,
+        } => bench::bench(smoke, out, generator.as_deref()),
     };
     match result {
         Ok(code) => code,

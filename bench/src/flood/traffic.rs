@@ -1,18 +1,52 @@
 //! The traffic of a scenario: the SYN generator (the bench object's `flood_tx` with live
-//! frames) and the mail that must get through during it.
+//! frames, or a packet socket where the kernel refuses those) and the mail that must get through
+//! during it.
 
 use super::*;
 
-/// Runs `flood_tx` on cl0 with live frames until `stop`, counting frames sent in `sent`. Runs on
-/// a thread inside the generator's namespace (the program's ingress ifindex is looked up in the
-/// caller's namespace).
+/// Frames a live-frames run sends: short enough that `stop` is seen within ~10 ms.
+const LIVE_CHUNK: u32 = 20_000;
+
+/// Sends the flood out of cl0 with `generator` until `stop`, counting frames sent in `sent`. Runs
+/// on a thread inside the generator's namespace, pinned to the first CPU.
 pub(super) fn generate(
+    generator: Generator,
     frame: &[u8],
     batch: u32,
     stop: &AtomicBool,
     sent: &AtomicU64,
 ) -> Result<()> {
     sys::pin_to_cpu(0, 0)?;
+    match generator {
+        Generator::LiveFrames => live_frames(frame, batch, |send| -> Result<()> {
+            while !stop.load(Ordering::Relaxed) {
+                send(LIVE_CHUNK).context("BPF_PROG_TEST_RUN with live frames")?;
+                sent.fetch_add(u64::from(LIVE_CHUNK), Ordering::Relaxed);
+            }
+            Ok(())
+        })?,
+        Generator::PacketSocket => packet_socket(frame, stop, sent),
+    }
+}
+
+/// Why the kernel will not run `flood_tx` with live frames (None: it does), asked with one frame
+/// sent out of cl0 of the calling thread's namespace.
+pub(super) fn live_frames_refused(frame: &[u8], batch: u32) -> Result<Option<String>> {
+    live_frames(frame, batch, |send| {
+        send(1)
+            .err()
+            .map(|err| format!("{:#}", anyhow::Error::from(err)))
+    })
+}
+
+/// Loads `flood_tx` with `frame` as its template and hands `run` a function that sends that many
+/// frames out of cl0 with XDP_TX, each from another source (the program's ingress ifindex is
+/// looked up in the calling thread's namespace).
+fn live_frames<T>(
+    frame: &[u8],
+    batch: u32,
+    run: impl FnOnce(&dyn Fn(u32) -> Result<(), aya::programs::ProgramError>) -> T,
+) -> Result<T> {
     let mut object = programs::object()?;
     let template: [u8; 54] = frame
         .try_into()
@@ -25,33 +59,88 @@ pub(super) fn generate(
     .set(0, template, 0)
     .context("writing the generator's frame into FLOOD_TEMPLATE")?;
     let program = programs::xdp(&mut object, "flood_tx")?;
-    let name = std::ffi::CString::new("cl0")?;
-    // SAFETY: a valid NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        bail!("no cl0 in the generator's namespace");
-    }
+    let ifindex = ifindex("cl0")?;
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let len = u32::try_from(frame.len())?;
     let ctx: Vec<u8> = [0, len, 0, ifindex, 0, 0]
         .iter()
         .flat_map(|v: &u32| v.to_ne_bytes())
         .collect();
-    // Each call sends `chunk` frames: short enough that `stop` is seen within ~10 ms.
-    let chunk = 20_000;
-    while !stop.load(Ordering::Relaxed) {
+    let send = |repeat| {
         program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 ctx_in: Some(&ctx),
-                repeat: chunk,
+                repeat,
                 attrs: TestRunAttrs::new().xdp_live_frames(batch),
                 ..TestRunOptions::default()
             })
-            .context("BPF_PROG_TEST_RUN with live frames")?;
-        sent.fetch_add(u64::from(chunk), Ordering::Relaxed);
+            .map(drop)
+    };
+    Ok(run(&send))
+}
+
+/// Sends the flood from an AF_PACKET socket on sp0, whose peer sp1 relays every frame to cl0
+/// (`flood_relay`), so that the receiver gets XDP frames as from `flood_tx`. The frames: a pool of
+/// `frame` from every source of 198.19.0.0/16 in random order (what `flood_tx` draws from),
+/// checksums fixed once, sent round and round with `sendmmsg`. A frame that a full ring refuses
+/// (ENOBUFS) counts as sent, as `flood_tx`'s overflowed frames do: offered, not received.
+fn packet_socket(frame: &[u8], stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
+    let mut object = programs::object()?;
+    let cl0 = ifindex("cl0")?;
+    aya::maps::DevMap::try_from(
+        object
+            .map_mut("RELAY_TO")
+            .context("no map RELAY_TO in the bench object")?,
+    )?
+    .set(0, cl0, None, 0)
+    .context("writing cl0 into RELAY_TO")?;
+    programs::xdp(&mut object, "flood_relay")?
+        .attach(RELAY_IN, aya::programs::XdpMode::Driver)
+        .with_context(|| format!("attaching flood_relay to {RELAY_IN}"))?;
+    let socket = PacketSocket::bind(SOCKET_OUT)
+        .with_context(|| format!("an AF_PACKET socket on {SOCKET_OUT}"))?;
+    let mut rng = Rng(0x5eed_f100d);
+    // The source's low 16 bits, as flood_tx randomises them.
+    let source_low = frames::IPV4_AT + 14;
+    let mut hosts: Vec<u16> = (0..=u16::MAX).collect();
+    for i in (1..hosts.len()).rev() {
+        hosts.swap(i, rng.below(i + 1));
+    }
+    let pool: Vec<Vec<u8>> = hosts
+        .iter()
+        .map(|host| {
+            let mut spoofed = frame.to_vec();
+            spoofed[source_low..source_low + 2].copy_from_slice(&host.to_be_bytes());
+            frames::fix_tcp_checksums(&mut spoofed);
+            spoofed
+        })
+        .collect();
+    let mut next = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let batch: Vec<&[u8]> = pool[next..(next + SOCKET_BATCH).min(pool.len())]
+            .iter()
+            .map(Vec::as_slice)
+            .collect();
+        let went = match socket.send_many(&batch) {
+            Ok(count) => count,
+            Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => 1,
+            Err(err) => return Err(err).with_context(|| format!("sendmmsg on {SOCKET_OUT}")),
+        };
+        sent.fetch_add(went as u64, Ordering::Relaxed);
+        next = (next + went) % pool.len();
     }
     Ok(())
+}
+
+/// The index of `name` in the calling thread's namespace.
+fn ifindex(name: &str) -> Result<u32> {
+    let text = std::ffi::CString::new(name)?;
+    // SAFETY: a valid NUL-terminated name.
+    match unsafe { libc::if_nametoindex(text.as_ptr()) } {
+        0 => bail!("no {name} in the generator's namespace"),
+        index => Ok(index),
+    }
 }
 
 /// One SMTP transaction to the gateway from the client's address: (delivered, latency).

@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 
 use super::{Results, action, flood_row, mail_cells, ratio, table};
-use crate::{egress, flood::Receiver};
+use crate::{
+    egress,
+    flood::{Flood, Generator, Receiver},
+};
 
 /// Section 1: what one packet costs in the kernel, port25 beside the floors and xdp-filter.
 pub(super) fn per_packet(s: &mut String, r: &Results) {
@@ -119,23 +122,15 @@ pub(super) fn flood(s: &mut String, r: &Results) {
     let _ = writeln!(
         s,
         "Two namespaces joined by a veth pair (and a third, the mail client's, on a veth of its own: \
-         section 4). The generator is the bench's own `flood_tx` XDP program \
-         run with BPF_F_TEST_XDP_LIVE_FRAMES (batch {}) on the sending veth: SYNs to port 25 with \
-         valid checksums from random sources in 198.19.0.0/16, each written afresh from its \
-         template (live frames come back to the run as the receiver left them), sent with XDP_TX \
-         (faster here than \
-         trafgen or hping3: no socket, no skb on the sending side). Window: {seconds:.1} s per \
+         section 4). {} Window: {seconds:.1} s per \
          receiver and round, after 0.5 s of warm-up; {rounds} rounds, each measuring every receiver \
          in turn; each row is the receiver's median round, and its CPU cell the median (min-max) \
          over the rounds. The generator is pinned to the first core; the receiver's \
          veth runs its NAPI threaded, in a kernel thread pinned to the last core, which does the \
          whole receive path (veth, XDP, netfilter, TCP and its replies): **receiver CPU** is that \
          thread's run time (`/proc/PID/schedstat`, exact) per million packets received, and \
-         \"receiver core\" its share of its core. **Caveat:** no receiver saturated its core, \
-         yet veth's 256-frame ring overflowed in every scenario (offered minus received: \
-         `xdp_xmit_errors` on the sending veth), and by different amounts per receiver; the \
-         NAPI thread is woken in bursts on this VM, and the run does not tell why. So the rates \
-         are not capacities: compare **CPU per million packets received**. Offered: frames the generator sent; \
+         \"receiver core\" its share of its core. **Caveat:** {} So the rates are not \
+         capacities: compare **CPU per million packets received**. Offered: frames the generator sent; \
          received: frames the receiving veth took off its ring; dropped: the filter's own \
          counter (iptables/nft rule counter, `xdp-filter status`, port25's metrics). This is a \
          {} core machine: the generator has one core, the receiver one. \
@@ -154,7 +149,8 @@ pub(super) fn flood(s: &mut String, r: &Results) {
          (checksums verified, a SYN-ACK written, XDP_TX; the generator's veth has no receive \
          queue, so veth drops the SYN-ACKs where a NIC would send them); their dropped column \
          counts drops and answers.{}\n",
-        f.batch_size,
+        generator_text(f),
+        overflow_text(f),
         r.machine.cores,
         match (
             flood_row(f, Receiver::Synproxy),
@@ -200,6 +196,58 @@ pub(super) fn flood(s: &mut String, r: &Results) {
         rows,
     );
     let _ = writeln!(s, "![receiver CPU per million packets](flood.svg)\n");
+}
+
+/// What sent section 3's flood, and why when it was not the usual generator.
+fn generator_text(f: &Flood) -> String {
+    match f.generator {
+        Generator::LiveFrames => format!(
+            "The generator is the bench's own `flood_tx` XDP program run with \
+             BPF_F_TEST_XDP_LIVE_FRAMES (batch {}) on the sending veth: SYNs to port 25 with \
+             valid checksums from random sources in 198.19.0.0/16, each written afresh from its \
+             template (live frames come back to the run as the receiver left them), sent with \
+             XDP_TX (faster here than trafgen or hping3: no socket, no skb on the sending side; \
+             overflowed frames are `xdp_xmit_errors` on the sending veth).",
+            f.batch_size
+        ),
+        Generator::PacketSocket => format!(
+            "The generator is an AF_PACKET socket, **not** the usual `flood_tx` with live \
+             frames{}: the same SYNs to port 25 with valid checksums, one from every source in \
+             198.19.0.0/16 in random order, built once and sent round and round with \
+             `sendmmsg`, {} frames a call, on a veth pair of the generator's own, whose far end \
+             runs the bench's `flood_relay` (native XDP, a redirect to the sending veth). So the \
+             receiver gets what live frames give it, XDP frames in its veth's ring, not a \
+             socket's skbs; but they come in another rhythm, and its figures compare with each \
+             other, not with a live-frames run's. A frame that a full ring refuses counts as \
+             offered.",
+            f.live_frames_refused
+                .as_ref()
+                .map_or(String::new(), |why| format!(
+                    ", which this kernel refused ({why})"
+                )),
+            crate::flood::SOCKET_BATCH
+        ),
+    }
+}
+
+/// How many receivers lost frames at veth's ring, and how many saturated their core.
+fn overflow_text(f: &Flood) -> String {
+    let overflowed = f
+        .rows
+        .iter()
+        .filter(|row| row.received_pps < 0.99 * row.offered_pps)
+        .count();
+    let saturated = f
+        .rows
+        .iter()
+        .filter(|row| row.receiver_cores > 0.95)
+        .count();
+    format!(
+        "veth's 256-frame ring overflowed (received more than 1% below offered) with {overflowed} \
+         of {} receivers, and {saturated} saturated their core: what reaches a receiver depends \
+         on the sender's rhythm and on when veth wakes its NAPI thread, not only on its speed.",
+        f.rows.len()
+    )
 }
 
 /// Section 4: mail from allowlisted clients while the flood goes on.

@@ -118,4 +118,33 @@ impl PacketSocket {
             Err(_) => Err(std::io::Error::last_os_error()),
         }
     }
+
+    /// Sends frames with one `sendmmsg` call: how many went out, in order. An error only when
+    /// the first could not go (the kernel reports a later one's by stopping there).
+    pub fn send_many(&self, frames: &[&[u8]]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd as _;
+        let mut iovecs: Vec<libc::iovec> = frames
+            .iter()
+            .map(|frame| libc::iovec {
+                iov_base: frame.as_ptr().cast_mut().cast(),
+                iov_len: frame.len(),
+            })
+            .collect();
+        let mut messages: Vec<libc::mmsghdr> = iovecs
+            .iter_mut()
+            .map(|iovec| {
+                // SAFETY: mmsghdr is plain data; all-zero is a valid value (no address, no
+                // control data).
+                let mut message: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                message.msg_hdr.msg_iov = iovec;
+                message.msg_hdr.msg_iovlen = 1;
+                message
+            })
+            .collect();
+        let count = libc::c_uint::try_from(messages.len()).map_err(std::io::Error::other)?;
+        // SAFETY: every message points at one iovec, each valid for its frame's length; the
+        // kernel only reads them (and writes msg_len), and all outlive the call.
+        let sent = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), messages.as_mut_ptr(), count, 0) };
+        usize::try_from(sent).map_err(|_| std::io::Error::last_os_error())
+    }
 }

@@ -83,8 +83,9 @@ fn live_frames<T>(
 /// Sends the flood from an AF_PACKET socket on sp0, whose peer sp1 relays every frame to cl0
 /// (`flood_relay`), so that the receiver gets XDP frames as from `flood_tx`. The frames: a pool of
 /// `frame` from every source of 198.19.0.0/16 in random order (what `flood_tx` draws from),
-/// checksums fixed once, sent round and round with `sendmmsg`. A frame that a full ring refuses
-/// (ENOBUFS) counts as sent, as `flood_tx`'s overflowed frames do: offered, not received.
+/// checksums fixed once, sent round and round with `sendmmsg`. Offered counts what the socket got
+/// out: a frame that sp1's full ring refuses (ENOBUFS, the relay behind) is sent again, and one
+/// that overflows gw0's ring after the relay is offered, not received, as `flood_tx`'s are.
 fn packet_socket(frame: &[u8], stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
     let mut object = programs::object()?;
     let cl0 = ifindex("cl0")?;
@@ -124,7 +125,7 @@ fn packet_socket(frame: &[u8], stop: &AtomicBool, sent: &AtomicU64) -> Result<()
             .collect();
         let went = match socket.send_many(&batch) {
             Ok(count) => count,
-            Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => 1,
+            Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => 0,
             Err(err) => return Err(err).with_context(|| format!("sendmmsg on {SOCKET_OUT}")),
         };
         sent.fetch_add(went as u64, Ordering::Relaxed);

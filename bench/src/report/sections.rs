@@ -218,8 +218,7 @@ fn generator_text(f: &Flood) -> String {
              runs the bench's `flood_relay` (native XDP, a redirect to the sending veth). So the \
              receiver gets what live frames give it, XDP frames in its veth's ring, not a \
              socket's skbs; but they come in another rhythm, and its figures compare with each \
-             other, not with a live-frames run's. A frame that a full ring refuses counts as \
-             offered.",
+             other, not with a live-frames run's.",
             f.live_frames_refused
                 .as_ref()
                 .map_or(String::new(), |why| format!(

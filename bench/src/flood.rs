@@ -168,10 +168,16 @@ pub(crate) struct Flood {
     /// each path.
     pub idle_mail: Mail,
     pub idle_mail_own: Mail,
+    pub sender: Sender,
+}
+
+/// What sent the flood, for the report.
+pub(crate) struct Sender {
     pub generator: Generator,
-    /// Why the kernel refused live frames, when the run fell back to the packet socket.
+    /// Why the kernel refused live frames, when the bench fell back to the packet socket.
     pub live_frames_refused: Option<String>,
-    pub batch_size: u32,
+    /// Frames per XDP_TX flush, with live frames.
+    pub live_batch: u32,
 }
 
 /// The lab of one scenario: deleted (namespaces, with their rules and sets) on drop.
@@ -380,8 +386,7 @@ fn scenario(
 
 /// Every receiver, round by round (so that a change in the machine's speed moves them alike);
 /// each receiver's row is its median round, with the spread of its CPU figure and the mail of all
-/// its rounds.
-/// `generator` None: live frames, or the packet socket if the kernel refuses them.
+/// its rounds. `generator` None: live frames, or the packet socket if the kernel refuses them.
 pub(crate) fn flood(settings: &Settings, generator: Option<Generator>) -> Result<Flood> {
     let (generator, live_frames_refused) = match generator {
         Some(generator) => (generator, None),
@@ -411,9 +416,11 @@ pub(crate) fn flood(settings: &Settings, generator: Option<Generator>) -> Result
             .collect::<Result<_>>()?,
         idle_mail,
         idle_mail_own,
-        generator,
-        live_frames_refused,
-        batch_size: settings.live_batch,
+        sender: Sender {
+            generator,
+            live_frames_refused,
+            live_batch: settings.live_batch,
+        },
     })
 }
 

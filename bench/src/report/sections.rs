@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::{Results, action, flood_row, mail_cells, ratio, table};
 use crate::{
     egress,
-    flood::{Flood, Generator, Receiver},
+    flood::{Flood, Generator, Receiver, Sender},
 };
 
 /// Section 1: what one packet costs in the kernel, port25 beside the floors and xdp-filter.
@@ -149,7 +149,7 @@ pub(super) fn flood(s: &mut String, r: &Results) {
          (checksums verified, a SYN-ACK written, XDP_TX; the generator's veth has no receive \
          queue, so veth drops the SYN-ACKs where a NIC would send them); their dropped column \
          counts drops and answers.{}\n",
-        generator_text(f),
+        generator_text(&f.sender),
         overflow_text(f),
         r.machine.cores,
         match (
@@ -199,8 +199,8 @@ pub(super) fn flood(s: &mut String, r: &Results) {
 }
 
 /// What sent section 3's flood, and why when it was not the usual generator.
-fn generator_text(f: &Flood) -> String {
-    match f.generator {
+fn generator_text(sender: &Sender) -> String {
+    match sender.generator {
         Generator::LiveFrames => format!(
             "The generator is the bench's own `flood_tx` XDP program run with \
              BPF_F_TEST_XDP_LIVE_FRAMES (batch {}) on the sending veth: SYNs to port 25 with \
@@ -208,7 +208,7 @@ fn generator_text(f: &Flood) -> String {
              template (live frames come back to the run as the receiver left them), sent with \
              XDP_TX (faster here than trafgen or hping3: no socket, no skb on the sending side; \
              overflowed frames are `xdp_xmit_errors` on the sending veth).",
-            f.batch_size
+            sender.live_batch
         ),
         Generator::PacketSocket => format!(
             "The generator is an AF_PACKET socket, **not** the usual `flood_tx` with live \
@@ -219,7 +219,8 @@ fn generator_text(f: &Flood) -> String {
              receiver gets what live frames give it, XDP frames in its veth's ring, not a \
              socket's skbs; but they come in another rhythm, and its figures compare with each \
              other, not with a live-frames run's.",
-            f.live_frames_refused
+            sender
+                .live_frames_refused
                 .as_ref()
                 .map_or(String::new(), |why| format!(
                     ", which this kernel refused ({why})"

@@ -10,10 +10,12 @@
 //! XDP_TX, from a random source in 198.19.0.0/16, with valid checksums. That is the fastest sender
 //! here (no socket, no skb on the sending side); veth hands the frames to gw0's NAPI, on the CPU
 //! that sent them. Some kernels refuse live frames (EPERM): then the same SYNs come from an
-//! AF_PACKET socket on cl0 ([`Generator`]), slower, and the report says which one ran. The receiver (gw) drops the flood with nothing, iptables + ipset, nftables,
-//! xdp-filter or port25 (or, as the floor, the least XDP program that drops it); the allowlisted
-//! clients must still get mail through: 198.18.0.10 over the flood's veth, sharing its ring, and
-//! 198.18.1.10 over a veth of its own, as a NIC with several queues would give it.
+//! AF_PACKET socket on a veth pair of the generator's own, whose far end redirects them onto cl0
+//! in XDP ([`Generator`]), and the report says which sender ran. The receiver (gw) drops the
+//! flood with nothing, iptables + ipset, nftables, xdp-filter or port25 (or, as the floor, the
+//! least XDP program that drops it); the allowlisted clients must still get mail through:
+//! 198.18.0.10 over the flood's veth, sharing its ring, and 198.18.1.10 over a veth of its own,
+//! as a NIC with several queues would give it.
 //!
 //! Both sides live on this one machine, so the receiver gets a core of its own: gw0's NAPI runs
 //! threaded (`/sys/class/net/gw0/threaded`), in a kernel thread pinned to the last CPU, and the

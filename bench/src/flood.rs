@@ -44,7 +44,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
 use port25_testkit::lab::{
-    BpfFs, Client, Daemon, Gateway, Netns, PacketSocket, SmtpSink, WorkDir, metric_sum,
+    BpfFs, Client, Daemon, Gateway, Netns, PacketSocket, SmtpSink, WorkDir, ifindex, metric_sum,
 };
 use port25_testkit::{frames, rng::Rng};
 

@@ -59,10 +59,10 @@ fn live_frames<T>(
     .set(0, template, 0)
     .context("writing the generator's frame into FLOOD_TEMPLATE")?;
     let program = programs::xdp(&mut object, "flood_tx")?;
-    let ifindex = ifindex("cl0")?;
+    let cl0 = ifindex("cl0").context("no cl0 in the generator's namespace")?;
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let len = u32::try_from(frame.len())?;
-    let ctx: Vec<u8> = [0, len, 0, ifindex, 0, 0]
+    let ctx: Vec<u8> = [0, len, 0, cl0, 0, 0]
         .iter()
         .flat_map(|v: &u32| v.to_ne_bytes())
         .collect();
@@ -88,7 +88,7 @@ fn live_frames<T>(
 /// that overflows gw0's ring after the relay is offered, not received, as `flood_tx`'s are.
 fn packet_socket(frame: &[u8], stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
     let mut object = programs::object()?;
-    let cl0 = ifindex("cl0")?;
+    let cl0 = ifindex("cl0").context("no cl0 in the generator's namespace")?;
     aya::maps::DevMap::try_from(
         object
             .map_mut("RELAY_TO")
@@ -108,22 +108,16 @@ fn packet_socket(frame: &[u8], stop: &AtomicBool, sent: &AtomicU64) -> Result<()
     for i in (1..hosts.len()).rev() {
         hosts.swap(i, rng.below(i + 1));
     }
-    let pool: Vec<Vec<u8>> = hosts
-        .iter()
-        .map(|host| {
-            let mut spoofed = frame.to_vec();
-            spoofed[source_low..source_low + 2].copy_from_slice(&host.to_be_bytes());
-            frames::fix_tcp_checksums(&mut spoofed);
-            spoofed
-        })
-        .collect();
+    let mut pool = frame.repeat(hosts.len());
+    for (spoofed, host) in pool.chunks_mut(frame.len()).zip(&hosts) {
+        spoofed[source_low..source_low + 2].copy_from_slice(&host.to_be_bytes());
+        frames::fix_tcp_checksums(spoofed);
+    }
+    let pool: Vec<&[u8]> = pool.chunks(frame.len()).collect();
     let mut next = 0;
     while !stop.load(Ordering::Relaxed) {
-        let batch: Vec<&[u8]> = pool[next..(next + SOCKET_BATCH).min(pool.len())]
-            .iter()
-            .map(Vec::as_slice)
-            .collect();
-        let went = match socket.send_many(&batch) {
+        let batch = &pool[next..(next + SOCKET_BATCH).min(pool.len())];
+        let went = match socket.send_many(batch) {
             Ok(count) => count,
             Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => 0,
             Err(err) => return Err(err).with_context(|| format!("sendmmsg on {SOCKET_OUT}")),
@@ -132,16 +126,6 @@ fn packet_socket(frame: &[u8], stop: &AtomicBool, sent: &AtomicU64) -> Result<()
         next = (next + went) % pool.len();
     }
     Ok(())
-}
-
-/// The index of `name` in the calling thread's namespace.
-fn ifindex(name: &str) -> Result<u32> {
-    let text = std::ffi::CString::new(name)?;
-    // SAFETY: a valid NUL-terminated name.
-    match unsafe { libc::if_nametoindex(text.as_ptr()) } {
-        0 => bail!("no {name} in the generator's namespace"),
-        index => Ok(index),
-    }
 }
 
 /// One SMTP transaction to the gateway from the client's address: (delivered, latency).

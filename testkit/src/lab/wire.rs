@@ -63,6 +63,17 @@ impl Netns {
     }
 }
 
+/// The index of interface `name` in the calling thread's network namespace (see
+/// [`Netns::spawn_inside`]).
+pub fn ifindex(name: &str) -> std::io::Result<u32> {
+    let text = std::ffi::CString::new(name)?;
+    // SAFETY: a valid NUL-terminated name.
+    match unsafe { libc::if_nametoindex(text.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()),
+        index => Ok(index),
+    }
+}
+
 /// An AF_PACKET raw socket that puts whole Ethernet frames on one interface of the calling
 /// thread's network namespace (see [`Netns::spawn_inside`]). It receives nothing (protocol 0).
 pub struct PacketSocket {
@@ -72,12 +83,7 @@ pub struct PacketSocket {
 impl PacketSocket {
     pub fn bind(ifname: &str) -> std::io::Result<Self> {
         use std::os::fd::{AsRawFd as _, FromRawFd as _};
-        let name = std::ffi::CString::new(ifname)?;
-        // SAFETY: a valid NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let ifindex = ifindex(ifname)?;
         // SAFETY: no pointers; the result is checked.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {

@@ -28,10 +28,8 @@ impl XdpPass {
             ns.spawn_inside(scope, || {
                 let program = bpf(BPF_PROG_LOAD, &prog_load_attr())
                     .unwrap_or_else(|err| panic!("cannot load an XDP_PASS program: {err}"));
-                let name = std::ffi::CString::new(ifname).expect("an interface name");
-                // SAFETY: a valid NUL-terminated name.
-                let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-                assert_ne!(ifindex, 0, "no {ifname} in {}", ns.name());
+                let ifindex = ifindex(ifname)
+                    .unwrap_or_else(|err| panic!("no {ifname} in {}: {err}", ns.name()));
                 let attr = [program.as_raw_fd() as u32, ifindex, BPF_XDP, 0];
                 bpf(BPF_LINK_CREATE, &attr).unwrap_or_else(|err| {
                     panic!("cannot attach XDP_PASS to {ifname} in {}: {err}", ns.name())

@@ -1,19 +1,12 @@
-//! Builds the package's eBPF crate for the BPF target and leaves its object in OUT_DIR, where
-//! `include_bytes_aligned!` embeds it. port25-daemon embeds port25-ebpf, so `port25d` is one
-//! self-contained file; port25-bench (whose Cargo.toml points its `build` here) embeds
-//! port25-bench-ebpf, the floors and the SYN generator kept out of `port25d`.
+//! Builds port25-ebpf for the BPF target and leaves its object in OUT_DIR, where
+//! `include_bytes_aligned!` embeds it, so that `port25d` is one self-contained file. (port25-bench
+//! has a build.rs of its own for port25-bench-ebpf.)
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
-    let package = std::env::var("CARGO_PKG_NAME")?;
-    let name = match package.as_str() {
-        "port25-daemon" => "port25-ebpf",
-        "port25-bench" => "port25-bench-ebpf",
-        other => anyhow::bail!("no eBPF crate is known for package {other}"),
-    };
-    let root_dir = format!("{}/../{name}", std::env::var("CARGO_MANIFEST_DIR")?);
+    let root_dir = format!("{}/../port25-ebpf", std::env::var("CARGO_MANIFEST_DIR")?);
     let ebpf = Package {
-        name,
+        name: "port25-ebpf",
         root_dir: &root_dir,
         ..Default::default()
     };

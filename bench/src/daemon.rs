@@ -98,7 +98,7 @@ fn one(entries: usize, settings: &Settings) -> Result<DaemonRow> {
     let ready_seconds = started.elapsed().as_secs_f64();
     // Let allocations from the load settle (freed buffers, the metrics registry's first fill).
     thread::sleep(Duration::from_secs(2));
-    let rss_kib = sys::rss_kib(daemon.pid())?;
+    let rss_kib = port25_testkit::lab::rss_kib(daemon.pid()).map_err(anyhow::Error::msg)?;
     let addr: SocketAddr = METRICS.parse()?;
     let scrapes = thread::scope(|scope| {
         gw.spawn_inside(scope, || -> Result<Vec<(Duration, String)>> {

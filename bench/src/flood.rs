@@ -101,6 +101,11 @@ impl Receiver {
         Receiver::Synproxy,
     ];
 
+    /// "(f)": how the report's prose names the receiver.
+    pub(crate) fn tag(self) -> &'static str {
+        self.label().split(' ').next().unwrap_or_default()
+    }
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Receiver::Nothing => "(a) nothing",

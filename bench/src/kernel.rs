@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use aya::programs::{TestRun, TestRunOptions};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_common::maps;
-use port25_daemon::testing::{CidrSet, Config, Datapath};
+use port25_daemon::testing::{CidrSet, Config, Datapath, ListKind};
 use port25_testkit::frames::{
     self, ALLOWED4, ALLOWED6, DENIED4, EXT_DEST_OPTS, EXT_HOP_BY_HOP, OTHER4, OTHER6,
 };
@@ -328,6 +328,9 @@ pub(crate) struct ScaleRow {
     pub load_seconds: f64,
     /// Kernel memory of the list maps after the load (the kernel's own accounting).
     pub kernel_bytes: u64,
+    /// Milliseconds of writing a delta of [`DELTA`] deny entries into the live generation in
+    /// place (as a CrowdSec poll of ten decisions does), adding or removing, over the rounds.
+    pub delta_ms: Spread,
     /// IPv4 allowed, IPv4 dropped, IPv6 allowed, IPv6 dropped, over the rounds.
     pub spreads: [Spread; 4],
 }
@@ -438,18 +441,25 @@ pub(crate) fn scale(settings: &Settings) -> Result<Vec<ScaleRow>> {
         (frames::tcp(OTHER6, 25).build(), XDP_DROP),
     ];
     let mut samples: Vec<[Vec<f64>; 4]> = loaded.iter().map(|_| Default::default()).collect();
+    let mut deltas: Vec<Vec<f64>> = loaded.iter().map(|_| Vec::new()).collect();
     for _ in 0..settings.rounds {
-        for ((_, datapath, ..), samples) in loaded.iter().zip(&mut samples) {
+        for (((_, datapath, ..), samples), deltas) in
+            loaded.iter_mut().zip(&mut samples).zip(&mut deltas)
+        {
             for ((frame, expected), samples) in probes.iter().zip(samples.iter_mut()) {
                 samples.push(once(settings, *expected, "scale", |repeat| {
                     let (action, d) = datapath.test_run_timed(frame, repeat)?;
                     Ok((action, d.as_nanos() as f64))
                 })?);
             }
+            deltas.push(delta(datapath, true)?);
+            deltas.push(delta(datapath, false)?);
         }
     }
     let mut out = Vec::new();
-    for ((entries, _, load_seconds, kernel_bytes), samples) in loaded.into_iter().zip(&samples) {
+    for (((entries, _, load_seconds, kernel_bytes), samples), deltas) in
+        loaded.into_iter().zip(&samples).zip(&deltas)
+    {
         let spreads = [0, 1, 2, 3].map(|i| Spread::of(&samples[i]));
         let (v4_dropped_ns, v6_dropped_ns) = (spreads[1].median, spreads[3].median);
         let row = ScaleRow {
@@ -458,19 +468,55 @@ pub(crate) fn scale(settings: &Settings) -> Result<Vec<ScaleRow>> {
             v6_dropped_ns,
             load_seconds,
             kernel_bytes,
+            delta_ms: Spread::of(deltas),
             spreads,
         };
         eprintln!(
             "bench: {entries} prefixes per family: load {:.2} s, {} MiB, v4 drop {:.1} ns, v6 drop \
-             {:.1} ns",
+             {:.1} ns, a delta of {DELTA} deny entries in place {:.2} ms",
             row.load_seconds,
             row.kernel_bytes / (1 << 20),
             row.v4_dropped_ns,
-            row.v6_dropped_ns
+            row.v6_dropped_ns,
+            row.delta_ms.median
         );
         out.push(row);
     }
     Ok(out)
+}
+
+/// Entries of the section's delta: a CrowdSec poll of ten decisions.
+pub(crate) const DELTA: u8 = 10;
+
+/// Writes [`DELTA`] deny entries into the live generation in place (`add`), or removes them, as
+/// the daemon applies a small CrowdSec poll; the milliseconds it took. They lie in the allowlisted
+/// 198.18.1.0/24, where deny beats allow: each is checked to take effect, and to go.
+fn delta(datapath: &mut Datapath, add: bool) -> Result<f64> {
+    let nets: Vec<IpNet> = (0..DELTA)
+        .map(|i| IpNet::from(std::net::IpAddr::from([198, 18, 1, 100 + i])))
+        .collect();
+    let started = Instant::now();
+    for net in &nets {
+        if add {
+            datapath.insert_live(ListKind::Deny, *net)?;
+        } else {
+            datapath.remove_live(ListKind::Deny, *net)?;
+        }
+    }
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let (expected, now) = if add {
+        (XDP_DROP, "denied")
+    } else {
+        (XDP_PASS, "allowed again")
+    };
+    for net in &nets {
+        let frame = frames::tcp(&net.addr().to_string(), 25).build();
+        let action = datapath.test_run(&frame)?;
+        if action != expected {
+            bail!("list scale: {net} is not {now} after the delta (XDP action {action})");
+        }
+    }
+    Ok(ms)
 }
 
 #[cfg(test)]

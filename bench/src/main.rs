@@ -10,8 +10,10 @@ mod daemon;
 mod egress;
 mod flood;
 mod kernel;
+mod markdown;
 mod programs;
 mod report;
+mod results;
 mod svg;
 mod sys;
 mod targets;
@@ -139,7 +141,7 @@ fn run(cli: &Cli) -> Result<()> {
     eprintln!("bench: 6. egress guard");
     let egress = egress::egress(&settings)?;
 
-    let results = report::Results {
+    let results = results::Results {
         machine: sys::Machine::describe(),
         smoke: cli.smoke,
         wall_seconds: started.elapsed().as_secs_f64(),

@@ -1,4 +1,4 @@
-//! The bench's own XDP programs (port25-bench-ebpf, built by port25-daemon/build.rs): `floor_pass` and
+//! The bench's own XDP programs (port25-bench-ebpf, built by bench/build.rs): `floor_pass` and
 //! `floor_drop`, the bare floor every filter is compared with, `floor_flood`, the least a filter
 //! can do under the flood, `flood_tx`, the SYN generator, and `flood_relay`, which stands in for
 //! it where the kernel refuses live frames.

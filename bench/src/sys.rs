@@ -124,17 +124,6 @@ pub(crate) fn pin_to_cpu(pid: u32, cpu: usize) -> Result<()> {
     Ok(())
 }
 
-/// Resident memory of a process, in KiB (VmRSS).
-pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,6 +106,18 @@ pub struct Event {
     pub suppressed: u32,
 }
 
+impl Event {
+    /// Reads one event off the ring buffer's bytes; `None` when they are fewer than an event's.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: `Event` is repr(C), Copy, without padding, valid for any bytes; the length is
+        // checked and read_unaligned makes no alignment assumption.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
+
 /// Key of `EGRESS_EVENT_LIMIT`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

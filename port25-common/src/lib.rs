@@ -27,12 +27,15 @@ macro_rules! ebpf_epilogue {
 /// Version of the map layout (names, key and value types, generation scheme). Pinned maps live in a
 /// directory named after it, so a daemon never adopts maps whose layout it does not know; bump it
 /// whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "port25";
-/// Name of the TC egress program that watches the gateway's SYN-ACKs.
-pub const EGRESS_PROGRAM_NAME: &str = "port25_egress";
+/// Name of the SYN-ACK watcher: the TC program on the gateway's egress that records the
+/// SYN-ACKs of protected ports, whose completing ACK verifies a source (not the egress guard).
+pub const SYNACK_WATCHER_PROGRAM_NAME: &str = "port25_synack";
+/// Its name before map layout 6: a tc filter an older port25d left (kernels before 6.6) goes by it.
+pub const LEGACY_SYNACK_WATCHER_PROGRAM_NAME: &str = "port25_egress";
 /// The same filter as a libxdp dispatcher's component (an extension of one of its slots).
 pub const COMPONENT_PROGRAM_NAME: &str = "port25_component";
 /// The program that answers a SYN with a SYN cookie (policy synproxy), tail-called by the filter.
@@ -79,6 +82,7 @@ pub struct Settings {
     /// 1 when the egress guard judges forwarded SYNs on some interfaces
     /// ([`egress::EgressSettings::forward_ifindexes`]); 0 spares every other packet the look.
     pub forward_guard: u32,
+    /// Aligns the u64 fields that follow.
     pub _pad: u32,
     /// Per-source bucket as GCRA: nanoseconds between tokens, and how far ahead of now the
     /// theoretical arrival time may run ((burst - 1) * interval) before a SYN is refused.
@@ -103,7 +107,7 @@ pub struct Settings {
     /// [`Settings::POLICY_RATELIMIT`].
     pub synproxy_ipv6: u32,
     /// Keeps the struct a multiple of 8 bytes, as the kernel side reads it.
-    pub _padding: u32,
+    pub _pad_end: u32,
 }
 
 impl Settings {
@@ -146,6 +150,9 @@ pub struct SourceState {
     pub admitted: u64,
     /// New connections refused (`rate_limited`).
     pub dropped: u64,
+    /// Handshakes its clients completed (the ACK of the gateway's SYN-ACK, or a valid cookie):
+    /// what a spoofer cannot forge, and so the only evidence the CrowdSec reporter acts on.
+    pub completed: u64,
 }
 
 /// Key of [`maps::HANDSHAKES`]: one TCP connection, from the client's side.

@@ -4,7 +4,10 @@
 //!
 //! Parsing happens in two steps: serde reads the text into `Raw*` structs that keep the byte
 //! span of every value that needs more checks than its type gives (ranges, CIDRs, paths), then
-//! [`Config::parse`] checks those values and turns a failing span into a line number.
+//! [`Config::parse`] checks those values and turns a failing span into a line number (`source.rs`).
+//! Each section has its file: its raw table, its validated type and its rules (`lists.rs`,
+//! `ratelimit.rs`, `synproxy.rs`, `metrics.rs`, `egress.rs`, `crowdsec.rs`). This room depends on
+//! the model alone; `check-config`'s rendering lives with that command.
 #![allow(
     unreachable_pub,
     reason = "public to the tests and the bench through `testing`"
@@ -12,9 +15,13 @@
 
 mod cidr;
 mod crowdsec;
-mod display;
+pub(crate) mod duration;
 mod egress;
+mod lists;
+mod metrics;
+mod ratelimit;
 mod raw;
+mod source;
 mod synproxy;
 #[cfg(test)]
 mod tests;
@@ -31,30 +38,16 @@ use crate::model::{Mode, OnExit, Policy, XdpCoexist, XdpModeSetting};
 pub use cidr::{CidrSet, parse_cidr};
 #[cfg(test)]
 pub use crowdsec::Secret;
-pub use crowdsec::{Crowdsec, Reporter};
-pub use egress::{Egress, cgroup2_root};
+pub use crowdsec::{Bounds, Crowdsec, Reporter};
+pub use egress::{Egress, cgroup_display, cgroup_name, cgroup2_root};
+pub use lists::list_dir_files;
+pub use ratelimit::RateLimit;
 pub use synproxy::Synproxy;
-pub use validate::list_dir_files;
 
 pub const DEFAULT_PATH: &str = "/etc/port25/port25.toml";
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../packaging/port25.toml");
 /// What [`Config::source`] and errors call the embedded default.
 const EMBEDDED_ORIGIN: &str = "<embedded default>";
-
-/// Token bucket settings for policy `ratelimit`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RateLimit {
-    pub syn_rate: u32,
-    pub syn_burst: u32,
-    pub ipv4_prefix: u8,
-    pub ipv6_prefix: u8,
-    pub global_syn_rate: u32,
-    pub global_syn_burst: u32,
-    pub tracked_sources: u32,
-    /// Seconds a source prefix stays verified after one of its clients completes a handshake
-    /// (proving its address is not spoofed): verified prefixes skip the global bucket. 0: off.
-    pub verified_ttl: u32,
-}
 
 /// The effective, validated policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +157,24 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// What is valid but likely a mistake, a sentence each: `check-config` prints them, the
+    /// daemon logs them at start and reload.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut said = Vec::new();
+        for everything in ["0.0.0.0/0", "::/0"] {
+            if let Ok(net) = everything.parse::<ipnet::IpNet>()
+                && self.deny.contains_net(&net)
+            {
+                let family = if net.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+                said.push(format!(
+                    "[deny] holds {net}: every {family} source is dropped on the protected ports, \
+                     allowlisted ones too (deny beats allow)"
+                ));
+            }
+        }
+        said
     }
 
     pub fn apply(&mut self, o: &Overrides) {

@@ -4,6 +4,7 @@
 
 mod audit;
 pub mod cli;
+mod clock;
 // config, datapath, model, pins and sources are what `testing` hands to the tests and the bench
 // (the datapath's signatures use the rest): their items stay `pub`, reachable only there, and each
 // says so with an inner `allow(unreachable_pub)`.
@@ -12,7 +13,7 @@ mod control;
 mod crowdsec;
 mod daemon;
 mod datapath;
-mod egress_log;
+mod egress_guard;
 mod metrics;
 mod model;
 mod netfilter;
@@ -20,8 +21,8 @@ mod pins;
 mod proto;
 mod runtime;
 mod shared;
-mod sources;
 mod state_file;
+mod text;
 mod users;
 
 /// What the integration tests and the bench drive directly: the datapath loaded from this build's
@@ -30,8 +31,8 @@ mod users;
 #[cfg(feature = "testing")]
 pub mod testing {
     pub use crate::config::{CidrSet, Config};
+    pub use crate::datapath::SourceTables;
     pub use crate::datapath::{Datapath, DispatcherConfig, SlotConfig};
     pub use crate::model::{ListKind, Mode, OnExit, Policy, XdpCoexist, XdpMode, XdpModeSetting};
     pub use crate::pins::PinDir;
-    pub use crate::sources::SourceTables;
 }

@@ -86,6 +86,17 @@ named! {
     }
 }
 
+impl XdpModeSetting {
+    /// aya's flag for this setting (`auto`: the kernel's default).
+    pub fn aya(self) -> aya::programs::XdpMode {
+        match self {
+            XdpModeSetting::Auto => aya::programs::XdpMode::Default,
+            XdpModeSetting::Native => XdpMode::Native.aya(),
+            XdpModeSetting::Skb => XdpMode::Skb.aya(),
+        }
+    }
+}
+
 named! {
     /// How an XDP program is attached: what [`XdpModeSetting::Auto`] resolves to.
     pub enum XdpMode {
@@ -108,6 +119,11 @@ impl XdpMode {
             XdpMode::Native => aya::programs::XdpMode::Driver,
             XdpMode::Skb => aya::programs::XdpMode::Skb,
         }
+    }
+
+    /// The mode aya's flag names, if port25 attaches in it.
+    pub fn from_aya(mode: aya::programs::XdpMode) -> Option<XdpMode> {
+        XdpMode::ALL.into_iter().find(|ours| ours.aya() == mode)
     }
 
     /// Whether a link of this mode is what `setting` asks for.

@@ -65,6 +65,9 @@ pub(crate) struct Status {
     pub interfaces: Vec<InterfaceStatus>,
     pub policy: Policy,
     pub mode: Mode,
+    /// The mode is monitor because `run --monitor` says so, whatever the config's `mode`.
+    #[serde(default)]
+    pub monitor_from_command_line: bool,
     pub ports: Vec<u16>,
     pub on_exit: OnExit,
     pub pin_dir: String,
@@ -75,6 +78,9 @@ pub(crate) struct Status {
     pub generation: u32,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// Why the last reload was rejected, while no reload has succeeded since.
+    #[serde(default)]
+    pub last_reload_error: Option<String>,
     pub tracked_sources: usize,
     pub counters: Vec<CounterStatus>,
     pub egress: EgressStatus,
@@ -109,6 +115,10 @@ pub(crate) struct CrowdsecStatus {
     pub last_success: Option<u64>,
     /// Why the last poll failed, while the LAPI is unreachable; `None` once it answers.
     pub last_error: Option<String>,
+    /// The last poll's error was the answer's (refused: too large, not JSON, wrong types, an
+    /// error status), not the connection's.
+    #[serde(default)]
+    pub last_answer_refused: bool,
     pub failures_in_a_row: u32,
     pub polls_ok: u64,
     pub polls_failed: u64,
@@ -116,12 +126,22 @@ pub(crate) struct CrowdsecStatus {
     pub decisions: Vec<CrowdsecCount>,
     /// Prefixes they ban.
     pub prefixes: usize,
-    /// Decisions of the stream not taken, by why (type, scope, origin, value).
+    /// Decisions of the stream not taken, by why (`decisions::Skip`'s labels).
     pub skipped: BTreeMap<String, u64>,
+    /// Held decisions' prefixes the configured allowlist overrides (wholly or in part), at most
+    /// [`CrowdsecStatus::OVERRIDDEN_SHOWN`] of them; how many there are.
+    #[serde(default)]
+    pub overridden: Vec<ipnet::IpNet>,
+    #[serde(default)]
+    pub overridden_count: usize,
     /// The watcher name alerts are pushed as; `None`: no reporter.
     pub reporter: Option<String>,
     pub alerts_ok: u64,
     pub alerts_failed: u64,
+}
+
+impl CrowdsecStatus {
+    pub(crate) const OVERRIDDEN_SHOWN: usize = 20;
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -245,9 +265,12 @@ pub(crate) struct InterfaceStatus {
     pub iface: String,
     pub ifindex: u32,
     pub xdp_mode: XdpMode,
-    pub egress_watched: bool,
+    /// The SYN-ACK watcher is on its egress (JSON: the name it has had since the first release).
+    #[serde(rename = "egress_watched")]
+    pub synacks_watched: bool,
     /// Through a pinned TCX link (Linux 6.6+), rather than a tc filter each start replaces.
-    pub egress_pinned: bool,
+    #[serde(rename = "egress_pinned")]
+    pub synack_watcher_pinned: bool,
     pub adopted: bool,
     /// A component of libxdp's dispatcher there (`xdp_coexist = "libxdp"`).
     #[serde(default)]

@@ -5,13 +5,13 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    clock::now_unix,
     config::CidrSet,
     model::{ListKind, RuntimeEntry},
     state_file,
@@ -29,12 +29,6 @@ struct StateFile {
 pub(crate) struct RuntimeLists {
     path: Option<PathBuf>,
     entries: BTreeMap<(ListKind, IpNet), RuntimeEntry>,
-}
-
-pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl RuntimeLists {
@@ -76,7 +70,7 @@ impl RuntimeLists {
         list: ListKind,
         cidr: IpNet,
         ttl_secs: Option<u64>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Option<RuntimeEntry>> {
         let now = now_unix();
         let entry = RuntimeEntry {
             list,
@@ -84,9 +78,9 @@ impl RuntimeLists {
             expires: ttl_secs.map(|ttl| now.saturating_add(ttl)),
             added: now,
         };
-        let new = self.entries.insert((list, cidr), entry).is_none();
+        let replaced = self.entries.insert((list, cidr), entry);
         self.save()?;
-        Ok(new)
+        Ok(replaced)
     }
 
     /// Removes an entry; returns whether it was there.
@@ -160,6 +154,7 @@ mod tests {
             lists
                 .add(ListKind::Deny, "198.18.0.66/32".parse().unwrap(), None)
                 .unwrap()
+                .is_none()
         );
         assert!(
             lists
@@ -169,12 +164,13 @@ mod tests {
                     Some(3600)
                 )
                 .unwrap()
+                .is_none()
         );
-        assert!(
-            !lists
-                .add(ListKind::Deny, "198.18.0.66/32".parse().unwrap(), Some(60))
-                .unwrap()
-        );
+        // Added again: the entry it replaced comes back (it had no expiry).
+        let replaced = lists
+            .add(ListKind::Deny, "198.18.0.66/32".parse().unwrap(), Some(60))
+            .unwrap();
+        assert_eq!(replaced.map(|old| old.expires), Some(None));
         let again = RuntimeLists::load(Some(&dir)).unwrap();
         assert_eq!(again.len(ListKind::Deny), 1);
         assert_eq!(again.len(ListKind::Allow), 1);

@@ -1,7 +1,14 @@
 //! Users from an `/etc/passwd` text (`name:x:uid:gid:...`): the audit names socket owners, the
-//! egress guard turns `allow_users` names into uids and names the users it refused.
+//! egress guard turns `allow_users` names into uids and names the users it refused; and whether
+//! this process is root.
 
 use std::collections::HashMap;
+
+/// Whether this process runs as root (effective uid 0).
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
 
 /// The (name, uid) of each entry, comments and broken lines left out.
 fn entries(text: &str) -> impl Iterator<Item = (&str, u32)> {

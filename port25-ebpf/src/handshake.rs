@@ -1,5 +1,5 @@
 //! Proof that a source address is real: the gateway's SYN-ACK carries a random sequence number,
-//! and only a client that received it can acknowledge it. The TC egress program notes each SYN-ACK
+//! and only a client that received it can acknowledge it. The SYN-ACK watcher (TC, on egress) notes each SYN-ACK
 //! the gateway sends from a protected port; the XDP program checks the client's ACK against it and,
 //! on a match, marks the client's prefix verified. Spoofed floods never get verified.
 

@@ -67,7 +67,7 @@ macro_rules! filter {
                 if let Some((reason, ifindex)) = dropped {
                     debug!(
                         &$ctx,
-                        "{} port 25 packet on ifindex {}",
+                        "{} packet to a protected port on ifindex {}",
                         reason.label(),
                         ifindex
                     );
@@ -178,7 +178,7 @@ fn decide(
                 && settings.verified_ttl_ns != 0
                 && handshake::completes_handshake(segment)
             {
-                ratelimit::mark_verified(settings, source);
+                ratelimit::handshake_completed(settings, source);
             }
             Reason::Admitted
         }
@@ -225,15 +225,16 @@ fn port25_synproxy(ctx: XdpContext) -> u32 {
     action
 }
 
-/// TC egress: notes the gateway's SYN-ACKs from protected ports, for the handshake proof.
+/// The SYN-ACK watcher (TC, on egress): notes the gateway's SYN-ACKs from protected ports, for
+/// the handshake proof.
 #[classifier]
-fn port25_egress(ctx: TcContext) -> i32 {
-    let _ = try_egress(&ctx);
+fn port25_synack(ctx: TcContext) -> i32 {
+    let _ = try_watch_synack(&ctx);
     // Egress is only watched, never filtered.
     TC_ACT_OK
 }
 
-fn try_egress(ctx: &TcContext) -> Result<(), ()> {
+fn try_watch_synack(ctx: &TcContext) -> Result<(), ()> {
     let Parsed::Tcp(segment) = parse::parse(ctx.data(), ctx.data_end()) else {
         return Ok(());
     };

@@ -67,6 +67,7 @@ pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> boo
                 tat: now + settings.syn_interval_ns,
                 admitted: 0,
                 dropped: 0,
+                completed: 0,
             };
             let inserted = SOURCES.insert(key, fresh, BPF_NOEXIST as u64).is_ok();
             let Some(state) = SOURCES.get_ptr_mut(key) else {
@@ -103,15 +104,23 @@ pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> boo
     admitted
 }
 
-/// Marks the source's prefix verified for the configured time.
+/// A client of the source's prefix completed a handshake: counted in its bucket's entry (the
+/// reporter's evidence) and the prefix verified for the configured time.
 #[inline(always)]
-pub(crate) fn mark_verified(settings: &Settings, source: &Addr) {
+pub(crate) fn handshake_completed(settings: &Settings, source: &Addr) {
+    let key = source_key(settings, source);
+    if let Some(state) = SOURCES.get_ptr_mut(key) {
+        // SAFETY: a pointer into the map value; its counters are only ever updated atomically.
+        unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*state).completed, 1);
+        }
+    }
     if settings.verified_ttl_ns == 0 {
         return;
     }
     // SAFETY: a helper without arguments.
     let until = unsafe { bpf_ktime_get_ns() } + settings.verified_ttl_ns;
-    let _ = VERIFIED.insert(source_key(settings, source), until, 0);
+    let _ = VERIFIED.insert(key, until, 0);
 }
 
 /// Spends a token of the SYN-ACK budget (policy synproxy): false when the budget is spent.

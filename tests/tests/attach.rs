@@ -185,7 +185,7 @@ fn kernel_log_lines_reach_the_daemon_log() {
         .output();
     let logged = poll(Duration::from_secs(10), || {
         read_log()
-            .contains("denylisted port 25 packet on ifindex")
+            .contains("denylisted packet to a protected port on ifindex")
             .then_some(())
     });
     // SAFETY: plain kill of our own child.
@@ -242,7 +242,7 @@ fn a_refused_mode_switch_puts_the_old_mode_back() {
     );
 }
 
-/// The TC egress watcher is a pinned TCX link from Linux 6.6, a tc filter before (which cannot be
+/// The SYN-ACK watcher is a pinned TCX link from Linux 6.6, a tc filter before (which cannot be
 /// pinned): either way a killed daemon and its restarts leave exactly one on the interface, status
 /// says which kind it is, and a stop removes it.
 #[test]
@@ -273,9 +273,9 @@ fn one_egress_watcher_however_often_the_daemon_is_killed() {
             .unwrap();
         let filters = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|line| line.contains("port25_egress"))
+            .filter(|line| line.contains("port25_synack"))
             .count();
-        filters + usize::from(pins.join("links/tc-egress-gw0").exists())
+        filters + usize::from(pins.join("links/tc-synack-gw0").exists())
     };
     for _ in 0..2 {
         start().kill();
@@ -284,14 +284,14 @@ fn one_egress_watcher_however_often_the_daemon_is_killed() {
     assert_eq!(
         watchers(),
         1,
-        "one egress watcher after two SIGKILLs and restarts"
+        "one SYN-ACK watcher after two SIGKILLs and restarts"
     );
     let tcx = kernel_at_least(6, 6);
     let (_, status, _) = daemon.cli(&["status"]);
     let said = if tcx {
-        "egress watched (pinned TCX link)"
+        "SYN-ACKs watched (pinned TCX link)"
     } else {
-        "egress watched (tc filter"
+        "SYN-ACKs watched (tc filter"
     };
     assert!(status.contains(said), "{status}");
     assert!(daemon.stop().success());

@@ -65,6 +65,18 @@ fn each_scraper_gets_the_format_it_reads() {
     );
     assert!(text.contains("# TYPE port25_build_info gauge"), "{text}");
     assert!(!text.contains("# EOF"), "{text}");
+    // Every family the daemon exports is in README's metrics table.
+    let readme = include_str!("../../README.md");
+    for family in text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+    {
+        assert!(
+            readme.contains(&format!("| `{family}`")) || readme.contains(&format!(", `{family}`")),
+            "{family} is not in README's metrics table"
+        );
+    }
     let mut check = Command::new(tool("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::setup::{self, Scope};
+use crate::packages::Scope;
+use crate::setup;
 use crate::util;
 
 pub(crate) fn bench(

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::lab::{self, Lab};
-use crate::setup::{self, Scope};
+use crate::packages::Scope;
+use crate::setup;
 use crate::util;
 
 /// How long port25d gets to stop after SIGTERM (or Ctrl-C) before xtask kills it.

@@ -1,8 +1,6 @@
 //! Every Debian package the project's builds, tests, lab and bench use, named explicitly, with
 //! what uses it and how the self-check tells that it works.
 
-use crate::setup::Scope;
-
 /// How the self-check tells that a package works.
 pub(crate) enum Check {
     /// The program runs and exits 0 with these arguments.
@@ -221,6 +219,15 @@ pub(crate) const PACKAGES: &[Package] = &[
         check: Check::Runs(&["cscli", "version"]),
     },
 ];
+
+/// What a command needs beyond the build tools.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// `cargo xtask run`'s lab and the commands it prints.
+    Lab,
+    /// Tests, bench and packaging: every package of `packages.rs`.
+    Everything,
+}
 
 pub(crate) fn packages(scope: Scope) -> impl Iterator<Item = &'static Package> {
     PACKAGES

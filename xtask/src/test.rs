@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::setup::{self, Scope};
+use crate::packages::Scope;
+use crate::setup;
 use crate::util;
 
 pub(crate) fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
@@ -30,7 +31,7 @@ fn run_tests(cargo_test_args: &[String]) -> Result<ExitCode> {
 
     let mut cmd = util::cargo();
     cmd.env("PORT25D", &port25d);
-    // The eBPF crates only build for the BPF target (port25-daemon/build.rs does, for the daemon and the bench).
+    // The eBPF crates only build for the BPF target (port25-daemon's and port25-bench's build.rs do).
     cmd.args(["test", "--workspace"])
         .args(["--exclude", "port25-ebpf", "--exclude", "port25-bench-ebpf"])
         .args(cargo_test_args);

@@ -7,27 +7,11 @@ use std::fmt::Write as _;
 use anyhow::{Result, bail};
 
 use crate::{
-    daemon::DaemonRow,
-    egress::EgressRow,
-    flood::{Flood, FloodRow, Mail, Receiver},
-    kernel::{self, PerPacket, ScaleRow, XDP_DROP},
-    sys::Machine,
+    flood::{Mail, Receiver},
+    kernel::{self, XDP_DROP},
+    markdown::Section,
+    results::{Results, flood_cpu},
 };
-
-pub(crate) struct Results {
-    pub machine: Machine,
-    pub smoke: bool,
-    pub wall_seconds: f64,
-    pub per_packet: PerPacket,
-    pub scale: Vec<ScaleRow>,
-    pub flood: Flood,
-    pub daemon: Vec<DaemonRow>,
-    /// How many scrapes section 5 timed.
-    pub scrapes: usize,
-    pub egress: Vec<EgressRow>,
-    /// Connects per round of section 6.
-    pub connects: u32,
-}
 
 fn action(a: u32) -> &'static str {
     match a {
@@ -55,15 +39,6 @@ pub(crate) struct Headline {
     /// Receiver CPU per million flood packets above the floor receiver's (f): what each filter
     /// itself adds, port25's first, then xdp-filter's, iptables' and nftables'.
     pub own_cpu: [f64; 4],
-}
-
-/// A receiver's CPU per million flood packets; NaN when it was not measured.
-pub(crate) fn flood_cpu(flood: &Flood, receiver: Receiver) -> f64 {
-    flood_row(flood, receiver).map_or(f64::NAN, |row| row.cpu_ms_per_million)
-}
-
-pub(crate) fn flood_row(flood: &Flood, receiver: Receiver) -> Option<&FloodRow> {
-    flood.rows.iter().find(|r| r.receiver == receiver)
 }
 
 pub(crate) fn headline(r: &Results) -> Result<Headline> {
@@ -162,26 +137,6 @@ fn mail_cells(m: &Mail) -> [String; 3] {
     }
 }
 
-/// A markdown table: the header ("a | b"), its alignment row (`l` or `r` a column), the rows, a
-/// blank line.
-pub(crate) fn table(
-    s: &mut String,
-    header: &str,
-    align: &str,
-    rows: impl IntoIterator<Item = Vec<String>>,
-) {
-    let _ = writeln!(s, "| {header} |");
-    let rule: Vec<&str> = align
-        .chars()
-        .map(|a| if a == 'r' { "---:" } else { "---" })
-        .collect();
-    let _ = writeln!(s, "|{}|", rule.join("|"));
-    for row in rows {
-        let _ = writeln!(s, "| {} |", row.join(" | "));
-    }
-    s.push('\n');
-}
-
 pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
     let m = &r.machine;
     let pp = &r.per_packet;
@@ -232,10 +187,11 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
         h.iptables_cpu, h.nftables_cpu
     );
     let [own, xf, ipt, nft] = h.own_cpu;
+    let (floor, flood) = (Receiver::Floor.tag(), Section::Flood);
     let _ = writeln!(
         s,
         "- What each filter adds to the receive path under the flood (its receiver CPU less the \
-         floor receiver's, (f) in section 3): port25 {own:.0} ms per million packets, xdp-filter \
+         floor receiver's, {floor} in {flood}): port25 {own:.0} ms per million packets, xdp-filter \
          {xf:.0} (**{:.2}x** port25's), iptables {ipt:.0} (**{:.2}x**), nftables {nft:.0} \
          (**{:.2}x**).\n",
         xf / own,

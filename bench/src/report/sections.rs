@@ -3,16 +3,20 @@
 
 use std::fmt::Write as _;
 
-use super::{Results, action, flood_row, mail_cells, ratio, table};
+use super::{action, mail_cells, ratio};
 use crate::{
     egress,
     flood::{Flood, Generator, Receiver, Sender},
+};
+use crate::{
+    markdown::{Section, table},
+    results::{Results, flood_row},
 };
 
 /// Section 1: what one packet costs in the kernel, port25 beside the floors and xdp-filter.
 pub(super) fn per_packet(s: &mut String, r: &Results) {
     let pp = &r.per_packet;
-    let _ = writeln!(s, "## 1. Per-packet cost in the kernel\n");
+    Section::PerPacket.heading(s);
     let _ = writeln!(
         s,
         "BPF_PROG_TEST_RUN, {} runs per round, {} rounds: each cell is the median (min-max) of \
@@ -83,7 +87,7 @@ pub(super) fn per_packet(s: &mut String, r: &Results) {
 /// Section 2: the same cost as the lists grow, with their load time and kernel memory.
 pub(super) fn list_scale(s: &mut String, r: &Results) {
     let pp = &r.per_packet;
-    let _ = writeln!(s, "## 2. List scale\n");
+    Section::ListScale.heading(s);
     let _ = writeln!(
         s,
         "The same cost with N allowlisted prefixes per family (N IPv4 /16-/32 and N IPv6 /48-/64, \
@@ -91,7 +95,12 @@ pub(super) fn list_scale(s: &mut String, r: &Results) {
          round measures every size's four frames in turn; each cell is the median (min-max) of \
          the rounds. Load = wall time of writing both lists into the kernel as one policy generation; \
          memory = the kernel memory of the list maps (`LISTS_V4`, `LISTS_V6`, `PREFILTER_V4`, \
-         `BLOCKS_V4`: `bpftool map show` memlock, the kernel's own accounting).\n"
+         `BLOCKS_V4`: `bpftool map show` memlock, the kernel's own accounting). Delta = wall time \
+         of writing {} deny entries into the live generation in place, as a CrowdSec poll of \
+         that many decisions does (adding them, and removing them, each round; each checked to \
+         take effect), against load, what the same poll cost when every poll was a generation \
+         swap.\n",
+        crate::kernel::DELTA
     );
     let rows = r.scale.iter().map(|row| {
         vec![
@@ -102,27 +111,31 @@ pub(super) fn list_scale(s: &mut String, r: &Results) {
             row.spreads[3].cell(),
             ratio(row.v4_dropped_ns, pp.floor_drop_ns),
             format!("{:.2}", row.load_seconds),
+            format!(
+                "{:.2} ({:.2}-{:.2})",
+                row.delta_ms.median, row.delta_ms.min, row.delta_ms.max
+            ),
             format!("{:.1}", row.kernel_bytes as f64 / 1024.0),
         ]
     });
     table(
         s,
-        "prefixes per family | IPv4 allowed ns | IPv4 dropped ns | IPv6 allowed ns | IPv6 dropped ns | dropped v4 / floor | load s | kernel memory KiB",
-        "rrrrrrrr",
+        "prefixes per family | IPv4 allowed ns | IPv4 dropped ns | IPv6 allowed ns | IPv6 dropped ns | dropped v4 / floor | load s | delta ms | kernel memory KiB",
+        "rrrrrrrrr",
         rows,
     );
 }
 
 /// Section 3: receiver CPU under a SYN flood, port25 beside iptables, nftables and xdp-filter.
 pub(super) fn flood(s: &mut String, r: &Results) {
-    let _ = writeln!(s, "## 3. SYN flood at the receiver\n");
+    Section::Flood.heading(s);
     let f = &r.flood;
     let seconds = f.rows.first().map_or(0.0, |row| row.seconds);
     let rounds = f.rows.first().map_or(0, |row| row.rounds);
     let _ = writeln!(
         s,
         "Two namespaces joined by a veth pair (and a third, the mail client's, on a veth of its own: \
-         section 4). {} Window: {seconds:.1} s per \
+         {}). {} Window: {seconds:.1} s per \
          receiver and round, after 0.5 s of warm-up; {rounds} rounds, each measuring every receiver \
          in turn; each row is the receiver's median round, and its CPU cell the median (min-max) \
          over the rounds. The generator is pinned to the first core; the receiver's \
@@ -149,6 +162,7 @@ pub(super) fn flood(s: &mut String, r: &Results) {
          (checksums verified, a SYN-ACK written, XDP_TX; the generator's veth has no receive \
          queue, so veth drops the SYN-ACKs where a NIC would send them); their dropped column \
          counts drops and answers.{}\n",
+        Section::Mail,
         generator_text(&f.sender),
         overflow_text(f),
         r.machine.cores,
@@ -253,20 +267,21 @@ fn overflow_text(f: &Flood) -> String {
 /// Section 4: mail from allowlisted clients while the flood goes on.
 pub(super) fn mail(s: &mut String, r: &Results) {
     let f = &r.flood;
-    let _ = writeln!(s, "## 4. Mail during the flood\n");
+    Section::Mail.heading(s);
     let _ = writeln!(
         s,
         "Right after each window, with the flood still on, {} messages one after another from each \
          of two allowlisted clients, each a whole SMTP transaction (connect, EHLO, MAIL, RCPT, \
          DATA, QUIT; 10 s timeouts) to smtp-sink: 198.18.0.10 over the flood's veth, whose ring \
-         the flood overflows (section 3), so that a lost segment costs it a TCP retransmission; \
+         the flood overflows ({}), so that a lost segment costs it a TCP retransmission; \
          and 198.18.1.10 over a veth of its own (gw1), as a NIC with several queues would give \
          it, so that what remains is the receiver's load, not the ring. No XDP program is on \
          gw1; netfilter's rules and sets, the namespace's own, see it too and allow it. Delivered \
          = in smtp-sink's dump, over every round; median = the rounds' median; p99 = the worst \
          round's (of a batch this small, nearly its slowest message). Latency = the whole \
          transaction, ms.\n",
-        f.idle_mail.sent
+        f.idle_mail.sent,
+        Section::Flood
     );
     let reference = std::iter::once(("no flood (reference)", &f.idle_mail, &f.idle_mail_own));
     let rows = reference
@@ -291,7 +306,7 @@ pub(super) fn mail(s: &mut String, r: &Results) {
 
 /// Section 5: port25d's memory, start-up with a million prefixes, and scrape time.
 pub(super) fn daemon(s: &mut String, r: &Results) {
-    let _ = writeln!(s, "## 5. The daemon\n");
+    Section::Daemon.heading(s);
     let _ = writeln!(
         s,
         "port25d (policy `drop`, attached to a veth) idle and with an allow list file of a million \
@@ -331,7 +346,7 @@ pub(super) fn daemon(s: &mut String, r: &Results) {
 /// Section 6: what the cgroup connect hooks cost a process.
 pub(super) fn egress_guard(s: &mut String, r: &Results) {
     let pp = &r.per_packet;
-    let _ = writeln!(s, "## 6. The egress guard\n");
+    Section::Egress.heading(s);
     let _ = writeln!(
         s,
         "What the cgroup connect hooks cost a process: {} TCP connects per round to 127.0.0.1:25 \

@@ -17,19 +17,14 @@ use port25_common::{PORT_WORDS, SLOTS, Settings, egress::CONNECT4_PROGRAM, maps,
 
 use super::model::*;
 use super::procnet::{Socket, parse_tcp_table, socket_inode};
-use crate::users;
+use crate::users::{self, is_root};
 use crate::{
     config::cgroup2_root,
-    control,
+    control::{self, Endpoint, Probe},
     model::{EgressMode, Mode},
     pins::PinDir,
     proto::EgressStatus,
 };
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Sockets, their processes, users and interfaces of the running system.
 pub(super) fn read_host() -> anyhow::Result<Host> {
@@ -193,9 +188,9 @@ unsafe fn sockaddr_ip(addr: *const libc::sockaddr) -> Option<IpAddr> {
 // ---------------------------------------------------------------------------------------------
 
 /// The filter as the running daemon reports it, or else as its pins show it.
-pub(super) fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
+pub(super) fn read_filter(daemon: &Endpoint, pin_dir: &Path) -> FilterView {
     let mut view = FilterView::nothing(
-        &control_socket.display().to_string(),
+        &daemon.socket.display().to_string(),
         &pin_dir.display().to_string(),
     );
     if !is_root() {
@@ -203,8 +198,8 @@ pub(super) fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
             "not running as root: the control socket, the pins and other users' processes may be out of reach".to_owned(),
         );
     }
-    if control::is_running(control_socket) {
-        match control::status(control_socket) {
+    if control::probe(&daemon.socket) == Probe::Listening {
+        match control::status(daemon) {
             Ok(status) => {
                 view.source = ViewSource::Daemon;
                 view.daemon_pid = Some(status.pid);
@@ -219,7 +214,7 @@ pub(super) fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
                 view.ports.clone_from(&status.ports);
                 view.ports_from = ViewSource::Daemon;
                 view.monitor = status.mode == Mode::Monitor;
-                view.egress = egress_of(control_socket, &status.egress, &mut view.notes);
+                view.egress = egress_of(daemon, &status.egress, &mut view.notes);
                 return view;
             }
             Err(err) => view.notes.push(format!("{err:#}; using the pins")),
@@ -257,7 +252,7 @@ pub(super) fn read_filter(control_socket: &Path, pin_dir: &Path) -> FilterView {
 }
 
 /// The egress guard as the daemon reports it, with the processes of its kept events.
-fn egress_of(control_socket: &Path, status: &EgressStatus, notes: &mut Vec<String>) -> EgressView {
+fn egress_of(daemon: &Endpoint, status: &EgressStatus, notes: &mut Vec<String>) -> EgressView {
     let root = cgroup2_root().ok().map(|root| root.display().to_string());
     let mut view = EgressView {
         mode: status.mode,
@@ -269,7 +264,7 @@ fn egress_of(control_socket: &Path, status: &EgressStatus, notes: &mut Vec<Strin
     if status.mode == EgressMode::Off {
         return view;
     }
-    let events = match control::egress_events(control_socket, 0) {
+    let events = match control::egress_events(daemon, 0) {
         Ok(events) => events,
         Err(err) => {
             notes.push(format!("cannot read the egress events: {err:#}"));
@@ -356,7 +351,7 @@ mod tests {
                 xdp_mode: XdpMode::Skb
             })
         );
-        assert_eq!(parse_link_name("tc-egress-eth0"), None);
+        assert_eq!(parse_link_name("tc-synack-eth0"), None);
         assert_eq!(parse_link_name("xdp-other-eth0"), None);
         assert_eq!(parse_link_name("xdp-native-"), None);
     }

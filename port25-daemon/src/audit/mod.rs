@@ -13,25 +13,27 @@ pub(crate) mod model;
 pub(crate) mod procnet;
 mod render;
 
+use crate::cli::output::{out, outln};
 use std::path::Path;
 
 use self::gather::{read_filter, read_host};
 use self::judge::judge;
 use self::render::render;
+use crate::control::Endpoint;
 
 /// Exit code when a finding needs action (NOT PROTECTED or CHECK). Errors exit 1.
 pub(crate) const NEEDS_ACTION: u8 = 2;
 
 /// Runs the audit and prints it; returns the exit code (0: nothing needs action,
 /// [`NEEDS_ACTION`]: something does).
-pub(crate) fn audit(control_socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
+pub(crate) fn audit(daemon: &Endpoint, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
     let host = read_host()?;
-    let filter = read_filter(control_socket, pin_dir);
+    let filter = read_filter(daemon, pin_dir);
     let report = judge(&host, &filter);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render(&report));
+        out!("{}", render(&report));
     }
     Ok(if report.summary.needs_action {
         NEEDS_ACTION

@@ -1,18 +1,22 @@
 //! `port25d egress log`: the outbound connects the egress guard refused (or, in monitor mode,
 //! would have refused), as the running daemon keeps them; `--follow` prints new ones as they come.
 
-use std::{io::Write as _, path::Path, time::Duration};
+use std::time::Duration;
 
-use crate::{control, egress_log::KEPT, proto::EgressEvent};
+use super::output::outln;
+use crate::{
+    control::{self, Endpoint},
+    egress_guard::log::KEPT,
+    proto::EgressEvent,
+};
 
 /// How often `--follow` asks the daemon for new events.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
-pub(super) fn log(socket: &Path, json: bool, follow: bool) -> anyhow::Result<()> {
+pub(super) fn log(daemon: &Endpoint, json: bool, follow: bool) -> anyhow::Result<()> {
     let mut last = 0;
-    let mut out = std::io::stdout().lock();
     loop {
-        let events = control::egress_events(socket, last)?;
+        let events = control::egress_events(daemon, last)?;
         if let Some(first) = events.first()
             && last > 0
             && first.seq > last + 1
@@ -24,10 +28,9 @@ pub(super) fn log(socket: &Path, json: bool, follow: bool) -> anyhow::Result<()>
             );
         }
         for event in &events {
-            writeln!(out, "{}", line(event, json)?)?;
+            outln!("{}", line(event, json)?);
             last = event.seq;
         }
-        out.flush()?;
         if !follow {
             return Ok(());
         }

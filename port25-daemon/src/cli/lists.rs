@@ -2,13 +2,26 @@
 
 use std::time::Duration;
 
+use super::output::outln;
 use super::{ListAction, Ttl};
-use crate::{control, model::ListKind, proto::Request};
+use crate::{
+    control::{self, Probe, queue},
+    model::ListKind,
+    proto::Request,
+    text::counted,
+    users::is_root,
+};
 
 pub(super) fn list_action(list: ListKind, action: ListAction) -> anyhow::Result<()> {
-    let (socket, request) = match action {
-        ListAction::Add { cidr, ttl, socket } => (
-            socket,
+    let (client, state, request) = match action {
+        ListAction::Add {
+            cidr,
+            ttl,
+            client,
+            state,
+        } => (
+            client,
+            state,
             Request::Add {
                 list,
                 cidr,
@@ -18,13 +31,21 @@ pub(super) fn list_action(list: ListKind, action: ListAction) -> anyhow::Result<
                 },
             },
         ),
-        ListAction::Del { cidr, socket } => (socket, Request::Del { list, cidr }),
-        ListAction::List { socket } => {
-            let reply = control::entries(&socket.control_socket, list)?;
-            println!(
-                "{} list: {} runtime entries ({} more from the config)",
+        ListAction::Del {
+            cidr,
+            client,
+            state,
+        } => (client, state, Request::Del { list, cidr }),
+        ListAction::List { json, client } => {
+            let reply = control::entries(&client.endpoint(), list)?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&reply)?);
+                return Ok(());
+            }
+            outln!(
+                "{} list: {} ({} more from the config)",
                 reply.list,
-                reply.runtime.len(),
+                counted(reply.runtime.len(), "runtime entry", "runtime entries"),
                 reply.from_config
             );
             for entry in reply.runtime {
@@ -35,13 +56,16 @@ pub(super) fn list_action(list: ListKind, action: ListAction) -> anyhow::Result<
                         format!("expires in {}", humantime::format_duration(left))
                     },
                 );
-                println!("{:<44} {expiry}", entry.cidr.to_string());
+                outln!("{:<44} {expiry}", entry.cidr.to_string());
             }
             if !reply.crowdsec.is_empty() {
-                println!("{} decisions from CrowdSec:", reply.crowdsec.len());
+                outln!(
+                    "{} from CrowdSec:",
+                    counted(reply.crowdsec.len(), "decision", "decisions")
+                );
                 for held in reply.crowdsec {
                     let left = Duration::from_secs(held.expires.saturating_sub(reply.now));
-                    println!(
+                    outln!(
                         "{:<44} crowdsec {} (decision {}, {}) expires in {}",
                         held.cidr.to_string(),
                         held.origin,
@@ -54,6 +78,21 @@ pub(super) fn list_action(list: ListKind, action: ListAction) -> anyhow::Result<
             return Ok(());
         }
     };
-    println!("{}", control::command(&socket.control_socket, &request)?);
+    let daemon = client.endpoint();
+    if control::probe(&daemon.socket) == Probe::Absent {
+        // A restart, a crash: the change must not be lost (fail2ban does not ask twice).
+        if !is_root() {
+            anyhow::bail!("port25d's state directory is root-only: run this as root");
+        }
+        let queued = queue::enqueue(&state.state_dir, &request)?;
+        outln!(
+            "port25d does not answer on {}: the change waits in {} and is carried out when \
+             port25d starts",
+            daemon.socket.display(),
+            queued.display()
+        );
+        return Ok(());
+    }
+    outln!("{}", control::command(&daemon, &request)?);
     Ok(())
 }

@@ -2,11 +2,12 @@
 //! file of each (`check_config.rs`, `lists.rs`, `status.rs`, `top.rs`, `egress.rs`, `detach.rs`; `run` is
 //! `crate::daemon`, `audit` is `crate::audit`).
 
-mod check_config;
+pub(crate) mod check_config;
 mod detach;
 mod egress;
 mod lists;
 mod manpages;
+pub(crate) mod output;
 mod status;
 mod top;
 
@@ -16,7 +17,7 @@ use self::top::{TopOptions, top};
 use crate::{
     audit,
     config::Overrides,
-    control::DEFAULT_SOCKET,
+    control::{DEFAULT_SOCKET, DEFAULT_TIMEOUT, Endpoint},
     daemon::{DEFAULT_STATE_DIR, RunOptions, run},
     model::{ListKind, XdpModeSetting},
     pins::DEFAULT_PIN_DIR,
@@ -25,8 +26,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 /// XDP filter for SMTP (TCP port 25) on mail gateways.
 ///
-/// Drops or rate-limits port-25 traffic in the kernel by CIDR allow and deny lists, and exports
-/// what it did to Prometheus.
+/// Drops, rate-limits or answers with SYN cookies inbound port-25 traffic in the kernel by CIDR
+/// allow and deny lists (shared with a CrowdSec fleet), lets only the MTA and the smart hosts
+/// speak SMTP outbound (the egress guard), and exports what it did to Prometheus.
 #[derive(Parser)]
 #[command(name = "port25d", version, propagate_version = true)]
 struct Cli {
@@ -81,7 +83,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        socket: SocketArgs,
+        client: ClientArgs,
         #[command(flatten)]
         pins: PinArgs,
     },
@@ -111,11 +113,15 @@ enum Command {
         /// Print one table and exit.
         #[arg(long)]
         once: bool,
+        /// With --once: one JSON object (tracked, rows of source, dropped, admitted, completed,
+        /// verified) instead of the table.
+        #[arg(long, requires = "once")]
+        json: bool,
         /// List every tracked prefix, also those without drops.
         #[arg(long)]
         all: bool,
         /// Seconds between refreshes.
-        #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
+        #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
         interval: f64,
     },
     /// What the egress guard saw: the outbound connects it refused, with the process of each.
@@ -137,7 +143,7 @@ enum Command {
         #[command(flatten)]
         pins: PinArgs,
         #[command(flatten)]
-        socket: SocketArgs,
+        client: ClientArgs,
     },
     /// Remove the filter: detach the programs and remove every pin (and take port25 out of
     /// libxdp's dispatchers). A running daemon is asked to detach and stop; otherwise the pins a
@@ -145,8 +151,12 @@ enum Command {
     ///
     /// Example: port25d detach
     Detach {
+        /// When a live port25d on another control socket owns the pins: stop it (SIGTERM) and
+        /// remove the filter; without it, detach refuses and names that daemon.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
-        socket: SocketArgs,
+        client: ClientArgs,
         #[command(flatten)]
         pins: PinArgs,
     },
@@ -167,26 +177,38 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ListAction {
-    /// Add a CIDR (or one address); it takes effect at once and survives restarts.
+    /// Add a CIDR (or one address); it takes effect at once and survives restarts. When no
+    /// daemon answers (a restart), the change waits in the state directory and is carried out
+    /// when port25d starts.
     Add {
+        /// The source: a CIDR ("198.18.0.0/24", "2001:db8::/48") or one address.
         cidr: String,
         /// Remove it again after this long: "90s", "10m", "1h", "7d", or seconds; a negative
         /// number (fail2ban's permanent ban) means never.
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_ttl)]
         ttl: Option<Ttl>,
         #[command(flatten)]
-        socket: SocketArgs,
+        client: ClientArgs,
+        #[command(flatten)]
+        state: StateArgs,
     },
-    /// Remove a runtime entry.
+    /// Remove a runtime entry (waits in the state directory as `add` does when no daemon answers).
     Del {
+        /// The entry as it was added: a CIDR or one address.
         cidr: String,
         #[command(flatten)]
-        socket: SocketArgs,
+        client: ClientArgs,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// List the runtime entries, with what expires when.
     List {
+        /// Machine-readable output: one JSON object (list, runtime entries with their expiry in
+        /// unix seconds, how many the config brings, CrowdSec's decisions, now).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
-        socket: SocketArgs,
+        client: ClientArgs,
     },
 }
 
@@ -203,7 +225,7 @@ enum EgressAction {
         #[arg(long, short)]
         follow: bool,
         #[command(flatten)]
-        socket: SocketArgs,
+        client: ClientArgs,
     },
 }
 
@@ -213,20 +235,37 @@ enum Ttl {
     Never,
 }
 
+/// The longest TTL: ten years. Longer is a typo (`99999999999d`), or "never", which is `-1`.
+const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+
 fn parse_ttl(text: &str) -> Result<Ttl, BadValue> {
-    if let Ok(secs) = text.parse::<i64>() {
-        return match u64::try_from(secs) {
-            Ok(0) => Err(BadValue::ZeroTtl),
-            Ok(secs) => Ok(Ttl::Seconds(secs)),
-            Err(_) => Ok(Ttl::Never),
-        };
-    }
-    humantime::parse_duration(text)
-        .map(|d| Ttl::Seconds(d.as_secs().max(1)))
-        .map_err(|reason| BadValue::Ttl {
+    let secs = match text.parse::<i64>() {
+        Ok(secs) => match u64::try_from(secs) {
+            Ok(secs) => secs,
+            Err(_) => return Ok(Ttl::Never),
+        },
+        Err(_) => {
+            let duration = humantime::parse_duration(text).map_err(|reason| BadValue::Ttl {
+                text: text.to_owned(),
+                reason: reason.to_string(),
+            })?;
+            if duration.subsec_nanos() != 0 {
+                return Err(BadValue::Ttl {
+                    text: text.to_owned(),
+                    reason: "a TTL counts whole seconds".to_owned(),
+                });
+            }
+            duration.as_secs()
+        }
+    };
+    match secs {
+        0 => Err(BadValue::ZeroTtl),
+        secs if secs > MAX_TTL_SECS => Err(BadValue::Ttl {
             text: text.to_owned(),
-            reason,
-        })
+            reason: "longer than ten years; -1 or no --ttl means no expiry".to_owned(),
+        }),
+        secs => Ok(Ttl::Seconds(secs)),
+    }
 }
 
 /// A command-line value clap cannot take, in the words clap shows after the option's name.
@@ -234,13 +273,10 @@ fn parse_ttl(text: &str) -> Result<Ttl, BadValue> {
 enum BadValue {
     #[error("a TTL of 0 would expire at once; leave --ttl out for no expiry")]
     ZeroTtl,
-    #[error("{text:?} is not a duration ({reason}); write e.g. 600, 90s, 10m, 1h or 7d")]
-    Ttl {
-        text: String,
-        reason: humantime::DurationError,
-    },
+    #[error("{text:?} is not a TTL ({reason}); write e.g. 600, 90s, 10m, 1h or 7d")]
+    Ttl { text: String, reason: String },
     #[error("{0:?} is not a number of seconds from 0.1 to 3600")]
-    Interval(String),
+    Seconds(String),
 }
 
 #[derive(clap::Args)]
@@ -257,10 +293,40 @@ struct SocketArgs {
     control_socket: PathBuf,
 }
 
-fn parse_interval(text: &str) -> Result<f64, BadValue> {
+/// port25d's state directory, where a list change waits while no daemon answers.
+#[derive(clap::Args)]
+struct StateArgs {
+    /// The daemon's --state-dir.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+/// How a command reaches the running daemon.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+    /// Seconds to wait for the daemon's answer before giving up with an error (a stopped or
+    /// stuck daemon never blocks the caller longer).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT.as_secs_f64(), value_parser = parse_seconds)]
+    timeout: f64,
+}
+
+impl ClientArgs {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            socket: self.control_socket.clone(),
+            timeout: Duration::from_secs_f64(self.timeout),
+        }
+    }
+}
+
+/// A number of seconds from 0.1 to 3600 (`--interval`, `--timeout`).
+fn parse_seconds(text: &str) -> Result<f64, BadValue> {
     match text.parse::<f64>() {
         Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(secs),
-        _ => Err(BadValue::Interval(text.to_owned())),
+        _ => Err(BadValue::Seconds(text.to_owned())),
     }
 }
 
@@ -310,8 +376,8 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config, quiet } => {
             check_config::check_config(config.config, quiet).map(|()| 0)
         }
-        Command::Status { json, socket, pins } => {
-            status::status(&socket.control_socket, &pins.pin_dir, json)
+        Command::Status { json, client, pins } => {
+            status::status(&client.endpoint(), &pins.pin_dir, json)
         }
         Command::Allow { action } => lists::list_action(ListKind::Allow, action).map(|()| 0),
         Command::Deny { action } => lists::list_action(ListKind::Deny, action).map(|()| 0),
@@ -319,6 +385,7 @@ pub fn main() -> ExitCode {
             pins,
             count,
             once,
+            json,
             all,
             interval,
         } => top(&TopOptions {
@@ -326,6 +393,7 @@ pub fn main() -> ExitCode {
             count,
             all,
             once,
+            json,
             interval: Duration::from_secs_f64(interval),
         })
         .map(|()| 0),
@@ -334,21 +402,23 @@ pub fn main() -> ExitCode {
                 EgressAction::Log {
                     json,
                     follow,
-                    socket,
+                    client,
                 },
-        } => egress::log(&socket.control_socket, json, follow).map(|()| 0),
-        Command::Audit { json, pins, socket } => {
-            audit::audit(&socket.control_socket, &pins.pin_dir, json)
+        } => egress::log(&client.endpoint(), json, follow).map(|()| 0),
+        Command::Audit { json, pins, client } => {
+            audit::audit(&client.endpoint(), &pins.pin_dir, json)
         }
-        Command::Detach { socket, pins } => {
-            detach::detach(&socket.control_socket, &pins.pin_dir).map(|()| 0)
-        }
+        Command::Detach {
+            force,
+            client,
+            pins,
+        } => detach::detach(&client.endpoint(), &pins.pin_dir, force).map(|()| 0),
         Command::Manpage { dir: None } => manpages::print_main().map(|()| 0),
-        Command::Manpage { dir: Some(dir) } => manpages::write_all(&dir).map(|pages| {
+        Command::Manpage { dir: Some(dir) } => manpages::write_all(&dir).and_then(|pages| {
             for page in pages {
-                println!("{}", page.display());
+                output::write(format_args!("{}", page.display()), true)?;
             }
-            0
+            Ok(0)
         }),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics when its writer fails (a closed pipe).
@@ -366,6 +436,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // `| head`: the reader has what it wanted.
+        Err(err) if err.is::<output::StdoutClosed>() => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("port25d: {err:#}");
             ExitCode::FAILURE
@@ -396,4 +468,28 @@ fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_is_whole_seconds_up_to_ten_years_or_never() {
+        assert!(matches!(parse_ttl("600"), Ok(Ttl::Seconds(600))));
+        assert!(matches!(parse_ttl("1h"), Ok(Ttl::Seconds(3600))));
+        assert!(matches!(parse_ttl("-1"), Ok(Ttl::Never)));
+        assert!(matches!(parse_ttl("0"), Err(BadValue::ZeroTtl)));
+        for (text, reason) in [
+            ("500ms", "whole seconds"),
+            ("1.5s", "whole seconds"),
+            ("99999999999d", "longer than ten years"),
+            ("3651d", "longer than ten years"),
+            ("soon", "not a TTL"),
+        ] {
+            let said = parse_ttl(text).map(|_| ()).unwrap_err().to_string();
+            assert!(said.contains(reason), "{text}: {said}");
+        }
+        assert!(matches!(parse_ttl("3650d"), Ok(Ttl::Seconds(_))));
+    }
 }

@@ -3,14 +3,17 @@
 
 use std::{fmt::Write as _, path::Path};
 
+use super::output::{out, outln};
+
 use serde::Serialize;
 
 use crate::{
-    control,
+    control::{self, Endpoint, Probe},
     datapath::Counters,
     model::EgressMode,
     pins::PinDir,
     proto::{CounterStatus, CrowdsecStatus, EgressStatus, Status, counter_rows},
+    text::counted,
 };
 
 /// Exit code of `status` when no daemon answers.
@@ -38,21 +41,44 @@ fn pinned_links(pin_dir: &Path) -> Vec<String> {
 }
 
 /// Prints the status; returns the exit code (0 running, 3 not running).
-pub(super) fn status(socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
-    if control::is_running(socket) {
-        let status = control::status(socket)?;
-        if json {
-            let report = Report {
-                running: true,
-                pinned_links: pinned_links(Path::new(&status.pin_dir)),
-                counters: None,
-                daemon: Some(&status),
-            };
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            print!("{}", render(&status));
-        }
-        return Ok(0);
+pub(super) fn status(daemon: &Endpoint, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
+    let socket = &daemon.socket;
+    match control::probe(socket) {
+        Probe::Listening => {}
+        Probe::RootOnly => anyhow::bail!(
+            "the control socket {} is root-only: run this as root",
+            socket.display()
+        ),
+        Probe::Absent => return not_running(socket, pin_dir, json),
+    }
+    let status = control::status(daemon)?;
+    if json {
+        let report = Report {
+            running: true,
+            pinned_links: pinned_links(Path::new(&status.pin_dir)),
+            counters: None,
+            daemon: Some(&status),
+        };
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        out!("{}", render(&status));
+    }
+    Ok(0)
+}
+
+/// What the pins show when nothing answers on the socket: a killed daemon's filter, or none; a
+/// live daemon on another socket is named, not taken for a dead one.
+fn not_running(socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Result<u8> {
+    if let Some(owner) = PinDir::existing(pin_dir).owner() {
+        let ask = owner.control_socket.as_ref().map_or_else(
+            || "its control socket could not be told".to_owned(),
+            |other| format!("ask it with --control-socket {}", other.display()),
+        );
+        anyhow::bail!(
+            "nothing answers on {}, but {owner} is running the filter pinned in {}: {ask}",
+            socket.display(),
+            pin_dir.display()
+        );
     }
     let links = pinned_links(pin_dir);
     let counters = Counters::open_pinned(&PinDir::existing(pin_dir))
@@ -69,27 +95,27 @@ pub(super) fn status(socket: &Path, pin_dir: &Path, json: bool) -> anyhow::Resul
             counters: Some(&counters),
             daemon: None,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        outln!(
             "port25d is not running (nothing answers on {}).",
             socket.display()
         );
         if links.is_empty() {
-            println!(
+            outln!(
                 "No filter is pinned in {}: nothing is attached.",
                 pin_dir.display()
             );
         } else {
-            println!(
+            outln!(
                 "The filter is still attached and enforcing its last policy (pinned in {}): {}",
                 pin_dir.display(),
                 links.join(", ")
             );
-            println!("Start port25d to take it over, or `port25d detach` to remove it.");
+            outln!("Start port25d to take it over, or `port25d detach` to remove it.");
         }
         if !counters.is_empty() {
-            print!("{}", render_counters(&counters));
+            out!("{}", render_counters(&counters));
         }
     }
     Ok(NOT_RUNNING)
@@ -120,13 +146,13 @@ pub(super) fn render(status: &Status) -> String {
             } else {
                 String::new()
             },
-            match (iface.egress_watched, iface.egress_pinned) {
-                (true, true) => ", egress watched (pinned TCX link)",
+            match (iface.synacks_watched, iface.synack_watcher_pinned) {
+                (true, true) => ", SYN-ACKs watched (pinned TCX link)",
                 (true, false) => {
-                    ", egress watched (tc filter: no TCX before Linux 6.6, so not pinned; each \
+                    ", SYN-ACKs watched (tc filter: no TCX before Linux 6.6, so not pinned; each \
                      start replaces it)"
                 }
-                (false, _) => ", egress not watched",
+                (false, _) => ", SYN-ACKs not watched (no handshake verification)",
             },
             if iface.adopted {
                 ", taken over from a previous daemon"
@@ -135,7 +161,7 @@ pub(super) fn render(status: &Status) -> String {
             }
         );
     }
-    let now = crate::runtime::now_unix();
+    let now = crate::clock::now_unix();
     for lost in &status.lost {
         let what = match &lost.iface {
             Some(iface) => format!("{iface}: XDP filter"),
@@ -158,9 +184,14 @@ pub(super) fn render(status: &Status) -> String {
     let ports: Vec<String> = status.ports.iter().map(u16::to_string).collect();
     let _ = writeln!(
         out,
-        "policy {}, mode {}, ports {}, on exit {}",
+        "policy {}, mode {}{}, ports {}, on exit {}",
         status.policy,
         status.mode,
+        if status.monitor_from_command_line {
+            " (from `run --monitor`, whatever the config's mode)"
+        } else {
+            ""
+        },
         ports.join(", "),
         status.on_exit
     );
@@ -181,17 +212,36 @@ pub(super) fn render(status: &Status) -> String {
         } else {
             String::new()
         };
+        // An entry both in the config and added at run time (or banned by CrowdSec) is one
+        // entry in the kernel: said, so that the parts add up.
+        let parts = list.from_config + list.runtime + list.crowdsec;
+        let shared = match parts.saturating_sub(list.total) {
+            0 => String::new(),
+            n => format!("; {n} of those listed twice"),
+        };
         let _ = writeln!(
             out,
-            "{} list: {} entries ({} from the config, {} runtime{crowdsec})",
-            list.list, list.total, list.from_config, list.runtime
+            "{} list: {} ({} from the config, {} runtime{crowdsec}{shared})",
+            list.list,
+            counted(list.total, "entry", "entries"),
+            list.from_config,
+            list.runtime
         );
     }
     let _ = writeln!(
         out,
-        "reloads: {} ok, {} failed; policy generation {}; {} rate-limited prefixes tracked",
-        status.reloads_ok, status.reloads_failed, status.generation, status.tracked_sources
+        "reloads: {} ok, {} failed; policy generation {}; the rate limiter tracks {}",
+        status.reloads_ok,
+        status.reloads_failed,
+        status.generation,
+        counted(status.tracked_sources, "source prefix", "source prefixes")
     );
+    if let Some(err) = &status.last_reload_error {
+        let _ = writeln!(
+            out,
+            "  the last reload was REJECTED, the running policy stays: {err}"
+        );
+    }
     out.push_str(&render_counters(&status.counters));
     render_egress(&mut out, &status.egress);
     render_crowdsec(&mut out, status.crowdsec.as_ref());
@@ -203,7 +253,7 @@ fn render_crowdsec(out: &mut String, crowdsec: Option<&CrowdsecStatus>) {
         out.push_str("crowdsec: off\n");
         return;
     };
-    let now = crate::runtime::now_unix();
+    let now = crate::clock::now_unix();
     let ago = |at: Option<u64>| {
         at.map_or_else(
             || "never".to_owned(),
@@ -214,7 +264,12 @@ fn render_crowdsec(out: &mut String, crowdsec: Option<&CrowdsecStatus>) {
         (None, Some(_)) => "reachable".to_owned(),
         (None, None) => "not polled yet".to_owned(),
         (Some(err), _) => format!(
-            "UNREACHABLE for {} polls, the bans held stay enforced: {err}",
+            "{} for {} polls, the bans held stay enforced: {err}",
+            if cs.last_answer_refused {
+                "ANSWERS REFUSED"
+            } else {
+                "UNREACHABLE"
+            },
             cs.failures_in_a_row
         ),
     };
@@ -254,6 +309,21 @@ fn render_crowdsec(out: &mut String, crowdsec: Option<&CrowdsecStatus>) {
             skipped.join(", ")
         }
     );
+    if cs.overridden_count > 0 {
+        let shown: Vec<String> = cs.overridden.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "  allowlist overrides {} decisions (allowlisted addresses inside them are not \
+             dropped): {}{}",
+            cs.overridden_count,
+            shown.join(", "),
+            if cs.overridden_count > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        );
+    }
     match &cs.reporter {
         Some(machine) => {
             let _ = writeln!(

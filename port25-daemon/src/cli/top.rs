@@ -1,13 +1,14 @@
 //! `port25d top`: the source prefixes the rate limiter drops most, read from the running daemon's
 //! pinned source table, refreshed like top(1).
 
+use super::output::{out, outln};
 use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
 
 use crate::{
+    datapath::{self, SourceTables, TrackedSource},
     pins,
-    sources::{self, SourceTables, TrackedSource},
 };
 
 pub(super) struct TopOptions<'a> {
@@ -17,6 +18,8 @@ pub(super) struct TopOptions<'a> {
     pub all: bool,
     /// Print one table and exit (for scripts), instead of refreshing.
     pub once: bool,
+    /// With `once`: JSON instead of the table.
+    pub json: bool,
     pub interval: Duration,
 }
 
@@ -38,19 +41,42 @@ pub(super) fn top(options: &TopOptions<'_>) -> anyhow::Result<()> {
             rows.truncate(options.count);
             rows
         } else {
-            sources::top(all.clone(), options.count)
+            datapath::top(all.clone(), options.count)
         };
-        if !options.once {
-            // Clear the screen and home the cursor, as top(1) redraws.
-            print!("\x1b[2J\x1b[H");
+        if options.json {
+            let report = serde_json::json!({
+                "tracked": tracked,
+                "rows": rows.iter().map(|row| serde_json::json!({
+                    "source": row.source.to_string(),
+                    "dropped": row.dropped,
+                    "admitted": row.admitted,
+                    "completed": row.completed,
+                    "verified": row.verified,
+                })).collect::<Vec<_>>(),
+            });
+            outln!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(());
         }
-        println!(
+        if !options.once {
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                // Clear the screen and home the cursor, as top(1) redraws.
+                out!("\x1b[2J\x1b[H");
+            } else if previous.is_some() {
+                // Into a file or a pipe: one table after the other, no terminal escapes.
+                outln!("");
+            }
+        }
+        outln!(
             "port25d top: {tracked} tracked source prefixes, {} shown (most drops first)",
             rows.len()
         );
-        println!(
+        outln!(
             "{:<44} {:>14} {:>14} {:>12} {:>9}",
-            "SOURCE", "DROPPED", "ADMITTED", "DROPS/S", "VERIFIED"
+            "SOURCE",
+            "DROPPED",
+            "ADMITTED",
+            "DROPS/S",
+            "VERIFIED"
         );
         for row in &rows {
             let rate = previous
@@ -61,7 +87,7 @@ pub(super) fn top(options: &TopOptions<'_>) -> anyhow::Result<()> {
                         / options.interval.as_secs_f64()
                 });
             let rate = rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"));
-            println!(
+            outln!(
                 "{:<44} {:>14} {:>14} {:>12} {:>9}",
                 row.source.to_string(),
                 row.dropped,

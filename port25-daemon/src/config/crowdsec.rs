@@ -8,9 +8,10 @@ use std::fmt;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::ConfigError;
-use super::validate::Source;
-use crate::crowdsec::duration;
+use super::duration;
+use super::source::Source;
+use super::{ConfigError, RateLimit};
+use crate::model::Policy;
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +19,7 @@ pub(super) struct RawCrowdsec {
     lapi_url: Option<Spanned<String>>,
     bouncer_key_file: Option<Spanned<String>>,
     update_frequency: Option<Spanned<i64>>,
+    lapi_timeout: Option<Spanned<i64>>,
     decision_types: Option<Vec<Spanned<String>>>,
     scopes: Option<Vec<Spanned<String>>>,
     #[serde(default)]
@@ -27,6 +29,10 @@ pub(super) struct RawCrowdsec {
     report_after: Option<Spanned<i64>>,
     report_window: Option<Spanned<i64>>,
     report_ban: Option<Spanned<String>>,
+    min_ipv4_prefix: Option<Spanned<i64>>,
+    min_ipv6_prefix: Option<Spanned<i64>>,
+    max_answer_mb: Option<Spanned<i64>>,
+    max_decisions: Option<Spanned<i64>>,
 }
 
 /// A credential read from a file: never printed, not even by `{:?}`.
@@ -50,13 +56,55 @@ pub struct Crowdsec {
     pub bouncer_key: Secret,
     /// Seconds between polls.
     pub update_frequency: u32,
+    /// Seconds one request to the LAPI may take, answer included.
+    pub lapi_timeout: u32,
     /// Lower case; decisions of other types are skipped (and counted).
     pub decision_types: Vec<String>,
     /// Lower case, each one of [`SCOPES`].
     pub scopes: Vec<String>,
     /// Lower case; empty: every origin.
     pub origins: Vec<String>,
+    /// What the fleet may impose on this gateway (docs/ARCHITECTURE.md, § CrowdSec, trust rules).
+    pub bounds: Bounds,
     pub reporter: Option<Reporter>,
+}
+
+/// The bounds on what a LAPI may make port25d hold: decisions on prefixes shorter than these are
+/// refused (a /0 never passes: the least is 1), an answer longer than `max_answer_bytes` is
+/// refused unread, and past `max_decisions` held, new ones are skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub min_ipv4_prefix: u8,
+    pub min_ipv6_prefix: u8,
+    pub max_answer_bytes: u64,
+    pub max_decisions: usize,
+}
+
+impl Bounds {
+    pub const DEFAULT_MIN_IPV4_PREFIX: u8 = 16;
+    pub const DEFAULT_MIN_IPV6_PREFIX: u8 = 32;
+    pub const DEFAULT_MAX_ANSWER_MB: u32 = 32;
+    pub const DEFAULT_MAX_DECISIONS: u32 = 200_000;
+
+    /// Whether a decision on `net` is narrow enough to take.
+    pub fn allows(&self, net: &ipnet::IpNet) -> bool {
+        let least = match net {
+            ipnet::IpNet::V4(_) => self.min_ipv4_prefix,
+            ipnet::IpNet::V6(_) => self.min_ipv6_prefix,
+        };
+        net.prefix_len() >= least.max(1)
+    }
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            min_ipv4_prefix: Self::DEFAULT_MIN_IPV4_PREFIX,
+            min_ipv6_prefix: Self::DEFAULT_MIN_IPV6_PREFIX,
+            max_answer_bytes: u64::from(Self::DEFAULT_MAX_ANSWER_MB) << 20,
+            max_decisions: Self::DEFAULT_MAX_DECISIONS as usize,
+        }
+    }
 }
 
 /// Watcher credentials and when to push an alert.
@@ -64,7 +112,8 @@ pub struct Crowdsec {
 pub struct Reporter {
     pub machine_id: String,
     pub password: Secret,
-    /// Rate-limited SYNs of one prefix within `report_window` seconds that make an alert.
+    /// Handshakes one prefix completed within `report_window` seconds, while its own bucket
+    /// refused some of its SYNs, that make an alert: evidence a spoofer cannot forge.
     pub report_after: u32,
     pub report_window: u32,
     /// The ban the alert asks for, as written (a Go duration: "4h").
@@ -72,7 +121,12 @@ pub struct Reporter {
 }
 
 impl Source<'_> {
-    pub(super) fn crowdsec(&self, raw: &RawCrowdsec) -> Result<Option<Crowdsec>, ConfigError> {
+    pub(super) fn crowdsec(
+        &self,
+        raw: &RawCrowdsec,
+        ratelimit: &RateLimit,
+        policy: Policy,
+    ) -> Result<Option<Crowdsec>, ConfigError> {
         let url = raw
             .lapi_url
             .as_ref()
@@ -133,19 +187,57 @@ impl Source<'_> {
                 10,
                 1..=3600,
             )?,
+            lapi_timeout: self.ranged(&raw.lapi_timeout, "crowdsec.lapi_timeout", 30, 1..=300)?,
             decision_types,
             scopes,
             origins: lower(&raw.origins),
-            reporter: self.reporter(raw)?,
+            bounds: self.bounds(raw)?,
+            reporter: self.reporter(raw, ratelimit, policy)?,
         }))
     }
 
-    fn reporter(&self, raw: &RawCrowdsec) -> Result<Option<Reporter>, ConfigError> {
+    fn bounds(&self, raw: &RawCrowdsec) -> Result<Bounds, ConfigError> {
+        let mb = self.ranged(
+            &raw.max_answer_mb,
+            "crowdsec.max_answer_mb",
+            Bounds::DEFAULT_MAX_ANSWER_MB,
+            1..=1024,
+        )?;
+        Ok(Bounds {
+            min_ipv4_prefix: self.ranged(
+                &raw.min_ipv4_prefix,
+                "crowdsec.min_ipv4_prefix",
+                u32::from(Bounds::DEFAULT_MIN_IPV4_PREFIX),
+                1..=32,
+            )? as u8,
+            min_ipv6_prefix: self.ranged(
+                &raw.min_ipv6_prefix,
+                "crowdsec.min_ipv6_prefix",
+                u32::from(Bounds::DEFAULT_MIN_IPV6_PREFIX),
+                1..=128,
+            )? as u8,
+            max_answer_bytes: u64::from(mb) << 20,
+            max_decisions: self.ranged(
+                &raw.max_decisions,
+                "crowdsec.max_decisions",
+                Bounds::DEFAULT_MAX_DECISIONS,
+                1..=2_000_000,
+            )? as usize,
+        })
+    }
+
+    fn reporter(
+        &self,
+        raw: &RawCrowdsec,
+        ratelimit: &RateLimit,
+        policy: Policy,
+    ) -> Result<Option<Reporter>, ConfigError> {
         let machine_id = raw.machine_id.as_ref().filter(|m| !m.get_ref().is_empty());
         let password_file = raw
             .machine_password_file
             .as_ref()
             .filter(|p| !p.get_ref().is_empty());
+        let machine_id_span = machine_id.map_or(0..0, Spanned::span);
         let machine_id = match (machine_id, password_file) {
             (None, None) => return Ok(None),
             (Some(id), _) => id.get_ref().trim().to_owned(),
@@ -180,21 +272,44 @@ impl Source<'_> {
                 ));
             }
         }
+        // Under ratelimit, handshakes are seen by the SYN-ACK watcher, which runs while
+        // verification is on (policy synproxy's cookies prove them by themselves).
+        if policy == Policy::Ratelimit && ratelimit.verified_ttl == 0 {
+            return Err(self.error_at(
+                machine_id_span,
+                "crowdsec.machine_id: the reporter acts only on completed handshakes, which \
+                 policy \"ratelimit\" watches while ratelimit.verified_ttl is above 0; set \
+                 verified_ttl (e.g. 600) or leave machine_id empty",
+            ));
+        }
+        let report_window =
+            self.ranged(&raw.report_window, "crowdsec.report_window", 60, 1..=86_400)?;
+        // A prefix's completed handshakes cannot outrun its own bucket: a threshold beyond what
+        // the bucket admits in a window would never report anything.
+        let most = ratelimit.admitted_within(report_window);
+        let report_after = self.ranged(
+            &raw.report_after,
+            "crowdsec.report_after",
+            1000.min(most),
+            1..=100_000_000,
+        )?;
+        if report_after > most {
+            return Err(self.error_at(
+                raw.report_after.as_ref().map_or(0..0, Spanned::span),
+                format!(
+                    "crowdsec.report_after = {report_after} can never be reached: one prefix's \
+                     bucket (ratelimit.syn_rate = {}, syn_burst = {}) admits at most {most} new \
+                     connections in report_window = {report_window} s, and only completed ones \
+                     count; use at most {most}",
+                    ratelimit.syn_rate, ratelimit.syn_burst
+                ),
+            ));
+        }
         Ok(Some(Reporter {
             machine_id,
             password,
-            report_after: self.ranged(
-                &raw.report_after,
-                "crowdsec.report_after",
-                1000,
-                1..=100_000_000,
-            )?,
-            report_window: self.ranged(
-                &raw.report_window,
-                "crowdsec.report_window",
-                60,
-                1..=86_400,
-            )?,
+            report_after,
+            report_window,
             report_ban,
         }))
     }

@@ -12,7 +12,7 @@ use port25_common::egress::{MAX_CGROUPS, MAX_FORWARD, MAX_PORTS, MAX_USERS};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::validate::Source;
+use super::source::Source;
 use super::{CidrSet, ConfigError, cidr};
 use crate::model::EgressMode;
 use crate::users;
@@ -238,8 +238,9 @@ impl Source<'_> {
         }
         raw.iter()
             .map(|dir| {
-                let relative = dir.get_ref().trim_matches('/');
-                let path = root.join(relative);
+                let path = under_root(root, dir.get_ref());
+                let relative = cgroup_name(root, &path);
+                let relative = relative.trim_start_matches('/');
                 let id = std::fs::metadata(&path)
                     .ok()
                     .filter(std::fs::Metadata::is_dir)
@@ -264,8 +265,8 @@ impl Source<'_> {
     }
 
     fn attach_cgroup(&self, root: &Path, dir: &Spanned<String>) -> Result<PathBuf, ConfigError> {
-        let path = PathBuf::from(dir.get_ref());
-        if !path.starts_with(root) || !path.is_dir() {
+        let path = under_root(root, dir.get_ref());
+        if !path.is_dir() {
             return Err(self.error_at(
                 dir.span(),
                 format!(
@@ -309,6 +310,34 @@ pub enum Unresolved {
     NoAddress(String),
 }
 
+/// A cgroup the config names, as systemd does ("/system.slice/postfix.service", under the cgroup2
+/// root) or by its full path ("/sys/fs/cgroup/system.slice/postfix.service"): its directory.
+fn under_root(root: &Path, text: &str) -> PathBuf {
+    let path = Path::new(text);
+    if path.starts_with(root) {
+        return path.to_path_buf();
+    }
+    root.join(text.trim_matches('/'))
+}
+
+/// How a cgroup is named to operators, one form everywhere (config summary, status, metrics,
+/// the egress log): its path under the cgroup2 root `root`, as systemd names it
+/// ("/system.slice/postfix.service"; "/" for the root).
+pub fn cgroup_name(root: &Path, path: &Path) -> String {
+    match path.strip_prefix(root) {
+        Ok(relative) => format!("/{}", relative.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+/// [`cgroup_name`] under the cgroup2 root of this host.
+pub fn cgroup_display(path: &Path) -> String {
+    cgroup2_root().map_or_else(
+        |_| path.display().to_string(),
+        |root| cgroup_name(&root, path),
+    )
+}
+
 /// Where the cgroup2 hierarchy is mounted, from /proc/self/mounts (/sys/fs/cgroup on a pure v2
 /// host, /sys/fs/cgroup/unified on a hybrid one).
 pub fn cgroup2_root() -> Result<PathBuf, NoCgroup2> {
@@ -337,6 +366,22 @@ pub enum NoCgroup2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_is_named_one_way_and_found_either_way() {
+        let root = Path::new("/sys/fs/cgroup");
+        for text in [
+            "/sys/fs/cgroup/system.slice/postfix.service",
+            "/system.slice/postfix.service",
+            "system.slice/postfix.service",
+        ] {
+            let path = under_root(root, text);
+            assert_eq!(path, root.join("system.slice/postfix.service"), "{text}");
+            assert_eq!(cgroup_name(root, &path), "/system.slice/postfix.service");
+        }
+        assert_eq!(cgroup_name(root, root), "/");
+        assert_eq!(under_root(root, ""), root);
+    }
 
     #[test]
     fn the_cgroup2_root_is_found() {

@@ -1,5 +1,6 @@
 //! The config as serde reads it: every key the file may have, with the byte span of each value
-//! that needs more checks than its type gives (ranges, CIDRs, paths). `validate.rs` checks them.
+//! that needs more checks than its type gives (ranges, CIDRs, paths); each section's own file
+//! (`lists.rs`, `ratelimit.rs`, …) holds its raw table and checks it.
 
 use std::fmt;
 
@@ -21,15 +22,15 @@ pub(super) struct RawConfig {
     pub(super) on_exit: Option<OnExit>,
     pub(super) reattach: Option<bool>,
     #[serde(default, deserialize_with = "table")]
-    pub(super) allow: RawList,
+    pub(super) allow: super::lists::RawList,
     #[serde(default, deserialize_with = "table")]
-    pub(super) deny: RawList,
+    pub(super) deny: super::lists::RawList,
     #[serde(default, deserialize_with = "table")]
-    pub(super) ratelimit: RawRateLimit,
+    pub(super) ratelimit: super::ratelimit::RawRateLimit,
     #[serde(default, deserialize_with = "table")]
     pub(super) synproxy: super::synproxy::RawSynproxy,
     #[serde(default, deserialize_with = "table")]
-    pub(super) metrics: RawMetrics,
+    pub(super) metrics: super::metrics::RawMetrics,
     #[serde(default, deserialize_with = "table")]
     pub(super) egress: super::egress::RawEgress,
     #[serde(default, deserialize_with = "table")]
@@ -58,34 +59,4 @@ where
     }
 
     deserializer.deserialize_map(TableOnly(std::marker::PhantomData))
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawList {
-    #[serde(default)]
-    pub(super) cidrs: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub(super) files: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub(super) dirs: Vec<Spanned<String>>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRateLimit {
-    pub(super) syn_rate: Option<Spanned<i64>>,
-    pub(super) syn_burst: Option<Spanned<i64>>,
-    pub(super) ipv4_prefix: Option<Spanned<i64>>,
-    pub(super) ipv6_prefix: Option<Spanned<i64>>,
-    pub(super) global_syn_rate: Option<Spanned<i64>>,
-    pub(super) global_syn_burst: Option<Spanned<i64>>,
-    pub(super) tracked_sources: Option<Spanned<i64>>,
-    pub(super) verified_ttl: Option<Spanned<i64>>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawMetrics {
-    pub(super) listen: Option<Spanned<String>>,
 }

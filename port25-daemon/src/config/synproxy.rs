@@ -1,11 +1,9 @@
 //! `[synproxy]`: the SYN cookies of policy synproxy (docs/ARCHITECTURE.md, § SYN cookies).
 
-use std::fmt;
-
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, validate::Source};
+use super::{ConfigError, source::Source};
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,31 +58,6 @@ impl Source<'_> {
             ttl: self.ranged(&raw.ttl, "synproxy.ttl", 64, 1..=255)? as u8,
             ipv6: raw.ipv6.unwrap_or(true),
         })
-    }
-}
-
-impl fmt::Display for Synproxy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "  {:<16}{} SYN-ACK/s, burst {}",
-            "budget", self.synack_rate, self.synack_burst
-        )?;
-        writeln!(
-            f,
-            "  {:<16}MSS {} (IPv4), {} (IPv6), window scale {}, TTL {}",
-            "SYN-ACK", self.mss4, self.mss6, self.wscale, self.ttl
-        )?;
-        writeln!(
-            f,
-            "  {:<16}{}",
-            "IPv6",
-            if self.ipv6 {
-                "answered with cookies too"
-            } else {
-                "rate-limited as under policy ratelimit (synproxy.ipv6 = false)"
-            }
-        )
     }
 }
 

@@ -24,6 +24,11 @@ fn write(path: &Path, text: &str) {
 
 const ORIGIN: &str = "/etc/port25/test.toml";
 
+/// What `port25d check-config` prints of `c`.
+fn shown(c: &Config) -> String {
+    crate::cli::check_config::Summary(c).to_string()
+}
+
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new(ORIGIN))
 }
@@ -160,10 +165,7 @@ listen = "[::1]:9100"
     assert_eq!(c.interfaces, vec!["eth0", "eth1"]);
     assert_eq!(c.xdp_mode, XdpModeSetting::Native);
     assert_eq!(c.xdp_coexist, XdpCoexist::Libxdp);
-    assert!(
-        c.to_string()
-            .contains("xdp coexist       libxdp (a component of libxdp's dispatcher")
-    );
+    assert!(shown(&c).contains("xdp coexist       libxdp (a component of libxdp's dispatcher"));
     assert_eq!(c.ports, vec![25, 465, 587]);
     assert_eq!(c.mode, Mode::Monitor);
     assert_eq!(c.policy, Policy::Drop);
@@ -232,6 +234,29 @@ fn list_file_comments_blank_lines_and_whitespace() {
 }
 
 #[test]
+fn list_files_in_the_forms_blocklists_are_published_in() {
+    // Spamhaus DROP (drop.txt), as fetched.
+    let drop = "; Spamhaus DROP List 2026/12/07 - (c) 2026 The Spamhaus Project SLU\n\
+                ; https://www.spamhaus.org/drop/drop.txt\n\
+                ; Last-Modified: Mon, 07 Dec 2026 05:00:00 GMT\n\
+                ; Expires: Mon, 07 Dec 2026 06:00:00 GMT\n\
+                198.18.16.0/20 ; SBL256894\n\
+                198.19.192.0/22 ; SBL459831\n";
+    assert_eq!(
+        cidr::parse_list(drop).unwrap(),
+        vec![net("198.18.16.0/20"), net("198.19.192.0/22")]
+    );
+    // A CIDR and a note after a blank or a tab.
+    assert_eq!(
+        cidr::parse_list("198.18.0.0/24 spam source\n2001:db8::1\tseen 2026-12-01\n").unwrap(),
+        vec![net("198.18.0.0/24"), net("2001:db8::1/128")]
+    );
+    // A prefix length split off is an error, not a /32.
+    let (line, err) = cidr::parse_list("198.18.0.0/24\n198.18.1.0 /24\n").unwrap_err();
+    assert_eq!(line, 2, "{err}");
+}
+
+#[test]
 fn cidr_set_sorts_and_dedups() {
     let set = CidrSet::new(
         [
@@ -294,7 +319,7 @@ fn display_lists_entries_and_caps_long_lists() {
         cidrs.join(", ")
     ))
     .unwrap();
-    let text = c.to_string();
+    let text = shown(&c);
     assert_mentions(
         &text,
         &[
@@ -438,7 +463,7 @@ fn error_missing_list_file() {
         "port25-config-{}-missing-list/nope.txt",
         std::process::id()
     ));
-    let reason = format!("cannot read list file {}", tried.display());
+    let reason = format!("list file {} cannot be read", tried.display());
     let err = load_fails("missing-list", config, &[], ("port25.toml", 4), &reason);
     assert!(err.reason.contains("No such file or directory"), "{err}");
 }
@@ -451,7 +476,7 @@ fn error_unreadable_list_file() {
         "[allow]\nfiles = [\"lists\"]\n",
         &[("lists/README", "a directory, not a list\n")],
         ("port25.toml", 2),
-        "Is a directory",
+        "is a directory, not a regular file",
     );
 }
 
@@ -595,6 +620,114 @@ fn watched_directories_hold_list_files() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Makes a FIFO at `path` (no writer ever opens it: reading it would block forever).
+fn fifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[test]
+fn a_list_file_that_is_none_is_refused_quickly_with_one_clear_line() {
+    let dir = scratch("bad-lists");
+    let config = dir.join("port25.toml");
+    let huge_line = "1".repeat(20 << 20);
+    write(&dir.join("one-line"), &huge_line);
+    std::fs::write(
+        dir.join("binary"),
+        [0x1f, 0x8b, 0x08, 0x00, 0xff, 0xfe, 0x00],
+    )
+    .unwrap();
+    write(
+        &dir.join("error.html"),
+        "<!DOCTYPE html>\n<html><body>502 Bad Gateway</body></html>\n",
+    );
+    fifo(&dir.join("fifo"));
+    let cases: [(&str, &str, Option<usize>, &str); 5] = [
+        (
+            "/dev/zero",
+            "port25.toml",
+            Some(3),
+            "is a character device, not a regular file",
+        ),
+        (
+            "fifo",
+            "port25.toml",
+            Some(3),
+            "is a FIFO, not a regular file",
+        ),
+        (
+            "one-line",
+            "one-line",
+            Some(1),
+            "a line of 20971520 bytes (at most 4096) starting \"1111",
+        ),
+        (
+            "binary",
+            "port25.toml",
+            Some(3),
+            "is not text (byte 1 is not UTF-8)",
+        ),
+        (
+            "error.html",
+            "error.html",
+            Some(1),
+            "this looks like an HTML page",
+        ),
+    ];
+    for (file, at, line, fragment) in cases {
+        write(
+            &config,
+            &format!("[deny]\ncidrs = []\nfiles = [\"{file}\"]\n"),
+        );
+        let started = std::time::Instant::now();
+        let err = Config::load(Some(&config)).unwrap_err();
+        let at = if at == "port25.toml" {
+            config.clone()
+        } else {
+            dir.join(at)
+        };
+        assert_error(&err, &at, line, fragment);
+        assert!(
+            err.to_string().len() < 400,
+            "{file}: one readable line: {err}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{file}: refused without reading it all"
+        );
+    }
+
+    // Dropped into a watched directory: the whole directory is refused, naming the file.
+    write(&dir.join("feeds/good.txt"), "198.18.9.0/24\n");
+    write(&config, "[deny]\ndirs = [\"feeds\"]\n");
+    assert!(Config::load(Some(&config)).is_ok());
+    fifo(&dir.join("feeds/zz-fifo"));
+    let err = Config::load(Some(&config)).unwrap_err();
+    assert_error(&err, &dir.join("feeds/zz-fifo"), None, "is a FIFO");
+    std::fs::remove_file(dir.join("feeds/zz-fifo")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("feeds/zero")).unwrap();
+    let err = Config::load(Some(&config)).unwrap_err();
+    assert_error(&err, &dir.join("feeds/zero"), None, "a character device");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_feed_of_millions_of_prefixes_loads() {
+    let dir = scratch("big-feed");
+    let mut text = String::with_capacity(40 << 20);
+    for i in 0..2_000_000u32 {
+        let [_, b, c, d] = i.to_be_bytes();
+        text.push_str(&format!("10.{b}.{c}.{d} # feed entry\n"));
+    }
+    write(&dir.join("feed.txt"), &text);
+    let config = dir.join("port25.toml");
+    write(&config, "[deny]\nfiles = [\"feed.txt\"]\n");
+    let c = Config::load(Some(&config)).unwrap();
+    assert_eq!(c.deny.len(), 2_000_000);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn egress_is_validated_and_shown() {
     let c = parse(
@@ -620,7 +753,7 @@ fn egress_is_validated_and_shown() {
         cgroup2_root().unwrap(),
         "the cgroup2 root by default"
     );
-    let text = c.to_string();
+    let text = shown(&c);
     assert_mentions(
         &text,
         &[
@@ -632,12 +765,7 @@ fn egress_is_validated_and_shown() {
             "every 60 s",
         ],
     );
-    assert!(
-        parse("[egress]\nmode = \"off\"\n")
-            .unwrap()
-            .to_string()
-            .contains("egress            off")
-    );
+    assert!(shown(&parse("[egress]\nmode = \"off\"\n").unwrap()).contains("egress            off"));
 }
 
 #[test]
@@ -688,7 +816,7 @@ fn crowdsec_is_validated_shown_and_keeps_its_secrets() {
     assert_eq!(cs.origins, ["capi", "crowdsec"]);
     let reporter = cs.reporter.clone().expect("reporter");
     assert_eq!((reporter.report_after, reporter.report_window), (500, 30));
-    let shown = format!("{c}\n{c:?}");
+    let shown = format!("{}\n{c:?}", shown(&c));
     assert!(
         !shown.contains("0123abcd") && !shown.contains("s3cret"),
         "{shown}"
@@ -696,11 +824,14 @@ fn crowdsec_is_validated_shown_and_keeps_its_secrets() {
     assert_mentions(
         &shown,
         &[
-            "bouncer of http://127.0.0.1:8080 every 5 s",
+            "bouncer of http://127.0.0.1:8080 every 5 s, 30 s per request",
             "origins capi, crowdsec",
-            "as machine gw-a: a prefix with 500 rate-limited SYNs in 30 s gets a 1h30m ban",
+            "as machine gw-a: a prefix that completes 500 handshakes in 30 s while its bucket \
+             refuses more gets a 1h30m ban",
+            "prefixes from /16 (IPv4) and /32 (IPv6); answers up to 32 MiB; at most 200000",
         ],
     );
+    assert_eq!(cs.bounds, crate::config::Bounds::default());
     assert!(
         parse("[crowdsec]\nlapi_url = \"\"\n")
             .unwrap()
@@ -760,7 +891,40 @@ fn crowdsec_mistakes_name_their_line() {
             "machine_id = \"gw\"\nmachine_password_file = \"key\"\nreport_after = 0\n",
             "crowdsec.report_after",
         ),
+        // The default bucket (40 at once, then 20 a second) admits 40 + 20 x 60 in a minute.
+        (
+            "machine_id = \"gw\"\nmachine_password_file = \"key\"\nreport_after = 1241\n",
+            "crowdsec.report_after = 1241 can never be reached: one prefix's bucket \
+             (ratelimit.syn_rate = 20, syn_burst = 40) admits at most 1240",
+        ),
+        (
+            "min_ipv4_prefix = 0\n",
+            "crowdsec.min_ipv4_prefix = 0 is out of range",
+        ),
+        (
+            "min_ipv6_prefix = 129\n",
+            "crowdsec.min_ipv6_prefix = 129 is out of range",
+        ),
+        (
+            "max_answer_mb = 0\n",
+            "crowdsec.max_answer_mb = 0 is out of range",
+        ),
+        (
+            "max_decisions = 0\n",
+            "crowdsec.max_decisions = 0 is out of range",
+        ),
     ];
+    // The line of machine_id, not of verified_ttl: the reporter is what needs it.
+    load_fails(
+        "crowdsec-reporter-unverified",
+        &format!(
+            "[ratelimit]\nverified_ttl = 0\n{with_key}machine_id = \"gw\"\n\
+             machine_password_file = \"key\"\n"
+        ),
+        &[("key", "k\n")],
+        ("port25.toml", 6),
+        "the reporter acts only on completed handshakes",
+    );
     for (extra, fragment) in cases {
         let text = format!("{with_key}{extra}");
         let line = text.lines().count();
@@ -795,4 +959,69 @@ fn cidr_set_overlaps_what_covers_or_lies_inside() {
     ] {
         assert_eq!(set.overlaps(&net(query)), expected, "{query}");
     }
+}
+
+#[test]
+fn ipv4_mapped_ipv6_is_taken_as_the_ipv4_it_names() {
+    for (text, expected) in [
+        ("::ffff:198.18.0.2", "198.18.0.2/32"),
+        ("::ffff:198.18.0.0/112", "198.18.0.0/16"),
+        ("::ffff:0:0/96", "0.0.0.0/0"),
+        // Wider than the mapped range: IPv6 as written.
+        ("::/64", "::/64"),
+        ("2001:db8::1", "2001:db8::1/128"),
+    ] {
+        assert_eq!(parse_cidr(text).unwrap().to_string(), expected, "{text}");
+    }
+    let set = CidrSet::new([net("198.18.0.0/16")]);
+    assert_eq!(
+        set.covering(&net("198.18.0.2/32")),
+        Some(net("198.18.0.0/16"))
+    );
+    assert_eq!(set.covering(&net("198.19.0.2/32")), None);
+}
+
+#[test]
+fn a_deny_entry_of_every_address_is_warned_about() {
+    let config =
+        parse("[deny]\ncidrs = [\"0.0.0.0/0\", \"::ffff:0:0/96\", \"198.18.0.0/16\"]").unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("[deny] holds 0.0.0.0/0: every IPv4 source"),
+        "{warnings:?}"
+    );
+    assert!(
+        parse("[deny]\ncidrs = [\"198.18.0.0/16\"]")
+            .unwrap()
+            .warnings()
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_misspelt_section_key_or_value_gets_a_did_you_mean() {
+    for (text, line, fragment) in [
+        (
+            "[denny]\ncidrs = []\n",
+            1,
+            "unknown key `denny` (did you mean `deny`?)",
+        ),
+        (
+            "[ratelimit]\nsyn_rat = 5\n",
+            2,
+            "unknown key `syn_rat` (did you mean `syn_rate`?)",
+        ),
+        (
+            "policy = \"dorp\"\n",
+            1,
+            "unknown value `dorp` (did you mean `drop`?)",
+        ),
+    ] {
+        let err = parse(text).unwrap_err();
+        assert_error(&err, Path::new(ORIGIN), Some(line), fragment);
+    }
+    // Nothing close: no guess.
+    let err = parse("[zzzzzz]\n").unwrap_err();
+    assert!(!err.to_string().contains("did you mean"), "{err}");
 }

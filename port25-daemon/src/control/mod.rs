@@ -3,9 +3,12 @@
 //! the client side sends one and returns the answer it expects, typed. Wire types: `proto`.
 
 mod client;
+pub(crate) mod queue;
 mod server;
 
-pub(crate) use self::client::{command, egress_events, entries, is_running, status};
+pub(crate) use self::client::{
+    DEFAULT_TIMEOUT, Endpoint, Probe, command, egress_events, entries, probe, status,
+};
 pub(crate) use self::server::serve;
 
 /// Default path of the control socket.

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::reporter::Report;
 use crate::config::{Crowdsec, Reporter};
 
 /// One poll's answer.
@@ -55,6 +55,20 @@ pub(crate) enum LapiError {
     },
     #[error("the LAPI's answer is not what port25d expects: {0}")]
     Body(String),
+    #[error(
+        "the LAPI's answer is longer than crowdsec.max_answer_mb ({} MiB){}; refused unread",
+        limit >> 20,
+        declared.map_or_else(String::new, |n| format!(": it declares {n} bytes"))
+    )]
+    TooLarge { limit: u64, declared: Option<u64> },
+}
+
+impl LapiError {
+    /// Whether the LAPI answered, but not with something port25d takes (as opposed to not
+    /// answering at all).
+    pub(crate) fn is_refused_answer(&self) -> bool {
+        !matches!(self, LapiError::Http(_))
+    }
 }
 
 impl From<reqwest::Error> for LapiError {
@@ -81,6 +95,7 @@ pub(crate) struct Lapi {
     origins: Vec<String>,
     reporter: Option<Reporter>,
     token: Option<(String, Instant)>,
+    max_answer_bytes: u64,
 }
 
 const WATCHER_HINT: &str =
@@ -96,7 +111,9 @@ impl Lapi {
         let http = reqwest::Client::builder()
             .user_agent(concat!("port25d/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
+            // The deadline of a whole request, answer included: a LAPI that hangs mid-answer
+            // fails the poll, and the next one is a full pull.
+            .timeout(Duration::from_secs(u64::from(settings.lapi_timeout)))
             .build()?;
         Ok(Self {
             http,
@@ -106,6 +123,7 @@ impl Lapi {
             origins: settings.origins.clone(),
             reporter: settings.reporter.clone(),
             token: None,
+            max_answer_bytes: settings.bounds.max_answer_bytes,
         })
     }
 
@@ -132,9 +150,10 @@ impl Lapi {
         let body = checked(
             response,
             "; check crowdsec.bouncer_key_file against `cscli bouncers list`",
+            self.max_answer_bytes,
         )
         .await?;
-        serde_json::from_str(&body).map_err(|e| LapiError::Body(e.to_string()))
+        serde_json::from_slice(&body).map_err(|e| LapiError::Body(e.to_string()))
     }
 
     /// Pushes one alert with its ban decision; logs in first when the token is missing or old.
@@ -160,7 +179,9 @@ impl Lapi {
             // The LAPI restarted with a new secret: log in again next time.
             self.token = None;
         }
-        checked(response, WATCHER_HINT).await.map(drop)
+        checked(response, WATCHER_HINT, SMALL_ANSWER)
+            .await
+            .map(drop)
     }
 
     async fn login(&mut self) -> Result<(), LapiError> {
@@ -189,27 +210,33 @@ impl Lapi {
             })
             .send()
             .await?;
-        let body = checked(response, WATCHER_HINT).await?;
+        let body = checked(response, WATCHER_HINT, SMALL_ANSWER).await?;
         let token: Token =
-            serde_json::from_str(&body).map_err(|e| LapiError::Body(e.to_string()))?;
+            serde_json::from_slice(&body).map_err(|e| LapiError::Body(e.to_string()))?;
         self.token = Some((token.token, Instant::now()));
         Ok(())
     }
 }
 
 /// The body of a 2xx answer, or the status and what the LAPI said; `hint` (what to check) is
-/// added when the LAPI refused the credentials.
-async fn checked(response: reqwest::Response, hint: &'static str) -> Result<String, LapiError> {
+/// added when the LAPI refused the credentials. A body longer than `limit` is refused as soon as
+/// it is declared or read past the limit, so a hostile answer never sits in memory whole.
+async fn checked(
+    response: reqwest::Response,
+    hint: &'static str,
+    limit: u64,
+) -> Result<Vec<u8>, LapiError> {
     let status = response.status();
-    let body = response.text().await?;
     if status.is_success() {
-        return Ok(body);
+        return read_bounded(response, limit).await;
     }
-    let mut body = body.trim().to_owned();
-    body.truncate(200);
+    let body = read_bounded(response, ERROR_BODY_READ)
+        .await
+        .unwrap_or_default();
+    let body = String::from_utf8_lossy(&body);
     Err(LapiError::Status {
         status: status.as_u16(),
-        body,
+        body: crate::text::cut(body.trim(), 200),
         hint: if matches!(status.as_u16(), 401 | 403) {
             hint
         } else {
@@ -218,7 +245,31 @@ async fn checked(response: reqwest::Response, hint: &'static str) -> Result<Stri
     })
 }
 
-/// The scenario port25d's alerts carry.
+/// What is read of an error answer to quote it.
+const ERROR_BODY_READ: u64 = 4096;
+/// The bound on answers that carry a token or nothing.
+const SMALL_ANSWER: u64 = 64 << 10;
+
+async fn read_bounded(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, LapiError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(LapiError::TooLarge { limit, declared });
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    while let Some(chunk) = response.chunk().await? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(LapiError::TooLarge {
+                limit,
+                declared: None,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The scenario port25d's alerts carry (the name it has had since the first release: fleets
+/// filter on it).
 pub(crate) const SCENARIO: &str = "port25/syn-flood";
 
 /// An alert as `POST /v1/alerts` takes it (the fields the LAPI requires), with one ban decision.
@@ -261,15 +312,16 @@ struct AlertDecision {
 }
 
 impl Alert {
-    /// "`prefix` had `dropped` SYNs rate-limited within `window` s": a ban of `ban`.
-    pub(crate) fn syn_flood(
+    /// "`report.prefix` completed so many handshakes and had more SYNs rate-limited within
+    /// `window` s": a ban of `ban`.
+    pub(crate) fn connection_flood(
         machine: &str,
-        prefix: IpNet,
-        dropped: u64,
+        report: &Report,
         window: u32,
         threshold: u32,
         ban: &str,
     ) -> Self {
+        let prefix = report.prefix;
         let single = prefix.prefix_len() == prefix.max_prefix_len();
         let (scope, value) = if single {
             ("Ip", prefix.addr().to_string())
@@ -282,9 +334,10 @@ impl Alert {
             scenario_hash: "",
             scenario_version: env!("CARGO_PKG_VERSION"),
             message: format!(
-                "port25d on {machine}: {prefix} had {dropped} new SMTP connections rate-limited within {window} s"
+                "port25d on {machine}: {prefix} completed {} SMTP connections and had {} more rate-limited within {window} s",
+                report.completed, report.dropped
             ),
-            events_count: dropped,
+            events_count: report.completed,
             capacity: u64::from(threshold),
             leakspeed: format!("{window}s"),
             simulated: false,

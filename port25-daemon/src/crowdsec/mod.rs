@@ -1,13 +1,14 @@
 //! port25d in a CrowdSec fleet (docs/ARCHITECTURE.md, § CrowdSec). The bouncer task polls the
 //! Local API and hands each answer to the daemon's loop, which owns the CrowdSec list
 //! ([`decisions`]) and writes the kernel's lists; the reporter ([`reporter`]) picks the prefixes
-//! the rate limiter keeps dropping, and the same task pushes them as alerts. The task shares where
-//! it stands ([`CrowdsecStatus`]) with `status` and the metrics.
+//! that flood with connections they completed (never on spoofable evidence), and the same task
+//! pushes them as alerts. The task shares where
+//! it stands ([`Standing`]) with `status` and the metrics.
 
 pub(crate) mod decisions;
-pub(crate) mod duration;
 pub(crate) mod lapi;
 pub(crate) mod reporter;
+pub(crate) mod standing;
 
 use std::time::Duration;
 
@@ -17,9 +18,9 @@ use tracing::{info, warn};
 
 use self::lapi::{Alert, Lapi, Stream};
 use self::reporter::Report;
+pub(crate) use self::standing::{SharedStanding, Standing};
+use crate::clock::now_unix;
 use crate::config::Crowdsec;
-use crate::proto::CrowdsecStatus;
-use crate::runtime::now_unix;
 
 /// A full resync (`startup=true`) this often corrects any drift between the LAPI and the deltas
 /// (such as the longer of two decisions on an address deleted: the LAPI streams nothing, and the
@@ -35,9 +36,6 @@ pub(crate) struct Poll {
     pub full: bool,
 }
 
-/// Where the bouncer stands, shared by its task, the run loop, `status` and the metrics.
-pub(crate) type SharedStatus = crate::shared::Shared<CrowdsecStatus>;
-
 /// The running bouncer: its task, the polls it hands over, and where reports go.
 pub(crate) struct Bouncer {
     pub settings: Crowdsec,
@@ -48,11 +46,11 @@ pub(crate) struct Bouncer {
 
 impl Bouncer {
     /// Starts polling `settings.lapi_url` now.
-    pub(crate) fn spawn(settings: Crowdsec, status: SharedStatus) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(settings: Crowdsec, status: SharedStanding) -> anyhow::Result<Self> {
         let lapi = Lapi::new(&settings)?;
         {
             let mut s = status.lock();
-            *s = CrowdsecStatus {
+            *s = Standing {
                 lapi_url: settings.lapi_url.clone(),
                 reporter: settings.reporter.as_ref().map(|r| r.machine_id.clone()),
                 ..std::mem::take(&mut *s)
@@ -70,7 +68,7 @@ impl Bouncer {
     }
 
     /// Queues alerts for the task; when it is far behind, the surplus waits for the next window.
-    pub(crate) fn report(&self, reports: Vec<Report>, status: &SharedStatus) {
+    pub(crate) fn report(&self, reports: Vec<Report>, status: &SharedStanding) {
         for report in reports {
             if self.reports.try_send(report).is_err() {
                 status.lock().alerts_failed += 1;
@@ -96,7 +94,7 @@ pub(crate) async fn next_poll(bouncer: &mut Option<Bouncer>) -> Option<Poll> {
 async fn run(
     settings: Crowdsec,
     mut lapi: Lapi,
-    status: SharedStatus,
+    status: SharedStanding,
     polls: mpsc::Sender<Poll>,
     mut reports: mpsc::Receiver<Report>,
 ) {
@@ -120,6 +118,7 @@ async fn run(
                             s.last_poll = Some(now);
                             s.last_success = Some(now);
                             s.last_error = None;
+                            s.last_answer_refused = false;
                             s.failures_in_a_row = 0;
                             s.polls_ok += 1;
                             failed
@@ -141,6 +140,7 @@ async fn run(
                             let mut s = status.lock();
                             s.last_poll = Some(now);
                             s.last_error = Some(err.to_string());
+                            s.last_answer_refused = err.is_refused_answer();
                             s.failures_in_a_row += 1;
                             s.polls_failed += 1;
                             s.failures_in_a_row
@@ -148,8 +148,9 @@ async fn run(
                         let wait = backoff(every, failures);
                         if failures == 1 || failures.is_power_of_two() {
                             warn!(
-                                "CrowdSec LAPI {} unreachable ({failures} polls in a row): {err}; the bans held stay enforced, next try in {} s",
+                                "CrowdSec LAPI {} {} ({failures} polls in a row): {err}; the bans held stay enforced, next try in {} s",
                                 settings.lapi_url,
+                                if err.is_refused_answer() { "answer refused" } else { "unreachable" },
                                 wait.as_secs()
                             );
                         }
@@ -169,14 +170,13 @@ fn backoff(every: Duration, failures: u32) -> Duration {
     every.saturating_mul(factor).min(MAX_BACKOFF.max(every))
 }
 
-async fn push(lapi: &mut Lapi, settings: &Crowdsec, status: &SharedStatus, report: Report) {
+async fn push(lapi: &mut Lapi, settings: &Crowdsec, status: &SharedStanding, report: Report) {
     let Some(reporter) = &settings.reporter else {
         return;
     };
-    let alert = Alert::syn_flood(
+    let alert = Alert::connection_flood(
         &reporter.machine_id,
-        report.prefix,
-        report.dropped,
+        &report,
         reporter.report_window,
         reporter.report_after,
         &reporter.report_ban,
@@ -185,8 +185,12 @@ async fn push(lapi: &mut Lapi, settings: &Crowdsec, status: &SharedStatus, repor
         Ok(()) => {
             status.lock().alerts_ok += 1;
             info!(
-                "reported {} to CrowdSec ({} rate-limited SYNs within {} s): a {} ban for the fleet",
-                report.prefix, report.dropped, reporter.report_window, reporter.report_ban
+                "reported {} to CrowdSec ({} completed handshakes and {} more SYNs rate-limited within {} s): a {} ban for the fleet",
+                report.prefix,
+                report.completed,
+                report.dropped,
+                reporter.report_window,
+                reporter.report_ban
             );
         }
         Err(err) => {

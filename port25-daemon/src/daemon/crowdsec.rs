@@ -2,18 +2,27 @@
 //! taking each poll into the CrowdSec list with one generation swap, expiring decisions locally,
 //! and handing the reporter's prefixes to the task. docs/ARCHITECTURE.md, § CrowdSec.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ipnet::IpNet;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::Daemon;
 use crate::{
-    crowdsec::{Bouncer, Poll, decisions::Skip},
+    clock::now_unix,
+    crowdsec::Standing,
+    crowdsec::{
+        Bouncer, Poll,
+        decisions::{Delta, MAX_PIECES, Skip},
+    },
     model::ListKind,
-    proto::{CrowdsecCount, CrowdsecEntry, CrowdsecStatus},
-    runtime::now_unix,
+    proto::CrowdsecEntry,
 };
+
+/// Enforced prefixes a change may add or remove in place; more take one generation swap, which
+/// rewrites every list entry but costs the same whatever changed.
+pub(super) const DELTA_IN_PLACE: usize = 1000;
 
 /// How often the reporter looks at the rate limiter's table (every other tick of the run loop's
 /// one-second timer: a tick that comes a little early still counts).
@@ -42,14 +51,14 @@ impl Daemon {
             }
             None => {
                 // Its metrics go with it.
-                *self.crowdsec_status.lock() = CrowdsecStatus::default();
+                *self.crowdsec_status.lock() = Standing::default();
                 info!("CrowdSec bouncer off");
             }
         }
         Ok(())
     }
 
-    /// Takes one poll's decisions: one swap when the banned prefixes changed, then saved.
+    /// Takes one poll's decisions into the CrowdSec list and the kernel, then saves them.
     pub(super) fn on_poll(&mut self, poll: Poll) {
         let Some(settings) = self.config.crowdsec.clone() else {
             return;
@@ -61,29 +70,26 @@ impl Daemon {
         {
             let mut status = self.crowdsec_status.lock();
             for (skip, n) in &applied.skipped {
-                *status.skipped.entry(skip.label().to_owned()).or_default() += n;
+                *status.skipped.entry(*skip).or_default() += n;
             }
         }
-        if applied.prefixes_changed {
-            self.crowdsec_dirty = true;
-        }
-        if (applied.added + applied.removed > 0 || self.crowdsec_dirty)
+        if (applied.added + applied.removed > 0 || !applied.delta.is_empty())
             && let Err(err) = self.crowdsec.save()
         {
             error!("saving the CrowdSec decisions: {err:#}");
         }
-        if self.crowdsec_dirty {
-            self.swap_crowdsec("CrowdSec poll");
-        }
-        if applied.added + applied.removed > 0 {
-            let skipped: u64 = applied.skipped.values().sum();
+        let how = self.crowdsec_changed(&applied.delta, "CrowdSec poll");
+        let skipped: u64 = applied.skipped.values().sum();
+        if applied.added + applied.removed > 0 || skipped > 0 {
             info!(
-                "CrowdSec{}: {} decisions added, {} removed, {skipped} skipped; {} held on {} prefixes ({} ms)",
+                "CrowdSec{}: {} decisions added, {} removed, {skipped} skipped{}; {} held on {} prefixes ({}, {} ms)",
                 if poll.full { " (full pull)" } else { "" },
                 applied.added,
                 applied.removed,
+                describe_skips(&applied.skipped),
                 self.crowdsec.len(),
-                self.crowdsec.prefixes().len(),
+                self.crowdsec.enforced_len(),
+                how,
                 started.elapsed().as_millis()
             );
         }
@@ -96,17 +102,82 @@ impl Daemon {
         if self.config.crowdsec.is_none() {
             return;
         }
-        if self.crowdsec.expire(now_unix()) {
-            if let Err(err) = self.crowdsec.save() {
-                error!("saving the CrowdSec decisions: {err:#}");
-            }
-            self.crowdsec_dirty = true;
+        let delta = self.crowdsec.expire(now_unix());
+        if !delta.is_empty()
+            && let Err(err) = self.crowdsec.save()
+        {
+            error!("saving the CrowdSec decisions: {err:#}");
         }
-        if self.crowdsec_dirty {
-            self.swap_crowdsec("CrowdSec decisions expired");
+        if !delta.is_empty() || self.crowdsec_dirty {
+            self.crowdsec_changed(&delta, "CrowdSec decisions expired");
             self.publish();
         }
         self.report();
+    }
+
+    /// After the enforced CrowdSec prefixes changed by `delta`: the kernel follows, in place for
+    /// a small delta (each entry as a runtime one is, § Lists), with one generation swap for a
+    /// large one or after a failure; new allowlist overrides are logged. Says which it did.
+    pub(super) fn crowdsec_changed(&mut self, delta: &Delta, why: &str) -> &'static str {
+        self.log_new_overrides();
+        if delta.is_empty() && !self.crowdsec_dirty {
+            return "no kernel change";
+        }
+        if !self.crowdsec_dirty && delta.len() <= DELTA_IN_PLACE {
+            match tokio::task::block_in_place(|| self.write_delta(delta)) {
+                Ok(()) => return "in place",
+                Err(err) => error!(
+                    "{why}: writing {} CrowdSec prefix changes in place failed, swapping the whole lists instead: {err:#}",
+                    delta.len()
+                ),
+            }
+        }
+        self.crowdsec_dirty = true;
+        if self.swap_crowdsec(why) {
+            "one generation swap"
+        } else {
+            "the swap failed: retried every second"
+        }
+    }
+
+    /// Adds before it removes: a decision replaced by a wider one never lets its prefix through.
+    fn write_delta(&mut self, delta: &Delta) -> Result<(), crate::datapath::Error> {
+        for net in &delta.added {
+            self.datapath.insert_live(ListKind::Deny, *net)?;
+        }
+        let runtime_deny = self.runtime.set(ListKind::Deny);
+        for net in &delta.removed {
+            if !self.config.deny.contains_net(net) && !runtime_deny.contains_net(net) {
+                self.datapath.remove_live(ListKind::Deny, *net)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs each decision prefix the allowlist overrides once, when it starts to.
+    fn log_new_overrides(&mut self) {
+        let now: BTreeMap<IpNet, Vec<IpNet>> = self
+            .crowdsec
+            .overridden()
+            .map(|o| (o.cidr, o.enforced))
+            .collect();
+        for (cidr, enforced) in &now {
+            if self.overrides_logged.contains(cidr) {
+                continue;
+            }
+            if enforced.is_empty() {
+                warn!(
+                    "CrowdSec decision on {cidr} not enforced: the configured allowlist covers \
+                     it, or would cut it into more than {MAX_PIECES} prefixes"
+                );
+            } else {
+                warn!(
+                    "CrowdSec decision on {cidr} enforced less the allowlisted addresses inside it, as {} prefixes",
+                    enforced.len()
+                );
+            }
+        }
+        self.overrides_logged = now.into_keys().collect();
     }
 
     fn report(&mut self) {
@@ -129,16 +200,22 @@ impl Daemon {
     }
 
     /// One generation swap with the lists as they now are; on failure the old lists stay in
-    /// force and the next tick tries again.
-    fn swap_crowdsec(&mut self, why: &str) {
+    /// force and the next tick tries again. Whether it took.
+    fn swap_crowdsec(&mut self, why: &str) -> bool {
         let (allow, deny) = self.effective_lists(&self.config);
         let result =
             tokio::task::block_in_place(|| self.datapath.apply_policy(&self.config, allow, deny));
         match result {
-            Ok(()) => self.crowdsec_dirty = false,
-            Err(err) => error!(
-                "{why}: writing the CrowdSec decisions into the kernel failed, the previous lists stay and the next second tries again: {err:#}"
-            ),
+            Ok(()) => {
+                self.crowdsec_dirty = false;
+                true
+            }
+            Err(err) => {
+                error!(
+                    "{why}: writing the CrowdSec decisions into the kernel failed, the previous lists stay and the next second tries again: {err:#}"
+                );
+                false
+            }
         }
     }
 
@@ -165,21 +242,24 @@ impl Daemon {
         if self.config.crowdsec.is_none() {
             status.decisions.clear();
             status.prefixes = 0;
+            status.overridden.clear();
             return;
         }
-        status.decisions = self
-            .crowdsec
-            .counts()
-            .into_iter()
-            .map(|((origin, family), count)| CrowdsecCount {
-                origin,
-                family: family.to_owned(),
-                count,
-            })
-            .collect();
-        status.prefixes = self.crowdsec.prefixes().len();
-        for skip in Skip::ALL {
-            status.skipped.entry(skip.label().to_owned()).or_default();
-        }
+        status.decisions = self.crowdsec.counts();
+        status.prefixes = self.crowdsec.enforced_len();
+        status.overridden = self.crowdsec.overridden().map(|o| o.cidr).collect();
+    }
+}
+
+/// "2 by value, 1 by too_wide" after a poll's counts, or nothing.
+fn describe_skips(skipped: &BTreeMap<Skip, u64>) -> String {
+    let parts: Vec<String> = skipped
+        .iter()
+        .map(|(skip, n)| format!("{n} by {}", skip.label()))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
     }
 }

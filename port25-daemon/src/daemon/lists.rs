@@ -15,7 +15,7 @@ use crate::{
 impl Daemon {
     /// Removes runtime entries whose time has come.
     pub(super) fn expire(&mut self) {
-        let due = match self.runtime.expire(crate::runtime::now_unix()) {
+        let due = match self.runtime.expire(crate::clock::now_unix()) {
             Ok(due) => due,
             Err(err) => {
                 error!("saving the runtime lists: {err:#}");
@@ -82,7 +82,27 @@ impl Daemon {
         self.config_list(list).contains_net(net)
             || (list == ListKind::Deny
                 && self.config.crowdsec.is_some()
-                && self.crowdsec.held().any(|held| held.cidr == *net))
+                && self.crowdsec.enforces(net))
+    }
+
+    /// The entry of `list` in force (config, runtime or CrowdSec) that covers `net`, and whose it
+    /// is; `None` if no entry covers all of it.
+    pub(super) fn covering(
+        &self,
+        list: ListKind,
+        net: &ipnet::IpNet,
+    ) -> Option<(ipnet::IpNet, &'static str)> {
+        if let Some(entry) = self.config_list(list).covering(net) {
+            return Some((entry, "the config's"));
+        }
+        if let Some(entry) = self.runtime.set(list).covering(net) {
+            return Some((entry, "the runtime"));
+        }
+        let bouncing = list == ListKind::Deny && self.config.crowdsec.is_some();
+        bouncing
+            .then(|| self.crowdsec.prefixes().covering(net))
+            .flatten()
+            .map(|entry| (entry, "a CrowdSec decision's"))
     }
 
     /// How many entries a list has in the kernel: the config's, plus runtime entries and CrowdSec

@@ -8,6 +8,7 @@ mod egress;
 mod lists;
 mod readers;
 mod requests;
+mod transition;
 pub(crate) mod watch;
 mod watchdog;
 
@@ -24,21 +25,23 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use self::egress::{forward_changes, sync_hooks, xdp_interfaces};
 use self::lists::effective_lists;
 use self::readers::{kernel_log_level, spawn_log_forwarder};
-use self::watch::watched_fingerprint;
+use self::transition::{Acquired, abandon_start, transition};
+use self::watch::{Look, Watch, watched_fingerprint};
 
 use crate::{
-    config::{CidrSet, Config, Overrides},
+    config::{Bounds, CidrSet, Config, Overrides, cgroup_display},
     control,
     crowdsec::{
-        self as bouncer, Bouncer, SharedStatus, decisions::CrowdsecList, reporter::Reporter,
+        self as bouncer, Bouncer, SharedStanding,
+        decisions::{CrowdsecList, Delta},
+        reporter::Reporter,
     },
     datapath::{Datapath, EgressCounters},
-    egress_log::SharedLog,
+    egress_guard::SharedLog,
     metrics::{Metrics, ReloadLabels, Snapshot, bind},
-    model::{EgressMode, ListKind, OnExit},
+    model::{EgressMode, ListKind, Mode, OnExit},
     netfilter,
     pins::{Persistence, PinDir},
     proto,
@@ -64,7 +67,17 @@ pub(crate) struct RunOptions {
 /// Reads the config the way `run` and SIGHUP both do: file (or default), overrides, interfaces.
 pub(crate) fn effective_config(options: &RunOptions) -> anyhow::Result<Config> {
     let mut config = Config::load(options.config.as_deref())?;
+    if options.overrides.monitor && config.mode == Mode::Enforce {
+        warn!(
+            "--monitor on the command line overrides mode = \"enforce\" in {}: nothing is \
+             dropped, only counted, until port25d is started without it",
+            config.source
+        );
+    }
     config.apply(&options.overrides);
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     if config.interfaces.is_empty() && config.egress.mode == EgressMode::Off {
         anyhow::bail!(
             "{}: no interface to protect; pass --iface IF or set interfaces = [\"IF\"] in the config",
@@ -84,11 +97,14 @@ struct Daemon {
     /// The CrowdSec decisions held, the task that polls the LAPI, where it stands.
     crowdsec: CrowdsecList,
     bouncer: Option<Bouncer>,
-    crowdsec_status: SharedStatus,
+    crowdsec_status: SharedStanding,
     reporter: Reporter,
     last_report_look: Instant,
-    /// The CrowdSec list changed and the kernel's lists have not caught up yet.
+    /// The CrowdSec list changed and the kernel's lists have not caught up yet: the next tick
+    /// swaps them whole.
     crowdsec_dirty: bool,
+    /// Decision prefixes the allowlist overrides that were logged (once each).
+    overrides_logged: std::collections::BTreeSet<ipnet::IpNet>,
     /// Hooks someone took away that are not attached again (yet).
     lost: Vec<watchdog::Lost>,
     metrics: Arc<Metrics>,
@@ -102,7 +118,12 @@ struct Daemon {
     started: Instant,
     reloads_ok: u64,
     reloads_failed: u64,
-    watched: Vec<(PathBuf, u64, Option<std::time::SystemTime>)>,
+    /// Why the last reload was rejected; `None` once one succeeds.
+    last_reload_error: Option<String>,
+    /// The watched list directories as loaded, and a change settling.
+    watch: Watch,
+    /// The settings only a restart changes, as this daemon started with them.
+    in_effect: changes::InEffect,
 }
 
 pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
@@ -116,13 +137,20 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     let config = tokio::task::block_in_place(|| effective_config(&options))?;
     prepare_state_dir(&options.state_dir)?;
     let runtime = RuntimeLists::load(Some(&options.state_dir))?;
-    let crowdsec = CrowdsecList::load(Some(&options.state_dir), crate::runtime::now_unix())?;
+    let crowdsec = CrowdsecList::load(
+        Some(&options.state_dir),
+        crate::clock::now_unix(),
+        &config.allow,
+        crowdsec_bounds(&config),
+    )?;
     // The control socket comes before anything touches the kernel: it is also how a second
     // daemon on the same host finds out that one already runs.
     let (requests_tx, mut requests) = mpsc::channel(64);
     let control = control::serve(&options.control_socket, requests_tx)?;
     let _socket_file = RemoveOnDrop(options.control_socket.clone());
-
+    // So does everything else that can be refused without the kernel (the metrics port, the pin
+    // directory's owner): a start refused there leaves nothing behind.
+    let listener = bind(config.metrics_listen).await?;
     let pins = PinDir::persistent(&options.pin_dir)?;
     let pins_persist = pins.persistence() == Persistence::Host;
     if !pins_persist {
@@ -136,27 +164,34 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         );
     }
     let mut datapath = Datapath::load(config.ratelimit.tracked_sources, kernel_log_level(), pins)?;
-    let (allow, deny) = effective_lists(&config, &runtime, &crowdsec);
-    let entries = (allow.len(), deny.len());
-    // Before the policy: an ACK with a valid cookie must find SYNPROXY in the stack.
-    sync_netfilter(&config, &allow).context("policy synproxy: installing its netfilter rules")?;
-    tokio::task::block_in_place(|| datapath.apply_policy(&config, allow, deny))
-        .context("writing the policy into the kernel maps")?;
-    for iface in xdp_interfaces(&config) {
-        let attachment = datapath.attach(iface, config.xdp_mode, config.xdp_coexist)?;
-        info!(
-            "attached to {} (ifindex {}) in {} XDP mode",
-            attachment.iface, attachment.ifindex, attachment.mode
-        );
-    }
-    sync_hooks(&mut datapath, &config.egress)?;
+    let lists = effective_lists(&config, &runtime, &crowdsec);
+    let entries = (lists.0.len(), lists.1.len());
+    // A start is the transition from nothing; a failed one is undone (`abandon_start`).
+    let mut acquired = Acquired::default();
+    let started = datapath
+        .take_egress_events()
+        .and_then(|events| Ok((events, datapath.take_egress_counters()?)))
+        .map_err(anyhow::Error::from)
+        .and_then(|taken| {
+            tokio::task::block_in_place(|| {
+                transition(&mut datapath, None, &config, lists, &mut acquired)
+            })
+            .map(|()| taken)
+        });
+    let (events, egress_counters) = match started {
+        Ok(taken) => taken,
+        Err(err) => {
+            abandon_start(datapath, &acquired);
+            return Err(err);
+        }
+    };
     let egress_log = SharedLog::default();
-    egress::spawn_event_reader(datapath.take_egress_events()?, egress_log.clone());
-    let egress_counters = Arc::new(datapath.take_egress_counters()?);
+    egress::spawn_event_reader(events, egress_log.clone());
+    let egress_counters = Arc::new(egress_counters);
     datapath.remove_foreign_maps();
     spawn_log_forwarder(&mut datapath);
 
-    let crowdsec_status = SharedStatus::default();
+    let crowdsec_status = SharedStanding::default();
     let metrics = Arc::new(Metrics::new(
         datapath.counters(),
         datapath.source_tables(),
@@ -164,43 +199,11 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         egress_log.clone(),
         crowdsec_status.clone(),
     ));
-    let listener = bind(config.metrics_listen).await?;
     let server = tokio::spawn(Arc::clone(&metrics).serve(listener));
-    if config.interfaces.is_empty() {
-        info!("no XDP filter on incoming SMTP (interfaces = [])");
-    } else {
-        info!(
-            "filtering TCP ports {:?} on {}: policy {}, mode {}, {} allow and {} deny entries ({} and {} runtime)",
-            config.ports,
-            config.interfaces.join(", "),
-            config.policy,
-            config.mode,
-            entries.0,
-            entries.1,
-            runtime.len(ListKind::Allow),
-            runtime.len(ListKind::Deny),
-        );
-    }
-    if config.egress.mode != EgressMode::Off {
-        let egress = &config.egress;
-        info!(
-            "egress guard in {} mode on cgroup {}: TCP ports {:?} only to {} smart-host entries, or from {} allowed users and {} allowed cgroups",
-            egress.mode,
-            egress.cgroup.display(),
-            egress.ports,
-            egress.smart_hosts.len(),
-            egress.allow_users.len(),
-            egress.allow_cgroups.len()
-        );
-        if !egress.forward_interfaces.is_empty() {
-            info!(
-                "egress guard on forwarded SYNs arriving on {}",
-                egress.forward_interfaces.join(", ")
-            );
-        }
-    }
+    announce(&config, &runtime, entries);
     info!("metrics at http://{}/metrics", config.metrics_listen);
-    let watched = watched_fingerprint(&config.watched_dirs);
+    let watch = Watch::new(watched_fingerprint(&config.watched_dirs));
+    let in_effect = changes::InEffect::of(&config);
     let mut daemon = Daemon {
         options,
         config,
@@ -212,6 +215,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         reporter: Reporter::default(),
         last_report_look: Instant::now(),
         crowdsec_dirty: false,
+        overrides_logged: Default::default(),
         lost: Vec::new(),
         metrics,
         egress_counters,
@@ -221,7 +225,9 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         started: Instant::now(),
         reloads_ok: 0,
         reloads_failed: 0,
-        watched,
+        last_reload_error: None,
+        watch,
+        in_effect,
     };
     daemon.count_no_loss_yet();
     if daemon.crowdsec.len() > 0 && daemon.config.crowdsec.is_some() {
@@ -230,7 +236,14 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
             daemon.crowdsec.len()
         );
     }
-    daemon.sync_bouncer()?;
+    if let Err(err) = daemon.sync_bouncer() {
+        server.abort();
+        abandon_start(daemon.datapath, &acquired);
+        return Err(err);
+    }
+    daemon.crowdsec_changed(&Delta::default(), "start");
+    // Changes asked while no daemon answered (fail2ban during a restart).
+    daemon.apply_queued();
     daemon.publish();
     notify(&[sd_notify::NotifyState::Ready]);
 
@@ -263,8 +276,11 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
                 daemon.refresh_smart_hosts();
                 if last_watch.elapsed() >= WATCH_EVERY {
                     last_watch = Instant::now();
+                    daemon.apply_queued();
                     daemon.check_watched();
                     daemon.check_hooks();
+                } else if daemon.watch.is_settling() {
+                    daemon.check_watched();
                 }
             }
         }
@@ -282,9 +298,49 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Says at start-up what port25d enforces: the filter, its lists, the egress guard.
+fn announce(config: &Config, runtime: &RuntimeLists, entries: (usize, usize)) {
+    if config.interfaces.is_empty() {
+        info!("no XDP filter on incoming SMTP (interfaces = [])");
+    } else {
+        info!(
+            "filtering TCP ports {:?} on {}: policy {}, mode {}, {} allow and {} deny entries ({} and {} runtime)",
+            config.ports,
+            config.interfaces.join(", "),
+            config.policy,
+            config.mode,
+            entries.0,
+            entries.1,
+            runtime.len(ListKind::Allow),
+            runtime.len(ListKind::Deny),
+        );
+    }
+    if config.egress.mode != EgressMode::Off {
+        let egress = &config.egress;
+        info!(
+            "egress guard in {} mode on cgroup {}: TCP ports {:?} only to {} smart-host entries, or from {} allowed users and {} allowed cgroups",
+            egress.mode,
+            cgroup_display(&egress.cgroup),
+            egress.ports,
+            egress.smart_hosts.len(),
+            egress.allow_users.len(),
+            egress.allow_cgroups.len()
+        );
+        if !egress.forward_interfaces.is_empty() {
+            info!(
+                "egress guard on forwarded SYNs arriving on {}",
+                egress.forward_interfaces.join(", ")
+            );
+        }
+    }
+}
+
 /// Installs, replaces or removes policy synproxy's nftables table (docs/ARCHITECTURE.md, § SYN
 /// cookies) as `config` needs, its allowlisted sources from `allow`, saying what it did.
-fn sync_netfilter(config: &Config, allow: &CidrSet) -> Result<(), netfilter::NetfilterError> {
+pub(super) fn sync_netfilter(
+    config: &Config,
+    allow: &CidrSet,
+) -> Result<(), netfilter::NetfilterError> {
     if let Some(exempt) = netfilter::apply(config, allow)? {
         info!(
             "policy synproxy: nftables table inet port25{} installed (SYNPROXY on ports {:?} of \
@@ -316,66 +372,48 @@ impl Daemon {
         match tokio::task::block_in_place(|| self.try_reload()) {
             Ok(()) => {
                 self.reloads_ok += 1;
+                self.last_reload_error = None;
                 self.metrics
                     .reloads
                     .get_or_create(&ReloadLabels { result: "success" })
                     .inc();
             }
             Err(err) => {
+                // What the CrowdSec decisions enforce goes back to the running config's allowlist;
+                // if the rejected reload got as far as the kernel, the next tick writes it back.
+                let back = self
+                    .crowdsec
+                    .rebase(&self.config.allow, crowdsec_bounds(&self.config));
+                self.crowdsec_dirty |= !back.is_empty();
                 self.reloads_failed += 1;
                 self.metrics
                     .reloads
                     .get_or_create(&ReloadLabels { result: "failure" })
                     .inc();
                 error!("reload rejected ({why}), the running policy stays: {err:#}");
+                self.last_reload_error = Some(format!("{err:#}"));
             }
         }
     }
 
     fn try_reload(&mut self) -> anyhow::Result<()> {
+        // What the watched directories hold is looked at before they are read: a file that lands
+        // while the reload runs is then a change the next look sees, never one taken as loaded.
+        let seen = watched_fingerprint(&self.config.watched_dirs);
         let next = effective_config(&self.options)?;
-        for warning in changes::needs_restart(&self.config, &next) {
+        for warning in changes::needs_restart(&self.in_effect, &next) {
             warn!("{warning}");
         }
-        let (allow, deny) = self.effective_lists(&next);
-        // Forward-only interfaces go before the policy that no longer lists them (or the ingress
-        // filter would judge them) and come after the one that does.
-        let (gone, added) = forward_changes(&self.config, &next);
-        for iface in &gone {
-            self.datapath.detach(iface);
-        }
-        // Hooks come before the policy that uses them and go after the policy that no longer
-        // does; until their settings arrive, new hooks let everything through.
-        if next.egress.mode != EgressMode::Off {
-            sync_hooks(&mut self.datapath, &next.egress)?;
-        }
-        // Likewise SYNPROXY's table: in place before a policy that answers SYNs with cookies,
-        // removed after the policy that no longer does.
-        let synproxy = netfilter::needed(&next);
-        if synproxy {
-            sync_netfilter(&next, &allow)
-                .context("policy synproxy: installing its netfilter rules")?;
-        }
-        self.datapath
-            .apply_policy(&next, allow, deny)
-            .context("writing the new policy into the kernel maps")?;
-        if !synproxy && let Err(err) = netfilter::remove() {
-            error!(
-                "policy synproxy no longer applies, but removing its netfilter rules failed: {err}"
-            );
-        }
-        if next.egress.mode == EgressMode::Off {
-            sync_hooks(&mut self.datapath, &next.egress)?;
-        }
-        for iface in &added {
-            let attachment = self
-                .datapath
-                .attach(iface, next.xdp_mode, next.xdp_coexist)?;
-            info!(
-                "attached to {} (ifindex {}) in {} XDP mode for the forwarded-SMTP guard",
-                attachment.iface, attachment.ifindex, attachment.mode
-            );
-        }
+        // The allowlist beats CrowdSec's decisions: what they enforce follows the new one.
+        self.crowdsec.rebase(&next.allow, crowdsec_bounds(&next));
+        let lists = self.effective_lists(&next);
+        transition(
+            &mut self.datapath,
+            Some(&self.config),
+            &next,
+            lists,
+            &mut Acquired::default(),
+        )?;
         let described = changes::describe(&self.config, &next);
         info!(
             "reloaded {} (generation {}): {}",
@@ -387,9 +425,15 @@ impl Daemon {
                 described.join("; ")
             }
         );
-        self.watched = watched_fingerprint(&next.watched_dirs);
+        self.watch
+            .loaded(if next.watched_dirs == self.config.watched_dirs {
+                seen
+            } else {
+                watched_fingerprint(&next.watched_dirs)
+            });
         self.config = next;
         self.forget_unconfigured_losses();
+        self.crowdsec_changed(&Delta::default(), "reload");
         if let Err(err) = self.sync_bouncer() {
             error!("starting the CrowdSec bouncer: {err:#}");
         }
@@ -397,14 +441,14 @@ impl Daemon {
         Ok(())
     }
 
-    /// Reloads when a file in a watched list directory appeared, went or changed.
+    /// Reloads when a file in a watched list directory appeared, went or changed, and has
+    /// stopped changing.
     fn check_watched(&mut self) {
         if self.config.watched_dirs.is_empty() {
             return;
         }
         let now = watched_fingerprint(&self.config.watched_dirs);
-        if now != self.watched {
-            self.watched = now;
+        if self.watch.look(now) == Look::Settled {
             info!("a watched list directory changed: reloading");
             self.reload("list directory changed");
         }
@@ -419,7 +463,7 @@ impl Daemon {
             egress_cgroup: self
                 .datapath
                 .hooks()
-                .map(|hooks| hooks.cgroup.display().to_string()),
+                .map(|hooks| cgroup_display(&hooks.cgroup)),
             allow_entries: self.effective_len(ListKind::Allow),
             deny_entries: self.effective_len(ListKind::Deny),
             pins_persist: self.pins_persist,
@@ -429,12 +473,18 @@ impl Daemon {
                 .filter_map(|lost| Some((lost.status.iface.clone()?, lost.mode?)))
                 .collect(),
         };
-        match self.metrics.snapshot.write() {
-            Ok(mut guard) => *guard = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
-        }
+        *self.metrics.snapshot.lock() = snapshot;
         self.publish_crowdsec();
     }
+}
+
+/// The bounds on CrowdSec decisions `config` sets (the defaults while the bouncer is off: the
+/// decisions a state file kept are then not enforced anyway).
+fn crowdsec_bounds(config: &Config) -> Bounds {
+    config
+        .crowdsec
+        .as_ref()
+        .map_or_else(Bounds::default, |c| c.bounds)
 }
 
 /// Removes a file when dropped: the control socket goes on every way out of `run`, errors included.

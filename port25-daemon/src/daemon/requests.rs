@@ -1,21 +1,38 @@
-//! Answers to what clients ask on the control socket: runtime list changes, lists, status.
+//! Answers to what clients ask on the control socket: runtime list changes, lists, status; and
+//! the list changes that waited in the state directory while no daemon answered.
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::Daemon;
 use crate::{
+    clock::now_unix,
     config::parse_cidr,
+    control::queue,
     datapath::{EgressCounters, EgressCounts, ifname},
     model::ListKind,
     proto::{
         EgressCount, EgressStatus, InterfaceStatus, ListReply, ListStatus, Request, Response,
         SmartHostStatus, Status, counter_rows,
     },
-    runtime::now_unix,
     users,
 };
 
 impl Daemon {
+    /// Carries out the list changes asked while no daemon answered (`control::queue`).
+    pub(super) fn apply_queued(&mut self) {
+        for (name, queued) in queue::take(&self.options.state_dir) {
+            match queued {
+                Ok(Some(request)) => match self.handle(request) {
+                    Response::Ok { message } => info!("queued change {name}: {message}"),
+                    Response::Error { message } => warn!("queued change {name} refused: {message}"),
+                    _ => {}
+                },
+                Ok(None) => info!("queued change {name}: its TTL ran out while it waited"),
+                Err(why) => warn!("queued change {name} dropped: {why}"),
+            }
+        }
+    }
+
     pub(super) fn handle(&mut self, request: Request) -> Response {
         match request {
             Request::Add {
@@ -49,28 +66,37 @@ impl Daemon {
             Ok(net) => net,
             Err(reason) => return error(reason.to_string()),
         };
-        if let Err(err) = self.runtime.add(list, net, ttl_secs) {
-            return error(format!("saving the runtime lists: {err:#}"));
-        }
+        let replaced = match self.runtime.add(list, net, ttl_secs) {
+            Ok(replaced) => replaced,
+            Err(err) => return error(format!("saving the runtime lists: {err:#}")),
+        };
         // Straight into the live generation: one entry appears, atomically.
         if let Err(err) = self.datapath.insert_live(list, net) {
             let _ = self.runtime.remove(list, net);
             return error(format!("writing {net} into the kernel: {err:#}"));
         }
-        let expiry = ttl_secs.map_or_else(
-            || "no expiry".to_owned(),
-            |ttl| {
-                format!(
-                    "expires in {}",
-                    humantime::format_duration(std::time::Duration::from_secs(ttl))
-                )
-            },
-        );
-        info!("runtime {} add {net} ({expiry})", list.as_str());
-        self.list_changed(list);
-        Response::Ok {
-            message: format!("added {net} to the {} list ({expiry})", list.as_str()),
+        let now = now_unix();
+        let expiry = expiry(ttl_secs.map(|ttl| now.saturating_add(ttl)), now);
+        let mut message = match &replaced {
+            Some(old) => format!(
+                "replaced {net} in the {} list: {expiry} (it was: {})",
+                list.as_str(),
+                self::expiry(old.expires, now)
+            ),
+            None => format!("added {net} to the {} list ({expiry})", list.as_str()),
+        };
+        if list == ListKind::Allow
+            && let Some((entry, whose)) = self.covering(ListKind::Deny, &net)
+        {
+            // The kernel looks at the deny list first.
+            message.push_str(&format!(
+                "; but {whose} deny entry {entry} covers it, and deny beats allow: {net} stays \
+                 dropped while that entry stands"
+            ));
         }
+        info!("runtime {} add: {message}", list.as_str());
+        self.list_changed(list);
+        Response::Ok { message }
     }
 
     fn del(&mut self, list: ListKind, cidr: &str) -> Response {
@@ -94,9 +120,16 @@ impl Daemon {
             }
             // Not an error: fail2ban unbans what may have expired already, and the outcome asked
             // for (the entry is gone) holds.
+            let wider = match self.runtime.set(list).covering(&net) {
+                Some(entry) => format!(
+                    "; the runtime entry {entry} covers it (`port25d {} del {entry}` removes that)",
+                    list.as_str()
+                ),
+                None => String::new(),
+            };
             return Response::Ok {
                 message: format!(
-                    "{net} is not in the runtime {} list: nothing to remove",
+                    "{net} is not an entry of the runtime {} list: nothing to remove{wider}",
                     list.as_str()
                 ),
             };
@@ -161,14 +194,15 @@ impl Daemon {
                     iface: a.iface.clone(),
                     ifindex: a.ifindex,
                     xdp_mode: a.mode,
-                    egress_watched: a.watches_egress,
-                    egress_pinned: a.egress_pinned,
+                    synacks_watched: a.watches_synacks,
+                    synack_watcher_pinned: a.synack_watcher_pinned,
                     adopted: a.adopted,
                     in_dispatcher: a.in_dispatcher,
                 })
                 .collect(),
             policy: self.config.policy,
             mode: self.config.mode,
+            monitor_from_command_line: self.options.overrides.monitor,
             ports: self.config.ports.clone(),
             on_exit: self.config.on_exit,
             pin_dir: self.options.pin_dir.display().to_string(),
@@ -177,6 +211,7 @@ impl Daemon {
             generation: self.datapath.generation(),
             reloads_ok: self.reloads_ok,
             reloads_failed: self.reloads_failed,
+            last_reload_error: self.last_reload_error.clone(),
             tracked_sources: self.datapath.source_tables().read_all().len(),
             counters,
             egress: self.egress_status(),
@@ -184,7 +219,7 @@ impl Daemon {
                 .config
                 .crowdsec
                 .is_some()
-                .then(|| self.crowdsec_status.lock().clone()),
+                .then(|| self.crowdsec_status.lock().to_status()),
             lost: self.lost.iter().map(|lost| lost.status.clone()).collect(),
             reattach: self.config.reattach,
         }
@@ -213,7 +248,7 @@ impl Daemon {
         };
         EgressStatus {
             mode: egress.mode,
-            cgroup: hooks.map(|hooks| hooks.cgroup.display().to_string()),
+            cgroup: hooks.map(|hooks| crate::config::cgroup_display(&hooks.cgroup)),
             adopted: hooks.is_some_and(|hooks| hooks.adopted),
             ports: egress.ports.clone(),
             smart_hosts: egress
@@ -255,4 +290,15 @@ fn error(message: impl Into<String>) -> Response {
     Response::Error {
         message: message.into(),
     }
+}
+
+/// "expires in 59m 59s" for an expiry time (unix seconds) `at`, seen at `now`; "no expiry".
+fn expiry(at: Option<u64>, now: u64) -> String {
+    at.map_or_else(
+        || "no expiry".to_owned(),
+        |at| {
+            let left = std::time::Duration::from_secs(at.saturating_sub(now));
+            format!("expires in {}", humantime::format_duration(left))
+        },
+    )
 }

@@ -9,11 +9,11 @@ use tracing::{error, info, warn};
 
 use super::{Daemon, egress::sync_hooks};
 use crate::{
+    clock::now_unix,
     datapath::{Error as DatapathError, LostHook},
     metrics::DetachedLabels,
     model::{Hook, XdpMode},
     proto::LostStatus,
-    runtime::now_unix,
 };
 
 /// A hook found detached, not attached again yet.

@@ -12,12 +12,13 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink},
 };
+use bpf_plumbing::bpf_cmd;
 use port25_common::{
-    egress::{self, Event, Reason, Verdict},
+    egress::{self, Reason, Verdict},
     maps,
 };
 
-use super::{Datapath, Error, bpf_cmd, links::HeldLink, take_map};
+use super::{Datapath, Error, links::HeldLink, take_map};
 
 /// The hooks as attached: where, and whether pinned links were taken over.
 pub struct Hooks {
@@ -114,7 +115,7 @@ impl Datapath {
         if let Some(hooks) = self.hooks.take() {
             tracing::info!(
                 "egress guard detached from cgroup {}",
-                hooks.cgroup.display()
+                crate::config::cgroup_display(&hooks.cgroup)
             );
             hooks.release();
         }
@@ -257,14 +258,4 @@ fn detach_left_over(path: &Path) {
     if let Err(err) = std::fs::remove_file(path) {
         tracing::warn!("removing pin {}: {err}", path.display());
     }
-}
-
-/// Reads one event off the ring buffer; `None` when its size is not an [`Event`]'s.
-pub fn parse_event(bytes: &[u8]) -> Option<Event> {
-    if bytes.len() < size_of::<Event>() {
-        return None;
-    }
-    // SAFETY: `Event` is repr(C), Copy, without padding, valid for any bytes; the length is checked
-    // and read_unaligned makes no alignment assumption.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }

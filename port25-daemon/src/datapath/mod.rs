@@ -4,21 +4,19 @@
 //! Everything lives on the BPF filesystem (see [`crate::pins`]), so the filter outlives the daemon:
 //! a killed daemon leaves the last policy enforcing, and the next start adopts the maps (counters
 //! keep counting) and swaps its program into the pinned links. Policy updates are generational
-//! (`policy.rs`); attaching and releasing is in `links.rs`.
+//! (`policy.rs`); attaching and releasing is in `links/`.
 #![allow(
     unreachable_pub,
     reason = "public to the tests and the bench through `testing`"
 )]
 
-mod bpf_cmd;
 mod counters;
 mod egress;
-mod libxdp;
 mod links;
 mod lists;
-mod occupant;
 mod policy;
 mod settings;
+mod sources;
 #[cfg(feature = "testing")]
 mod test_run;
 
@@ -30,26 +28,26 @@ use aya::{
     programs::{Extension, ProgramError, SchedClassifier, Xdp},
 };
 use port25_common::{
-    BlockKey, COMPONENT_PROGRAM_NAME, Counter, EGRESS_PROGRAM_NAME, PROGRAM_NAME, Reason,
+    BlockKey, COMPONENT_PROGRAM_NAME, Counter, PROGRAM_NAME, Reason, SYNACK_WATCHER_PROGRAM_NAME,
     SYNPROXY_PROGRAM_NAME, V4Key, V6Key, Verdict, maps,
 };
 
 pub use self::counters::Counters;
-pub use self::egress::{EgressCounters, EgressCounts, parse_event};
-pub use self::libxdp::RUN_PRIO as LIBXDP_RUN_PRIO;
-#[cfg(feature = "testing")]
-pub use self::libxdp::{DispatcherConfig, SlotConfig};
+pub use self::egress::{EgressCounters, EgressCounts};
 use self::links::HeldLink;
 pub use self::links::{
-    Attachment, LostHook, ifname, in_dispatchers, leave_dispatchers, pinned_link_ids,
-    wait_links_gone,
+    Attachment, LIBXDP_RUN_PRIO, LostHook, ifname, in_dispatchers, leave_dispatchers,
+    pinned_link_ids, wait_links_gone,
 };
-pub use self::occupant::Occupant;
+use self::sources::{SourceMap, VerifiedMap};
+pub use self::sources::{SourceTables, TrackedSource, top};
 use crate::{
     model::{OnExit, XdpMode},
     pins::PinDir,
-    sources::{SourceMap, SourceTables, VerifiedMap},
 };
+pub use bpf_plumbing::Occupant;
+#[cfg(feature = "testing")]
+pub use bpf_plumbing::libxdp::{DispatcherConfig, SlotConfig};
 
 /// The programs built by build.rs from port25-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port25"));
@@ -114,19 +112,42 @@ pub enum Error {
         #[source]
         source: Box<ProgramError>,
     },
-    #[error(
-        "{iface}: another XDP program holds the interface: {occupant}. port25 does not replace \
-         it. Unload it (`xdp-loader status {iface}` lists libxdp's programs, `xdp-loader unload \
-         {iface} --all` removes them; `ip link set dev {iface} xdp off` removes one attached with \
-         ip), leave {iface} out of `interfaces`, or, for a libxdp dispatcher, set xdp_coexist = \
-         \"libxdp\" to run beside its programs"
-    )]
-    Occupied { iface: String, occupant: Occupant },
-    #[error("{iface}: cannot join libxdp's dispatcher (xdp_coexist = \"libxdp\"): {reason:#}")]
+    #[error("{iface}: another XDP program holds the interface: {occupant}. {}", occupied_hint(iface, port25d.as_deref()))]
+    Occupied {
+        iface: String,
+        occupant: Occupant,
+        /// The other port25d whose filter it is, when it is one.
+        port25d: Option<Box<crate::pins::Owner>>,
+    },
+    #[error("{iface}: cannot join libxdp's dispatcher (xdp_coexist = \"libxdp\"): {reason}{hint}")]
     Dispatcher {
         iface: String,
-        reason: anyhow::Error,
+        reason: bpf_plumbing::Error,
+        /// What to change in port25's config, when the reason says.
+        hint: String,
     },
+}
+
+/// What to do about an interface another program holds: another port25d is named (one
+/// interface has one port25d), anything else is not replaced.
+fn occupied_hint(iface: &str, port25d: Option<&crate::pins::Owner>) -> String {
+    match port25d {
+        Some(owner) => format!(
+            "It is the filter of {owner}, with pins of its own: one interface has one port25d. \
+             Stop that one (`port25d detach{}`), or leave {iface} out of `interfaces`",
+            owner
+                .control_socket
+                .as_ref()
+                .map(|s| format!(" --control-socket {}", s.display()))
+                .unwrap_or_default()
+        ),
+        None => format!(
+            "port25 does not replace it. Unload it (`xdp-loader status {iface}` lists libxdp's \
+             programs, `xdp-loader unload {iface} --all` removes them; `ip link set dev {iface} \
+             xdp off` removes one attached with ip), leave {iface} out of `interfaces`, or, for a \
+             libxdp dispatcher, set xdp_coexist = \"libxdp\" to run beside its programs"
+        ),
+    }
 }
 
 impl Error {
@@ -162,6 +183,8 @@ pub struct Datapath {
     links: Vec<HeldLink>,
     /// The egress guard's connect hooks, when attached.
     hooks: Option<egress::Hooks>,
+    /// Whether the maps were a previous daemon's (a killed one's filter was taken over).
+    adopted: bool,
 }
 
 impl Datapath {
@@ -198,6 +221,31 @@ impl Datapath {
                 pins.maps().display()
             );
         }
+        let loaded = Self::load_pinned(&pins, tracked_sources, log_level);
+        if loaded.is_err() && !adopted {
+            // The maps aya pinned for this start belong to no filter.
+            for problem in PinDir::existing(&pins.maps()).remove_all() {
+                tracing::warn!("{problem}");
+            }
+        }
+        let mut datapath = loaded?(pins, adopted);
+        datapath.generation = datapath
+            .array::<u32>(maps::ACTIVE)?
+            .get(&0, 0)
+            .map_err(Error::map(maps::ACTIVE))?;
+        if !adopted {
+            datapath.live = Some(policy::LiveLists::default());
+        }
+        Ok(datapath)
+    }
+
+    /// Loads the object with its maps pinned in `pins` (adopting those there): the datapath,
+    /// once given its pin directory and whether its maps were adopted.
+    fn load_pinned(
+        pins: &PinDir,
+        tracked_sources: u32,
+        log_level: u8,
+    ) -> Result<impl FnOnce(PinDir, bool) -> Self + use<>, Error> {
         let maps_dir = pins.maps();
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
@@ -208,13 +256,15 @@ impl Datapath {
             .map_err(|e| Error::Load(Box::new(e)))?;
         xdp_mut(&mut ebpf)?.load().map_err(Error::program)?;
         load_synproxy(&mut ebpf)?;
-        egress_mut(&mut ebpf)?.load().map_err(Error::program)?;
+        synack_watcher_mut(&mut ebpf)?
+            .load()
+            .map_err(Error::program)?;
         let counters = Counters::take(&mut ebpf)?;
         let sources = take_map(&mut ebpf, maps::SOURCES)?;
         let sources = SourceMap::try_from(sources).map_err(Error::map(maps::SOURCES))?;
         let verified = take_map(&mut ebpf, maps::VERIFIED)?;
         let verified = VerifiedMap::try_from(verified).map_err(Error::map(maps::VERIFIED))?;
-        let mut datapath = Self {
+        Ok(move |pins, adopted| Self {
             ebpf,
             pins,
             counters: Arc::new(counters),
@@ -224,15 +274,8 @@ impl Datapath {
             attachments: Vec::new(),
             links: Vec::new(),
             hooks: None,
-        };
-        datapath.generation = datapath
-            .array::<u32>(maps::ACTIVE)?
-            .get(&0, 0)
-            .map_err(Error::map(maps::ACTIVE))?;
-        if !adopted {
-            datapath.live = Some(policy::LiveLists::default());
-        }
-        Ok(datapath)
+            adopted,
+        })
     }
 
     /// The aya object, for the log forwarder.
@@ -254,6 +297,11 @@ impl Datapath {
 
     pub fn generation(&self) -> u32 {
         self.generation
+    }
+
+    /// Whether the maps were a previous daemon's, adopted at load.
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     /// Removes the map directories of other layout versions (after taking over the interfaces,
@@ -285,38 +333,58 @@ impl Datapath {
                     tracing::info!(
                         "left the egress guard attached to cgroup {} (on_exit = keep); `port25d \
                          detach` removes it",
-                        hooks.cgroup.display()
+                        crate::config::cgroup_display(&hooks.cgroup)
                     );
                 }
             }
             OnExit::Detach => {
-                let ids = links::pinned_link_ids(&self.pins);
-                self.leave_dispatchers_attached();
-                for link in self.links.drain(..) {
-                    link.release();
-                }
-                if let Some(hooks) = self.release_hooks() {
-                    tracing::info!(
-                        "egress guard detached from cgroup {}",
-                        hooks.cgroup.display()
-                    );
-                    hooks.release();
-                }
-                if !links::wait_links_gone(&ids, std::time::Duration::from_secs(2)) {
-                    tracing::warn!(
-                        "a link is still held by another process (`bpftool link` shows which)"
-                    );
-                }
-                for attachment in &self.attachments {
-                    if attachment.watches_egress && !attachment.egress_pinned {
-                        links::remove_tc_filter(&attachment.iface);
-                    }
-                    tracing::info!("detached from {}", attachment.iface);
-                }
+                self.detach_everything();
                 for problem in self.pins.remove_all() {
                     tracing::warn!("{problem}");
                 }
             }
+        }
+    }
+
+    /// Undoes a start that failed: the kernel is left as this daemon found it. Maps it made go
+    /// with what it attached; a previous daemon's filter it was taking over (adopted maps) stays
+    /// attached and enforcing, and maps of another layout stay for the next start.
+    pub fn abandon(mut self) {
+        if self.adopted {
+            tracing::warn!(
+                "the filter pinned in {} (a previous daemon's) stays attached and enforcing",
+                self.pins.root().display()
+            );
+            return;
+        }
+        self.detach_everything();
+        for problem in self.pins.remove_own() {
+            tracing::warn!("{problem}");
+        }
+    }
+
+    /// Detaches every program this datapath attached: dispatchers left, links and hooks released.
+    fn detach_everything(&mut self) {
+        let ids = links::pinned_link_ids(&self.pins);
+        self.leave_dispatchers_attached();
+        for link in self.links.drain(..) {
+            link.release();
+        }
+        if let Some(hooks) = self.release_hooks() {
+            tracing::info!(
+                "egress guard detached from cgroup {}",
+                crate::config::cgroup_display(&hooks.cgroup)
+            );
+            hooks.release();
+        }
+        if !links::wait_links_gone(&ids, std::time::Duration::from_secs(2)) {
+            tracing::warn!("a link is still held by another process (`bpftool link` shows which)");
+        }
+        for attachment in &self.attachments {
+            if attachment.watches_synacks && !attachment.synack_watcher_pinned {
+                links::remove_tc_filter(&attachment.iface);
+            }
+            tracing::info!("detached from {}", attachment.iface);
         }
     }
 
@@ -394,9 +462,9 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, Error> {
     ebpf.take_map(name).ok_or(Error::MissingMap(name))
 }
 
-fn egress_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
-    ebpf.program_mut(EGRESS_PROGRAM_NAME)
-        .ok_or(Error::MissingMap(EGRESS_PROGRAM_NAME))?
+fn synack_watcher_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
+    ebpf.program_mut(SYNACK_WATCHER_PROGRAM_NAME)
+        .ok_or(Error::MissingMap(SYNACK_WATCHER_PROGRAM_NAME))?
         .try_into()
         .map_err(Error::program)
 }
@@ -457,7 +525,7 @@ mod tests {
     use super::*;
 
     /// What every port25d ships: the XDP filter (also as a libxdp dispatcher's component), the TC
-    /// egress watcher and the egress guard's two connect hooks, and nothing else (the bench's
+    /// SYN-ACK watcher and the egress guard's two connect hooks, and nothing else (the bench's
     /// floors and SYN generator live in port25-bench-ebpf).
     #[test]
     fn the_embedded_object_holds_only_the_production_programs() {
@@ -466,7 +534,7 @@ mod tests {
         programs.sort_unstable();
         let mut production = vec![
             PROGRAM_NAME,
-            EGRESS_PROGRAM_NAME,
+            SYNACK_WATCHER_PROGRAM_NAME,
             port25_common::COMPONENT_PROGRAM_NAME,
             port25_common::SYNPROXY_PROGRAM_NAME,
             port25_common::egress::CONNECT4_PROGRAM,

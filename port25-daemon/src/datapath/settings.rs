@@ -45,7 +45,7 @@ pub(super) fn settings_of(config: &Config) -> Settings {
         synproxy_wscale: u32::from(synproxy.wscale),
         synproxy_ttl: u32::from(synproxy.ttl),
         synproxy_ipv6: u32::from(synproxy.ipv6),
-        _padding: 0,
+        _pad_end: 0,
     }
 }
 

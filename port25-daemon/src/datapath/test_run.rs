@@ -7,7 +7,7 @@ use aya::{
     TestRunResult,
     programs::{Program, ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use port25_common::{EGRESS_PROGRAM_NAME, PROGRAM_NAME};
+use port25_common::{PROGRAM_NAME, SYNACK_WATCHER_PROGRAM_NAME};
 
 use super::{Datapath, Error};
 
@@ -49,8 +49,8 @@ impl Datapath {
     }
 
     /// Runs the egress (TC) program on one outgoing frame; returns the TC action.
-    pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, Error> {
-        let program: &SchedClassifier = self.program(EGRESS_PROGRAM_NAME)?;
+    pub fn test_run_synack_watcher(&self, frame: &[u8]) -> Result<u32, Error> {
+        let program: &SchedClassifier = self.program(SYNACK_WATCHER_PROGRAM_NAME)?;
         run(program, frame, 1).map(|(action, _)| action)
     }
 

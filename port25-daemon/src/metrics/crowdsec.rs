@@ -1,5 +1,6 @@
 //! The CrowdSec bouncer's and reporter's metrics, exported while `[crowdsec]` is on: decisions
-//! held by origin and family, polls and alerts by result, and when the LAPI last answered (the
+//! held by origin and family, those the allowlist overrides, decisions skipped by reason, polls and
+//! alerts by result, and when the LAPI last answered (the
 //! alert rule `Port25CrowdsecLapiUnreachable` watches it).
 
 use prometheus_client::{
@@ -8,7 +9,7 @@ use prometheus_client::{
 };
 
 use super::families::{family, gauge, gauge_if_known, level};
-use crate::crowdsec::SharedStatus;
+use crate::crowdsec::SharedStanding;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -23,14 +24,14 @@ struct ResultLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SkipLabels {
-    reason: String,
+    reason: &'static str,
 }
 
 /// A counter family by result: name, help, and the success and failure counts.
 type ResultFamily = (&'static str, &'static str, [(&'static str, u64); 2]);
 
 pub(super) struct CrowdsecCollector {
-    pub status: SharedStatus,
+    pub status: SharedStanding,
 }
 
 impl std::fmt::Debug for CrowdsecCollector {
@@ -49,12 +50,12 @@ impl Collector for CrowdsecCollector {
             &mut encoder,
             "port25_crowdsec_decisions",
             "CrowdSec ban decisions held in the deny list, by origin and address family",
-            status.decisions.iter().map(|count| {
+            status.decisions.iter().map(|((origin, family), count)| {
                 let labels = DecisionLabels {
-                    origin: count.origin.clone(),
-                    family: count.family.clone(),
+                    origin: origin.clone(),
+                    family: (*family).to_owned(),
                 };
-                (labels, level(count.count))
+                (labels, level(*count))
             }),
         )?;
         let by_result: [ResultFamily; 2] = [
@@ -68,7 +69,7 @@ impl Collector for CrowdsecCollector {
             ),
             (
                 "port25_crowdsec_alerts",
-                "Alerts pushed to the CrowdSec Local API (prefixes the rate limiter kept dropping), by result",
+                "Alerts pushed to the CrowdSec Local API (prefixes that flooded with connections they completed), by result",
                 [
                     ("success", status.alerts_ok),
                     ("failure", status.alerts_failed),
@@ -82,13 +83,19 @@ impl Collector for CrowdsecCollector {
         family(
             &mut encoder,
             "port25_crowdsec_decisions_skipped",
-            "Decisions of the stream not enforced: another type (captcha…), scope or origin, or a value that is no address",
-            status.skipped.iter().map(|(reason, total)| {
+            "Decisions of the stream not enforced, by reason: another type (captcha…), scope or origin; a value that is no address; a duration that is none, over or past Go's range; a range wider than min_ipv4_prefix/min_ipv6_prefix; max_decisions reached; and deletions of decisions not held",
+            status.skips().map(|(skip, total)| {
                 let labels = SkipLabels {
-                    reason: reason.clone(),
+                    reason: skip.label(),
                 };
-                (labels, *total)
+                (labels, total)
             }),
+        )?;
+        gauge(
+            &mut encoder,
+            "port25_crowdsec_decisions_overridden",
+            "Held CrowdSec decisions whose prefix the configured allowlist covers wholly or in part: allowlisted addresses inside them are not dropped",
+            level(status.overridden.len()),
         )?;
         // No sample until the LAPI first answers: a made-up time would be a lie.
         gauge_if_known(

@@ -7,7 +7,7 @@ use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeLabelSet},
 };
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use super::{
     Snapshot, TOP_K,
@@ -15,8 +15,9 @@ use super::{
 };
 use crate::{
     datapath::{EgressCounters, EgressCounts},
-    egress_log::SharedLog,
+    egress_guard::SharedLog,
     model::EgressMode,
+    shared::Shared,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,7 +42,7 @@ struct TopDeniedLabels {
 pub(super) struct EgressCollector {
     pub counters: Arc<EgressCounters>,
     pub log: SharedLog,
-    pub snapshot: Arc<RwLock<Snapshot>>,
+    pub snapshot: Shared<Snapshot>,
 }
 
 impl std::fmt::Debug for EgressCollector {
@@ -71,12 +72,9 @@ fn possible_forwarded(verdict: Verdict, reason: Reason) -> bool {
 
 impl Collector for EgressCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (mode, cgroup) = match self.snapshot.read() {
-            Ok(guard) => (guard.egress_mode, guard.egress_cgroup.clone()),
-            Err(poisoned) => {
-                let guard = poisoned.into_inner();
-                (guard.egress_mode, guard.egress_cgroup.clone())
-            }
+        let (mode, cgroup) = {
+            let snapshot = self.snapshot.lock();
+            (snapshot.egress_mode, snapshot.egress_cgroup.clone())
         };
         let attached = (mode != EgressMode::Off).then(|| {
             let labels = AttachedLabels {

@@ -7,10 +7,7 @@ mod egress;
 mod families;
 mod text_format;
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, RwLock},
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
 use port25_common::{Counter as KernelCounter, Reason, Verdict};
@@ -23,10 +20,10 @@ use prometheus_client::{
 
 use self::families::{family, gauge, level};
 use crate::{
-    datapath::{Attachment, Counters, EgressCounters, ifname},
-    egress_log::SharedLog,
+    datapath::{self, Attachment, Counters, EgressCounters, SourceTables, ifname},
+    egress_guard::SharedLog,
     model::{EgressMode, ListKind},
-    sources::{self, SourceTables},
+    shared::Shared,
 };
 
 /// How many of the most-dropped source prefixes the top-K gauge exports: bounded, whatever the
@@ -67,7 +64,7 @@ pub(crate) struct Metrics {
     registry: Registry,
     pub reloads: Family<ReloadLabels, Counter>,
     pub detached: Family<DetachedLabels, Counter>,
-    pub snapshot: Arc<RwLock<Snapshot>>,
+    pub snapshot: Shared<Snapshot>,
 }
 
 impl Metrics {
@@ -76,10 +73,10 @@ impl Metrics {
         sources: Arc<SourceTables>,
         egress: Arc<EgressCounters>,
         egress_log: SharedLog,
-        crowdsec: crate::crowdsec::SharedStatus,
+        crowdsec: crate::crowdsec::SharedStanding,
     ) -> Self {
         let mut registry = Registry::default();
-        let snapshot = Arc::new(RwLock::new(Snapshot::default()));
+        let snapshot = Shared::<Snapshot>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         for result in ["success", "failure"] {
             // Export both series from the start so rate() and alerts see a zero, not a gap.
@@ -87,7 +84,7 @@ impl Metrics {
         }
         registry.register(
             "port25_config_reloads",
-            "Configuration reloads (SIGHUP), by result",
+            "Configuration reloads (SIGHUP, or a watched list directory changed), by result",
             reloads.clone(),
         );
         let detached = Family::<DetachedLabels, Counter>::default();
@@ -105,12 +102,12 @@ impl Metrics {
         registry.register_collector(Box::new(DatapathCollector {
             counters,
             sources,
-            snapshot: Arc::clone(&snapshot),
+            snapshot: snapshot.clone(),
         }));
         registry.register_collector(Box::new(egress::EgressCollector {
             counters: egress,
             log: egress_log,
-            snapshot: Arc::clone(&snapshot),
+            snapshot: snapshot.clone(),
         }));
         registry.register_collector(Box::new(crowdsec::CrowdsecCollector { status: crowdsec }));
         Self {
@@ -207,7 +204,7 @@ struct ListLabels {
 struct DatapathCollector {
     counters: Arc<Counters>,
     sources: Arc<SourceTables>,
-    snapshot: Arc<RwLock<Snapshot>>,
+    snapshot: Shared<Snapshot>,
 }
 
 impl std::fmt::Debug for DatapathCollector {
@@ -236,10 +233,7 @@ fn possible_pairs() -> impl Iterator<Item = (Verdict, Reason)> {
 
 impl Collector for DatapathCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = match self.snapshot.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let snapshot = self.snapshot.lock().clone();
         let totals = match self.counters.read() {
             Ok(totals) => totals,
             Err(err) => {
@@ -351,7 +345,7 @@ impl Collector for DatapathCollector {
             &mut encoder,
             "port25_top_source_dropped",
             "New connections refused by the rate limiter, for the source prefixes with the most (top 10)",
-            sources::top(tracked, TOP_K)
+            datapath::top(tracked, TOP_K)
                 .into_iter()
                 .enumerate()
                 .map(|(rank, source)| {

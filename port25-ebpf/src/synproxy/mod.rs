@@ -204,7 +204,7 @@ fn judge_segment<const IP_LEN: usize>(
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let _ = COOKIE_FLOWS.insert(&key, &now, 0);
-    ratelimit::mark_verified(settings, &client);
+    ratelimit::handshake_completed(settings, &client);
     Answer::Passed(Reason::CookieValid)
 }
 

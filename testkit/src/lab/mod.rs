@@ -16,6 +16,7 @@ mod capture;
 mod cgroup;
 mod crowdsec;
 mod daemon;
+mod fake_lapi;
 mod gateway;
 mod netns;
 mod process;
@@ -40,8 +41,8 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use self::{
-    addresses::*, bpffs::*, capture::*, cgroup::*, crowdsec::*, daemon::*, gateway::*, netns::*,
-    process::*, prometheus::*, smtp::*, wire::*, workdir::*, xdp_pass::*,
+    addresses::*, bpffs::*, capture::*, cgroup::*, crowdsec::*, daemon::*, fake_lapi::*,
+    gateway::*, netns::*, process::*, prometheus::*, smtp::*, wire::*, workdir::*, xdp_pass::*,
 };
 
 /// How often the `poll` loops look again.

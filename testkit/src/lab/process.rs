@@ -150,7 +150,7 @@ pub(super) fn start_logged(
 }
 
 /// Whether the running kernel is at least `major.minor` (some attach paths depend on it: TCX, for
-/// the egress watcher's pinned link, is 6.6).
+/// the SYN-ACK watcher's pinned link, is 6.6).
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("a kernel release");
     let mut numbers = release
@@ -159,12 +159,23 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
 }
 
-/// The egress watcher's pins on `ifaces` where the kernel pins it (a TCX link, 6.6+): before
+/// The SYN-ACK watcher's pins on `ifaces` where the kernel pins it (a TCX link, 6.6+): before
 /// that it is a tc filter, with no pin.
-pub fn tc_egress_pins(ifaces: &[&str]) -> Vec<String> {
+pub fn tc_synack_pins(ifaces: &[&str]) -> Vec<String> {
     if kernel_at_least(6, 6) {
-        ifaces.iter().map(|i| format!("tc-egress-{i}")).collect()
+        ifaces.iter().map(|i| format!("tc-synack-{i}")).collect()
     } else {
         Vec::new()
     }
+}
+
+/// Resident memory of a process, in KiB (VmRSS of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> Result<u64, String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|err| format!("cannot read /proc/{pid}/status: {err}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
 }

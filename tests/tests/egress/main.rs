@@ -388,9 +388,25 @@ fn only_smart_hosts_and_allowed_processes_get_outbound_smtp() {
         "the most refused process ranks first: {top:?}"
     );
     let (_, status, _) = daemon.cli(&["status"]);
+    // One name for the cgroup everywhere: status, metrics and the log say "/NAME", as systemd
+    // does, though the config gave its full path.
+    let name = format!(
+        "/{}",
+        lab.cgroup.path().file_name().unwrap().to_string_lossy()
+    );
     assert!(
-        status.contains("egress guard: enforce mode, ports 25, hooks on cgroup"),
+        status.contains(&format!(
+            "egress guard: enforce mode, ports 25, hooks on cgroup {name}"
+        )),
         "{status}"
+    );
+    assert_eq!(
+        metric(
+            &daemon.scrape(),
+            "port25_egress_attached",
+            &[("mode", "enforce"), ("cgroup", &name)]
+        ),
+        Some(1.0)
     );
     // The audit says the guard covers the test's cgroup, and names who it refused.
     let pins = lab.bpf.pin_dir();

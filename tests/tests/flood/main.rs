@@ -222,7 +222,7 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     }
     assert!(
         !daemon.log().contains("cannot watch egress"),
-        "handshake verification needs the egress watcher:\n{}",
+        "handshake verification needs the SYN-ACK watcher:\n{}",
         daemon.log()
     );
     let gw2_mac = gw.mac("gw2");

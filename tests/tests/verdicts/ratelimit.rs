@@ -170,7 +170,7 @@ fn completed_handshakes_verify_a_prefix_past_the_global_cap() {
 
     // A wrong acknowledgment number (what a spoofer guesses) proves nothing.
     let egress = datapath
-        .test_run_egress(&syn_ack("198.18.0.1", "198.18.3.1", 7_000_000))
+        .test_run_synack_watcher(&syn_ack("198.18.0.1", "198.18.3.1", 7_000_000))
         .unwrap();
     assert_eq!(egress, TC_ACT_OK, "egress is never filtered");
     assert_eq!(
@@ -182,10 +182,15 @@ fn completed_handshakes_verify_a_prefix_past_the_global_cap() {
         0,
         "still capped after a bad ACK"
     );
+    assert_eq!(
+        completed(&datapath, "198.18.3.0/24"),
+        0,
+        "nothing completed"
+    );
 
     // The right one (ISN + 1) verifies the /24: its SYNs skip the global cap, within its own bucket.
     datapath
-        .test_run_egress(&syn_ack("198.18.0.1", "198.18.3.1", 7_000_000))
+        .test_run_synack_watcher(&syn_ack("198.18.0.1", "198.18.3.1", 7_000_000))
         .unwrap();
     assert_eq!(
         datapath
@@ -193,6 +198,12 @@ fn completed_handshakes_verify_a_prefix_past_the_global_cap() {
             .unwrap(),
         XDP_PASS
     );
+    // Counted once, the reporter's evidence: the same ACK again completes nothing.
+    assert_eq!(completed(&datapath, "198.18.3.0/24"), 1);
+    datapath
+        .test_run(&final_ack("198.18.3.1", 7_000_001))
+        .unwrap();
+    assert_eq!(completed(&datapath, "198.18.3.0/24"), 1, "a replayed ACK");
     // The /24's bucket holds 5; the two SYNs the global cap refused above spent a token each.
     assert_eq!(
         admitted_of(&datapath, "198.18.3.77", 10),
@@ -209,7 +220,7 @@ fn completed_handshakes_verify_a_prefix_past_the_global_cap() {
         "capped before"
     );
     datapath
-        .test_run_egress(&syn_ack("2001:db8:25::1", "2001:db8:3::1", 42))
+        .test_run_synack_watcher(&syn_ack("2001:db8:25::1", "2001:db8:3::1", 42))
         .unwrap();
     datapath.test_run(&final_ack("2001:db8:3::1", 43)).unwrap();
     assert_eq!(
@@ -217,6 +228,7 @@ fn completed_handshakes_verify_a_prefix_past_the_global_cap() {
         4,
         "verified /48"
     );
+    assert_eq!(completed(&datapath, "2001:db8:3::/48"), 1);
 }
 
 #[test]
@@ -226,7 +238,7 @@ fn handshake_verification_can_be_turned_off() {
     let _ = admitted_of(&datapath, "198.18.10.1", 20); // 5 more
     let _ = admitted_of(&datapath, "198.18.11.1", 20); // the last 2
     datapath
-        .test_run_egress(&syn_ack("198.18.0.1", "198.18.3.1", 99))
+        .test_run_synack_watcher(&syn_ack("198.18.0.1", "198.18.3.1", 99))
         .unwrap();
     datapath.test_run(&final_ack("198.18.3.1", 100)).unwrap();
     assert_eq!(admitted_of(&datapath, "198.18.3.1", 5), 0);

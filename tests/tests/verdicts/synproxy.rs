@@ -139,7 +139,7 @@ fn answered(datapath: &Datapath, syn: &[u8], mss: u16) -> SynAck {
 
 /// One client's whole handshake through the program: SYN answered, the ACK's cookie valid, the
 /// rest of the connection known.
-fn handshake(datapath: &Datapath, client: &str, mss: u16) {
+fn handshake(datapath: &Datapath, client: &str, prefix: &str, mss: u16) {
     let syn = syn(client, 40000).build();
     let synack = answered(datapath, &syn, mss);
     check(
@@ -162,18 +162,20 @@ fn handshake(datapath: &Datapath, client: &str, mss: u16) {
             ),
         ],
     );
+    // The valid cookie is a completed handshake of the client's prefix (/32, /64): once.
+    assert_eq!(completed(datapath, prefix), 1, "{prefix}");
 }
 
 #[test]
 fn syn_cookies_answer_and_verify_ipv4() {
     let datapath = load(SYNPROXY);
-    handshake(&datapath, "198.18.3.3", 1460);
+    handshake(&datapath, "198.18.3.3", "198.18.3.3/32", 1460);
 }
 
 #[test]
 fn syn_cookies_answer_and_verify_ipv6() {
     let datapath = load(SYNPROXY);
-    handshake(&datapath, "2001:db8:3::3", 1440);
+    handshake(&datapath, "2001:db8:3::3", "2001:db8:3::/64", 1440);
 }
 
 #[test]

@@ -16,17 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use self::toolchain::{bpf_linker, rust_src};
+use crate::packages::Scope;
 use crate::packages::{Check, Package, packages};
 use crate::util;
-
-/// What a command needs beyond the build tools.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scope {
-    /// `cargo xtask run`'s lab and the commands it prints.
-    Lab,
-    /// Tests, bench and packaging: every package of `packages.rs`.
-    Everything,
-}
 
 /// `cargo xtask setup`: everything, ahead of time, then the self-check.
 pub(crate) fn setup(force_bpf_linker: bool) -> Result<()> {

@@ -17,7 +17,8 @@ use anyhow::{Context, Result, bail};
 use self::initramfs::Initramfs;
 use self::kernel::Kernel;
 pub(crate) use self::qemu::Accel;
-use crate::setup::{self, Scope};
+use crate::packages::Scope;
+use crate::setup;
 use crate::util;
 
 /// A test binary of port25-tests that runs in the guest: the programs it runs (copied from this
@@ -60,8 +61,18 @@ const SMTP_FILES: &[&str] = &[
 ];
 const LAB_MODULES: &[&str] = &["veth", "bridge", "sch_ingress", "cls_bpf"];
 
+/// The canary's suite (`tests/tests/canary.rs`): run when `--canary` is given.
+const CANARY: Suite = Suite {
+    name: "canary",
+    tools: &[],
+    files: &[],
+    smtp: false,
+    modules: &[],
+};
+
 /// The suites that can run in a guest; under TCG a guest is 10-15 times slower than the host.
 const SUITES: &[Suite] = &[
+    CANARY,
     Suite {
         name: "verdicts",
         tools: &[],
@@ -97,7 +108,8 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         name: "operations",
-        tools: &[],
+        // The safety tests: a closed pipe's exit code (PIPESTATUS), a client run as nobody.
+        tools: &["bash", "setpriv"],
         files: &[],
         smtp: true,
         modules: LAB_MODULES,
@@ -130,7 +142,7 @@ pub(crate) fn vm(options: &Options) -> Result<ExitCode> {
         bail!("cargo xtask vm needs root: apt-get download and the test binaries' own checks");
     }
     setup::ensure(Scope::Everything)?;
-    let suites: Vec<&Suite> = options
+    let mut suites: Vec<&Suite> = options
         .tests
         .split(',')
         .map(|name| {
@@ -146,6 +158,9 @@ pub(crate) fn vm(options: &Options) -> Result<ExitCode> {
                 })
         })
         .collect::<Result<_>>()?;
+    if options.canary.is_some() && !suites.iter().any(|s| s.name == CANARY.name) {
+        suites.push(&CANARY);
+    }
     let cache = util::workspace_root().join("target/vm");
     let kernels: Vec<Kernel> = options
         .kernels

@@ -194,20 +194,20 @@ mod tests {
     fn the_console_tells_results_failed_tests_and_alarms() {
         let mut run = Run::default();
         for line in [
-            "P25VM-START verdicts\r",
+            "P25VM-START canary\r",
             "test vm_canary ... FAILED",
             "test policy::x ... ok",
-            "P25VM-RESULT verdicts 101",
+            "P25VM-RESULT canary 101",
             "P25VM-START attach",
             "[   12.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s!",
         ] {
             let seen = observe(&mut run, line);
             assert_eq!(seen == Seen::Start, line.starts_with(START), "{line}");
         }
-        assert_eq!(run.results, vec![("verdicts".to_owned(), 101)]);
+        assert_eq!(run.results, vec![("canary".to_owned(), 101)]);
         assert_eq!(
             run.failed_tests,
-            vec![("verdicts".to_owned(), "vm_canary".to_owned())]
+            vec![("canary".to_owned(), "vm_canary".to_owned())]
         );
         assert_eq!(run.unfinished.as_deref(), Some("attach"));
         assert_eq!(run.alarms.len(), 1);

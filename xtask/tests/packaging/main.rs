@@ -46,6 +46,7 @@ const METRICS: &[&str] = &[
     "port25_detached_total",
     "port25_crowdsec_decisions",
     "port25_crowdsec_decisions_skipped_total",
+    "port25_crowdsec_decisions_overridden",
     "port25_crowdsec_polls_total",
     "port25_crowdsec_alerts_total",
     "port25_crowdsec_last_success_timestamp_seconds",

@@ -170,3 +170,48 @@ for p in walk(d["panels"]):
         .args(["check", "rules"])
         .arg(dir.join("queries.yml")));
 }
+
+/// The metric names in the first column of a Markdown table's rows (`| \`port25_x\`, ... |`).
+fn table_metrics(markdown: &str) -> BTreeSet<String> {
+    markdown
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `port25_"))
+        .flat_map(|row| {
+            let first = format!("`port25_{}", row.split('|').next().unwrap_or_default());
+            first
+                .split('`')
+                .filter(|part| part.starts_with("port25_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_readmes_list_every_metric_and_every_alert() {
+    let readme = fs::read_to_string(workspace().join("README.md")).unwrap();
+    let listed = table_metrics(&readme);
+    let exported: BTreeSet<String> = METRICS.iter().map(|m| (*m).to_owned()).collect();
+    assert_eq!(
+        listed, exported,
+        "README's metrics table and the metrics port25d exports differ"
+    );
+    let rules = fs::read_to_string(packaging().join("prometheus/port25.rules.yml")).unwrap();
+    let alerts: BTreeSet<&str> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- alert:"))
+        .map(str::trim)
+        .collect();
+    let guide = fs::read_to_string(packaging().join("README.md")).unwrap();
+    let table: BTreeSet<String> = guide
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `Port25"))
+        .filter_map(|row| row.split('`').next())
+        .map(|name| format!("Port25{name}"))
+        .collect();
+    let alerts: BTreeSet<String> = alerts.iter().map(|a| (*a).to_owned()).collect();
+    assert_eq!(
+        table, alerts,
+        "packaging/README.md's alert table and the rules file differ"
+    );
+}

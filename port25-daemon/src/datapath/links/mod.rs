@@ -7,7 +7,7 @@
 mod dispatcher;
 
 use self::dispatcher::leave_dispatcher;
-pub use self::dispatcher::{in_dispatchers, leave_dispatchers};
+pub use self::dispatcher::{LIBXDP_RUN_PRIO, in_dispatchers, leave_dispatchers};
 
 use std::{
     os::fd::AsFd as _,
@@ -23,15 +23,10 @@ use aya::programs::{
     xdp::XdpLink,
 };
 
-use port25_common::EGRESS_PROGRAM_NAME;
+use bpf_plumbing::{Occupant, bpf_cmd, libxdp, occupant::xdp_occupant};
+use port25_common::{LEGACY_SYNACK_WATCHER_PROGRAM_NAME, SYNACK_WATCHER_PROGRAM_NAME};
 
-use super::{
-    Datapath, Error, bpf_cmd,
-    egress::Hooks,
-    egress_mut, libxdp,
-    occupant::{Occupant, xdp_occupant},
-    xdp_mut,
-};
+use super::{Datapath, Error, egress::Hooks, synack_watcher_mut, xdp_mut};
 use crate::model::{XdpCoexist, XdpMode, XdpModeSetting};
 
 /// Where a program is attached, and how.
@@ -40,11 +35,12 @@ pub struct Attachment {
     pub iface: String,
     pub ifindex: u32,
     pub mode: XdpMode,
-    /// Whether the TC egress program watches the gateway's SYN-ACKs here (handshake verification).
-    pub watches_egress: bool,
+    /// Whether the SYN-ACK watcher (TC, on egress) sees the gateway's SYN-ACKs here (handshake
+    /// verification).
+    pub watches_synacks: bool,
     /// Whether it does through a pinned TCX link (Linux 6.6+); before that a tc filter, which
     /// cannot be pinned: each start replaces it.
-    pub egress_pinned: bool,
+    pub synack_watcher_pinned: bool,
     /// Whether an existing pinned link was taken over (rather than a new one made); in a
     /// dispatcher, whether a previous daemon's component was replaced.
     pub adopted: bool,
@@ -165,11 +161,11 @@ impl Datapath {
         };
         // Counting works without a bucket of its own: only slower.
         let _ = self.count_in_bucket(ifindex, iface);
-        let (watches_egress, egress_pinned) = match self.attach_egress(iface) {
+        let (watches_synacks, synack_watcher_pinned) = match self.attach_synack_watcher(iface) {
             Ok(pinned) => (true, pinned),
             Err(err) => {
                 tracing::warn!(
-                    "{iface}: cannot watch egress SYN-ACKs ({err:#}); handshake verification is off \
+                    "{iface}: cannot watch its SYN-ACKs ({err:#}); handshake verification is off \
                      there, so every new connection from it counts against the global cap"
                 );
                 (false, false)
@@ -179,8 +175,8 @@ impl Datapath {
             iface: iface.to_owned(),
             ifindex,
             mode: mode_used,
-            watches_egress,
-            egress_pinned,
+            watches_synacks,
+            synack_watcher_pinned,
             adopted,
             in_dispatcher: coexist == XdpCoexist::Libxdp,
         });
@@ -196,12 +192,12 @@ impl Datapath {
         if attachment.in_dispatcher {
             leave_dispatcher(iface, attachment.ifindex);
         }
-        if attachment.watches_egress && !attachment.egress_pinned {
+        if attachment.watches_synacks && !attachment.synack_watcher_pinned {
             remove_tc_filter(iface);
         }
         let paths = [
             self.pins.xdp_link(attachment.mode, iface),
-            self.pins.egress_link(iface),
+            self.pins.synack_watcher_link(iface),
         ];
         let (gone, kept) = std::mem::take(&mut self.links)
             .into_iter()
@@ -239,6 +235,7 @@ impl Datapath {
         if let Ok(Some(occupant)) = xdp_occupant(ifindex) {
             return Err(Error::Occupied {
                 iface: iface.to_owned(),
+                port25d: crate::pins::running_program(occupant.program_id).map(Box::new),
                 occupant,
             });
         }
@@ -314,15 +311,20 @@ impl Datapath {
         Ok(())
     }
 
-    /// Attaches the egress watcher (TCX on kernels >= 6.6, else a clsact qdisc filter), taking
+    /// Attaches the SYN-ACK watcher (TCX on kernels >= 6.6, else a clsact qdisc filter), taking
     /// over a pinned one. Returns whether the watcher is on a pinned link.
-    fn attach_egress(&mut self, iface: &str) -> Result<bool, Error> {
-        let path = self.pins.egress_link(iface);
+    fn attach_synack_watcher(&mut self, iface: &str) -> Result<bool, Error> {
+        let path = self.pins.synack_watcher_link(iface);
+        // A link an older port25d pinned under the old name is the same link: taken over too.
+        let legacy = self.pins.legacy_synack_watcher_link(iface);
+        if !path.exists() && legacy.exists() {
+            std::fs::rename(&legacy, &path).map_err(|e| Error::Pin(e.into()))?;
+        }
         if path.exists() {
             let pinned = PinnedLink::from_pin(&path).map_err(|e| Error::Pin(e.into()))?;
             let link = SchedClassifierLink::try_from(FdLink::from(pinned))
                 .map_err(|e| Error::Pin(e.into()))?;
-            let program = egress_mut(&mut self.ebpf)?;
+            let program = synack_watcher_mut(&mut self.ebpf)?;
             let id = program.attach_to_link(link).map_err(Error::program)?;
             let link = program.take_link(id).map_err(Error::program)?;
             let link = FdLink::try_from(link).map_err(|e| Error::Pin(e.into()))?;
@@ -333,7 +335,7 @@ impl Datapath {
         // ours left by a daemon that was killed there goes first, or each start would add one.
         let _ = tc::qdisc_add_clsact(iface);
         remove_tc_filter(iface);
-        let program: &mut SchedClassifier = egress_mut(&mut self.ebpf)?;
+        let program: &mut SchedClassifier = synack_watcher_mut(&mut self.ebpf)?;
         let id = program
             .attach(iface, TcAttachType::Egress)
             .map_err(Error::program)?;
@@ -344,7 +346,7 @@ impl Datapath {
             // start replaces it, and detaching removes it by name.
             Err(_) => {
                 tracing::info!(
-                    "{iface}: egress watcher attached as a tc filter (no TCX before Linux 6.6): \
+                    "{iface}: SYN-ACK watcher attached as a tc filter (no TCX before Linux 6.6): \
                      not pinned, replaced at each start"
                 );
                 Ok(false)
@@ -369,9 +371,15 @@ impl Datapath {
     }
 }
 
-/// Removes the egress watcher's tc filter from `iface`, if there is one (kernels before 6.6).
+/// Removes the SYN-ACK watcher's tc filter from `iface`, if there is one (kernels before 6.6),
+/// under its name and under the one an older port25d gave it.
 pub(super) fn remove_tc_filter(iface: &str) {
-    let _ = tc::qdisc_detach_program(iface, TcAttachType::Egress, EGRESS_PROGRAM_NAME);
+    for name in [
+        SYNACK_WATCHER_PROGRAM_NAME,
+        LEGACY_SYNACK_WATCHER_PROGRAM_NAME,
+    ] {
+        let _ = tc::qdisc_detach_program(iface, TcAttachType::Egress, name);
+    }
 }
 
 /// A new XDP link in the wanted mode; `auto` tries native (driver) XDP and falls back to generic.

@@ -30,6 +30,8 @@ pub struct TrackedSource {
     pub source: IpNet,
     pub admitted: u64,
     pub dropped: u64,
+    /// Handshakes its clients completed since it was first tracked.
+    pub completed: u64,
     /// A client of this prefix completed a handshake lately (so it is not spoofed).
     pub verified: bool,
 }
@@ -58,6 +60,7 @@ impl SourceTables {
                     source: prefix_of(&key)?,
                     admitted: state.admitted,
                     dropped: state.dropped,
+                    completed: state.completed,
                     verified: self.verified.get(&key, 0).is_ok_and(|until| until > now),
                 })
             })
@@ -112,6 +115,7 @@ mod tests {
             source: source.parse().unwrap(),
             admitted,
             dropped,
+            completed: 0,
             verified: false,
         }
     }

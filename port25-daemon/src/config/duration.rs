@@ -62,6 +62,10 @@ pub(crate) fn parse_nanos(text: &str) -> Result<i128, NotADuration> {
         total = total.checked_add(part).ok_or_else(bad)?;
         rest = next;
     }
+    // Go's Duration is an i64 of nanoseconds (about 292 years): no real LAPI writes more.
+    if total > i128::from(i64::MAX) {
+        return Err(bad());
+    }
     Ok(if negative { -total } else { total })
 }
 
@@ -86,6 +90,10 @@ mod tests {
         assert_eq!(parse_nanos("-17.418095ms"), Ok(-17_418_095));
         assert_eq!(parse_nanos("1.5µs"), Ok(1_500));
         assert_eq!(parse_nanos("0"), Ok(0));
+        assert_eq!(
+            parse_nanos("2562047h"),
+            Ok(2_562_047 * 3_600 * 1_000_000_000)
+        );
         assert_eq!(parse_secs("4h"), Ok(14_400));
         assert_eq!(parse_secs("1h30m"), Ok(5_400));
         assert_eq!(parse_secs("-5.8s"), Ok(0));
@@ -105,6 +113,9 @@ mod tests {
             ".s",
             "4 h",
             "99999999999999999999999999999999999999h",
+            // Past Go's range (an i64 of nanoseconds).
+            "99999999999h",
+            "2562048h",
         ] {
             let err = parse_nanos(text).expect_err(text).to_string();
             assert!(err.contains("is not a duration"), "{text}: {err}");

@@ -30,7 +30,7 @@ fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
 }
 
 /// Opens the object pinned at `path` (a link, here).
-pub(super) fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
+pub fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
     let c_path = c_path(path)?;
     let get = PathAttr {
         pathname: c_path.as_ptr() as u64,
@@ -51,7 +51,7 @@ fn owned(fd: libc::c_long) -> std::io::Result<OwnedFd> {
 }
 
 /// Pins `object` (a program or a link) at `path`.
-pub(super) fn obj_pin(object: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
+pub fn obj_pin(object: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
     let c_path = c_path(path)?;
     let pin = PathAttr {
         pathname: c_path.as_ptr() as u64,
@@ -66,7 +66,7 @@ pub(super) fn obj_pin(object: BorrowedFd<'_>, path: &Path) -> std::io::Result<()
 /// Attaches the extension (freplace) program `program` in place of the function `btf_id` of
 /// `target` (BPF_LINK_CREATE, Linux 5.10 for a target other than the load-time one): how a
 /// component goes into a libxdp dispatcher's slot.
-pub(super) fn link_create_freplace(
+pub fn link_create_freplace(
     program: BorrowedFd<'_>,
     target: BorrowedFd<'_>,
     btf_id: u32,
@@ -94,7 +94,7 @@ pub(super) fn link_create_freplace(
 }
 
 /// The raw BTF (as `bpf(BPF_BTF_LOAD)` took it) of BTF object `id`: a loaded program's types.
-pub(super) fn btf_data(id: u32) -> std::io::Result<Vec<u8>> {
+pub fn btf_data(id: u32) -> std::io::Result<Vec<u8>> {
     #[repr(C)]
     struct ById {
         id: u32,
@@ -150,7 +150,7 @@ pub(super) fn btf_data(id: u32) -> std::io::Result<Vec<u8>> {
 
 /// Detaches the program of a link at once (BPF_LINK_DETACH, Linux 5.9), rather than when the
 /// kernel releases the link after its last fd and pin go.
-pub(super) fn link_detach(link: BorrowedFd<'_>) -> std::io::Result<()> {
+pub fn link_detach(link: BorrowedFd<'_>) -> std::io::Result<()> {
     #[repr(C)]
     struct LinkDetach {
         link_fd: u32,
@@ -163,7 +163,7 @@ pub(super) fn link_detach(link: BorrowedFd<'_>) -> std::io::Result<()> {
 
 /// Puts `program` in place of the link's program, atomically (BPF_LINK_UPDATE, Linux 5.7): the
 /// hook is never without one.
-pub(super) fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> std::io::Result<()> {
+pub fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> std::io::Result<()> {
     #[repr(C)]
     struct LinkUpdate {
         link_fd: u32,
@@ -187,7 +187,7 @@ const BPF_LINK_TYPE_XDP: u32 = 6;
 
 /// The cgroup a cgroup link is attached to (its id: the inode of the directory); 0 once the link
 /// was detached or the cgroup is gone, or for another kind of link.
-pub(super) fn link_cgroup_id(link: BorrowedFd<'_>) -> std::io::Result<u64> {
+pub fn link_cgroup_id(link: BorrowedFd<'_>) -> std::io::Result<u64> {
     let (kind, target) = link_target(link)?;
     Ok(if kind == BPF_LINK_TYPE_CGROUP {
         target
@@ -198,7 +198,7 @@ pub(super) fn link_cgroup_id(link: BorrowedFd<'_>) -> std::io::Result<u64> {
 
 /// The interface an XDP link is attached to; 0 once the link was detached (`bpftool link
 /// detach`) or the interface is gone, or for another kind of link.
-pub(super) fn link_xdp_ifindex(link: BorrowedFd<'_>) -> std::io::Result<u32> {
+pub fn link_xdp_ifindex(link: BorrowedFd<'_>) -> std::io::Result<u32> {
     let (kind, target) = link_target(link)?;
     Ok(if kind == BPF_LINK_TYPE_XDP {
         u32::try_from(target).unwrap_or(0)

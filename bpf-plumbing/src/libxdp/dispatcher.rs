@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
     maps::{Array, Map, MapData},
@@ -13,10 +12,10 @@ use aya::{
 };
 use aya_obj::btf::BtfKind;
 
-use super::super::bpf_cmd;
+use crate::{Error, bpf_cmd};
 
 /// The dispatcher's slots (`prog0` … `prog9`).
-pub(crate) const SLOTS: usize = 10;
+pub const SLOTS: usize = 10;
 const MAGIC: u8 = 236;
 const VERSION: u8 = 2;
 /// The stubs' return value: always a chain-call action, so that an empty slot passes on.
@@ -81,28 +80,38 @@ impl DispatcherConfig {
     /// Reads the configuration of the running dispatcher `program` from its one map (the frozen
     /// `.rodata`); refuses any other layout or version than 2, which libxdp's protocol asks
     /// every implementation to do.
-    pub fn of_running(program: &ProgramInfo) -> anyhow::Result<Self> {
+    pub fn of_running(program: &ProgramInfo) -> Result<Self, Error> {
+        let program_id = program.id();
+        let unsupported = |why: String| Error::Unsupported { program_id, why };
         let ids = program
             .map_ids()
-            .context("reading its maps")?
+            .map_err(Error::program(format!(
+                "reading the maps of program {program_id}"
+            )))?
             .unwrap_or_default();
         let [id] = ids[..] else {
-            bail!("it has {} maps, a dispatcher has one", ids.len());
+            return Err(unsupported(format!(
+                "has {} maps, a dispatcher has one",
+                ids.len()
+            )));
         };
-        let map = MapData::from_id(id).with_context(|| format!("opening its map {id}"))?;
+        let map = MapData::from_id(id).map_err(Error::map(format!(
+            "opening map {id} of the dispatcher (program {program_id})"
+        )))?;
         let array = Array::<MapData, Self>::try_from(Map::Array(map)).map_err(|e| {
-            anyhow!(
-                "its configuration is not that of dispatcher version {VERSION} ({e}); port25 \
-                 joins only version {VERSION}"
-            )
+            unsupported(format!(
+                "has not the configuration of dispatcher version {VERSION} ({e}); only version \
+                 {VERSION} is joined"
+            ))
         })?;
-        let config = array.get(&0, 0).context("reading its configuration")?;
+        let config = array.get(&0, 0).map_err(Error::map(format!(
+            "reading the configuration of the dispatcher (program {program_id})"
+        )))?;
         if config.magic != MAGIC || config.dispatcher_version != VERSION {
-            bail!(
-                "it is dispatcher version {} (magic {}); port25 joins only version {VERSION}",
-                config.dispatcher_version,
-                config.magic
-            );
+            return Err(unsupported(format!(
+                "is dispatcher version {} (magic {}); only version {VERSION} is joined",
+                config.dispatcher_version, config.magic
+            )));
         }
         Ok(config)
     }
@@ -119,75 +128,87 @@ fn object_dirs() -> Vec<PathBuf> {
 }
 
 /// The host's `xdp-dispatcher.o`: the one xdp-loader uses, so that both speak one version.
-pub fn object_file() -> anyhow::Result<PathBuf> {
-    let dirs = object_dirs();
-    dirs.iter()
+pub(super) fn object_file() -> Result<PathBuf, Error> {
+    let looked = object_dirs();
+    match looked
+        .iter()
         .map(|dir| dir.join(OBJECT_FILE))
         .find(|path| path.is_file())
-        .ok_or_else(|| {
-            let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-            anyhow!(
-                "libxdp's {OBJECT_FILE} is in none of {}: install libxdp (Debian: `apt install \
-                 libxdp1`) or name its directory in LIBXDP_OBJECT_PATH",
-                looked.join(", ")
-            )
-        })
+    {
+        Some(path) => Ok(path),
+        None => Err(Error::NoDispatcherObject { looked }),
+    }
 }
 
 /// A dispatcher loaded for `config`, not attached anywhere yet.
-pub struct Loaded {
-    ebpf: Ebpf,
+pub(super) struct Loaded {
+    fd: ProgramFd,
+    info: ProgramInfo,
+    /// Keeps the program loaded.
+    _ebpf: Ebpf,
 }
 
 impl Loaded {
-    pub fn load(config: &DispatcherConfig) -> anyhow::Result<Self> {
+    pub(super) fn load(config: &DispatcherConfig) -> Result<Self, Error> {
         let path = object_file()?;
-        let object = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let object =
+            std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+        let not_a_dispatcher = |why: String| Error::DispatcherObject {
+            path: path.clone(),
+            why,
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("conf", config, true)
             .load(&object)
             .map_err(|e| {
-                anyhow!(
-                    "{} is not a dispatcher of version {VERSION} port25 can load ({e})",
-                    path.display()
-                )
+                not_a_dispatcher(format!(
+                    "is not a dispatcher of version {VERSION} that can be loaded ({e})"
+                ))
             })?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
-            .ok_or_else(|| anyhow!("{} has no program {PROGRAM}", path.display()))?
+            .ok_or_else(|| not_a_dispatcher(format!("has no program {PROGRAM}")))?
             .try_into()
-            .with_context(|| format!("{PROGRAM} in {}", path.display()))?;
-        program
-            .load()
-            .with_context(|| format!("the kernel refused {}", path.display()))?;
-        Ok(Self { ebpf })
+            .map_err(|e| not_a_dispatcher(format!("has {PROGRAM} as no XDP program ({e})")))?;
+        let refused = || format!("the kernel refused {}", path.display());
+        program.load().map_err(Error::program(refused()))?;
+        let fd = program
+            .fd()
+            .map_err(Error::program(refused()))?
+            .try_clone()
+            .map_err(Error::io("duplicating the new dispatcher's fd"))?;
+        let info = program.info().map_err(Error::program(refused()))?;
+        Ok(Self {
+            fd,
+            info,
+            _ebpf: ebpf,
+        })
     }
 
-    fn program(&self) -> anyhow::Result<&Xdp> {
-        self.ebpf
-            .program(PROGRAM)
-            .ok_or_else(|| anyhow!("no program {PROGRAM}"))?
-            .try_into()
-            .context(PROGRAM)
+    pub(super) fn fd(&self) -> &ProgramFd {
+        &self.fd
     }
 
-    pub fn fd(&self) -> anyhow::Result<&ProgramFd> {
-        self.program()?.fd().context(PROGRAM)
-    }
-
-    pub fn info(&self) -> anyhow::Result<ProgramInfo> {
-        self.program()?.info().context(PROGRAM)
+    pub(super) fn info(&self) -> &ProgramInfo {
+        &self.info
     }
 }
 
 /// The BTF id of the stub function `slot` ("prog3") of the loaded dispatcher `program`: where an
 /// extension program attaches.
-pub fn slot_btf_id(program: &ProgramInfo, slot: &str) -> anyhow::Result<u32> {
-    let btf_id = program.btf_id().context("the dispatcher has no BTF")?;
-    let data = bpf_cmd::btf_data(btf_id).context("reading its BTF")?;
-    let btf = Btf::parse(&data, Endianness::default()).context("its BTF")?;
+pub(super) fn slot_btf_id(program: &ProgramInfo, slot: &str) -> Result<u32, Error> {
+    let program_id = program.id();
+    let unsupported = |why: String| Error::Unsupported { program_id, why };
+    let btf_id = program
+        .btf_id()
+        .ok_or_else(|| unsupported("has no BTF".to_owned()))?;
+    let data = bpf_cmd::btf_data(btf_id).map_err(Error::io(format!(
+        "reading the BTF of the dispatcher (program {program_id})"
+    )))?;
+    let btf = Btf::parse(&data, Endianness::default())
+        .map_err(|e| unsupported(format!("has BTF that does not parse ({e})")))?;
     btf.id_by_type_name_kind(slot, BtfKind::Func)
-        .with_context(|| format!("its BTF has no function {slot}"))
+        .map_err(|_| unsupported(format!("has no function {slot} in its BTF")))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! port25d in a CrowdSec fleet, against Debian's real `crowdsec` Local API (LAPI only, a config of
 //! the test's own): bans pulled within a poll, lifted, kept while the LAPI is down and across a
-//! restart, and a fleet of two gateways where what one rate-limits the other drops.
+//! restart; a fleet of two gateways where a flood of real connections at one is dropped by the
+//! other and a spoofed one is not (`fleet`); what the allowlist and the bounds refuse of the
+//! fleet's decisions (`trust`); and a hostile LAPI of the test's own (`hostile`).
 //!
 //! ```text
 //!   bouncer tests: allowed cl0 198.18.0.10 ── gw0 ┐
@@ -15,6 +17,10 @@
     clippy::unwrap_used,
     reason = "test code: a failed unwrap is a failed test"
 )]
+
+mod fleet;
+mod hostile;
+mod trust;
 
 use std::{
     fs,
@@ -381,208 +387,4 @@ fn bans_stay_while_the_lapi_is_down_and_across_a_restart() {
         XDP_DROP,
         "the first ban is still there"
     );
-}
-
-/// hping3 from the attacker: a SYN every `interval_us` to port 25 of the gateway, for at most `secs`.
-fn hping(ns: &Netns, interval_us: u32, count: u32, secs: u32, log: &std::path::Path) -> Child {
-    let file = fs::File::create(log).unwrap();
-    ns.command(tool("timeout"))
-        .args(["-s", "INT", "-k", "2", &secs.to_string()])
-        .arg(tool("hping3"))
-        .args([
-            "-q",
-            "-S",
-            "-p",
-            "25",
-            "-i",
-            &format!("u{interval_us}"),
-            "-c",
-            &count.to_string(),
-        ])
-        .arg(GW_A_V4)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .unwrap()
-}
-
-#[test]
-fn a_flood_rate_limited_at_one_gateway_is_dropped_by_the_other() {
-    require_root();
-    require_tools(&[
-        "ip",
-        "swaks",
-        "smtp-sink",
-        "ss",
-        "hping3",
-        "timeout",
-        "crowdsec",
-        "cscli",
-    ]);
-    const ATTACKER: &str = "198.18.0.66";
-    let work = WorkDir::new("crowdsec-fleet");
-    let clients = [Client::new("attacker", 0, 66), Client::new("client", 1, 20)];
-    let gateways = [
-        Gateway::new("fleet-a", &clients),
-        Gateway::new("fleet-b", &clients),
-    ];
-    let mgmt = Netns::new("fleet-lapi");
-    for (i, gateway) in gateways.iter().enumerate() {
-        let (lapi_end, gw_end) = (
-            format!("198.18.{}.1/30", 250 + i),
-            format!("198.18.{}.2/30", 250 + i),
-        );
-        let (lapi_v6, gw_v6) = (
-            format!("2001:db8:{}::1/64", 250 + i),
-            format!("2001:db8:{}::2/64", 250 + i),
-        );
-        let name = format!("to-gw{i}");
-        veth(
-            &VethEnd::new(&mgmt, &name, &lapi_end, &lapi_v6),
-            &VethEnd::new(&gateway.gw, "mgmt", &gw_end, &gw_v6),
-        );
-    }
-    let lapi = Lapi::start(&mgmt, &work, "lapi", "0.0.0.0:8080".parse().unwrap());
-    let mut daemons = Vec::new();
-    let mut sinks = Vec::new();
-    for (i, (gateway, name)) in gateways.iter().zip(["gw-a", "gw-b"]).enumerate() {
-        let key = lapi.add_bouncer(&format!("port25d-{name}"));
-        let password = format!("fleet-password-{name}");
-        lapi.add_machine(&format!("port25d-{name}"), &password);
-        let (key_file, password_file) = (
-            work.join(format!("{name}.key")),
-            work.join(format!("{name}.pw")),
-        );
-        fs::write(&key_file, key).unwrap();
-        fs::write(&password_file, password).unwrap();
-        let config = work.join(format!("{name}.toml"));
-        fs::write(
-            &config,
-            format!(
-                "interfaces = [\"gw0\", \"gw1\"]\n[ratelimit]\nsyn_rate = 5\nsyn_burst = 10\n\
-                 [metrics]\nlisten = \"{METRICS}\"\n[crowdsec]\nlapi_url = \"{}\"\n\
-                 bouncer_key_file = \"{}\"\nupdate_frequency = 2\nmachine_id = \"port25d-{name}\"\n\
-                 machine_password_file = \"{}\"\nreport_after = 200\nreport_window = 30\nreport_ban = \"1h\"\n",
-                lapi.url(format!("198.18.{}.1", 250 + i).parse().unwrap()),
-                key_file.display(),
-                password_file.display()
-            ),
-        )
-        .unwrap();
-        sinks.push(SmtpSink::start(
-            &gateway.gw,
-            "0.0.0.0:25".parse().unwrap(),
-            &work,
-        ));
-        daemons.push(Daemon::start(
-            &gateway.gw,
-            &config,
-            METRICS.parse().unwrap(),
-            &work.join(format!("{name}.log")),
-        ));
-    }
-    let (a, b) = (&gateways[0], &gateways[1]);
-    let denylisted = |daemon: &Daemon| {
-        metric_sum(
-            &daemon.scrape(),
-            "port25_packets_total",
-            &[("verdict", "drop"), ("reason", "denylisted")],
-        )
-    };
-    assert!(send_mail(&b.clients[1], ip(OTHER_V4), ip(GW_B_V4), 25).delivered);
-
-    // At B the attacker's address sends 4 SYNs a second, within its bucket: admitted until banned.
-    let probe = hping(&b.clients[0], 250_000, 160, 40, &work.join("hping-b.log"));
-    // At A: 1,000 SYNs a second for 5 s, far over its bucket.
-    let flood = hping(&a.clients[0], 1_000, 5_000, 8, &work.join("hping-a.log"));
-    // The first flood packet: A's filter has judged one (nothing else reaches A's port 25).
-    let judged_at_a = |daemon: &Daemon| {
-        metric_sum(
-            &daemon.scrape(),
-            "port25_packets_total",
-            &[("iface", "gw0")],
-        )
-    };
-    let flood_started = poll(Duration::from_secs(10), || {
-        (judged_at_a(&daemons[0]) > 0.0).then(Instant::now)
-    })
-    .expect("the flood reaches A");
-    let first_drop_at_b = poll(Duration::from_secs(30), || {
-        (denylisted(&daemons[1]) > 0.0).then(|| flood_started.elapsed())
-    });
-    for mut child in [flood, probe] {
-        // SIGINT to `timeout`, which passes it on to hping3 (a SIGKILL would orphan hping3).
-        // SAFETY: kill(2) on the pid of a child not yet reaped.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        let _ = child.wait();
-    }
-    let first_drop_at_b = first_drop_at_b.unwrap_or_else(|| {
-        panic!(
-            "B never dropped {ATTACKER}; A's log:\n{}\nB's log:\n{}\nthe LAPI's log:\n{}",
-            daemons[0].log(),
-            daemons[1].log(),
-            lapi.log()
-        )
-    });
-    let text_a = daemons[0].scrape();
-    assert!(
-        metric(
-            &text_a,
-            "port25_crowdsec_alerts_total",
-            &[("result", "success")]
-        ) >= Some(1.0),
-        "A reported the flood"
-    );
-    assert!(
-        metric_sum(
-            &text_a,
-            "port25_packets_total",
-            &[("verdict", "drop"), ("reason", "rate_limited")]
-        ) > 0.0
-    );
-    assert_eq!(
-        held(&daemons[1], "crowdsec", "ipv4"),
-        1.0,
-        "B holds the alert's ban"
-    );
-    let (_, listed, _) = daemons[1].cli(&["deny", "list"]);
-    assert!(
-        listed.contains(&format!("{ATTACKER}/32")) && listed.contains("port25/syn-flood"),
-        "{listed}"
-    );
-    // B's other clients still deliver.
-    for _ in 0..3 {
-        assert!(send_mail(&b.clients[1], ip(OTHER_V4), ip(GW_B_V4), 25).delivered);
-    }
-    let decisions = lapi.cscli(&["decisions", "list", "-o", "raw"]);
-    assert_eq!(
-        decisions.lines().filter(|l| l.contains(ATTACKER)).count(),
-        1,
-        "one alert for the prefix within the window:\n{decisions}"
-    );
-    println!(
-        "fleet: first flood packet at A -> first drop at B: {:.2} s (A looks every 2 s, B polls every 2 s)",
-        first_drop_at_b.as_secs_f64()
-    );
-    let since_epoch = |at: Instant| {
-        let ago = at.elapsed();
-        (std::time::SystemTime::now() - ago)
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-    };
-    println!(
-        "  first flood packet judged at A: {:.3} (Unix time)",
-        since_epoch(flood_started)
-    );
-    let (log_a, log_b) = (daemons[0].log(), daemons[1].log());
-    for line in log_a
-        .lines()
-        .filter(|l| l.contains("reported"))
-        .chain(log_b.lines().filter(|l| l.contains("decisions added")))
-    {
-        println!("  {line}");
-    }
-    drop(sinks);
 }

@@ -1,8 +1,7 @@
 //! Which XDP program an interface runs, from the kernel (RTM_GETLINK, IFLA_XDP): to name the
-//! program that holds an interface port25 cannot attach to, and to tell whether an interface
-//! whose port25 link was taken away is free again; and swapping it (RTM_SETLINK), as libxdp's
-//! dispatchers are attached. docs/ARCHITECTURE.md, § Beside other XDP
-//! programs.
+//! program that holds an interface a caller cannot attach to, and to tell whether an interface
+//! whose link was taken away is free again; and swapping it (RTM_SETLINK), as libxdp's
+//! dispatchers are attached.
 
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 
@@ -13,10 +12,7 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use crate::model::XdpMode;
-
-/// The program libxdp's dispatcher is called: the root of xdp-loader's and xdp-filter's programs.
-const LIBXDP_DISPATCHER: &str = "xdp_dispatcher";
+use aya::programs::XdpMode;
 
 /// An XDP program attached to an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +27,16 @@ pub struct Occupant {
 impl Occupant {
     /// Whether it is libxdp's multi-program dispatcher (xdp-loader, xdp-filter, …).
     pub fn is_libxdp_dispatcher(&self) -> bool {
-        self.name.as_deref() == Some(LIBXDP_DISPATCHER)
+        self.name.as_deref() == Some(crate::libxdp::DISPATCHER_PROGRAM)
+    }
+
+    /// Its mode, when it is one a program can be attached in by itself (native or skb).
+    pub fn xdp_mode(&self) -> Option<XdpMode> {
+        match self.mode {
+            "native" => Some(XdpMode::Driver),
+            "skb" => Some(XdpMode::Skb),
+            _ => None,
+        }
     }
 }
 
@@ -92,21 +97,24 @@ pub fn xdp_occupant(ifindex: u32) -> std::io::Result<Option<Occupant>> {
 const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1;
 const XDP_FLAGS_SKB_MODE: u32 = 2;
 const XDP_FLAGS_DRV_MODE: u32 = 4;
+const XDP_FLAGS_HW_MODE: u32 = 8;
 const XDP_FLAGS_REPLACE: u32 = 16;
 
 /// Puts `program` on interface `ifindex` through netlink (RTM_SETLINK, IFLA_XDP), the way libxdp
 /// attaches its dispatcher (a bpf_link would lock xdp-loader out): in place of `expected`
 /// atomically (XDP_FLAGS_REPLACE; the kernel refuses with EEXIST if another program is there
 /// now), or only if the interface runs none. `program` None detaches `expected`.
-pub(super) fn swap_xdp(
+pub fn swap_xdp(
     ifindex: u32,
     mode: XdpMode,
     program: Option<BorrowedFd<'_>>,
     expected: Option<BorrowedFd<'_>>,
 ) -> std::io::Result<()> {
     let mut flags = match mode {
-        XdpMode::Native => XDP_FLAGS_DRV_MODE,
+        XdpMode::Driver => XDP_FLAGS_DRV_MODE,
         XdpMode::Skb => XDP_FLAGS_SKB_MODE,
+        XdpMode::Hardware => XDP_FLAGS_HW_MODE,
+        XdpMode::Default => 0,
     };
     let mut xdp = vec![LinkXdp::Fd(program.map_or(-1, |fd| fd.as_raw_fd()))];
     match expected {
@@ -165,7 +173,7 @@ fn program_name(id: u32) -> Option<String> {
 }
 
 /// What the kernel says of loaded program `id`, if it is still loaded.
-pub(super) fn loaded_program(id: u32) -> Option<aya::programs::ProgramInfo> {
+pub fn loaded_program(id: u32) -> Option<aya::programs::ProgramInfo> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .find(|info| info.id() == id)

@@ -23,11 +23,13 @@ use std::{
 use port25_testkit::{
     lab::{
         ALLOWED_V4, BpfFs, Daemon, GW_A_V4, GW_B_V4, Gateway, METRICS, Netns, OTHER_V4, SmtpSink,
-        WorkDir, ip, metric, metric_sum, poll, require_tools, send_mail, tc_egress_pins,
+        WorkDir, ip, metric, metric_sum, poll, require_tools, send_mail, tc_synack_pins,
         xdp_program_ids,
     },
     require_root,
 };
+
+mod safety;
 
 /// One test's lab: the gateway with its two clients, a work directory and a private bpffs for
 /// the pins, all named after the test's tag.
@@ -365,7 +367,7 @@ fn changing_xdp_mode_switches_the_pinned_link_both_ways() {
     assert!(daemon.stop().success());
     assert_eq!(xdp_attach_kinds(lab.gw(), "gw0"), ["xdp"]);
     let with_watchers = |xdp: [String; 2]| -> Vec<String> {
-        let mut names = tc_egress_pins(&["gw0", "gw1"]);
+        let mut names = tc_synack_pins(&["gw0", "gw1"]);
         names.extend(xdp);
         names
     };
@@ -459,6 +461,14 @@ fn runtime_lists_expire_and_survive_a_restart() {
         out.contains("198.18.0.10/32") && out.contains("no expiry"),
         "{out}"
     );
+    // What scripts read: the same, as JSON.
+    let (code, out, _) = daemon.cli(&["deny", "list", "--json"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(code, 0);
+    assert_eq!(json["list"], "deny", "{out}");
+    assert_eq!(json["runtime"][0]["cidr"], "198.18.0.10/32", "{out}");
+    assert!(json["runtime"][0]["expires"].is_null(), "{out}");
     assert!(daemon.stop().success());
     let daemon = lab.start(&cfg, "second.log");
     assert!(
@@ -483,9 +493,43 @@ fn runtime_lists_expire_and_survive_a_restart() {
     let (code, out, _) = daemon.cli(&["deny", "del", "198.18.99.0/24"]);
     assert_eq!(code, 0);
     assert!(
-        out.contains("not in the runtime deny list: nothing to remove"),
+        out.contains("is not an entry of the runtime deny list: nothing to remove"),
         "{out}"
     );
+    // An IPv4-mapped address is the IPv4 address it names, which IPv4 packets match.
+    let (_, out, _) = daemon.cli(&["allow", "add", "::ffff:198.18.1.20"]);
+    assert!(
+        out.contains("added 198.18.1.20/32 to the allow list"),
+        "{out}"
+    );
+    assert!(
+        lab.delivers_from_other(),
+        "the mapped address did not apply"
+    );
+    // A TTL that shortens a permanent entry is said.
+    let (_, out, _) = daemon.cli(&["allow", "add", OTHER_V4, "--ttl", "1h"]);
+    assert!(
+        out.contains(
+            "replaced 198.18.1.20/32 in the allow list: expires in 1h (it was: no expiry)"
+        ),
+        "{out}"
+    );
+    // An allow entry a deny entry covers changes nothing, and says so; a del inside a wider
+    // entry names it.
+    daemon.cli(&["deny", "add", "198.18.1.0/24"]);
+    let (_, out, _) = daemon.cli(&["allow", "add", OTHER_V4]);
+    assert!(
+        out.contains("the runtime deny entry 198.18.1.0/24 covers it, and deny beats allow"),
+        "{out}"
+    );
+    assert!(!lab.delivers_from_other(), "deny beats allow");
+    let (_, out, _) = daemon.cli(&["deny", "del", OTHER_V4]);
+    assert!(
+        out.contains("the runtime entry 198.18.1.0/24 covers it (`port25d deny del 198.18.1.0/24`"),
+        "{out}"
+    );
+    daemon.cli(&["deny", "del", "198.18.1.0/24"]);
+    daemon.cli(&["allow", "del", OTHER_V4]);
     let (code, _, err) = daemon.cli(&["allow", "del", &format!("{ALLOWED_V4}/32")]);
     assert_eq!(code, 1);
     assert!(err.contains("is in the allow list of the config"), "{err}");
@@ -634,6 +678,99 @@ fn watched_directories_reload_by_themselves() {
     });
     assert!(emptied.is_some(), "{}", daemon.log());
     assert!(lab.delivers_from_allowed(), "the feed's entries are gone");
+}
+
+#[test]
+fn a_bad_file_in_a_watched_directory_is_refused_whole_and_the_policy_stays() {
+    let lab = Lab::new("badfeed");
+    let _sink = lab.sink();
+    let feeds = lab.work.join("deny.d");
+    fs::create_dir_all(&feeds).unwrap();
+    fs::write(feeds.join("feed.txt"), "198.18.0.0/24\n").unwrap();
+    let cfg = lab.config(&format!(
+        "[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]\n[deny]\ndirs = [\"deny.d\"]"
+    ));
+    let mut daemon = lab.start(&cfg, "badfeed.log");
+    assert!(
+        !lab.delivers_from_allowed(),
+        "the feed's deny entry applies"
+    );
+    let rss_before = port25_testkit::lab::rss_kib(daemon.pid()).unwrap();
+    let failures = |daemon: &Daemon| {
+        metric(
+            &daemon.scrape(),
+            "port25_config_reloads_total",
+            &[("result", "failure")],
+        )
+        .unwrap_or(0.0)
+    };
+    // What a cron job's download gone wrong leaves, and what should never be there.
+    let html = "<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n";
+    let cases: [(&str, &str); 5] = [
+        ("zero", "is a character device, not a regular file"),
+        ("pipe", "is a FIFO, not a regular file"),
+        ("one-line.txt", "a line of 67108864 bytes (at most 4096)"),
+        ("blob.gz", "is not text"),
+        ("error.html", "this looks like an HTML page"),
+    ];
+    for (name, fragment) in cases {
+        let path = feeds.join(name);
+        // Counted before the file lands: the daemon may refuse it before this loop looks again.
+        let before = failures(&daemon);
+        match name {
+            "zero" => std::os::unix::fs::symlink("/dev/zero", &path).unwrap(),
+            "pipe" => {
+                let status = std::process::Command::new("mkfifo")
+                    .arg(&path)
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "mkfifo");
+            }
+            "one-line.txt" => fs::write(&path, "9".repeat(64 << 20)).unwrap(),
+            "blob.gz" => fs::write(&path, [0x1f, 0x8b, 0x08, 0x00, 0xc3, 0x28, 0x00]).unwrap(),
+            _ => fs::write(&path, html).unwrap(),
+        }
+        let refused = poll(Duration::from_secs(20), || {
+            (failures(&daemon) > before).then_some(())
+        });
+        assert!(refused.is_some(), "{name}: not refused:\n{}", daemon.log());
+        assert!(daemon.is_running(), "{name}: port25d stopped");
+        let (_, status, _) = daemon.cli(&["status"]);
+        assert!(
+            status.contains("the last reload was REJECTED") && status.contains(fragment),
+            "{name}: status does not say {fragment:?}:\n{status}"
+        );
+        let line = status
+            .lines()
+            .find(|l| l.contains("REJECTED"))
+            .unwrap_or_default();
+        assert!(line.contains(name) && line.len() < 400, "{name}: {line}");
+        daemon.assert_logged(name);
+        assert!(
+            !lab.delivers_from_allowed(),
+            "{name}: the running policy stays"
+        );
+        fs::remove_file(&path).unwrap();
+        println!("{name}: refused ({fragment}), the running policy stays");
+    }
+    let rss_after = port25_testkit::lab::rss_kib(daemon.pid()).unwrap();
+    println!(
+        "port25d's RSS: {} MiB before the bad files, {} MiB after",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    // A 64 MiB line was read (the file is under the 256 MiB bound) and let go.
+    assert!(
+        rss_after < rss_before + 96 * 1024,
+        "memory grew from {rss_before} to {rss_after} KiB"
+    );
+    // The directory clean again: the next reload succeeds and the status forgets the failure.
+    fs::write(feeds.join("feed.txt"), "198.18.0.0/24\n198.18.7.0/24\n").unwrap();
+    poll(Duration::from_secs(20), || {
+        let (_, status, _) = daemon.cli(&["status"]);
+        (!status.contains("REJECTED")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no successful reload:\n{}", daemon.log()));
 }
 
 #[test]

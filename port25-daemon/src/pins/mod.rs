@@ -4,7 +4,7 @@
 //! ```text
 //! {pin dir}/maps-v{LAYOUT_VERSION}/{MAP}     one pin per map; a restart adopts them
 //! {pin dir}/links/xdp-{mode}-{iface}         the XDP link ("native" or "skb")
-//! {pin dir}/links/tc-egress-{iface}          the TC egress link (handshake verification)
+//! {pin dir}/links/tc-synack-{iface}          the SYN-ACK watcher's TC link (handshake verification)
 //! {pin dir}/links/cgroup-connect4, -connect6  the egress guard's cgroup links
 //! ```
 //! A killed daemon leaves all of it in place, so the kernel keeps enforcing the last policy; the
@@ -19,14 +19,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use bpf_plumbing::is_bpffs;
 use port25_common::LAYOUT_VERSION;
 
+pub use self::owner::{Owner, running_program};
 use crate::model::XdpMode;
+
+mod owner;
 
 /// Default pin directory.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/port25";
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const BPF_ROOT: &str = "/sys/fs/bpf";
 
 /// A pin directory. Ephemeral ones (tests, one-off loads) are removed with everything in them
@@ -37,6 +40,8 @@ pub struct PinDir {
     ephemeral: bool,
     /// Whether this process mounted the bpffs the pins are on.
     mounted_here: bool,
+    /// The daemon's hold on its pin directory (persistent ones only).
+    _claim: Option<owner::Claim>,
 }
 
 /// Whether pins outlive the daemon. A bpffs lives as long as some mount of it does; one that only
@@ -52,15 +57,23 @@ pub enum Persistence {
 }
 
 impl PinDir {
-    /// The daemon's pin directory, made (and bpffs mounted at /sys/fs/bpf) if missing.
+    /// The daemon's pin directory, made (and bpffs mounted at /sys/fs/bpf) if missing, and
+    /// claimed for this process: refused while another live one holds it (see [`Owner`]).
     pub fn persistent(root: &Path) -> anyhow::Result<Self> {
         let mut dir = Self {
             root: root.to_path_buf(),
             ephemeral: false,
             mounted_here: false,
+            _claim: None,
         };
         dir.prepare()?;
+        dir._claim = Some(owner::claim(root)?);
         Ok(dir)
+    }
+
+    /// The live daemon that owns these pins, if any.
+    pub fn owner(&self) -> Option<Owner> {
+        owner::owner(&self.root)
     }
 
     /// A private directory under /sys/fs/bpf that goes when this value does: for loads that must
@@ -78,6 +91,7 @@ impl PinDir {
             root: Path::new(BPF_ROOT).join(name),
             ephemeral: true,
             mounted_here: false,
+            _claim: None,
         };
         dir.remove_all();
         dir.prepare()?;
@@ -90,6 +104,7 @@ impl PinDir {
             root: root.to_path_buf(),
             ephemeral: false,
             mounted_here: false,
+            _claim: None,
         }
     }
 
@@ -136,7 +151,12 @@ impl PinDir {
         self.links().join(format!("xdp-{mode}-{iface}"))
     }
 
-    pub fn egress_link(&self, iface: &str) -> PathBuf {
+    pub fn synack_watcher_link(&self, iface: &str) -> PathBuf {
+        self.links().join(format!("tc-synack-{iface}"))
+    }
+
+    /// Where a port25d before map layout 6 pinned the SYN-ACK watcher's link.
+    pub fn legacy_synack_watcher_link(&self, iface: &str) -> PathBuf {
         self.links().join(format!("tc-egress-{iface}"))
     }
 
@@ -175,6 +195,21 @@ impl PinDir {
             .filter(|(name, path)| name.starts_with("maps-v") && *path != own)
             .map(|(_, path)| path)
             .collect()
+    }
+
+    /// The pin directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Removes this layout's maps, and the links directory and the pin directory if nothing
+    /// else is left in them (a failed start's undoing: another layout's maps and links stay).
+    pub fn remove_own(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        remove_tree(&self.maps(), &mut problems);
+        let _ = std::fs::remove_dir(self.links());
+        let _ = std::fs::remove_dir(&self.root);
+        problems
     }
 
     /// Removes every pin and the directory itself. Links whose last reference was the pin are
@@ -260,17 +295,6 @@ fn is_bpffs_mount(line: &str, dev: &str) -> bool {
     let device = fields.nth(2);
     let fstype = fields.skip_while(|field| *field != "-").nth(1);
     device == Some(dev) && fstype == Some("bpf")
-}
-
-pub(crate) fn is_bpffs(path: &Path) -> bool {
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs fills the zeroed struct; the path is NUL-terminated.
-    unsafe {
-        let mut stat: libc::statfs = std::mem::zeroed();
-        libc::statfs(c_path.as_ptr(), &mut stat) == 0 && stat.f_type as i64 == BPF_FS_MAGIC
-    }
 }
 
 fn mount_bpffs(root: &Path) -> anyhow::Result<()> {

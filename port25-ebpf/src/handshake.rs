@@ -34,11 +34,18 @@ pub(crate) fn completes_handshake(segment: &Segment) -> bool {
         segment.sport,
         segment.dport,
     );
+    acknowledges_syn_ack(&key, segment.ack)
+}
+
+/// Does `ack` acknowledge the SYN-ACK the gateway sent on the connection `key`? Consumes the
+/// record when it does.
+#[inline(always)]
+pub(crate) fn acknowledges_syn_ack(key: &FlowKey, ack: u32) -> bool {
     // SAFETY: the value is a plain u32 read while the program runs.
     let Some(&expected) = (unsafe { HANDSHAKES.get(key) }) else {
         return false;
     };
-    if expected != segment.ack {
+    if expected != ack {
         return false;
     }
     let _ = HANDSHAKES.remove(key);

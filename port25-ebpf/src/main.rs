@@ -187,20 +187,14 @@ fn decide(
             if syn && !ratelimit::admit(settings, source, Buckets::PrefixOnly) {
                 return Reason::RateLimited;
             }
-            // In monitor mode the stack answers SYNs itself, without cookies: nothing to check.
-            if settings.monitor != 0 {
-                return if syn {
-                    Reason::SynCookie
-                } else {
-                    Reason::Admitted
-                };
-            }
             // The config refuses this policy with libxdp's dispatcher, so its component carries
-            // no tail call; were it reached, netfilter's SYNPROXY would answer alone.
+            // no tail call; were it reached, netfilter's SYNPROXY would answer alone. In monitor
+            // mode the synproxy program judges as in enforce mode and only counts.
             if entry == Entry::Exclusive {
                 synproxy::hand_over(ctx, segment);
             }
-            // Not handed over: netfilter's SYNPROXY answers the SYN or checks the cookie.
+            // Not handed over: netfilter's SYNPROXY answers the SYN or checks the cookie (the
+            // stack itself in monitor mode).
             Reason::Admitted
         }
         // Settings::POLICY_DROP, and any other value: an unknown policy fails closed.
@@ -209,7 +203,8 @@ fn decide(
 }
 
 /// Policy synproxy: answers the SYN the filter hands over by a tail call (`synproxy::hand_over`)
-/// with a SYN cookie, checks the cookie of the ACK that follows, and counts what it did.
+/// with a SYN cookie, checks the cookie of the ACK that follows, and counts what it did. In
+/// monitor mode it answers nothing and passes everything, counting what enforce mode would do.
 #[xdp]
 fn port25_synproxy(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
@@ -218,6 +213,9 @@ fn port25_synproxy(ctx: XdpContext) -> u32 {
     };
     let (action, verdict, reason) = match synproxy::answer(&ctx, settings) {
         Answer::Sent => (xdp_action::XDP_TX, Verdict::Answered, Reason::SynCookie),
+        Answer::Dropped(reason) if settings.monitor != 0 => {
+            (xdp_action::XDP_PASS, Verdict::WouldDrop, reason)
+        }
         Answer::Dropped(reason) => (xdp_action::XDP_DROP, Verdict::Drop, reason),
         Answer::Passed(reason) => (xdp_action::XDP_PASS, Verdict::Pass, reason),
     };

@@ -23,7 +23,9 @@
 //! ip6tables chain and removed both when it stopped. Then, flood still on, [`ALLOWLISTED`]
 //! senders (in the config's allow list, and one added at runtime) deliver without SYNPROXY: the
 //! table's allow sets hold them, its counters saw their SYNs, and SYNPROXY validated no cookie
-//! for them.
+//! for them. Last, synproxy in monitor mode, no flood: [`MONITOR_SENDERS`] senders deliver
+//! through the stack, their SYNs count as ones enforce mode would answer, their handshakes as
+//! valid cookies, and nothing as a drop enforce mode would make.
 //!
 //! On veth the clients' end computes checksums in software (`ethtool -K cl0 tx off`: the program
 //! verifies the SYN's checksum, which a partial offload leaves unfinished) and runs an XDP program
@@ -59,6 +61,8 @@ const RATELIMIT_SENDERS: u8 = 20;
 /// two in the config's allow list, the third added at runtime.
 const ALLOWLISTED: [(u8, bool); 3] = [(190, false), (190, true), (193, false)];
 const SYNPROXY_SENDERS: u8 = 50;
+/// New senders (each an IPv4 and an IPv6 address) under synproxy in monitor mode.
+const MONITOR_SENDERS: u8 = 3;
 /// swaks runs at once.
 const WORKERS: usize = 5;
 
@@ -313,16 +317,41 @@ fn has_chain(ns: &Netns) -> bool {
         .any(|line| line.starts_with(":PORT25 "))
 }
 
-fn start_daemon<'a>(gw: &'a Netns, work: &WorkDir, bpffs: &BpfFs, policy: &str) -> Daemon<'a> {
-    let config = work.join(format!("{policy}.toml"));
+/// port25d with `policy`, in monitor mode when `monitor` (`--monitor`).
+fn start_daemon<'a>(
+    gw: &'a Netns,
+    work: &WorkDir,
+    bpffs: &BpfFs,
+    policy: &str,
+    monitor: bool,
+) -> Daemon<'a> {
+    let name = if monitor {
+        format!("{policy}-monitor")
+    } else {
+        policy.to_owned()
+    };
+    let config = work.join(format!("{name}.toml"));
     write_config(&config, policy);
     let pin_dir = bpffs.pin_dir();
+    let mut args = vec![OsStr::new("--pin-dir"), pin_dir.as_os_str()];
+    if monitor {
+        args.push(OsStr::new("--monitor"));
+    }
     Daemon::start_with_args(
         gw,
         &config,
         METRICS.parse().expect("a socket address"),
-        &work.join(format!("port25d-{policy}.log")),
-        &[OsStr::new("--pin-dir"), pin_dir.as_os_str()],
+        &work.join(format!("port25d-{name}.log")),
+        &args,
+    )
+}
+
+/// `port25_packets_total` of one verdict and reason, summed over interfaces.
+fn packets_of(metrics: &str, verdict: &str, reason: &str) -> f64 {
+    metric_sum(
+        metrics,
+        "port25_packets_total",
+        &[("verdict", verdict), ("reason", reason)],
     )
 }
 
@@ -387,7 +416,7 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
     let sink_v6 = SmtpSink::start(gw, "[::]:25".parse::<SocketAddr>().unwrap(), &work);
 
     // ---- ratelimit: new senders compete with the flood for the global bucket ----------------
-    let daemon = start_daemon(gw, &work, &bpffs, "ratelimit");
+    let daemon = start_daemon(gw, &work, &bpffs, "ratelimit", false);
     let sources: Vec<IpAddr> = (0..RATELIMIT_SENDERS)
         .map(|n| sender(SYNPROXY_SENDERS + n))
         .collect();
@@ -415,7 +444,7 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
     daemon.stop();
 
     // ---- synproxy: every new sender gets in --------------------------------------------------
-    let daemon = start_daemon(gw, &work, &bpffs, "synproxy");
+    let daemon = start_daemon(gw, &work, &bpffs, "synproxy", false);
     assert!(
         has_table(gw) && has_chain(gw),
         "port25d installs its nftables table and its ip6tables chain:\n{}",
@@ -448,13 +477,7 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         (deliveries, peer_deliveries, peer_cookies)
     });
     let metrics = daemon.scrape();
-    let packets = |verdict: &str, reason: &str| {
-        metric_sum(
-            &metrics,
-            "port25_packets_total",
-            &[("verdict", verdict), ("reason", reason)],
-        )
-    };
+    let packets = |verdict, reason| packets_of(&metrics, verdict, reason);
     let (answered, valid, invalid, budget) = (
         packets("answered", "syn_cookie"),
         packets("pass", "cookie_valid"),
@@ -558,4 +581,51 @@ fn new_senders_get_in_during_a_spoofed_flood_with_synproxy() {
         !has_table(gw) && !has_chain(gw),
         "port25d removes its table and its chain when it detaches"
     );
+
+    // ---- synproxy in monitor mode: the stack answers, what enforce would do is counted ------
+    let daemon = start_daemon(gw, &work, &bpffs, "synproxy", true);
+    assert!(
+        !has_table(gw),
+        "monitor mode installs no table:\n{}",
+        daemon.log()
+    );
+    let sources: Vec<IpAddr> = (0..MONITOR_SENDERS)
+        .flat_map(|n| [sender(n), sender_v6(n)])
+        .collect();
+    let deliveries = deliver_from(senders, &sources);
+    let metrics = daemon.scrape();
+    let packets = |verdict, reason| packets_of(&metrics, verdict, reason);
+    let delivered = deliveries.iter().filter(|(_, d)| d.delivered).count();
+    let (would_answer, valid, answered) = (
+        packets("pass", "syn_cookie"),
+        packets("pass", "cookie_valid"),
+        packets("answered", "syn_cookie"),
+    );
+    let would_drop = metric_sum(
+        &metrics,
+        "port25_packets_total",
+        &[("verdict", "would_drop")],
+    );
+    println!(
+        "synproxy, monitor mode: {delivered} of {} senders delivered through the stack; SYNs \
+         enforce mode would answer {would_answer}, handshakes standing for a valid cookie \
+         {valid}, would-be drops {would_drop}, answered from XDP {answered}",
+        sources.len()
+    );
+    assert_eq!(
+        delivered,
+        sources.len(),
+        "every sender delivers in monitor mode"
+    );
+    let real = sources.len() as f64;
+    assert!(
+        would_answer >= real && valid >= real,
+        "each sender's SYN would be answered and its handshake proven:\n{metrics}"
+    );
+    assert_eq!(
+        (would_drop, answered),
+        (0.0, 0.0),
+        "real senders' connections would not be dropped, and nothing is answered:\n{metrics}"
+    );
+    daemon.stop();
 }

@@ -31,7 +31,7 @@ use self::{
     synack::{read_client_options, write_synack},
 };
 use crate::{
-    handshake::flow_key,
+    handshake::{acknowledges_syn_ack, flow_key},
     parse::{Addr, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, opaque},
     ratelimit,
 };
@@ -87,11 +87,12 @@ pub(crate) enum Answer {
     /// A SYN-ACK with a cookie goes back (XDP_TX).
     Sent,
     /// Dropped, for this reason: a bad checksum, the SYN-ACK budget spent, an ACK without a valid
-    /// cookie.
+    /// cookie (in monitor mode: passed, counted as it would have been dropped).
     Dropped(Reason),
     /// Passed to the stack, for this reason: a segment of a flow whose cookie was valid, the ACK
-    /// that brought it, or (`Admitted`) a SYN it does not answer (with data, or a frame the
-    /// driver cannot grow), which netfilter's SYNPROXY answers.
+    /// that brought it, (`SynCookie`) in monitor mode a SYN it would have answered, or
+    /// (`Admitted`) a SYN it does not answer (with data, or a frame the driver cannot grow),
+    /// which netfilter's SYNPROXY answers.
     Passed(Reason),
 }
 
@@ -156,7 +157,8 @@ fn answer_in<const IP_LEN: usize>(
 
 /// A segment other than a SYN: a known flow's passes; an ACK of no known flow passes when it
 /// carries a valid cookie (its flow is known from then on, its source verified) and is dropped
-/// otherwise.
+/// otherwise. In monitor mode the stack answered the SYN, so the ACK that completes its handshake
+/// (the SYN-ACK watcher's record) stands for a valid cookie.
 #[inline(always)]
 fn judge_segment<const IP_LEN: usize>(
     ctx: &XdpContext,
@@ -191,13 +193,15 @@ fn judge_segment<const IP_LEN: usize>(
     let plain_ack = flags & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK) == TCP_ACK;
     // SAFETY: both headers lie inside the frame (checked above).
     let valid = plain_ack
-        && unsafe {
+        && (unsafe {
             if IP_LEN == IPV6_HLEN {
                 bpf_tcp_raw_check_syncookie_ipv6(iph as *mut ipv6hdr, th as *mut tcphdr)
             } else {
                 bpf_tcp_raw_check_syncookie_ipv4(iph as *mut iphdr, th as *mut tcphdr)
             }
-        } == 0;
+        } == 0
+            // SAFETY: the TCP header lies inside the frame (checked above).
+            || (settings.monitor != 0 && acknowledges_syn_ack(&key, unsafe { be32(th + 8) })));
     if !valid {
         return Answer::Dropped(Reason::CookieInvalid);
     }
@@ -244,6 +248,10 @@ fn answer_syn<const IP_LEN: usize>(
     unsafe { read_client_options(handover, th, ctx.data_end(), tcp_len) };
     if !ratelimit::synack_token(settings) {
         return Answer::Dropped(Reason::SynackBudget);
+    }
+    // Monitor mode: the SYN passed every check enforce mode makes, and the stack answers it.
+    if settings.monitor != 0 {
+        return Answer::Passed(Reason::SynCookie);
     }
     if !make_room::<IP_LEN>(ctx, ip, tcp_len) {
         return Answer::Passed(Reason::Admitted);
@@ -388,4 +396,15 @@ unsafe fn be16(at: usize) -> u16 {
     // SAFETY: the caller's promise.
     let bytes = unsafe { *(at as *const [u8; 2]) };
     u16::from_be_bytes(bytes)
+}
+
+/// Reads a big-endian u32.
+///
+/// # Safety
+/// Four readable bytes at `at`.
+#[inline(always)]
+unsafe fn be32(at: usize) -> u32 {
+    // SAFETY: the caller's promise.
+    let bytes = unsafe { *(at as *const [u8; 4]) };
+    u32::from_be_bytes(bytes)
 }

@@ -18,7 +18,7 @@ use port25_daemon::testing::{Config, Datapath, ListKind};
 use port25_testkit::{
     frames::{
         ALLOWED4, ALLOWED6, DENIED4, DENIED6, ETH_P_8021AD, ETH_P_8021Q, EXT_DEST_OPTS,
-        EXT_HOP_BY_HOP, EXT_ROUTING, OTHER4, OTHER6, TCP_ACK, arp, icmp, tcp, udp,
+        EXT_HOP_BY_HOP, EXT_ROUTING, OTHER4, OTHER6, TCP_ACK, TCP_SYN, arp, icmp, tcp, udp,
     },
     reference::{XDP_DROP, XDP_PASS},
     require_root,
@@ -149,4 +149,19 @@ fn passes(name: &'static str, frame: impl Into<Vec<u8>>, reason: Reason) -> Row 
 /// A frame that is not ours: it passes, and no counter moves.
 fn untouched(name: &'static str, frame: impl Into<Vec<u8>>) -> Row {
     row(name, frame.into(), XDP_PASS, None)
+}
+
+/// The gateway's SYN-ACK to `client`:40000 from port 25, as the SYN-ACK watcher sees it.
+fn syn_ack(gateway: &str, client: &str, isn: u32) -> Vec<u8> {
+    tcp(gateway, 40000)
+        .to(client)
+        .sport(25)
+        .flags(TCP_ACK | TCP_SYN)
+        .seq_ack(isn, 1000)
+        .build()
+}
+
+/// The client's final handshake ACK.
+fn final_ack(client: &str, ack: u32) -> Vec<u8> {
+    tcp(client, 25).flags(TCP_ACK).seq_ack(1000, ack).build()
 }

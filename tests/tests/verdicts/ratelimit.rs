@@ -138,21 +138,6 @@ fn ratelimit_buckets_hold_across_cpus() {
     assert_eq!(admitted, 5);
 }
 
-/// The gateway's SYN-ACK to `client`:40000 from port 25, as the egress program sees it.
-fn syn_ack(gateway: &str, client: &str, isn: u32) -> Vec<u8> {
-    tcp(gateway, 40000)
-        .to(client)
-        .sport(25)
-        .flags(TCP_ACK | port25_testkit::frames::TCP_SYN)
-        .seq_ack(isn, 1000)
-        .build()
-}
-
-/// The client's final handshake ACK.
-fn final_ack(client: &str, ack: u32) -> Vec<u8> {
-    tcp(client, 25).flags(TCP_ACK).seq_ack(1000, ack).build()
-}
-
 #[test]
 fn completed_handshakes_verify_a_prefix_past_the_global_cap() {
     const TC_ACT_OK: u32 = 0;

@@ -1,6 +1,7 @@
 //! Policy synproxy: a SYN answered in XDP with a SYN-ACK whose cookie the kernel's own check
 //! accepts when the client's ACK brings it back; forged ACKs, bad checksums and a spent SYN-ACK
-//! budget dropped; the lists still first; monitor mode answering nothing.
+//! budget dropped; the lists still first; monitor mode answering nothing and counting what
+//! enforce mode would do.
 
 use etherparse::{NetSlice, SlicedPacket, TcpOptionElement, TransportSlice};
 use port25_testkit::{
@@ -306,27 +307,85 @@ fn ipv6_is_rate_limited_unless_synproxy_ipv6_is_on() {
 }
 
 #[test]
-fn synproxy_in_monitor_mode_answers_nothing() {
-    let datapath = load(&format!("mode = \"monitor\"\n{SYNPROXY}"));
+fn synproxy_in_monitor_mode_answers_nothing_and_counts_what_enforce_would_do() {
+    let datapath = load(&format!(
+        "mode = \"monitor\"\n{SYNPROXY}synack_rate = 1\nsynack_burst = 2\n"
+    ));
+    // Passed as it came: the stack answers it.
+    let first = syn("198.18.3.11", 40000).build();
+    let (action, out) = datapath.test_run_output(&first).expect("BPF_PROG_TEST_RUN");
+    assert_eq!((action, &out), (XDP_PASS, &first), "a SYN passes untouched");
+    let mut bad_checksum = syn("198.18.3.12", 40000).build();
+    let last = bad_checksum.len() - 1;
+    bad_checksum[last] ^= 0xff;
+    let would = |reason| Some((Verdict::WouldDrop, reason));
     check(
         &datapath,
         &[
             passes(
-                "a SYN: would be answered",
-                syn("198.18.3.11", 40000),
+                "a SYN enforce mode would answer with a cookie",
+                syn("198.18.3.16", 40000),
                 SynCookie,
             ),
-            passes(
-                "a forged ACK: the stack sees it",
-                ack_of("198.18.3.11", 40000, 0x1234_5678, 1),
-                Admitted,
+            row(
+                "over the SYN-ACK budget (a burst of 2)",
+                syn("198.18.3.14", 40000).build(),
+                XDP_PASS,
+                would(SynackBudget),
             ),
             row(
-                "denylisted: would be dropped",
+                "a SYN with a bad TCP checksum",
+                bad_checksum,
+                XDP_PASS,
+                would(Malformed),
+            ),
+            row(
+                "a forged ACK",
+                ack_of("198.18.3.15", 40000, 0x1234_5678, 1).build(),
+                XDP_PASS,
+                would(CookieInvalid),
+            ),
+            row(
+                "a RST of no known flow",
+                tcp("198.18.3.15", 25).flags(0x04).checksummed().build(),
+                XDP_PASS,
+                would(CookieInvalid),
+            ),
+            row(
+                "denylisted",
                 syn("198.18.2.5", 40000).build(),
                 XDP_PASS,
-                Some((Verdict::WouldDrop, Denylisted)),
+                would(Denylisted),
             ),
         ],
     );
+    // The stack's SYN-ACK to 198.18.3.16's SYN, then the client's ACK of it: the handshake enforce
+    // mode's cookie would have proven, and its connection known from then on.
+    datapath
+        .test_run_synack_watcher(&syn_ack("198.18.0.1", "198.18.3.16", 5_000))
+        .expect("BPF_PROG_TEST_RUN");
+    check(
+        &datapath,
+        &[
+            row(
+                "an ACK of a SYN-ACK the gateway did not send",
+                final_ack("198.18.3.17", 5_001),
+                XDP_PASS,
+                would(CookieInvalid),
+            ),
+            passes(
+                "the ACK that completes the stack's handshake",
+                final_ack("198.18.3.16", 5_001),
+                CookieValid,
+            ),
+            passes(
+                "data of that connection",
+                tcp("198.18.3.16", 25)
+                    .flags(TCP_ACK | 0x08)
+                    .seq_ack(1000, 5_001),
+                Admitted,
+            ),
+        ],
+    );
+    assert_eq!(completed(&datapath, "198.18.3.16/32"), 1);
 }

@@ -63,15 +63,19 @@ fn daemon_sections() -> String {
         ("0", "Success. For audit: nothing needs action."),
         (
             "1",
-            "An error: a bad config or argument value, a daemon that cannot be reached or does              not answer within --timeout, a refused start, output that cannot be written. The              message names the input and the fix.",
+            "An error: a bad config or argument value, a daemon that cannot be reached or does \
+             not answer within --timeout, a refused start, output that cannot be written. The \
+             message names the input and the fix.",
         ),
         (
             "2",
-            "A command line clap refuses (an unknown option, a value it cannot parse); for              audit: a finding says NOT PROTECTED or CHECK.",
+            "A command line clap refuses (an unknown option, a value it cannot parse); for \
+             audit: a finding says NOT PROTECTED or CHECK.",
         ),
         (
             "3",
-            "status: no daemon answers (what the pins show is printed: a killed daemon's              filter still enforces).",
+            "status: no daemon answers (what the pins show is printed: a killed daemon's \
+             filter still enforces).",
         ),
     ] {
         item(&mut roff, code, text);
@@ -80,15 +84,18 @@ fn daemon_sections() -> String {
     for (signal, text) in [
         (
             "SIGHUP",
-            "run reloads the config and the list files; an invalid one is rejected, logged and              counted, and the running policy stays.",
+            "run reloads the config and the list files; an invalid one is rejected, logged and \
+             counted, and the running policy stays.",
         ),
         (
             "SIGTERM, SIGINT",
-            "run stops; on_exit says whether the filter goes with it (detach) or stays              enforcing (keep).",
+            "run stops; on_exit says whether the filter goes with it (detach) or stays \
+             enforcing (keep).",
         ),
         (
             "SIGKILL",
-            "run dies; the pinned filter keeps enforcing its last policy, and the next start              takes it over.",
+            "run dies; the pinned filter keeps enforcing its last policy, and the next start \
+             takes it over.",
         ),
     ] {
         item(&mut roff, signal, text);
@@ -98,15 +105,18 @@ fn daemon_sections() -> String {
         ("/etc/port25/port25.toml", "The config, port25.toml(5)."),
         (
             "/run/port25/control.sock",
-            "The control socket (root-only) of allow, deny, status, egress and detach              (--control-socket).",
+            "The control socket (root-only) of allow, deny, status, egress and detach \
+             (--control-socket).",
         ),
         (
             "/var/lib/port25",
-            "Runtime list entries, CrowdSec's held decisions, list changes that wait for the              daemon (--state-dir).",
+            "Runtime list entries, CrowdSec's held decisions, list changes that wait for the \
+             daemon (--state-dir).",
         ),
         (
             "/sys/fs/bpf/port25",
-            "The pinned maps and links, which outlive the daemon; one daemon owns it              (--pin-dir).",
+            "The pinned maps and links, which outlive the daemon; one daemon owns it \
+             (--pin-dir).",
         ),
     ] {
         item(&mut roff, file, text);
@@ -298,6 +308,12 @@ mod tests {
                 "{}: a repository path",
                 page.display()
             );
+            // Text lines (not requests): roff keeps runs of blanks, so a string continued
+            // without its `\` shows as a gap (the config page aligns its lists with fewer).
+            let gap = text
+                .lines()
+                .find(|l| !l.starts_with('.') && l.trim_start().contains("        "));
+            assert_eq!(gap, None, "{}: a run of blanks", page.display());
         }
         let main = std::fs::read_to_string(dir.join("port25d.8")).unwrap();
         for section in ["EXIT STATUS", "SIGNALS", "FILES", "SEE ALSO"] {

@@ -135,7 +135,7 @@ fn run_refuses_a_bad_config_before_touching_the_kernel() {
     let config = TempConfig::new("badport", "ports = [0]\n");
     fails(
         &["run", "--config", config.path(), "--iface", "lo"],
-        &[":1: port must be 1-65535 (got 0)"],
+        &[":1: ports: 0 is out of range; use a port from 1 to 65535"],
     );
 }
 

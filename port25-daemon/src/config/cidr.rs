@@ -223,7 +223,7 @@ const QUOTED: usize = 64;
 /// Why a list file cannot be read as one (the caller names the file).
 #[derive(Debug, thiserror::Error)]
 pub enum ListFileError {
-    #[error("cannot be read: {0}")]
+    #[error("cannot be read: {0}; check the path and that root may read it")]
     Io(#[from] std::io::Error),
     #[error(
         "is {0}, not a regular file; a list file holds one CIDR a line (point files and dirs at \

@@ -482,7 +482,11 @@ fn error_unreadable_list_file() {
 
 #[test]
 fn error_port_zero() {
-    parse_error("ports = [\n  25,\n  0,\n]\n", 3, "port must be 1-65535");
+    parse_error(
+        "ports = [\n  25,\n  0,\n]\n",
+        3,
+        "ports: 0 is out of range; use a port from 1 to 65535",
+    );
 }
 
 #[test]
@@ -490,9 +494,9 @@ fn error_port_too_large() {
     parse_error(
         "mode = \"enforce\"\nports = [25, 70000]\n",
         2,
-        "port must be 1-65535 (got 70000)",
+        "ports: 70000 is out of range; use a port from 1 to 65535",
     );
-    parse_error("ports = [-25]\n", 1, "port must be 1-65535");
+    parse_error("ports = [-25]\n", 1, "-25 is out of range");
 }
 
 #[test]
@@ -583,7 +587,7 @@ fn error_display_is_file_line_reason() {
     let err = parse("ports = [0]\n").unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("{ORIGIN}:1: port must be 1-65535 (got 0)")
+        format!("{ORIGIN}:1: ports: 0 is out of range; use a port from 1 to 65535")
     );
 }
 

@@ -73,7 +73,10 @@ impl Source<'_> {
                 .ok_or_else(|| {
                     self.error_at(
                         port.span(),
-                        format!("port must be 1-65535 (got {})", port.get_ref()),
+                        format!(
+                            "{key}: {} is out of range; use a port from 1 to 65535",
+                            port.get_ref()
+                        ),
                     )
                 })?;
             ports.push(p);

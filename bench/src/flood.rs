@@ -101,6 +101,21 @@ impl Receiver {
         Receiver::Synproxy,
     ];
 
+    /// `--receivers fgh`: the receivers whose tags hold these letters.
+    pub(crate) fn parse_letters(letters: &str) -> Result<Vec<Receiver>> {
+        letters
+            .chars()
+            .map(|letter| {
+                Receiver::ALL
+                    .into_iter()
+                    .find(|r| r.tag() == format!("({letter})"))
+                    .with_context(|| {
+                        format!("no receiver ({letter}): the receivers are (a) to (h)")
+                    })
+            })
+            .collect()
+    }
+
     /// "(f)": how the report's prose names the receiver.
     pub(crate) fn tag(self) -> &'static str {
         self.label().split(' ').next().unwrap_or_default()
@@ -140,6 +155,7 @@ pub(super) enum MailPath {
     Own,
 }
 
+#[derive(Default)]
 pub(crate) struct Mail {
     pub sent: usize,
     pub delivered: usize,
@@ -394,7 +410,11 @@ fn scenario(
 /// Every receiver, round by round (so that a change in the machine's speed moves them alike);
 /// each receiver's row is its median round, with the spread of its CPU figure and the mail of all
 /// its rounds. `generator` None: live frames, or the packet socket if the kernel refuses them.
-pub(crate) fn flood(settings: &Settings, generator: Option<Generator>) -> Result<Flood> {
+pub(crate) fn flood(
+    settings: &Settings,
+    generator: Option<Generator>,
+    receivers: &[Receiver],
+) -> Result<Flood> {
     let (generator, live_frames_refused) = match generator {
         Some(generator) => (generator, None),
         None => match probe_live_frames(settings.live_batch)? {
@@ -407,15 +427,20 @@ pub(crate) fn flood(settings: &Settings, generator: Option<Generator>) -> Result
             }
         },
     };
-    let mut rounds: Vec<Vec<FloodRow>> = Receiver::ALL.iter().map(|_| Vec::new()).collect();
+    let mut rounds: Vec<Vec<FloodRow>> = receivers.iter().map(|_| Vec::new()).collect();
     let mut idle = None;
     for round in 0..settings.flood_rounds {
-        for (receiver, rows) in Receiver::ALL.into_iter().zip(&mut rounds) {
+        for (&receiver, rows) in receivers.iter().zip(&mut rounds) {
             let want_idle = (round == 0 && receiver == Receiver::Nothing).then_some(&mut idle);
             rows.push(scenario(receiver, generator, settings, want_idle)?);
         }
     }
-    let (idle_mail, idle_mail_own) = idle.context("no idle mail batch")?;
+    // The reference batch rides on receiver (a); a run without it (`--receivers`) has none.
+    let (idle_mail, idle_mail_own) = match idle {
+        Some(idle) => idle,
+        None if !receivers.contains(&Receiver::Nothing) => Default::default(),
+        None => bail!("no idle mail batch"),
+    };
     Ok(Flood {
         rows: rounds
             .into_iter()

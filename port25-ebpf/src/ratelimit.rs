@@ -7,7 +7,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, LruHashMap},
 };
@@ -38,61 +38,95 @@ pub(crate) enum Buckets {
 /// prefix on every CPU at once gets there.
 const CAS_ATTEMPTS: usize = 4;
 
+/// One SYN in this many from a prefix not tracked yet inserts it into `SOURCES`
+/// (docs/ARCHITECTURE.md, § A spoofed flood's cost).
+const UNTRACKED_SAMPLE: u32 = 16;
+
 /// Spends a token of the source's prefix bucket, then (`Buckets::PrefixAndGlobal`) one of the
 /// global bucket. The source bucket comes first so that one flooding prefix exhausts only its own
 /// bucket, not everyone's; a prefix verified by a completed handshake skips the global bucket,
-/// which a spoofed flood drains.
+/// which a spoofed flood drains. While that bucket is spent, the SYN of an unverified prefix is
+/// dropped before its own bucket is looked at, and so spends none of it.
 #[inline(always)]
 pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let key = source_key(settings, source);
-    let bucket = |state: *mut SourceState| {
-        // SAFETY: `state` points into a map value, valid for this program run.
-        unsafe {
-            gcra(
-                &raw mut (*state).tat,
-                now,
-                settings.syn_interval_ns,
-                settings.syn_tolerance_ns,
-            )
-        }
-    };
-    let (state, own_token) = match SOURCES.get_ptr_mut(key) {
-        Some(state) => (state, bucket(state)),
-        None => {
-            // A prefix not seen lately starts with a full bucket, less this SYN's token. If another
-            // CPU inserted it first, this SYN queues behind that one in the shared bucket.
-            let fresh = SourceState {
-                tat: now + settings.syn_interval_ns,
-                admitted: 0,
-                dropped: 0,
-                completed: 0,
-            };
-            let inserted = SOURCES.insert(key, fresh, BPF_NOEXIST as u64).is_ok();
-            let Some(state) = SOURCES.get_ptr_mut(key) else {
-                return false;
-            };
-            (state, inserted || bucket(state))
-        }
-    };
-    // `VERIFIED` is read only for a SYN its own bucket admits: a flooding prefix whose bucket is
-    // empty costs one lookup, not two.
+    // `VERIFIED` is read only where it decides: for a SYN its own bucket admits, or one the spent
+    // global cap would drop.
     let verified = || {
         settings.verified_ttl_ns != 0
             // SAFETY: the value is a plain u64 read while the program runs.
             && unsafe { VERIFIED.get(key) }.is_some_and(|&until| until > now)
     };
-    let admitted = own_token
-        && (buckets == Buckets::PrefixOnly
+    let shared = || {
+        buckets == Buckets::PrefixOnly
             || verified()
             || spend_shared(
                 &GLOBAL,
                 now,
                 settings.global_interval_ns,
                 settings.global_tolerance_ns,
-            ));
-    // SAFETY: as above; these counters are only ever updated atomically.
+            )
+    };
+    // Policy ratelimit while the global cap is spent, as a spoofed flood keeps it: only a
+    // verified prefix can pass, whatever its own bucket holds, so any other SYN is dropped
+    // without reading `SOURCES` (a lookup that misses the cache under a flood of new sources).
+    if buckets == Buckets::PrefixAndGlobal
+        && spent(&GLOBAL, now, settings.global_tolerance_ns)
+        && !verified()
+    {
+        count_sampled_drop(&key, now, settings);
+        return false;
+    }
+    // SAFETY: `state` points into a map value, valid for this program run.
+    let own_token = |state: *mut SourceState| unsafe {
+        gcra(
+            &raw mut (*state).tat,
+            now,
+            settings.syn_interval_ns,
+            settings.syn_tolerance_ns,
+        )
+    };
+    if let Some(state) = SOURCES.get_ptr_mut(key) {
+        let admitted = own_token(state) && shared();
+        count_syn(state, admitted);
+        return admitted;
+    }
+    // A prefix not seen lately has a full bucket, so its own token is there. Inserting it is the
+    // costliest step here (an LRU hash that a random-source flood would churn), so it is inserted
+    // for a SYN the global cap admits (their number is bounded by the cap) and else for one SYN in
+    // UNTRACKED_SAMPLE: a spoofed flood, whose sources are new at every SYN, costs a lookup, while
+    // a source that keeps sending is tracked after a few SYNs.
+    let admitted = shared();
+    let track = admitted && buckets == Buckets::PrefixAndGlobal
+        // SAFETY: a helper without arguments.
+        || unsafe { bpf_get_prandom_u32() } % UNTRACKED_SAMPLE == 0;
+    if !track {
+        return admitted;
+    }
+    let fresh = SourceState {
+        tat: now + settings.syn_interval_ns,
+        admitted: admitted as u64,
+        dropped: !admitted as u64,
+        completed: 0,
+    };
+    if SOURCES.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
+        return admitted;
+    }
+    // Another CPU inserted it first: this SYN queues behind that one in the shared bucket.
+    let Some(state) = SOURCES.get_ptr_mut(key) else {
+        return false;
+    };
+    let admitted = admitted && own_token(state);
+    count_syn(state, admitted);
+    admitted
+}
+
+/// Counts a SYN of a tracked prefix, admitted or refused.
+#[inline(always)]
+fn count_syn(state: *mut SourceState, admitted: bool) {
+    // SAFETY: `state` points into a map value; these counters are only ever updated atomically.
     unsafe {
         let counter = if admitted {
             &raw mut (*state).admitted
@@ -101,7 +135,33 @@ pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> boo
         };
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1);
     }
-    admitted
+}
+
+/// A SYN dropped while the global cap is spent, counted in its prefix's entry for one SYN in
+/// UNTRACKED_SAMPLE, as that many: `top` and the reporter see a source that keeps sending (its
+/// drops estimated), and a spoofed flood costs one lookup in UNTRACKED_SAMPLE SYNs.
+#[inline(always)]
+fn count_sampled_drop(key: &SourceKey, now: u64, settings: &Settings) {
+    // SAFETY: a helper without arguments.
+    if unsafe { bpf_get_prandom_u32() } % UNTRACKED_SAMPLE != 0 {
+        return;
+    }
+    let weight = u64::from(UNTRACKED_SAMPLE);
+    match SOURCES.get_ptr_mut(key) {
+        // SAFETY: a pointer into the map value; its counters are only ever updated atomically.
+        Some(state) => unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*state).dropped, weight);
+        },
+        None => {
+            let fresh = SourceState {
+                tat: now + settings.syn_interval_ns,
+                admitted: 0,
+                dropped: weight,
+                completed: 0,
+            };
+            let _ = SOURCES.insert(key, fresh, BPF_NOEXIST as u64);
+        }
+    }
 }
 
 /// A client of the source's prefix completed a handshake: counted in its bucket's entry (the
@@ -109,17 +169,29 @@ pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> boo
 #[inline(always)]
 pub(crate) fn handshake_completed(settings: &Settings, source: &Addr) {
     let key = source_key(settings, source);
-    if let Some(state) = SOURCES.get_ptr_mut(key) {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match SOURCES.get_ptr_mut(key) {
         // SAFETY: a pointer into the map value; its counters are only ever updated atomically.
-        unsafe {
+        Some(state) => unsafe {
             atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*state).completed, 1);
+        },
+        // Its SYN was not sampled into `SOURCES` (policy synproxy): a handshake is proof no
+        // spoofer can forge, so tracking it from here cannot be churned by a flood.
+        None => {
+            let tracked = SourceState {
+                tat: now,
+                admitted: 1,
+                dropped: 0,
+                completed: 1,
+            };
+            let _ = SOURCES.insert(key, tracked, BPF_NOEXIST as u64);
         }
     }
     if settings.verified_ttl_ns == 0 {
         return;
     }
-    // SAFETY: a helper without arguments.
-    let until = unsafe { bpf_ktime_get_ns() } + settings.verified_ttl_ns;
+    let until = now + settings.verified_ttl_ns;
     let _ = VERIFIED.insert(key, until, 0);
 }
 
@@ -144,6 +216,15 @@ fn spend_shared(bucket: &Array<u64>, now: u64, interval: u64, tolerance: u64) ->
         // SAFETY: a pointer into the bucket's map value.
         Some(tat) => unsafe { gcra(tat, now, interval, tolerance) },
         None => false,
+    }
+}
+
+/// Whether the shared `bucket` is empty now, without spending from it.
+#[inline(always)]
+fn spent(bucket: &Array<u64>, now: u64, tolerance: u64) -> bool {
+    match bucket.get(0) {
+        Some(&tat) => tat > now && tat - now > tolerance,
+        None => true,
     }
 }
 

@@ -28,8 +28,10 @@
 //! attacker's SYNs past XDP at most `burst + rate x duration` of the binding bucket, within
 //! [`TOLERANCE_FACTOR`] and [`TOLERANCE_SYNS`], and at least most of it (the limiter is not
 //! stingier than configured); every SYN the attacker sent is either admitted or counted
-//! `rate_limited`, and tcpdump, `port25d top` and the metrics agree on the numbers; the top-K
-//! metric's rank 1 is the attacker. At the end: no packet of a legitimate client was dropped, and
+//! `rate_limited`, and tcpdump, `port25d top` and the metrics agree on the numbers (under the
+//! spoofed flood, which keeps the global cap spent, `top` tracks the sources it admitted and a
+//! sample of the others, and estimates their drops from the sample); the top-K metric's rank 1 is
+//! the attacker. At the end: no packet of a legitimate client was dropped, and
 //! the well-behaved client's prefix is still verified; no spoofed one ever was.
 //!
 //! Run with `cargo test -p port25-tests --test flood -- --nocapture` (as root).
@@ -583,7 +585,8 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
          (tcpdump: {}) or rate_limited (+{dropped2})",
         captured2.syns
     );
-    // The source table agrees: one row per spoofed source, their admissions and drops summed.
+    // The source table agrees: every admitted SYN's source is tracked, and of the SYNs the spent
+    // global cap dropped, one in 16 is counted as 16 (so the flood does not churn the table).
     let (_, rows_all) = port25d_top(&pin_dir, true, 1_000_000);
     let spoofed: Vec<&TopRow> = rows_all
         .iter()
@@ -593,15 +596,26 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     let spoofed_dropped: u64 = spoofed.iter().map(|row| row.dropped).sum();
     println!(
         "phase 2: port25d top --all: {} spoofed prefixes, {spoofed_admitted} admitted, \
-         {spoofed_dropped} dropped; none verified: {}",
+         {spoofed_dropped} dropped (estimated); none verified: {}",
         spoofed.len(),
         spoofed.iter().all(|row| !row.verified)
     );
     assert_eq!(
-        (spoofed.len(), spoofed_admitted, spoofed_dropped as f64),
-        (report.sources, captured2.syns, dropped2),
-        "phase 2: the source table (prefixes, admitted, dropped) vs the sender's distinct \
-         sources, tcpdump's count and the rate_limited counter"
+        spoofed_admitted, captured2.syns,
+        "phase 2: the source table's admissions vs tcpdump's count"
+    );
+    // The sample's count is binomial: 15% is over five standard deviations at 20,000 drops.
+    let estimate_error = (spoofed_dropped as f64 - dropped2).abs() / dropped2;
+    assert!(
+        estimate_error <= 0.15,
+        "phase 2: the source table estimates {spoofed_dropped} drops, the rate_limited counter \
+         says {dropped2}"
+    );
+    assert!(
+        spoofed.len() < report.sources / 4,
+        "phase 2: {} spoofed prefixes tracked of the {} sources: the flood churns the table",
+        spoofed.len(),
+        report.sources
     );
     assert!(
         spoofed.iter().all(|row| !row.verified),
@@ -610,8 +624,9 @@ fn syn_floods_are_capped_and_legitimate_mail_gets_through() {
     let tracked = metric_sum(&after2, "port25_tracked_sources", &[]);
     assert_eq!(
         tracked,
-        (report.sources + 2) as f64,
-        "phase 2: port25_tracked_sources: the spoofed sources, the attacker and the other client"
+        (spoofed.len() + 2) as f64,
+        "phase 2: port25_tracked_sources: the spoofed sources tracked, the attacker and the other \
+         client"
     );
     // The attacker's own address still tops the list: thousands of drops against one or two each.
     assert_eq!(

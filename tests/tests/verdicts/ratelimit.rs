@@ -189,10 +189,11 @@ fn completed_handshakes_verify_a_prefix_past_the_global_cap() {
         .test_run(&final_ack("198.18.3.1", 7_000_001))
         .unwrap();
     assert_eq!(completed(&datapath, "198.18.3.0/24"), 1, "a replayed ACK");
-    // The /24's bucket holds 5; the two SYNs the global cap refused above spent a token each.
+    // The /24's bucket holds 5, all of it: the SYNs the spent global cap refused above were
+    // dropped before its bucket was looked at.
     assert_eq!(
         admitted_of(&datapath, "198.18.3.77", 10),
-        3,
+        5,
         "verified /24, own bucket only"
     );
     // Other prefixes stay behind the global cap.
@@ -210,8 +211,8 @@ fn completed_handshakes_verify_a_prefix_past_the_global_cap() {
     datapath.test_run(&final_ack("2001:db8:3::1", 43)).unwrap();
     assert_eq!(
         admitted_of(&datapath, "2001:db8:3::2", 10),
-        4,
-        "verified /48"
+        5,
+        "verified /48: its whole bucket, as the refused SYN spent none of it"
     );
     assert_eq!(completed(&datapath, "2001:db8:3::/48"), 1);
 }

@@ -281,6 +281,32 @@ fn the_synack_budget_caps_what_is_sent() {
 }
 
 #[test]
+fn a_source_that_keeps_sending_is_tracked_and_held_to_its_bucket() {
+    // A new source's SYN inserts its prefix into the table one time in 16 (so that a spoofed
+    // flood does not churn it): a source that keeps sending gets there within a few SYNs, and
+    // from then on its bucket (burst 50, 1/s) answers it.
+    let datapath = load(SYNPROXY);
+    const SYNS: usize = 400;
+    let answered = (0..SYNS)
+        .filter(|n| {
+            let frame = syn("198.18.30.1", 40000 + *n as u16).build();
+            datapath.test_run(&frame).expect("BPF_PROG_TEST_RUN") == XDP_TX
+        })
+        .count();
+    // Untracked for more than 200 SYNs: (15/16)^200, under 3 in a million.
+    assert!(
+        (50..=250).contains(&answered),
+        "{answered} of {SYNS} SYNs answered: the burst of 50, plus those before it was tracked"
+    );
+    let tracked = datapath.source_tables().read_all();
+    let row = tracked
+        .iter()
+        .find(|t| t.source.to_string() == "198.18.30.1/32")
+        .expect("the source is tracked");
+    assert!(row.dropped > 0, "its bucket refused the rest: {row:?}");
+}
+
+#[test]
 fn ipv6_is_rate_limited_unless_synproxy_ipv6_is_on() {
     let datapath = load(&SYNPROXY.replace("ipv6 = true", "ipv6 = false"));
     check(

@@ -87,10 +87,16 @@ pub(crate) enum Receiver {
     /// XDP with a cookie).
     Ratelimit,
     Synproxy,
+    /// What an operator would run instead of (g) and (h), with port25's default limits:
+    /// iptables hashlimit (per source, then global), an nftables dynamic set with a per-source
+    /// limit and a global limit, and netfilter's SYNPROXY alone.
+    Hashlimit,
+    NftMeter,
+    NetfilterSynproxy,
 }
 
 impl Receiver {
-    pub(crate) const ALL: [Receiver; 8] = [
+    pub(crate) const ALL: [Receiver; 11] = [
         Receiver::Nothing,
         Receiver::Iptables,
         Receiver::Nftables,
@@ -99,6 +105,9 @@ impl Receiver {
         Receiver::Floor,
         Receiver::Ratelimit,
         Receiver::Synproxy,
+        Receiver::Hashlimit,
+        Receiver::NftMeter,
+        Receiver::NetfilterSynproxy,
     ];
 
     /// `--receivers fgh`: the receivers whose tags hold these letters.
@@ -131,6 +140,9 @@ impl Receiver {
             Receiver::Floor => "(f) floor: bare XDP drop",
             Receiver::Ratelimit => "(g) port25, policy ratelimit",
             Receiver::Synproxy => "(h) port25, policy synproxy",
+            Receiver::Hashlimit => "(i) iptables hashlimit",
+            Receiver::NftMeter => "(j) nftables per-source limit",
+            Receiver::NetfilterSynproxy => "(k) netfilter SYNPROXY",
         }
     }
 }

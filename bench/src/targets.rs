@@ -146,6 +146,7 @@ fn targets(r: &Results) -> Vec<Target> {
             ),
         });
     }
+    out.extend(open_mx_targets(r));
     let short: Vec<String> = r
         .flood
         .rows
@@ -208,6 +209,94 @@ fn targets(r: &Results) -> Vec<Target> {
             bound: String::new(),
         });
     }
+    out
+}
+
+/// The open MX under the random-source flood: port25's `ratelimit` and `synproxy` against the
+/// floor receiver and the netfilter receivers an operator would run instead, all of the same
+/// rounds (what each adds over the floor, so that the receive path they share cancels out).
+fn open_mx_targets(r: &Results) -> Vec<Target> {
+    let cpu = |receiver| flood_cpu(&r.flood, receiver);
+    let floor = cpu(Receiver::Floor);
+    let adds = |receiver| cpu(receiver) - floor;
+    let (ratelimit, synproxy) = (cpu(Receiver::Ratelimit), cpu(Receiver::Synproxy));
+    let closed = cpu(Receiver::Port25);
+    let nothing = cpu(Receiver::Nothing);
+    let mut out = vec![
+        Target {
+            asks: "open MX flood: policy ratelimit's receiver CPU <= 1.5x the floor receiver's",
+            measured: format!(
+                "{:.2}x ({ratelimit:.0} vs {floor:.0} ms)",
+                ratelimit / floor
+            ),
+            met: ratelimit / floor <= 1.5,
+            bound: format!(
+                "what every verdict does before a bucket: (e) policy drop, the same parse and \
+                 list lookups, is {:.2}x the floor in the same rounds; the rate limiter adds {:.0} \
+                 ms per million over it",
+                closed / floor,
+                ratelimit - closed
+            ),
+        },
+        Target {
+            asks: "open MX flood: policy synproxy's receiver CPU <= 2.5x the floor's and <= 0.33x \
+                   the stack's own answer (a)",
+            measured: format!(
+                "{:.2}x the floor, {:.2}x (a) ({synproxy:.0} ms)",
+                synproxy / floor,
+                synproxy / nothing
+            ),
+            met: synproxy / floor <= 2.5 && synproxy / nothing <= 0.33,
+            bound: format!(
+                "the answer itself: over (g), the same program up to the bucket, the cookie, the \
+                 SYN-ACK written with its checksums and XDP_TX add {:.0} ms per million",
+                synproxy - ratelimit
+            ),
+        },
+    ];
+    for (peer, name) in [
+        (Receiver::Hashlimit, "iptables hashlimit"),
+        (Receiver::NftMeter, "an nftables per-source limit"),
+    ] {
+        let ratio = adds(Receiver::Ratelimit) / adds(peer);
+        out.push(Target {
+            asks: if peer == Receiver::Hashlimit {
+                "open MX flood: what ratelimit adds over the floor <= 0.2x what iptables \
+                 hashlimit adds"
+            } else {
+                "open MX flood: what ratelimit adds over the floor <= 0.2x what an nftables \
+                 per-source limit adds"
+            },
+            measured: format!(
+                "{ratio:.2}x ({:.0} vs {:.0} ms)",
+                adds(Receiver::Ratelimit),
+                adds(peer)
+            ),
+            met: ratio <= 0.2,
+            bound: format!(
+                "(e) policy drop adds {:.0} ms over the floor before any bucket: {:.2}x what {name} \
+                 adds",
+                adds(Receiver::Port25),
+                adds(Receiver::Port25) / adds(peer)
+            ),
+        });
+    }
+    let ratio = adds(Receiver::Synproxy) / adds(Receiver::NetfilterSynproxy);
+    out.push(Target {
+        asks: "open MX flood: what synproxy adds over the floor <= 0.33x what netfilter SYNPROXY \
+               adds",
+        measured: format!(
+            "{ratio:.2}x ({:.0} vs {:.0} ms)",
+            adds(Receiver::Synproxy),
+            adds(Receiver::NetfilterSynproxy)
+        ),
+        met: ratio <= 0.33,
+        bound: format!(
+            "(g), port25's program up to the answer, adds {:.0} ms; the answer adds {:.0} more",
+            adds(Receiver::Ratelimit),
+            synproxy - ratelimit
+        ),
+    });
     out
 }
 

@@ -8,6 +8,8 @@ use super::*;
 /// What drops the flood in the receiver, and reads its own drop counter.
 pub(super) enum Filter<'a> {
     Nothing,
+    /// iptables (`nft` false) or nftables rules, whose DROP (and SYNPROXY) counters sum to
+    /// what the filter dropped (or answered).
     Netfilter {
         ns: &'a Netns,
         nft: bool,
@@ -32,24 +34,71 @@ impl<'a> Filter<'a> {
                 for client in [CLIENT, MAIL_CLIENT] {
                     sys::run(gw.command("ipset").args(["add", "p25allow", client]))?;
                 }
-                sys::run(gw.command(IPTABLES).args([
-                    "-t",
-                    "raw",
-                    "-A",
-                    "PREROUTING",
-                    "-p",
-                    "tcp",
-                    "--dport",
-                    "25",
-                    "-m",
-                    "set",
-                    "!",
-                    "--match-set",
-                    "p25allow",
-                    "src",
-                    "-j",
-                    "DROP",
-                ]))?;
+                iptables(
+                    gw,
+                    "-t raw -A PREROUTING -p tcp --dport 25 -m set ! --match-set p25allow src -j DROP",
+                )?;
+                Filter::Netfilter { ns: gw, nft: false }
+            }
+            Receiver::Hashlimit => {
+                // port25's defaults: 20 SYN/s and a burst of 40 per /32, 65,536 tracked; then
+                // 2,000/s and a burst of 4,000 for all. The clients pass first, as port25's
+                // allowlist lets them by.
+                iptables(gw, &clients_first())?;
+                let syn = "-t raw -A PREROUTING -p tcp --dport 25 --syn -m hashlimit";
+                iptables(
+                    gw,
+                    &format!(
+                        "{syn} --hashlimit-above 20/sec --hashlimit-burst 40 --hashlimit-mode srcip \
+                         --hashlimit-htable-size 65536 --hashlimit-htable-max 65536 \
+                         --hashlimit-name p25src -j DROP"
+                    ),
+                )?;
+                iptables(
+                    gw,
+                    &format!(
+                        "{syn} --hashlimit-above 2000/sec --hashlimit-burst 4000 \
+                         --hashlimit-name p25all -j DROP"
+                    ),
+                )?;
+                Filter::Netfilter { ns: gw, nft: false }
+            }
+            Receiver::NftMeter => {
+                let rules = lab.work.join("p25.nft");
+                let syn = "tcp dport 25 tcp flags & (syn | ack) == syn";
+                fs::write(
+                    &rules,
+                    format!(
+                        "table inet p25 {{\n  set src4 {{ type ipv4_addr; size 65536; flags \
+                         dynamic,timeout; timeout 60s; }}\n  chain pre {{ type filter hook \
+                         prerouting priority raw; policy accept;\n    ip saddr {{ {CLIENT}, \
+                         {MAIL_CLIENT} }} accept\n    {syn} add @src4 {{ ip saddr limit rate over \
+                         20/second burst 40 packets }} counter drop\n    {syn} limit rate over \
+                         2000/second burst 4000 packets counter drop\n  }}\n}}\n"
+                    ),
+                )?;
+                sys::run(gw.command("nft").arg("-f").arg(&rules))?;
+                Filter::Netfilter { ns: gw, nft: true }
+            }
+            Receiver::NetfilterSynproxy => {
+                // The classic recipe: the SYN untracked, SYNPROXY answers it with a cookie and
+                // opens the connection once the ACK brings it back; port25's MSS and options.
+                iptables(
+                    gw,
+                    "-t raw -A PREROUTING -p tcp --dport 25 --syn -j CT --notrack",
+                )?;
+                iptables(
+                    gw,
+                    "-A INPUT -p tcp --dport 25 -m conntrack --ctstate INVALID,UNTRACKED -j SYNPROXY \
+                     --sack-perm --timestamp --wscale 7 --mss 1460",
+                )?;
+                iptables(gw, "-A INPUT -m conntrack --ctstate INVALID -j DROP")?;
+                // The conntrack rules above load conntrack, and with it this setting: an ACK of
+                // no known connection is INVALID, for SYNPROXY to check, not picked up.
+                sys::run(
+                    gw.command("sysctl")
+                        .args(["-qw", "net.netfilter.nf_conntrack_tcp_loose=0"]),
+                )?;
                 Filter::Netfilter { ns: gw, nft: false }
             }
             Receiver::Nftables => {
@@ -135,31 +184,37 @@ impl<'a> Filter<'a> {
         Ok(match self {
             Filter::Nothing => None,
             Filter::Netfilter { ns, nft: false } => {
-                let out =
-                    sys::run(
-                        ns.command(IPTABLES)
-                            .args(["-t", "raw", "-nvxL", "PREROUTING"]),
-                    )?;
-                // Header lines, then "pkts bytes target ...": the one rule.
-                let pkts = out
+                let mut out = sys::run(ns.command(IPTABLES).args(["-t", "raw", "-nvxL"]))?;
+                out += &sys::run(ns.command(IPTABLES).args(["-nvxL"]))?;
+                // Header lines, then "pkts bytes target ..." per rule.
+                let counts: Vec<u64> = out
                     .lines()
-                    .find(|l| l.contains("DROP"))
-                    .and_then(|l| l.split_whitespace().next())
-                    .and_then(|n| n.parse().ok())
-                    .with_context(|| format!("no DROP rule counter in:\n{out}"))?;
-                Some(pkts)
+                    .filter_map(|l| {
+                        let mut fields = l.split_whitespace();
+                        let pkts = fields.next()?.parse().ok()?;
+                        let target = fields.nth(1)?;
+                        ["DROP", "SYNPROXY"].contains(&target).then_some(pkts)
+                    })
+                    .collect();
+                if counts.is_empty() {
+                    bail!("no DROP or SYNPROXY rule counter in:\n{out}");
+                }
+                Some(counts.iter().sum())
             }
             Filter::Netfilter { ns, nft: true } => {
                 let out = sys::run(
                     ns.command("nft")
                         .args(["list", "chain", "inet", "p25", "pre"]),
                 )?;
-                let pkts = out
-                    .split_once("counter packets ")
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .and_then(|n| n.parse().ok())
-                    .with_context(|| format!("no counter in:\n{out}"))?;
-                Some(pkts)
+                let counts: Vec<u64> = out
+                    .split("counter packets ")
+                    .skip(1)
+                    .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+                    .collect();
+                if counts.is_empty() {
+                    bail!("no counter in:\n{out}");
+                }
+                Some(counts.iter().sum())
             }
             Filter::XdpFilter(filter) => Some(filter.dropped()?),
             Filter::Floor(object) => {
@@ -176,6 +231,17 @@ impl<'a> Filter<'a> {
             }
         })
     }
+}
+
+/// The raw-table rule that lets the clients' port-25 traffic by, before any limit.
+fn clients_first() -> String {
+    format!("-t raw -A PREROUTING -p tcp --dport 25 -s {CLIENT},{MAIL_CLIENT} -j ACCEPT")
+}
+
+/// One iptables-legacy command in the lab's gateway, its arguments split on blanks.
+fn iptables(gw: &Netns, args: &str) -> Result<()> {
+    sys::run(gw.command(IPTABLES).args(args.split_whitespace()))?;
+    Ok(())
 }
 
 /// Snapshot of the counters a window is measured by.

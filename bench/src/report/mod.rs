@@ -193,10 +193,25 @@ pub(crate) fn markdown(r: &Results, h: &Headline) -> String {
         "- What each filter adds to the receive path under the flood (its receiver CPU less the \
          floor receiver's, {floor} in {flood}): port25 {own:.0} ms per million packets, xdp-filter \
          {xf:.0} (**{:.2}x** port25's), iptables {ipt:.0} (**{:.2}x**), nftables {nft:.0} \
-         (**{:.2}x**).\n",
+         (**{:.2}x**).",
         xf / own,
         ipt / own,
         nft / own
+    );
+    let adds = |receiver| flood_cpu(&r.flood, receiver) - flood_cpu(&r.flood, Receiver::Floor);
+    let (ratelimit, synproxy) = (adds(Receiver::Ratelimit), adds(Receiver::Synproxy));
+    let _ = writeln!(
+        s,
+        "- An open MX under the same flood (what each adds over the floor receiver): port25 \
+         `ratelimit` {ratelimit:.0} ms per million packets, iptables hashlimit {:.0} (**{}** \
+         port25's), an nftables per-source limit {:.0} (**{}**); port25 `synproxy` {synproxy:.0}, \
+         netfilter SYNPROXY {:.0} (**{}**).\n",
+        adds(Receiver::Hashlimit),
+        ratio(adds(Receiver::Hashlimit), ratelimit),
+        adds(Receiver::NftMeter),
+        ratio(adds(Receiver::NftMeter), ratelimit),
+        adds(Receiver::NetfilterSynproxy),
+        ratio(adds(Receiver::NetfilterSynproxy), synproxy),
     );
 
     s.push_str(&crate::targets::section(r));

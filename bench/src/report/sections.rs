@@ -161,7 +161,15 @@ pub(super) fn flood(s: &mut String, r: &Results) {
          SYN-ACK budget above the flood, so that every SYN is answered from XDP with a cookie \
          (checksums verified, a SYN-ACK written, XDP_TX; the generator's veth has no receive \
          queue, so veth drops the SYN-ACKs where a NIC would send them); their dropped column \
-         counts drops and answers.{}\n",
+         counts drops and answers. (i)-(k) are what an operator would run instead, with port25's \
+         default limits: (i) iptables-legacy hashlimit in the raw table (`--syn`, 20/s and a \
+         burst of 40 per source address, 65,536 tracked, then 2,000/s and a burst of 4,000 for \
+         all, each `--hashlimit-above ... -j DROP`), (j) nftables, prerouting at raw priority: \
+         `add @src4 {{ ip saddr limit rate over 20/second burst 40 packets }} drop` on a dynamic \
+         set of 65,536 with a 60 s timeout, then `limit rate over 2000/second burst 4000 \
+         packets drop`, (k) netfilter SYNPROXY alone (the SYN untracked in raw, `-j SYNPROXY \
+         --sack-perm --timestamp --wscale 7 --mss 1460` on INVALID,UNTRACKED in INPUT, INVALID \
+         dropped); their dropped column counts the DROP and SYNPROXY rules' packets.{}\n",
         Section::Mail,
         generator_text(&f.sender),
         overflow_text(f),

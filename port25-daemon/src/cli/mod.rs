@@ -103,6 +103,10 @@ enum Command {
     },
     /// Show the source prefixes the rate limiter drops most, refreshed every --interval seconds.
     ///
+    /// While the global cap is spent (a spoofed flood keeps it so), one drop in 16 of an
+    /// unverified prefix is written to the table, counted as 16: DROPPED is then an estimate, and
+    /// the table holds a sample of the flood's sources, not all of them.
+    ///
     /// Example: port25d top --count 20
     Top {
         #[command(flatten)]

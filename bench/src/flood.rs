@@ -119,7 +119,7 @@ impl Receiver {
                     .into_iter()
                     .find(|r| r.tag() == format!("({letter})"))
                     .with_context(|| {
-                        format!("no receiver ({letter}): the receivers are (a) to (h)")
+                        format!("no receiver ({letter}): the receivers are (a) to (k)")
                     })
             })
             .collect()

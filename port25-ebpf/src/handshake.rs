@@ -60,25 +60,25 @@ pub(crate) fn flow_key(
     client_port: u16,
     server_port: u16,
 ) -> FlowKey {
-    let mut key = FlowKey {
-        client: [0; 16],
-        server: [0; 16],
+    let (client, server, family) = match (*client, *server) {
+        (Addr::V4(c), Addr::V4(s)) => (widen(c), widen(s), 4),
+        (Addr::V6(c), Addr::V6(s)) => (c, s, 6),
+        _ => (widen([0; 4]), widen([0; 4]), 0),
+    };
+    FlowKey {
+        client,
+        server,
         client_port,
         server_port,
-        family: 0,
-    };
-    match (*client, *server) {
-        (Addr::V4(c), Addr::V4(s)) => {
-            key.client[..4].copy_from_slice(&c);
-            key.server[..4].copy_from_slice(&s);
-            key.family = 4;
-        }
-        (Addr::V6(c), Addr::V6(s)) => {
-            key.client = c;
-            key.server = s;
-            key.family = 6;
-        }
-        _ => {}
+        family,
     }
-    key
+}
+
+/// An IPv4 address in the first 4 bytes of 16, the rest zero: built from words, because a zeroed
+/// byte array costs the BPF target a call to a byte-loop `memset`.
+#[inline(always)]
+pub(crate) fn widen(addr: [u8; 4]) -> [u8; 16] {
+    let words = [u32::from_ne_bytes(addr), 0, 0, 0];
+    // SAFETY: 16 bytes either way, and any bytes are a valid [u8; 16].
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
 }

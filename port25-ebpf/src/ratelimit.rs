@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use port25_common::{DEFAULT_TRACKED_SOURCES, Settings, SourceKey, SourceState};
 
-use crate::parse::Addr;
+use crate::{handshake::widen, parse::Addr};
 
 #[map]
 static SOURCES: LruHashMap<SourceKey, SourceState> = LruHashMap::pinned(DEFAULT_TRACKED_SOURCES, 0);
@@ -76,7 +76,7 @@ pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> boo
         && spent(&GLOBAL, now, settings.global_tolerance_ns)
         && !verified()
     {
-        count_sampled_drop(&key, now, settings);
+        count_sampled_drop(&key, now);
         return false;
     }
     // SAFETY: `state` points into a map value, valid for this program run.
@@ -141,7 +141,7 @@ fn count_syn(state: *mut SourceState, admitted: bool) {
 /// UNTRACKED_SAMPLE, as that many: `top` and the reporter see a source that keeps sending (its
 /// drops estimated), and a spoofed flood costs one lookup in UNTRACKED_SAMPLE SYNs.
 #[inline(always)]
-fn count_sampled_drop(key: &SourceKey, now: u64, settings: &Settings) {
+fn count_sampled_drop(key: &SourceKey, now: u64) {
     // SAFETY: a helper without arguments.
     if unsafe { bpf_get_prandom_u32() } % UNTRACKED_SAMPLE != 0 {
         return;
@@ -153,8 +153,9 @@ fn count_sampled_drop(key: &SourceKey, now: u64, settings: &Settings) {
             atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*state).dropped, weight);
         },
         None => {
+            // Its bucket full: the dropped SYN spent none of it.
             let fresh = SourceState {
-                tat: now + settings.syn_interval_ns,
+                tat: now,
                 admitted: 0,
                 dropped: weight,
                 completed: 0,
@@ -197,9 +198,7 @@ pub(crate) fn handshake_completed(settings: &Settings, source: &Addr) {
 
 /// Spends a token of the SYN-ACK budget (policy synproxy): false when the budget is spent.
 #[inline(always)]
-pub(crate) fn synack_token(settings: &Settings) -> bool {
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+pub(crate) fn synack_token(settings: &Settings, now: u64) -> bool {
     spend_shared(
         &SYNACK_BUDGET,
         now,
@@ -256,34 +255,39 @@ unsafe fn gcra(tat: *mut u64, now: u64, interval: u64, tolerance: u64) -> bool {
 
 #[inline(always)]
 fn source_key(settings: &Settings, source: &Addr) -> SourceKey {
-    let mut key = SourceKey {
-        addr: [0; 16],
-        family: 0,
-        prefix_len: 0,
+    // Masked word by word, without a zeroed byte array (a byte-loop `memset` on the BPF target).
+    let mask = |bits: u32| {
+        if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits.min(32))
+        }
     };
     match *source {
         Addr::V4(addr) => {
             let prefix = settings.ipv4_prefix.min(32);
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - prefix)
-            };
-            let masked = u32::from_be_bytes(addr) & mask;
-            key.addr[..4].copy_from_slice(&masked.to_be_bytes());
-            key.family = 4;
-            key.prefix_len = prefix;
+            let masked = u32::from_be_bytes(addr) & mask(prefix);
+            SourceKey {
+                addr: widen(masked.to_be_bytes()),
+                family: 4,
+                prefix_len: prefix,
+            }
         }
         Addr::V6(addr) => {
             let prefix = settings.ipv6_prefix.min(128);
-            for (i, byte) in addr.iter().enumerate() {
-                let bits = prefix.saturating_sub(i as u32 * 8).min(8);
-                let mask = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
-                key.addr[i] = byte & mask;
+            let mut words = [0u32; 4];
+            for (i, word) in words.iter_mut().enumerate() {
+                let at = 4 * i;
+                let bytes = [addr[at], addr[at + 1], addr[at + 2], addr[at + 3]];
+                let bits = prefix.saturating_sub(32 * i as u32);
+                *word = (u32::from_be_bytes(bytes) & mask(bits)).to_be();
             }
-            key.family = 6;
-            key.prefix_len = prefix;
+            SourceKey {
+                // SAFETY: 16 bytes either way, and any bytes are a valid [u8; 16].
+                addr: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) },
+                family: 6,
+                prefix_len: prefix,
+            }
         }
     }
-    key
 }

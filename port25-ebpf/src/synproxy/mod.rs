@@ -246,7 +246,10 @@ fn answer_syn<const IP_LEN: usize>(
     let th = ctx.data() + ip + IP_LEN;
     // SAFETY: the walk checks every read against the frame's end; `handover` is this CPU's value.
     unsafe { read_client_options(handover, th, ctx.data_end(), tcp_len) };
-    if !ratelimit::synack_token(settings) {
+    // One clock read for the budget and the SYN-ACK's timestamp.
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !ratelimit::synack_token(settings, now) {
         return Answer::Dropped(Reason::SynackBudget);
     }
     // Monitor mode: the SYN passed every check enforce mode makes, and the stack answers it.
@@ -263,7 +266,7 @@ fn answer_syn<const IP_LEN: usize>(
     }
     // SAFETY: the Ethernet addresses and [iph, iph + IP_LEN + SYNACK_TCP_LEN) were just checked
     // to lie inside the frame.
-    unsafe { write_synack::<IP_LEN>(settings, handover, frame, iph, cookie) };
+    unsafe { write_synack::<IP_LEN>(settings, handover, frame, iph, cookie, now) };
     // The SYN-ACK's length exactly: the stack and the wire see no bytes past it.
     if !resize(ctx, ip + IP_LEN + SYNACK_TCP_LEN) {
         return Answer::Dropped(Reason::Malformed);

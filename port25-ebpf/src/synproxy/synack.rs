@@ -1,7 +1,6 @@
 //! The SYN-ACK (docs/ARCHITECTURE.md, § SYN cookies): what the client's SYN offered, and the
 //! reply written over it.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use port25_common::Settings;
 
 use super::{
@@ -91,8 +90,11 @@ pub(super) unsafe fn write_synack<const IP_LEN: usize>(
     frame: usize,
     iph: usize,
     cookie: u32,
+    now: u64,
 ) {
     let v6 = IP_LEN == IPV6_HLEN;
+    // Every field is written in place with word stores: a local array would be zeroed first,
+    // which the BPF target does with a byte loop (a call to `memset`) costlier than the rest.
     // SAFETY: the caller's promise; `handover` points into this CPU's map value. A volatile read,
     // so that the compiler does not carry what the options walk wrote in registers instead: the
     // verifier would check the rest once for every combination of options.
@@ -105,48 +107,32 @@ pub(super) unsafe fn write_synack<const IP_LEN: usize>(
             ..
         } = core::ptr::read_volatile(handover);
         // Ethernet: back to where it came from.
-        let ethernet = &mut *(frame as *mut [u8; 12]);
-        let mut source = [0u8; 6];
-        source.copy_from_slice(&ethernet[6..12]);
-        ethernet.copy_within(0..6, 6);
-        ethernet[..6].copy_from_slice(&source);
+        let (to, from) = (read::<[u8; 6]>(frame), read::<[u8; 6]>(frame + 6));
+        write(frame, from);
+        write(frame + 6, to);
         let th = iph + IP_LEN;
-        let tcp = *(th as *const [u8; TCP_HLEN]);
-        let client_seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        let (client_port, server_port) = (read::<u16>(th), read::<u16>(th + 2));
+        let client_seq = u32::from_be(read::<u32>(th + 4));
 
         // IP: addresses swapped, length of the SYN-ACK, the configured TTL.
         let ttl = settings.synproxy_ttl as u8;
         if v6 {
-            let header = &mut *(iph as *mut [u8; IPV6_HLEN]);
-            let mut source = [0u8; 16];
-            source.copy_from_slice(&header[8..24]);
-            header.copy_within(24..40, 8);
-            header[24..40].copy_from_slice(&source);
-            header[..4].copy_from_slice(&[0x60, 0, 0, 0]);
-            header[4..6].copy_from_slice(&(SYNACK_TCP_LEN as u16).to_be_bytes());
-            header[6] = IPPROTO_TCP;
-            header[7] = ttl;
+            let (client, server) = (read::<[u64; 2]>(iph + 8), read::<[u64; 2]>(iph + 24));
+            write(iph + 8, server);
+            write(iph + 24, client);
+            write(iph, [0x60u8, 0, 0, 0]);
+            write(iph + 4, (SYNACK_TCP_LEN as u16).to_be());
+            write(iph + 6, [IPPROTO_TCP, ttl]);
         } else {
-            let header = &mut *(iph as *mut [u8; IPV4_HLEN]);
-            let mut source = [0u8; 4];
-            source.copy_from_slice(&header[12..16]);
-            header.copy_within(16..20, 12);
-            header[16..20].copy_from_slice(&source);
-            let total = (IPV4_HLEN + SYNACK_TCP_LEN) as u16;
-            // Version and header length, no ToS, the length, no id, don't fragment.
-            header[..10].copy_from_slice(&[
-                0x45,
-                0,
-                (total >> 8) as u8,
-                total as u8,
-                0,
-                0,
-                0x40,
-                0,
-                ttl,
-                IPPROTO_TCP,
-            ]);
-            header[10..12].copy_from_slice(&[0, 0]);
+            let (client, server) = (read::<u32>(iph + 12), read::<u32>(iph + 16));
+            write(iph + 12, server);
+            write(iph + 16, client);
+            let total = ((IPV4_HLEN + SYNACK_TCP_LEN) as u16).to_be_bytes();
+            // Version and header length, no ToS, the length, no id, don't fragment, then the TTL,
+            // the protocol and a checksum to fill in.
+            write(iph, [0x45u8, 0, total[0], total[1]]);
+            write(iph + 4, [0u8, 0, 0x40, 0]);
+            write(iph + 8, [ttl, IPPROTO_TCP, 0, 0]);
         }
 
         // TCP: ports swapped, the cookie as sequence number, the SYN acknowledged; window 0 as
@@ -156,39 +142,65 @@ pub(super) unsafe fn write_synack<const IP_LEN: usize>(
         } else {
             settings.synproxy_mss4
         } as u16;
-        let mut synack = [0u8; SYNACK_TCP_LEN];
-        synack[0..2].copy_from_slice(&tcp[2..4]);
-        synack[2..4].copy_from_slice(&tcp[0..2]);
-        synack[4..8].copy_from_slice(&cookie.to_be_bytes());
-        synack[8..12].copy_from_slice(&client_seq.wrapping_add(1).to_be_bytes());
-        synack[12] = ((SYNACK_TCP_LEN / 4) as u8) << 4;
-        synack[13] = TCP_SYN | TCP_ACK;
-        synack[20..24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
+        write(th, server_port);
+        write(th + 2, client_port);
+        write(th + 4, cookie.to_be());
+        write(th + 8, client_seq.wrapping_add(1).to_be());
+        write(
+            th + 12,
+            [((SYNACK_TCP_LEN / 4) as u8) << 4, TCP_SYN | TCP_ACK, 0, 0],
+        );
+        write(th + 16, 0u32);
+        let mss = mss.to_be_bytes();
+        write(th + 20, [2u8, 4, mss[0], mss[1]]);
         // Without a timestamp the cookie cannot carry SACK or window scale: only the MSS is
-        // offered, as the kernel does.
-        let mut options = [1u8; 16];
+        // offered, as the kernel does. NOPs (1) fill what is not offered.
+        const NOPS: [u8; 4] = [1, 1, 1, 1];
         if timestamp != 0 {
-            if sack != 0 {
-                options[..2].copy_from_slice(&[4, 2]);
-            }
-            options[2..4].copy_from_slice(&[8, 10]);
-            options[4..8].copy_from_slice(&cookie_timestamp(wscale, sack).to_be_bytes());
-            options[8..12].copy_from_slice(&client_tsval);
+            let sack_permitted: [u8; 2] = if sack != 0 { [4, 2] } else { [1, 1] };
+            write(th + 24, sack_permitted);
+            write(th + 26, [8u8, 10]);
+            write(th + 28, cookie_timestamp(now, wscale, sack).to_be());
+            write(th + 32, client_tsval);
             if wscale != NO_WSCALE {
-                options[13..16].copy_from_slice(&[3, 3, settings.synproxy_wscale as u8]);
+                write(th + 36, [1u8, 3, 3, settings.synproxy_wscale as u8]);
+            } else {
+                write(th + 36, NOPS);
+            }
+        } else {
+            for at in [24, 28, 32, 36] {
+                write(th + at, NOPS);
             }
         }
-        synack[24..40].copy_from_slice(&options);
-        *(th as *mut [u8; SYNACK_TCP_LEN]) = synack;
     }
+}
+
+/// Reads a `T` at `at`, in the frame's byte order.
+///
+/// # Safety
+/// `size_of::<T>()` readable bytes at `at`.
+#[inline(always)]
+unsafe fn read<T>(at: usize) -> T {
+    // SAFETY: the caller's promise.
+    unsafe { (at as *const T).read_unaligned() }
+}
+
+/// Writes `value` at `at` as its bytes lie in memory. Give array literals their element type
+/// (`[8u8, 10]`): an untyped integer literal is an i32, four bytes.
+///
+/// # Safety
+/// `size_of::<T>()` writable bytes at `at`.
+#[inline(always)]
+unsafe fn write<T>(at: usize, value: T) {
+    // SAFETY: the caller's promise.
+    unsafe { (at as *mut T).write_unaligned(value) }
 }
 
 /// The SYN-ACK's timestamp: now in milliseconds, its low bits replaced by the client's window scale
 /// and SACK permission, and never ahead of now (the kernel's `cookie_init_timestamp`).
 #[inline(always)]
-fn cookie_timestamp(wscale: u32, sack: u32) -> u32 {
-    // SAFETY: a helper without arguments.
-    let now = (unsafe { bpf_ktime_get_ns() } / 1_000_000) as u32;
+fn cookie_timestamp(now: u64, wscale: u32, sack: u32) -> u32 {
+    let now = (now / 1_000_000) as u32;
     let options = wscale | if sack != 0 { TS_SACK } else { 0 };
     let stamp = (now >> TS_OPTION_BITS << TS_OPTION_BITS) | options;
     if stamp > now {

@@ -22,7 +22,7 @@ use crate::{
     xdpfilter::XdpFilter,
 };
 
-pub(crate) use port25_testkit::reference::{XDP_DROP, XDP_PASS};
+pub(crate) use port25_testkit::reference::{XDP_DROP, XDP_PASS, XDP_TX};
 
 /// The closed-port policy, with one entry of each kind the rows need.
 const DROP_POLICY: &str = r#"
@@ -43,6 +43,20 @@ syn_rate = 1
 syn_burst = 1
 global_syn_rate = 1
 global_syn_burst = 1
+"#;
+
+/// The open MX answering every SYN with a cookie, with buckets and a SYN-ACK budget larger than
+/// the rounds' runs: every SYN is answered.
+const SYNPROXY_POLICY: &str = r#"
+policy = "synproxy"
+ports = [25]
+[ratelimit]
+syn_rate = 1000000
+syn_burst = 1000000
+[synproxy]
+synack_rate = 10000000
+synack_burst = 10000000
+ipv6 = true
 "#;
 
 /// xdp-filter's closest rule for each row: which load (its policy and rules) and why.
@@ -99,14 +113,39 @@ pub(crate) const ROW_RATELIMITED: &str = "port 25, rate-limited (policy ratelimi
 /// answers without the trie.
 pub(crate) const ROW_UNLISTED: &str = "port 25, not allowlisted, /16 in no list (dropped)";
 const UNLISTED4: &str = "198.19.7.7";
+/// Rows run behind the bench's `fresh_syn`: a SYN from a source never seen, as a spoofed flood's.
+pub(crate) const ROW_FRESH_FLOOR: &str = "floor: fresh SYN written (fresh_syn alone)";
+pub(crate) const ROW_FRESH_RATELIMIT: &str =
+    "port 25, SYN from a source never seen, global cap spent (policy ratelimit)";
+pub(crate) const ROW_FRESH_SYNPROXY: &str =
+    "port 25, SYN from a source never seen, answered with a cookie (policy synproxy)";
+
+/// Which port25 datapath a row runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    Drop,
+    /// Its buckets primed by one run of the row's frame first.
+    Ratelimit,
+    Synproxy,
+}
+
+/// What runs a row's frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    /// port25's filter, on the frame as it is, `repeat` times.
+    Port25(Policy),
+    /// The bench's `fresh_syn` in front of port25's filter (None: alone, its floor): every run
+    /// gets the template SYN afresh, from a random source, as a spoofed flood's SYNs are.
+    Fresh(Option<Policy>),
+}
 
 /// One row: a path through the datapath, the frame that takes it, the action it must end in,
-/// whether it needs the rate-limiting datapath, and which xdp-filter setup measures the same path.
+/// what runs it, and which xdp-filter setup measures the same path.
 struct Case {
     path: &'static str,
     frame: Vec<u8>,
     expected: u32,
-    ratelimited: bool,
+    runner: Runner,
     xdp_filter: Option<XfSetup>,
 }
 
@@ -117,15 +156,43 @@ fn row(path: &'static str, frame: impl Into<Vec<u8>>, expected: u32, xdp_filter:
         path,
         frame,
         expected,
-        ratelimited: false,
+        runner: Runner::Port25(Policy::Drop),
         xdp_filter,
     }
+}
+
+/// A row of an open MX's policy, which xdp-filter has nothing like.
+fn open_mx(path: &'static str, frame: impl Into<Vec<u8>>, expected: u32, runner: Runner) -> Case {
+    Case {
+        path,
+        frame: frame.into(),
+        expected,
+        runner,
+        xdp_filter: None,
+    }
+}
+
+/// `fresh_syn`'s template: an untagged IPv4 SYN to port 25 without options, checksums valid.
+fn fresh_template() -> Vec<u8> {
+    let mut frame = frames::tcp(OTHER4, 25).build();
+    frames::fix_tcp_checksums(&mut frame);
+    frame
+}
+
+/// A plain ACK whose acknowledgment number is no cookie.
+fn forged_ack(src: &str) -> Vec<u8> {
+    frames::tcp(src, 25)
+        .seq_ack(1001, 12_345)
+        .flags(frames::TCP_ACK)
+        .checksummed()
+        .build()
 }
 
 #[rustfmt::skip] // a table: one row a line
 fn rows() -> Vec<Case> {
     use XfSetup::{AllowList, DenyList};
     use frames::{arp, tcp, udp};
+    use Runner::{Fresh, Port25};
     vec![
         row("not IPv4/IPv6 (ARP)", arp(), XDP_PASS, DenyList),
         row("UDP", udp(OTHER4, 53), XDP_PASS, DenyList),
@@ -134,13 +201,13 @@ fn rows() -> Vec<Case> {
         row("port 25, denylisted", tcp(DENIED4, 25), XDP_DROP, DenyList),
         row(ROW_DROPPED, tcp(OTHER4, 25), XDP_DROP, AllowList),
         row(ROW_UNLISTED, tcp(UNLISTED4, 25), XDP_DROP, AllowList),
-        Case {
-            path: ROW_RATELIMITED,
-            frame: tcp(OTHER4, 25).build(),
-            expected: XDP_DROP,
-            ratelimited: true,
-            xdp_filter: None,
-        },
+        open_mx(ROW_RATELIMITED, tcp(OTHER4, 25), XDP_DROP, Port25(Policy::Ratelimit)),
+        open_mx("IPv6 port 25, rate-limited (policy ratelimit)", tcp(OTHER6, 25), XDP_DROP, Port25(Policy::Ratelimit)),
+        open_mx(ROW_FRESH_FLOOR, fresh_template(), XDP_DROP, Fresh(None)),
+        open_mx(ROW_FRESH_RATELIMIT, fresh_template(), XDP_DROP, Fresh(Some(Policy::Ratelimit))),
+        open_mx(ROW_FRESH_SYNPROXY, fresh_template(), XDP_TX, Fresh(Some(Policy::Synproxy))),
+        open_mx("port 25, ACK with an invalid cookie (policy synproxy)", forged_ack(OTHER4), XDP_DROP, Port25(Policy::Synproxy)),
+        open_mx("IPv6 port 25, ACK with an invalid cookie (policy synproxy)", forged_ack(OTHER6), XDP_DROP, Port25(Policy::Synproxy)),
         row("IPv6 port 25, allowlisted", tcp(ALLOWED6, 25), XDP_PASS, AllowList),
         row(
             "IPv6 + hop-by-hop + dest-opts, port 25, dropped",
@@ -149,6 +216,46 @@ fn rows() -> Vec<Case> {
             AllowList,
         ),
     ]
+}
+
+/// `fresh_syn`, loaded from a bench object of its own with the template written and, for a
+/// policy, that datapath's filter in its slot.
+struct FreshSyn {
+    object: aya::Ebpf,
+}
+
+impl FreshSyn {
+    fn new(filter: Option<&Datapath>) -> Result<Self> {
+        let mut object = programs::object()?;
+        let template = fresh_template();
+        let mut slot = aya::maps::Array::<_, [u8; 54]>::try_from(
+            object
+                .map_mut("FLOOD_TEMPLATE")
+                .context("no map FLOOD_TEMPLATE")?,
+        )?;
+        let bytes: [u8; 54] = template
+            .as_slice()
+            .try_into()
+            .context("fresh_syn's template is 54 bytes")?;
+        slot.set(0, bytes, 0)?;
+        if let Some(datapath) = filter {
+            let fd = datapath.filter_program()?.fd()?.try_clone()?;
+            let mut measured = aya::maps::ProgramArray::try_from(
+                object.map_mut("MEASURED").context("no map MEASURED")?,
+            )?;
+            measured.set(0, &fd, 0)?;
+        }
+        programs::xdp(&mut object, "fresh_syn")?;
+        Ok(Self { object })
+    }
+
+    fn program(&self) -> Result<&aya::programs::Xdp> {
+        Ok(self
+            .object
+            .program("fresh_syn")
+            .context("no program fresh_syn")?
+            .try_into()?)
+    }
 }
 
 fn load(policy: &str) -> Result<Datapath> {
@@ -202,6 +309,25 @@ fn floor_run(program: &aya::programs::Xdp, frame: &[u8], repeat: u32) -> Result<
 pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> {
     let drop_dp = load(DROP_POLICY)?;
     let ratelimit_dp = load(RATELIMIT_POLICY)?;
+    let synproxy_dp = load(SYNPROXY_POLICY)?;
+    let datapath = |policy| match policy {
+        Policy::Drop => &drop_dp,
+        Policy::Ratelimit => &ratelimit_dp,
+        Policy::Synproxy => &synproxy_dp,
+    };
+    let fresh = [
+        (None, FreshSyn::new(None)?),
+        (Some(Policy::Ratelimit), FreshSyn::new(Some(&ratelimit_dp))?),
+        (Some(Policy::Synproxy), FreshSyn::new(Some(&synproxy_dp))?),
+    ];
+    let fresh_for = |policy: Option<Policy>| -> Result<&aya::programs::Xdp> {
+        fresh
+            .iter()
+            .find(|(p, _)| *p == policy)
+            .context("no fresh_syn for this policy")?
+            .1
+            .program()
+    };
     let syn = frames::tcp(OTHER4, 25).build();
     let mut bench = programs::object()?;
     for name in ["floor_pass", "floor_drop"] {
@@ -216,7 +342,10 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
     let (pass_prog, drop_prog) = (floor("floor_pass")?, floor("floor_drop")?);
     let rows = rows();
     // The rate-limited row: the first SYN spends the only token; every later one is dropped.
-    for case in rows.iter().filter(|case| case.ratelimited) {
+    for case in rows
+        .iter()
+        .filter(|case| case.runner == Runner::Port25(Policy::Ratelimit))
+    {
         ratelimit_dp.test_run(&case.frame)?;
     }
     let (mut floor_pass, mut floor_drop) = (Vec::new(), Vec::new());
@@ -229,15 +358,19 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
             floor_run(drop_prog, &syn, r)
         })?);
         for (case, samples) in rows.iter().zip(&mut port25) {
-            let datapath = if case.ratelimited {
-                &ratelimit_dp
-            } else {
-                &drop_dp
-            };
-            samples.push(once(settings, case.expected, case.path, |repeat| {
-                let (action, duration) = datapath.test_run_timed(&case.frame, repeat)?;
-                Ok((action, duration.as_nanos() as f64))
-            })?);
+            samples.push(once(
+                settings,
+                case.expected,
+                case.path,
+                |repeat| match case.runner {
+                    Runner::Port25(policy) => {
+                        let (action, duration) =
+                            datapath(policy).test_run_timed(&case.frame, repeat)?;
+                        Ok((action, duration.as_nanos() as f64))
+                    }
+                    Runner::Fresh(policy) => floor_run(fresh_for(policy)?, &case.frame, repeat),
+                },
+            )?);
         }
     }
     let (floor_pass, floor_drop) = (Spread::of(&floor_pass), Spread::of(&floor_drop));
@@ -246,21 +379,27 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
         floor_pass.cell(),
         floor_drop.cell()
     );
-    let mut out: Vec<PathRow> = rows
-        .iter()
-        .zip(&port25)
-        .map(|(case, samples)| {
-            let port25 = Spread::of(samples);
-            eprintln!("bench: {}: port25 {} ns", case.path, port25.cell());
-            PathRow {
-                path: case.path,
-                expected: case.expected,
-                port25_ns: port25.median,
-                port25,
-                xdp_filter: Err("no rate limiting in xdp-filter".to_string()),
-            }
-        })
-        .collect();
+    let mut out: Vec<PathRow> =
+        rows.iter()
+            .zip(&port25)
+            .map(|(case, samples)| {
+                let port25 = Spread::of(samples);
+                eprintln!("bench: {}: port25 {} ns", case.path, port25.cell());
+                PathRow {
+                    path: case.path,
+                    expected: case.expected,
+                    port25_ns: port25.median,
+                    port25,
+                    xdp_filter: Err(match case.runner {
+                        Runner::Port25(Policy::Synproxy)
+                        | Runner::Fresh(Some(Policy::Synproxy)) => "no SYN cookies in xdp-filter",
+                        Runner::Fresh(None) => "the bench's own program",
+                        _ => "no rate limiting in xdp-filter",
+                    }
+                    .to_string()),
+                }
+            })
+            .collect();
     // One xdp-filter at a time: libxdp pins by interface index, which is the same in every
     // fresh namespace, so two loads side by side would clobber each other.
     let file = |i: usize| work.join(format!("frame-{i}.bin"));

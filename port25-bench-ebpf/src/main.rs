@@ -16,9 +16,9 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_get_prandom_u32,
+    helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_head},
     macros::{map, xdp},
-    maps::{Array, DevMap, PerCpuArray},
+    maps::{Array, DevMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 
@@ -71,18 +71,51 @@ static FLOOD_TEMPLATE: Array<[u8; FRAME_MIN]> = Array::with_max_entries(1, 0);
 
 #[xdp]
 fn flood_tx(ctx: XdpContext) -> u32 {
-    let Some(frame) = frame_of(&ctx, FRAME_MIN) else {
+    if write_fresh_syn(&ctx) {
+        xdp_action::XDP_TX
+    } else {
+        xdp_action::XDP_ABORTED
+    }
+}
+
+/// Where `fresh_syn` hands its frame: slot 0 holds the program measured (port25's filter).
+#[map]
+static MEASURED: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// For the bench's per-packet rows that need a new SYN at every repeat of a test run, which hands
+/// each repeat the frame the last one left: the frame back to the template's length (a synproxy
+/// answer grew it at the front) and bytes, from a random source, then the measured program (a
+/// tail call). With no program in the slot it drops: what all that costs alone.
+#[xdp]
+fn fresh_syn(ctx: XdpContext) -> u32 {
+    let grown = (ctx.data_end() - ctx.data()).saturating_sub(FRAME_MIN);
+    // SAFETY: the context is the program's own; the helper checks the new start.
+    if grown != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, (grown & 63) as i32) } != 0 {
         return xdp_action::XDP_ABORTED;
+    }
+    if !write_fresh_syn(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: the slot holds an XDP program or nothing.
+    let _ = unsafe { MEASURED.tail_call(&ctx, 0) };
+    xdp_action::XDP_DROP
+}
+
+/// Writes the template into the frame's first FRAME_MIN bytes, its source address's low 16 bits
+/// random; the IP and TCP checksums (the TCP one covers the addresses through its pseudo-header)
+/// are updated incrementally (RFC 1624), so that a stack or a filter that checks them accepts
+/// the SYN as it would a real one. False when the frame is shorter or there is no template.
+#[inline(always)]
+fn write_fresh_syn(ctx: &XdpContext) -> bool {
+    let Some(frame) = frame_of(ctx, FRAME_MIN) else {
+        return false;
     };
     let Some(template) = FLOOD_TEMPLATE.get(0) else {
-        return xdp_action::XDP_ABORTED;
+        return false;
     };
     // SAFETY: the first FRAME_MIN bytes are in the frame (frame_of checked them); the template is
     // the map's value, as long.
     unsafe { *(frame as *mut [u8; FRAME_MIN]) = *template };
-    // The low 16 bits of the source address become random; the IP and TCP checksums (the TCP
-    // one covers the addresses through its pseudo-header) are updated incrementally (RFC 1624),
-    // so that the receiver's stack accepts the SYN as it would a real one.
     // SAFETY: a helper without arguments.
     let new = unsafe { bpf_get_prandom_u32() } as u16;
     // SAFETY: every offset below is inside the first FRAME_MIN bytes, which frame_of checked.
@@ -94,7 +127,7 @@ fn flood_tx(ctx: XdpContext) -> u32 {
         let tcp_sum = read16(frame.add(TCP_OFF + 16));
         write16(frame.add(TCP_OFF + 16), csum_replace(tcp_sum, old, new));
     }
-    xdp_action::XDP_TX
+    true
 }
 
 /// The frame's first byte, when it holds at least `len` bytes.

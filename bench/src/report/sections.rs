@@ -30,7 +30,14 @@ pub(super) fn per_packet(s: &mut String, r: &Results) {
          own rounds). The row \"/16 in no list\" is a source like most of a random-source flood's: \
          no list has an entry in its /16, and port25's /16 prefilter answers without the trie. \
          port25 with policy `drop` (one /24 and /48 allowlisted, a /26 and /48 denylisted); the \
-         rate-limited row with policy `ratelimit` and buckets of one token. xdp-filter (xdp-tools) \
+         rate-limited rows with policy `ratelimit` and buckets of one token (the global one spent \
+         too); the ACK rows with policy `synproxy`. The rows of a source never seen run behind the \
+         bench's `fresh_syn`, which writes the SYN afresh at every run (a test run hands each run \
+         the frame the last one left, and an answer rewrites it) from a random source in a /16, \
+         checksums updated, then tail-calls port25's filter: compare them with its own row \
+         \"floor: fresh SYN written\", `fresh_syn` with no program to call; under `synproxy` \
+         buckets and SYN-ACK budget are larger than the runs, so every SYN is answered (XDP_TX, \
+         against the XDP_PASS floor). xdp-filter (xdp-tools) \
          with its closest rule, loaded on a veth and run with `bpftool prog run`: the source \
          denylist rows use `xdp-filter load -p allow` + `xdp-filter ip 198.18.2.66 -m src`; the \
          allowlist rows `xdp-filter load -p deny` + `xdp-filter ip 198.18.1.10 -m src` (it has no \

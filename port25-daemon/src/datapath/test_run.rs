@@ -31,6 +31,11 @@ impl Datapath {
         run(program, frame, repeat)
     }
 
+    /// The loaded XDP filter, for the bench's program that hands it fresh frames (a tail call).
+    pub fn filter_program(&self) -> Result<&Xdp, Error> {
+        self.program(PROGRAM_NAME)
+    }
+
     /// Runs the XDP program on one frame; returns the XDP action and the frame as the program left
     /// it (rewritten and resized when it answers with XDP_TX).
     pub fn test_run_output(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), Error> {

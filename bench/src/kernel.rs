@@ -227,17 +227,7 @@ struct FreshSyn {
 impl FreshSyn {
     fn new(filter: Option<&Datapath>) -> Result<Self> {
         let mut object = programs::object()?;
-        let template = fresh_template();
-        let mut slot = aya::maps::Array::<_, [u8; 54]>::try_from(
-            object
-                .map_mut("FLOOD_TEMPLATE")
-                .context("no map FLOOD_TEMPLATE")?,
-        )?;
-        let bytes: [u8; 54] = template
-            .as_slice()
-            .try_into()
-            .context("fresh_syn's template is 54 bytes")?;
-        slot.set(0, bytes, 0)?;
+        programs::set_template(&mut object, &fresh_template())?;
         if let Some(datapath) = filter {
             let fd = datapath.filter_program()?.fd()?.try_clone()?;
             let mut measured = aya::maps::ProgramArray::try_from(

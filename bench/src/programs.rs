@@ -14,6 +14,28 @@ pub(crate) fn object() -> Result<Ebpf> {
     Ebpf::load(OBJECT).context("loading the bench's XDP object (port25-bench-ebpf)")
 }
 
+/// The SYN `flood_tx` and `fresh_syn` write afresh at every run (the bench object's
+/// `FRAME_MIN`): an untagged IPv4 SYN without options, 54 bytes.
+pub(crate) const TEMPLATE_LEN: usize = 54;
+
+/// Writes `frame` into `object`'s `FLOOD_TEMPLATE`, the SYN `flood_tx` and `fresh_syn` start
+/// every run from.
+pub(crate) fn set_template(object: &mut Ebpf, frame: &[u8]) -> Result<()> {
+    let template: [u8; TEMPLATE_LEN] = frame.try_into().with_context(|| {
+        format!(
+            "the template SYN is {} bytes, not {TEMPLATE_LEN}",
+            frame.len()
+        )
+    })?;
+    aya::maps::Array::<_, [u8; TEMPLATE_LEN]>::try_from(
+        object
+            .map_mut("FLOOD_TEMPLATE")
+            .context("no map FLOOD_TEMPLATE in the bench object")?,
+    )?
+    .set(0, template, 0)
+    .context("writing the template SYN into FLOOD_TEMPLATE")
+}
+
 /// The XDP program `name` of `object`, loaded into the kernel.
 pub(crate) fn xdp<'a>(object: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     let program: &mut Xdp = object

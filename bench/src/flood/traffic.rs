@@ -48,16 +48,7 @@ fn live_frames<T>(
     run: impl FnOnce(&dyn Fn(u32) -> Result<(), aya::programs::ProgramError>) -> T,
 ) -> Result<T> {
     let mut object = programs::object()?;
-    let template: [u8; 54] = frame
-        .try_into()
-        .context("the generator's frame is not 54 bytes")?;
-    aya::maps::Array::<_, [u8; 54]>::try_from(
-        object
-            .map_mut("FLOOD_TEMPLATE")
-            .context("no map FLOOD_TEMPLATE in the bench object")?,
-    )?
-    .set(0, template, 0)
-    .context("writing the generator's frame into FLOOD_TEMPLATE")?;
+    programs::set_template(&mut object, frame)?;
     let program = programs::xdp(&mut object, "flood_tx")?;
     let cl0 = ifindex("cl0").context("no cl0 in the generator's namespace")?;
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.

@@ -27,7 +27,7 @@ macro_rules! ebpf_epilogue {
 /// Version of the map layout (names, key and value types, generation scheme). Pinned maps live in a
 /// directory named after it, so a daemon never adopts maps whose layout it does not know; bump it
 /// whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "port25";
@@ -195,6 +195,41 @@ pub mod prefilter {
     /// The word and the shift of the nibble at `index` (a /16 in the slot, a /24 in a block).
     pub const fn place(index: u32) -> (u32, u32) {
         (index / PER_WORD, (index % PER_WORD) * BITS)
+    }
+}
+
+/// [`maps::PREFILTER_V6`]: IPv6 has no dense level to index like IPv4's /16s, so per slot it keeps
+/// one bit per hash of a prefix, at two levels. A source's /48 bit is set when a /48 of that hash
+/// holds an entry of /48 or longer: [`maps::LISTS_V6`] answers. Else its /32 bit, set when a /32
+/// of that hash holds an entry of /32 to /47: [`maps::LISTS_V6_UNDER_48`], the entries shorter
+/// than /48 alone, answers. Else [`maps::LISTS_V6_UNDER_32`], the entries shorter than /32. Bits
+/// are not cleared by runtime removals (another prefix may share one); a set bit only costs a
+/// deeper trie.
+pub mod prefilter_v6 {
+    /// The levels' prefix lengths, longest first.
+    pub const LEVELS: [u8; 2] = [48, 32];
+    /// Bits per level: 2^20, 128 KiB.
+    const HASH_BITS: u32 = 20;
+    const LEVEL_WORDS: u32 = (1 << HASH_BITS) / 64;
+    /// Words per slot.
+    pub const WORDS: u32 = LEVELS.len() as u32 * LEVEL_WORDS;
+
+    /// The level whose bit an entry of `len` bits sets: the first it is as long as; `None`: it
+    /// is shorter than every level (it only lies in the tries).
+    pub fn level_of(len: u8) -> Option<usize> {
+        LEVELS.iter().position(|&level| len >= level)
+    }
+
+    /// The word (in the slot) and the mask of the bit of `addr`'s prefix at `level`.
+    #[inline(always)]
+    pub fn place(addr: &[u8; 16], level: usize) -> (u32, u64) {
+        let top = u64::from_be_bytes([
+            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+        ]);
+        let prefix = top >> (64 - u32::from(LEVELS[level]));
+        // Fibonacci hashing: the top bits of the product mix every bit of the prefix.
+        let hash = (prefix.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - HASH_BITS)) as u32;
+        (level as u32 * LEVEL_WORDS + hash / 64, 1 << (hash % 64))
     }
 }
 

@@ -27,6 +27,13 @@ map_names! {
     /// `HashMap<BlockKey, [u64; 16]>`: for each /16 whose nibble says `DEEPER`, 4 bits for
     /// each of its /24s, the same way: `DEEPER` there sends the packet to the trie.
     BLOCKS_V4,
+    /// `Array<u64>`: per slot, a bit for each hash of an IPv6 /48 and of an IPv6 /32, which
+    /// say which IPv6 trie answers a source ([`crate::prefilter_v6`]).
+    PREFILTER_V6,
+    /// `LpmTrie<V6Key, u32>`: the IPv6 entries shorter than /48 alone, and those shorter than
+    /// /32 alone, with their `LISTS_V6` bits: they answer where `PREFILTER_V6`'s bits are clear.
+    LISTS_V6_UNDER_48,
+    LISTS_V6_UNDER_32,
     /// `PerCpuArray<Counter>` of [`crate::IF_BUCKETS`] × [`crate::COUNTER_SLOTS`]: the
     /// counters of the interface that owns each bucket ([`COUNTER_OWNERS`]).
     COUNTERS,

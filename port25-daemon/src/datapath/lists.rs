@@ -2,12 +2,14 @@
 //! trie per family whose every entry carries the `listed` bits of itself and of each shorter entry
 //! covering it, so that the longest match alone gives the verdict; and the IPv4 prefilter, a
 //! nibble per /16 and, under a /16 that holds longer entries, a block of a nibble per /24, which
-//! answer without the trie wherever no longer entry lies.
+//! answer without the trie wherever no longer entry lies; and the IPv6 prefilter, a bit per hash of
+//! the /48s that hold entries of /48 or longer and of the /32s that hold entries of /32 to /47,
+//! which sends every other source to a trie of shorter entries alone.
 
 use std::net::Ipv4Addr;
 
 use ipnet::{Ipv4Net, Ipv6Net};
-use port25_common::{listed, prefilter};
+use port25_common::{listed, prefilter, prefilter_v6};
 
 use super::Block;
 
@@ -108,6 +110,22 @@ pub(super) fn inside<N: Prefix>(net: &N, allow: &[N], deny: &[N]) -> Vec<N> {
     out.sort_unstable();
     out.dedup();
     out
+}
+
+/// The word and mask of the `PREFILTER_V6` bit an IPv6 entry sets: that of its /48 if it is /48 or
+/// longer, of its /32 if /32 to /47, none if shorter.
+pub(super) fn prefilter_v6_bit(net: &Ipv6Net) -> Option<(u32, u64)> {
+    let level = prefilter_v6::level_of(net.prefix_len())?;
+    Some(prefilter_v6::place(&net.network().octets(), level))
+}
+
+/// The IPv6 prefilter of one slot: the bits the entries set.
+pub(super) fn prefilter_v6_words<'a>(entries: impl IntoIterator<Item = &'a Ipv6Net>) -> Vec<u64> {
+    let mut words = vec![0; prefilter_v6::WORDS as usize];
+    for (word, mask) in entries.into_iter().filter_map(prefilter_v6_bit) {
+        words[word as usize] |= mask;
+    }
+    words
 }
 
 /// The /16 of an IPv4 address, as the prefilter indexes it.

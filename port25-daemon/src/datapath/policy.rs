@@ -13,7 +13,7 @@ use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use port25_common::{
     BlockKey, GENERATION_BITS, PORT_WORDS, SLOTS, Settings, V4Key, V6Key, egress::EgressSettings,
-    maps, port_bit, prefilter,
+    maps, port_bit, prefilter, prefilter_v6,
 };
 
 use super::{
@@ -61,6 +61,9 @@ struct LiveWrites {
     prefilter: Vec<(u32, u64)>,
     /// The blocks of the /16s the change spans: `None` where a /16 needs none any more.
     blocks: Vec<(u32, Option<Block>)>,
+    /// The `PREFILTER_V6` bit to set in the live slot (word, mask): that of an entry that came
+    /// in. Bits are never cleared in place (§ Lists).
+    prefilter_v6: Option<(u32, u64)>,
 }
 
 impl Datapath {
@@ -148,6 +151,23 @@ impl Datapath {
         for (net, bits) in &writes.v6 {
             write_entry(&mut trie, &v6_key(generation, net), *bits)
                 .map_err(Error::map(maps::LISTS_V6))?;
+        }
+        for (name, under) in V6_UNDER {
+            let mut trie = self.trie_v6(name)?;
+            for (net, bits) in writes.v6.iter().filter(|(net, _)| net.prefix_len() < under) {
+                write_entry(&mut trie, &v6_key(generation, net), *bits)
+                    .map_err(Error::map(name))?;
+            }
+        }
+        if let Some((word, mask)) = writes.prefilter_v6 {
+            let index = (generation % SLOTS) * prefilter_v6::WORDS + word;
+            let mut words = self.array::<u64>(maps::PREFILTER_V6)?;
+            let bits = words
+                .get(&index, 0)
+                .map_err(Error::map(maps::PREFILTER_V6))?;
+            words
+                .set(index, bits | mask, 0)
+                .map_err(Error::map(maps::PREFILTER_V6))?;
         }
         let mut blocks = self.blocks_v4()?;
         for (top16, block) in &writes.blocks {
@@ -241,7 +261,21 @@ impl Datapath {
                 .map_err(Error::map(maps::LISTS_V6))?;
             progress(written + i + 1);
         }
+        for (name, under) in V6_UNDER {
+            let mut trie = self.trie_v6(name)?;
+            for (net, bits) in v6.iter().filter(|(net, _)| net.prefix_len() < under) {
+                trie.insert(&v6_key(generation, net), bits, 0)
+                    .map_err(Error::map(name))?;
+            }
+        }
+        let words = lists::prefilter_v6_words(v6.iter().map(|(net, _)| net));
         drop(v6);
+        let mut array = self.array::<u64>(maps::PREFILTER_V6)?;
+        for (i, &word) in (0u32..).zip(&words) {
+            array
+                .set(slot * prefilter_v6::WORDS + i, word, 0)
+                .map_err(Error::map(maps::PREFILTER_V6))?;
+        }
         let mut array = self.array::<u64>(maps::PREFILTER_V4)?;
         for (i, &word) in (0u32..).zip(&prefilter) {
             array
@@ -269,6 +303,16 @@ impl Datapath {
     fn remove_lists(&mut self, generation: u32, allow: &CidrSet, deny: &CidrSet) {
         for set in [allow, deny] {
             self.remove_entries(generation, maps::LISTS_V4, maps::LISTS_V6, set);
+        }
+        for (name, under) in V6_UNDER {
+            let Ok(mut trie) = self.trie_v6(name) else {
+                continue;
+            };
+            for net in allow.v6.iter().chain(&deny.v6) {
+                if net.prefix_len() < under {
+                    let _ = write_entry(&mut trie, &v6_key(generation, net), None);
+                }
+            }
         }
     }
 
@@ -324,7 +368,12 @@ impl Datapath {
         for name in [maps::LISTS_V4, maps::SMART_V4] {
             swept += sweep(&mut self.trie_v4(name)?, keep);
         }
-        for name in [maps::LISTS_V6, maps::SMART_V6] {
+        for name in [
+            maps::LISTS_V6,
+            maps::LISTS_V6_UNDER_48,
+            maps::LISTS_V6_UNDER_32,
+            maps::SMART_V6,
+        ] {
             swept += sweep(&mut self.trie_v6(name)?, keep);
         }
         if swept > 0 {
@@ -358,10 +407,23 @@ fn live_writes(live: &mut LiveLists, net: &IpNet) -> LiveWrites {
                 }
             }
         }
-        IpNet::V6(net) => writes.v6 = entry_writes(net, &live.allow.v6, &live.deny.v6),
+        IpNet::V6(net) => {
+            let (allow, deny) = (&live.allow.v6, &live.deny.v6);
+            writes.v6 = entry_writes(net, allow, deny);
+            if lists::own(net, allow, deny) != 0 {
+                writes.prefilter_v6 = lists::prefilter_v6_bit(net);
+            }
+        }
     }
     writes
 }
+
+/// The IPv6 tries of short entries, with the length their entries are shorter than: they answer
+/// where `PREFILTER_V6`'s bits are clear (§ Lists).
+const V6_UNDER: [(&str, u8); 2] = [
+    (maps::LISTS_V6_UNDER_48, prefilter_v6::LEVELS[0]),
+    (maps::LISTS_V6_UNDER_32, prefilter_v6::LEVELS[1]),
+];
 
 /// The trie writes after a change of `net`: it leaves the trie if in no list any more, and it and
 /// every entry inside it get their bits again.

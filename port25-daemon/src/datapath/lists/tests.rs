@@ -1,5 +1,7 @@
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv6Net;
+
 use super::*;
 
 fn nets(text: &[&str]) -> Vec<Ipv4Net> {
@@ -8,8 +10,12 @@ fn nets(text: &[&str]) -> Vec<Ipv4Net> {
     nets
 }
 
-/// Lists drawn from three /8s so that entries nest often: every length from /8 to /32.
-fn random_lists(seed: u64) -> (Vec<Ipv4Net>, Vec<Ipv4Net>) {
+/// An allow list of 300 and a deny list of 100 prefixes that `entry` makes from a xorshift
+/// generator seeded with `seed`: sorted, each once.
+fn drawn_lists<N: Ord>(
+    seed: u64,
+    mut entry: impl FnMut(&mut dyn FnMut() -> u64) -> N,
+) -> (Vec<N>, Vec<N>) {
     let mut state = seed;
     let mut next = move || {
         state ^= state << 13;
@@ -18,18 +24,7 @@ fn random_lists(seed: u64) -> (Vec<Ipv4Net>, Vec<Ipv4Net>) {
         state
     };
     let mut draw = |count: usize| {
-        let mut list: Vec<Ipv4Net> = (0..count)
-            .map(|_| {
-                let r = next();
-                let addr =
-                    Ipv4Addr::from(((10 + (r % 3)) as u32) << 24 | ((r >> 8) as u32 & 0x00ff_ffff));
-                let len = match r >> 40 & 3 {
-                    0 => 8 + (r >> 42) as u8 % 9,
-                    _ => 16 + (r >> 44) as u8 % 17,
-                };
-                Ipv4Net::new(addr, len).expect("len <= 32").trunc()
-            })
-            .collect();
+        let mut list: Vec<N> = (0..count).map(|_| entry(&mut next)).collect();
         list.sort_unstable();
         list.dedup();
         list
@@ -37,6 +32,19 @@ fn random_lists(seed: u64) -> (Vec<Ipv4Net>, Vec<Ipv4Net>) {
     let allow = draw(300);
     let deny = draw(100);
     (allow, deny)
+}
+
+/// Lists drawn from three /8s so that entries nest often: every length from /8 to /32.
+fn random_lists(seed: u64) -> (Vec<Ipv4Net>, Vec<Ipv4Net>) {
+    drawn_lists(seed, |next| {
+        let r = next();
+        let addr = Ipv4Addr::from(((10 + (r % 3)) as u32) << 24 | ((r >> 8) as u32 & 0x00ff_ffff));
+        let len = match r >> 40 & 3 {
+            0 => 8 + (r >> 42) as u8 % 9,
+            _ => 16 + (r >> 44) as u8 % 17,
+        };
+        Ipv4Net::new(addr, len).expect("len <= 32").trunc()
+    })
 }
 
 #[test]
@@ -176,4 +184,118 @@ fn blocks_match_each_slash16_worked_out_alone_and_answer_like_the_lists() {
         }
         assert!(answered > 0, "the blocks answer some /24s (seed {seed})");
     }
+}
+
+/// IPv6 lists drawn from two /32s so that entries nest often: every length from /16 to /128,
+/// three in four /48 or longer.
+fn random_lists_v6(seed: u64) -> (Vec<Ipv6Net>, Vec<Ipv6Net>) {
+    drawn_lists(seed, |next| {
+        let r = next();
+        // Few distinct /48s (64 per /32), so some hold several entries.
+        let high = 0x2001_0db8_0000_0000_u64 | (r & 1) << 32 | (r >> 1 & 0x3f) << 16;
+        let addr = std::net::Ipv6Addr::from(u128::from(high) << 64 | u128::from(next()));
+        let len = match r >> 8 & 3 {
+            0 => 16 + (r >> 10) as u8 % 32,
+            1 => 48,
+            _ => 49 + (r >> 12) as u8 % 80,
+        };
+        Ipv6Net::new(addr, len).expect("len <= 128").trunc()
+    })
+}
+
+/// What the kernel answers for `addr` (maps::lists_of): the whole trie where the /48's bit is
+/// set, else the entries shorter than /48 where the /32's bit is, else those shorter than /32.
+fn answer_v6(addr: std::net::Ipv6Addr, words: &[u64], merged: &[(Ipv6Net, u32)]) -> u32 {
+    let set = |level| {
+        let (word, mask) = prefilter_v6::place(&addr.octets(), level);
+        words[word as usize] & mask != 0
+    };
+    let under = if set(0) {
+        129
+    } else if set(1) {
+        48
+    } else {
+        32
+    };
+    merged
+        .iter()
+        .filter(|(net, _)| net.prefix_len() < under && net.contains(&addr))
+        .max_by_key(|(net, _)| net.prefix_len())
+        .map_or(0, |&(_, bits)| bits)
+}
+
+#[test]
+fn the_ipv6_prefilter_answers_like_the_trie() {
+    for seed in 1..8 {
+        let (allow, deny) = random_lists_v6(seed);
+        let merged = merged(&allow, &deny);
+        let words = prefilter_v6_words(merged.iter().map(|(net, _)| net));
+        assert_eq!(words.len(), prefilter_v6::WORDS as usize);
+        let mut paths = [0; 3];
+        let mut state = seed;
+        for i in 0..3000u32 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // A third of the probes inside a listed entry (any length), a third anywhere in the
+            // lists' /32s, a third in any /32 of 2001::/16.
+            let addr = if i % 3 == 0 {
+                let (net, _) = merged[(state >> 33) as usize % merged.len()];
+                let host = u128::from(state) | u128::from(state.rotate_left(17)) << 64;
+                let mask = u128::MAX
+                    .checked_shr(u32::from(net.prefix_len()))
+                    .unwrap_or(0);
+                std::net::Ipv6Addr::from(u128::from(net.network()) | host & mask)
+            } else if i % 3 == 1 {
+                let high =
+                    0x2001_0db8_0000_0000_u64 | (state & 1) << 32 | (state >> 1 & 0x3f) << 16;
+                std::net::Ipv6Addr::from(u128::from(high) << 64 | u128::from(state >> 7))
+            } else {
+                let high = 0x2001_0000_0000_0000_u64 | (state >> 16) & 0xffff_ffff_ffff;
+                std::net::Ipv6Addr::from(u128::from(high) << 64 | u128::from(state >> 7))
+            };
+            let full = merged
+                .iter()
+                .filter(|(net, _)| net.contains(&addr))
+                .max_by_key(|(net, _)| net.prefix_len())
+                .map_or(0, |&(_, bits)| bits);
+            assert_eq!(
+                answer_v6(addr, &words, &merged),
+                full,
+                "{addr} (seed {seed})"
+            );
+            let path = (0..2)
+                .position(|level| {
+                    let (word, mask) = prefilter_v6::place(&addr.octets(), level);
+                    words[word as usize] & mask != 0
+                })
+                .unwrap_or(2);
+            paths[path] += 1;
+        }
+        assert!(
+            paths.iter().all(|&n| n > 0),
+            "every path taken (seed {seed}): {paths:?}"
+        );
+    }
+}
+
+#[test]
+fn an_ipv6_entry_sets_the_bit_of_its_slash48_or_slash32_and_a_shorter_one_none() {
+    let bit = |net: &str| prefilter_v6_bit(&net.parse().expect("valid"));
+    assert_eq!(bit("2001:db8:1::/48"), bit("2001:db8:1:ffff::7/128"));
+    assert_ne!(bit("2001:db8:1::/48"), bit("2001:db8:2::/48"));
+    assert_eq!(bit("2001:db8::/47"), bit("2001:db8::/32"));
+    assert_ne!(bit("2001:db8::/47"), bit("2001:db8::/48"));
+    assert_eq!(bit("2001:db8::/31"), None);
+    let nets: Vec<Ipv6Net> = [
+        "2001:db8::/32",
+        "2001:db8:1:5::/64",
+        "2001:db8:1::/56",
+        "2000::/3",
+    ]
+    .iter()
+    .map(|t| t.parse().expect("valid"))
+    .collect();
+    let words = prefilter_v6_words(&nets);
+    assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 2);
 }

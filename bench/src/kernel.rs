@@ -119,6 +119,11 @@ pub(crate) const ROW_FRESH_RATELIMIT: &str =
     "port 25, SYN from a source never seen, global cap spent (policy ratelimit)";
 pub(crate) const ROW_FRESH_SYNPROXY: &str =
     "port 25, SYN from a source never seen, answered with a cookie (policy synproxy)";
+pub(crate) const ROW_FRESH6_FLOOR: &str = "floor: fresh IPv6 SYN written (fresh_syn6 alone)";
+/// Runs alternate a SYN from a new source, answered, and the ACK that brings its cookie back: the
+/// row is their mean, so the ACK's own cost is twice it less the answered SYN's row.
+pub(crate) const ROW_HANDSHAKE: &str =
+    "port 25, SYN answered and its ACK with a valid cookie, run after run (policy synproxy)";
 
 /// Which port25 datapath a row runs on.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -134,9 +139,19 @@ enum Policy {
 enum Runner {
     /// port25's filter, on the frame as it is, `repeat` times.
     Port25(Policy),
-    /// The bench's `fresh_syn` in front of port25's filter (None: alone, its floor): every run
-    /// gets the template SYN afresh, from a random source, as a spoofed flood's SYNs are.
-    Fresh(Option<Policy>),
+    /// The bench's `fresh_syn` (`fresh_syn6` for IPv6) in front of port25's filter (None: alone,
+    /// its floor): every run gets the template SYN afresh, from a random source, as a spoofed
+    /// flood's SYNs are.
+    Fresh(Family, Option<Policy>),
+    /// The bench's `fresh_handshake` (`fresh_handshake6`) in front of port25's filter under
+    /// policy synproxy: a fresh SYN, answered, then its ACK with the valid cookie, run after run.
+    Handshake(Family),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
 }
 
 /// One row: a path through the datapath, the frame that takes it, the action it must end in,
@@ -172,9 +187,14 @@ fn open_mx(path: &'static str, frame: impl Into<Vec<u8>>, expected: u32, runner:
     }
 }
 
-/// `fresh_syn`'s template: an untagged IPv4 SYN to port 25 without options, checksums valid.
-fn fresh_template() -> Vec<u8> {
-    let mut frame = frames::tcp(OTHER4, 25).build();
+/// `fresh_syn`'s template (`fresh_syn6`'s for IPv6): an untagged SYN to port 25 without options,
+/// checksums valid.
+fn fresh_template(family: Family) -> Vec<u8> {
+    let source = match family {
+        Family::V4 => OTHER4,
+        Family::V6 => OTHER6,
+    };
+    let mut frame = frames::tcp(source, 25).build();
     frames::fix_tcp_checksums(&mut frame);
     frame
 }
@@ -192,7 +212,8 @@ fn forged_ack(src: &str) -> Vec<u8> {
 fn rows() -> Vec<Case> {
     use XfSetup::{AllowList, DenyList};
     use frames::{arp, tcp, udp};
-    use Runner::{Fresh, Port25};
+    use Runner::{Fresh, Handshake, Port25};
+    use Family::{V4, V6};
     vec![
         row("not IPv4/IPv6 (ARP)", arp(), XDP_PASS, DenyList),
         row("UDP", udp(OTHER4, 53), XDP_PASS, DenyList),
@@ -203,9 +224,14 @@ fn rows() -> Vec<Case> {
         row(ROW_UNLISTED, tcp(UNLISTED4, 25), XDP_DROP, AllowList),
         open_mx(ROW_RATELIMITED, tcp(OTHER4, 25), XDP_DROP, Port25(Policy::Ratelimit)),
         open_mx("IPv6 port 25, rate-limited (policy ratelimit)", tcp(OTHER6, 25), XDP_DROP, Port25(Policy::Ratelimit)),
-        open_mx(ROW_FRESH_FLOOR, fresh_template(), XDP_DROP, Fresh(None)),
-        open_mx(ROW_FRESH_RATELIMIT, fresh_template(), XDP_DROP, Fresh(Some(Policy::Ratelimit))),
-        open_mx(ROW_FRESH_SYNPROXY, fresh_template(), XDP_TX, Fresh(Some(Policy::Synproxy))),
+        open_mx(ROW_FRESH_FLOOR, fresh_template(V4), XDP_DROP, Fresh(V4, None)),
+        open_mx(ROW_FRESH_RATELIMIT, fresh_template(V4), XDP_DROP, Fresh(V4, Some(Policy::Ratelimit))),
+        open_mx(ROW_FRESH_SYNPROXY, fresh_template(V4), XDP_TX, Fresh(V4, Some(Policy::Synproxy))),
+        open_mx(ROW_FRESH6_FLOOR, fresh_template(V6), XDP_DROP, Fresh(V6, None)),
+        open_mx("IPv6 port 25, SYN from a source never seen, global cap spent (policy ratelimit)", fresh_template(V6), XDP_DROP, Fresh(V6, Some(Policy::Ratelimit))),
+        open_mx("IPv6 port 25, SYN from a source never seen, answered with a cookie (policy synproxy)", fresh_template(V6), XDP_TX, Fresh(V6, Some(Policy::Synproxy))),
+        open_mx(ROW_HANDSHAKE, fresh_template(V4), XDP_PASS, Handshake(V4)),
+        open_mx("IPv6 port 25, SYN answered and its ACK with a valid cookie, run after run (policy synproxy)", fresh_template(V6), XDP_PASS, Handshake(V6)),
         open_mx("port 25, ACK with an invalid cookie (policy synproxy)", forged_ack(OTHER4), XDP_DROP, Port25(Policy::Synproxy)),
         open_mx("IPv6 port 25, ACK with an invalid cookie (policy synproxy)", forged_ack(OTHER6), XDP_DROP, Port25(Policy::Synproxy)),
         row("IPv6 port 25, allowlisted", tcp(ALLOWED6, 25), XDP_PASS, AllowList),
@@ -218,16 +244,19 @@ fn rows() -> Vec<Case> {
     ]
 }
 
-/// `fresh_syn`, loaded from a bench object of its own with the template written and, for a
-/// policy, that datapath's filter in its slot.
+/// One of the bench's programs that write a frame afresh at every run (`fresh_syn`,
+/// `fresh_syn6`, `fresh_handshake`, `fresh_handshake6`), loaded from a bench object of its own
+/// with the templates written and, for a policy, that datapath's filter in its slot.
 struct FreshSyn {
     object: aya::Ebpf,
+    name: &'static str,
 }
 
 impl FreshSyn {
-    fn new(filter: Option<&Datapath>) -> Result<Self> {
+    fn new(name: &'static str, filter: Option<&Datapath>) -> Result<Self> {
         let mut object = programs::object()?;
-        programs::set_template(&mut object, &fresh_template())?;
+        programs::set_template(&mut object, &fresh_template(Family::V4))?;
+        programs::set_template6(&mut object, &fresh_template(Family::V6))?;
         if let Some(datapath) = filter {
             let fd = datapath.filter_program()?.fd()?.try_clone()?;
             let mut measured = aya::maps::ProgramArray::try_from(
@@ -235,15 +264,15 @@ impl FreshSyn {
             )?;
             measured.set(0, &fd, 0)?;
         }
-        programs::xdp(&mut object, "fresh_syn")?;
-        Ok(Self { object })
+        programs::xdp(&mut object, name)?;
+        Ok(Self { object, name })
     }
 
     fn program(&self) -> Result<&aya::programs::Xdp> {
         Ok(self
             .object
-            .program("fresh_syn")
-            .context("no program fresh_syn")?
+            .program(self.name)
+            .with_context(|| format!("no program {}", self.name))?
             .try_into()?)
     }
 }
@@ -300,21 +329,37 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
     let drop_dp = load(DROP_POLICY)?;
     let ratelimit_dp = load(RATELIMIT_POLICY)?;
     let synproxy_dp = load(SYNPROXY_POLICY)?;
+    // The handshakes' flows on maps of their own: a random source that happens to be a row's
+    // would let that row's forged ACK through as a known flow.
+    let handshake_dp = load(SYNPROXY_POLICY)?;
     let datapath = |policy| match policy {
         Policy::Drop => &drop_dp,
         Policy::Ratelimit => &ratelimit_dp,
         Policy::Synproxy => &synproxy_dp,
     };
-    let fresh = [
-        (None, FreshSyn::new(None)?),
-        (Some(Policy::Ratelimit), FreshSyn::new(Some(&ratelimit_dp))?),
-        (Some(Policy::Synproxy), FreshSyn::new(Some(&synproxy_dp))?),
-    ];
-    let fresh_for = |policy: Option<Policy>| -> Result<&aya::programs::Xdp> {
+    // One program per runner: a program array slot holds one filter.
+    let mut fresh = Vec::new();
+    for case in rows() {
+        let (name, policy) = match case.runner {
+            Runner::Fresh(Family::V4, policy) => ("fresh_syn", policy),
+            Runner::Fresh(Family::V6, policy) => ("fresh_syn6", policy),
+            Runner::Handshake(family) => {
+                let name = match family {
+                    Family::V4 => "fresh_handshake",
+                    Family::V6 => "fresh_handshake6",
+                };
+                fresh.push((case.runner, FreshSyn::new(name, Some(&handshake_dp))?));
+                continue;
+            }
+            Runner::Port25(_) => continue,
+        };
+        fresh.push((case.runner, FreshSyn::new(name, policy.map(datapath))?));
+    }
+    let fresh_for = |runner: Runner| -> Result<&aya::programs::Xdp> {
         fresh
             .iter()
-            .find(|(p, _)| *p == policy)
-            .context("no fresh_syn for this policy")?
+            .find(|(key, _)| *key == runner)
+            .context("no fresh program for this row")?
             .1
             .program()
     };
@@ -358,7 +403,9 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
                             datapath(policy).test_run_timed(&case.frame, repeat)?;
                         Ok((action, duration.as_nanos() as f64))
                     }
-                    Runner::Fresh(policy) => floor_run(fresh_for(policy)?, &case.frame, repeat),
+                    Runner::Fresh(..) | Runner::Handshake(_) => {
+                        floor_run(fresh_for(case.runner)?, &case.frame, repeat)
+                    }
                 },
             )?);
         }
@@ -369,27 +416,28 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
         floor_pass.cell(),
         floor_drop.cell()
     );
-    let mut out: Vec<PathRow> =
-        rows.iter()
-            .zip(&port25)
-            .map(|(case, samples)| {
-                let port25 = Spread::of(samples);
-                eprintln!("bench: {}: port25 {} ns", case.path, port25.cell());
-                PathRow {
-                    path: case.path,
-                    expected: case.expected,
-                    port25_ns: port25.median,
-                    port25,
-                    xdp_filter: Err(match case.runner {
-                        Runner::Port25(Policy::Synproxy)
-                        | Runner::Fresh(Some(Policy::Synproxy)) => "no SYN cookies in xdp-filter",
-                        Runner::Fresh(None) => "the bench's own program",
-                        _ => "no rate limiting in xdp-filter",
-                    }
-                    .to_string()),
+    let mut out: Vec<PathRow> = rows
+        .iter()
+        .zip(&port25)
+        .map(|(case, samples)| {
+            let port25 = Spread::of(samples);
+            eprintln!("bench: {}: port25 {} ns", case.path, port25.cell());
+            PathRow {
+                path: case.path,
+                expected: case.expected,
+                port25_ns: port25.median,
+                port25,
+                xdp_filter: Err(match case.runner {
+                    Runner::Port25(Policy::Synproxy)
+                    | Runner::Fresh(_, Some(Policy::Synproxy))
+                    | Runner::Handshake(_) => "no SYN cookies in xdp-filter",
+                    Runner::Fresh(_, None) => "the bench's own program",
+                    _ => "no rate limiting in xdp-filter",
                 }
-            })
-            .collect();
+                .to_string()),
+            }
+        })
+        .collect();
     // One xdp-filter at a time: libxdp pins by interface index, which is the same in every
     // fresh namespace, so two loads side by side would clobber each other.
     let file = |i: usize| work.join(format!("frame-{i}.bin"));
@@ -495,6 +543,18 @@ pub(crate) fn prefixes(count: usize) -> CidrSet {
     let mut v6 = std::collections::HashSet::new();
     while v6.len() < count.saturating_sub(1) {
         let r = next();
+        // One in 64 shorter than /48, as a feed's provider blocks, anywhere in 2000::/3 but
+        // 2001:db8::/32: those are what the IPv6 prefilter leaves to its trie of short entries.
+        if r % 64 == 0 {
+            let (first, second) = (0x2000 + (r >> 8) as u16 % 0x2000, (r >> 24) as u16);
+            let addr = std::net::Ipv6Addr::new(first, second, (r >> 40) as u16, 0, 0, 0, 0, 0);
+            if (first, second) != (0x2001, 0xdb8)
+                && let Ok(net) = Ipv6Net::new(addr, 32 + (r >> 56) as u8 % 16)
+            {
+                v6.insert(net.trunc());
+            }
+            continue;
+        }
         let len = 48 + (r % 17) as u8; // /48 to /64
         // 2001:db8:XXXX:YYYY::, with XXXX above 0xff so the rows' 2001:db8:1::/48 and
         // 2001:db8:3::/48 stay out.
@@ -519,6 +579,9 @@ fn list_map_bytes(datapath: &mut Datapath) -> Result<u64> {
         maps::LISTS_V6,
         maps::PREFILTER_V4,
         maps::BLOCKS_V4,
+        maps::PREFILTER_V6,
+        maps::LISTS_V6_UNDER_48,
+        maps::LISTS_V6_UNDER_32,
     ] {
         let map = datapath
             .ebpf_mut()

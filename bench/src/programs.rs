@@ -17,23 +17,34 @@ pub(crate) fn object() -> Result<Ebpf> {
 /// The SYN `flood_tx` and `fresh_syn` write afresh at every run (the bench object's
 /// `FRAME_MIN`): an untagged IPv4 SYN without options, 54 bytes.
 pub(crate) const TEMPLATE_LEN: usize = 54;
+/// `fresh_syn6`'s (`FRAME6_MIN`): an untagged IPv6 SYN without options or extension headers.
+pub(crate) const TEMPLATE6_LEN: usize = 74;
 
 /// Writes `frame` into `object`'s `FLOOD_TEMPLATE`, the SYN `flood_tx` and `fresh_syn` start
 /// every run from.
 pub(crate) fn set_template(object: &mut Ebpf, frame: &[u8]) -> Result<()> {
-    let template: [u8; TEMPLATE_LEN] = frame.try_into().with_context(|| {
+    write_template::<TEMPLATE_LEN>(object, "FLOOD_TEMPLATE", frame)
+}
+
+/// Writes `frame` into `object`'s `FRESH_TEMPLATE6`, the SYN `fresh_syn6` starts every run from.
+pub(crate) fn set_template6(object: &mut Ebpf, frame: &[u8]) -> Result<()> {
+    write_template::<TEMPLATE6_LEN>(object, "FRESH_TEMPLATE6", frame)
+}
+
+fn write_template<const LEN: usize>(object: &mut Ebpf, map: &str, frame: &[u8]) -> Result<()> {
+    let template: [u8; LEN] = frame.try_into().with_context(|| {
         format!(
-            "the template SYN is {} bytes, not {TEMPLATE_LEN}",
+            "the template SYN for {map} is {} bytes, not {LEN}",
             frame.len()
         )
     })?;
-    aya::maps::Array::<_, [u8; TEMPLATE_LEN]>::try_from(
+    aya::maps::Array::<_, [u8; LEN]>::try_from(
         object
-            .map_mut("FLOOD_TEMPLATE")
-            .context("no map FLOOD_TEMPLATE in the bench object")?,
+            .map_mut(map)
+            .with_context(|| format!("no map {map} in the bench object"))?,
     )?
     .set(0, template, 0)
-    .context("writing the template SYN into FLOOD_TEMPLATE")
+    .with_context(|| format!("writing the template SYN into {map}"))
 }
 
 /// The XDP program `name` of `object`, loaded into the kernel.

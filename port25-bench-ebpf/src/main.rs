@@ -10,6 +10,9 @@
 //! (XDP_TX), each time from another spoofed source, so that a per-source allowlist or hash is
 //! exercised as a real spoofed flood would. `flood_relay` stands in for it where the kernel
 //! refuses live frames: it passes a packet socket's frames on to the same veth with a redirect.
+//! `fresh_syn` and `fresh_syn6` write a SYN from a new source at every test run and hand it to
+//! port25's filter: the per-packet rows of a spoofed flood's SYNs; `fresh_handshake` and
+//! `fresh_handshake6` alternate such a SYN and the ACK that completes its cookie handshake.
 
 #![no_std]
 #![no_main]
@@ -88,16 +91,159 @@ static MEASURED: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// tail call). With no program in the slot it drops: what all that costs alone.
 #[xdp]
 fn fresh_syn(ctx: XdpContext) -> u32 {
-    let grown = (ctx.data_end() - ctx.data()).saturating_sub(FRAME_MIN);
+    fresh_syn4_then_measure(&ctx)
+}
+
+#[inline(always)]
+fn fresh_syn4_then_measure(ctx: &XdpContext) -> u32 {
+    if shrink_to(ctx, FRAME_MIN) && write_fresh_syn(ctx) {
+        measure(ctx)
+    } else {
+        xdp_action::XDP_ABORTED
+    }
+}
+
+/// Ethernet (no VLAN), IPv6 without extension headers, TCP: `fresh_syn6`'s template.
+const IP6_OFF: usize = 14;
+const TCP6_OFF: usize = IP6_OFF + 40;
+const FRAME6_MIN: usize = TCP6_OFF + 20;
+
+/// `fresh_syn6`'s SYN, which the bench writes before the run.
+#[map]
+static FRESH_TEMPLATE6: Array<[u8; FRAME6_MIN]> = Array::with_max_entries(1, 0);
+
+/// `fresh_syn` for IPv6: the template's source address gets 16 random bits in its /64's last
+/// word (bytes 6 and 7), so that each SYN comes from another /64, the default bucket prefix.
+#[xdp]
+fn fresh_syn6(ctx: XdpContext) -> u32 {
+    fresh_syn6_then_measure(&ctx)
+}
+
+#[inline(always)]
+fn fresh_syn6_then_measure(ctx: &XdpContext) -> u32 {
+    if !shrink_to(ctx, FRAME6_MIN) {
+        return xdp_action::XDP_ABORTED;
+    }
+    let (Some(frame), Some(template)) = (frame_of(ctx, FRAME6_MIN), FRESH_TEMPLATE6.get(0)) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: the first FRAME6_MIN bytes are in the frame (frame_of checked them); the template
+    // is the map's value, as long.
+    unsafe { *(frame as *mut [u8; FRAME6_MIN]) = *template };
+    // SAFETY: a helper without arguments.
+    let new = unsafe { bpf_get_prandom_u32() } as u16;
+    // SAFETY: both offsets are inside the first FRAME6_MIN bytes, which frame_of checked. IPv6
+    // has no header checksum; the TCP one covers the source through its pseudo-header.
+    unsafe {
+        let old = read16(frame.add(IP6_OFF + 8 + 6));
+        write16(frame.add(IP6_OFF + 8 + 6), new);
+        let tcp_sum = read16(frame.add(TCP6_OFF + 16));
+        write16(frame.add(TCP6_OFF + 16), csum_replace(tcp_sum, old, new));
+    }
+    measure(ctx)
+}
+
+/// Per run, alternately: a new SYN from a random source (as `fresh_syn`), which policy synproxy
+/// answers with its SYN-ACK in place; then that SYN-ACK turned into the client's ACK, which brings
+/// the cookie back: the valid-cookie path, from a new flow at every other run.
+#[xdp]
+fn fresh_handshake(ctx: XdpContext) -> u32 {
+    if to_client_ack::<20>(&ctx) {
+        return measure(&ctx);
+    }
+    fresh_syn4_then_measure(&ctx)
+}
+
+/// `fresh_handshake` for IPv6.
+#[xdp]
+fn fresh_handshake6(ctx: XdpContext) -> u32 {
+    if to_client_ack::<40>(&ctx) {
+        return measure(&ctx);
+    }
+    fresh_syn6_then_measure(&ctx)
+}
+
+/// The TCP header port25's SYN-ACK has: 20 bytes of options, MSS first (the SYN offered none).
+const SYNACK_TCP_LEN: usize = 40;
+
+/// When the frame is port25's SYN-ACK (after an IP header of `IP_LEN` bytes), rewrites it into
+/// the ACK its client would send: addresses and ports swapped, the cookie acknowledged, the
+/// options NOPs; the TCP checksum updated incrementally (the swaps leave both sums as they are).
+#[inline(always)]
+fn to_client_ack<const IP_LEN: usize>(ctx: &XdpContext) -> bool {
+    let th = 14 + IP_LEN;
+    let Some(frame) = frame_of(ctx, th + SYNACK_TCP_LEN) else {
+        return false;
+    };
+    // SAFETY: every offset below is inside the first th + SYNACK_TCP_LEN bytes, which frame_of
+    // checked.
+    unsafe {
+        if *frame.add(th + 13) != 0x12 {
+            return false;
+        }
+        // Source and destination addresses, the last fields of either IP header.
+        let (a, b) = if IP_LEN == 40 {
+            (th - 32, th - 16)
+        } else {
+            (th - 8, th - 4)
+        };
+        if IP_LEN == 40 {
+            let (src, dst) = (
+                *(frame.add(a) as *const [u8; 16]),
+                *(frame.add(b) as *const [u8; 16]),
+            );
+            *(frame.add(a) as *mut [u8; 16]) = dst;
+            *(frame.add(b) as *mut [u8; 16]) = src;
+        } else {
+            let (src, dst) = (
+                *(frame.add(a) as *const [u8; 4]),
+                *(frame.add(b) as *const [u8; 4]),
+            );
+            *(frame.add(a) as *mut [u8; 4]) = dst;
+            *(frame.add(b) as *mut [u8; 4]) = src;
+        }
+        let (sport, dport) = (read16(frame.add(th)), read16(frame.add(th + 2)));
+        write16(frame.add(th), dport);
+        write16(frame.add(th + 2), sport);
+        let (cookie_hi, cookie_lo) = (read16(frame.add(th + 4)), read16(frame.add(th + 6)));
+        let (ack_hi, ack_lo) = (read16(frame.add(th + 8)), read16(frame.add(th + 10)));
+        let cookie = (u32::from(cookie_hi) << 16) | u32::from(cookie_lo);
+        let acked = cookie.wrapping_add(1);
+        let (new_hi, new_lo) = ((acked >> 16) as u16, acked as u16);
+        write16(frame.add(th + 4), ack_hi);
+        write16(frame.add(th + 6), ack_lo);
+        write16(frame.add(th + 8), new_hi);
+        write16(frame.add(th + 10), new_lo);
+        let mut sum = read16(frame.add(th + 16));
+        sum = csum_replace(sum, cookie_hi, new_hi);
+        sum = csum_replace(sum, cookie_lo, new_lo);
+        let flags = read16(frame.add(th + 12));
+        let ack_only = (flags & 0xff00) | 0x10;
+        write16(frame.add(th + 12), ack_only);
+        sum = csum_replace(sum, flags, ack_only);
+        for at in [th + 20, th + 22] {
+            let option = read16(frame.add(at));
+            write16(frame.add(at), 0x0101);
+            sum = csum_replace(sum, option, 0x0101);
+        }
+        write16(frame.add(th + 16), sum);
+    }
+    true
+}
+
+/// The frame back to `len` bytes where an answer grew it at the front (by less than 64).
+#[inline(always)]
+fn shrink_to(ctx: &XdpContext, len: usize) -> bool {
+    let grown = (ctx.data_end() - ctx.data()).saturating_sub(len);
     // SAFETY: the context is the program's own; the helper checks the new start.
-    if grown != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, (grown & 63) as i32) } != 0 {
-        return xdp_action::XDP_ABORTED;
-    }
-    if !write_fresh_syn(&ctx) {
-        return xdp_action::XDP_ABORTED;
-    }
+    grown == 0 || unsafe { bpf_xdp_adjust_head(ctx.ctx, (grown & 63) as i32) } == 0
+}
+
+/// Hands the frame to the measured program; XDP_DROP when the slot is empty (the floor rows).
+#[inline(always)]
+fn measure(ctx: &XdpContext) -> u32 {
     // SAFETY: the slot holds an XDP program or nothing.
-    let _ = unsafe { MEASURED.tail_call(&ctx, 0) };
+    let _ = unsafe { MEASURED.tail_call(ctx, 0) };
     xdp_action::XDP_DROP
 }
 

@@ -17,6 +17,7 @@ fn action(a: u32) -> &'static str {
     match a {
         XDP_DROP => "drop",
         kernel::XDP_PASS => "pass",
+        kernel::XDP_TX => "answered (XDP_TX)",
         _ => "other",
     }
 }

@@ -268,9 +268,9 @@ fn cidr_set_sorts_and_dedups() {
         .map(net),
     );
     assert_eq!(
-        set.v4,
+        *set.v4,
         vec![
-            "198.18.1.0/24".parse().unwrap(),
+            "198.18.1.0/24".parse::<ipnet::Ipv4Net>().unwrap(),
             "198.18.2.0/24".parse().unwrap()
         ]
     );

@@ -287,12 +287,12 @@ impl Datapath {
             .set(slot, egress_settings_of(config), 0)
             .map_err(Error::map(maps::EGRESS))?;
         let mut trie = self.trie_v4(maps::SMART_V4)?;
-        for net in &config.egress.smart_hosts.v4 {
+        for net in config.egress.smart_hosts.v4.iter() {
             trie.insert(&v4_key(generation, net), 1, 0)
                 .map_err(Error::map(maps::SMART_V4))?;
         }
         let mut trie = self.trie_v6(maps::SMART_V6)?;
-        for net in &config.egress.smart_hosts.v6 {
+        for net in config.egress.smart_hosts.v6.iter() {
             trie.insert(&v6_key(generation, net), 1, 0)
                 .map_err(Error::map(maps::SMART_V6))?;
         }
@@ -308,7 +308,7 @@ impl Datapath {
             let Ok(mut trie) = self.trie_v6(name) else {
                 continue;
             };
-            for net in allow.v6.iter().chain(&deny.v6) {
+            for net in allow.v6.iter().chain(deny.v6.iter()) {
                 if net.prefix_len() < under {
                     let _ = write_entry(&mut trie, &v6_key(generation, net), None);
                 }
@@ -330,11 +330,11 @@ impl Datapath {
     ) {
         let result = (|| -> Result<(), Error> {
             let mut trie = self.trie_v4(v4)?;
-            for net in &set.v4 {
+            for net in set.v4.iter() {
                 write_entry(&mut trie, &v4_key(generation, net), None).map_err(Error::map(v4))?;
             }
             let mut trie = self.trie_v6(v6)?;
-            for net in &set.v6 {
+            for net in set.v6.iter() {
                 write_entry(&mut trie, &v6_key(generation, net), None).map_err(Error::map(v6))?;
             }
             Ok(())

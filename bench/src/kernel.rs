@@ -580,7 +580,7 @@ fn list_map_bytes(datapath: &mut Datapath) -> Result<u64> {
         maps::PREFILTER_V4,
         maps::BLOCKS_V4,
         maps::PREFILTER_V6,
-        maps::LISTS_V6_UNDER_48,
+        maps::LISTS_V6_32_TO_47,
         maps::LISTS_V6_UNDER_32,
     ] {
         let map = datapath
@@ -664,11 +664,13 @@ pub(crate) fn scale(settings: &Settings) -> Result<Vec<ScaleRow>> {
             spreads,
         };
         eprintln!(
-            "bench: {entries} prefixes per family: load {:.2} s, {} MiB, v4 drop {:.1} ns, v6 drop \
-             {:.1} ns, a delta of {DELTA} deny entries in place {:.2} ms",
+            "bench: {entries} prefixes per family: load {:.2} s, {} MiB, v4 pass {:.1} drop {:.1} \
+             ns, v6 pass {:.1} drop {:.1} ns, a delta of {DELTA} deny entries in place {:.2} ms",
             row.load_seconds,
             row.kernel_bytes / (1 << 20),
+            row.spreads[0].median,
             row.v4_dropped_ns,
+            row.spreads[2].median,
             row.v6_dropped_ns,
             row.delta_ms.median
         );

@@ -199,12 +199,12 @@ pub mod prefilter {
 }
 
 /// [`maps::PREFILTER_V6`]: IPv6 has no dense level to index like IPv4's /16s, so per slot it keeps
-/// one bit per hash of a prefix, at two levels. A source's /48 bit is set when a /48 of that hash
-/// holds an entry of /48 or longer: [`maps::LISTS_V6`] answers. Else its /32 bit, set when a /32
-/// of that hash holds an entry of /32 to /47: [`maps::LISTS_V6_UNDER_48`], the entries shorter
-/// than /48 alone, answers. Else [`maps::LISTS_V6_UNDER_32`], the entries shorter than /32. Bits
-/// are not cleared by runtime removals (another prefix may share one); a set bit only costs a
-/// deeper trie.
+/// one bit per hash of a prefix, at two levels, and the IPv6 entries lie in three tries by length.
+/// A source's /48 bit is set when a /48 of that hash holds an entry of /48 or longer: then
+/// [`maps::LISTS_V6`] (those entries) answers if one covers it. Else, its /32 bit set when a /32 of
+/// that hash holds an entry of /32 to /47, [`maps::LISTS_V6_32_TO_47`] if one covers it. Else
+/// [`maps::LISTS_V6_UNDER_32`]. Bits are not cleared by runtime removals (another prefix may share
+/// one); a set bit only costs a lookup.
 pub mod prefilter_v6 {
     /// The levels' prefix lengths, longest first.
     pub const LEVELS: [u8; 2] = [48, 32];

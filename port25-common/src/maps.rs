@@ -16,9 +16,10 @@ map_names! {
     /// slot.
     PORTS,
     /// `LpmTrie<V4Key, u32>` / `LpmTrie<V6Key, u32>`: the allow and deny lists in one trie
-    /// per family, keyed by generation and prefix; the value is the [`crate::listed`] bits of
-    /// the entry and of every shorter entry covering it, so the longest match alone answers
-    /// (docs/ARCHITECTURE.md § Lists).
+    /// per family (IPv6: its entries of /48 and longer; the others in [`LISTS_V6_32_TO_47`] and
+    /// [`LISTS_V6_UNDER_32`]), keyed by generation and prefix; the value is the
+    /// [`crate::listed`] bits of the entry and of every shorter entry covering it, so the
+    /// longest match alone answers (docs/ARCHITECTURE.md § Lists).
     LISTS_V4,
     LISTS_V6,
     /// `Array<u64>`: per slot, 4 bits for each IPv4 /16 ([`crate::prefilter`]): most packets
@@ -30,9 +31,9 @@ map_names! {
     /// `Array<u64>`: per slot, a bit for each hash of an IPv6 /48 and of an IPv6 /32, which
     /// say which IPv6 trie answers a source ([`crate::prefilter_v6`]).
     PREFILTER_V6,
-    /// `LpmTrie<V6Key, u32>`: the IPv6 entries shorter than /48 alone, and those shorter than
-    /// /32 alone, with their `LISTS_V6` bits: they answer where `PREFILTER_V6`'s bits are clear.
-    LISTS_V6_UNDER_48,
+    /// `LpmTrie<V6Key, u32>`: the IPv6 entries of /32 to /47, and those shorter than /32, with
+    /// their bits as in `LISTS_V6`: they answer where `PREFILTER_V6`'s bits send the source.
+    LISTS_V6_32_TO_47,
     LISTS_V6_UNDER_32,
     /// `PerCpuArray<Counter>` of [`crate::IF_BUCKETS`] × [`crate::COUNTER_SLOTS`]: the
     /// counters of the interface that owns each bucket ([`COUNTER_OWNERS`]).

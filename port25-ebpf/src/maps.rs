@@ -35,7 +35,7 @@ static BLOCKS_V4: HashMap<BlockKey, [u64; prefilter::BLOCK_WORDS]> =
 #[map]
 static PREFILTER_V6: Array<u64> = Array::pinned(SLOTS * prefilter_v6::WORDS, 0);
 #[map]
-static LISTS_V6_UNDER_48: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
+static LISTS_V6_32_TO_47: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
 #[map]
 static LISTS_V6_UNDER_32: LpmTrie<V6Key, u32> = LpmTrie::pinned(LIST_CAPACITY, 0);
 #[map]
@@ -92,9 +92,9 @@ pub(crate) fn port_protected(generation: u32, port: u16) -> Result<bool, ()> {
 /// Which lists cover the source ([`port25_common::listed`] bits). An IPv4 source is answered by
 /// its /16's nibble, else by its /24's nibble in that /16's block, and only under a /24 that holds a
 /// longer entry by the trie: a flood from random sources never walks it, whatever the lists hold.
-/// An IPv6 source is answered by the trie of the entries shorter than /32 unless its /48's or its
-/// /32's bit says a longer entry may lie there; then by the whole trie or by that of the entries
-/// shorter than /48 (docs/ARCHITECTURE.md, § Lists).
+/// An IPv6 source is answered by the trie of its entries of /48 and longer where its /48's bit
+/// says one may lie there and one covers it, else the same way by the trie of /32 to /47, else by
+/// the trie of the entries shorter than /32 (docs/ARCHITECTURE.md, § Lists).
 #[inline(always)]
 pub(crate) fn lists_of(generation: u32, source: &Addr) -> u32 {
     match *source {
@@ -132,13 +132,17 @@ pub(crate) fn lists_of(generation: u32, source: &Addr) -> u32 {
             // One lookup per map, not one of a map picked at run time: the verifier inlines a
             // lookup only where a single map reaches it (else an indirect call, ~10 ns more).
             let key = V6Key { generation, addr };
-            if set(0) {
-                value(&LISTS_V6, 128, key)
-            } else if set(1) {
-                value(&LISTS_V6_UNDER_48, 128, key)
-            } else {
-                value(&LISTS_V6_UNDER_32, 128, key)
+            if set(0)
+                && let Some(bits) = longest(&LISTS_V6, 128, key)
+            {
+                return bits;
             }
+            if set(1)
+                && let Some(bits) = longest(&LISTS_V6_32_TO_47, 128, key)
+            {
+                return bits;
+            }
+            value(&LISTS_V6_UNDER_32, 128, key)
         }
     }
 }
@@ -156,9 +160,14 @@ pub(crate) fn smart_host(generation: u32, dest: &Addr) -> bool {
 /// writes no 0: a list entry has a list's bit, a smart host 1).
 #[inline(always)]
 fn value<K>(trie: &LpmTrie<K, u32>, address_bits: u32, data: K) -> u32 {
+    longest(trie, address_bits, data).unwrap_or(0)
+}
+
+/// The value of the longest prefix of the full-length address in `data`, if one is there.
+#[inline(always)]
+fn longest<K>(trie: &LpmTrie<K, u32>, address_bits: u32, data: K) -> Option<u32> {
     trie.get(&Key::new(GENERATION_BITS + address_bits, data))
         .copied()
-        .unwrap_or(0)
 }
 
 /// Adds one packet of `bytes` to this CPU's counter for the interface, verdict and reason: in the

@@ -112,7 +112,7 @@ pub(super) fn list_scale(s: &mut String, r: &Results) {
          round measures every size's four frames in turn; each cell is the median (min-max) of \
          the rounds. Load = wall time of writing both lists into the kernel as one policy generation; \
          memory = the kernel memory of the list maps (`LISTS_V4`, `LISTS_V6`, `PREFILTER_V4`, \
-         `BLOCKS_V4`, `PREFILTER_V6`, `LISTS_V6_UNDER_48`, `LISTS_V6_UNDER_32`: `bpftool map show` memlock, the kernel's own accounting). Delta = wall time \
+         `BLOCKS_V4`, `PREFILTER_V6`, `LISTS_V6_32_TO_47`, `LISTS_V6_UNDER_32`: `bpftool map show` memlock, the kernel's own accounting). Delta = wall time \
          of writing {} deny entries into the live generation in place, as a CrowdSec poll of \
          that many decisions does (adding them, and removing them, each round; each checked to \
          take effect), against load, what the same poll cost when every poll was a generation \

@@ -147,14 +147,9 @@ impl Datapath {
             write_entry(&mut trie, &v4_key(generation, net), *bits)
                 .map_err(Error::map(maps::LISTS_V4))?;
         }
-        let mut trie = self.trie_v6(maps::LISTS_V6)?;
-        for (net, bits) in &writes.v6 {
-            write_entry(&mut trie, &v6_key(generation, net), *bits)
-                .map_err(Error::map(maps::LISTS_V6))?;
-        }
-        for (name, under) in V6_UNDER {
+        for name in V6_TRIES {
             let mut trie = self.trie_v6(name)?;
-            for (net, bits) in writes.v6.iter().filter(|(net, _)| net.prefix_len() < under) {
+            for (net, bits) in writes.v6.iter().filter(|(net, _)| v6_trie(net) == name) {
                 write_entry(&mut trie, &v6_key(generation, net), *bits)
                     .map_err(Error::map(name))?;
             }
@@ -252,20 +247,16 @@ impl Datapath {
                 .insert(BlockKey { generation, top16 }, block, 0)
                 .map_err(Error::map(maps::BLOCKS_V4))?;
         }
-        let written = v4.len();
+        let mut written = v4.len();
         drop(v4);
         let v6 = lists::merged(&allow.v6, &deny.v6);
-        let mut trie = self.trie_v6(maps::LISTS_V6)?;
-        for (i, (net, bits)) in v6.iter().enumerate() {
-            trie.insert(&v6_key(generation, net), bits, 0)
-                .map_err(Error::map(maps::LISTS_V6))?;
-            progress(written + i + 1);
-        }
-        for (name, under) in V6_UNDER {
+        for name in V6_TRIES {
             let mut trie = self.trie_v6(name)?;
-            for (net, bits) in v6.iter().filter(|(net, _)| net.prefix_len() < under) {
+            for (net, bits) in v6.iter().filter(|(net, _)| v6_trie(net) == name) {
                 trie.insert(&v6_key(generation, net), bits, 0)
                     .map_err(Error::map(name))?;
+                written += 1;
+                progress(written);
             }
         }
         let words = lists::prefilter_v6_words(v6.iter().map(|(net, _)| net));
@@ -304,12 +295,14 @@ impl Datapath {
         for set in [allow, deny] {
             self.remove_entries(generation, maps::LISTS_V4, maps::LISTS_V6, set);
         }
-        for (name, under) in V6_UNDER {
+        // remove_entries took every IPv6 entry from LISTS_V6 (absent ones are fine); the shorter
+        // ones are in the other two.
+        for name in &V6_TRIES[1..] {
             let Ok(mut trie) = self.trie_v6(name) else {
                 continue;
             };
             for net in allow.v6.iter().chain(deny.v6.iter()) {
-                if net.prefix_len() < under {
+                if v6_trie(net) == *name {
                     let _ = write_entry(&mut trie, &v6_key(generation, net), None);
                 }
             }
@@ -368,12 +361,7 @@ impl Datapath {
         for name in [maps::LISTS_V4, maps::SMART_V4] {
             swept += sweep(&mut self.trie_v4(name)?, keep);
         }
-        for name in [
-            maps::LISTS_V6,
-            maps::LISTS_V6_UNDER_48,
-            maps::LISTS_V6_UNDER_32,
-            maps::SMART_V6,
-        ] {
+        for name in V6_TRIES.into_iter().chain([maps::SMART_V6]) {
             swept += sweep(&mut self.trie_v6(name)?, keep);
         }
         if swept > 0 {
@@ -418,12 +406,21 @@ fn live_writes(live: &mut LiveLists, net: &IpNet) -> LiveWrites {
     writes
 }
 
-/// The IPv6 tries of short entries, with the length their entries are shorter than: they answer
-/// where `PREFILTER_V6`'s bits are clear (§ Lists).
-const V6_UNDER: [(&str, u8); 2] = [
-    (maps::LISTS_V6_UNDER_48, prefilter_v6::LEVELS[0]),
-    (maps::LISTS_V6_UNDER_32, prefilter_v6::LEVELS[1]),
+/// The IPv6 list tries, longest entries first: /48 and longer, /32 to /47, shorter (§ Lists).
+const V6_TRIES: [&str; 3] = [
+    maps::LISTS_V6,
+    maps::LISTS_V6_32_TO_47,
+    maps::LISTS_V6_UNDER_32,
 ];
+
+/// The IPv6 list trie an entry lies in: by the `PREFILTER_V6` level whose bit it sets.
+fn v6_trie(net: &Ipv6Net) -> &'static str {
+    match prefilter_v6::level_of(net.prefix_len()) {
+        Some(0) => maps::LISTS_V6,
+        Some(_) => maps::LISTS_V6_32_TO_47,
+        None => maps::LISTS_V6_UNDER_32,
+    }
+}
 
 /// The trie writes after a change of `net`: it leaves the trie if in no list any more, and it and
 /// every entry inside it get their bits again.

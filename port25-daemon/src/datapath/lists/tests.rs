@@ -203,25 +203,27 @@ fn random_lists_v6(seed: u64) -> (Vec<Ipv6Net>, Vec<Ipv6Net>) {
     })
 }
 
-/// What the kernel answers for `addr` (maps::lists_of): the whole trie where the /48's bit is
-/// set, else the entries shorter than /48 where the /32's bit is, else those shorter than /32.
+/// What the kernel answers for `addr` (maps::lists_of): where the /48's bit is set, the longest
+/// entry of /48 or longer covering it, if any; else, where the /32's bit is, the longest of /32
+/// to /47; else the longest shorter than /32.
 fn answer_v6(addr: std::net::Ipv6Addr, words: &[u64], merged: &[(Ipv6Net, u32)]) -> u32 {
     let set = |level| {
         let (word, mask) = prefilter_v6::place(&addr.octets(), level);
         words[word as usize] & mask != 0
     };
-    let under = if set(0) {
-        129
-    } else if set(1) {
-        48
-    } else {
-        32
+    let longest = |lengths: std::ops::Range<u8>| {
+        merged
+            .iter()
+            .filter(|(net, _)| lengths.contains(&net.prefix_len()) && net.contains(&addr))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|&(_, bits)| bits)
     };
-    merged
-        .iter()
-        .filter(|(net, _)| net.prefix_len() < under && net.contains(&addr))
-        .max_by_key(|(net, _)| net.prefix_len())
-        .map_or(0, |&(_, bits)| bits)
+    set(0)
+        .then(|| longest(48..129))
+        .flatten()
+        .or_else(|| set(1).then(|| longest(32..48)).flatten())
+        .or_else(|| longest(0..32))
+        .unwrap_or(0)
 }
 
 #[test]

@@ -121,26 +121,14 @@ fn fresh_syn6(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn fresh_syn6_then_measure(ctx: &XdpContext) -> u32 {
-    if !shrink_to(ctx, FRAME6_MIN) {
-        return xdp_action::XDP_ABORTED;
+    // IPv6 has no header checksum; the TCP one covers the source through its pseudo-header.
+    if shrink_to(ctx, FRAME6_MIN)
+        && write_fresh(ctx, &FRESH_TEMPLATE6, IP6_OFF + 8 + 6, None, TCP6_OFF + 16)
+    {
+        measure(ctx)
+    } else {
+        xdp_action::XDP_ABORTED
     }
-    let (Some(frame), Some(template)) = (frame_of(ctx, FRAME6_MIN), FRESH_TEMPLATE6.get(0)) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    // SAFETY: the first FRAME6_MIN bytes are in the frame (frame_of checked them); the template
-    // is the map's value, as long.
-    unsafe { *(frame as *mut [u8; FRAME6_MIN]) = *template };
-    // SAFETY: a helper without arguments.
-    let new = unsafe { bpf_get_prandom_u32() } as u16;
-    // SAFETY: both offsets are inside the first FRAME6_MIN bytes, which frame_of checked. IPv6
-    // has no header checksum; the TCP one covers the source through its pseudo-header.
-    unsafe {
-        let old = read16(frame.add(IP6_OFF + 8 + 6));
-        write16(frame.add(IP6_OFF + 8 + 6), new);
-        let tcp_sum = read16(frame.add(TCP6_OFF + 16));
-        write16(frame.add(TCP6_OFF + 16), csum_replace(tcp_sum, old, new));
-    }
-    measure(ctx)
 }
 
 /// Per run, alternately: a new SYN from a random source (as `fresh_syn`), which policy synproxy
@@ -181,30 +169,13 @@ fn to_client_ack<const IP_LEN: usize>(ctx: &XdpContext) -> bool {
         if *frame.add(th + 13) != 0x12 {
             return false;
         }
-        // Source and destination addresses, the last fields of either IP header.
-        let (a, b) = if IP_LEN == 40 {
-            (th - 32, th - 16)
-        } else {
-            (th - 8, th - 4)
-        };
+        // Source and destination addresses, the last fields of either IP header; the ports.
         if IP_LEN == 40 {
-            let (src, dst) = (
-                *(frame.add(a) as *const [u8; 16]),
-                *(frame.add(b) as *const [u8; 16]),
-            );
-            *(frame.add(a) as *mut [u8; 16]) = dst;
-            *(frame.add(b) as *mut [u8; 16]) = src;
+            swap::<16>(frame, th - 32, th - 16);
         } else {
-            let (src, dst) = (
-                *(frame.add(a) as *const [u8; 4]),
-                *(frame.add(b) as *const [u8; 4]),
-            );
-            *(frame.add(a) as *mut [u8; 4]) = dst;
-            *(frame.add(b) as *mut [u8; 4]) = src;
+            swap::<4>(frame, th - 8, th - 4);
         }
-        let (sport, dport) = (read16(frame.add(th)), read16(frame.add(th + 2)));
-        write16(frame.add(th), dport);
-        write16(frame.add(th + 2), sport);
+        swap::<2>(frame, th, th + 2);
         let (cookie_hi, cookie_lo) = (read16(frame.add(th + 4)), read16(frame.add(th + 6)));
         let (ack_hi, ack_lo) = (read16(frame.add(th + 8)), read16(frame.add(th + 10)));
         let cookie = (u32::from(cookie_hi) << 16) | u32::from(cookie_lo);
@@ -231,6 +202,23 @@ fn to_client_ack<const IP_LEN: usize>(ctx: &XdpContext) -> bool {
     true
 }
 
+/// Swaps the N bytes at `a` with those at `b`.
+///
+/// # Safety
+/// Both runs lie inside the frame.
+#[inline(always)]
+unsafe fn swap<const N: usize>(frame: *mut u8, a: usize, b: usize) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        let (first, second) = (
+            *(frame.add(a) as *const [u8; N]),
+            *(frame.add(b) as *const [u8; N]),
+        );
+        *(frame.add(a) as *mut [u8; N]) = second;
+        *(frame.add(b) as *mut [u8; N]) = first;
+    }
+}
+
 /// The frame back to `len` bytes where an answer grew it at the front (by less than 64).
 #[inline(always)]
 fn shrink_to(ctx: &XdpContext, len: usize) -> bool {
@@ -247,31 +235,48 @@ fn measure(ctx: &XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
-/// Writes the template into the frame's first FRAME_MIN bytes, its source address's low 16 bits
-/// random; the IP and TCP checksums (the TCP one covers the addresses through its pseudo-header)
-/// are updated incrementally (RFC 1624), so that a stack or a filter that checks them accepts
-/// the SYN as it would a real one. False when the frame is shorter or there is no template.
+/// `flood_tx`'s and `fresh_syn`'s SYN: the template, its source address's low 16 bits random.
 #[inline(always)]
 fn write_fresh_syn(ctx: &XdpContext) -> bool {
-    let Some(frame) = frame_of(ctx, FRAME_MIN) else {
+    write_fresh(
+        ctx,
+        &FLOOD_TEMPLATE,
+        IP_OFF + 14,
+        Some(IP_OFF + 10),
+        TCP_OFF + 16,
+    )
+}
+
+/// Writes `template` into the frame's first LEN bytes with 16 random bits at `source_at` (in the
+/// source address); the TCP checksum at `tcp_sum_at` (which covers the addresses through its
+/// pseudo-header) and the IP header's at `ip_sum_at`, if any, are updated incrementally (RFC
+/// 1624), so that a stack or a filter that checks them accepts the SYN as it would a real one.
+/// False when the frame is shorter or there is no template.
+#[inline(always)]
+fn write_fresh<const LEN: usize>(
+    ctx: &XdpContext,
+    template: &Array<[u8; LEN]>,
+    source_at: usize,
+    ip_sum_at: Option<usize>,
+    tcp_sum_at: usize,
+) -> bool {
+    let (Some(frame), Some(template)) = (frame_of(ctx, LEN), template.get(0)) else {
         return false;
     };
-    let Some(template) = FLOOD_TEMPLATE.get(0) else {
-        return false;
-    };
-    // SAFETY: the first FRAME_MIN bytes are in the frame (frame_of checked them); the template is
-    // the map's value, as long.
-    unsafe { *(frame as *mut [u8; FRAME_MIN]) = *template };
+    // SAFETY: the first LEN bytes are in the frame (frame_of checked them); the template is the
+    // map's value, as long.
+    unsafe { *(frame as *mut [u8; LEN]) = *template };
     // SAFETY: a helper without arguments.
     let new = unsafe { bpf_get_prandom_u32() } as u16;
-    // SAFETY: every offset below is inside the first FRAME_MIN bytes, which frame_of checked.
+    // SAFETY: the callers' offsets lie inside the first LEN bytes, which frame_of checked.
     unsafe {
-        let old = read16(frame.add(IP_OFF + 14));
-        write16(frame.add(IP_OFF + 14), new);
-        let ip_sum = read16(frame.add(IP_OFF + 10));
-        write16(frame.add(IP_OFF + 10), csum_replace(ip_sum, old, new));
-        let tcp_sum = read16(frame.add(TCP_OFF + 16));
-        write16(frame.add(TCP_OFF + 16), csum_replace(tcp_sum, old, new));
+        let old = read16(frame.add(source_at));
+        write16(frame.add(source_at), new);
+        if let Some(at) = ip_sum_at {
+            write16(frame.add(at), csum_replace(read16(frame.add(at)), old, new));
+        }
+        let at = tcp_sum_at;
+        write16(frame.add(at), csum_replace(read16(frame.add(at)), old, new));
     }
     true
 }

@@ -78,7 +78,12 @@ pub(crate) fn flow_key(
 /// byte array costs the BPF target a call to a byte-loop `memset`.
 #[inline(always)]
 pub(crate) fn widen(addr: [u8; 4]) -> [u8; 16] {
-    let words = [u32::from_ne_bytes(addr), 0, 0, 0];
+    bytes_of([u32::from_ne_bytes(addr), 0, 0, 0])
+}
+
+/// Four words as the 16 bytes they lie in, without going through a zeroed byte array.
+#[inline(always)]
+pub(crate) fn bytes_of(words: [u32; 4]) -> [u8; 16] {
     // SAFETY: 16 bytes either way, and any bytes are a valid [u8; 16].
     unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
 }

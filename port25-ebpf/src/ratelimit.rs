@@ -13,7 +13,10 @@ use aya_ebpf::{
 };
 use port25_common::{DEFAULT_TRACKED_SOURCES, Settings, SourceKey, SourceState};
 
-use crate::{handshake::widen, parse::Addr};
+use crate::{
+    handshake::{bytes_of, widen},
+    parse::Addr,
+};
 
 #[map]
 static SOURCES: LruHashMap<SourceKey, SourceState> = LruHashMap::pinned(DEFAULT_TRACKED_SOURCES, 0);
@@ -283,8 +286,7 @@ fn source_key(settings: &Settings, source: &Addr) -> SourceKey {
                 *word = (u32::from_be_bytes(bytes) & mask(bits)).to_be();
             }
             SourceKey {
-                // SAFETY: 16 bytes either way, and any bytes are a valid [u8; 16].
-                addr: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) },
+                addr: bytes_of(words),
                 family: 6,
                 prefix_len: prefix,
             }

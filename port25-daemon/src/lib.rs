@@ -14,6 +14,7 @@ mod crowdsec;
 mod daemon;
 mod datapath;
 mod egress_guard;
+mod history;
 mod metrics;
 mod model;
 mod netfilter;

@@ -192,6 +192,10 @@ pub struct RuntimeEntry {
     pub expires: Option<u64>,
     /// Unix seconds.
     pub added: u64,
+    /// Who added it ("uid 0 (root) pid 4242 on the control socket"), as the policy's history says;
+    /// entries kept by a port25d before 0.1 have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_by: Option<String>,
 }
 
 #[cfg(test)]

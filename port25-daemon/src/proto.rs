@@ -31,6 +31,46 @@ pub(crate) enum Request {
     },
     /// Detach the filter, remove its pins, and exit.
     Detach,
+    /// What the filter decides now for a SYN from `address` to `port`, and why.
+    Why {
+        address: String,
+        port: u16,
+    },
+}
+
+impl Request {
+    /// Whether carrying it out changes the policy (or removes it): root's alone.
+    pub(crate) fn changes_policy(&self) -> bool {
+        matches!(
+            self,
+            Request::Add { .. } | Request::Del { .. } | Request::Detach
+        )
+    }
+}
+
+/// The request as a command line would say it: "allow add 198.18.0.0/24 (TTL 600 s)".
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Add {
+                list,
+                cidr,
+                ttl_secs,
+            } => {
+                write!(f, "{} add {cidr:?}", list.as_str())?;
+                match ttl_secs {
+                    Some(ttl) => write!(f, " (TTL {ttl} s)"),
+                    None => Ok(()),
+                }
+            }
+            Request::Del { list, cidr } => write!(f, "{} del {cidr:?}", list.as_str()),
+            Request::List { list } => write!(f, "{} list", list.as_str()),
+            Request::Status => write!(f, "status"),
+            Request::EgressLog { .. } => write!(f, "egress log"),
+            Request::Detach => write!(f, "detach"),
+            Request::Why { address, port } => write!(f, "why {address:?} --port {port}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,7 +80,132 @@ pub(crate) enum Response {
     Entries(ListReply),
     Status(Box<Status>),
     EgressLog { events: Vec<EgressEvent> },
+    Why(Box<WhyReport>),
     Error { message: String },
+}
+
+/// `port25d why`: what the filter decides now for a SYN from an address, and every fact it
+/// decides on, each with where it comes from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WhyReport {
+    pub address: std::net::IpAddr,
+    pub port: u16,
+    /// The port is protected on at least one interface: the filter judges the SYN.
+    pub judged: bool,
+    pub policy: Policy,
+    pub mode: Mode,
+    /// The reason the filter counts the SYN under (`port25_packets_total`'s `reason`); `None`
+    /// when it is not judged.
+    pub reason: Option<String>,
+    /// `pass`, `drop`, `would_drop` (monitor mode), `answered` (a SYN cookie), or `not_judged`.
+    pub verdict: String,
+    /// Every list entry covering the address, in force or not.
+    pub entries: Vec<WhyEntry>,
+    /// The policy's step, for a source no list entry decides.
+    pub bucket: Option<WhyBucket>,
+    /// The decision, a sentence a step, in the order the filter takes them.
+    pub steps: Vec<String>,
+    /// The address as a destination of this host's outbound SMTP.
+    pub egress: WhyEgress,
+}
+
+/// A list entry covering the address, and where it comes from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WhyEntry {
+    pub list: ListKind,
+    pub cidr: ipnet::IpNet,
+    pub from: EntrySource,
+    /// Whether the kernel enforces it for this address (a CrowdSec decision the allowlist
+    /// overrides is held but not enforced).
+    pub in_force: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum EntrySource {
+    /// The config file (`key` "deny.cidrs"), a list file ("deny.files") or a file of a watched
+    /// directory ("deny.dirs"), at that line. `line` 0: the entry was loaded from the config,
+    /// but the files as they read now no longer hold it (an edit not reloaded yet).
+    Config {
+        file: String,
+        line: usize,
+        key: String,
+    },
+    Runtime {
+        /// Unix seconds.
+        added: u64,
+        expires: Option<u64>,
+        added_by: Option<String>,
+    },
+    Crowdsec {
+        id: i64,
+        scenario: String,
+        origin: String,
+        /// Unix seconds.
+        expires: u64,
+    },
+}
+
+/// "deny.txt:3 (deny.files)", "runtime entry, expires in 59m 58s, added by uid 0 (root) pid 42
+/// on the control socket", "CrowdSec decision 7: crowdsecurity/ssh-bf, origin crowdsec, expires in
+/// 3h": what `why` says of an entry's source.
+impl std::fmt::Display for EntrySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let expiry = |at| crate::clock::expiry(at, crate::clock::now_unix());
+        match self {
+            EntrySource::Config { file, line: 0, key } => {
+                write!(f, "{key} of {file} (not in the files as they read now)")
+            }
+            EntrySource::Config { file, line, key } => write!(f, "{file}:{line} ({key})"),
+            EntrySource::Runtime {
+                expires, added_by, ..
+            } => {
+                write!(f, "runtime entry, {}", expiry(*expires))?;
+                match added_by {
+                    Some(by) => write!(f, ", added by {by}"),
+                    None => Ok(()),
+                }
+            }
+            EntrySource::Crowdsec {
+                id,
+                scenario,
+                origin,
+                expires,
+            } => write!(
+                f,
+                "CrowdSec decision {id}: {scenario}, origin {origin}, {}",
+                expiry(Some(*expires))
+            ),
+        }
+    }
+}
+
+/// The rate limiter's buckets for the address's prefix, now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WhyBucket {
+    pub prefix: ipnet::IpNet,
+    /// SYNs its bucket would admit now, of `burst`.
+    pub tokens: u64,
+    pub burst: u32,
+    /// A handshake from the prefix completed lately: it skips the global bucket this many more
+    /// seconds.
+    pub verified_for_secs: Option<u64>,
+    /// The global bucket's tokens (policy ratelimit), of `global_burst`.
+    pub global_tokens: Option<u64>,
+    pub global_burst: u32,
+}
+
+/// The egress guard's view of the address as a destination.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WhyEgress {
+    pub mode: EgressMode,
+    pub ports: Vec<u16>,
+    /// The smart-host entries covering it (CIDRs, addresses, names' addresses).
+    pub smart_host: Vec<String>,
+    /// The smart-host names that resolved to it last.
+    pub names: Vec<String>,
+    /// One sentence: who may connect to it.
+    pub verdict: String,
 }
 
 /// `port25d allow|deny list`: the runtime entries, and how many the config brings.

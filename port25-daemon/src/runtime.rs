@@ -70,6 +70,7 @@ impl RuntimeLists {
         list: ListKind,
         cidr: IpNet,
         ttl_secs: Option<u64>,
+        added_by: Option<String>,
     ) -> anyhow::Result<Option<RuntimeEntry>> {
         let now = now_unix();
         let entry = RuntimeEntry {
@@ -77,6 +78,7 @@ impl RuntimeLists {
             cidr,
             expires: ttl_secs.map(|ttl| now.saturating_add(ttl)),
             added: now,
+            added_by,
         };
         let replaced = self.entries.insert((list, cidr), entry);
         self.save()?;
@@ -152,7 +154,12 @@ mod tests {
         let mut lists = RuntimeLists::load(Some(&dir)).unwrap();
         assert!(
             lists
-                .add(ListKind::Deny, "198.18.0.66/32".parse().unwrap(), None)
+                .add(
+                    ListKind::Deny,
+                    "198.18.0.66/32".parse().unwrap(),
+                    None,
+                    None
+                )
                 .unwrap()
                 .is_none()
         );
@@ -161,14 +168,20 @@ mod tests {
                 .add(
                     ListKind::Allow,
                     "2001:db8::/48".parse().unwrap(),
-                    Some(3600)
+                    Some(3600),
+                    Some("uid 0 (root) pid 1 on the control socket".to_owned())
                 )
                 .unwrap()
                 .is_none()
         );
         // Added again: the entry it replaced comes back (it had no expiry).
         let replaced = lists
-            .add(ListKind::Deny, "198.18.0.66/32".parse().unwrap(), Some(60))
+            .add(
+                ListKind::Deny,
+                "198.18.0.66/32".parse().unwrap(),
+                Some(60),
+                None,
+            )
             .unwrap();
         assert_eq!(replaced.map(|old| old.expires), Some(None));
         let again = RuntimeLists::load(Some(&dir)).unwrap();
@@ -180,6 +193,17 @@ mod tests {
         let again = RuntimeLists::load(Some(&dir)).unwrap();
         assert_eq!(again.len(ListKind::Deny), 0);
         assert_eq!(again.len(ListKind::Allow), 1);
+        // Who added it is kept with it.
+        let by = again
+            .entries(ListKind::Allow)
+            .next()
+            .unwrap()
+            .added_by
+            .clone();
+        assert_eq!(
+            by.as_deref(),
+            Some("uid 0 (root) pid 1 on the control socket")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

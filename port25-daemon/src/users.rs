@@ -10,6 +10,12 @@ pub(crate) fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The name of `uid` in /etc/passwd, if it has one.
+pub(crate) fn name_of(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    entries(&text).find_map(|(name, entry)| (entry == uid).then(|| name.to_owned()))
+}
+
 /// The (name, uid) of each entry, comments and broken lines left out.
 fn entries(text: &str) -> impl Iterator<Item = (&str, u32)> {
     text.lines().filter_map(|line| {

@@ -1,10 +1,9 @@
 //! `port25d allow|deny add|del|list`: the running daemon's runtime lists.
 
-use std::time::Duration;
-
 use super::output::outln;
 use super::{ListAction, Ttl};
 use crate::{
+    clock::expiry,
     control::{self, Probe, queue},
     model::ListKind,
     proto::Request,
@@ -49,13 +48,7 @@ pub(super) fn list_action(list: ListKind, action: ListAction) -> anyhow::Result<
                 reply.from_config
             );
             for entry in reply.runtime {
-                let expiry = entry.expires.map_or_else(
-                    || "no expiry".to_owned(),
-                    |at| {
-                        let left = Duration::from_secs(at.saturating_sub(reply.now));
-                        format!("expires in {}", humantime::format_duration(left))
-                    },
-                );
+                let expiry = expiry(entry.expires, reply.now);
                 outln!("{:<44} {expiry}", entry.cidr.to_string());
             }
             if !reply.crowdsec.is_empty() {
@@ -64,14 +57,13 @@ pub(super) fn list_action(list: ListKind, action: ListAction) -> anyhow::Result<
                     counted(reply.crowdsec.len(), "decision", "decisions")
                 );
                 for held in reply.crowdsec {
-                    let left = Duration::from_secs(held.expires.saturating_sub(reply.now));
                     outln!(
-                        "{:<44} crowdsec {} (decision {}, {}) expires in {}",
+                        "{:<44} crowdsec {} (decision {}, {}) {}",
                         held.cidr.to_string(),
                         held.origin,
                         held.id,
                         held.scenario,
-                        humantime::format_duration(left)
+                        expiry(Some(held.expires), reply.now)
                     );
                 }
             }

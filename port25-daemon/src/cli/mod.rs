@@ -1,15 +1,18 @@
 //! `port25d`'s command line: the subcommands and their options (clap), and the dispatch to the
-//! file of each (`check_config.rs`, `lists.rs`, `status.rs`, `top.rs`, `egress.rs`, `detach.rs`; `run` is
+//! file of each (`check_config.rs`, `lists.rs`, `status.rs`, `top.rs`, `egress.rs`, `why.rs`,
+//! `history.rs`, `detach.rs`; `run` is
 //! `crate::daemon`, `audit` is `crate::audit`).
 
 pub(crate) mod check_config;
 mod detach;
 mod egress;
+mod history;
 mod lists;
 mod manpages;
 pub(crate) mod output;
 mod status;
 mod top;
+mod why;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -148,6 +151,45 @@ enum Command {
         pins: PinArgs,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// What the filter decides now for a SYN from ADDRESS, and why: the list entries covering it
+    /// with where each comes from (config file and line, list file and line, runtime entry with
+    /// its TTL and who added it, CrowdSec decision), which one wins (deny beats allow, the
+    /// allowlist beats CrowdSec), the policy's buckets as the kernel holds them, and what the
+    /// egress guard lets this host's processes do with ADDRESS as a destination.
+    ///
+    /// Example: port25d why 198.18.7.7 --port 25
+    Why {
+        /// One IPv4 or IPv6 address.
+        address: String,
+        /// The destination port of the SYN.
+        #[arg(long, short, default_value_t = 25)]
+        port: u16,
+        /// Machine-readable output: one JSON object (reason, verdict, entries with their source,
+        /// bucket, steps, egress).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every change of the effective policy, oldest first: when, what (a reload's diff, a runtime
+    /// entry, a CrowdSec delta as counts and a sample, an expiry, a start or stop), and who (the
+    /// uid and pid of a control-socket client, the signal, the watched directory, the LAPI).
+    /// Read from the state directory, so also while port25d is stopped; the last 10,000 changes
+    /// are kept.
+    ///
+    /// Example: port25d history --since 7d
+    History {
+        /// Only changes since then: a time ago ("1h", "7d") or a date ("2026-12-01",
+        /// "2026-12-01 09:30:00", UTC).
+        #[arg(long, value_name = "WHEN", value_parser = history::parse_since)]
+        since: Option<u64>,
+        /// One JSON object a line: time (unix seconds), change, by (kind, and uid, pid, user,
+        /// signal or lapi), summary, details.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Remove the filter: detach the programs and remove every pin (and take port25 out of
     /// libxdp's dispatchers). A running daemon is asked to detach and stop; otherwise the pins a
@@ -411,6 +453,15 @@ pub fn main() -> ExitCode {
         } => egress::log(&client.endpoint(), json, follow).map(|()| 0),
         Command::Audit { json, pins, client } => {
             audit::audit(&client.endpoint(), &pins.pin_dir, json)
+        }
+        Command::Why {
+            address,
+            port,
+            json,
+            client,
+        } => why::why(&client.endpoint(), &address, port, json).map(|()| 0),
+        Command::History { since, json, state } => {
+            history::history(&state.state_dir, since, json).map(|()| 0)
         }
         Command::Detach {
             force,

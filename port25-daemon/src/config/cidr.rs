@@ -288,28 +288,41 @@ pub fn read_list_file(path: &std::path::Path) -> Result<String, ListFileError> {
 /// its 1-based line number.
 pub(super) fn parse_list(text: &str) -> Result<Vec<IpNet>, (usize, CidrError)> {
     let mut nets = Vec::new();
-    for (index, line) in text.lines().enumerate() {
+    for entry in list_lines(text) {
+        nets.push(entry?.1);
+    }
+    Ok(nets)
+}
+
+/// The entries of a list file with their 1-based line numbers, as [`parse_list`] reads them.
+pub(super) fn list_lines(
+    text: &str,
+) -> impl Iterator<Item = Result<(usize, IpNet), (usize, CidrError)>> + '_ {
+    text.lines().enumerate().filter_map(|(index, line)| {
         if line.len() > MAX_LIST_LINE_BYTES {
-            return Err((
+            return Some(Err((
                 index + 1,
                 CidrError::LineTooLong {
                     bytes: line.len(),
                     start: crate::text::cut(line, QUOTED),
                 },
-            ));
+            )));
         }
         let entry = line
             .split_once(['#', ';'])
             .map_or(line, |(before, _)| before)
             .trim();
         if entry.is_empty() {
-            continue;
+            return None;
         }
         let cidr = match entry.split_once(char::is_whitespace) {
             Some((cidr, note)) if !note.trim_start().starts_with('/') => cidr,
             _ => entry,
         };
-        nets.push(parse_cidr(cidr).map_err(|reason| (index + 1, reason))?);
-    }
-    Ok(nets)
+        Some(
+            parse_cidr(cidr)
+                .map(|net| (index + 1, net))
+                .map_err(|reason| (index + 1, reason)),
+        )
+    })
 }

@@ -74,11 +74,87 @@ impl Source<'_> {
         Ok(CidrSet::new(nets))
     }
 
+    /// Where the entry `net` of `[table]` is written: each inline CIDR, list file line and
+    /// watched file line that gives exactly it, as the files read now.
+    fn origins(&self, table: ListKind, raw: &RawList, net: &IpNet) -> Vec<Origin> {
+        let mut found = Vec::new();
+        for entry in &raw.cidrs {
+            if cidr::parse_cidr(entry.get_ref()).is_ok_and(|n| n == *net) {
+                found.push(Origin {
+                    file: self.origin.to_path_buf(),
+                    line: self.line_of(entry.span().start),
+                    key: format!("{table}.cidrs"),
+                });
+            }
+        }
+        let in_file = |path: &Path, key: String, found: &mut Vec<Origin>| {
+            let Ok(text) = cidr::read_list_file(path) else {
+                return;
+            };
+            for (line, _) in cidr::list_lines(&text)
+                .filter_map(Result::ok)
+                .filter(|(_, n)| n == net)
+            {
+                found.push(Origin {
+                    file: path.to_path_buf(),
+                    line,
+                    key: key.clone(),
+                });
+            }
+        };
+        for file in &raw.files {
+            in_file(
+                &self.resolve(file.get_ref()),
+                format!("{table}.files"),
+                &mut found,
+            );
+        }
+        for dir in &raw.dirs {
+            for file in list_dir_files(&self.resolve(dir.get_ref())).unwrap_or_default() {
+                in_file(&file, format!("{table}.dirs"), &mut found);
+            }
+        }
+        found
+    }
+
     pub(super) fn dirs(&self, raw: &[&RawList]) -> Vec<PathBuf> {
         raw.iter()
             .flat_map(|list| list.dirs.iter())
             .map(|dir| self.resolve(dir.get_ref()))
             .collect()
+    }
+}
+
+/// Where a list entry is written: the file (the config, a list file, a file of a watched
+/// directory), its line, and the config key that brings it (`deny.files`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+    pub key: String,
+}
+
+impl super::Config {
+    /// Where the config's entry `net` of `list` comes from, read from the config file and its
+    /// list files as they are now (an edit not reloaded yet shows, or hides, an origin). Empty
+    /// for the built-in default, and when the file no longer parses.
+    pub fn origins(&self, list: ListKind, net: &IpNet) -> Vec<Origin> {
+        let origin = Path::new(&self.source);
+        let Ok(text) = std::fs::read_to_string(origin) else {
+            return Vec::new();
+        };
+        let Ok(raw) = toml::from_str::<super::raw::RawConfig>(&text) else {
+            return Vec::new();
+        };
+        let src = Source {
+            text: &text,
+            origin,
+        };
+        let table = match list {
+            ListKind::Allow => &raw.allow,
+            ListKind::Deny => &raw.deny,
+        };
+        src.origins(list, table, net)
     }
 }
 

@@ -6,6 +6,7 @@ use port25_testkit::assert_mentions;
 
 use super::*;
 use crate::daemon::watch::watched_fingerprint;
+use crate::model::ListKind;
 
 /// A fresh scratch directory for one test (pid + name keep parallel runs apart).
 fn scratch(name: &str) -> PathBuf {
@@ -1028,4 +1029,51 @@ fn a_misspelt_section_key_or_value_gets_a_did_you_mean() {
     // Nothing close: no guess.
     let err = parse("[zzzzzz]\n").unwrap_err();
     assert!(!err.to_string().contains("did you mean"), "{err}");
+}
+
+#[test]
+fn an_entry_is_traced_to_each_file_and_line_that_gives_it() {
+    let dir = scratch("origins");
+    write(
+        &dir.join("deny.txt"),
+        "# feed\n198.18.9.0/24 ; SBL1\n\n198.18.7.0/24\n",
+    );
+    write(&dir.join("deny.d/b.txt"), "198.18.7.0/24\n");
+    let config_path = dir.join("port25.toml");
+    write(
+        &config_path,
+        "[allow]\ncidrs = [\"198.19.0.0/16\"]\n\n[deny]\ncidrs = [\n  \"198.18.1.1\",\n  \"198.18.7.0/24\",\n]\nfiles = [\"deny.txt\"]\ndirs = [\"deny.d\"]\n",
+    );
+    let config = Config::load(Some(&config_path)).unwrap();
+    let net = |text: &str| text.parse::<IpNet>().unwrap();
+    let at = |list, text: &str| -> Vec<(PathBuf, usize, String)> {
+        config
+            .origins(list, &net(text))
+            .into_iter()
+            .map(|o| (o.file, o.line, o.key))
+            .collect()
+    };
+    assert_eq!(
+        at(ListKind::Deny, "198.18.7.0/24"),
+        vec![
+            (config_path.clone(), 7, "deny.cidrs".to_owned()),
+            (dir.join("deny.txt"), 4, "deny.files".to_owned()),
+            (dir.join("deny.d/b.txt"), 1, "deny.dirs".to_owned()),
+        ]
+    );
+    assert_eq!(
+        at(ListKind::Deny, "198.18.1.1/32"),
+        vec![(config_path.clone(), 6, "deny.cidrs".to_owned())]
+    );
+    assert_eq!(
+        at(ListKind::Deny, "198.18.9.0/24"),
+        vec![(dir.join("deny.txt"), 2, "deny.files".to_owned())]
+    );
+    assert_eq!(
+        at(ListKind::Allow, "198.19.0.0/16"),
+        vec![(config_path.clone(), 2, "allow.cidrs".to_owned())]
+    );
+    // Not in the list it is asked of.
+    assert!(at(ListKind::Allow, "198.18.7.0/24").is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::{
     model::ListKind,
-    proto::{EgressEvent, ListReply, Request, Response, Status},
+    proto::{EgressEvent, ListReply, Request, Response, Status, WhyReport},
 };
 
 /// How long a command waits for the daemon by default (`--timeout`): a stopped daemon
@@ -69,6 +69,18 @@ pub(crate) fn egress_events(at: &Endpoint, after: u64) -> anyhow::Result<Vec<Egr
     match exchange(at, &Request::EgressLog { after })? {
         Response::EgressLog { events } => Ok(events),
         other => Err(unexpected("its egress events", &other)),
+    }
+}
+
+/// What the filter decides now for a SYN from `address` to `port`, and why.
+pub(crate) fn why(at: &Endpoint, address: &str, port: u16) -> anyhow::Result<WhyReport> {
+    let request = Request::Why {
+        address: address.to_owned(),
+        port,
+    };
+    match exchange(at, &request)? {
+        Response::Why(report) => Ok(*report),
+        other => Err(unexpected("its reasons", &other)),
     }
 }
 

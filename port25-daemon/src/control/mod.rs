@@ -7,9 +7,9 @@ pub(crate) mod queue;
 mod server;
 
 pub(crate) use self::client::{
-    DEFAULT_TIMEOUT, Endpoint, Probe, command, egress_events, entries, probe, status,
+    DEFAULT_TIMEOUT, Endpoint, Probe, command, egress_events, entries, probe, status, why,
 };
-pub(crate) use self::server::serve;
+pub(crate) use self::server::{Peer, serve};
 
 /// Default path of the control socket.
 pub(crate) const DEFAULT_SOCKET: &str = "/run/port25/control.sock";

@@ -53,10 +53,17 @@ pub(crate) fn enqueue(state_dir: &Path, request: &Request) -> anyhow::Result<Pat
     Ok(path)
 }
 
-/// Takes the queued requests, oldest first, each file removed as it is read: its name, and the
-/// request as it stands now (a TTL shortened by the wait; `None` when it ran out meanwhile), or
-/// why it cannot be read.
-pub(crate) fn take(state_dir: &Path) -> Vec<(String, Result<Option<Request>, String>)> {
+/// A queued request as taken: its file's name and owner (who asked, for the policy's history),
+/// and the request as it stands now (a TTL shortened by the wait; `None` when it ran out
+/// meanwhile), or why it cannot be read.
+pub(crate) struct Taken {
+    pub name: String,
+    pub owner: Option<u32>,
+    pub request: Result<Option<Request>, String>,
+}
+
+/// Takes the queued requests, oldest first, each file removed as it is read.
+pub(crate) fn take(state_dir: &Path) -> Vec<Taken> {
     let Ok(entries) = std::fs::read_dir(state_dir.join(QUEUE_DIR)) else {
         return Vec::new();
     };
@@ -73,11 +80,18 @@ pub(crate) fn take(state_dir: &Path) -> Vec<(String, Result<Option<Request>, Str
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let read = read(&path);
+            let owner = std::fs::symlink_metadata(&path)
+                .ok()
+                .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta));
+            let request = read(&path);
             if let Err(err) = std::fs::remove_file(&path) {
                 tracing::warn!("removing the queued request {}: {err}", path.display());
             }
-            (name, read)
+            Taken {
+                name,
+                owner,
+                request,
+            }
         })
         .collect()
 }
@@ -131,11 +145,14 @@ mod tests {
         let taken = take(&dir);
         assert_eq!(taken.len(), 3);
         assert!(matches!(
-            &taken[0].1,
+            &taken[0].request,
             Ok(Some(Request::Add { ttl_secs: Some(ttl), .. })) if *ttl <= 600 && *ttl > 590
         ));
-        assert!(matches!(&taken[1].1, Ok(Some(Request::Del { .. }))));
-        assert!(taken[2].1.is_err());
+        assert!(matches!(&taken[1].request, Ok(Some(Request::Del { .. }))));
+        assert!(taken[2].request.is_err());
+        // Who asked: the files' owner, this test's uid.
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(taken[0].owner, Some(unsafe { libc::geteuid() }));
         assert!(take(&dir).is_empty(), "taken twice");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -12,8 +12,16 @@ use tokio::{
 
 use crate::proto::{Request, Response};
 
-/// A request from a client, with where to send the answer.
-pub(crate) type Incoming = (Request, oneshot::Sender<Response>);
+/// A request from a client, who sent it, and where to send the answer.
+pub(crate) type Incoming = (Request, Peer, oneshot::Sender<Response>);
+
+/// The process at the other end of a connection, as the kernel names it (SO_PEERCRED): who asked
+/// for a change, in the policy's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Peer {
+    pub uid: u32,
+    pub pid: Option<i32>,
+}
 
 /// Binds the socket (root-only: 0600, in a 0700 directory if it makes one) and forwards every
 /// request to `tx` until the task is dropped.
@@ -46,6 +54,17 @@ pub(crate) fn serve(
                 continue;
             };
             let tx = tx.clone();
+            // Unknown credentials count as nobody's: such a client may read, never change.
+            let peer = stream.peer_cred().map_or(
+                Peer {
+                    uid: u32::MAX,
+                    pid: None,
+                },
+                |cred| Peer {
+                    uid: cred.uid(),
+                    pid: cred.pid(),
+                },
+            );
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut lines = tokio::io::BufReader::new(read).lines();
@@ -53,7 +72,7 @@ pub(crate) fn serve(
                     let response = match serde_json::from_str::<Request>(&line) {
                         Ok(request) => {
                             let (reply, answer) = oneshot::channel();
-                            if tx.send((request, reply)).await.is_err() {
+                            if tx.send((request, peer, reply)).await.is_err() {
                                 return;
                             }
                             answer.await.unwrap_or(Response::Error {

@@ -16,6 +16,7 @@ use crate::{
         Bouncer, Poll,
         decisions::{Delta, MAX_PIECES, Skip},
     },
+    history::{Actor, Change},
     model::ListKind,
     proto::CrowdsecEntry,
 };
@@ -23,6 +24,9 @@ use crate::{
 /// Enforced prefixes a change may add or remove in place; more take one generation swap, which
 /// rewrites every list entry but costs the same whatever changed.
 pub(super) const DELTA_IN_PLACE: usize = 1000;
+
+/// Prefixes of each side of a CrowdSec delta the policy's history names; the rest are counted.
+const CROWDSEC_SAMPLE: usize = 5;
 
 /// How often the reporter looks at the rate limiter's table (every other tick of the run loop's
 /// one-second timer: a tick that comes a little early still counts).
@@ -79,6 +83,16 @@ impl Daemon {
             error!("saving the CrowdSec decisions: {err:#}");
         }
         let how = self.crowdsec_changed(&applied.delta, "CrowdSec poll");
+        self.record_crowdsec(
+            &applied.delta,
+            &settings.lapi_url,
+            format!(
+                "a poll{} ({} new decisions, {} gone)",
+                if poll.full { ", a full pull" } else { "" },
+                applied.added,
+                applied.removed,
+            ),
+        );
         let skipped: u64 = applied.skipped.values().sum();
         if applied.added + applied.removed > 0 || skipped > 0 {
             info!(
@@ -110,6 +124,13 @@ impl Daemon {
         }
         if !delta.is_empty() || self.crowdsec_dirty {
             self.crowdsec_changed(&delta, "CrowdSec decisions expired");
+            let lapi = self
+                .config
+                .crowdsec
+                .as_ref()
+                .map(|c| c.lapi_url.clone())
+                .unwrap_or_default();
+            self.record_crowdsec(&delta, &lapi, "decisions expired".to_owned());
             self.publish();
         }
         self.report();
@@ -138,6 +159,37 @@ impl Daemon {
         } else {
             "the swap failed: retried every second"
         }
+    }
+
+    /// Records a change of what CrowdSec's decisions enforce in the policy's history: the counts,
+    /// and a sample of the prefixes.
+    fn record_crowdsec(&mut self, delta: &Delta, lapi: &str, what: String) {
+        if delta.is_empty() {
+            return;
+        }
+        let sample = |sign: char, nets: &[IpNet]| {
+            let mut lines: Vec<String> = nets
+                .iter()
+                .take(CROWDSEC_SAMPLE)
+                .map(|net| format!("{sign}{net}"))
+                .collect();
+            if nets.len() > CROWDSEC_SAMPLE {
+                lines.push(format!("{sign}{} more", nets.len() - CROWDSEC_SAMPLE));
+            }
+            lines
+        };
+        let mut details = sample('+', &delta.added);
+        details.extend(sample('-', &delta.removed));
+        let summary = format!(
+            "{what}: {} prefixes banned, {} lifted",
+            delta.added.len(),
+            delta.removed.len()
+        );
+        let by = Actor::Crowdsec {
+            lapi: lapi.to_owned(),
+        };
+        self.history
+            .record(Change::new("crowdsec", by, summary, details));
     }
 
     /// Adds before it removes: a decision replaced by a wider one never lets its prefix through.

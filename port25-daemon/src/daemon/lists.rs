@@ -3,6 +3,8 @@
 
 use tracing::{error, info};
 
+use crate::history::{Actor, Change};
+
 use super::{Daemon, warn_too_many};
 use crate::{
     config::{CidrSet, Config},
@@ -26,6 +28,7 @@ impl Daemon {
             return;
         }
         let mut allow_changed = false;
+        let mut expired = Vec::new();
         for entry in due {
             if !self.held_otherwise(entry.list, &entry.cidr)
                 && let Err(err) = self.datapath.remove_live(entry.list, entry.cidr)
@@ -37,12 +40,25 @@ impl Daemon {
                 );
                 continue;
             }
-            info!(
-                "runtime {} entry {} expired",
+            expired.push(format!(
+                "runtime {} entry {}",
                 entry.list.as_str(),
                 entry.cidr
-            );
+            ));
             allow_changed |= entry.list == ListKind::Allow;
+        }
+        match &expired[..] {
+            [] => {}
+            [one] => {
+                let summary = format!("{one} expired");
+                let change = Change::new("expired", Actor::Expiry, summary, Vec::new());
+                self.history.record(change);
+            }
+            _ => {
+                let summary = format!("{} runtime entries expired", expired.len());
+                let change = Change::new("expired", Actor::Expiry, summary, expired);
+                self.history.record(change);
+            }
         }
         self.list_changed(if allow_changed {
             ListKind::Allow

@@ -11,6 +11,7 @@ mod requests;
 mod transition;
 pub(crate) mod watch;
 mod watchdog;
+mod why;
 
 use std::{
     path::PathBuf,
@@ -40,6 +41,7 @@ use crate::{
     },
     datapath::{Datapath, EgressCounters},
     egress_guard::SharedLog,
+    history::{Actor, Change, History},
     metrics::{Metrics, ReloadLabels, Snapshot, bind},
     model::{EgressMode, ListKind, Mode, OnExit},
     netfilter,
@@ -124,6 +126,8 @@ struct Daemon {
     watch: Watch,
     /// The settings only a restart changes, as this daemon started with them.
     in_effect: changes::InEffect,
+    /// Every change of the effective policy, kept in the state directory.
+    history: History,
 }
 
 pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
@@ -137,6 +141,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     let config = tokio::task::block_in_place(|| effective_config(&options))?;
     prepare_state_dir(&options.state_dir)?;
     let runtime = RuntimeLists::load(Some(&options.state_dir))?;
+    let history = History::load(Some(&options.state_dir));
     let crowdsec = CrowdsecList::load(
         Some(&options.state_dir),
         crate::clock::now_unix(),
@@ -228,7 +233,24 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         last_reload_error: None,
         watch,
         in_effect,
+        history,
     };
+    let started = Change::new(
+        "start",
+        Actor::Start,
+        format!(
+            "{}: policy {}, mode {}, ports {:?}, {} allow and {} deny entries, generation {}",
+            daemon.config.source,
+            daemon.config.policy,
+            daemon.config.mode,
+            daemon.config.ports,
+            entries.0,
+            entries.1,
+            daemon.datapath.generation()
+        ),
+        Vec::new(),
+    );
+    daemon.history.record(started);
     daemon.count_no_loss_yet();
     if daemon.crowdsec.len() > 0 && daemon.config.crowdsec.is_some() {
         info!(
@@ -250,20 +272,22 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_watch = Instant::now();
     let mut on_exit = daemon.config.on_exit;
+    let mut stopped_by = "";
     loop {
         tokio::select! {
             _ = hangup.recv() => {
                 notify(&[sd_notify::NotifyState::Reloading]);
-                daemon.reload("SIGHUP");
+                daemon.reload(Actor::Signal { signal: "SIGHUP".to_owned() });
                 notify(&[sd_notify::NotifyState::Ready]);
             }
-            _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
-            _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
-            Some((request, reply)) = requests.recv() => {
+            _ = terminate.recv() => { info!("SIGTERM: stopping"); stopped_by = "SIGTERM"; break; }
+            _ = interrupt.recv() => { info!("SIGINT: stopping"); stopped_by = "SIGINT"; break; }
+            Some((request, peer, reply)) = requests.recv() => {
                 let detach = matches!(request, proto::Request::Detach);
-                let response = daemon.handle(request);
+                let response = daemon.handle_from(request, peer);
+                let refused = matches!(response, proto::Response::Error { .. });
                 let _ = reply.send(response);
-                if detach {
+                if detach && !refused {
                     info!("detach requested on the control socket: detaching and stopping");
                     on_exit = OnExit::Detach;
                     break;
@@ -286,6 +310,22 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    // A detach on the control socket was recorded as it was asked.
+    if !stopped_by.is_empty() {
+        let left = match on_exit {
+            OnExit::Detach => "the filter is detached (on_exit = \"detach\")",
+            OnExit::Keep => "the filter stays enforcing (on_exit = \"keep\")",
+        };
+        let stop = Change::new(
+            "stop",
+            Actor::Signal {
+                signal: stopped_by.to_owned(),
+            },
+            left.to_owned(),
+            Vec::new(),
+        );
+        daemon.history.record(stop);
+    }
     server.abort();
     control.abort();
     daemon.datapath.release(on_exit);
@@ -368,8 +408,8 @@ fn warn_too_many(exempt: &netfilter::Exempt) {
 impl Daemon {
     /// Validates the new config completely before touching the kernel, then swaps generations.
     /// On any error the running policy stays.
-    fn reload(&mut self, why: &str) {
-        match tokio::task::block_in_place(|| self.try_reload()) {
+    fn reload(&mut self, by: Actor) {
+        match tokio::task::block_in_place(|| self.try_reload(&by)) {
             Ok(()) => {
                 self.reloads_ok += 1;
                 self.last_reload_error = None;
@@ -390,13 +430,13 @@ impl Daemon {
                     .reloads
                     .get_or_create(&ReloadLabels { result: "failure" })
                     .inc();
-                error!("reload rejected ({why}), the running policy stays: {err:#}");
+                error!("reload rejected ({by}), the running policy stays: {err:#}");
                 self.last_reload_error = Some(format!("{err:#}"));
             }
         }
     }
 
-    fn try_reload(&mut self) -> anyhow::Result<()> {
+    fn try_reload(&mut self, by: &Actor) -> anyhow::Result<()> {
         // What the watched directories hold is looked at before they are read: a file that lands
         // while the reload runs is then a change the next look sees, never one taken as loaded.
         let seen = watched_fingerprint(&self.config.watched_dirs);
@@ -415,16 +455,18 @@ impl Daemon {
             &mut Acquired::default(),
         )?;
         let described = changes::describe(&self.config, &next);
-        info!(
-            "reloaded {} (generation {}): {}",
+        let summary = format!(
+            "{} (generation {}): {}",
             next.source,
             self.datapath.generation(),
             if described.is_empty() {
-                "no change".to_owned()
+                "no change"
             } else {
-                described.join("; ")
+                "changed"
             }
         );
+        self.history
+            .record(Change::new("reload", by.clone(), summary, described));
         self.watch
             .loaded(if next.watched_dirs == self.config.watched_dirs {
                 seen
@@ -450,7 +492,7 @@ impl Daemon {
         let now = watched_fingerprint(&self.config.watched_dirs);
         if self.watch.look(now) == Look::Settled {
             info!("a watched list directory changed: reloading");
-            self.reload("list directory changed");
+            self.reload(Actor::WatchedDir);
         }
     }
 

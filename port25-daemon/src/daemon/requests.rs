@@ -5,10 +5,11 @@ use tracing::{error, info, warn};
 
 use super::Daemon;
 use crate::{
-    clock::now_unix,
+    clock::{expiry, now_unix},
     config::parse_cidr,
-    control::queue,
+    control::{Peer, queue},
     datapath::{EgressCounters, EgressCounts, ifname},
+    history::{Actor, Change},
     model::ListKind,
     proto::{
         EgressCount, EgressStatus, InterfaceStatus, ListReply, ListStatus, Request, Response,
@@ -20,9 +21,14 @@ use crate::{
 impl Daemon {
     /// Carries out the list changes asked while no daemon answered (`control::queue`).
     pub(super) fn apply_queued(&mut self) {
-        for (name, queued) in queue::take(&self.options.state_dir) {
-            match queued {
-                Ok(Some(request)) => match self.handle(request) {
+        for queue::Taken {
+            name,
+            owner,
+            request,
+        } in queue::take(&self.options.state_dir)
+        {
+            match request {
+                Ok(Some(request)) => match self.handle(request, Actor::Queued { uid: owner }) {
                     Response::Ok { message } => info!("queued change {name}: {message}"),
                     Response::Error { message } => warn!("queued change {name} refused: {message}"),
                     _ => {}
@@ -33,14 +39,33 @@ impl Daemon {
         }
     }
 
-    pub(super) fn handle(&mut self, request: Request) -> Response {
+    /// A request from the control socket. Only root changes the policy (the socket is root's,
+    /// 0600: this holds when a process with CAP_DAC_OVERRIDE, or a loosened mode, lets another
+    /// uid in); reading is anyone's who can connect.
+    pub(super) fn handle_from(&mut self, request: Request, peer: Peer) -> Response {
+        let actor = Actor::Control {
+            uid: peer.uid,
+            pid: peer.pid,
+            user: users::name_of(peer.uid),
+        };
+        if peer.uid != 0 && request.changes_policy() {
+            warn!("refused on the control socket, {actor} is not root: {request}");
+            return error(format!(
+                "refused: {request} changes the policy, which needs root (uid 0); you are uid {}",
+                peer.uid
+            ));
+        }
+        self.handle(request, actor)
+    }
+
+    pub(super) fn handle(&mut self, request: Request, actor: Actor) -> Response {
         match request {
             Request::Add {
                 list,
                 cidr,
                 ttl_secs,
-            } => self.add(list, &cidr, ttl_secs),
-            Request::Del { list, cidr } => self.del(list, &cidr),
+            } => self.add(list, &cidr, ttl_secs, actor),
+            Request::Del { list, cidr } => self.del(list, &cidr, actor),
             Request::List { list } => Response::Entries(ListReply {
                 list,
                 runtime: self.runtime.entries(list).cloned().collect(),
@@ -55,18 +80,32 @@ impl Daemon {
             Request::EgressLog { after } => Response::EgressLog {
                 events: self.egress_log.lock().since(after),
             },
-            Request::Detach => Response::Ok {
-                message: "detaching the filter and stopping port25d".into(),
-            },
+            Request::Why { address, port } => {
+                match tokio::task::block_in_place(|| self.why(&address, port)) {
+                    Ok(report) => Response::Why(Box::new(report)),
+                    Err(message) => error(message),
+                }
+            }
+            Request::Detach => {
+                let message = "detaching the filter and stopping port25d";
+                let change = Change::new("detach", actor, message.to_owned(), Vec::new());
+                self.history.record(change);
+                Response::Ok {
+                    message: message.into(),
+                }
+            }
         }
     }
 
-    fn add(&mut self, list: ListKind, cidr: &str, ttl_secs: Option<u64>) -> Response {
+    fn add(&mut self, list: ListKind, cidr: &str, ttl_secs: Option<u64>, actor: Actor) -> Response {
         let net = match parse_cidr(cidr) {
             Ok(net) => net,
             Err(reason) => return error(reason.to_string()),
         };
-        let replaced = match self.runtime.add(list, net, ttl_secs) {
+        let replaced = match self
+            .runtime
+            .add(list, net, ttl_secs, Some(actor.to_string()))
+        {
             Ok(replaced) => replaced,
             Err(err) => return error(format!("saving the runtime lists: {err:#}")),
         };
@@ -94,12 +133,17 @@ impl Daemon {
                  dropped while that entry stands"
             ));
         }
-        info!("runtime {} add: {message}", list.as_str());
+        self.history.record(Change::new(
+            &format!("{} add", list.as_str()),
+            actor,
+            message.clone(),
+            Vec::new(),
+        ));
         self.list_changed(list);
         Response::Ok { message }
     }
 
-    fn del(&mut self, list: ListKind, cidr: &str) -> Response {
+    fn del(&mut self, list: ListKind, cidr: &str, actor: Actor) -> Response {
         let net = match parse_cidr(cidr) {
             Ok(net) => net,
             Err(reason) => return error(reason.to_string()),
@@ -140,20 +184,28 @@ impl Daemon {
             } else {
                 "a CrowdSec decision bans it".to_owned()
             };
-            info!("runtime {} del {net}: it stays, {by}", list.as_str());
-            return Response::Ok {
-                message: format!("removed the runtime entry {net}; it stays in force: {by}"),
-            };
+            let message = format!("removed the runtime entry {net}; it stays in force: {by}");
+            self.history.record(Change::new(
+                &format!("{} del", list.as_str()),
+                actor,
+                message.clone(),
+                Vec::new(),
+            ));
+            return Response::Ok { message };
         }
         if let Err(err) = self.datapath.remove_live(list, net) {
             error!("removing {net} from the kernel: {err:#}");
             return error(format!("removing {net} from the kernel: {err:#}"));
         }
-        info!("runtime {} del {net}", list.as_str());
+        let message = format!("removed {net} from the {} list", list.as_str());
+        self.history.record(Change::new(
+            &format!("{} del", list.as_str()),
+            actor,
+            message.clone(),
+            Vec::new(),
+        ));
         self.list_changed(list);
-        Response::Ok {
-            message: format!("removed {net} from the {} list", list.as_str()),
-        }
+        Response::Ok { message }
     }
 
     fn status(&self) -> Status {
@@ -290,15 +342,4 @@ fn error(message: impl Into<String>) -> Response {
     Response::Error {
         message: message.into(),
     }
-}
-
-/// "expires in 59m 59s" for an expiry time (unix seconds) `at`, seen at `now`; "no expiry".
-fn expiry(at: Option<u64>, now: u64) -> String {
-    at.map_or_else(
-        || "no expiry".to_owned(),
-        |at| {
-            let left = std::time::Duration::from_secs(at.saturating_sub(now));
-            format!("expires in {}", humantime::format_duration(left))
-        },
-    )
 }

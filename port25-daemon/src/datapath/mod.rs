@@ -39,8 +39,9 @@ pub use self::links::{
     Attachment, LIBXDP_RUN_PRIO, LostHook, ifname, in_dispatchers, leave_dispatchers,
     pinned_link_ids, wait_links_gone,
 };
+pub(crate) use self::settings::settings_of;
+pub use self::sources::{BucketState, SourceTables, TrackedSource, tokens, top};
 use self::sources::{SourceMap, VerifiedMap};
-pub use self::sources::{SourceTables, TrackedSource, top};
 use crate::{
     model::{OnExit, XdpMode},
     pins::PinDir,
@@ -264,11 +265,17 @@ impl Datapath {
         let sources = SourceMap::try_from(sources).map_err(Error::map(maps::SOURCES))?;
         let verified = take_map(&mut ebpf, maps::VERIFIED)?;
         let verified = VerifiedMap::try_from(verified).map_err(Error::map(maps::VERIFIED))?;
+        let global = take_map(&mut ebpf, maps::GLOBAL)?;
+        let global = Array::try_from(global).map_err(Error::map(maps::GLOBAL))?;
         Ok(move |pins, adopted| Self {
             ebpf,
             pins,
             counters: Arc::new(counters),
-            sources: Arc::new(SourceTables { sources, verified }),
+            sources: Arc::new(SourceTables {
+                sources,
+                verified,
+                global,
+            }),
             generation: 0,
             live: None,
             attachments: Vec::new(),

@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// The ingress policy of one generation.
-pub(super) fn settings_of(config: &Config) -> Settings {
+pub(crate) fn settings_of(config: &Config) -> Settings {
     let limits = &config.ratelimit;
     let (syn_interval_ns, syn_tolerance_ns) = Settings::gcra(limits.syn_rate, limits.syn_burst);
     let (global_interval_ns, global_tolerance_ns) =

@@ -5,11 +5,11 @@
     reason = "public to the tests and the bench through `testing`"
 )]
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use port25_common::{SourceKey, SourceState, maps};
+use port25_common::{Settings, SourceKey, SourceState, maps};
 
 use crate::pins::PinDir;
 
@@ -18,10 +18,36 @@ pub type SourceMap = HashMap<MapData, SourceKey, SourceState>;
 /// The `VERIFIED` LRU map: prefix -> verified until (ns, CLOCK_MONOTONIC).
 pub type VerifiedMap = HashMap<MapData, SourceKey, u64>;
 
-/// The rate limiter's two tables, as userspace reads them.
+/// The rate limiter's tables, as userspace reads them.
 pub struct SourceTables {
     pub sources: SourceMap,
     pub verified: VerifiedMap,
+    /// The global bucket's TAT (ns, CLOCK_MONOTONIC).
+    pub global: Array<MapData, u64>,
+}
+
+/// Where one source's buckets stand now, as `why` tells it (ns, CLOCK_MONOTONIC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BucketState {
+    /// The source's prefix: its bucket's key.
+    pub prefix: IpNet,
+    /// Its bucket's TAT; `None`: not tracked, so full.
+    pub tat: Option<u64>,
+    /// Verified by a completed handshake until then; `None`: not verified.
+    pub verified_until: Option<u64>,
+    pub global_tat: u64,
+    pub now: u64,
+}
+
+/// Tokens a GCRA bucket holds at `now` (the kernel's `ratelimit::gcra` admits while the TAT is at
+/// most `tolerance` ahead): 0 when spent, the burst when full.
+pub fn tokens(tat: u64, now: u64, interval: u64, tolerance: u64) -> u64 {
+    let ahead = tat.saturating_sub(now);
+    if ahead > tolerance {
+        0
+    } else {
+        (tolerance - ahead) / interval.max(1) + 1
+    }
 }
 
 /// One tracked source prefix and what its bucket did.
@@ -45,7 +71,22 @@ impl SourceTables {
         Ok(Self {
             sources: SourceMap::try_from(open(maps::SOURCES)?)?,
             verified: VerifiedMap::try_from(open(maps::VERIFIED)?)?,
+            global: Array::try_from(open(maps::GLOBAL)?)?,
         })
+    }
+
+    /// The buckets of `source`'s prefix (`/ipv4_prefix` or `/ipv6_prefix` of `settings`, as the
+    /// kernel keys them) and the global one.
+    pub fn bucket(&self, source: IpAddr, settings: &Settings) -> BucketState {
+        let now = monotonic_ns();
+        let (prefix, key) = key_of(source, settings);
+        BucketState {
+            prefix,
+            tat: self.sources.get(&key, 0).ok().map(|state| state.tat),
+            verified_until: self.verified.get(&key, 0).ok().filter(|&until| until > now),
+            global_tat: self.global.get(&0, 0).unwrap_or(0),
+            now,
+        }
     }
 
     /// Every tracked prefix. The kernel keeps updating the maps meanwhile; an entry evicted during
@@ -90,6 +131,35 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// The prefix of `source` the kernel keys its bucket by (`ratelimit::source_key`), and that key.
+fn key_of(source: IpAddr, settings: &Settings) -> (IpNet, SourceKey) {
+    let (prefix, family, len) = match source {
+        IpAddr::V4(addr) => {
+            let len = settings.ipv4_prefix.min(32) as u8;
+            let net = Ipv4Net::new(addr, len)
+                .map_or(IpNet::V4(Ipv4Net::from(addr)), |n| IpNet::V4(n.trunc()));
+            (net, 4, len)
+        }
+        IpAddr::V6(addr) => {
+            let len = settings.ipv6_prefix.min(128) as u8;
+            let net = Ipv6Net::new(addr, len)
+                .map_or(IpNet::V6(Ipv6Net::from(addr)), |n| IpNet::V6(n.trunc()));
+            (net, 6, len)
+        }
+    };
+    let mut addr = [0u8; 16];
+    match prefix.network() {
+        IpAddr::V4(network) => addr[..4].copy_from_slice(&network.octets()),
+        IpAddr::V6(network) => addr = network.octets(),
+    }
+    let key = SourceKey {
+        addr,
+        family,
+        prefix_len: u32::from(len),
+    };
+    (prefix, key)
 }
 
 fn prefix_of(key: &SourceKey) -> Option<IpNet> {

@@ -25,7 +25,7 @@ fn port25d(args: &[&OsStr]) -> (i32, String, String) {
     )
 }
 
-fn output(command: &mut Command) -> (i32, String, String) {
+pub(super) fn output(command: &mut Command) -> (i32, String, String) {
     let out = command
         .output()
         .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));

@@ -57,6 +57,65 @@ fn the_allowlist_beats_a_range_decision_and_a_too_wide_one_drops_nothing() {
         "{status}"
     );
 
+    // `why` names the decision, and says the allowlist overrides it for the peer; each answer
+    // agrees with the live program's verdict.
+    let why = |source: &str| {
+        let (code, out, err) = daemon.cli(&["why", "--json", source]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let neighbour = why("198.18.0.11");
+    assert_eq!(neighbour["reason"], "denylisted", "{neighbour:#}");
+    let decision = &neighbour["entries"][0];
+    assert_eq!(decision["cidr"], "198.18.0.0/16", "{neighbour:#}");
+    assert_eq!(decision["in_force"], true);
+    assert_eq!(decision["from"]["kind"], "crowdsec");
+    assert_eq!(decision["from"]["origin"], "cscli");
+    assert!(decision["from"]["id"].as_i64().unwrap() > 0, "{decision:#}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left = decision["from"]["expires"].as_u64().unwrap() - now;
+    assert!((3500..=3600).contains(&left), "expires in {left} s");
+    assert_eq!(lab.verdict("gw0", "198.18.0.11"), XDP_DROP);
+    let peer = why(ALLOWED_V4);
+    assert_eq!(peer["reason"], "allowlisted", "{peer:#}");
+    let held = peer["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"]["kind"] == "crowdsec")
+        .unwrap_or_else(|| panic!("{peer:#}"));
+    assert_eq!(held["in_force"], false, "{peer:#}");
+    assert!(
+        format!("{peer}").contains("the allowlist beats automatic decisions"),
+        "{peer:#}"
+    );
+    // The history holds the delta: counts, and a sample of the prefixes.
+    let (code, history, err) = std::process::Command::new(Daemon::binary())
+        .args(["history", "--state-dir"])
+        .arg(lab.work.join("state"))
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    println!("port25d history:\n{history}");
+    assert_mentions(
+        &history,
+        &[
+            "crowdsec by CrowdSec (http://127.0.0.1:8080)",
+            "16 prefixes banned, 0 lifted",
+            "+11 more",
+        ],
+    );
+
     // Wider than the bounds (/16 for IPv4 by default), and the whole address space: refused.
     for range in ["198.0.0.0/8", "0.0.0.0/0", "::/0"] {
         lapi.cscli(&["decisions", "add", "--range", range, "--duration", "1h"]);

@@ -27,7 +27,7 @@ macro_rules! ebpf_epilogue {
 /// Version of the map layout (names, key and value types, generation scheme). Pinned maps live in a
 /// directory named after it, so a daemon never adopts maps whose layout it does not know; bump it
 /// whenever a map's key, value or meaning changes.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "port25";
@@ -43,8 +43,9 @@ pub const SYNPROXY_PROGRAM_NAME: &str = "port25_synproxy";
 /// Handshakes awaiting their final ACK that the kernel side tracks.
 pub const HANDSHAKE_CAPACITY: u32 = 65536;
 
-/// Two settings/ports slots: the live generation's and the one being built beside it.
-pub const SLOTS: u32 = 2;
+/// Three settings/ports slots (generation % SLOTS): the live generation's, a shadow's
+/// (docs/ARCHITECTURE.md, § Shadow policy), and the one being built beside them.
+pub const SLOTS: u32 = 3;
 /// Words of 32 bits in one slot of the port bitmap (65536 ports).
 pub const PORT_WORDS: u32 = 65536 / 32;
 
@@ -53,8 +54,9 @@ pub const fn port_bit(port: u16) -> (u32, u32) {
     (port as u32 / 32, 1 << (port % 32))
 }
 /// Capacity of each CIDR list per address family. The tries are not preallocated, so only
-/// inserted entries cost memory; the bound covers two generations of a large list during a swap.
-pub const LIST_CAPACITY: u32 = 2 * 1_100_000;
+/// inserted entries cost memory; the bound covers three generations of a large list (live, a
+/// shadow, and the next during a swap).
+pub const LIST_CAPACITY: u32 = 3 * 1_100_000;
 /// Capacity of [`maps::LISTS_V4`] and [`maps::LISTS_V6`]: both lists in one trie.
 pub const LISTS_CAPACITY: u32 = 2 * LIST_CAPACITY;
 /// Default capacity of [`maps::SOURCES`]; the daemon sets `tracked_sources` at load time.
@@ -168,6 +170,41 @@ pub struct FlowKey {
     pub family: u32,
 }
 
+/// A shadow policy (docs/ARCHITECTURE.md, § Shadow policy): a candidate generation the XDP
+/// program judges each new connection attempt by too, counting where its verdict and the live
+/// one's differ, without enforcing it.
+pub mod shadow {
+    use crate::Reason;
+
+    /// A side's reason index beyond [`Reason`]'s: the port is not protected under that policy.
+    pub const NOT_JUDGED: u32 = Reason::ALL.len() as u32;
+    /// Reasons a side can give: every [`Reason`], and [`NOT_JUDGED`].
+    pub const SIDES: u32 = NOT_JUDGED + 1;
+    /// Slots of [`crate::maps::SHADOW_COUNTERS`]: every (live, candidate) pair.
+    pub const PAIRS: u32 = SIDES * SIDES;
+    /// Source prefixes whose verdicts differ that [`crate::maps::SHADOW_SOURCES`] keeps (LRU).
+    pub const SOURCES_CAPACITY: u32 = 4096;
+
+    /// The counter slot of a (live, candidate) pair of reason indexes.
+    pub const fn pair(live: u32, candidate: u32) -> u32 {
+        live * SIDES + candidate
+    }
+
+    /// Value of [`crate::maps::SHADOW_SOURCES`]: a source prefix the candidate judges otherwise
+    /// than the live policy, as last seen.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct DifferingSource {
+        /// SYNs judged otherwise (updated atomically).
+        pub packets: u64,
+        /// When last seen (ns, CLOCK_MONOTONIC).
+        pub last_seen: u64,
+        /// The live and the candidate's reason indexes, the last time.
+        pub live: u32,
+        pub candidate: u32,
+    }
+}
+
 /// The value of a [`maps::LISTS_V4`] / [`maps::LISTS_V6`] entry: which lists cover it.
 pub mod listed {
     pub const ALLOW: u32 = 1;
@@ -189,8 +226,8 @@ pub mod prefilter {
     pub const WORDS: u32 = 65536 / PER_WORD;
     /// Words of a block: 256 /24s.
     pub const BLOCK_WORDS: usize = 256 / PER_WORD as usize;
-    /// Blocks [`crate::maps::BLOCKS_V4`] can hold: every /16, in two generations.
-    pub const BLOCK_CAPACITY: u32 = 2 * 65536;
+    /// Blocks [`crate::maps::BLOCKS_V4`] can hold: every /16, in three generations.
+    pub const BLOCK_CAPACITY: u32 = 3 * 65536;
 
     /// The word and the shift of the nibble at `index` (a /16 in the slot, a /24 in a block).
     pub const fn place(index: u32) -> (u32, u32) {
@@ -393,6 +430,7 @@ mod pod {
     unsafe impl aya::Pod for super::egress::EgressSettings {}
     unsafe impl aya::Pod for super::egress::Event {}
     unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::shadow::DifferingSource {}
     unsafe impl aya::Pod for super::SourceState {}
     unsafe impl aya::Pod for super::FlowKey {}
 }

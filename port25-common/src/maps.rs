@@ -72,6 +72,19 @@ map_names! {
     EGRESS_EVENTS_LOST,
     /// `PerCpuArray<u64>`: forwarded SYNs to guarded ports, by [`crate::egress::counter_slot`].
     EGRESS_FORWARDED,
+    /// `Array<u32>` of one element: the shadow generation, judged beside the live one and never
+    /// enforced (0: no shadow). docs/ARCHITECTURE.md, § Shadow policy.
+    SHADOW,
+    /// `PerCpuArray<u64>` of [`crate::shadow::PAIRS`]: new connection attempts by (live reason,
+    /// the shadow's reason).
+    SHADOW_COUNTERS,
+    /// `LruHashMap<SourceKey, DifferingSource>`: source prefixes the shadow judges otherwise
+    /// (newly dropped or newly passed), a bounded sample for its top-K.
+    SHADOW_SOURCES,
+    /// `LruHashMap<SourceKey, SourceState>` and `Array<u64>`: the shadow's own token buckets, so
+    /// that judging by its rate limits never spends the live ones.
+    SHADOW_BUCKETS,
+    SHADOW_GLOBAL,
     /// `Array<u64>` of one element: the SYN-ACK budget's theoretical arrival time (policy
     /// synproxy), a bucket like [`GLOBAL`].
     SYNACK_BUDGET,

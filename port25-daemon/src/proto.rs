@@ -36,6 +36,14 @@ pub(crate) enum Request {
         address: String,
         port: u16,
     },
+    /// Load the config file `config` (an absolute path) as the shadow policy.
+    ShadowLoad {
+        config: String,
+    },
+    ShadowStatus,
+    /// Make the shadow policy the live one, as a reload to it.
+    ShadowPromote,
+    ShadowDrop,
 }
 
 impl Request {
@@ -43,7 +51,12 @@ impl Request {
     pub(crate) fn changes_policy(&self) -> bool {
         matches!(
             self,
-            Request::Add { .. } | Request::Del { .. } | Request::Detach
+            Request::Add { .. }
+                | Request::Del { .. }
+                | Request::Detach
+                | Request::ShadowLoad { .. }
+                | Request::ShadowPromote
+                | Request::ShadowDrop
         )
     }
 }
@@ -69,6 +82,10 @@ impl std::fmt::Display for Request {
             Request::EgressLog { .. } => write!(f, "egress log"),
             Request::Detach => write!(f, "detach"),
             Request::Why { address, port } => write!(f, "why {address:?} --port {port}"),
+            Request::ShadowLoad { config } => write!(f, "shadow load --config {config:?}"),
+            Request::ShadowStatus => write!(f, "shadow status"),
+            Request::ShadowPromote => write!(f, "shadow promote"),
+            Request::ShadowDrop => write!(f, "shadow drop"),
         }
     }
 }
@@ -81,7 +98,55 @@ pub(crate) enum Response {
     Status(Box<Status>),
     EgressLog { events: Vec<EgressEvent> },
     Why(Box<WhyReport>),
+    Shadow(Box<ShadowStatus>),
     Error { message: String },
+}
+
+/// `port25d shadow status`: what the shadow policy would change, since it was loaded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ShadowStatus {
+    /// The candidate's config file; `None`: no shadow is loaded (then the rest says nothing).
+    pub config: Option<String>,
+    /// Unix seconds.
+    pub since: Option<u64>,
+    pub generation: Option<u32>,
+    /// The candidate's policy and mode, and the live ones.
+    pub policy: Option<Policy>,
+    pub mode: Option<Mode>,
+    pub live_policy: Policy,
+    pub live_mode: Mode,
+    /// The candidate's list sizes (with the runtime entries and CrowdSec's bans).
+    pub allow_entries: usize,
+    pub deny_entries: usize,
+    /// New connection attempts judged by both since `since`.
+    pub judged: u64,
+    /// Those the live policy passes and the candidate would drop, and the other way.
+    pub newly_dropped: u64,
+    pub newly_passed: u64,
+    /// Every (live reason, candidate reason) pair seen, with its count and effect.
+    pub pairs: Vec<ShadowPair>,
+    /// The source prefixes it would newly drop, and newly pass, most SYNs first.
+    pub top_newly_dropped: Vec<ShadowSource>,
+    pub top_newly_passed: Vec<ShadowSource>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ShadowPair {
+    pub live: String,
+    pub candidate: String,
+    pub packets: u64,
+    /// `newly_dropped`, `newly_passed` or `same` (the verdict stays; the reason may differ).
+    pub effect: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ShadowSource {
+    pub source: ipnet::IpNet,
+    pub packets: u64,
+    /// Unix seconds.
+    pub last_seen: u64,
+    pub live: String,
+    pub candidate: String,
 }
 
 /// `port25d why`: what the filter decides now for a SYN from an address, and every fact it
@@ -105,8 +170,20 @@ pub(crate) struct WhyReport {
     pub bucket: Option<WhyBucket>,
     /// The decision, a sentence a step, in the order the filter takes them.
     pub steps: Vec<String>,
+    /// What the shadow policy would decide, when one is loaded.
+    #[serde(default)]
+    pub shadow: Option<WhyShadow>,
     /// The address as a destination of this host's outbound SMTP.
     pub egress: WhyEgress,
+}
+
+/// The shadow policy's decision for the same SYN.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WhyShadow {
+    pub config: String,
+    pub reason: Option<String>,
+    pub verdict: String,
+    pub steps: Vec<String>,
 }
 
 /// A list entry covering the address, and where it comes from.

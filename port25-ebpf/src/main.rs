@@ -16,6 +16,7 @@ mod handshake;
 mod maps;
 mod parse;
 mod ratelimit;
+mod shadow;
 mod synproxy;
 
 use aya_ebpf::{
@@ -104,13 +105,41 @@ fn try_port25(ctx: &XdpContext, entry: Entry) -> Result<(u32, Option<(Reason, u3
         Parsed::Other => return Ok((xdp_action::XDP_PASS, None)),
         Parsed::Malformed => Reason::Malformed,
         Parsed::Tcp(segment) => {
+            // A new connection attempt is judged by a shadow policy too, when one is loaded
+            // (docs/ARCHITECTURE.md, § Shadow policy): counted, never enforced.
+            let shadow = if segment.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                shadow::generation()
+            } else {
+                0
+            };
             if !maps::port_protected(generation, segment.dport)? {
+                if shadow != 0 {
+                    shadow::compare(shadow, settings, None, &segment);
+                }
                 return Ok((xdp_action::XDP_PASS, None));
             }
-            if segment.intact {
-                decide(ctx, entry, generation, settings, &segment)
+            let decision = if segment.intact {
+                decide(generation, settings, &segment)
             } else {
-                Reason::Malformed
+                Decision::Judged(Reason::Malformed)
+            };
+            if shadow != 0 {
+                shadow::compare(shadow, settings, Some(decision.reason()), &segment);
+            }
+            match decision {
+                Decision::Judged(reason) => reason,
+                Decision::HandOver => {
+                    // The config refuses policy synproxy with libxdp's dispatcher, so its
+                    // component carries no tail call; were it reached, netfilter's SYNPROXY
+                    // would answer alone. In monitor mode the synproxy program judges as in
+                    // enforce mode and only counts.
+                    if entry == Entry::Exclusive {
+                        synproxy::hand_over(ctx, &segment);
+                    }
+                    // Not handed over: netfilter's SYNPROXY answers the SYN or checks the
+                    // cookie (the stack itself in monitor mode).
+                    Reason::Admitted
+                }
             }
         }
     };
@@ -135,43 +164,41 @@ fn try_port25(ctx: &XdpContext, entry: Entry) -> Result<(u32, Option<(Reason, u3
     Ok((action, reason.drops().then_some((reason, ifindex))))
 }
 
-/// Steps 2-4 of the decision table for a readable TCP segment to a protected port. Under policy
-/// synproxy an enforced segment does not come back from here when the synproxy program takes it
-/// (a tail call).
-#[inline(always)]
-fn decide(
-    ctx: &XdpContext,
-    entry: Entry,
-    generation: u32,
-    settings: &Settings,
-    segment: &Segment,
-) -> Reason {
-    let source = &segment.addrs.source;
-    let lists = maps::lists_of(generation, source);
-    if lists & listed::DENY != 0 {
-        return Reason::Denylisted;
-    }
-    if lists & listed::ALLOW != 0 {
-        return Reason::Allowlisted;
-    }
-    // IPv6 is answered with cookies only where the operator turned it on (synproxy.ipv6).
-    let policy = match (settings.policy, source) {
-        (Settings::POLICY_SYNPROXY, Addr::V6(_)) if settings.synproxy_ipv6 == 0 => {
-            Settings::POLICY_RATELIMIT
+/// What the filter does with a readable segment to a protected port.
+#[derive(Clone, Copy)]
+enum Decision {
+    Judged(Reason),
+    /// Policy synproxy: the synproxy program answers the SYN with a cookie, or checks the ACK's.
+    HandOver,
+}
+
+impl Decision {
+    /// The reason a shadow policy's verdict is compared with (only SYNs are): a SYN handed over
+    /// is answered with a cookie while the SYN-ACK budget lasts.
+    #[inline(always)]
+    fn reason(self) -> Reason {
+        match self {
+            Decision::Judged(reason) => reason,
+            Decision::HandOver => Reason::SynCookie,
         }
-        (policy, _) => policy,
-    };
-    match policy {
+    }
+}
+
+/// Steps 2-4 of the decision table for a readable TCP segment to a protected port.
+#[inline(always)]
+fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Decision {
+    let source = &segment.addrs.source;
+    if let Some(reason) = listed_reason(generation, source) {
+        return Decision::Judged(reason);
+    }
+    let flags = segment.flags;
+    let syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    match effective_policy(settings, source) {
         Settings::POLICY_RATELIMIT => {
-            let flags = segment.flags;
             // Only a new connection attempt spends a token; segments of connections already
             // admitted (and the rest of the handshake) pass.
-            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-                return if ratelimit::admit(settings, source, Buckets::PrefixAndGlobal) {
-                    Reason::Admitted
-                } else {
-                    Reason::RateLimited
-                };
+            if syn {
+                return Decision::Judged(syn_reason(&ratelimit::LIVE, settings, source));
             }
             // A plain ACK may complete a handshake the gateway answered: proof of a real source.
             if flags & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK) == TCP_ACK
@@ -180,24 +207,65 @@ fn decide(
             {
                 ratelimit::handshake_completed(settings, source);
             }
-            Reason::Admitted
+            Decision::Judged(Reason::Admitted)
+        }
+        Settings::POLICY_SYNPROXY => match syn {
+            true => match syn_reason(&ratelimit::LIVE, settings, source) {
+                Reason::SynCookie => Decision::HandOver,
+                refused => Decision::Judged(refused),
+            },
+            false => Decision::HandOver,
+        },
+        // Settings::POLICY_DROP, and any other value: an unknown policy fails closed.
+        _ => Decision::Judged(Reason::NotAllowlisted),
+    }
+}
+
+/// Steps 2 and 3: the deny list, then the allow list; `None` when neither covers the source.
+#[inline(always)]
+fn listed_reason(generation: u32, source: &Addr) -> Option<Reason> {
+    let lists = maps::lists_of(generation, source);
+    if lists & listed::DENY != 0 {
+        Some(Reason::Denylisted)
+    } else if lists & listed::ALLOW != 0 {
+        Some(Reason::Allowlisted)
+    } else {
+        None
+    }
+}
+
+/// The policy that judges `source`: IPv6 is answered with cookies only where the operator turned
+/// it on (synproxy.ipv6), else rate-limited.
+#[inline(always)]
+fn effective_policy(settings: &Settings, source: &Addr) -> u32 {
+    match (settings.policy, source) {
+        (Settings::POLICY_SYNPROXY, Addr::V6(_)) if settings.synproxy_ipv6 == 0 => {
+            Settings::POLICY_RATELIMIT
+        }
+        (policy, _) => policy,
+    }
+}
+
+/// Step 4 for a new connection attempt from a source no list covers, spending from `tables`'
+/// buckets: `admitted` or `rate_limited` (ratelimit), `syn_cookie` (to be answered) or
+/// `rate_limited` (synproxy), `not_allowlisted` (drop, and any unknown policy).
+#[inline(always)]
+fn syn_reason(tables: &ratelimit::Tables, settings: &Settings, source: &Addr) -> Reason {
+    match effective_policy(settings, source) {
+        Settings::POLICY_RATELIMIT => {
+            if ratelimit::admit(tables, settings, source, Buckets::PrefixAndGlobal) {
+                Reason::Admitted
+            } else {
+                Reason::RateLimited
+            }
         }
         Settings::POLICY_SYNPROXY => {
-            let syn = segment.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-            if syn && !ratelimit::admit(settings, source, Buckets::PrefixOnly) {
-                return Reason::RateLimited;
+            if ratelimit::admit(tables, settings, source, Buckets::PrefixOnly) {
+                Reason::SynCookie
+            } else {
+                Reason::RateLimited
             }
-            // The config refuses this policy with libxdp's dispatcher, so its component carries
-            // no tail call; were it reached, netfilter's SYNPROXY would answer alone. In monitor
-            // mode the synproxy program judges as in enforce mode and only counts.
-            if entry == Entry::Exclusive {
-                synproxy::hand_over(ctx, segment);
-            }
-            // Not handed over: netfilter's SYNPROXY answers the SYN or checks the cookie (the
-            // stack itself in monitor mode).
-            Reason::Admitted
         }
-        // Settings::POLICY_DROP, and any other value: an unknown policy fails closed.
         _ => Reason::NotAllowlisted,
     }
 }

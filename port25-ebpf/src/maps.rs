@@ -241,7 +241,7 @@ pub(crate) fn count_lost_event() {
 }
 
 #[inline(always)]
-fn add_one(array: &PerCpuArray<u64>, index: u32) {
+pub(crate) fn add_one(array: &PerCpuArray<u64>, index: u32) {
     if let Some(count) = array.get_ptr_mut(index) {
         // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
         unsafe { *count += 1 };

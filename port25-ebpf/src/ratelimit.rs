@@ -26,6 +26,29 @@ static GLOBAL: Array<u64> = Array::pinned(1, 0);
 static VERIFIED: LruHashMap<SourceKey, u64> = LruHashMap::pinned(DEFAULT_TRACKED_SOURCES, 0);
 #[map]
 static SYNACK_BUDGET: Array<u64> = Array::pinned(1, 0);
+/// A shadow policy's own buckets (docs/ARCHITECTURE.md, § Shadow policy).
+#[map]
+static SHADOW_BUCKETS: LruHashMap<SourceKey, SourceState> =
+    LruHashMap::pinned(DEFAULT_TRACKED_SOURCES, 0);
+#[map]
+static SHADOW_GLOBAL: Array<u64> = Array::pinned(1, 0);
+
+/// The buckets a policy spends from: the live policy's, or a shadow's own, so that judging by a
+/// candidate's rate limits never spends a token of the live ones.
+pub(crate) struct Tables {
+    sources: &'static LruHashMap<SourceKey, SourceState>,
+    global: &'static Array<u64>,
+}
+
+pub(crate) const LIVE: Tables = Tables {
+    sources: &SOURCES,
+    global: &GLOBAL,
+};
+
+pub(crate) const SHADOW: Tables = Tables {
+    sources: &SHADOW_BUCKETS,
+    global: &SHADOW_GLOBAL,
+};
 
 /// Which buckets a new connection spends a token of.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,7 +74,7 @@ const UNTRACKED_SAMPLE: u32 = 16;
 /// which a spoofed flood drains. While that bucket is spent, the SYN of an unverified prefix is
 /// dropped before its own bucket is looked at, and so spends none of it.
 #[inline(always)]
-pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> bool {
+pub(crate) fn admit(tables: &Tables, settings: &Settings, source: &Addr, buckets: Buckets) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let key = source_key(settings, source);
@@ -66,7 +89,7 @@ pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> boo
         buckets == Buckets::PrefixOnly
             || verified()
             || spend_shared(
-                &GLOBAL,
+                tables.global,
                 now,
                 settings.global_interval_ns,
                 settings.global_tolerance_ns,
@@ -76,10 +99,10 @@ pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> boo
     // verified prefix can pass, whatever its own bucket holds, so any other SYN is dropped
     // without reading `SOURCES` (a lookup that misses the cache under a flood of new sources).
     if buckets == Buckets::PrefixAndGlobal
-        && spent(&GLOBAL, now, settings.global_tolerance_ns)
+        && spent(tables.global, now, settings.global_tolerance_ns)
         && !verified()
     {
-        count_sampled_drop(&key, now);
+        count_sampled_drop(tables, &key, now);
         return false;
     }
     // SAFETY: `state` points into a map value, valid for this program run.
@@ -91,7 +114,7 @@ pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> boo
             settings.syn_tolerance_ns,
         )
     };
-    if let Some(state) = SOURCES.get_ptr_mut(key) {
+    if let Some(state) = tables.sources.get_ptr_mut(key) {
         let admitted = own_token(state) && shared();
         count_syn(state, admitted);
         return admitted;
@@ -114,11 +137,15 @@ pub(crate) fn admit(settings: &Settings, source: &Addr, buckets: Buckets) -> boo
         dropped: !admitted as u64,
         completed: 0,
     };
-    if SOURCES.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
+    if tables
+        .sources
+        .insert(key, fresh, BPF_NOEXIST as u64)
+        .is_ok()
+    {
         return admitted;
     }
     // Another CPU inserted it first: this SYN queues behind that one in the shared bucket.
-    let Some(state) = SOURCES.get_ptr_mut(key) else {
+    let Some(state) = tables.sources.get_ptr_mut(key) else {
         return false;
     };
     let admitted = admitted && own_token(state);
@@ -144,13 +171,13 @@ fn count_syn(state: *mut SourceState, admitted: bool) {
 /// UNTRACKED_SAMPLE, as that many: `top` and the reporter see a source that keeps sending (its
 /// drops estimated), and a spoofed flood costs one lookup in UNTRACKED_SAMPLE SYNs.
 #[inline(always)]
-fn count_sampled_drop(key: &SourceKey, now: u64) {
+fn count_sampled_drop(tables: &Tables, key: &SourceKey, now: u64) {
     // SAFETY: a helper without arguments.
     if unsafe { bpf_get_prandom_u32() } % UNTRACKED_SAMPLE != 0 {
         return;
     }
     let weight = u64::from(UNTRACKED_SAMPLE);
-    match SOURCES.get_ptr_mut(key) {
+    match tables.sources.get_ptr_mut(key) {
         // SAFETY: a pointer into the map value; its counters are only ever updated atomically.
         Some(state) => unsafe {
             atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*state).dropped, weight);
@@ -163,7 +190,7 @@ fn count_sampled_drop(key: &SourceKey, now: u64) {
                 dropped: weight,
                 completed: 0,
             };
-            let _ = SOURCES.insert(key, fresh, BPF_NOEXIST as u64);
+            let _ = tables.sources.insert(key, fresh, BPF_NOEXIST as u64);
         }
     }
 }
@@ -257,7 +284,7 @@ unsafe fn gcra(tat: *mut u64, now: u64, interval: u64, tolerance: u64) -> bool {
 }
 
 #[inline(always)]
-fn source_key(settings: &Settings, source: &Addr) -> SourceKey {
+pub(crate) fn source_key(settings: &Settings, source: &Addr) -> SourceKey {
     // Masked word by word, without a zeroed byte array (a byte-loop `memset` on the BPF target).
     let mask = |bits: u32| {
         if bits == 0 {

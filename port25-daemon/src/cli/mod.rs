@@ -10,6 +10,7 @@ mod history;
 mod lists;
 mod manpages;
 pub(crate) mod output;
+mod shadow;
 mod status;
 mod top;
 mod why;
@@ -172,6 +173,16 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A candidate policy judged beside the live one on live traffic, enforcing nothing: load it,
+    /// see which senders it would newly drop or pass (by reason, and the top source prefixes),
+    /// then promote it (a reload to it, atomic) or drop it. A reload keeps the shadow; a restart
+    /// drops it.
+    ///
+    /// Example: port25d shadow load --config /etc/port25/candidate.toml
+    Shadow {
+        #[command(subcommand)]
+        action: ShadowAction,
+    },
     /// Every change of the effective policy, oldest first: when, what (a reload's diff, a runtime
     /// entry, a CrowdSec delta as counts and a sample, an expiry, a start or stop), and who (the
     /// uid and pid of a control-socket client, the signal, the watched directory, the LAPI).
@@ -253,6 +264,41 @@ enum ListAction {
         /// unix seconds, how many the config brings, CrowdSec's decisions, now).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShadowAction {
+    /// Load a config file (a whole port25.toml: lists, list files, policy, ports, rate limits,
+    /// mode) as the shadow policy, replacing one loaded before; its counts start from zero. A
+    /// config with errors is refused with file, line and fix, and nothing changes.
+    Load {
+        /// The candidate config.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Since when it is judged, how many new connection attempts it would newly drop and newly
+    /// pass, by (live reason -> its reason), and the source prefixes of each with their last-seen
+    /// times.
+    Status {
+        /// Machine-readable output: one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make the shadow policy the live one, as a reload to it (one generation swap: no packet sees
+    /// half of each); the daemon reloads from its file from then on.
+    Promote {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Discard the shadow policy; the live one is untouched.
+    Drop {
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -460,6 +506,13 @@ pub fn main() -> ExitCode {
             json,
             client,
         } => why::why(&client.endpoint(), &address, port, json).map(|()| 0),
+        Command::Shadow { action } => match action {
+            ShadowAction::Load { config, client } => shadow::load(&client.endpoint(), &config),
+            ShadowAction::Status { json, client } => shadow::status(&client.endpoint(), json),
+            ShadowAction::Promote { client } => shadow::promote(&client.endpoint()),
+            ShadowAction::Drop { client } => shadow::drop(&client.endpoint()),
+        }
+        .map(|()| 0),
         Command::History { since, json, state } => {
             history::history(&state.state_dir, since, json).map(|()| 0)
         }

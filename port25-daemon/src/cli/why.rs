@@ -47,6 +47,16 @@ fn print(report: &WhyReport) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(shadow) = &report.shadow {
+        let decided = match &shadow.reason {
+            Some(reason) => format!("{} ({reason})", shadow.verdict.to_uppercase()),
+            None => "NOT JUDGED".to_owned(),
+        };
+        outln!("the shadow policy {} would: {decided}", shadow.config);
+        for (n, step) in shadow.steps.iter().enumerate() {
+            outln!("  {}. {step}", n + 1);
+        }
+    }
     outln!("outbound to {}: {}", report.address, report.egress.verdict);
     Ok(())
 }

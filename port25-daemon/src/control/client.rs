@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::{
     model::ListKind,
-    proto::{EgressEvent, ListReply, Request, Response, Status, WhyReport},
+    proto::{EgressEvent, ListReply, Request, Response, ShadowStatus, Status, WhyReport},
 };
 
 /// How long a command waits for the daemon by default (`--timeout`): a stopped daemon
@@ -81,6 +81,14 @@ pub(crate) fn why(at: &Endpoint, address: &str, port: u16) -> anyhow::Result<Why
     match exchange(at, &request)? {
         Response::Why(report) => Ok(*report),
         other => Err(unexpected("its reasons", &other)),
+    }
+}
+
+/// What the shadow policy would change.
+pub(crate) fn shadow_status(at: &Endpoint) -> anyhow::Result<ShadowStatus> {
+    match exchange(at, &Request::ShadowStatus)? {
+        Response::Shadow(status) => Ok(*status),
+        other => Err(unexpected("its shadow policy's status", &other)),
     }
 }
 

@@ -7,7 +7,8 @@ pub(crate) mod queue;
 mod server;
 
 pub(crate) use self::client::{
-    DEFAULT_TIMEOUT, Endpoint, Probe, command, egress_events, entries, probe, status, why,
+    DEFAULT_TIMEOUT, Endpoint, Probe, command, egress_events, entries, probe, shadow_status,
+    status, why,
 };
 pub(crate) use self::server::{Peer, serve};
 

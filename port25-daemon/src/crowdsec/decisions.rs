@@ -366,6 +366,20 @@ impl CrowdsecList {
         CidrSet::new(self.enforced.keys().copied())
     }
 
+    /// What the held decisions would enforce against another allowlist (a shadow policy's),
+    /// what they enforce now left as it is.
+    pub(crate) fn prefixes_under(&self, allow: &CidrSet) -> CidrSet {
+        if *allow == self.allow {
+            return self.prefixes();
+        }
+        CidrSet::new(
+            self.named
+                .keys()
+                .filter(|cidr| self.bounds.allows(cidr))
+                .flat_map(|cidr| less_allowed(*cidr, allow)),
+        )
+    }
+
     /// How many prefixes are enforced.
     pub(crate) fn enforced_len(&self) -> usize {
         self.enforced.len()

@@ -144,6 +144,7 @@ impl Daemon {
         if delta.is_empty() && !self.crowdsec_dirty {
             return "no kernel change";
         }
+        self.sync_shadow();
         if !self.crowdsec_dirty && delta.len() <= DELTA_IN_PLACE {
             match tokio::task::block_in_place(|| self.write_delta(delta)) {
                 Ok(()) => return "in place",

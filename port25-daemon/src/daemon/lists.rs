@@ -70,7 +70,8 @@ impl Daemon {
     /// After a runtime change of `list`: the gauges show it, and for the allow list policy
     /// synproxy's table exempts what it holds now. A failure of the latter leaves the filter as
     /// it is, and those peers meet SYNPROXY.
-    pub(super) fn list_changed(&self, list: ListKind) {
+    pub(super) fn list_changed(&mut self, list: ListKind) {
+        self.sync_shadow();
         self.publish();
         if list != ListKind::Allow || !netfilter::needed(&self.config) {
             return;
@@ -134,6 +135,32 @@ impl Daemon {
     pub(super) fn effective_lists(&self, config: &Config) -> (CidrSet, CidrSet) {
         effective_lists(config, &self.runtime, &self.crowdsec)
     }
+}
+
+/// The lists a shadow policy `config` holds: the same as [`effective_lists`], but for what
+/// CrowdSec's decisions enforce against the candidate's own allowlist.
+pub(super) fn candidate_lists(
+    config: &Config,
+    runtime: &RuntimeLists,
+    crowdsec: &CrowdsecList,
+) -> (CidrSet, CidrSet) {
+    let allow = effective_list(config, ListKind::Allow, runtime, crowdsec);
+    let runtime_deny = runtime.set(ListKind::Deny);
+    let deny = if config.crowdsec.is_some() {
+        let banned = crowdsec.prefixes_under(&config.allow);
+        CidrSet::new(
+            config
+                .deny
+                .iter()
+                .chain(runtime_deny.iter())
+                .chain(banned.iter()),
+        )
+    } else if runtime_deny.is_empty() {
+        config.deny.clone()
+    } else {
+        CidrSet::new(config.deny.iter().chain(runtime_deny.iter()))
+    };
+    (allow, deny)
 }
 
 /// The lists to load: the config's (files and watched directories included), the runtime ones,

@@ -8,6 +8,7 @@ mod egress;
 mod lists;
 mod readers;
 mod requests;
+mod shadow;
 mod transition;
 pub(crate) mod watch;
 mod watchdog;
@@ -128,6 +129,8 @@ struct Daemon {
     in_effect: changes::InEffect,
     /// Every change of the effective policy, kept in the state directory.
     history: History,
+    /// A candidate policy judged beside the live one, when loaded.
+    shadow: Option<shadow::Candidate>,
 }
 
 pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
@@ -203,6 +206,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         Arc::clone(&egress_counters),
         egress_log.clone(),
         crowdsec_status.clone(),
+        datapath.shadow_tables(),
     ));
     let server = tokio::spawn(Arc::clone(&metrics).serve(listener));
     announce(&config, &runtime, entries);
@@ -234,6 +238,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         watch,
         in_effect,
         history,
+        shadow: None,
     };
     let started = Change::new(
         "start",
@@ -441,6 +446,18 @@ impl Daemon {
         // while the reload runs is then a change the next look sees, never one taken as loaded.
         let seen = watched_fingerprint(&self.config.watched_dirs);
         let next = effective_config(&self.options)?;
+        self.apply_config(next, seen, by, "reload")
+    }
+
+    /// Takes the kernel to `next` (read after the watched directories looked like `seen`), in the
+    /// one order of a reload, and records the change as `change` made by `by`.
+    fn apply_config(
+        &mut self,
+        next: Config,
+        seen: Vec<watch::WatchedFile>,
+        by: &Actor,
+        change: &str,
+    ) -> anyhow::Result<()> {
         for warning in changes::needs_restart(&self.in_effect, &next) {
             warn!("{warning}");
         }
@@ -466,7 +483,7 @@ impl Daemon {
             }
         );
         self.history
-            .record(Change::new("reload", by.clone(), summary, described));
+            .record(Change::new(change, by.clone(), summary, described));
         self.watch
             .loaded(if next.watched_dirs == self.config.watched_dirs {
                 seen

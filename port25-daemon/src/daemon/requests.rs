@@ -86,6 +86,10 @@ impl Daemon {
                     Err(message) => error(message),
                 }
             }
+            Request::ShadowLoad { config } => self.shadow_load(&config, actor),
+            Request::ShadowStatus => Response::Shadow(Box::new(self.shadow_status())),
+            Request::ShadowPromote => self.shadow_promote(actor),
+            Request::ShadowDrop => self.shadow_drop(actor),
             Request::Detach => {
                 let message = "detaching the filter and stopping port25d";
                 let change = Change::new("detach", actor, message.to_owned(), Vec::new());
@@ -338,7 +342,7 @@ impl Daemon {
     }
 }
 
-fn error(message: impl Into<String>) -> Response {
+pub(super) fn error(message: impl Into<String>) -> Response {
     Response::Error {
         message: message.into(),
     }

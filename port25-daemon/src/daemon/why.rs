@@ -10,10 +10,29 @@ use port25_common::{Reason, Settings, Verdict};
 
 use super::Daemon;
 use crate::{
-    datapath::{BucketState, settings_of, tokens},
+    config::{CidrSet, Config},
+    datapath::{BucketState, Buckets, settings_of, tokens},
     model::{EgressMode, ListKind, Mode, Policy},
-    proto::{EntrySource, WhyBucket, WhyEgress, WhyEntry, WhyReport},
+    proto::{EntrySource, WhyBucket, WhyEgress, WhyEntry, WhyReport, WhyShadow},
 };
+
+/// A policy `why` asks: the live one, or the shadow's.
+struct Asked<'a> {
+    config: &'a Config,
+    /// What CrowdSec's decisions enforce under its allowlist.
+    enforced: CidrSet,
+    buckets: Buckets,
+}
+
+/// What one policy decides for the SYN, and why.
+struct Judged {
+    judged: bool,
+    reason: Option<Reason>,
+    verdict: &'static str,
+    entries: Vec<WhyEntry>,
+    bucket: Option<WhyBucket>,
+    steps: Vec<String>,
+}
 
 impl Daemon {
     pub(super) fn why(&self, address: &str, port: u16) -> Result<WhyReport, String> {
@@ -23,9 +42,47 @@ impl Daemon {
                  or 2001:db8::1"
             )
         })?;
+        let live = Asked {
+            config: &self.config,
+            enforced: self.crowdsec.prefixes(),
+            buckets: Buckets::Live,
+        };
+        let judged = self.judge(&live, addr, port);
+        let shadow = self.shadow.as_ref().map(|candidate| {
+            let asked = Asked {
+                config: &candidate.config,
+                enforced: self.crowdsec.prefixes_under(&candidate.config.allow),
+                buckets: Buckets::Shadow,
+            };
+            let judged = self.judge(&asked, addr, port);
+            WhyShadow {
+                config: candidate.path.display().to_string(),
+                reason: judged.reason.map(|r| r.label().to_owned()),
+                verdict: judged.verdict.to_owned(),
+                steps: judged.steps,
+            }
+        });
+        Ok(WhyReport {
+            address: addr,
+            port,
+            judged: judged.judged,
+            policy: self.config.policy,
+            mode: self.config.mode,
+            reason: judged.reason.map(|r| r.label().to_owned()),
+            verdict: judged.verdict.to_owned(),
+            entries: judged.entries,
+            bucket: judged.bucket,
+            steps: judged.steps,
+            shadow,
+            egress: self.egress_view(addr),
+        })
+    }
+
+    /// The decision of the policy `asked` for a SYN from `addr` to `port`.
+    fn judge(&self, asked: &Asked<'_>, addr: IpAddr, port: u16) -> Judged {
         let host = IpNet::from(addr);
-        let entries = self.entries_covering(&host);
-        let config = &self.config;
+        let entries = self.entries_covering(asked, &host);
+        let config = asked.config;
         let mut steps = Vec::new();
         let judged = config.ports.contains(&port) && !config.interfaces.is_empty();
         let listed = |list: ListKind| {
@@ -65,7 +122,7 @@ impl Daemon {
             Some(Reason::Allowlisted)
         } else {
             steps.push("no list entry in force covers it: the policy decides".to_owned());
-            let (reason, state) = self.policy_step(addr, &mut steps);
+            let (reason, state) = self.policy_step(asked, addr, &mut steps);
             bucket = state;
             Some(reason)
         };
@@ -86,28 +143,27 @@ impl Daemon {
             }
             Some(_) => Verdict::Drop.label(),
         };
-        Ok(WhyReport {
-            address: addr,
-            port,
+        Judged {
             judged,
-            policy: config.policy,
-            mode: config.mode,
-            reason: reason.map(|r| r.label().to_owned()),
-            verdict: verdict.to_owned(),
+            reason,
+            verdict,
             entries,
             bucket,
             steps,
-            egress: self.egress_view(addr),
-        })
+        }
     }
 
     /// Every entry of the lists the kernel holds (config, runtime, CrowdSec) that covers `host`,
     /// with where it comes from. A CrowdSec decision the allowlist overrides is held but not in
     /// force.
-    fn entries_covering(&self, host: &IpNet) -> Vec<WhyEntry> {
+    fn entries_covering(&self, asked: &Asked<'_>, host: &IpNet) -> Vec<WhyEntry> {
         let mut entries = Vec::new();
+        let config = asked.config;
         for list in [ListKind::Deny, ListKind::Allow] {
-            let config_list = self.config_list(list);
+            let config_list = match list {
+                ListKind::Allow => &config.allow,
+                ListKind::Deny => &config.deny,
+            };
             for len in 0..=host.prefix_len() {
                 let Ok(net) = IpNet::new(host.addr(), len).map(|n| n.trunc()) else {
                     continue;
@@ -115,13 +171,13 @@ impl Daemon {
                 if !config_list.contains_net(&net) {
                     continue;
                 }
-                let origins = self.config.origins(list, &net);
+                let origins = config.origins(list, &net);
                 if origins.is_empty() {
                     entries.push(WhyEntry {
                         list,
                         cidr: net,
                         from: EntrySource::Config {
-                            file: self.config.source.clone(),
+                            file: config.source.clone(),
                             line: 0,
                             key: format!("{list}"),
                         },
@@ -154,8 +210,8 @@ impl Daemon {
                 });
             }
         }
-        if self.config.crowdsec.is_some() {
-            let enforced = self.crowdsec.prefixes().covers(host);
+        if config.crowdsec.is_some() {
+            let enforced = asked.enforced.covers(host);
             for held in self.crowdsec.held().filter(|h| h.cidr.contains(host)) {
                 entries.push(WhyEntry {
                     list: ListKind::Deny,
@@ -175,8 +231,13 @@ impl Daemon {
 
     /// Step 4 of the decision, for a SYN: the policy, and under ratelimit and synproxy the
     /// buckets as the kernel holds them now (read, never spent).
-    fn policy_step(&self, addr: IpAddr, steps: &mut Vec<String>) -> (Reason, Option<WhyBucket>) {
-        let config = &self.config;
+    fn policy_step(
+        &self,
+        asked: &Asked<'_>,
+        addr: IpAddr,
+        steps: &mut Vec<String>,
+    ) -> (Reason, Option<WhyBucket>) {
+        let config = asked.config;
         let policy = match (config.policy, addr) {
             (Policy::Synproxy, IpAddr::V6(_)) if !config.synproxy.ipv6 => {
                 steps.push(
@@ -192,7 +253,10 @@ impl Daemon {
             return (Reason::NotAllowlisted, None);
         }
         let settings = settings_of(config);
-        let state = self.datapath.source_tables().bucket(addr, &settings);
+        let state = self
+            .datapath
+            .source_tables()
+            .bucket(addr, &settings, asked.buckets);
         let bucket = why_bucket(&state, &settings, config, policy);
         let limits = &config.ratelimit;
         steps.push(format!(

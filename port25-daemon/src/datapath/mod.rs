@@ -16,6 +16,7 @@ mod links;
 mod lists;
 mod policy;
 mod settings;
+mod shadow;
 mod sources;
 #[cfg(feature = "testing")]
 mod test_run;
@@ -40,7 +41,10 @@ pub use self::links::{
     pinned_link_ids, wait_links_gone,
 };
 pub(crate) use self::settings::settings_of;
-pub use self::sources::{BucketState, SourceTables, TrackedSource, tokens, top};
+pub use self::shadow::{DifferingRow, Effect, Modes, ShadowTables, side_label};
+pub use self::sources::{
+    BucketState, Buckets, SourceTables, TrackedSource, monotonic_ns, tokens, top,
+};
 use self::sources::{SourceMap, VerifiedMap};
 use crate::{
     model::{OnExit, XdpMode},
@@ -186,6 +190,9 @@ pub struct Datapath {
     hooks: Option<egress::Hooks>,
     /// Whether the maps were a previous daemon's (a killed one's filter was taken over).
     adopted: bool,
+    /// A shadow policy judged beside the live one, when loaded.
+    shadow: Option<shadow::Shadow>,
+    shadow_tables: Arc<ShadowTables>,
 }
 
 impl Datapath {
@@ -267,6 +274,18 @@ impl Datapath {
         let verified = VerifiedMap::try_from(verified).map_err(Error::map(maps::VERIFIED))?;
         let global = take_map(&mut ebpf, maps::GLOBAL)?;
         let global = Array::try_from(global).map_err(Error::map(maps::GLOBAL))?;
+        let shadow_tables =
+            ShadowTables::open_pinned(pins).map_err(Error::map(maps::SHADOW_COUNTERS))?;
+        // Second descriptors of the shadow's buckets: the datapath empties them through its own.
+        let pinned = |name: &'static str| {
+            MapData::from_pin(pins.map(name))
+                .and_then(Map::from_map_data)
+                .map_err(Error::map(name))
+        };
+        let shadow = SourceMap::try_from(pinned(maps::SHADOW_BUCKETS)?)
+            .map_err(Error::map(maps::SHADOW_BUCKETS))?;
+        let shadow_global = Array::try_from(pinned(maps::SHADOW_GLOBAL)?)
+            .map_err(Error::map(maps::SHADOW_GLOBAL))?;
         Ok(move |pins, adopted| Self {
             ebpf,
             pins,
@@ -275,6 +294,8 @@ impl Datapath {
                 sources,
                 verified,
                 global,
+                shadow,
+                shadow_global,
             }),
             generation: 0,
             live: None,
@@ -282,6 +303,8 @@ impl Datapath {
             links: Vec::new(),
             hooks: None,
             adopted,
+            shadow: None,
+            shadow_tables: Arc::new(shadow_tables),
         })
     }
 
@@ -292,6 +315,10 @@ impl Datapath {
 
     pub fn counters(&self) -> Arc<Counters> {
         Arc::clone(&self.counters)
+    }
+
+    pub fn shadow_tables(&self) -> Arc<ShadowTables> {
+        Arc::clone(&self.shadow_tables)
     }
 
     pub fn source_tables(&self) -> Arc<SourceTables> {

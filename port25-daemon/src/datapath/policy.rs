@@ -27,7 +27,7 @@ use crate::{
 
 /// How long packets already in flight may keep reading the generation being retired. XDP programs
 /// run to completion in microseconds; this leaves a wide margin before their entries are removed.
-const RETIRE_GRACE: Duration = Duration::from_millis(20);
+pub(super) const RETIRE_GRACE: Duration = Duration::from_millis(20);
 
 /// Entries written per progress line when loading large lists.
 const PROGRESS_EVERY: usize = 200_000;
@@ -43,7 +43,7 @@ pub(super) struct LiveLists {
 }
 
 impl LiveLists {
-    fn list_mut(&mut self, list: ListKind) -> &mut CidrSet {
+    pub(super) fn list_mut(&mut self, list: ListKind) -> &mut CidrSet {
         match list {
             ListKind::Allow => &mut self.allow,
             ListKind::Deny => &mut self.deny,
@@ -51,9 +51,9 @@ impl LiveLists {
     }
 }
 
-/// What a runtime change of one entry writes into the live generation.
+/// What a runtime change of one entry writes into the live generation (or a shadow's).
 #[derive(Default)]
-struct LiveWrites {
+pub(super) struct LiveWrites {
     /// Trie entries with their new bits; `None`: the entry is in no list any more.
     v4: Vec<(Ipv4Net, Option<u32>)>,
     v6: Vec<(Ipv6Net, Option<u32>)>,
@@ -77,13 +77,14 @@ impl Datapath {
         deny: CidrSet,
     ) -> Result<(), Error> {
         if self.live.is_none() {
-            // Adopted maps: whatever a killed daemon left half-written is swept first.
+            // Adopted maps: whatever a killed daemon left half-written is swept first, and a
+            // shadow it judged by goes (a restart drops it: § Shadow policy).
+            self.array::<u32>(maps::SHADOW)?
+                .set(0, 0, 0)
+                .map_err(Error::map(maps::SHADOW))?;
             self.sweep_except(self.generation)?;
         }
-        let next = match self.generation.wrapping_add(1) {
-            0 => 1,
-            n => n,
-        };
+        let next = self.next_generation();
         let smart_hosts = &config.egress.smart_hosts;
         let prefilter = match self.write_generation(next, config, &allow, &deny) {
             Ok(prefilter) => prefilter,
@@ -137,7 +138,15 @@ impl Datapath {
     fn write_live(&mut self, net: &IpNet) -> Result<(), Error> {
         let live = self.live.get_or_insert_with(LiveLists::default);
         let writes = live_writes(live, net);
-        let generation = self.generation;
+        self.write_in_place(self.generation, &writes)
+    }
+
+    /// Writes what a change of one entry changes into `generation`, in place.
+    pub(super) fn write_in_place(
+        &mut self,
+        generation: u32,
+        writes: &LiveWrites,
+    ) -> Result<(), Error> {
         // What a packet is sent to must be there first: trie entries, then the blocks, then the
         // prefilter nibbles; what nothing points at any more goes last.
         let (puts, removals): (Vec<_>, Vec<_>) =
@@ -202,7 +211,7 @@ impl Datapath {
     }
 
     /// Writes everything of `generation` but the `ACTIVE` switch; returns its prefilter slot.
-    fn write_generation(
+    pub(super) fn write_generation(
         &mut self,
         generation: u32,
         config: &Config,
@@ -291,7 +300,7 @@ impl Datapath {
     }
 
     /// Best effort: removes the entries of both lists from one generation of the tries.
-    fn remove_lists(&mut self, generation: u32, allow: &CidrSet, deny: &CidrSet) {
+    pub(super) fn remove_lists(&mut self, generation: u32, allow: &CidrSet, deny: &CidrSet) {
         for set in [allow, deny] {
             self.remove_entries(generation, maps::LISTS_V4, maps::LISTS_V6, set);
         }
@@ -309,7 +318,7 @@ impl Datapath {
         }
     }
 
-    fn remove_smart_hosts(&mut self, generation: u32, smart_hosts: &CidrSet) {
+    pub(super) fn remove_smart_hosts(&mut self, generation: u32, smart_hosts: &CidrSet) {
         self.remove_entries(generation, maps::SMART_V4, maps::SMART_V6, smart_hosts);
     }
 
@@ -338,7 +347,7 @@ impl Datapath {
     }
 
     /// Best effort: removes the blocks of the generations `which` picks; returns how many.
-    fn remove_blocks(&mut self, which: impl Fn(u32) -> bool) -> usize {
+    pub(super) fn remove_blocks(&mut self, which: impl Fn(u32) -> bool) -> usize {
         let Ok(mut blocks) = self.blocks_v4() else {
             return 0;
         };
@@ -372,7 +381,7 @@ impl Datapath {
 }
 
 /// What a runtime change of `net` (already made in `live`'s lists) writes.
-fn live_writes(live: &mut LiveLists, net: &IpNet) -> LiveWrites {
+pub(super) fn live_writes(live: &mut LiveLists, net: &IpNet) -> LiveWrites {
     let mut writes = LiveWrites::default();
     match net {
         IpNet::V4(net) => {

@@ -24,6 +24,16 @@ pub struct SourceTables {
     pub verified: VerifiedMap,
     /// The global bucket's TAT (ns, CLOCK_MONOTONIC).
     pub global: Array<MapData, u64>,
+    /// A shadow policy's own buckets, and its global one (§ Shadow policy).
+    pub shadow: SourceMap,
+    pub shadow_global: Array<MapData, u64>,
+}
+
+/// Whose buckets to read: the live policy's or the shadow's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buckets {
+    Live,
+    Shadow,
 }
 
 /// Where one source's buckets stand now, as `why` tells it (ns, CLOCK_MONOTONIC).
@@ -72,19 +82,26 @@ impl SourceTables {
             sources: SourceMap::try_from(open(maps::SOURCES)?)?,
             verified: VerifiedMap::try_from(open(maps::VERIFIED)?)?,
             global: Array::try_from(open(maps::GLOBAL)?)?,
+            shadow: SourceMap::try_from(open(maps::SHADOW_BUCKETS)?)?,
+            shadow_global: Array::try_from(open(maps::SHADOW_GLOBAL)?)?,
         })
     }
 
     /// The buckets of `source`'s prefix (`/ipv4_prefix` or `/ipv6_prefix` of `settings`, as the
     /// kernel keys them) and the global one.
-    pub fn bucket(&self, source: IpAddr, settings: &Settings) -> BucketState {
+    /// A prefix's verification (a completed handshake) is the source's, whichever policy reads it.
+    pub fn bucket(&self, source: IpAddr, settings: &Settings, whose: Buckets) -> BucketState {
         let now = monotonic_ns();
         let (prefix, key) = key_of(source, settings);
+        let (sources, global) = match whose {
+            Buckets::Live => (&self.sources, &self.global),
+            Buckets::Shadow => (&self.shadow, &self.shadow_global),
+        };
         BucketState {
             prefix,
-            tat: self.sources.get(&key, 0).ok().map(|state| state.tat),
+            tat: sources.get(&key, 0).ok().map(|state| state.tat),
             verified_until: self.verified.get(&key, 0).ok().filter(|&until| until > now),
-            global_tat: self.global.get(&0, 0).unwrap_or(0),
+            global_tat: global.get(&0, 0).unwrap_or(0),
             now,
         }
     }
@@ -123,7 +140,7 @@ pub fn top(mut all: Vec<TrackedSource>, k: usize) -> Vec<TrackedSource> {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -162,7 +179,7 @@ fn key_of(source: IpAddr, settings: &Settings) -> (IpNet, SourceKey) {
     (prefix, key)
 }
 
-fn prefix_of(key: &SourceKey) -> Option<IpNet> {
+pub(super) fn prefix_of(key: &SourceKey) -> Option<IpNet> {
     let len = u8::try_from(key.prefix_len).ok()?;
     match key.family {
         4 => {

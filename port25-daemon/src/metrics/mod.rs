@@ -5,6 +5,7 @@
 mod crowdsec;
 mod egress;
 mod families;
+mod shadow;
 mod text_format;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -65,6 +66,8 @@ pub(crate) struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     pub detached: Family<DetachedLabels, Counter>,
     pub snapshot: Shared<Snapshot>,
+    /// The shadow policy's sides' modes while one is loaded.
+    pub shadow: Shared<Option<crate::datapath::Modes>>,
 }
 
 impl Metrics {
@@ -74,6 +77,7 @@ impl Metrics {
         egress: Arc<EgressCounters>,
         egress_log: SharedLog,
         crowdsec: crate::crowdsec::SharedStanding,
+        shadow_tables: Arc<crate::datapath::ShadowTables>,
     ) -> Self {
         let mut registry = Registry::default();
         let snapshot = Shared::<Snapshot>::default();
@@ -110,11 +114,17 @@ impl Metrics {
             snapshot: snapshot.clone(),
         }));
         registry.register_collector(Box::new(crowdsec::CrowdsecCollector { status: crowdsec }));
+        let shadow = Shared::<Option<crate::datapath::Modes>>::default();
+        registry.register_collector(Box::new(shadow::ShadowCollector {
+            tables: shadow_tables,
+            loaded: shadow.clone(),
+        }));
         Self {
             registry,
             reloads,
             detached,
             snapshot,
+            shadow,
         }
     }
 

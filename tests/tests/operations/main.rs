@@ -30,6 +30,7 @@ use port25_testkit::{
 };
 
 mod evidence;
+mod rollout;
 mod safety;
 
 /// One test's lab: the gateway with its two clients, a work directory and a private bpffs for

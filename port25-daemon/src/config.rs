@@ -21,6 +21,7 @@ mod lists;
 mod metrics;
 mod ratelimit;
 mod raw;
+mod shadow;
 mod source;
 mod synproxy;
 #[cfg(test)]
@@ -77,6 +78,8 @@ pub struct Config {
     pub egress: Egress,
     /// The CrowdSec bouncer and reporter (`[crowdsec]`); `None`: off.
     pub crowdsec: Option<Crowdsec>,
+    /// A candidate config judged as the shadow policy (`[shadow] config`); `None`: none.
+    pub shadow: Option<PathBuf>,
 }
 
 /// Command-line overrides applied over the file.

@@ -163,6 +163,15 @@ impl fmt::Display for Summary<'_> {
         }
         write_egress(f, &config.egress)?;
         write_crowdsec(f, config.crowdsec.as_ref())?;
+        if let Some(candidate) = &config.shadow {
+            writeln!(
+                f,
+                "{:<18}{} (judged beside this policy, enforcing nothing; `port25d check-config \
+                 --config` it too)",
+                "shadow",
+                candidate.display()
+            )?;
+        }
         let on_exit = match config.on_exit {
             OnExit::Detach => "detach (SIGTERM removes the filter)",
             OnExit::Keep => "keep (the filter stays after SIGTERM; `port25d detach` removes it)",

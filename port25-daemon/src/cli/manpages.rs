@@ -105,13 +105,14 @@ fn daemon_sections() -> String {
         ("/etc/port25/port25.toml", "The config, port25.toml(5)."),
         (
             "/run/port25/control.sock",
-            "The control socket (root-only) of allow, deny, status, egress and detach \
-             (--control-socket).",
+            "The control socket (root-only) of allow, deny, status, egress, why, shadow and \
+             detach (--control-socket).",
         ),
         (
             "/var/lib/port25",
             "Runtime list entries, CrowdSec's held decisions, list changes that wait for the \
-             daemon (--state-dir).",
+             daemon, and history.jsonl, every change of the policy (the last 10,000) that \
+             history reads (--state-dir).",
         ),
         (
             "/sys/fs/bpf/port25",

@@ -35,6 +35,8 @@ pub(super) struct RawConfig {
     pub(super) egress: super::egress::RawEgress,
     #[serde(default, deserialize_with = "table")]
     pub(super) crowdsec: super::crowdsec::RawCrowdsec,
+    #[serde(default, deserialize_with = "table")]
+    pub(super) shadow: super::shadow::RawShadow,
 }
 
 /// Reads a struct from a TOML table only. Serde's derived structs also accept an array, filling

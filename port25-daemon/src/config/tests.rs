@@ -1077,3 +1077,20 @@ fn an_entry_is_traced_to_each_file_and_line_that_gives_it() {
     assert!(at(ListKind::Allow, "198.18.7.0/24").is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_shadow_config_is_a_path_beside_this_one_never_this_one() {
+    let config = parse("[shadow]\nconfig = \"candidate.toml\"\n").unwrap();
+    assert_eq!(
+        config.shadow,
+        Some(PathBuf::from("/etc/port25/candidate.toml"))
+    );
+    assert_eq!(parse("[shadow]\nconfig = \"\"\n").unwrap().shadow, None);
+    assert_eq!(parse("").unwrap().shadow, None);
+    parse_error(
+        "\n[shadow]\nconfig = \"test.toml\"\n",
+        3,
+        "names this very file",
+    );
+    parse_error("[shadow]\nconfg = \"x.toml\"\n", 2, "config");
+}

@@ -48,6 +48,7 @@ impl Config {
             watched_dirs: src.dirs(&[&raw.allow, &raw.deny]),
             egress: src.egress(&raw.egress)?,
             crowdsec: src.crowdsec(&raw.crowdsec, &ratelimit, policy)?,
+            shadow: src.shadow(&raw.shadow)?,
         })
     }
 }

@@ -256,6 +256,7 @@ pub(crate) async fn run(options: RunOptions) -> anyhow::Result<()> {
         Vec::new(),
     );
     daemon.history.record(started);
+    daemon.sync_configured_shadow(&Actor::Start);
     daemon.count_no_loss_yet();
     if daemon.crowdsec.len() > 0 && daemon.config.crowdsec.is_some() {
         info!(
@@ -491,6 +492,7 @@ impl Daemon {
                 watched_fingerprint(&next.watched_dirs)
             });
         self.config = next;
+        self.sync_configured_shadow(by);
         self.forget_unconfigured_losses();
         self.crowdsec_changed(&Delta::default(), "reload");
         if let Err(err) = self.sync_bouncer() {

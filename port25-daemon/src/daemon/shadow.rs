@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::{Daemon, changes, lists::candidate_lists, requests::error, watch::watched_fingerprint};
 use crate::{
@@ -25,23 +25,69 @@ pub(super) struct Candidate {
     pub config: Config,
     pub path: PathBuf,
     pub since: u64,
+    /// Loaded because `[shadow] config` names it (a reload drops it with the key).
+    pub configured: bool,
 }
 
 impl Daemon {
     pub(super) fn shadow_load(&mut self, path: &str, by: Actor) -> Response {
         let path = PathBuf::from(path);
-        let mut config = match Config::load(Some(&path)) {
+        match self.read_candidate(&path) {
+            Ok(config) => self.load_candidate(path, config, false, by),
+            Err(err) => error(format!(
+                "{err}; the shadow policy is unchanged{}",
+                self.shadow_word()
+            )),
+        }
+    }
+
+    /// The candidate as a promote would apply it: the file, with what the command line
+    /// overrides applied as to the live config.
+    fn read_candidate(&self, path: &std::path::Path) -> Result<Config, crate::config::ConfigError> {
+        let mut config = Config::load(Some(path))?;
+        config.apply(&self.options.overrides);
+        Ok(config)
+    }
+
+    /// The shadow `[shadow] config` names: loaded at start, and again at a reload when its file
+    /// changed (a reload that leaves it as it is keeps its counts); gone when the key is. A
+    /// candidate that does not load is logged, and the shadow stays as it was.
+    pub(super) fn sync_configured_shadow(&mut self, by: &Actor) {
+        let Some(path) = self.config.shadow.clone() else {
+            if self.shadow.as_ref().is_some_and(|c| c.configured) {
+                let _ = self.shadow_drop(by.clone());
+            }
+            return;
+        };
+        let config = match self.read_candidate(&path) {
             Ok(config) => config,
             Err(err) => {
-                return error(format!(
-                    "{err}; the shadow policy is unchanged{}",
+                error!(
+                    "[shadow] config: {err}; the shadow policy is unchanged{}",
                     self.shadow_word()
-                ));
+                );
+                return;
             }
         };
-        // What the command line overrides applies to the candidate as to the live config, so
-        // that the shadow judges what a promote would enforce.
-        config.apply(&self.options.overrides);
+        if self
+            .shadow
+            .as_ref()
+            .is_some_and(|c| c.path == path && c.config == config)
+        {
+            return;
+        }
+        if let Response::Error { message } = self.load_candidate(path, config, true, by.clone()) {
+            error!("[shadow] config: {message}");
+        }
+    }
+
+    fn load_candidate(
+        &mut self,
+        path: PathBuf,
+        config: Config,
+        configured: bool,
+        by: Actor,
+    ) -> Response {
         let mut notes = config.warnings();
         notes.extend(changes::needs_restart(&self.in_effect, &config));
         let (allow, deny) = candidate_lists(&config, &self.runtime, &self.crowdsec);
@@ -73,6 +119,7 @@ impl Daemon {
             config,
             path,
             since: now_unix(),
+            configured,
         });
         self.history
             .record(Change::new("shadow load", by, message.clone(), described));
@@ -114,7 +161,10 @@ impl Daemon {
             self.shadow = Some(candidate);
             return error(message);
         }
-        if let Err(err) = tokio::task::block_in_place(|| self.datapath.drop_shadow()) {
+        // The promoted config may name a shadow of its own, which the reload to it loaded.
+        if self.shadow.is_none()
+            && let Err(err) = tokio::task::block_in_place(|| self.datapath.drop_shadow())
+        {
             warn!("removing the promoted shadow's maps: {err:#}");
         }
         let started_with = self.options.config.clone();

@@ -15,8 +15,8 @@ use std::{
 use port25_testkit::{
     assert_mentions, frames,
     lab::{
-        ALLOWED_V4, Daemon, GW_A_V4, METRICS, OTHER_V4, PacketSocket, metric, metric_sum, run_ok,
-        tool,
+        ALLOWED_V4, Daemon, GW_A_V4, METRICS, OTHER_V4, PacketSocket, metric, metric_sum, poll,
+        run_ok, tool,
     },
 };
 
@@ -308,4 +308,45 @@ fn a_shadow_policy_names_who_it_would_drop_changes_nothing_live_and_is_promoted_
 
 fn require_bpftool() {
     port25_testkit::lab::require_tools(&["bpftool"]);
+}
+
+#[test]
+fn a_shadow_named_in_the_config_is_loaded_at_start_kept_by_reloads_and_goes_with_the_key() {
+    let lab = Lab::new("shadowcfg");
+    let candidate = lab.work.join("candidate.toml");
+    fs::write(
+        &candidate,
+        format!(
+            "interfaces = [\"gw0\", \"gw1\"]\npolicy = \"drop\"\n[allow]\ncidrs = [\"{ALLOWED_V4}/32\"]\n\
+             [metrics]\nlisten = \"{METRICS}\"\n"
+        ),
+    )
+    .unwrap();
+    let live = lab.config(&format!(
+        "[allow]\ncidrs = [\"{ALLOWED_V4}/32\", \"198.19.9.0/24\"]\n[shadow]\nconfig = \"candidate.toml\""
+    ));
+    let mut daemon = lab.start(&live, "daemon.log");
+    let status = shadow_status(&daemon);
+    assert_eq!(
+        status["config"],
+        candidate.display().to_string(),
+        "{status:#}"
+    );
+    send_syns(&lab, LIVE_DENIED, 4);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(shadow_status(&daemon)["newly_dropped"], 4);
+    // A reload that leaves the candidate as it is keeps its counts.
+    daemon.hup();
+    daemon.wait_for_log("reload by SIGHUP", Duration::from_secs(10));
+    assert_eq!(shadow_status(&daemon)["newly_dropped"], 4);
+    // Without the key, the next reload drops it.
+    lab.config(&format!(
+        "[allow]\ncidrs = [\"{ALLOWED_V4}/32\", \"198.19.9.0/24\"]"
+    ));
+    daemon.hup();
+    poll(Duration::from_secs(10), || {
+        (shadow_status(&daemon)["config"] == serde_json::Value::Null).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the shadow stays without its key:\n{}", daemon.log()));
+    daemon.assert_logged("shadow drop by SIGHUP");
 }

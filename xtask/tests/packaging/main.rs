@@ -51,6 +51,9 @@ const METRICS: &[&str] = &[
     "port25_crowdsec_alerts_total",
     "port25_crowdsec_last_success_timestamp_seconds",
     "port25_crowdsec_failed_polls_in_a_row",
+    "port25_shadow_loaded",
+    "port25_shadow_syns_total",
+    "port25_shadow_top_source",
 ];
 
 /// The highest `systemd-analyze security` exposure the unit may have: what was measured with

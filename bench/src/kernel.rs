@@ -45,6 +45,22 @@ global_syn_rate = 1
 global_syn_burst = 1
 "#;
 
+/// A shadow policy's candidate for the rows of `DROP_POLICY` (rows "a shadow loaded"): an open
+/// MX with a blocklist, which agrees on the allowlisted source and would admit the others.
+const SHADOW_OF_DROP: &str = r#"
+policy = "ratelimit"
+ports = [25]
+[allow]
+cidrs = ["198.18.1.0/24", "2001:db8:1::/48"]
+[deny]
+cidrs = ["198.18.2.64/26", "2001:db8:2::/48", "198.18.9.0/24", "198.18.10.0/24", "2001:db8:9::/48"]
+[ratelimit]
+syn_rate = 1000000
+syn_burst = 1000000
+global_syn_rate = 10000000
+global_syn_burst = 10000000
+"#;
+
 /// The open MX answering every SYN with a cookie, with buckets and a SYN-ACK budget larger than
 /// the rounds' runs: every SYN is answered.
 const SYNPROXY_POLICY: &str = r#"
@@ -122,6 +138,23 @@ pub(crate) const ROW_FRESH_SYNPROXY: &str =
 pub(crate) const ROW_FRESH6_FLOOR: &str = "floor: fresh IPv6 SYN written (fresh_syn6 alone)";
 /// Runs alternate a SYN from a new source, answered, and the ACK that brings its cookie back: the
 /// row is their mean, so the ACK's own cost is twice it less the answered SYN's row.
+/// The same paths with a shadow policy loaded (docs/ARCHITECTURE.md, § Shadow policy): one that
+/// agrees, and one that would admit what the live policy drops (the costlier case: the differing
+/// source is noted at every run). Each pairs with the row named second.
+pub(crate) const SHADOW_PAIRS: [(&str, &str); 3] = [
+    (
+        "port 25, allowlisted, a shadow loaded that agrees",
+        ROW_ALLOWED,
+    ),
+    (
+        "port 25, not allowlisted (dropped), a shadow loaded that would admit it",
+        ROW_DROPPED,
+    ),
+    (
+        "port 25, rate-limited, a shadow loaded that agrees (policy ratelimit)",
+        ROW_RATELIMITED,
+    ),
+];
 pub(crate) const ROW_HANDSHAKE: &str =
     "port 25, SYN answered and its ACK with a valid cookie, run after run (policy synproxy)";
 
@@ -132,6 +165,10 @@ enum Policy {
     /// Its buckets primed by one run of the row's frame first.
     Ratelimit,
     Synproxy,
+    /// `Drop` with `SHADOW_OF_DROP` loaded as a shadow policy.
+    DropShadowed,
+    /// `Ratelimit` with itself loaded as a shadow policy (its own buckets, primed the same way).
+    RatelimitShadowed,
 }
 
 /// What runs a row's frame.
@@ -234,6 +271,9 @@ fn rows() -> Vec<Case> {
         open_mx("IPv6 port 25, SYN answered and its ACK with a valid cookie, run after run (policy synproxy)", fresh_template(V6), XDP_PASS, Handshake(V6)),
         open_mx("port 25, ACK with an invalid cookie (policy synproxy)", forged_ack(OTHER4), XDP_DROP, Port25(Policy::Synproxy)),
         open_mx("IPv6 port 25, ACK with an invalid cookie (policy synproxy)", forged_ack(OTHER6), XDP_DROP, Port25(Policy::Synproxy)),
+        open_mx(SHADOW_PAIRS[0].0, tcp(ALLOWED4, 25), XDP_PASS, Port25(Policy::DropShadowed)),
+        open_mx(SHADOW_PAIRS[1].0, tcp(OTHER4, 25), XDP_DROP, Port25(Policy::DropShadowed)),
+        open_mx(SHADOW_PAIRS[2].0, tcp(OTHER4, 25), XDP_DROP, Port25(Policy::RatelimitShadowed)),
         row("IPv6 port 25, allowlisted", tcp(ALLOWED6, 25), XDP_PASS, AllowList),
         row(
             "IPv6 + hop-by-hop + dest-opts, port 25, dropped",
@@ -275,6 +315,17 @@ impl FreshSyn {
             .with_context(|| format!("no program {}", self.name))?
             .try_into()?)
     }
+}
+
+/// `policy`'s datapath with `candidate` loaded as its shadow policy.
+fn load_shadowed(policy: &str, candidate: &str) -> Result<Datapath> {
+    let mut datapath = load(policy)?;
+    let config =
+        Config::parse(candidate, Path::new("candidate.toml")).context("bench candidate")?;
+    datapath
+        .load_shadow(&config, config.allow.clone(), config.deny.clone())
+        .context("loading the bench's shadow policy")?;
+    Ok(datapath)
 }
 
 fn load(policy: &str) -> Result<Datapath> {
@@ -332,10 +383,14 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
     // The handshakes' flows on maps of their own: a random source that happens to be a row's
     // would let that row's forged ACK through as a known flow.
     let handshake_dp = load(SYNPROXY_POLICY)?;
+    let drop_shadowed_dp = load_shadowed(DROP_POLICY, SHADOW_OF_DROP)?;
+    let ratelimit_shadowed_dp = load_shadowed(RATELIMIT_POLICY, RATELIMIT_POLICY)?;
     let datapath = |policy| match policy {
         Policy::Drop => &drop_dp,
         Policy::Ratelimit => &ratelimit_dp,
         Policy::Synproxy => &synproxy_dp,
+        Policy::DropShadowed => &drop_shadowed_dp,
+        Policy::RatelimitShadowed => &ratelimit_shadowed_dp,
     };
     // One program per runner: a program array slot holds one filter.
     let mut fresh = Vec::new();
@@ -377,11 +432,16 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
     let (pass_prog, drop_prog) = (floor("floor_pass")?, floor("floor_drop")?);
     let rows = rows();
     // The rate-limited row: the first SYN spends the only token; every later one is dropped.
-    for case in rows
-        .iter()
-        .filter(|case| case.runner == Runner::Port25(Policy::Ratelimit))
-    {
-        ratelimit_dp.test_run(&case.frame)?;
+    for case in rows.iter().filter(|case| {
+        matches!(
+            case.runner,
+            Runner::Port25(Policy::Ratelimit | Policy::RatelimitShadowed)
+        )
+    }) {
+        let Runner::Port25(policy) = case.runner else {
+            continue;
+        };
+        datapath(policy).test_run(&case.frame)?;
     }
     let (mut floor_pass, mut floor_drop) = (Vec::new(), Vec::new());
     let mut port25: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
@@ -432,6 +492,9 @@ pub(crate) fn per_packet(settings: &Settings, work: &Path) -> Result<PerPacket> 
                     | Runner::Fresh(_, Some(Policy::Synproxy))
                     | Runner::Handshake(_) => "no SYN cookies in xdp-filter",
                     Runner::Fresh(_, None) => "the bench's own program",
+                    Runner::Port25(Policy::DropShadowed | Policy::RatelimitShadowed) => {
+                        "no shadow policy in xdp-filter"
+                    }
                     _ => "no rate limiting in xdp-filter",
                 }
                 .to_string()),

@@ -43,7 +43,12 @@ pub(super) fn per_packet(s: &mut String, r: &Results) {
          `fresh_handshake` (`fresh_handshake6`), on a `synproxy` datapath of their own: one run \
          a fresh SYN, answered, the next the ACK its client would send back (addresses and ports \
          swapped, the cookie acknowledged), so the row is the mean of the two and the ACK alone \
-         costs about twice the row less the answered SYN's{}. xdp-filter (xdp-tools) \
+         costs about twice the row less the answered SYN's{}. The rows \"a shadow loaded\" run on \
+         the `drop` (or `ratelimit`) datapath with a shadow policy loaded (`port25d shadow load`): \
+         a candidate that agrees on the packet, or one that would admit what `drop` drops (an \
+         open MX with a blocklist, buckets larger than the runs), whose differing SYN also notes \
+         its source at every run; each pairs with the same row without a shadow (Targets). \
+         xdp-filter (xdp-tools) \
          with its closest rule, loaded on a veth and run with `bpftool prog run`: the source \
          denylist rows use `xdp-filter load -p allow` + `xdp-filter ip 198.18.2.66 -m src`; the \
          allowlist rows `xdp-filter load -p deny` + `xdp-filter ip 198.18.1.10 -m src` (it has no \

@@ -137,21 +137,24 @@ impl ShadowTables {
     }
 }
 
+/// The first generation after `live` and `shadow` whose slot neither uses (never 0: no
+/// generation).
+fn next_generation(live: u32, shadow: Option<u32>) -> u32 {
+    let taken = |n: u32| {
+        n == 0 || n % SLOTS == live % SLOTS || shadow.is_some_and(|s| n % SLOTS == s % SLOTS)
+    };
+    let mut next = live.max(shadow.unwrap_or(0)).wrapping_add(1);
+    while taken(next) {
+        next = next.wrapping_add(1);
+    }
+    next
+}
+
 impl Datapath {
     /// The generation a new one (a reload's, a shadow's) is written as: after the live and the
     /// shadow generation, in a slot neither uses.
     pub(super) fn next_generation(&self) -> u32 {
-        let shadow = self.shadow.as_ref().map(|s| s.generation);
-        let taken = |n: u32| {
-            n == 0
-                || n % SLOTS == self.generation % SLOTS
-                || shadow.is_some_and(|s| n % SLOTS == s % SLOTS)
-        };
-        let mut next = self.generation.max(shadow.unwrap_or(0)).wrapping_add(1);
-        while taken(next) {
-            next = next.wrapping_add(1);
-        }
-        next
+        next_generation(self.generation, self.shadow.as_ref().map(|s| s.generation))
     }
 
     /// The shadow generation, if one is loaded.
@@ -297,4 +300,70 @@ fn clear<V: aya::Pod>(datapath: &mut Datapath, name: &'static str) -> Result<(),
         let _ = table.remove(key);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_generation_takes_a_slot_neither_the_live_nor_the_shadow_one_uses() {
+        for live in [1, 2, 3, 7, u32::MAX - 1, u32::MAX] {
+            for shadow in [None, Some(live.wrapping_add(1)), Some(live.wrapping_add(5))] {
+                let next = next_generation(live, shadow);
+                assert_ne!(next, 0);
+                assert_ne!(next % SLOTS, live % SLOTS, "{live} {shadow:?} -> {next}");
+                if let Some(shadow) = shadow.filter(|&s| s != 0) {
+                    assert_ne!(next % SLOTS, shadow % SLOTS, "{live} {shadow} -> {next}");
+                }
+            }
+        }
+        // Without a shadow, the next number.
+        assert_eq!(next_generation(4, None), 5);
+        assert_eq!(next_generation(4, Some(5)), 6);
+    }
+
+    #[test]
+    fn an_effect_follows_each_sides_verdict_and_mode() {
+        let enforce = Modes {
+            live_monitor: false,
+            candidate_monitor: false,
+        };
+        let (admitted, denylisted) = (Reason::Admitted as u32, Reason::Denylisted as u32);
+        assert_eq!(
+            Effect::of(admitted, denylisted, enforce),
+            Effect::NewlyDropped
+        );
+        assert_eq!(
+            Effect::of(denylisted, admitted, enforce),
+            Effect::NewlyPassed
+        );
+        assert_eq!(
+            Effect::of(denylisted, Reason::RateLimited as u32, enforce),
+            Effect::Same
+        );
+        assert_eq!(
+            Effect::of(shadow::NOT_JUDGED, denylisted, enforce),
+            Effect::NewlyDropped
+        );
+        // A candidate in monitor mode drops nothing; a live one in monitor mode neither.
+        let candidate_monitor = Modes {
+            live_monitor: false,
+            candidate_monitor: true,
+        };
+        assert_eq!(
+            Effect::of(denylisted, denylisted, candidate_monitor),
+            Effect::NewlyPassed
+        );
+        let live_monitor = Modes {
+            live_monitor: true,
+            candidate_monitor: false,
+        };
+        assert_eq!(
+            Effect::of(denylisted, denylisted, live_monitor),
+            Effect::NewlyDropped
+        );
+        assert_eq!(side_label(shadow::NOT_JUDGED), "not_judged");
+        assert_eq!(side_label(Reason::SynCookie as u32), "syn_cookie");
+    }
 }

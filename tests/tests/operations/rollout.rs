@@ -112,7 +112,7 @@ fn a_shadow_policy_names_who_it_would_drop_changes_nothing_live_and_is_promoted_
     fs::write(
         &candidate,
         format!(
-            "interfaces = [\"gw0\", \"gw1\"]\npolicy = \"ratelimit\"\n\
+            "interfaces = [\"gw0\", \"gw1\"]\npolicy = \"ratelimit\"\nports = [25, 2525]\n\
              [allow]\ncidrs = [\"{ALLOWED_V4}/32\", \"198.19.9.0/24\"]\n\
              [deny]\ncidrs = [\"{OTHER_V4}/32\"]\n[metrics]\nlisten = \"{METRICS}\"\n"
         ),
@@ -140,6 +140,15 @@ fn a_shadow_policy_names_who_it_would_drop_changes_nothing_live_and_is_promoted_
         );
     }
     send_syns(&lab, LIVE_DENIED, 5);
+    // A port only the candidate protects: judged by it alone.
+    let frame = frames::tcp("198.19.77.7", 2525).to(GW_A_V4).build();
+    thread::scope(|scope| {
+        lab.allowed()
+            .spawn_inside(scope, || PacketSocket::bind("cl0")?.send(&frame))
+            .join()
+            .unwrap()
+    })
+    .unwrap();
     thread::sleep(Duration::from_millis(300));
     assert!(counted(&daemon, "allowlisted") >= allowlisted + 3.0);
     assert_eq!(packets(&daemon.scrape(), "drop", "denylisted"), 5.0);
@@ -161,6 +170,24 @@ fn a_shadow_policy_names_who_it_would_drop_changes_nothing_live_and_is_promoted_
     };
     assert_eq!(names("top_newly_dropped"), [format!("{OTHER_V4}/32")]);
     assert_eq!(names("top_newly_passed"), [format!("{LIVE_DENIED}/32")]);
+    let pair = |live: &str, candidate: &str| {
+        status["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["live"] == live && p["candidate"] == candidate)
+            .map(|p| {
+                (
+                    p["packets"].as_u64().unwrap(),
+                    p["effect"].as_str().unwrap().to_owned(),
+                )
+            })
+    };
+    assert_eq!(
+        pair("not_judged", "admitted"),
+        Some((1, "same".to_owned())),
+        "{status:#}"
+    );
     let dropped = &status["top_newly_dropped"][0];
     assert_eq!(
         (dropped["live"].as_str(), dropped["candidate"].as_str()),

@@ -108,8 +108,9 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         name: "operations",
-        // The safety tests: a closed pipe's exit code (PIPESTATUS), a client run as nobody.
-        tools: &["bash", "setpriv"],
+        // The safety tests: a closed pipe's exit code (PIPESTATUS), a client run as nobody; the
+        // shadow policy's: what the maps hold once it is dropped.
+        tools: &["bash", "setpriv", "bpftool"],
         files: &[],
         smtp: true,
         modules: LAB_MODULES,

@@ -334,6 +334,9 @@ pub(crate) struct Status {
     /// Whether port25d attaches again where a hook was taken away (config `reattach`).
     #[serde(default)]
     pub reattach: bool,
+    /// The shadow policy's config file and since when (unix seconds) it is judged, when loaded.
+    #[serde(default)]
+    pub shadow: Option<(String, u64)>,
 }
 
 /// A hook of port25 that someone else detached.

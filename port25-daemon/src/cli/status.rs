@@ -162,6 +162,13 @@ pub(super) fn render(status: &Status) -> String {
         );
     }
     let now = crate::clock::now_unix();
+    if let Some((config, since)) = &status.shadow {
+        let _ = writeln!(
+            out,
+            "  shadow policy {config}, judged for {} beside the live one (`port25d shadow status`)",
+            humantime::format_duration(std::time::Duration::from_secs(now.saturating_sub(*since)))
+        );
+    }
     for lost in &status.lost {
         let what = match &lost.iface {
             Some(iface) => format!("{iface}: XDP filter"),

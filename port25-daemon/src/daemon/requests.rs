@@ -278,6 +278,10 @@ impl Daemon {
                 .then(|| self.crowdsec_status.lock().to_status()),
             lost: self.lost.iter().map(|lost| lost.status.clone()).collect(),
             reattach: self.config.reattach,
+            shadow: self
+                .shadow
+                .as_ref()
+                .map(|c| (c.path.display().to_string(), c.since)),
         }
     }
 

@@ -126,6 +126,8 @@ fn a_shadow_policy_names_who_it_would_drop_changes_nothing_live_and_is_promoted_
     ]);
     assert_eq!(code, 0, "{err}");
     assert_mentions(&out, &["as the shadow policy", "enforces nothing"]);
+    let (_, status_text, _) = daemon.cli(&["status"]);
+    assert_mentions(&status_text, &["shadow policy", "candidate.toml"]);
 
     // Live traffic: mail from both clients, SYNs from the source the live policy denies.
     let allowlisted = counted(&daemon, "allowlisted");

@@ -357,6 +357,11 @@ impl Datapath {
     pub fn release(mut self, on_exit: OnExit) {
         match on_exit {
             OnExit::Keep => {
+                // The filter goes on enforcing the live policy; a shadow goes with the daemon
+                // (§ Shadow policy: a restart drops it).
+                if let Err(err) = self.drop_shadow() {
+                    tracing::warn!("removing the shadow policy: {err:#}");
+                }
                 for attachment in &self.attachments {
                     tracing::info!(
                         "left the filter attached to {} (on_exit = keep); `port25d detach` removes it",

@@ -29,7 +29,7 @@ use port25_common::{Reason, Settings, Verdict, listed};
 
 use crate::{
     parse::{Addr, Parsed, Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    ratelimit::Buckets,
+    ratelimit::{Buckets, Seen},
     synproxy::Answer,
 };
 
@@ -112,19 +112,26 @@ fn try_port25(ctx: &XdpContext, entry: Entry) -> Result<(u32, Option<(Reason, u3
             } else {
                 0
             };
+            let mut seen = Seen::default();
             if !maps::port_protected(generation, segment.dport)? {
                 if shadow != 0 {
-                    shadow::compare(shadow, settings, None, &segment);
+                    shadow::compare(shadow, settings, None, &segment, &mut seen);
                 }
                 return Ok((xdp_action::XDP_PASS, None));
             }
             let decision = if segment.intact {
-                decide(generation, settings, &segment)
+                decide(generation, settings, &segment, &mut seen)
             } else {
                 Decision::Judged(Reason::Malformed)
             };
             if shadow != 0 {
-                shadow::compare(shadow, settings, Some(decision.reason()), &segment);
+                shadow::compare(
+                    shadow,
+                    settings,
+                    Some(decision.reason()),
+                    &segment,
+                    &mut seen,
+                );
             }
             match decision {
                 Decision::Judged(reason) => reason,
@@ -186,7 +193,7 @@ impl Decision {
 
 /// Steps 2-4 of the decision table for a readable TCP segment to a protected port.
 #[inline(always)]
-fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Decision {
+fn decide(generation: u32, settings: &Settings, segment: &Segment, seen: &mut Seen) -> Decision {
     let source = &segment.addrs.source;
     if let Some(reason) = listed_reason(generation, source) {
         return Decision::Judged(reason);
@@ -198,7 +205,7 @@ fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Decision {
             // Only a new connection attempt spends a token; segments of connections already
             // admitted (and the rest of the handshake) pass.
             if syn {
-                return Decision::Judged(syn_reason(&ratelimit::LIVE, settings, source));
+                return Decision::Judged(syn_reason(&ratelimit::LIVE, settings, source, seen));
             }
             // A plain ACK may complete a handshake the gateway answered: proof of a real source.
             if flags & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK) == TCP_ACK
@@ -210,7 +217,7 @@ fn decide(generation: u32, settings: &Settings, segment: &Segment) -> Decision {
             Decision::Judged(Reason::Admitted)
         }
         Settings::POLICY_SYNPROXY => match syn {
-            true => match syn_reason(&ratelimit::LIVE, settings, source) {
+            true => match syn_reason(&ratelimit::LIVE, settings, source, seen) {
                 Reason::SynCookie => Decision::HandOver,
                 refused => Decision::Judged(refused),
             },
@@ -250,17 +257,22 @@ fn effective_policy(settings: &Settings, source: &Addr) -> u32 {
 /// buckets: `admitted` or `rate_limited` (ratelimit), `syn_cookie` (to be answered) or
 /// `rate_limited` (synproxy), `not_allowlisted` (drop, and any unknown policy).
 #[inline(always)]
-fn syn_reason(tables: &ratelimit::Tables, settings: &Settings, source: &Addr) -> Reason {
+fn syn_reason(
+    tables: &ratelimit::Tables,
+    settings: &Settings,
+    source: &Addr,
+    seen: &mut Seen,
+) -> Reason {
     match effective_policy(settings, source) {
         Settings::POLICY_RATELIMIT => {
-            if ratelimit::admit(tables, settings, source, Buckets::PrefixAndGlobal) {
+            if ratelimit::admit(tables, settings, source, Buckets::PrefixAndGlobal, seen) {
                 Reason::Admitted
             } else {
                 Reason::RateLimited
             }
         }
         Settings::POLICY_SYNPROXY => {
-            if ratelimit::admit(tables, settings, source, Buckets::PrefixOnly) {
+            if ratelimit::admit(tables, settings, source, Buckets::PrefixOnly, seen) {
                 Reason::SynCookie
             } else {
                 Reason::RateLimited

@@ -74,20 +74,21 @@ const UNTRACKED_SAMPLE: u32 = 16;
 /// which a spoofed flood drains. While that bucket is spent, the SYN of an unverified prefix is
 /// dropped before its own bucket is looked at, and so spends none of it.
 #[inline(always)]
-pub(crate) fn admit(tables: &Tables, settings: &Settings, source: &Addr, buckets: Buckets) -> bool {
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+pub(crate) fn admit(
+    tables: &Tables,
+    settings: &Settings,
+    source: &Addr,
+    buckets: Buckets,
+    seen: &mut Seen,
+) -> bool {
+    let now = seen.now();
     let key = source_key(settings, source);
     // `VERIFIED` is read only where it decides: for a SYN its own bucket admits, or one the spent
     // global cap would drop.
-    let verified = || {
-        settings.verified_ttl_ns != 0
-            // SAFETY: the value is a plain u64 read while the program runs.
-            && unsafe { VERIFIED.get(key) }.is_some_and(|&until| until > now)
-    };
-    let shared = || {
+    let verified = |seen: &mut Seen| settings.verified_ttl_ns != 0 && seen.verified(&key);
+    let shared = |seen: &mut Seen| {
         buckets == Buckets::PrefixOnly
-            || verified()
+            || verified(seen)
             || spend_shared(
                 tables.global,
                 now,
@@ -100,7 +101,7 @@ pub(crate) fn admit(tables: &Tables, settings: &Settings, source: &Addr, buckets
     // without reading `SOURCES` (a lookup that misses the cache under a flood of new sources).
     if buckets == Buckets::PrefixAndGlobal
         && spent(tables.global, now, settings.global_tolerance_ns)
-        && !verified()
+        && !verified(seen)
     {
         count_sampled_drop(tables, &key, now);
         return false;
@@ -115,7 +116,7 @@ pub(crate) fn admit(tables: &Tables, settings: &Settings, source: &Addr, buckets
         )
     };
     if let Some(state) = tables.sources.get_ptr_mut(key) {
-        let admitted = own_token(state) && shared();
+        let admitted = own_token(state) && shared(seen);
         count_syn(state, admitted);
         return admitted;
     }
@@ -124,7 +125,7 @@ pub(crate) fn admit(tables: &Tables, settings: &Settings, source: &Addr, buckets
     // for a SYN the global cap admits (their number is bounded by the cap) and else for one SYN in
     // UNTRACKED_SAMPLE: a spoofed flood, whose sources are new at every SYN, costs a lookup, while
     // a source that keeps sending is tracked after a few SYNs.
-    let admitted = shared();
+    let admitted = shared(seen);
     let track = admitted && buckets == Buckets::PrefixAndGlobal
         // SAFETY: a helper without arguments.
         || unsafe { bpf_get_prandom_u32() } % UNTRACKED_SAMPLE == 0;
@@ -151,6 +152,42 @@ pub(crate) fn admit(tables: &Tables, settings: &Settings, source: &Addr, buckets
     let admitted = admitted && own_token(state);
     count_syn(state, admitted);
     admitted
+}
+
+/// What the bucket steps of one packet read once, whichever policy asks (the live one, a
+/// shadow's): the clock, and whether the source's prefix is verified. Plain integers: an
+/// `Option` here reaches the object's BTF as a union the kernel refuses.
+#[derive(Default)]
+pub(crate) struct Seen {
+    /// ns; 0 until read.
+    now: u64,
+    /// The prefix `verified` was read for (family << 32 | length; 0: none yet), and the answer.
+    verified_for: u64,
+    verified: bool,
+}
+
+impl Seen {
+    #[inline(always)]
+    pub(crate) fn now(&mut self) -> u64 {
+        if self.now == 0 {
+            // SAFETY: a helper without arguments.
+            self.now = unsafe { bpf_ktime_get_ns() };
+        }
+        self.now
+    }
+
+    /// A shadow's prefix lengths may differ from the live policy's: the answer is kept for one.
+    #[inline(always)]
+    fn verified(&mut self, key: &SourceKey) -> bool {
+        let prefix = (u64::from(key.family) << 32) | u64::from(key.prefix_len);
+        if self.verified_for != prefix {
+            let now = self.now();
+            // SAFETY: the value is a plain u64 read while the program runs.
+            self.verified = unsafe { VERIFIED.get(key) }.is_some_and(|&until| until > now);
+            self.verified_for = prefix;
+        }
+        self.verified
+    }
 }
 
 /// Counts a SYN of a tracked prefix, admitted or refused.

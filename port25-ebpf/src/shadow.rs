@@ -6,7 +6,6 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray},
 };
@@ -15,7 +14,11 @@ use port25_common::{
     shadow::{self, DifferingSource},
 };
 
-use crate::{maps, parse::Segment, ratelimit};
+use crate::{
+    maps,
+    parse::Segment,
+    ratelimit::{self, Seen},
+};
 
 #[map]
 static SHADOW: Array<u32> = Array::pinned(1, 0);
@@ -34,11 +37,17 @@ pub(crate) fn generation() -> u32 {
 /// Judges a new connection attempt under the shadow generation `candidate` and counts it beside
 /// the live policy's reason (`None`: the live policy does not protect its port).
 #[inline(always)]
-pub(crate) fn compare(candidate: u32, live: &Settings, reason: Option<Reason>, segment: &Segment) {
+pub(crate) fn compare(
+    candidate: u32,
+    live: &Settings,
+    reason: Option<Reason>,
+    segment: &Segment,
+    seen: &mut Seen,
+) {
     let Ok(settings) = maps::settings(candidate) else {
         return;
     };
-    let judged = judge(candidate, settings, segment);
+    let judged = judge(candidate, settings, segment, seen);
     let index = |reason: Option<Reason>| reason.map_or(shadow::NOT_JUDGED, |r| r as u32);
     let (live_index, candidate_index) = (index(reason), index(judged));
     maps::add_one(&SHADOW_COUNTERS, shadow::pair(live_index, candidate_index));
@@ -46,14 +55,19 @@ pub(crate) fn compare(candidate: u32, live: &Settings, reason: Option<Reason>, s
         settings.monitor == 0 && reason.is_some_and(Reason::drops)
     };
     if drops(reason, live) != drops(judged, settings) {
-        note_source(live, segment, live_index, candidate_index);
+        note_source(live, segment, live_index, candidate_index, seen.now());
     }
 }
 
 /// The candidate's reason for a SYN without ACK, as the live policy's `decide` would give it
 /// under the candidate's generation, spending from the shadow's own buckets.
 #[inline(always)]
-fn judge(generation: u32, settings: &Settings, segment: &Segment) -> Option<Reason> {
+fn judge(
+    generation: u32,
+    settings: &Settings,
+    segment: &Segment,
+    seen: &mut Seen,
+) -> Option<Reason> {
     if !maps::port_protected(generation, segment.dport).unwrap_or(false) {
         return None;
     }
@@ -63,16 +77,20 @@ fn judge(generation: u32, settings: &Settings, segment: &Segment) -> Option<Reas
     let source = &segment.addrs.source;
     Some(
         crate::listed_reason(generation, source)
-            .unwrap_or_else(|| crate::syn_reason(&ratelimit::SHADOW, settings, source)),
+            .unwrap_or_else(|| crate::syn_reason(&ratelimit::SHADOW, settings, source, seen)),
     )
 }
 
 /// Notes a source prefix (the live policy's bucket prefix) whose verdict the candidate changes.
 #[inline(always)]
-fn note_source(live: &Settings, segment: &Segment, live_index: u32, candidate_index: u32) {
+fn note_source(
+    live: &Settings,
+    segment: &Segment,
+    live_index: u32,
+    candidate_index: u32,
+    now: u64,
+) {
     let key = ratelimit::source_key(live, &segment.addrs.source);
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
     match SHADOW_SOURCES.get_ptr_mut(&key) {
         // SAFETY: a pointer into the map value; the count is only ever updated atomically, the
         // rest is a last-seen note a racing CPU may overwrite.

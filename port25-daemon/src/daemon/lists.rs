@@ -3,12 +3,11 @@
 
 use tracing::{error, info};
 
-use crate::history::{Actor, Change};
-
 use super::{Daemon, warn_too_many};
 use crate::{
     config::{CidrSet, Config},
     crowdsec::decisions::CrowdsecList,
+    history::{Actor, Change},
     model::ListKind,
     netfilter,
     runtime::RuntimeLists,

@@ -36,7 +36,7 @@ impl Daemon {
             Ok(config) => self.load_candidate(path, config, false, by),
             Err(err) => error(format!(
                 "{err}; the shadow policy is unchanged{}",
-                self.shadow_word()
+                self.still_judged()
             )),
         }
     }
@@ -64,7 +64,7 @@ impl Daemon {
             Err(err) => {
                 error!(
                     "[shadow] config: {err}; the shadow policy is unchanged{}",
-                    self.shadow_word()
+                    self.still_judged()
                 );
                 return;
             }
@@ -98,7 +98,7 @@ impl Daemon {
             return error(format!(
                 "writing the shadow policy into the kernel: {err:#}; the shadow policy is \
                  unchanged{}",
-                self.shadow_word()
+                self.still_judged()
             ));
         }
         let generation = self.datapath.shadow_generation().unwrap_or(0);
@@ -174,7 +174,10 @@ impl Daemon {
             candidate.path.display(),
             self.datapath.generation()
         );
-        if started_with.as_ref() != Some(&candidate.path) {
+        let same_file = started_with.as_ref().is_some_and(|started| {
+            std::fs::canonicalize(started).ok() == std::fs::canonicalize(&candidate.path).ok()
+        });
+        if !same_file {
             message.push_str(&format!(
                 "; port25d was started with {}, which a restart reads again: copy {} over it (or \
                  point the unit at it) to keep this policy after a restart",
@@ -311,8 +314,9 @@ impl Daemon {
         *self.metrics.shadow.lock() = loaded;
     }
 
-    /// ", which judges on" / "" for a refusal's message: whether an earlier shadow goes on.
-    fn shadow_word(&self) -> String {
+    /// " (FILE goes on being judged)" or "", for a refusal's message: whether an earlier shadow
+    /// goes on.
+    fn still_judged(&self) -> String {
         match &self.shadow {
             Some(candidate) => format!(" ({} goes on being judged)", candidate.path.display()),
             None => String::new(),

@@ -34,7 +34,7 @@ use port25_testkit::{
     lab::{
         ALLOWED_V4, Client, Daemon, GW_A_V4, GW_B_V4, Gateway, Lapi, METRICS, Netns, OTHER_V4,
         OTHER_V6, SmtpSink, VethEnd, WorkDir, ip, live_xdp_verdict, metric, metric_sum, poll,
-        require_tools, send_mail, tool, veth,
+        require_tools, run_ok, send_mail, tool, veth,
     },
     require_root,
 };
@@ -366,6 +366,18 @@ fn bans_stay_while_the_lapi_is_down_and_across_a_restart() {
         "the ban survived the restart"
     );
     daemon.assert_logged("kept from the last run are enforced");
+    // The ban the first daemon took in is in the policy's history, with the LAPI that gave it.
+    let history = run_ok(
+        std::process::Command::new(Daemon::binary())
+            .args(["history", "--state-dir"])
+            .arg(lab.work.join("state")),
+    );
+    let ban = history
+        .lines()
+        .find(|line| line.contains("crowdsec by CrowdSec (http://127.0.0.1:8080)"))
+        .unwrap_or_else(|| panic!("no CrowdSec change in the history:\n{history}"));
+    assert!(ban.contains("1 prefixes banned"), "{ban}");
+    assert!(history.contains(&format!("+{OTHER_V4}/32")), "{history}");
 
     // The LAPI back: deltas resume.
     lapi.resume();

@@ -317,7 +317,14 @@ fn a_shadow_policy_names_who_it_would_drop_changes_nothing_live_and_is_promoted_
         "{err}"
     );
 
-    // Each step is in the history, with who.
+    // Each step is in the history, with who, across a restart.
+    daemon.stop();
+    let daemon = lab.start(&candidate, "after-restart.log");
+    assert_eq!(
+        shadow_status(&daemon)["config"],
+        serde_json::Value::Null,
+        "a restart drops a shadow loaded by hand"
+    );
     let (code, history, err) = output(
         Command::new(Daemon::binary())
             .args(["history", "--state-dir"])

@@ -191,7 +191,7 @@ fn effective_list(
     }
 }
 
-fn config_list(config: &Config, list: ListKind) -> &CidrSet {
+pub(super) fn config_list(config: &Config, list: ListKind) -> &CidrSet {
     match list {
         ListKind::Allow => &config.allow,
         ListKind::Deny => &config.deny,

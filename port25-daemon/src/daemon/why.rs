@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use port25_common::{Reason, Settings, Verdict};
 
-use super::Daemon;
+use super::{Daemon, lists::config_list};
 use crate::{
     config::{CidrSet, Config},
     datapath::{BucketState, Buckets, settings_of, tokens},
@@ -160,10 +160,7 @@ impl Daemon {
         let mut entries = Vec::new();
         let config = asked.config;
         for list in [ListKind::Deny, ListKind::Allow] {
-            let config_list = match list {
-                ListKind::Allow => &config.allow,
-                ListKind::Deny => &config.deny,
-            };
+            let config_list = config_list(config, list);
             for len in 0..=host.prefix_len() {
                 let Ok(net) = IpNet::new(host.addr(), len).map(|n| n.trunc()) else {
                     continue;

@@ -7,8 +7,8 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     ffi::CStr,
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::Path,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
@@ -16,12 +16,15 @@ use aya::maps::{Array, Map, MapData};
 use port25_common::{PORT_WORDS, SLOTS, Settings, egress::CONNECT4_PROGRAM, maps, port_bit};
 
 use super::model::*;
+use super::mta::{self, MtaConfig};
+use super::outsider;
 use super::procnet::{Socket, parse_tcp_table, socket_inode};
+use super::smtp;
 use crate::users::{self, is_root};
 use crate::{
     config::cgroup2_root,
     control::{self, Endpoint, Probe},
-    model::{EgressMode, Mode},
+    model::{EgressMode, Mode, Policy},
     pins::PinDir,
     proto::EgressStatus,
 };
@@ -184,6 +187,171 @@ unsafe fn sockaddr_ip(addr: *const libc::sockaddr) -> Option<IpAddr> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The mail server
+// ---------------------------------------------------------------------------------------------
+
+/// What the audit asks of the mail server (`port25d audit`'s flags).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MailChecks {
+    /// Sockets and the filter only: no conversation with the mail server, no MTA configuration.
+    pub filter_only: bool,
+    /// The operator forbids the open-relay probe.
+    pub no_relay_probe: bool,
+    /// Postfix's configuration directory (`postconf -c`); else postconf's default.
+    pub postfix_config: Option<PathBuf>,
+}
+
+/// Talks to each SMTP listener as a client would, asks each port-25 listener to relay from the
+/// probe's namespace, reads the MTA's configuration, and asks the daemon how its policy judges
+/// the addresses the MTA receives mail from.
+pub(super) fn read_mail(
+    host: &Host,
+    filter: &FilterView,
+    daemon: &Endpoint,
+    checks: &MailChecks,
+) -> MailView {
+    if checks.filter_only {
+        return MailView::default();
+    }
+    let mut offers = Vec::new();
+    let mut asked = HashSet::new();
+    for socket in smtp_listeners(host) {
+        let target = SocketAddr::new(local_target(socket.local.ip()), socket.local.port());
+        if asked.insert(target) {
+            let port = socket.local.port();
+            offers.push(Looked {
+                port,
+                listener: socket.local,
+                offer: smtp::look(target, port == 465),
+            });
+        }
+    }
+    let mta = mta::read(checks.postfix_config.as_deref());
+    MailView {
+        looked: true,
+        offers,
+        relay_probe: relay_probe(host, checks),
+        inbound_verdicts: mta
+            .as_ref()
+            .map(|mta| inbound_verdicts(mta, filter, daemon))
+            .unwrap_or_default(),
+        mta,
+    }
+}
+
+/// Sockets listening on an SMTP port.
+fn smtp_listeners(host: &Host) -> impl Iterator<Item = &Socket> {
+    host.sockets.iter().filter(|s| {
+        s.state == super::procnet::TcpState::LISTEN && SMTP_PORTS.contains(&s.local.port())
+    })
+}
+
+/// Where a client on this host reaches a listener on `ip`: loopback for a wildcard.
+fn local_target(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    }
+}
+
+/// Asks each port-25 listener the network reaches to relay, from the probe's own namespace.
+fn relay_probe(host: &Host, checks: &MailChecks) -> RelayProbe {
+    if checks.no_relay_probe {
+        return RelayProbe::No {
+            why: "open-relay probe skipped (--no-relay-probe)".to_owned(),
+        };
+    }
+    let mut targets: Vec<(SocketAddr, SocketAddr)> = Vec::new();
+    let mut ipv6_only = Vec::new();
+    for socket in smtp_listeners(host).filter(|s| s.local.port() == 25) {
+        let ip = match socket.local.ip() {
+            ip if ip.is_loopback() => continue,
+            ip if ip.is_unspecified() => IpAddr::V4(outsider::HOST_END),
+            IpAddr::V4(v4) => IpAddr::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    ipv6_only.push(socket.local.to_string());
+                    continue;
+                }
+            },
+        };
+        let target = SocketAddr::new(ip, 25);
+        if !targets.iter().any(|(_, t)| *t == target) {
+            targets.push((socket.local, target));
+        }
+    }
+    if targets.is_empty() {
+        let why = if ipv6_only.is_empty() {
+            "open-relay probe not run: nothing the network reaches listens on port 25".to_owned()
+        } else {
+            format!(
+                "open-relay probe not run: the probe speaks IPv4, and port 25 listens on {} only",
+                ipv6_only.join(", ")
+            )
+        };
+        return RelayProbe::No { why };
+    }
+    let in_use: Vec<IpAddr> = host
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addrs.iter().copied())
+        .collect();
+    let probed = outsider::from_outside(&in_use, |source| {
+        let tries = targets
+            .iter()
+            .map(|(listener, target)| RelayTry {
+                listener: *listener,
+                target: *target,
+                answer: smtp::ask_to_relay(*target, source),
+            })
+            .collect();
+        (source, tries)
+    });
+    match probed {
+        Ok((source, tries)) => RelayProbe::Yes { source, tries },
+        Err(why) => RelayProbe::No {
+            why: format!("open-relay probe not run: {why}"),
+        },
+    }
+}
+
+/// The live policy's verdict, by `port25d why`, for each address the MTA receives mail from,
+/// while the policy drops what no list allows. Empty when no daemon answers.
+fn inbound_verdicts(
+    mta: &MtaConfig,
+    filter: &FilterView,
+    daemon: &Endpoint,
+) -> Vec<InboundVerdict> {
+    if filter.source != ViewSource::Daemon || filter.policy != Some(Policy::Drop) {
+        return Vec::new();
+    }
+    let relayhosts = mta.relayhosts.iter().flat_map(|relayhost| {
+        relayhost
+            .addrs
+            .iter()
+            .map(move |addr| (*addr, format!("the smart host {}", relayhost.written)))
+    });
+    let filters = mta
+        .mail_filters
+        .iter()
+        .map(|addr| (*addr, "the content filter".to_owned()));
+    relayhosts
+        .chain(filters)
+        .filter(|(addr, _)| !addr.is_loopback())
+        .filter_map(|(addr, role)| {
+            let why = control::why(daemon, &addr.to_string(), 25).ok()?;
+            Some(InboundVerdict {
+                addr,
+                role,
+                verdict: why.verdict,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Where the filter is
 // ---------------------------------------------------------------------------------------------
 
@@ -214,6 +382,7 @@ pub(super) fn read_filter(daemon: &Endpoint, pin_dir: &Path) -> FilterView {
                 view.ports.clone_from(&status.ports);
                 view.ports_from = ViewSource::Daemon;
                 view.monitor = status.mode == Mode::Monitor;
+                view.policy = Some(status.policy);
                 view.egress = egress_of(daemon, &status.egress, &mut view.notes);
                 return view;
             }
@@ -260,6 +429,10 @@ fn egress_of(daemon: &Endpoint, status: &EgressStatus, notes: &mut Vec<String>) 
         cgroup: status.cgroup.clone(),
         pinned: false,
         refused: Vec::new(),
+        ports: status.ports.clone(),
+        smart_hosts: status.smart_hosts.clone(),
+        allow_users: status.allow_users.clone(),
+        allow_cgroups: status.allow_cgroups.clone(),
     };
     if status.mode == EgressMode::Off {
         return view;

@@ -13,8 +13,8 @@ use crate::model::EgressMode;
 /// Peers listed per finding; the rest are counted.
 const MAX_PEERS: usize = 5;
 
-/// Judges what `host` has against where `filter` is attached.
-pub(super) fn judge(host: &Host, filter: &FilterView) -> Report {
+/// Judges what `host` has against where `filter` is attached, and the mail server by `mail`.
+pub(super) fn judge(host: &Host, filter: &FilterView, mail: MailView) -> Report {
     let exposed: Vec<String> = host
         .interfaces
         .iter()
@@ -45,7 +45,16 @@ pub(super) fn judge(host: &Host, filter: &FilterView) -> Report {
     // Connections: inbound sessions by local port; outbound by owner and remote port.
     let mut inbound: BTreeMap<u16, Vec<&Socket>> = BTreeMap::new();
     let mut outbound: BTreeMap<OutboundKey, Vec<&Socket>> = BTreeMap::new();
-    for socket in host.sockets.iter().filter(|s| s.state != TcpState::LISTEN) {
+    // The relay probe's sessions (this audit's or an earlier one's, in TIME_WAIT) are not clients.
+    let from_probe = |s: &&Socket| match s.remote.ip() {
+        IpAddr::V4(v4) => super::outsider::PROBE_LINK.contains(&v4),
+        IpAddr::V6(_) => false,
+    };
+    for socket in host
+        .sockets
+        .iter()
+        .filter(|s| s.state != TcpState::LISTEN && !from_probe(s))
+    {
         let (local, remote) = (socket.local.port(), socket.remote.port());
         let is_smtp = |port| SMTP_PORTS.contains(&port);
         if is_smtp(local) && (listening_ports.contains(&local) || !is_smtp(remote)) {
@@ -88,12 +97,14 @@ pub(super) fn judge(host: &Host, filter: &FilterView) -> Report {
     }
 
     findings.extend(judge_egress(&filter.egress));
+    findings.extend(super::mail::judge_mail(host, filter, &mail));
 
     findings.sort_by_key(|f| (f.kind, f.port, f.address, f.level));
     Report {
         smtp_ports: SMTP_PORTS.to_vec(),
         interfaces: exposed,
         filter: filter.clone(),
+        mail,
         summary: Summary::of(&findings),
         findings,
     }

@@ -10,8 +10,10 @@ use std::{
 
 use serde::Serialize;
 
+use super::mta::{MtaConfig, MtaKind};
 use super::procnet::Socket;
-use crate::model::{EgressMode, XdpMode};
+use super::smtp::{Offer, RelayAnswer};
+use crate::model::{EgressMode, Policy, XdpMode};
 
 /// The SMTP ports the audit looks at: relay (25), submission over TLS (465), submission (587).
 pub(crate) const SMTP_PORTS: [u16; 3] = [25, 465, 587];
@@ -131,6 +133,8 @@ pub(crate) struct FilterView {
     pub ports_from: ViewSource,
     /// Monitor mode: would-be drops are counted, nothing is dropped.
     pub monitor: bool,
+    /// The inbound policy for sources no list decides (known from the running daemon only).
+    pub policy: Option<Policy>,
     /// What went wrong while finding out (an unreachable daemon, unreadable pins).
     pub notes: Vec<String>,
     /// The egress guard.
@@ -150,6 +154,12 @@ pub(crate) struct EgressView {
     pub pinned: bool,
     /// Processes the guard refused (in monitor mode: would have), from the daemon's kept events.
     pub refused: Vec<Refused>,
+    /// The guarded destination ports, smart hosts (CIDRs), users (`name (uid)`) and cgroups
+    /// allowed anywhere: from the running daemon (empty from the pins).
+    pub ports: Vec<u16>,
+    pub smart_hosts: Vec<String>,
+    pub allow_users: Vec<String>,
+    pub allow_cgroups: Vec<String>,
 }
 
 /// A process the egress guard refused, as its kept events tell.
@@ -176,6 +186,7 @@ impl FilterView {
             ports: DEFAULT_PORTS.to_vec(),
             ports_from: ViewSource::Nothing,
             monitor: false,
+            policy: None,
             notes: Vec::new(),
             egress: EgressView::default(),
         }
@@ -193,6 +204,8 @@ impl FilterView {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Level {
+    /// The mail server relays for strangers: act first.
+    OpenRelay,
     /// An SMTP listener reachable where no filter is attached: act.
     NotProtected,
     /// Something to look at (outbound SMTP from a process that is not an MTA): act.
@@ -218,6 +231,12 @@ pub(crate) enum Kind {
     Filter,
     /// The egress guard, and what it refused.
     Egress,
+    /// What a listener offers a mail client: STARTTLS, AUTH, TLS on 465.
+    Submission,
+    /// Whether the mail server relays for an outsider.
+    Relay,
+    /// The MTA's configuration against port25's policy.
+    Mta,
 }
 
 /// Who holds a socket.
@@ -333,12 +352,108 @@ pub(crate) enum Advice {
         connects: u64,
         monitor: bool,
     },
+    /// A listener that does not speak SMTP to a client (no greeting, a refused connect).
+    NotSmtp { port: u16, error: String },
+    /// 465 without TLS from the first byte.
+    NoImplicitTls { error: String },
+    /// 587 without STARTTLS.
+    NoStartTls { port: u16 },
+    /// STARTTLS offered, but no TLS session came of it.
+    StartTlsBroken { port: u16, error: String },
+    /// AUTH offered before STARTTLS: passwords in clear.
+    AuthBeforeStartTls { port: u16, mechanisms: Vec<String> },
+    /// AUTH not offered in clear, but taken when asked.
+    AuthTakenInClear { port: u16, reply: String },
+    /// A submission port that offers no AUTH even over TLS.
+    NoAuthOverTls { port: u16 },
+    /// A submission port as it should be.
+    SubmissionSound {
+        port: u16,
+        mechanisms: Vec<String>,
+        implicit_tls: bool,
+    },
+    /// Port 25 offers no AUTH in clear; `starttls`: it offers STARTTLS.
+    RelayPortSound { starttls: bool },
+    /// Port 25 is closed to clients (policy drop) and no submission port listens.
+    NowhereToSubmit,
+    /// The relay probe's RCPT to an outside domain was accepted.
+    OpenRelay { source: IpAddr, reply: String },
+    /// The relay probe was refused.
+    RelayRefused { source: IpAddr, reply: String },
+    /// The relay probe could not tell.
+    RelayUnknown { reason: String },
+    /// The relay probe did not run.
+    RelayProbeSkipped { why: String },
+    /// The MTA's configuration that was read (`summary`: what it says, in short).
+    MtaRead { read_with: String, summary: String },
+    /// Neither Postfix's nor Exim's configuration tool is here.
+    NoMtaConfig,
+    /// The egress guard refuses the MTA's smart host.
+    RelayhostRefused {
+        mta: MtaKind,
+        relayhost: String,
+        addrs: Vec<IpAddr>,
+        port: u16,
+        enforce: bool,
+    },
+    /// The smart host is one of the guard's.
+    RelayhostAllowed { relayhost: String },
+    /// The smart host's name does not resolve.
+    RelayhostUnresolved { relayhost: String, error: String },
+    /// A smart host is set but outbound SMTP is not guarded.
+    GuardOffWithRelayhost { mta: MtaKind, addrs: Vec<IpAddr> },
+    /// The MTA delivers to MX hosts itself, and the guard allows neither its user nor its cgroup.
+    DirectDeliveryRefused {
+        mta: MtaKind,
+        user: String,
+        enforce: bool,
+    },
+    /// The MTA delivers to MX hosts itself, as an allowed user or cgroup.
+    DirectDeliveryAllowed { user: String },
+    /// The MTA relays for every address.
+    RelaysForAnyone {
+        mta: MtaKind,
+        network: String,
+        file: String,
+    },
+    /// The MTA relays for a public range.
+    RelaysForPublicRange {
+        mta: MtaKind,
+        network: String,
+        file: String,
+    },
+    /// The inbound policy drops an address the MTA receives mail from.
+    DropsMtaPeer { addr: IpAddr, role: String },
 }
 
 impl Advice {
     /// How urgent it is.
     pub(crate) fn level(&self) -> Level {
         match self {
+            Self::OpenRelay { .. } | Self::RelaysForAnyone { .. } => Level::OpenRelay,
+            Self::NotSmtp { .. }
+            | Self::NoImplicitTls { .. }
+            | Self::NoStartTls { .. }
+            | Self::StartTlsBroken { .. }
+            | Self::AuthBeforeStartTls { .. }
+            | Self::AuthTakenInClear { .. }
+            | Self::NoAuthOverTls { .. }
+            | Self::NowhereToSubmit
+            | Self::RelayhostRefused { .. }
+            | Self::RelayhostUnresolved { .. }
+            | Self::GuardOffWithRelayhost { .. }
+            | Self::DirectDeliveryRefused { .. }
+            | Self::RelaysForPublicRange { .. }
+            | Self::DropsMtaPeer { .. } => Level::Check,
+            Self::SubmissionSound { .. }
+            | Self::RelayPortSound { .. }
+            | Self::RelayRefused { .. }
+            | Self::RelayhostAllowed { .. }
+            | Self::DirectDeliveryAllowed { .. } => Level::Ok,
+            Self::RelayUnknown { .. }
+            | Self::RelayProbeSkipped { .. }
+            | Self::MtaRead { .. }
+            | Self::NoMtaConfig => Level::Info,
             Self::PortLeftOut { .. } | Self::AttachTo { .. } | Self::EgressDetached { .. } => {
                 Level::NotProtected
             }
@@ -416,6 +531,7 @@ impl Finding {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct Summary {
     pub needs_action: bool,
+    pub open_relay: usize,
     pub not_protected: usize,
     pub check: usize,
     pub ok: usize,
@@ -427,23 +543,30 @@ impl Summary {
         let mut summary = Self::default();
         for finding in findings {
             match finding.level {
+                Level::OpenRelay => summary.open_relay += 1,
                 Level::NotProtected => summary.not_protected += 1,
                 Level::Check => summary.check += 1,
                 Level::Ok => summary.ok += 1,
                 Level::Info => summary.info += 1,
             }
         }
-        summary.needs_action = summary.not_protected + summary.check > 0;
+        summary.needs_action = summary.open_relay + summary.not_protected + summary.check > 0;
         summary
     }
 
-    /// "2 findings need action (1 NOT PROTECTED, 1 CHECK); 3 ok, 1 info".
+    /// "2 findings need action (1 NOT PROTECTED, 1 CHECK); 3 ok, 1 info", with "N OPEN RELAY"
+    /// first when there is one.
     pub(crate) fn line(&self) -> String {
         let rest = format!("{} ok, {} info", self.ok, self.info);
         if self.needs_action {
-            let total = self.not_protected + self.check;
+            let total = self.open_relay + self.not_protected + self.check;
+            let open_relay = if self.open_relay > 0 {
+                format!("{} OPEN RELAY, ", self.open_relay)
+            } else {
+                String::new()
+            };
             format!(
-                "{total} finding{} need{} action ({} NOT PROTECTED, {} CHECK); {rest}",
+                "{total} finding{} need{} action ({open_relay}{} NOT PROTECTED, {} CHECK); {rest}",
                 if total == 1 { "" } else { "s" },
                 if total == 1 { "s" } else { "" },
                 self.not_protected,
@@ -462,6 +585,72 @@ pub(crate) struct Report {
     /// Interfaces that are up, loopback left out.
     pub interfaces: Vec<String>,
     pub filter: FilterView,
+    /// What the mail server said and its configuration holds.
+    pub mail: MailView,
     pub findings: Vec<Finding>,
     pub summary: Summary,
+}
+
+/// The mail server as a client, an outsider and its configuration show it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct MailView {
+    /// Whether it was looked at (not with `--filter-only`).
+    pub looked: bool,
+    /// What each SMTP listener offered a client on this host.
+    pub offers: Vec<Looked>,
+    pub relay_probe: RelayProbe,
+    /// The MTA's configuration; `None` when neither Postfix's nor Exim's tool is here.
+    pub mta: Option<MtaConfig>,
+    /// How the live inbound policy judges a SYN to port 25 from each address the MTA receives
+    /// mail from (its smart hosts, its content filter): the verdict of `port25d why`.
+    pub inbound_verdicts: Vec<InboundVerdict>,
+}
+
+/// One listener's offer.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Looked {
+    pub port: u16,
+    /// The listening address.
+    pub listener: SocketAddr,
+    pub offer: Offer,
+}
+
+/// The open-relay probe's outcome.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "ran", rename_all = "snake_case")]
+pub(crate) enum RelayProbe {
+    /// It did not run, and why.
+    No { why: String },
+    /// It asked each port-25 listener.
+    Yes {
+        source: IpAddr,
+        tries: Vec<RelayTry>,
+    },
+}
+
+impl Default for RelayProbe {
+    fn default() -> Self {
+        Self::No {
+            why: "not asked".to_owned(),
+        }
+    }
+}
+
+/// One listener asked to relay.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct RelayTry {
+    pub listener: SocketAddr,
+    /// Where the probe connected (the host's end of its link for a wildcard listener).
+    pub target: SocketAddr,
+    pub answer: RelayAnswer,
+}
+
+/// The live policy's verdict for an address the MTA receives mail from.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct InboundVerdict {
+    pub addr: IpAddr,
+    /// "the relayhost [198.18.5.5]:25", "the content filter".
+    pub role: String,
+    /// `port25d why`'s verdict: `pass`, `drop`, `would_drop`, ...
+    pub verdict: String,
 }

@@ -4,6 +4,7 @@
 use std::fmt::{self, Write as _};
 
 use super::model::*;
+use super::mta::MtaKind;
 use crate::model::EgressMode;
 
 /// The report as text: what was looked at, the filter, the findings grouped by kind, a summary.
@@ -26,6 +27,9 @@ pub(super) fn render(report: &Report) -> String {
         (Kind::Inbound, "Inbound SMTP sessions"),
         (Kind::Filter, "Filter"),
         (Kind::Egress, "Egress guard (outbound SMTP)"),
+        (Kind::Submission, "The mail server as a client sees it"),
+        (Kind::Relay, "Open relay, tried as an outsider"),
+        (Kind::Mta, "The MTA's configuration against port25's"),
     ];
     let mut last_title = "";
     for (kind, title) in sections {
@@ -219,7 +223,193 @@ impl fmt::Display for Advice {
                     "refused"
                 }
             ),
+            Self::NotSmtp { port, error } => write!(
+                f,
+                "CHECK: port {port} does not speak SMTP to a client ({error}): check the service \
+                 listening there"
+            ),
+            Self::NoImplicitTls { error } => write!(
+                f,
+                "CHECK: port 465 does not speak TLS from the first byte ({error}): Postfix: \
+                 `-o smtpd_tls_wrappermode=yes` on the smtps service in master.cf"
+            ),
+            Self::NoStartTls { port } => write!(
+                f,
+                "CHECK: port {port} offers no STARTTLS: passwords would cross in clear: Postfix: \
+                 `-o smtpd_tls_security_level=encrypt` on the submission service in master.cf, \
+                 with smtpd_tls_cert_file and smtpd_tls_key_file in main.cf"
+            ),
+            Self::StartTlsBroken { port, error } => write!(
+                f,
+                "CHECK: port {port} offers STARTTLS but the handshake failed ({error}): Postfix: \
+                 check smtpd_tls_cert_file and smtpd_tls_key_file in main.cf"
+            ),
+            Self::AuthBeforeStartTls { port, mechanisms } => write!(
+                f,
+                "CHECK: port {port} offers AUTH {} before STARTTLS: a client may send its password \
+                 in clear: Postfix: smtpd_tls_auth_only = yes in main.cf",
+                mechanisms.join(" ")
+            ),
+            Self::AuthTakenInClear { port, reply } => write!(
+                f,
+                "CHECK: port {port} does not offer AUTH in clear but began it when asked ({reply}): \
+                 Postfix: smtpd_tls_auth_only = yes in main.cf"
+            ),
+            Self::NoAuthOverTls { port } => write!(
+                f,
+                "CHECK: port {port} offers no AUTH even over TLS: clients cannot authenticate: \
+                 Postfix: `-o smtpd_sasl_auth_enable=yes` on its service in master.cf, with a SASL \
+                 backend (smtpd_sasl_type)"
+            ),
+            Self::SubmissionSound {
+                port,
+                mechanisms,
+                implicit_tls,
+            } => {
+                let how = if *implicit_tls {
+                    "TLS from the first byte"
+                } else {
+                    "STARTTLS"
+                };
+                write!(
+                    f,
+                    "ok: port {port}: {how}, then AUTH {}; no AUTH in clear",
+                    mechanisms.join(" ")
+                )
+            }
+            Self::RelayPortSound { starttls } => {
+                f.write_str("ok: port 25 offers no AUTH in clear")?;
+                if !*starttls {
+                    f.write_str(
+                        " (nor STARTTLS: mail from other servers crosses in clear; Postfix: \
+                         smtpd_tls_security_level = may)",
+                    )?;
+                }
+                Ok(())
+            }
+            Self::NowhereToSubmit => f.write_str(
+                "CHECK: where will your users submit mail? run a submission service on 587 \
+                 (Postfix: the `submission inet` line of master.cf) before closing 25 to them",
+            ),
+            Self::OpenRelay { source, reply } => write!(
+                f,
+                "OPEN RELAY: it accepted mail from {source}, an address it has no reason to trust, \
+                 to an outside domain ({reply}): anyone can send spam through it; Postfix: \
+                 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, \
+                 reject_unauth_destination and mynetworks of your own networks only, in main.cf"
+            ),
+            Self::RelayRefused { source, reply } => {
+                write!(f, "ok: refused to relay for {source} ({reply})")
+            }
+            Self::RelayUnknown { reason } => write!(
+                f,
+                "info: could not tell whether it relays ({reason}); a firewall of this host, or \
+                 port25's egress guard refusing this process, can stop the probe"
+            ),
+            Self::RelayProbeSkipped { why } => write!(f, "info: {why}"),
+            Self::MtaRead { read_with, summary } => {
+                write!(f, "info: read with `{read_with}`: {summary}")
+            }
+            Self::NoMtaConfig => f.write_str(
+                "info: the MTA's configuration is not compared with port25's: only Postfix's \
+                 (postconf) and Exim's (exim -bP) are read; Sendmail, OpenSMTPD and others are not",
+            ),
+            Self::RelayhostRefused {
+                mta,
+                relayhost,
+                addrs,
+                port,
+                enforce,
+            } => {
+                let outcome = if *enforce {
+                    "refuses its outbound mail (it bounces after retries)"
+                } else {
+                    "would refuse its outbound mail once it enforces"
+                };
+                write!(
+                    f,
+                    "CHECK: {relayhost} ({} port {port}) is not among [egress] smart_hosts: the \
+                     guard {outcome}: add smart_hosts = [{}] to [egress] in port25.toml, or fix {} \
+                     in {mta}'s configuration",
+                    join_ips(addrs),
+                    quoted_ips(addrs),
+                    mta.relayhost_key()
+                )
+            }
+            Self::RelayhostAllowed { relayhost } => {
+                write!(f, "ok: {relayhost} is a smart host of the egress guard")
+            }
+            Self::RelayhostUnresolved { relayhost, error } => write!(
+                f,
+                "CHECK: {relayhost}: {error}: the MTA cannot reach it either; write its address"
+            ),
+            Self::GuardOffWithRelayhost { mta, addrs } => write!(
+                f,
+                "CHECK: {mta} sends through a smart host, but outbound port 25 stays open to every \
+                 process on this host: add to port25.toml: [egress] mode = \"enforce\", \
+                 smart_hosts = [{}] (mode = \"monitor\" first shows who else sends)",
+                quoted_ips(addrs)
+            ),
+            Self::DirectDeliveryRefused { mta, user, enforce } => {
+                let outcome = if *enforce {
+                    "refuses its mail"
+                } else {
+                    "would refuse its mail once it enforces"
+                };
+                write!(
+                    f,
+                    "CHECK: {mta} delivers to MX hosts itself, and the egress guard allows \
+                     neither its user {user} nor its cgroup, so it {outcome}: add allow_users = \
+                     [\"{user}\"] to [egress] in port25.toml, or send through a smart host ({})",
+                    mta.relayhost_key()
+                )
+            }
+            Self::DirectDeliveryAllowed { user } => write!(
+                f,
+                "ok: the egress guard lets it through (user {user} or its cgroup is allowed)"
+            ),
+            Self::RelaysForAnyone { mta, network, file } => write!(
+                f,
+                "OPEN RELAY: {} holds {network}: every address may relay through it: remove it \
+                 from {} in {file} (keep loopback and your own networks)",
+                mta.relay_networks_key(),
+                mta.relay_networks_key()
+            ),
+            Self::RelaysForPublicRange { mta, network, file } => write!(
+                f,
+                "CHECK: {} holds the public range {network}: every host in it may relay without \
+                 authentication: keep only your own hosts in {} ({file})",
+                mta.relay_networks_key(),
+                mta.relay_networks_key()
+            ),
+            Self::DropsMtaPeer { addr, role } => write!(
+                f,
+                "CHECK: the inbound policy is drop and no allow entry covers {addr} ({role}): \
+                 mail it sends to this host is dropped: add \"{addr}\" to `allow` in \
+                 port25.toml (or `port25d allow add {addr}`)"
+            ),
         }
+    }
+}
+
+/// "198.18.5.5, 2001:db8::5".
+fn join_ips(addrs: &[std::net::IpAddr]) -> String {
+    let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    addrs.join(", ")
+}
+
+/// "\"198.18.5.5\", \"2001:db8::5\"": as a TOML array's items.
+fn quoted_ips(addrs: &[std::net::IpAddr]) -> String {
+    let addrs: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    addrs.join(", ")
+}
+
+impl fmt::Display for MtaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Postfix => "Postfix",
+            Self::Exim => "Exim",
+        })
     }
 }
 
@@ -293,7 +483,7 @@ mod tests {
             unknown_owner_hint: String::new(),
         };
         let filter = FilterView::nothing("/run/port25/control.sock", "/sys/fs/bpf/port25");
-        let text = render(&super::super::judge(&host, &filter));
+        let text = render(&super::super::judge(&host, &filter, MailView::default()));
         let expected = "\
 port25d audit of SMTP ports 25, 465, 587; network interfaces up: gw0
 filter: not attached anywhere (no port25d answers on /run/port25/control.sock, nothing pinned in /sys/fs/bpf/port25); port25d protects port 25 by default

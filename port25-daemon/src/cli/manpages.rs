@@ -70,7 +70,7 @@ fn daemon_sections() -> String {
         (
             "2",
             "A command line clap refuses (an unknown option, a value it cannot parse); for \
-             audit: a finding says NOT PROTECTED or CHECK.",
+             audit: a finding says OPEN RELAY, NOT PROTECTED or CHECK.",
         ),
         (
             "3",

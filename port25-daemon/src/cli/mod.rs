@@ -140,14 +140,40 @@ enum Command {
         action: EgressAction,
     },
     /// Check what listens on or connects to SMTP ports (25, 465, 587), by process, and whether
-    /// the filter covers every interface a listener is reachable on; a verdict per finding.
-    /// Exit 0 when nothing needs action, 2 when a finding says NOT PROTECTED or CHECK, 1 on error.
+    /// the filter covers every interface a listener is reachable on; then the mail server itself:
+    /// each listener as a mail client sees it (587: STARTTLS, then AUTH, never AUTH in clear;
+    /// 465: TLS from the first byte; 25: no AUTH before STARTTLS), whether port 25 relays for an
+    /// outsider, and whether the MTA's configuration (Postfix by postconf, Exim by exim -bP)
+    /// agrees with port25's: its smart host among the egress guard's, the guard on when it has
+    /// one, no public or catch-all range in mynetworks, no address it receives from dropped.
+    /// A verdict per finding, each naming its fix.
+    ///
+    /// The open-relay probe runs from a network namespace of its own, joined to this host by a
+    /// veth pair, as 198.19.255.254 (RFC 2544's benchmarking range, which no mail server trusts
+    /// by default): MAIL FROM <port25-audit@example.com>, RCPT TO <relay-probe@example.net>,
+    /// then RSET and QUIT: never DATA, so nothing is queued. It connects only to this host's own
+    /// listeners, which the host delivers locally: nothing is forwarded or leaves the host. The
+    /// namespace has no name and goes with the audit, also when it is killed. It needs root.
+    ///
+    /// Exit 0 when nothing needs action, 2 when a finding says OPEN RELAY, NOT PROTECTED or CHECK,
+    /// 1 on error.
     ///
     /// Example: port25d audit --json
     Audit {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Do not ask the mail server to relay (on hosts where the operator forbids the probe).
+        #[arg(long)]
+        no_relay_probe: bool,
+        /// Look at sockets, processes and the filter only: no conversation with the mail server,
+        /// no relay probe, no MTA configuration read.
+        #[arg(long)]
+        filter_only: bool,
+        /// The Postfix instance's configuration directory (`postconf -c DIR`), when it is not
+        /// the default one.
+        #[arg(long, value_name = "DIR")]
+        postfix_config: Option<std::path::PathBuf>,
         #[command(flatten)]
         pins: PinArgs,
         #[command(flatten)]
@@ -497,8 +523,20 @@ pub fn main() -> ExitCode {
                     client,
                 },
         } => egress::log(&client.endpoint(), json, follow).map(|()| 0),
-        Command::Audit { json, pins, client } => {
-            audit::audit(&client.endpoint(), &pins.pin_dir, json)
+        Command::Audit {
+            json,
+            no_relay_probe,
+            filter_only,
+            postfix_config,
+            pins,
+            client,
+        } => {
+            let checks = audit::MailChecks {
+                filter_only,
+                no_relay_probe,
+                postfix_config,
+            };
+            audit::audit(&client.endpoint(), &pins.pin_dir, &checks, json)
         }
         Command::Why {
             address,

@@ -138,7 +138,7 @@ fn attached(iface: &str, mode: XdpMode) -> Attached {
 #[test]
 fn wildcard_listener_without_filter_is_not_protected_on_every_interface() {
     let host = host(vec![listen("0.0.0.0:25", 10)], &[(10, postfix())]);
-    let report = judge(&host, &nothing());
+    let report = judge(&host, &nothing(), MailView::default());
     let finding = listener(&report, 25);
     assert_eq!(finding.level, Level::NotProtected);
     assert_eq!(finding.reachable_on, ["eth0", "eth1"]);
@@ -161,7 +161,11 @@ fn wildcard_listener_without_filter_is_not_protected_on_every_interface() {
 #[test]
 fn listener_on_an_unfiltered_interface_names_the_interface_to_add() {
     let host = host(vec![listen("[::]:25", 10)], &[(10, postfix())]);
-    let report = judge(&host, &daemon(&[("eth0", "native")], &[25]));
+    let report = judge(
+        &host,
+        &daemon(&[("eth0", "native")], &[25]),
+        MailView::default(),
+    );
     let finding = listener(&report, 25);
     assert_eq!(finding.filtered_on, ["eth0"]);
     assert_eq!(
@@ -186,13 +190,16 @@ fn listener_covered_everywhere_is_ok_and_says_how() {
         monitor,
         pinned_only: false,
     };
-    let report = judge(&host, &filter);
+    let report = judge(&host, &filter, MailView::default());
     assert_eq!(listener(&report, 25).verdict, filtered(false));
     // The info: the egress guard is off.
     assert_eq!(report.summary.line(), "nothing needs action: 1 ok, 1 info");
 
     filter.monitor = true;
-    assert_eq!(listener(&judge(&host, &filter), 25).verdict, filtered(true));
+    assert_eq!(
+        listener(&judge(&host, &filter, MailView::default()), 25).verdict,
+        filtered(true)
+    );
 }
 
 #[test]
@@ -205,7 +212,11 @@ fn listener_on_a_specific_address_needs_only_its_interface() {
         ],
         &[(10, postfix()), (11, postfix())],
     );
-    let report = judge(&host, &daemon(&[("eth1", "native")], &[25]));
+    let report = judge(
+        &host,
+        &daemon(&[("eth1", "native")], &[25]),
+        MailView::default(),
+    );
     let listeners = only(&report, Kind::Listener);
     assert_eq!(listeners.len(), 2);
     let at = |address: &str| {
@@ -229,7 +240,7 @@ fn loopback_listeners_are_local_only() {
         vec![listen("127.0.0.1:25", 10), listen("[::1]:587", 11)],
         &[(10, postfix()), (11, postfix())],
     );
-    let report = judge(&host, &nothing());
+    let report = judge(&host, &nothing(), MailView::default());
     for port in [25, 587] {
         assert_eq!(listener(&report, port).verdict, Advice::LocalOnly);
     }
@@ -242,14 +253,22 @@ fn submission_ports_are_open_by_design_unless_protected() {
         vec![listen("0.0.0.0:587", 10), listen("0.0.0.0:465", 11)],
         &[(10, postfix()), (11, postfix())],
     );
-    let report = judge(&host, &daemon(&[("eth0", "native")], &[25]));
+    let report = judge(
+        &host,
+        &daemon(&[("eth0", "native")], &[25]),
+        MailView::default(),
+    );
     for port in [465, 587] {
         let finding = listener(&report, port);
         assert_eq!(finding.unfiltered_on, ["eth0", "eth1"]);
         assert_eq!(finding.verdict, Advice::SubmissionOpen { port });
     }
     // Protected, it is judged like 25: eth1 lacks the filter.
-    let report = judge(&host, &daemon(&[("eth0", "native")], &[25, 587]));
+    let report = judge(
+        &host,
+        &daemon(&[("eth0", "native")], &[25, 587]),
+        MailView::default(),
+    );
     let sub = listener(&report, 587);
     assert_eq!(sub.level, Level::NotProtected);
     assert_eq!(sub.unfiltered_on, ["eth1"]);
@@ -259,7 +278,7 @@ fn submission_ports_are_open_by_design_unless_protected() {
 fn port_25_left_out_of_the_ports_is_not_protected() {
     let host = host(vec![listen("0.0.0.0:25", 10)], &[(10, postfix())]);
     let filter = daemon(&[("eth0", "native"), ("eth1", "native")], &[2525]);
-    let finding = judge(&host, &filter);
+    let finding = judge(&host, &filter, MailView::default());
     assert_eq!(
         listener(&finding, 25).verdict,
         Advice::PortLeftOut { ports: vec![2525] }
@@ -272,6 +291,7 @@ fn unknown_owner_is_said_and_does_not_change_the_verdict() {
     let report = judge(
         &host,
         &daemon(&[("eth0", "native"), ("eth1", "native")], &[25]),
+        MailView::default(),
     );
     let finding = listener(&report, 25);
     assert_eq!(finding.level, Level::Ok);
@@ -288,7 +308,7 @@ fn unknown_owner_is_said_and_does_not_change_the_verdict() {
 #[test]
 fn no_listener_is_said() {
     let host = host(Vec::new(), &[]);
-    let report = judge(&host, &nothing());
+    let report = judge(&host, &nothing(), MailView::default());
     let kinds: Vec<Kind> = report.findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, [Kind::NoListener, Kind::Egress]);
     assert_eq!(report.findings[0].level, Level::Ok);
@@ -334,7 +354,7 @@ fn outbound_smtp_from_a_script_is_to_check_from_the_mta_ok() {
             (52, process(901, "smtp", "/usr/lib/postfix/sbin/smtp")),
         ],
     );
-    let report = judge(&host, &nothing());
+    let report = judge(&host, &nothing(), MailView::default());
     assert_eq!(only(&report, Kind::Outbound).len(), 3, "{report:#?}");
     let perl = outbound_to(&report, "192.0.2.7:25");
     assert_eq!(perl.connections, 2);
@@ -395,7 +415,7 @@ fn outbound_to_this_host_is_local_and_unknown_holders_are_to_check() {
             (61, process(910, "smtpd", "/usr/lib/postfix/sbin/smtpd")),
         ],
     );
-    let report = judge(&host, &nothing());
+    let report = judge(&host, &nothing(), MailView::default());
     assert_eq!(only(&report, Kind::Outbound).len(), 2, "{report:#?}");
     let local = outbound_to(&report, "127.0.0.1:25");
     assert_eq!(local.verdict, Advice::LocalHandoff);
@@ -441,6 +461,7 @@ fn inbound_sessions_are_counted_per_port_with_few_peers_listed() {
     let report = judge(
         &host,
         &daemon(&[("eth0", "native"), ("eth1", "native")], &[25]),
+        MailView::default(),
     );
     let inbound = only(&report, Kind::Inbound);
     assert_eq!(inbound.len(), 1);
@@ -459,6 +480,7 @@ fn attached_interface_missing_here_is_noted() {
             &[("eth0", "native"), ("eth1", "native"), ("gw0", "skb")],
             &[25],
         ),
+        MailView::default(),
     );
     let filter = only(&report, Kind::Filter);
     assert_eq!(filter.len(), 1);
@@ -474,7 +496,11 @@ fn attached_interface_missing_here_is_noted() {
 fn service_address_on_loopback_is_reachable_everywhere() {
     let mut host = host(vec![listen("192.0.2.25:25", 10)], &[(10, postfix())]);
     host.interfaces[0].addrs.push(ip("192.0.2.25"));
-    let report = judge(&host, &daemon(&[("eth0", "native")], &[25]));
+    let report = judge(
+        &host,
+        &daemon(&[("eth0", "native")], &[25]),
+        MailView::default(),
+    );
     let finding = listener(&report, 25);
     assert_eq!(finding.reachable_on, ["eth0", "eth1"]);
     assert_eq!(finding.level, Level::NotProtected);
@@ -500,6 +526,7 @@ fn mta_names() {
 fn summary_lines() {
     let summary = Summary {
         needs_action: true,
+        open_relay: 0,
         not_protected: 1,
         check: 1,
         ok: 3,
@@ -508,6 +535,16 @@ fn summary_lines() {
     assert_eq!(
         summary.line(),
         "2 findings need action (1 NOT PROTECTED, 1 CHECK); 3 ok, 1 info"
+    );
+    let relay = Summary {
+        needs_action: true,
+        open_relay: 2,
+        check: 1,
+        ..Summary::default()
+    };
+    assert_eq!(
+        relay.line(),
+        "3 findings need action (2 OPEN RELAY, 0 NOT PROTECTED, 1 CHECK); 0 ok, 0 info"
     );
     let one = Summary {
         needs_action: true,
@@ -551,6 +588,7 @@ fn the_egress_guard_is_judged_with_what_it_refused() {
             connects: 12,
             destinations: vec!["192.0.2.7:25".to_owned()],
         }],
+        ..EgressView::default()
     };
     let found = levels(&guarded);
     assert_eq!(found[0].0, Level::Ok);

@@ -29,8 +29,15 @@ pub(crate) const PACKAGES: &[Package] = &[
     Package {
         name: "postfix",
         lab: true,
-        why: "smtp-sink and smtp-source: the labs' SMTP server and load",
+        why: "smtp-sink and smtp-source: the labs' SMTP server and load; a private Postfix \
+              instance for the audit's mail-server checks",
         check: Check::Installed("smtp-sink"),
+    },
+    Package {
+        name: "openssl",
+        lab: false,
+        why: "the private Postfix instance's self-signed certificate (STARTTLS, TLS on 465)",
+        check: Check::Runs(&["openssl", "version"]),
     },
     Package {
         name: "swaks",

@@ -19,6 +19,7 @@ mod daemon;
 mod fake_lapi;
 mod gateway;
 mod netns;
+mod postfix;
 mod process;
 mod prometheus;
 mod smtp;
@@ -42,7 +43,8 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use self::{
     addresses::*, bpffs::*, capture::*, cgroup::*, crowdsec::*, daemon::*, fake_lapi::*,
-    gateway::*, netns::*, process::*, prometheus::*, smtp::*, wire::*, workdir::*, xdp_pass::*,
+    gateway::*, netns::*, postfix::*, process::*, prometheus::*, smtp::*, wire::*, workdir::*,
+    xdp_pass::*,
 };
 
 /// How often the `poll` loops look again.

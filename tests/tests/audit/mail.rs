@@ -1,0 +1,286 @@
+//! `port25d audit` checks the mail server: a real Postfix (a private instance of this test's own:
+//! its own main.cf, master.cf, queue and log in the work directory), configured three ways, with
+//! port25d on the gateway and its egress guard on a cgroup this test made.
+//!
+//! ```text
+//!   gw   gw0 198.18.43.1/24 ──── peer  cl0 198.18.43.2/24
+//!        Postfix on 0.0.0.0:25 (+ 0.0.0.0:587 submission: STARTTLS required, SASL by a stub)
+//!        port25d on gw0; [egress] smart host 198.18.43.9; the relay probe's own namespace,
+//!        198.19.255.254, joined to gw by a veth pair for the audit's duration
+//! ```
+//!
+//! 1. Well configured (relayhost the guard's smart host, mynetworks loopback, AUTH only after
+//!    STARTTLS): nothing needs action, exit 0; before port25d runs, the guard being off while a
+//!    relayhost is set is a CHECK naming the `[egress]` lines.
+//! 2. An open relay (`mynetworks = 0.0.0.0/0`, AUTH in clear): OPEN RELAY twice (the probe, the
+//!    configuration) and CHECK on AUTH before STARTTLS, exit 2; `--no-relay-probe` asks nothing.
+//! 3. A relayhost the guard does not allow, policy drop, no submission service: three CHECKs.
+//!
+//! Every probe session ends after RCPT with RSET and QUIT (Postfix's own count of the session's
+//! commands shows no DATA), the queue stays empty, and no probe interface is left behind.
+
+use std::{ffi::OsStr, fs, time::Duration};
+
+use port25_testkit::{
+    lab::{BpfFs, Cgroup, Client, Daemon, Gateway, Postfix, PostfixSetup, WorkDir, require_tools},
+    require_root,
+};
+
+use super::{Audit, NEEDS_ACTION, Places};
+
+/// The smart host the egress guard allows, and one it does not.
+const SMART_HOST: &str = "198.18.43.9";
+const STRANGER: &str = "198.18.43.77";
+
+/// The probe's source address: how Postfix's log names its sessions.
+const PROBE_CLIENT: &str = "unknown[198.19.255.254]";
+
+fn well_configured() -> PostfixSetup {
+    PostfixSetup {
+        main_cf: format!(
+            "mynetworks = 127.0.0.0/8\nsmtpd_tls_auth_only = yes\nrelayhost = [{SMART_HOST}]:25"
+        ),
+        submission: true,
+    }
+}
+
+fn open_relay() -> PostfixSetup {
+    PostfixSetup {
+        main_cf: format!(
+            "mynetworks = 0.0.0.0/0\nsmtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n\
+             relayhost = [{SMART_HOST}]:25"
+        ),
+        submission: true,
+    }
+}
+
+fn stranger_relayhost() -> PostfixSetup {
+    PostfixSetup {
+        main_cf: format!(
+            "mynetworks = 127.0.0.0/8\nsmtpd_tls_auth_only = yes\nrelayhost = [{STRANGER}]:25"
+        ),
+        submission: false,
+    }
+}
+
+/// port25.toml: the filter on gw0 with `policy`, the guard enforcing on `cgroup`.
+fn write_config(work: &WorkDir, policy: &str, cgroup: &Cgroup) -> std::path::PathBuf {
+    let path = work.join("port25.toml");
+    fs::write(
+        &path,
+        format!(
+            "interfaces = [\"gw0\"]\nports = [25]\npolicy = \"{policy}\"\nmode = \"enforce\"\n\
+             [egress]\nmode = \"enforce\"\nports = [25]\nsmart_hosts = [\"{SMART_HOST}\"]\n\
+             cgroup = \"{}\"\n",
+            cgroup.path().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The probe's sessions in Postfix's log: each `disconnect` line with its command counts.
+fn probe_sessions(postfix: &Postfix) -> Vec<String> {
+    postfix
+        .log()
+        .lines()
+        .filter(|line| line.contains(&format!("disconnect from {PROBE_CLIENT}")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The probe asked RCPT, then RSET and QUIT, and never DATA; nothing is queued; its interface is
+/// gone. `sessions`: how many probe sessions the log should hold by now.
+fn assert_probe_left_nothing(gw: &port25_testkit::lab::Netns, postfix: &Postfix, sessions: usize) {
+    let seen = probe_sessions(postfix);
+    assert_eq!(seen.len(), sessions, "probe sessions: {seen:#?}");
+    for session in &seen {
+        assert!(
+            session.contains(" rcpt=") && session.contains(" rset=1 quit=1"),
+            "the probe should ask RCPT then RSET and QUIT: {session}"
+        );
+        assert!(
+            !session.contains("data=") && !session.contains("bdat="),
+            "the probe sent DATA: {session}"
+        );
+    }
+    assert!(
+        postfix.queued().is_empty(),
+        "the probe left mail in the queue: {:?}",
+        postfix.queued()
+    );
+    let links = gw.ip(&["-o", "link", "show"]);
+    assert!(
+        !links.contains("p25audit"),
+        "the probe's veth is still there:\n{links}"
+    );
+}
+
+#[test]
+fn audit_checks_a_real_postfix_three_ways() {
+    require_root();
+    require_tools(&["ip", "ss", "postfix", "postconf", "openssl", "chown"]);
+    Daemon::binary();
+    let work = WorkDir::new("audit-mail");
+    let lab = Gateway::new("amail", &[Client::new("peer", 43, 2)]);
+    let gw = &lab.gw;
+    let bpffs = BpfFs::mount("amail");
+    let cgroup = Cgroup::new("amail");
+    let places = Places {
+        pin_dir: bpffs.pin_dir(),
+        socket: work.join("control.sock"),
+    };
+    let postfix = Postfix::start(gw, &work, &well_configured());
+    let config_dir = postfix.config_dir();
+    let args: [&OsStr; 2] = ["--postfix-config".as_ref(), config_dir.as_os_str()];
+
+    // ---- 0. before port25d: a relayhost while the guard is off ------------------------------
+    let audit = Audit::run_with(gw, &places, false, &args);
+    audit.assert_code(NEEDS_ACTION);
+    let verdict = audit.verdict(&format!(
+        "relayhost [{SMART_HOST}]:25 with the egress guard off"
+    ));
+    assert!(
+        verdict.starts_with(
+            "CHECK: Postfix sends through a smart host, but outbound port 25 stays open"
+        ) && verdict.contains(&format!(
+            "[egress] mode = \"enforce\", smart_hosts = [\"{SMART_HOST}\"]"
+        )),
+        "{verdict}"
+    );
+    assert_probe_left_nothing(gw, &postfix, 1);
+
+    // ---- 1. well configured, port25d on gw0 with the guard enforcing: nothing to do --------
+    let config = write_config(&work, "ratelimit", &cgroup);
+    let state_dir = work.join("state");
+    // On the host's mounts, as on a gateway: the guard needs the cgroup2 mount.
+    let mut daemon = Daemon::start_with_host_mounts(
+        gw,
+        None,
+        &config,
+        "127.0.0.1:9743".parse().unwrap(),
+        &work.join("port25d.log"),
+        &places.daemon_args(&state_dir),
+    );
+    let audit = Audit::run_with(gw, &places, false, &args);
+    audit.assert_code(0);
+    assert_eq!(
+        audit.verdict("port 587 (0.0.0.0:587), asked at 127.0.0.1:587"),
+        "ok: port 587: STARTTLS, then AUTH PLAIN LOGIN; no AUTH in clear"
+    );
+    assert_eq!(
+        audit.verdict("port 25 (0.0.0.0:25), asked at 127.0.0.1:25"),
+        "ok: port 25 offers no AUTH in clear"
+    );
+    let relay =
+        audit.verdict("port 25 (0.0.0.0:25), asked at 198.19.255.253:25 from 198.19.255.254");
+    assert!(
+        relay.starts_with("ok: refused to relay for 198.19.255.254 (")
+            && relay.contains("Relay access denied"),
+        "{relay}"
+    );
+    assert_eq!(
+        audit.verdict(&format!("relayhost [{SMART_HOST}]:25")),
+        format!("ok: [{SMART_HOST}]:25 is a smart host of the egress guard")
+    );
+    assert_probe_left_nothing(gw, &postfix, 2);
+
+    // ---- 2. an open relay, with AUTH in clear ------------------------------------------------
+    postfix.reconfigure(&open_relay());
+    let audit = Audit::run_with(gw, &places, false, &args);
+    audit.assert_code(NEEDS_ACTION);
+    let relay =
+        audit.verdict("port 25 (0.0.0.0:25), asked at 198.19.255.253:25 from 198.19.255.254");
+    assert!(
+        relay.starts_with("OPEN RELAY: it accepted mail from 198.19.255.254")
+            && relay.contains("(250 2.1.5 Ok)"),
+        "{relay}"
+    );
+    assert!(
+        audit
+            .verdict("mynetworks holds 0.0.0.0/0")
+            .starts_with(&format!(
+                "OPEN RELAY: mynetworks holds 0.0.0.0/0: every address may relay through it: remove it from mynetworks in {}/main.cf",
+                config_dir.display()
+            )),
+        "{}",
+        audit.out
+    );
+    assert_eq!(
+        audit.verdict("port 25 (0.0.0.0:25), asked at 127.0.0.1:25"),
+        "CHECK: port 25 offers AUTH PLAIN LOGIN before STARTTLS: a client may send its password in clear: Postfix: smtpd_tls_auth_only = yes in main.cf"
+    );
+    assert!(
+        audit
+            .out
+            .contains("3 findings need action (2 OPEN RELAY, 0 NOT PROTECTED, 1 CHECK)"),
+        "{}",
+        audit.out
+    );
+    // The accepted RCPT was the last thing it asked: RSET, QUIT, nothing queued.
+    assert_probe_left_nothing(gw, &postfix, 3);
+    assert!(
+        probe_sessions(&postfix)[2].contains("mail=1 rcpt=1 rset=1 quit=1"),
+        "{:?}",
+        probe_sessions(&postfix)
+    );
+    let json = Audit::run_with(gw, &places, true, &args);
+    json.assert_code(NEEDS_ACTION);
+    for expected in [
+        "\"level\": \"open_relay\"",
+        "\"answer\": \"accepted\"",
+        "\"ran\": \"yes\"",
+        "\"source\": \"198.19.255.254\"",
+    ] {
+        assert!(
+            json.out.contains(expected),
+            "no {expected} in:\n{}",
+            json.out
+        );
+    }
+    assert_probe_left_nothing(gw, &postfix, 4);
+    // The operator's opt-out: no probe session, and the report says it was skipped.
+    let mut no_probe = args.to_vec();
+    no_probe.push("--no-relay-probe".as_ref());
+    let audit = Audit::run_with(gw, &places, false, &no_probe);
+    audit.assert_code(NEEDS_ACTION);
+    assert_eq!(
+        audit.verdict("open-relay probe: not run"),
+        "info: open-relay probe skipped (--no-relay-probe)"
+    );
+    assert_probe_left_nothing(gw, &postfix, 4);
+
+    // ---- 3. a relayhost the guard refuses, policy drop, no submission service ---------------
+    postfix.reconfigure(&stranger_relayhost());
+    write_config(&work, "drop", &cgroup);
+    daemon.hup();
+    daemon.wait_for_log("reload by SIGHUP", Duration::from_secs(10));
+    let audit = Audit::run_with(gw, &places, false, &args);
+    audit.assert_code(NEEDS_ACTION);
+    let verdict = audit.verdict(&format!("relayhost [{STRANGER}]:25"));
+    assert!(
+        verdict.starts_with(&format!(
+            "CHECK: [{STRANGER}]:25 ({STRANGER} port 25) is not among [egress] smart_hosts: the guard refuses its outbound mail"
+        )) && verdict.contains(&format!("add smart_hosts = [\"{STRANGER}\"] to [egress]")),
+        "{verdict}"
+    );
+    assert_eq!(
+        audit.verdict(&format!(
+            "{STRANGER} (the smart host [{STRANGER}]:25) sending to port 25: drop"
+        )),
+        format!(
+            "CHECK: the inbound policy is drop and no allow entry covers {STRANGER} (the smart host [{STRANGER}]:25): mail it sends to this host is dropped: add \"{STRANGER}\" to `allow` in port25.toml (or `port25d allow add {STRANGER}`)"
+        )
+    );
+    assert!(
+        audit
+            .verdict(
+                "port 25 is closed to clients (policy drop), and nothing listens on 587 or 465"
+            )
+            .starts_with("CHECK: where will your users submit mail?"),
+        "{}",
+        audit.out
+    );
+    assert_probe_left_nothing(gw, &postfix, 5);
+    drop(daemon);
+}

@@ -420,7 +420,7 @@ fn port25_and_xdp_filter_share_a_libxdp_dispatcher() {
     assert!(reaches_stack(&net, 8080));
     let audit = bpffs
         .command(&net.gw, Daemon::binary())
-        .args(["audit", "--control-socket"])
+        .args(["audit", "--filter-only", "--control-socket"])
         .arg(work.join("control.sock"))
         .env("NO_COLOR", "1")
         .output()

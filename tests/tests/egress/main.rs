@@ -410,7 +410,12 @@ fn only_smart_hosts_and_allowed_processes_get_outbound_smtp() {
     );
     // The audit says the guard covers the test's cgroup, and names who it refused.
     let pins = lab.bpf.pin_dir();
-    let (code, audit, err) = daemon.cli(&["audit", "--pin-dir", pins.to_str().unwrap()]);
+    let (code, audit, err) = daemon.cli(&[
+        "audit",
+        "--filter-only",
+        "--pin-dir",
+        pins.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2, "a CHECK finding: {audit}{err}");
     assert_mentions(
         &audit,

@@ -44,7 +44,9 @@ fn judge_offer(looked: &Looked) -> Vec<Finding> {
         .map_or_else(|| looked.listener.to_string(), |t| t.to_string());
     let what = format!("port {port} ({}), asked at {target}", looked.listener);
     let mut advice = Vec::new();
-    if let Some(error) = &offer.silent {
+    if offer.refused_here {
+        advice.push(Advice::AuditRefusedHere { port });
+    } else if let Some(error) = &offer.silent {
         advice.push(if port == 465 {
             Advice::NoImplicitTls {
                 error: error.clone(),
@@ -153,6 +155,7 @@ fn judge_relay_probe(probe: &RelayProbe) -> Vec<Finding> {
                     RelayAnswer::Unknown(reason) => Advice::RelayUnknown {
                         reason: reason.clone(),
                     },
+                    RelayAnswer::RefusedHere(_) => Advice::AuditRefusedHere { port: 25 },
                 };
                 let mut finding = Finding::new(Kind::Relay, what, advice);
                 finding.port = Some(25);

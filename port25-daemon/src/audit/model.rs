@@ -384,6 +384,8 @@ pub(crate) enum Advice {
     RelayUnknown { reason: String },
     /// The relay probe did not run.
     RelayProbeSkipped { why: String },
+    /// This host refused the audit's own connect to `port` (EPERM).
+    AuditRefusedHere { port: u16 },
     /// The MTA's configuration that was read (`summary`: what it says, in short).
     MtaRead { read_with: String, summary: String },
     /// Neither Postfix's nor Exim's configuration tool is here.
@@ -452,6 +454,7 @@ impl Advice {
             | Self::DirectDeliveryAllowed { .. } => Level::Ok,
             Self::RelayUnknown { .. }
             | Self::RelayProbeSkipped { .. }
+            | Self::AuditRefusedHere { .. }
             | Self::MtaRead { .. }
             | Self::NoMtaConfig => Level::Info,
             Self::PortLeftOut { .. } | Self::AttachTo { .. } | Self::EgressDetached { .. } => {

@@ -307,6 +307,13 @@ impl fmt::Display for Advice {
                  port25's egress guard refusing this process, can stop the probe"
             ),
             Self::RelayProbeSkipped { why } => write!(f, "info: {why}"),
+            Self::AuditRefusedHere { port } => write!(
+                f,
+                "info: not asked: this host refused the audit's own connect to port {port} \
+                 (EPERM): port25's egress guard judges the audit as any process; run it from a \
+                 cgroup in [egress] allow_cgroups (`systemd-run --scope --slice=SLICE port25d \
+                 audit`) to ask"
+            ),
             Self::MtaRead { read_with, summary } => {
                 write!(f, "info: read with `{read_with}`: {summary}")
             }

@@ -37,6 +37,9 @@ pub(crate) struct Offer {
     /// Why there was no SMTP conversation (no greeting, a refused connect, a TLS failure at
     /// connect on 465); `None` when there was one.
     pub silent: Option<String>,
+    /// This host refused the audit's own connect (EPERM): a cgroup hook such as port25's egress
+    /// guard judged it; the listener was not asked.
+    pub refused_here: bool,
     /// TLS from the first byte (465).
     pub implicit_tls: bool,
     /// EHLO's STARTTLS keyword (before TLS).
@@ -80,6 +83,7 @@ pub(crate) fn look(target: SocketAddr, implicit_tls: bool) -> Offer {
     let mut conn = match connected {
         Ok(conn) => conn,
         Err(err) => {
+            offer.refused_here = refused_here(&err);
             offer.silent = Some(err.to_string());
             return offer;
         }
@@ -127,6 +131,8 @@ pub(crate) enum RelayAnswer {
     /// The conversation ended before RCPT could be asked (a refused connect, a 5xx greeting or
     /// MAIL FROM): it cannot be told.
     Unknown(String),
+    /// This host refused the probe's connect (EPERM), as [`Offer::refused_here`].
+    RefusedHere(String),
 }
 
 /// From `source`, asks the server at `target` to take mail from [`PROBE_SENDER`] to
@@ -135,6 +141,7 @@ pub(crate) fn ask_to_relay(target: SocketAddr, source: IpAddr) -> RelayAnswer {
     let mut conn =
         match SmtpConnection::connect(target, Some(TIMEOUT), &hello(), None, Some(source)) {
             Ok(conn) => conn,
+            Err(err) if refused_here(&err) => return RelayAnswer::RefusedHere(err.to_string()),
             Err(err) => return RelayAnswer::Unknown(err.to_string()),
         };
     let answer = match conn.command(format!("MAIL FROM:<{PROBE_SENDER}>\r\n")) {
@@ -147,6 +154,22 @@ pub(crate) fn ask_to_relay(target: SocketAddr, source: IpAddr) -> RelayAnswer {
     let _ = conn.command(Rset);
     let _ = conn.command(Quit);
     answer
+}
+
+/// Whether `err` is this host refusing the connect (EPERM): port25's egress guard, or another
+/// cgroup hook, judges the audit as it judges any process.
+fn refused_here(err: &lettre::transport::smtp::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// TLS that takes any certificate: the audit asks whether TLS is offered, not whom to trust.

@@ -184,6 +184,29 @@ fn audit_checks_a_real_postfix_three_ways() {
         format!("ok: [{SMART_HOST}]:25 is a smart host of the egress guard")
     );
     assert_probe_left_nothing(gw, &postfix, 2);
+    // From inside the guarded cgroup, the guard refuses the audit's own connects to port 25: it
+    // says so, asks nothing there, and still asks 587, which the guard leaves alone.
+    let guarded = Audit::run_in_cgroup(gw, &places, cgroup.path(), &args);
+    guarded.assert_code(0);
+    let refused = "info: not asked: this host refused the audit's own connect to port 25 (EPERM): port25's egress guard judges the audit as any process";
+    for headline in [
+        "port 25 (0.0.0.0:25), asked at 127.0.0.1:25",
+        "port 25 (0.0.0.0:25), asked at 198.19.255.253:25 from 198.19.255.254",
+    ] {
+        assert!(
+            guarded.verdict(headline).starts_with(refused),
+            "{headline}: {}",
+            guarded.out
+        );
+    }
+    assert!(
+        guarded
+            .verdict("port 587 (0.0.0.0:587), asked at 127.0.0.1:587")
+            .starts_with("ok: port 587: STARTTLS"),
+        "{}",
+        guarded.out
+    );
+    assert_probe_left_nothing(gw, &postfix, 2);
 
     // ---- 2. an open relay, with AUTH in clear ------------------------------------------------
     postfix.reconfigure(&open_relay());
@@ -210,10 +233,14 @@ fn audit_checks_a_real_postfix_three_ways() {
         audit.verdict("port 25 (0.0.0.0:25), asked at 127.0.0.1:25"),
         "CHECK: port 25 offers AUTH PLAIN LOGIN before STARTTLS: a client may send its password in clear: Postfix: smtpd_tls_auth_only = yes in main.cf"
     );
+    // The fourth: the guard names the audit it refused in step 1, as it would any process.
     assert!(
         audit
             .out
-            .contains("3 findings need action (2 OPEN RELAY, 0 NOT PROTECTED, 1 CHECK)"),
+            .contains("4 findings need action (2 OPEN RELAY, 0 NOT PROTECTED, 2 CHECK)")
+            && audit.out.contains(
+                "CHECK: port25d tried outbound SMTP to servers that are not smart hosts 2 times (refused)"
+            ),
         "{}",
         audit.out
     );

@@ -19,7 +19,7 @@ use std::{
     ffi::OsStr,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -67,6 +67,24 @@ impl Audit {
 
     /// `port25d audit [--json] ARGS` inside `ns`.
     fn run_with(ns: &Netns, places: &Places, json: bool, args: &[&OsStr]) -> Self {
+        let label = if json { " --json" } else { "" };
+        Self::finish(&mut Self::command(ns, places, json, args), label)
+    }
+
+    /// Like [`Audit::run_with`], from inside `cgroup` (where an egress guard may judge it).
+    fn run_in_cgroup(ns: &Netns, places: &Places, cgroup: &Path, args: &[&OsStr]) -> Self {
+        let audit = Self::command(ns, places, false, args);
+        let mut cmd = Command::new(tool("sh"));
+        cmd.args(["-c", "echo 0 > \"$0/cgroup.procs\" && exec \"$@\""])
+            .arg(cgroup)
+            .arg(audit.get_program())
+            .args(audit.get_args())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        Self::finish(&mut cmd, &format!(" in {}", cgroup.display()))
+    }
+
+    fn command(ns: &Netns, places: &Places, json: bool, args: &[&OsStr]) -> Command {
         let mut cmd = ns.command(Daemon::binary());
         cmd.arg("audit")
             .args(args)
@@ -79,17 +97,17 @@ impl Audit {
         if json {
             cmd.arg("--json");
         }
+        cmd
+    }
+
+    fn finish(cmd: &mut Command, label: &str) -> Self {
         let out = cmd.output().unwrap();
         let audit = Self {
             code: out.status.code().unwrap_or(-1),
             out: String::from_utf8_lossy(&out.stdout).into_owned(),
             err: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
-        println!(
-            "---- port25d audit{} ----\n{}",
-            if json { " --json" } else { "" },
-            audit.out
-        );
+        println!("---- port25d audit{label} ----\n{}", audit.out);
         audit
     }
 

@@ -215,7 +215,7 @@ pub(super) fn read_mail(
     }
     let mut offers = Vec::new();
     let mut asked = HashSet::new();
-    for socket in smtp_listeners(host) {
+    for socket in host.listeners() {
         let target = SocketAddr::new(local_target(socket.local.ip()), socket.local.port());
         if asked.insert(target) {
             let port = socket.local.port();
@@ -239,13 +239,6 @@ pub(super) fn read_mail(
     }
 }
 
-/// Sockets listening on an SMTP port.
-fn smtp_listeners(host: &Host) -> impl Iterator<Item = &Socket> {
-    host.sockets.iter().filter(|s| {
-        s.state == super::procnet::TcpState::LISTEN && SMTP_PORTS.contains(&s.local.port())
-    })
-}
-
 /// Where a client on this host reaches a listener on `ip`: loopback for a wildcard.
 fn local_target(ip: IpAddr) -> IpAddr {
     match ip {
@@ -264,7 +257,7 @@ fn relay_probe(host: &Host, checks: &MailChecks) -> RelayProbe {
     }
     let mut targets: Vec<(SocketAddr, SocketAddr)> = Vec::new();
     let mut ipv6_only = Vec::new();
-    for socket in smtp_listeners(host).filter(|s| s.local.port() == 25) {
+    for socket in host.listeners().filter(|s| s.local.port() == 25) {
         let ip = match socket.local.ip() {
             ip if ip.is_loopback() => continue,
             ip if ip.is_unspecified() => IpAddr::V4(outsider::HOST_END),

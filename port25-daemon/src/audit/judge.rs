@@ -22,11 +22,11 @@ pub(super) fn judge(host: &Host, filter: &FilterView, mail: MailView) -> Report 
         .map(|i| i.name.clone())
         .collect();
     let mut findings = Vec::new();
-    let listening_ports: BTreeSet<u16> = listeners(host).map(|s| s.local.port()).collect();
+    let listening_ports: BTreeSet<u16> = host.listeners().map(|s| s.local.port()).collect();
 
     // Listeners, one finding per listening address (SO_REUSEPORT groups are one).
     let mut by_address: BTreeMap<SocketAddr, Vec<&Socket>> = BTreeMap::new();
-    for socket in listeners(host) {
+    for socket in host.listeners() {
         by_address.entry(socket.local).or_default().push(socket);
     }
     for (address, sockets) in &by_address {
@@ -160,12 +160,6 @@ fn judge_egress(egress: &EgressView) -> Vec<Finding> {
         finding
     });
     std::iter::once(guard).chain(refused).collect()
-}
-
-fn listeners(host: &Host) -> impl Iterator<Item = &Socket> {
-    host.sockets
-        .iter()
-        .filter(|s| s.state == TcpState::LISTEN && SMTP_PORTS.contains(&s.local.port()))
 }
 
 /// Whether `ip` is this host's own: loopback, or an address of one of its interfaces.

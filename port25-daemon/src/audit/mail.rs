@@ -23,7 +23,7 @@ pub(super) fn judge_mail(host: &Host, filter: &FilterView, mail: &MailView) -> V
     if let Some(finding) = nowhere_to_submit(host, filter) {
         findings.push(finding);
     }
-    findings.extend(judge_relay_probe(&mail.relay_probe));
+    findings.extend(judge_relay_probe(&mail.relay_probe, mail.mta.as_ref()));
     match &mail.mta {
         None => findings.push(Finding::new(
             Kind::Mta,
@@ -112,11 +112,8 @@ fn judge_offer(looked: &Looked) -> Vec<Finding> {
 fn nowhere_to_submit(host: &Host, filter: &FilterView) -> Option<Finding> {
     let closed = filter.policy == Some(Policy::Drop) && filter.ports.contains(&25);
     let listening = |port: u16| {
-        host.sockets.iter().any(|s| {
-            s.state == super::procnet::TcpState::LISTEN
-                && s.local.port() == port
-                && !s.local.ip().is_loopback()
-        })
+        host.listeners()
+            .any(|s| s.local.port() == port && !s.local.ip().is_loopback())
     };
     let submission = SUBMISSION_PORTS.iter().any(|&port| listening(port));
     (closed && listening(25) && !submission).then(|| {
@@ -129,7 +126,21 @@ fn nowhere_to_submit(host: &Host, filter: &FilterView) -> Option<Finding> {
     })
 }
 
-fn judge_relay_probe(probe: &RelayProbe) -> Vec<Finding> {
+/// The relay probe's answers; `mta`: the configuration that may trust the probe's own address,
+/// in which case an accepted RCPT says nothing of strangers.
+fn judge_relay_probe(probe: &RelayProbe, mta: Option<&MtaConfig>) -> Vec<Finding> {
+    let trusting = |source: IpAddr| {
+        mta.into_iter()
+            .flat_map(|mta| mta.relay_networks.iter())
+            .find(|network| {
+                network
+                    .parse::<IpNet>()
+                    .map_or(network.parse() == Ok(source), |net| {
+                        net.prefix_len() > 0 && net.contains(&source)
+                    })
+            })
+            .cloned()
+    };
     match probe {
         RelayProbe::No { why } => vec![Finding::new(
             Kind::Relay,
@@ -144,9 +155,15 @@ fn judge_relay_probe(probe: &RelayProbe) -> Vec<Finding> {
                     tried.listener, tried.target
                 );
                 let advice = match &tried.answer {
-                    RelayAnswer::Accepted(reply) => Advice::OpenRelay {
-                        source: *source,
-                        reply: reply.clone(),
+                    RelayAnswer::Accepted(reply) => match trusting(*source) {
+                        Some(network) => Advice::ProbeTrusted {
+                            source: *source,
+                            network,
+                        },
+                        None => Advice::OpenRelay {
+                            source: *source,
+                            reply: reply.clone(),
+                        },
                     },
                     RelayAnswer::Refused(reply) => Advice::RelayRefused {
                         source: *source,
@@ -513,6 +530,31 @@ mod tests {
         );
         let found = levels(&relay, &guard(EgressMode::Monitor, &["198.18.5.0/24"], &[]));
         assert_eq!(found[0].0, Level::Ok, "{found:?}");
+    }
+
+    #[test]
+    fn a_probe_the_mta_trusts_proves_nothing() {
+        let probe = RelayProbe::Yes {
+            source: "198.19.255.254".parse().unwrap(),
+            tries: vec![RelayTry {
+                listener: "0.0.0.0:25".parse().unwrap(),
+                target: "198.19.255.253:25".parse().unwrap(),
+                answer: RelayAnswer::Accepted("250 2.1.5 Ok".to_owned()),
+            }],
+        };
+        let levels = |networks: &[&str]| -> Vec<Level> {
+            judge_relay_probe(&probe, Some(&postfix("", networks)))
+                .iter()
+                .map(|f| f.level)
+                .collect()
+        };
+        assert_eq!(
+            levels(&["127.0.0.0/8", "198.18.0.0/15"]),
+            vec![Level::Check]
+        );
+        assert_eq!(levels(&["127.0.0.0/8"]), vec![Level::OpenRelay]);
+        // A catch-all is no excuse: strangers are trusted too.
+        assert_eq!(levels(&["0.0.0.0/0"]), vec![Level::OpenRelay]);
     }
 
     #[test]

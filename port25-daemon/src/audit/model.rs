@@ -100,6 +100,15 @@ pub(crate) struct Host {
     pub unknown_owner_hint: String,
 }
 
+impl Host {
+    /// Sockets listening on an SMTP port.
+    pub(super) fn listeners(&self) -> impl Iterator<Item = &Socket> {
+        self.sockets.iter().filter(|s| {
+            s.state == super::procnet::TcpState::LISTEN && SMTP_PORTS.contains(&s.local.port())
+        })
+    }
+}
+
 /// Where the view of the filter came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -378,6 +387,8 @@ pub(crate) enum Advice {
     NowhereToSubmit,
     /// The relay probe's RCPT to an outside domain was accepted.
     OpenRelay { source: IpAddr, reply: String },
+    /// The relay probe was accepted, but the MTA's own relay networks hold its address.
+    ProbeTrusted { source: IpAddr, network: String },
     /// The relay probe was refused.
     RelayRefused { source: IpAddr, reply: String },
     /// The relay probe could not tell.
@@ -441,6 +452,7 @@ impl Advice {
             | Self::AuthTakenInClear { .. }
             | Self::NoAuthOverTls { .. }
             | Self::NowhereToSubmit
+            | Self::ProbeTrusted { .. }
             | Self::RelayhostRefused { .. }
             | Self::RelayhostUnresolved { .. }
             | Self::GuardOffWithRelayhost { .. }

@@ -298,6 +298,12 @@ impl fmt::Display for Advice {
                  smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, \
                  reject_unauth_destination and mynetworks of your own networks only, in main.cf"
             ),
+            Self::ProbeTrusted { source, network } => write!(
+                f,
+                "CHECK: it relayed for the probe, but its relay networks hold {network}, which \
+                 covers the probe's own address {source}: this says nothing of strangers; keep \
+                 only your own networks there, and run the audit again"
+            ),
             Self::RelayRefused { source, reply } => {
                 write!(f, "ok: refused to relay for {source} ({reply})")
             }

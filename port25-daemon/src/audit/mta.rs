@@ -1,5 +1,6 @@
 //! The mail server's own configuration, as far as the audit compares it with port25's policy:
-//! Postfix's through `postconf`, Exim's through `exim -bP`. Other MTAs' (Sendmail, OpenSMTPD,
+//! Postfix's through `postconf`, Exim's through `exim -bP config` (the configuration as Exim
+//! reads it, macros expanded where used). Other MTAs' (Sendmail, OpenSMTPD,
 //! ...) are not read, and the report says so.
 
 use std::{
@@ -264,23 +265,37 @@ fn read_exim() -> Option<MtaConfig> {
             None
         }
     };
-    let smarthost = ask(&["macro", "DCsmarthost"])
-        .and_then(|text| text.split_once('=').map(|(_, v)| v.trim().to_owned()))
-        .unwrap_or_default();
-    let relay_from = ask(&["hostlist", "relay_from_hosts"])
-        .and_then(|text| text.split_once('=').map(|(_, v)| v.trim().to_owned()))
-        .unwrap_or_default();
+    let config = ask(&["config"]).unwrap_or_default();
     let user = ask(&["exim_user"]).and_then(|text| parameter(&text, "exim_user"));
+    let (relayhosts, relay_networks) = exim_config(&config, &mut notes);
     Some(MtaConfig {
         kind: MtaKind::Exim,
         read_with,
         config_dir: "/etc/exim4".to_owned(),
-        relayhosts: exim_smarthosts(&smarthost),
-        relay_networks: exim_host_list(&relay_from),
+        relayhosts,
+        relay_networks,
         mail_filters: Vec::new(),
         user,
         notes,
     })
+}
+
+/// Debian's smart host (the `DCsmarthost` macro) and the `relay_from_hosts` host list, from
+/// `exim -bP config` (which prints the configuration with macros expanded where used). Items of
+/// the list that are not addresses or networks (names, lookups, `+lists`) are noted, not read.
+pub(crate) fn exim_config(config: &str, notes: &mut Vec<String>) -> (Vec<Relayhost>, Vec<String>) {
+    let smarthosts = parameter(config, "DCsmarthost").unwrap_or_default();
+    let mut networks = Vec::new();
+    for item in exim_host_list(&parameter(config, "relay_from_hosts").unwrap_or_default()) {
+        if item.parse::<IpAddr>().is_ok() || item.parse::<ipnet::IpNet>().is_ok() {
+            networks.push(item);
+        } else {
+            notes.push(format!(
+                "relay_from_hosts item {item} is not an address: not read"
+            ));
+        }
+    }
+    (exim_smarthosts(&smarthosts), networks)
 }
 
 /// `smtp.example.net::587 : backup.example.net` (Exim's list, `::` a colon in an item).
@@ -390,6 +405,47 @@ mod tests {
         );
         let hosts = exim_smarthosts("198.18.5.5::587");
         assert_eq!((hosts[0].host.as_str(), hosts[0].port), ("198.18.5.5", 587));
+    }
+
+    /// The first 20 lines `exim4 -C test.conf -bP config` printed, of Debian's
+    /// exim4-daemon-light 4.96 (bookworm).
+    const EXIM_CONFIG: &str = "# Exim Configuration (4.96)
+# 1 \"/tmp/exim/test.conf\"
+log_file_path = /tmp/exim/%slog
+keep_environment =
+domainlist local_domains = @
+hostlist trusted = 198.18.9.0/24
+hostlist relay_from_hosts = 127.0.0.1 : ::::1 : 198.18.0.0/15 : +trusted
+DCsmarthost = 198.18.5.5::587
+exim_user = mail
+
+begin routers
+
+  smarthost:
+    driver = manualroute
+    route_list = * 198.18.5.5::587 byname
+    transport = remote_smtp
+
+begin transports
+
+  remote_smtp:
+";
+
+    #[test]
+    fn exim_config_as_printed() {
+        let mut notes = Vec::new();
+        let (relayhosts, networks) = exim_config(EXIM_CONFIG, &mut notes);
+        assert_eq!(networks, vec!["127.0.0.1", "::1", "198.18.0.0/15"]);
+        assert_eq!(relayhosts.len(), 1);
+        assert_eq!(
+            (relayhosts[0].host.as_str(), relayhosts[0].port),
+            ("198.18.5.5", 587)
+        );
+        assert_eq!(
+            notes,
+            vec!["relay_from_hosts item +trusted is not an address: not read"]
+        );
+        assert_eq!(parameter(EXIM_CONFIG, "exim_user").as_deref(), Some("mail"));
     }
 
     #[test]

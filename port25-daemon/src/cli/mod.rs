@@ -154,6 +154,8 @@ enum Command {
     /// then RSET and QUIT: never DATA, so nothing is queued. It connects only to this host's own
     /// listeners, which the host delivers locally: nothing is forwarded or leaves the host. The
     /// namespace has no name and goes with the audit, also when it is killed. It needs root.
+    /// port25's egress guard judges the audit as any process: a connect it refuses (EPERM) is
+    /// said as such ("not asked").
     ///
     /// Exit 0 when nothing needs action, 2 when a finding says OPEN RELAY, NOT PROTECTED or CHECK,
     /// 1 on error.

@@ -17,12 +17,15 @@
 //! 3. A relayhost the guard does not allow, policy drop, no submission service: three CHECKs.
 //!
 //! Every probe session ends after RCPT with RSET and QUIT (Postfix's own count of the session's
-//! commands shows no DATA), the queue stays empty, and no probe interface is left behind.
+//! commands shows no DATA), the queue stays empty, and no probe interface is left behind, also by
+//! an audit killed mid-probe.
 
 use std::{ffi::OsStr, fs, time::Duration};
 
 use port25_testkit::{
-    lab::{BpfFs, Cgroup, Client, Daemon, Gateway, Postfix, PostfixSetup, WorkDir, require_tools},
+    lab::{
+        BpfFs, Cgroup, Client, Daemon, Gateway, Postfix, PostfixSetup, WorkDir, poll, require_tools,
+    },
     require_root,
 };
 
@@ -310,4 +313,53 @@ fn audit_checks_a_real_postfix_three_ways() {
     );
     assert_probe_left_nothing(gw, &postfix, 5);
     drop(daemon);
+}
+
+/// A killed audit leaves no probe link: the namespace has no name, so the kernel removes it (and
+/// the veth pair with it) once the process is gone. A port-25 listener that never greets holds
+/// the probe long enough to kill it mid-conversation.
+#[test]
+fn a_killed_audit_leaves_no_probe_link() {
+    require_root();
+    require_tools(&["ip"]);
+    let work = WorkDir::new("audit-kill");
+    let lab = Gateway::new("akill", &[Client::new("peer", 44, 2)]);
+    let gw = &lab.gw;
+    let places = Places {
+        pin_dir: work.join("no-pins"),
+        socket: work.join("no-daemon.sock"),
+    };
+    // Connections queue in the backlog and are never accepted: no greeting, ever.
+    let _silent = std::thread::scope(|scope| {
+        gw.spawn_inside(scope, || std::net::TcpListener::bind("0.0.0.0:25"))
+            .join()
+            .unwrap()
+    })
+    .unwrap();
+    let mut audit = gw
+        .command(Daemon::binary())
+        .args(["audit", "--pin-dir"])
+        .arg(&places.pin_dir)
+        .arg("--control-socket")
+        .arg(&places.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let probing = poll(Duration::from_secs(30), || {
+        gw.ip(&["-o", "link", "show"])
+            .contains("p25audit")
+            .then_some(())
+    });
+    assert!(probing.is_some(), "the probe's link never appeared");
+    audit.kill().unwrap();
+    audit.wait().unwrap();
+    let gone = poll(Duration::from_secs(10), || {
+        (!gw.ip(&["-o", "link", "show"]).contains("p25audit")).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "a killed audit left its probe link:\n{}",
+        gw.ip(&["-o", "link", "show"])
+    );
 }

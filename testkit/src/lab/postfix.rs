@@ -14,11 +14,13 @@ use std::{
 use super::*;
 
 /// How the instance is configured: lines added to main.cf, and whether master.cf runs the
-/// submission service on 587 (STARTTLS required, SASL on).
+/// submission service on 587 (SASL on; STARTTLS required, or with `submission_tls` false not
+/// even offered).
 #[derive(Clone, Debug)]
 pub struct PostfixSetup {
     pub main_cf: String,
     pub submission: bool,
+    pub submission_tls: bool,
 }
 
 /// A running private instance; stopped (and its master killed if it lingers) on drop.
@@ -127,11 +129,13 @@ impl<'a> Postfix<'a> {
              {}\n",
             setup.main_cf
         );
-        let submission = if setup.submission {
-            "submission inet n - n - - smtpd\n  -o smtpd_tls_security_level=encrypt\n  \
-             -o smtpd_sasl_auth_enable=yes\n"
-        } else {
-            ""
+        let submission = match (setup.submission, setup.submission_tls) {
+            (false, _) => String::new(),
+            (true, tls) => format!(
+                "submission inet n - n - - smtpd\n  -o smtpd_tls_security_level={}\n  \
+                 -o smtpd_sasl_auth_enable=yes\n",
+                if tls { "encrypt" } else { "none" }
+            ),
         };
         let master = format!(
             "smtp inet n - n - - smtpd\n{submission}{}",

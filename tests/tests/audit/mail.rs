@@ -12,8 +12,9 @@
 //! 1. Well configured (relayhost the guard's smart host, mynetworks loopback, AUTH only after
 //!    STARTTLS): nothing needs action, exit 0; before port25d runs, the guard being off while a
 //!    relayhost is set is a CHECK naming the `[egress]` lines.
-//! 2. An open relay (`mynetworks = 0.0.0.0/0`, AUTH in clear): OPEN RELAY twice (the probe, the
-//!    configuration) and CHECK on AUTH before STARTTLS, exit 2; `--no-relay-probe` asks nothing.
+//! 2. An open relay (`mynetworks = 0.0.0.0/0`, AUTH in clear, submission without TLS): OPEN RELAY
+//!    twice (the probe, the configuration), CHECK on AUTH before STARTTLS (25, 587) and on 587
+//!    without STARTTLS, exit 2; `--no-relay-probe` asks nothing.
 //! 3. A relayhost the guard does not allow, policy drop, no submission service: three CHECKs.
 //!
 //! Every probe session ends after RCPT with RSET and QUIT (Postfix's own count of the session's
@@ -44,6 +45,7 @@ fn well_configured() -> PostfixSetup {
             "mynetworks = 127.0.0.0/8\nsmtpd_tls_auth_only = yes\nrelayhost = [{SMART_HOST}]:25"
         ),
         submission: true,
+        submission_tls: true,
     }
 }
 
@@ -54,6 +56,7 @@ fn open_relay() -> PostfixSetup {
              relayhost = [{SMART_HOST}]:25"
         ),
         submission: true,
+        submission_tls: false,
     }
 }
 
@@ -63,6 +66,7 @@ fn stranger_relayhost() -> PostfixSetup {
             "mynetworks = 127.0.0.0/8\nsmtpd_tls_auth_only = yes\nrelayhost = [{STRANGER}]:25"
         ),
         submission: false,
+        submission_tls: false,
     }
 }
 
@@ -236,11 +240,24 @@ fn audit_checks_a_real_postfix_three_ways() {
         audit.verdict("port 25 (0.0.0.0:25), asked at 127.0.0.1:25"),
         "CHECK: port 25 offers AUTH PLAIN LOGIN before STARTTLS: a client may send its password in clear: Postfix: smtpd_tls_auth_only = yes in main.cf"
     );
-    // The fourth: the guard names the audit it refused in step 1, as it would any process.
+    // Submission without TLS: AUTH in clear, and no STARTTLS to protect it.
+    let submission = "port 587 (0.0.0.0:587), asked at 127.0.0.1:587";
+    assert_eq!(
+        audit.verdict(submission),
+        "CHECK: port 587 offers AUTH PLAIN LOGIN before STARTTLS: a client may send its password in clear: Postfix: smtpd_tls_auth_only = yes in main.cf"
+    );
+    assert!(
+        audit.out.contains(
+            "CHECK: port 587 offers no STARTTLS: passwords would cross in clear: Postfix: `-o smtpd_tls_security_level=encrypt` on the submission service in master.cf"
+        ),
+        "{}",
+        audit.out
+    );
+    // The sixth: the guard names the audit it refused in step 1, as it would any process.
     assert!(
         audit
             .out
-            .contains("4 findings need action (2 OPEN RELAY, 0 NOT PROTECTED, 2 CHECK)")
+            .contains("6 findings need action (2 OPEN RELAY, 0 NOT PROTECTED, 4 CHECK)")
             && audit.out.contains(
                 "CHECK: port25d tried outbound SMTP to servers that are not smart hosts 2 times (refused)"
             ),

@@ -14,8 +14,8 @@ use std::{
 use super::*;
 
 /// How the instance is configured: lines added to main.cf, and whether master.cf runs the
-/// submission service on 587 (SASL on; STARTTLS required, or with `submission_tls` false not
-/// even offered).
+/// submission service on 587 (SASL on; STARTTLS required and, on 465, TLS from the first byte;
+/// with `submission_tls` false, 587 only and without TLS).
 #[derive(Clone, Debug)]
 pub struct PostfixSetup {
     pub main_cf: String,
@@ -130,12 +130,17 @@ impl<'a> Postfix<'a> {
             setup.main_cf
         );
         let submission = match (setup.submission, setup.submission_tls) {
-            (false, _) => String::new(),
-            (true, tls) => format!(
-                "submission inet n - n - - smtpd\n  -o smtpd_tls_security_level={}\n  \
-                 -o smtpd_sasl_auth_enable=yes\n",
-                if tls { "encrypt" } else { "none" }
-            ),
+            (false, _) => "",
+            (true, true) => {
+                "submission inet n - n - - smtpd\n  -o smtpd_tls_security_level=encrypt\n  \
+                 -o smtpd_sasl_auth_enable=yes\n\
+                 465 inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n  \
+                 -o smtpd_sasl_auth_enable=yes\n"
+            }
+            (true, false) => {
+                "submission inet n - n - - smtpd\n  -o smtpd_tls_security_level=none\n  \
+                 -o smtpd_sasl_auth_enable=yes\n"
+            }
         };
         let master = format!(
             "smtp inet n - n - - smtpd\n{submission}{}",
@@ -176,7 +181,9 @@ impl<'a> Postfix<'a> {
         let ready = poll(Duration::from_secs(10), || {
             let smtp = listens(self.ns, "0.0.0.0:25".parse().ok()?);
             let submission = listens(self.ns, "0.0.0.0:587".parse().ok()?);
-            (smtp && submission == setup.submission).then_some(())
+            let smtps = listens(self.ns, "0.0.0.0:465".parse().ok()?);
+            let want_smtps = setup.submission && setup.submission_tls;
+            (smtp && submission == setup.submission && smtps == want_smtps).then_some(())
         });
         if ready.is_none() {
             panic!(

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!   gw   gw0 198.18.43.1/24 ──── peer  cl0 198.18.43.2/24
-//!        Postfix on 0.0.0.0:25 (+ 0.0.0.0:587 submission: STARTTLS required, SASL by a stub)
+//!        Postfix on 0.0.0.0:25 (+ 587 submission: STARTTLS required, 465: TLS from the first
+//!        byte; SASL by a stub)
 //!        port25d on gw0; [egress] smart host 198.18.43.9; the relay probe's own namespace,
 //!        198.19.255.254, joined to gw by a veth pair for the audit's duration
 //! ```
@@ -174,6 +175,10 @@ fn audit_checks_a_real_postfix_three_ways() {
     assert_eq!(
         audit.verdict("port 587 (0.0.0.0:587), asked at 127.0.0.1:587"),
         "ok: port 587: STARTTLS, then AUTH PLAIN LOGIN; no AUTH in clear"
+    );
+    assert_eq!(
+        audit.verdict("port 465 (0.0.0.0:465), asked at 127.0.0.1:465"),
+        "ok: port 465: TLS from the first byte, then AUTH PLAIN LOGIN; no AUTH in clear"
     );
     assert_eq!(
         audit.verdict("port 25 (0.0.0.0:25), asked at 127.0.0.1:25"),

@@ -350,7 +350,7 @@ fn control(version: &str, arch: &str, shlibs: &str, installed_size: u64) -> Stri
          Maintainer: port25 maintainers <port25@example.invalid>\n\
          Installed-Size: {installed_size}\n\
          Depends: {shlibs}, procps\n\
-         Recommends: nftables, iptables\n\
+         Recommends: nftables, iptables, iproute2\n\
          Suggests: fail2ban, prometheus\n\
          Section: net\n\
          Priority: optional\n\

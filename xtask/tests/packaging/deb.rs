@@ -41,6 +41,12 @@ fn deb_has_the_files_modes_and_conffiles() {
         depends.contains("procps"),
         "Depends: {depends} (ExecReload= runs /bin/kill)"
     );
+    // `port25d audit`'s relay probe makes its link with ip.
+    assert!(
+        field("Recommends").contains("iproute2"),
+        "Recommends: {}",
+        field("Recommends")
+    );
     let info = stdout(&run(Command::new(&dpkg_deb).arg("-I").arg(&built.deb)));
     assert!(info.contains("Description: XDP filter for SMTP"), "{info}");
 

@@ -127,7 +127,9 @@ fn assert_probe_left_nothing(gw: &port25_testkit::lab::Netns, postfix: &Postfix,
 #[test]
 fn audit_checks_a_real_postfix_three_ways() {
     require_root();
-    require_tools(&["ip", "ss", "postfix", "postconf", "openssl", "chown"]);
+    require_tools(&[
+        "ip", "ss", "postfix", "postconf", "openssl", "chown", "setpriv",
+    ]);
     Daemon::binary();
     let work = WorkDir::new("audit-mail");
     let lab = Gateway::new("amail", &[Client::new("peer", 43, 2)]);
@@ -217,6 +219,25 @@ fn audit_checks_a_real_postfix_three_ways() {
             .starts_with("ok: port 587: STARTTLS"),
         "{}",
         guarded.out
+    );
+    assert_probe_left_nothing(gw, &postfix, 2);
+    // Not root: no namespace can be made, and the audit says so instead of probing.
+    let out = gw
+        .command(port25_testkit::lab::tool("setpriv"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(Daemon::binary())
+        .arg("audit")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "info: open-relay probe not run: not running as root: a network namespace cannot be made"
+        ),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert_probe_left_nothing(gw, &postfix, 2);
 

@@ -342,8 +342,8 @@ impl fmt::Display for Advice {
                 write!(
                     f,
                     "CHECK: {relayhost} ({} port {port}) is not among [egress] smart_hosts: the \
-                     guard {outcome}: add smart_hosts = [{}] to [egress] in port25.toml, or fix {} \
-                     in {mta}'s configuration",
+                     guard {outcome}: add {} to [egress] smart_hosts in port25.toml, or fix {} in \
+                     {mta}'s configuration",
                     join_ips(addrs),
                     quoted_ips(addrs),
                     mta.relayhost_key()

@@ -334,7 +334,7 @@ fn audit_checks_a_real_postfix_three_ways() {
     assert!(
         verdict.starts_with(&format!(
             "CHECK: [{STRANGER}]:25 ({STRANGER} port 25) is not among [egress] smart_hosts: the guard refuses its outbound mail"
-        )) && verdict.contains(&format!("add smart_hosts = [\"{STRANGER}\"] to [egress]")),
+        )) && verdict.contains(&format!("add \"{STRANGER}\" to [egress] smart_hosts in port25.toml")),
         "{verdict}"
     );
     assert_eq!(

@@ -222,6 +222,7 @@ pub(super) fn read_mail(
             offers.push(Looked {
                 port,
                 listener: socket.local,
+                target,
                 offer: smtp::look(target, port == 465),
             });
         }

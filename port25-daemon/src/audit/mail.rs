@@ -39,10 +39,10 @@ pub(super) fn judge_mail(host: &Host, filter: &FilterView, mail: &MailView) -> V
 fn judge_offer(looked: &Looked) -> Vec<Finding> {
     let port = looked.port;
     let offer = &looked.offer;
-    let target = offer
-        .target
-        .map_or_else(|| looked.listener.to_string(), |t| t.to_string());
-    let what = format!("port {port} ({}), asked at {target}", looked.listener);
+    let what = format!(
+        "port {port} ({}), asked at {}",
+        looked.listener, looked.target
+    );
     let mut advice = Vec::new();
     if offer.refused_here {
         advice.push(Advice::AuditRefusedHere { port });
@@ -185,7 +185,7 @@ fn judge_relay_probe(probe: &RelayProbe, mta: Option<&MtaConfig>) -> Vec<Finding
 
 /// The MTA's configuration against the egress guard and the inbound policy.
 fn judge_mta(mta: &MtaConfig, filter: &FilterView, verdicts: &[InboundVerdict]) -> Vec<Finding> {
-    let name = mta_name(mta);
+    let name = mta.kind.to_string();
     let mut findings = vec![Finding::new(
         Kind::Mta,
         format!("{name}'s configuration in {}", mta.config_dir),
@@ -316,11 +316,6 @@ fn judge_mta(mta: &MtaConfig, filter: &FilterView, verdicts: &[InboundVerdict]) 
     findings
 }
 
-/// "Postfix", "Exim".
-fn mta_name(mta: &MtaConfig) -> String {
-    mta.kind.to_string()
-}
-
 /// "relayhost [198.18.5.5]:25; mynetworks 127.0.0.0/8 ::1/128; user postfix", and what was not
 /// read.
 fn mta_summary(mta: &MtaConfig) -> String {
@@ -406,6 +401,7 @@ mod tests {
         Looked {
             port,
             listener: format!("0.0.0.0:{port}").parse().unwrap(),
+            target: format!("127.0.0.1:{port}").parse().unwrap(),
             offer,
         }
     }

@@ -627,6 +627,8 @@ pub(crate) struct Looked {
     pub port: u16,
     /// The listening address.
     pub listener: SocketAddr,
+    /// Where the audit connected (loopback for a wildcard listener).
+    pub target: SocketAddr,
     pub offer: Offer,
 }
 

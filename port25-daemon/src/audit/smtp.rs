@@ -32,8 +32,6 @@ fn hello() -> ClientId {
 /// What a listener said to a client that connected, looked and left.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct Offer {
-    /// Where the audit connected.
-    pub target: Option<SocketAddr>,
     /// Why there was no SMTP conversation (no greeting, a refused connect, a TLS failure at
     /// connect on 465); `None` when there was one.
     pub silent: Option<String>,
@@ -62,7 +60,6 @@ pub(crate) struct Offer {
 /// quits.
 pub(crate) fn look(target: SocketAddr, implicit_tls: bool) -> Offer {
     let mut offer = Offer {
-        target: Some(target),
         implicit_tls,
         ..Offer::default()
     };
